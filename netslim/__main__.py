@@ -1,0 +1,3 @@
+from netslim.cli.main import main
+
+raise SystemExit(main())

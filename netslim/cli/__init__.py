@@ -1,0 +1,1 @@
+"""The ``netslim`` command line (also ``python -m netslim``)."""

@@ -1,0 +1,1 @@
+"""Shared building blocks used by every pruning method: the method registry and model history."""

@@ -1,0 +1,35 @@
+"""Exceptions with messages a user can act on.
+
+Every error netslim raises on bad input derives from :class:`NetslimError`, so the CLI can turn
+it into one clear line and a non-zero exit code without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class NetslimError(Exception):
+    """Base class: a problem the user can fix (bad input, unsupported model, corrupt file)."""
+
+
+class ConfigError(NetslimError, ValueError):
+    """An impossible setting: a ratio out of range, an unknown criterion or method name."""
+
+
+class UnsupportedModelError(NetslimError):
+    """The model (or one of its layers) cannot be handled by the requested method."""
+
+
+class PruningError(NetslimError):
+    """Pruning failed part-way; the model was restored to its state before the call."""
+
+    def __init__(self, message: str, module: str | None = None):
+        self.module = module
+        super().__init__(f"{module}: {message}" if module else message)
+
+
+class ArtifactError(NetslimError):
+    """A saved netslim directory is missing, incomplete or corrupt."""
+
+
+class DataError(NetslimError):
+    """A data source is missing or unreadable; the message says how to get it."""

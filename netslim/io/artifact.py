@@ -1,0 +1,137 @@
+"""The netslim directory format.
+
+``netslim.json``  spec of the original model, the ordered history of transforms, checksums;
+``model.safetensors``  the weights (including mask buffers while masks are attached).
+
+Loading rebuilds the original from its spec, replays the history (which recreates the pruned
+shapes and parametrizations) and then loads the weights strictly, so any drift is an error rather
+than a silently different model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from netslim.core.history import get_history, get_spec, set_history, set_spec
+from netslim.errors import ArtifactError, ConfigError
+from netslim.io.replay import replay
+
+FORMAT = "netslim"
+FORMAT_VERSION = 1
+MANIFEST = "netslim.json"
+WEIGHTS = "model.safetensors"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unshared_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """safetensors refuses aliased storage (tied weights): store each key as its own tensor."""
+    seen: set[tuple[int, int]] = set()
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        out[key] = tensor.clone().contiguous() if ident in seen else tensor.contiguous()
+        seen.add(ident)
+    return out
+
+
+def save(model: nn.Module, directory: str | os.PathLike, *, spec: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (spec + history + safetensors weights) to ``directory``.
+
+    Files are written to a temporary name and renamed, so an interrupted save never leaves a
+    half-written artifact that ``load`` would accept.
+    """
+    spec = spec or get_spec(model)
+    if spec is None:
+        raise ConfigError(
+            "the model has no spec: build it with netslim.build_model('zoo:...') or pass "
+            "spec={'source': 'py:FILE.py:FACTORY'} so that load() can rebuild it"
+        )
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    save_file(_unshared_state_dict(model), str(tmp_path))
+    os.replace(tmp_path, out / WEIGHTS)
+    from netslim import __version__
+
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "netslim_version": __version__,
+        "spec": spec,
+        "history": get_history(model),
+        "files": {WEIGHTS: _sha256(out / WEIGHTS)},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory)
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is not a directory saved by netslim.save")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{path} has no {MANIFEST}: not a netslim artifact, or incomplete")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path} is corrupt: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{manifest_path} is not a netslim manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{manifest_path} has format version {manifest.get('version')}, "
+            f"this netslim reads version {FORMAT_VERSION}"
+        )
+    for key in ("spec", "history", "files"):
+        if key not in manifest:
+            raise ArtifactError(f"{manifest_path} lacks {key!r}")
+    return manifest
+
+
+def load(directory: str | os.PathLike) -> nn.Module:
+    """Rebuild a model saved with :func:`save`, in eval mode, with its history attached."""
+    from netslim.models.spec import build_model
+
+    path = Path(directory)
+    manifest = read_manifest(path)
+    weights_path = path / WEIGHTS
+    if not weights_path.is_file():
+        raise ArtifactError(f"{path} has no {WEIGHTS}")
+    expected = manifest["files"].get(WEIGHTS)
+    if expected and _sha256(weights_path) != expected:
+        raise ArtifactError(f"{weights_path} does not match its checksum: the file is corrupt")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{weights_path} is not readable safetensors: {exc}") from exc
+
+    spec = manifest["spec"]
+    model = build_model(spec["source"], **spec.get("kwargs", {}))
+    replay(model, manifest["history"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"weights in {weights_path} do not fit the rebuilt model: {exc}") from exc
+    set_spec(model, spec)
+    set_history(model, manifest["history"])
+    return model.eval()

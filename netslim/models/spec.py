@@ -1,0 +1,146 @@
+"""Model specs: one string names how to build the *unpruned* model.
+
+``zoo:NAME`` (netslim's reference models), ``torchvision:NAME``, ``timm:NAME``, ``hf:PATH`` (a local
+Hugging Face directory, loaded offline) and ``py:FILE.py:FACTORY`` (a function returning the model).
+The spec is remembered on the model so ``netslim.save``/``load`` can rebuild it and replay what was
+pruned, without pickling Python objects.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netslim.core.history import get_spec, set_spec
+from netslim.errors import ConfigError, UnsupportedModelError
+
+SCHEMES = ("zoo", "torchvision", "timm", "hf", "py")
+
+
+def parse_spec(source: str) -> tuple[str, str]:
+    scheme, sep, rest = source.partition(":")
+    if not sep or scheme not in SCHEMES or not rest:
+        raise ConfigError(
+            f"unknown model spec {source!r}: expected one of "
+            + ", ".join(f"{s}:..." for s in SCHEMES)
+            + " (e.g. zoo:lenet300, torchvision:resnet18, hf:/path/to/dir, py:model.py:build)"
+        )
+    return scheme, rest
+
+
+def build_model(source: str, **kwargs: Any) -> nn.Module:
+    """Build the model named by ``source`` (random or packaged weights; never from a hub)."""
+    scheme, rest = parse_spec(source)
+    model = _BUILDERS[scheme](rest, **kwargs)
+    set_spec(model, {"source": source, "kwargs": kwargs})
+    return model
+
+
+def _build_zoo(name: str, **kwargs: Any) -> nn.Module:
+    from netslim.models.zoo import get_zoo_model
+
+    return get_zoo_model(name, **kwargs)
+
+
+def _build_torchvision(name: str, **kwargs: Any) -> nn.Module:
+    try:
+        import torchvision
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise UnsupportedModelError("torchvision is not installed: pip install netslim[vision]") from exc
+    names = set(torchvision.models.list_models())
+    if name not in names:
+        raise ConfigError(f"unknown torchvision model {name!r} (see torchvision.models.list_models())")
+    kwargs.setdefault("weights", None)
+    return torchvision.models.get_model(name, **kwargs)
+
+
+def _build_timm(name: str, **kwargs: Any) -> nn.Module:
+    try:
+        import timm
+    except ImportError as exc:  # pragma: no cover
+        raise UnsupportedModelError("timm is not installed: pip install netslim[vision]") from exc
+    if not timm.is_model(name):
+        raise ConfigError(f"unknown timm model {name!r} (see timm.list_models())")
+    kwargs.setdefault("pretrained", False)
+    return timm.create_model(name, **kwargs)
+
+
+def _build_hf(path: str, **kwargs: Any) -> nn.Module:
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover
+        raise UnsupportedModelError("transformers is not installed: pip install netslim[hf]") from exc
+    if not Path(path, "config.json").is_file():
+        raise ConfigError(f"hf:{path} is not a local Hugging Face model directory (no config.json)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = transformers.AutoConfig.from_pretrained(path)
+    archs = getattr(config, "architectures", None) or []
+    for arch in archs:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls.from_pretrained(path, **kwargs)
+    return transformers.AutoModel.from_pretrained(path, **kwargs)
+
+
+def _build_py(target: str, **kwargs: Any) -> nn.Module:
+    file, sep, factory = target.rpartition(":")
+    if not sep or not file.endswith(".py"):
+        raise ConfigError(f"py spec must be py:FILE.py:FACTORY, got py:{target}")
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"py spec: file {file!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"netslim_user_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        raise ConfigError(f"py spec: {file} has no callable {factory!r}")
+    model = fn(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"py spec: {factory}() returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+_BUILDERS = {
+    "zoo": _build_zoo,
+    "torchvision": _build_torchvision,
+    "timm": _build_timm,
+    "hf": _build_hf,
+    "py": _build_py,
+}
+
+
+def default_example_shape(model: nn.Module) -> tuple[int, ...]:
+    """A plausible input shape for the model's spec (override with --example-shape)."""
+    spec = get_spec(model) or {}
+    scheme = str(spec.get("source", "zoo:")).partition(":")[0]
+    if scheme == "zoo":
+        return (1, 1, 28, 28)
+    if scheme == "timm":
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        return (1, *cfg.get("input_size", (3, 224, 224)))
+    if scheme == "hf":
+        cfg = getattr(model, "config", None)
+        if cfg is not None and getattr(cfg, "vocab_size", None):
+            return (1, 16)
+        size = getattr(cfg, "image_size", 224)
+        channels = getattr(cfg, "num_channels", 3)
+        return (1, channels, size, size)
+    return (1, 3, 224, 224)
+
+
+def make_example_inputs(model: nn.Module, shape: tuple[int, ...] | None = None) -> tuple[Any, ...]:
+    """Example inputs as a tuple: token ids for language models, a float image batch otherwise."""
+    shape = tuple(shape) if shape else default_example_shape(model)
+    generator = torch.Generator().manual_seed(0)
+    cfg = getattr(model, "config", None)
+    vocab = getattr(cfg, "vocab_size", None) if cfg is not None else None
+    if vocab and len(shape) == 2:
+        return (torch.randint(0, int(vocab), shape, generator=generator),)
+    return (torch.randn(shape, generator=generator),)

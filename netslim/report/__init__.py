@@ -1,0 +1,6 @@
+"""Human-facing output of a pruning run: the before/after table and the report plot."""
+
+from netslim.report.plot import write_plot
+from netslim.report.table import before_after_table
+
+__all__ = ["before_after_table", "write_plot"]

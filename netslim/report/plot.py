@@ -1,0 +1,53 @@
+"""The report plot: before/after bars for each measure and per-layer sparsity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+MEASURES = (
+    ("params", "params"),
+    ("nonzero_params", "non-zero"),
+    ("macs", "MACs"),
+    ("latency_ms", "latency"),
+    ("size_bytes", "size"),
+    ("accuracy", "accuracy"),
+)
+
+
+def write_plot(report: dict[str, Any], path: str | Path) -> Path | None:
+    """Write a PNG; returns None (and writes nothing) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels, values = [], []
+    for key, label in MEASURES:
+        before, after = report.get(f"{key}_before"), report.get(f"{key}_after")
+        if before:
+            labels.append(label)
+            values.append(after / before if after is not None else 0.0)
+    left.bar(labels, values, color="tab:blue")
+    left.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    left.set_ylabel("after / before")
+    left.set_title("What pruning changed")
+    layers = (report.get("sparsity") or {}).get("layers", {})
+    if layers:
+        names = list(layers)
+        right.barh(names, [100.0 * layers[n] for n in names], color="tab:orange")
+        right.set_xlabel("sparsity (%)")
+        right.set_xlim(0, 100)
+        right.invert_yaxis()
+        right.tick_params(axis="y", labelsize=7)
+    right.set_title("Per-layer sparsity")
+    settings = report.get("settings", {})
+    fig.suptitle(f"netslim: {settings.get('model', '')} · {settings.get('method', '')}")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,44 @@
+"""The before/after table printed at the end of a prune job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROWS = (
+    ("params", "params", "{:,.0f}"),
+    ("non-zero params", "nonzero_params", "{:,.0f}"),
+    ("MACs", "macs", "{:,.0f}"),
+    ("CPU latency (ms, 1 thread)", "latency_ms", "{:.3f}"),
+    ("saved size (bytes)", "size_bytes", "{:,.0f}"),
+    ("test accuracy (%)", "accuracy", "{:.2f}"),
+)
+
+
+def _fmt(value: Any, pattern: str, key: str) -> str:
+    if value is None:
+        return "-"
+    if key == "accuracy":
+        value = 100.0 * value
+    return pattern.format(value)
+
+
+def _ratio(before: Any, after: Any, key: str) -> str:
+    if before is None or after is None:
+        return ""
+    if key == "accuracy":
+        return f"{100.0 * (after - before):+.2f} pts"
+    if not after:
+        return ""
+    return f"{before / after:.2f}x smaller" if before >= after else f"{after / before:.2f}x larger"
+
+
+def before_after_table(report: dict[str, Any]) -> str:
+    """A fixed-width text table; ``report`` holds ``<key>_before`` / ``<key>_after`` entries."""
+    lines = [f"{'':28} {'before':>16} {'after':>16}  change"]
+    for label, key, pattern in ROWS:
+        before, after = report.get(f"{key}_before"), report.get(f"{key}_after")
+        lines.append(
+            f"{label:28} {_fmt(before, pattern, key):>16} {_fmt(after, pattern, key):>16}  "
+            f"{_ratio(before, after, key)}"
+        )
+    return "\n".join(lines)
