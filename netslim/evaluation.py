@@ -20,7 +20,9 @@ def _locate(directory: Path) -> tuple[Path, dict[str, Any] | None]:
         report_path = directory / "report.json"
         report = json.loads(report_path.read_text()) if report_path.is_file() else None
         return directory / "model", report
-    raise ArtifactError(f"{directory} holds no netslim model (expected {MANIFEST} or model/{MANIFEST})")
+    raise ArtifactError(
+        f"{directory} holds no netslim model (expected {MANIFEST} or model/{MANIFEST})"
+    )
 
 
 def evaluate_saved(
@@ -45,7 +47,9 @@ def evaluate_saved(
         from netslim.data import make_loaders
 
         _, loader = make_loaders(data, limit_test=limit_test or settings.get("limit_test"))
-    measured = measure(model, make_example_inputs(model, shape), loader=loader, evaluate=evaluate, latency=latency)
+    measured = measure(
+        model, make_example_inputs(model, shape), loader=loader, evaluate=evaluate, latency=latency
+    )
     result: dict[str, Any] = {"measured": measured}
     if report is not None:
         result["report"] = report

@@ -147,7 +147,9 @@ def _apply_schedule(
         trainer.finetune(model)
     elif settings.schedule == "iterative":
         for ratio in iterative_ratios(settings.ratio, max(settings.rounds, 1)):
-            steps.append(prune_(model, build_config(settings, ratio), example_inputs=example_inputs))
+            steps.append(
+                prune_(model, build_config(settings, ratio), example_inputs=example_inputs)
+            )
             trainer.finetune(model)
     else:  # agp
         if settings.method != "unstructured":
@@ -155,7 +157,9 @@ def _apply_schedule(
         from netslim.schedules import AGPScheduler
 
         if trainer.train_loader is None or settings.finetune_epochs == 0:
-            raise ConfigError("the agp schedule prunes during training: give --data and --finetune-epochs")
+            raise ConfigError(
+                "the agp schedule prunes during training: give --data and --finetune-epochs"
+            )
         total = len(trainer.train_loader) * settings.finetune_epochs
         scheduler = AGPScheduler(model, build_config(settings), total_steps=total)
         trainer.fit(model, settings.finetune_epochs, on_step=scheduler.on_step)
@@ -253,8 +257,12 @@ def _json_default(value: Any) -> Any:
 # on 2 cores.
 DEMO_ARGS = [
     "zoo:vgg_small",
-    "--method", "unstructured",
-    "--ratio", "0.9",
-    "--epochs", "3",
-    "--finetune-epochs", "2",
+    "--method",
+    "unstructured",
+    "--ratio",
+    "0.9",
+    "--epochs",
+    "3",
+    "--finetune-epochs",
+    "2",
 ]

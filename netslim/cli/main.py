@@ -19,21 +19,39 @@ def _shape(text: str) -> list[int]:
     try:
         dims = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 1,3,224,224, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints like 1,3,224,224, got {text!r}"
+        ) from None
     if not dims or any(d <= 0 for d in dims):
         raise argparse.ArgumentTypeError(f"shape dims must be positive, got {text!r}")
     return dims
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist | digits | synthetic | DIR with IDX files | none")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs before pruning (untrained models)")
-    p.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning epochs after each pruning step")
+    p.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="fashion-mnist | digits | synthetic | DIR with IDX files | none",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=2, help="training epochs before pruning (untrained models)"
+    )
+    p.add_argument(
+        "--finetune-epochs", type=int, default=1, help="fine-tuning epochs after each pruning step"
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--limit-train", type=int, default=None, help="use a fixed subset of N training samples")
-    p.add_argument("--limit-test", type=int, default=None, help="use a fixed subset of N test samples")
-    p.add_argument("--distill", action="store_true", help="fine-tune with knowledge distillation from the unpruned model")
+    p.add_argument(
+        "--limit-train", type=int, default=None, help="use a fixed subset of N training samples"
+    )
+    p.add_argument(
+        "--limit-test", type=int, default=None, help="use a fixed subset of N test samples"
+    )
+    p.add_argument(
+        "--distill",
+        action="store_true",
+        help="fine-tune with knowledge distillation from the unpruned model",
+    )
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--out", default=None, help="output directory (default runs/<model>-<method>)")
@@ -41,33 +59,58 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netslim", description="Model pruning and network slimming for PyTorch.")
+    parser = argparse.ArgumentParser(
+        prog="netslim", description="Model pruning and network slimming for PyTorch."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     prune = sub.add_parser("prune", help="prune a model, fine-tune it, measure and save it")
-    prune.add_argument("model", help="zoo:NAME | torchvision:NAME | timm:NAME | hf:PATH | py:FILE.py:FACTORY")
+    prune.add_argument(
+        "model", help="zoo:NAME | torchvision:NAME | timm:NAME | hf:PATH | py:FILE.py:FACTORY"
+    )
     prune.add_argument("--method", default="unstructured", help="unstructured | channel")
     prune.add_argument("--ratio", type=float, default=0.5, help="fraction to remove, in [0, 1)")
-    prune.add_argument("--scope", default="global", help="global | layer (unstructured); global | local (channel)")
-    prune.add_argument("--criterion", default=None, help="l1 | random (unstructured); l1 | l2 | random (channel)")
+    prune.add_argument(
+        "--scope", default="global", help="global | layer (unstructured); global | local (channel)"
+    )
+    prune.add_argument(
+        "--criterion", default=None, help="l1 | random (unstructured); l1 | l2 | random (channel)"
+    )
     prune.add_argument("--nm", default=None, help="N:M semi-structured sparsity, e.g. 2:4")
     prune.add_argument("--schedule", default="oneshot", help="oneshot | iterative | agp")
-    prune.add_argument("--rounds", type=int, default=3, help="pruning rounds for --schedule iterative")
-    prune.add_argument("--l1-reg", type=float, default=0.0, help="L1 penalty lambda during training")
-    prune.add_argument("--target-macs", type=float, default=None, help="channel: keep this fraction of MACs")
-    prune.add_argument("--round-to", type=int, default=1, help="channel: keep channel counts multiples of K")
+    prune.add_argument(
+        "--rounds", type=int, default=3, help="pruning rounds for --schedule iterative"
+    )
+    prune.add_argument(
+        "--l1-reg", type=float, default=0.0, help="L1 penalty lambda during training"
+    )
+    prune.add_argument(
+        "--target-macs", type=float, default=None, help="channel: keep this fraction of MACs"
+    )
+    prune.add_argument(
+        "--round-to", type=int, default=1, help="channel: keep channel counts multiples of K"
+    )
     prune.add_argument("--ignore", nargs="*", default=[], help="module names never pruned")
-    prune.add_argument("--example-shape", type=_shape, default=None, help="example input shape, e.g. 1,3,224,224")
+    prune.add_argument(
+        "--example-shape", type=_shape, default=None, help="example input shape, e.g. 1,3,224,224"
+    )
     _add_training_args(prune)
 
-    demo = sub.add_parser("demo", help="the main job: train the reference CNN on Fashion-MNIST, prune, fine-tune, report")
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: train the reference CNN on Fashion-MNIST, prune, fine-tune, report",
+    )
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--data", default="fashion-mnist")
     demo.add_argument("--no-progress", action="store_true")
 
     ev = sub.add_parser("eval", help="re-measure a saved result")
     ev.add_argument("directory", help="a directory written by netslim prune (or its model/ folder)")
-    ev.add_argument("--data", default=None, help="data to measure accuracy on (default: the one used for pruning)")
+    ev.add_argument(
+        "--data",
+        default=None,
+        help="data to measure accuracy on (default: the one used for pruning)",
+    )
     ev.add_argument("--limit-test", type=int, default=None)
     ev.add_argument("--example-shape", type=_shape, default=None)
     ev.add_argument("--no-latency", action="store_true")
@@ -81,13 +124,31 @@ def _settings_from_args(args: argparse.Namespace):
     method = args.method
     out = args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-{method}"
     return JobSettings(
-        model=args.model, method=method, ratio=args.ratio, scope=args.scope, criterion=args.criterion,
-        nm=args.nm, schedule=args.schedule, rounds=args.rounds, l1_reg=args.l1_reg, data=data,
-        epochs=args.epochs, finetune_epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size,
-        limit_train=args.limit_train, limit_test=args.limit_test, distill=args.distill,
-        target_macs=args.target_macs, round_to=args.round_to, ignore=list(args.ignore),
-        example_shape=args.example_shape, latency=not args.no_latency, progress=not args.no_progress,
-        out=out, seed=args.seed,
+        model=args.model,
+        method=method,
+        ratio=args.ratio,
+        scope=args.scope,
+        criterion=args.criterion,
+        nm=args.nm,
+        schedule=args.schedule,
+        rounds=args.rounds,
+        l1_reg=args.l1_reg,
+        data=data,
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        distill=args.distill,
+        target_macs=args.target_macs,
+        round_to=args.round_to,
+        ignore=list(args.ignore),
+        example_shape=args.example_shape,
+        latency=not args.no_latency,
+        progress=not args.no_progress,
+        out=out,
+        seed=args.seed,
     )
 
 
@@ -98,15 +159,19 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
     report = run_job(settings)
     print(before_after_table(report))
-    print(f"\nwrote {settings.out}/report.json, report.png and the pruned model in {settings.out}/model")
+    print(
+        f"\nwrote {settings.out}/report.json, report.png and the pruned model in {settings.out}/model"
+    )
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from netslim.pipeline import DEMO_ARGS
 
-    return main(["prune", *DEMO_ARGS, "--data", args.data, "--out", args.out]
-                + (["--no-progress"] if args.no_progress else []))
+    return main(
+        ["prune", *DEMO_ARGS, "--data", args.data, "--out", args.out]
+        + (["--no-progress"] if args.no_progress else [])
+    )
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -114,8 +179,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from netslim.report import before_after_table
 
     result = evaluate_saved(
-        Path(args.directory), data=args.data, limit_test=args.limit_test,
-        example_shape=args.example_shape, latency=not args.no_latency,
+        Path(args.directory),
+        data=args.data,
+        limit_test=args.limit_test,
+        example_shape=args.example_shape,
+        latency=not args.no_latency,
     )
     print(json.dumps(result["measured"], indent=2))
     if "report" in result:

@@ -52,7 +52,9 @@ def _unshared_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save(model: nn.Module, directory: str | os.PathLike, *, spec: dict[str, Any] | None = None) -> Path:
+def save(
+    model: nn.Module, directory: str | os.PathLike, *, spec: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` (spec + history + safetensors weights) to ``directory``.
 
     Files are written to a temporary name and renamed, so an interrupted save never leaves a
@@ -131,7 +133,9 @@ def load(directory: str | os.PathLike) -> nn.Module:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ArtifactError(f"weights in {weights_path} do not fit the rebuilt model: {exc}") from exc
+        raise ArtifactError(
+            f"weights in {weights_path} do not fit the rebuilt model: {exc}"
+        ) from exc
     set_spec(model, spec)
     set_history(model, manifest["history"])
     return model.eval()

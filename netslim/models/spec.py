@@ -51,10 +51,14 @@ def _build_torchvision(name: str, **kwargs: Any) -> nn.Module:
     try:
         import torchvision
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise UnsupportedModelError("torchvision is not installed: pip install netslim[vision]") from exc
+        raise UnsupportedModelError(
+            "torchvision is not installed: pip install netslim[vision]"
+        ) from exc
     names = set(torchvision.models.list_models())
     if name not in names:
-        raise ConfigError(f"unknown torchvision model {name!r} (see torchvision.models.list_models())")
+        raise ConfigError(
+            f"unknown torchvision model {name!r} (see torchvision.models.list_models())"
+        )
     kwargs.setdefault("weights", None)
     return torchvision.models.get_model(name, **kwargs)
 
@@ -74,7 +78,9 @@ def _build_hf(path: str, **kwargs: Any) -> nn.Module:
     try:
         import transformers
     except ImportError as exc:  # pragma: no cover
-        raise UnsupportedModelError("transformers is not installed: pip install netslim[hf]") from exc
+        raise UnsupportedModelError(
+            "transformers is not installed: pip install netslim[hf]"
+        ) from exc
     if not Path(path, "config.json").is_file():
         raise ConfigError(f"hf:{path} is not a local Hugging Face model directory (no config.json)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,26 @@
+"""Data sources (Fashion-MNIST IDX files, scikit-learn digits, synthetic) and their loaders."""
+
+from netslim.data.datasets import (
+    DATASET_NAMES,
+    DataInfo,
+    ImageDataset,
+    dataset_info,
+    load_dataset,
+    make_loaders,
+    subset_indices,
+)
+from netslim.data.fashion import FASHION_MNIST_DIR
+from netslim.data.idx import read_idx, write_idx
+
+__all__ = [
+    "DATASET_NAMES",
+    "FASHION_MNIST_DIR",
+    "DataInfo",
+    "ImageDataset",
+    "dataset_info",
+    "load_dataset",
+    "make_loaders",
+    "read_idx",
+    "subset_indices",
+    "write_idx",
+]

@@ -1,0 +1,205 @@
+"""One entry point for every data source: a name (or an IDX directory) → normalised tensors.
+
+All sources yield 1×28×28 images and 10 classes so any zoo model runs on any of them. Images are
+normalised with fixed per-data-set statistics (not the statistics of the requested subset), so a
+subset, the full set and the test split all see the same input scaling.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from netslim.data.digits import load_digits_split
+from netslim.data.fashion import FASHION_MNIST_DIR, idx_files, load_idx_split
+from netslim.data.synthetic import load_synthetic_split
+from netslim.errors import ConfigError
+
+DATASET_NAMES = ("fashion-mnist", "digits", "synthetic")
+SPLITS = ("train", "test")
+
+# (mean, std) of the training split after scaling pixels to [0, 1].
+_STATS = {
+    "fashion-mnist": (0.2860, 0.3530),
+    "digits": (0.3056, 0.3251),
+    "synthetic": (0.5056, 0.2952),
+}
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about a data set."""
+
+    name: str
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int = 10
+    mean: float = 0.0
+    std: float = 1.0
+
+
+class ImageDataset(TensorDataset):
+    """A ``TensorDataset(images, labels)`` that also carries its :class:`DataInfo`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DataInfo):
+        super().__init__(images, labels)
+        self.info = info
+
+
+def _resolve(
+    name_or_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None
+) -> tuple[str, Path | None]:
+    """``(kind, directory)``: kind is a built-in name or ``"idx"`` for a user directory."""
+    if isinstance(name_or_dir, str):
+        key = name_or_dir.strip().lower().replace("_", "-")
+        if key in DATASET_NAMES:
+            if root is not None and key != "fashion-mnist":
+                raise ConfigError(f"root= applies only to 'fashion-mnist', not {key!r}")
+            if key == "fashion-mnist":
+                return key, Path(root) if root is not None else FASHION_MNIST_DIR
+            return key, None
+    if root is not None:
+        raise ConfigError(
+            "root= applies only to 'fashion-mnist'; pass the directory itself instead"
+        )
+    path = Path(name_or_dir).expanduser()
+    if str(name_or_dir).strip() and path.is_dir():  # Path("") would mean the current directory
+        return "idx", path
+    text = str(name_or_dir)
+    names = ", ".join(repr(n) for n in DATASET_NAMES)
+    looks_like_path = (
+        isinstance(name_or_dir, os.PathLike) or os.sep in text or text.startswith((".", "~"))
+    )
+    if path.exists() and text.strip():
+        what = f"{text!r} is not a directory"
+    elif looks_like_path:
+        what = f"directory {text!r} does not exist"
+    else:
+        what = f"unknown data set {text!r}"
+    raise ConfigError(f"{what}; use one of {names} or a directory holding MNIST-style IDX files")
+
+
+def dataset_info(
+    name_or_dir: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+) -> DataInfo:
+    """Shape, class count and normalisation of a data set (a directory: from its training split)."""
+    kind, directory = _resolve(name_or_dir, root)
+    if kind != "idx":
+        mean, std = _STATS[kind]
+        return DataInfo(kind, mean=mean, std=std)
+    assert directory is not None
+    images, labels = load_idx_split(directory, "train")
+    mean, std = _idx_stats(directory)
+    return DataInfo(
+        str(directory),
+        input_shape=(1, *images.shape[1:]),
+        num_classes=int(labels.max()) + 1 if len(labels) else 0,
+        mean=mean,
+        std=std,
+    )
+
+
+_IDX_STATS: dict[tuple[str, int, int], tuple[float, float]] = {}
+
+
+def _idx_stats(directory: Path) -> tuple[float, float]:
+    """Mean/std of a user directory's training images, computed once per file version."""
+    path = idx_files(directory, "train")[0]
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _IDX_STATS:
+        images, _ = load_idx_split(directory, "train")
+        # A histogram of the 256 byte values gives exact moments without a float copy.
+        counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)
+        values = np.arange(256) / 255.0
+        total = max(counts.sum(), 1.0)
+        mean = float((counts * values).sum() / total)
+        std = float(((counts * (values - mean) ** 2).sum() / total) ** 0.5)
+        _IDX_STATS[key] = (mean, std if std > 1e-6 else 1.0)
+    return _IDX_STATS[key]
+
+
+def subset_indices(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``limit`` samples drawn class by class, so small subsets stay balanced.
+
+    Samples are ranked within their class in a seeded random order; taking the lowest ranks
+    first yields a round-robin over classes. Same ``labels``, ``limit`` and ``seed`` → same set.
+    """
+    n = len(labels)
+    if limit >= n:
+        return np.arange(n)
+    perm = np.random.default_rng(seed).permutation(n)
+    shuffled = labels[perm]
+    by_class = np.argsort(shuffled, kind="stable")
+    grouped = shuffled[by_class]
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_class] = np.arange(n) - np.searchsorted(grouped, grouped, side="left")
+    chosen = np.lexsort((np.arange(n), rank))[:limit]
+    return np.sort(perm[chosen])
+
+
+def _check_limit(limit: int | None, what: str) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{what} must be a positive integer or None, got {limit!r}")
+
+
+def load_dataset(
+    name_or_dir: str | os.PathLike[str],
+    split: str = "train",
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    root: str | os.PathLike[str] | None = None,
+) -> ImageDataset:
+    """Normalised ``float32`` images ``N×1×H×W`` and ``int64`` labels of one split.
+
+    ``name_or_dir`` is ``"fashion-mnist"`` (from ``root``, default the Debian package's
+    directory), ``"digits"``, ``"synthetic"``, or a directory of MNIST-style IDX files.
+    ``limit`` keeps a class-balanced subset chosen by ``seed``; ``seed`` changes nothing else
+    (the synthetic task and the digits split are fixed, so test scores stay comparable).
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    _check_limit(limit, "limit")
+    info = dataset_info(name_or_dir, root=root)
+    kind, directory = _resolve(name_or_dir, root)
+    if kind == "digits":
+        images, labels = load_digits_split(split)
+    elif kind == "synthetic":
+        images, labels = load_synthetic_split(split)
+    else:
+        assert directory is not None
+        images, labels = load_idx_split(directory, split)
+    keep = subset_indices(labels, limit, seed) if limit is not None else slice(None)
+    x = torch.tensor(images[keep])
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    x = x.sub_(info.mean).div_(info.std)
+    return ImageDataset(x, torch.tensor(labels[keep], dtype=torch.int64), info)
+
+
+def make_loaders(
+    name_or_dir: str | os.PathLike[str],
+    *,
+    batch_size: int = 128,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    seed: int = 0,
+    root: str | os.PathLike[str] | None = None,
+) -> tuple[DataLoader, DataLoader]:
+    """``(train, test)`` loaders; the training order is shuffled by its own generator from ``seed``,
+    so two calls with the same arguments give the same batches whatever else used the global RNG."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    train_set = load_dataset(name_or_dir, "train", limit=limit_train, seed=seed, root=root)
+    test_set = load_dataset(name_or_dir, "test", limit=limit_test, seed=seed, root=root)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator)
+    test_loader = DataLoader(test_set, batch_size=batch_size, shuffle=False)
+    return train_loader, test_loader
