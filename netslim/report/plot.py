@@ -38,7 +38,7 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path | None:
     layers = (report.get("sparsity") or {}).get("layers", {})
     if layers:
         names = list(layers)
-        right.barh(names, [100.0 * layers[n] for n in names], color="tab:orange")
+        right.barh(names, [100.0 * layers[n]["sparsity"] for n in names], color="tab:orange")
         right.set_xlabel("sparsity (%)")
         right.set_xlim(0, 100)
         right.invert_yaxis()

@@ -1,0 +1,107 @@
+"""Decide which weights to drop: scores + scope → one bool mask per target (True = keep).
+
+Nothing here mutates the model. Masks are monotone: entries already masked get score -inf, so
+they are the first counted towards the ratio and stay masked whatever the new scores say. The
+number pruned is ``round(ratio * n)`` (Python rounding, as ``torch.nn.utils.prune``), so global
+L1 masks equal ``prune.global_unstructured(..., prune.L1Unstructured, amount=ratio)``.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+import torch
+from torch import Tensor, nn
+
+from netslim.errors import ConfigError
+from netslim.unstructured.config import Unstructured
+from netslim.unstructured.criteria import get_criterion
+from netslim.unstructured.masks import get_mask
+from netslim.unstructured.nm import nm_mask
+from netslim.unstructured.targets import Target, find_targets
+
+
+def lowest_k(scores: Tensor, k: int) -> Tensor:
+    """Bool mask (same shape) of the ``k`` lowest scores; ties go to the lower flat index.
+
+    Uses ``kthvalue`` for the threshold instead of a full sort, so memory stays O(n) even for a
+    global ranking over every weight of a large model.
+    """
+    flat = scores.flatten()
+    drop = torch.zeros_like(flat, dtype=torch.bool)
+    if k <= 0:
+        return drop.view_as(scores)
+    if k >= flat.numel():
+        return ~drop.view_as(scores)
+    threshold = torch.kthvalue(flat, k).values
+    drop = flat < threshold
+    ties = (flat == threshold).nonzero().flatten()
+    drop[ties[: k - int(drop.sum())]] = True
+    return drop.view_as(scores)
+
+
+def _scores(targets: list[Target], config: Unstructured) -> dict[str, Tensor]:
+    criterion = get_criterion(config.criterion, seed=config.seed)
+    out = {}
+    with torch.no_grad():
+        for t in targets:
+            weight = getattr(t.module, t.name).detach()
+            s = criterion.scores(weight, module=t.module, name=t.key)
+            if tuple(s.shape) != tuple(weight.shape):
+                raise ConfigError(
+                    f"criterion {config.criterion!r} returned shape {tuple(s.shape)} for {t.key}"
+                )
+            s = s.float() if not s.is_floating_point() else s
+            existing = get_mask(t.module, t.name)
+            if existing is not None:
+                s = s.masked_fill(existing.to(s.device) == 0, float("-inf"))
+            out[t.key] = s
+    return out
+
+
+def _global(scores: dict[str, Tensor], ratio: float) -> dict[str, Tensor]:
+    dtype = reduce(torch.promote_types, (s.dtype for s in scores.values()))
+    device = next(iter(scores.values())).device
+    flat = torch.cat([s.flatten().to(device=device, dtype=dtype) for s in scores.values()])
+    drop = lowest_k(flat, round(ratio * flat.numel()))
+    masks, start = {}, 0
+    for key, s in scores.items():
+        masks[key] = ~drop[start : start + s.numel()].view(s.shape).to(s.device)
+        start += s.numel()
+    return masks
+
+
+def compute_masks(model: nn.Module, config: Unstructured) -> dict[str, Tensor]:
+    """Keep-masks keyed ``"module.path.weight"`` for every target of ``config`` (see module doc)."""
+    if not isinstance(config, Unstructured):
+        raise ConfigError(
+            f"compute_masks expects an Unstructured config, got {type(config).__name__}"
+        )
+    targets = find_targets(
+        model,
+        ignore=config.ignore,
+        include_classifier=config.include_classifier,
+        include_bias=config.include_bias,
+    )
+    if config.nm is not None:
+        n, m = config.nm
+        targets = [t for t in targets if t.name != "bias"]  # N:M is defined for weight matrices
+        for t in targets:
+            width = getattr(t.module, t.name).shape[1]
+            if width % m:
+                raise ConfigError(
+                    f"{t.key}: input width {width} is not divisible by M={m} for {n}:{m} sparsity "
+                    f"(leave the layer out with ignore=({t.module_name!r},))"
+                )
+    scores = _scores(targets, config)
+    if config.nm is not None:
+        masks = {key: nm_mask(s, *config.nm) for key, s in scores.items()}
+    elif config.scope == "global":
+        masks = _global(scores, config.ratio)
+    else:
+        masks = {key: ~lowest_k(s, round(config.ratio * s.numel())) for key, s in scores.items()}
+    for t in targets:  # monotone: already-masked entries never come back
+        existing = get_mask(t.module, t.name)
+        if existing is not None:
+            masks[t.key] &= existing.to(masks[t.key].device) != 0
+    return masks

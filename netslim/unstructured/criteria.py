@@ -1,0 +1,84 @@
+"""Importance criteria: a score per weight entry, higher = more worth keeping.
+
+Criteria only score; ``allocation`` decides how many entries to drop and where. New criteria
+register themselves with ``@register_criterion("name")`` and become selectable by name in
+``Unstructured(criterion=...)``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from netslim.errors import ConfigError
+
+
+class Criterion:
+    """Base class. ``seed`` is given to every criterion so stochastic ones are reproducible."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, seed: int = 0):
+        self.seed = seed
+
+    def scores(
+        self, weight: Tensor, *, module: nn.Module | None = None, name: str | None = None
+    ) -> Tensor:
+        """Scores shaped like ``weight``. ``name`` is the full key, e.g. ``"features.0.weight"``."""
+        raise NotImplementedError
+
+
+C = TypeVar("C", bound=type[Criterion])
+_CRITERIA: dict[str, type[Criterion]] = {}
+
+
+def register_criterion(name: str) -> Callable[[C], C]:
+    """Class decorator making a :class:`Criterion` available as ``criterion=name``."""
+
+    def wrap(cls: C) -> C:
+        cls.name = name
+        _CRITERIA[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_criteria() -> list[str]:
+    return sorted(_CRITERIA)
+
+
+def get_criterion(name: str, *, seed: int = 0) -> Criterion:
+    """The criterion registered as ``name``; unknown names raise ConfigError listing valid ones."""
+    if name not in _CRITERIA:
+        raise ConfigError(
+            f"unknown criterion {name!r}: choose one of {', '.join(available_criteria())}"
+        )
+    return _CRITERIA[name](seed=seed)
+
+
+@register_criterion("l1")
+class L1(Criterion):
+    """Magnitude |w|: small weights contribute least to the output (Han et al., 2015,
+    "Learning both Weights and Connections for Efficient Neural Networks")."""
+
+    def scores(
+        self, weight: Tensor, *, module: nn.Module | None = None, name: str | None = None
+    ) -> Tensor:
+        return weight.detach().abs()
+
+
+@register_criterion("random")
+class Random(Criterion):
+    """Uniform random scores: the baseline every real criterion must beat. Seeded per tensor by
+    ``seed`` and the tensor's key, so results do not depend on the order layers are scored."""
+
+    def scores(
+        self, weight: Tensor, *, module: nn.Module | None = None, name: str | None = None
+    ) -> Tensor:
+        seed = (self.seed * 1_000_003 + zlib.crc32((name or "").encode())) % 2**63
+        generator = torch.Generator().manual_seed(seed)
+        return torch.rand(weight.shape, generator=generator).to(weight.device)

@@ -1,0 +1,120 @@
+"""The ``Unstructured`` handler behind ``netslim.prune_``, and the replay of its history record.
+
+Decide (``compute_masks``), apply (``apply_masks``, all-or-nothing), record (``history.record``
+with the target keys, so ``netslim.load`` can re-attach empty masks before loading weights).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from netslim.core.history import record
+from netslim.core.registry import PruneContext, register_method
+from netslim.errors import ArtifactError, ConfigError, NetslimError, PruningError
+from netslim.unstructured.allocation import compute_masks
+from netslim.unstructured.config import Unstructured
+from netslim.unstructured.masks import attach_mask, detach_mask, get_mask, sparsity_report
+
+HISTORY_KIND = "masks"
+
+
+def _resolve(
+    model: nn.Module, key: str, error: type[Exception] = ConfigError
+) -> tuple[nn.Module, str]:
+    path, _, name = key.rpartition(".")
+    try:
+        module = model.get_submodule(path) if path else model
+    except AttributeError:
+        raise error(f"{key}: no module {path!r} in {type(model).__name__}") from None
+    if not isinstance(getattr(module, name, None), Tensor):
+        raise error(f"{key}: {type(module).__name__} has no tensor {name!r}")
+    return module, name
+
+
+def _restore(module: nn.Module, name: str, previous: Tensor | None, order: list[str]) -> None:
+    if previous is not None:
+        attach_mask(module, name, previous)
+        return
+    detach_mask(module, name)
+    # removing a parametrization re-registers the tensor last; put it back where it was
+    params = module._parameters
+    for key in order:
+        if key in params:
+            params[key] = params.pop(key)
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
+    """Attach every mask or, if one fails, none: earlier attachments are undone before raising."""
+    resolved = []
+    for key, mask in masks.items():
+        module, name = _resolve(model, key)
+        expected = tuple(getattr(module, name).shape)
+        if tuple(mask.shape) != expected:
+            raise ConfigError(f"{key}: mask shape {tuple(mask.shape)} does not match {expected}")
+        resolved.append((key, module, name, mask))
+    undo: list[tuple[nn.Module, str, Tensor | None, list[str]]] = []
+    failed = ""
+    try:
+        for key, module, name, mask in resolved:
+            failed = key
+            entry = (module, name, get_mask(module, name), list(module._parameters))
+            attach_mask(module, name, mask)
+            undo.append(entry)
+    except Exception as exc:
+        for entry in reversed(undo):
+            _restore(*entry)
+        if isinstance(exc, NetslimError):
+            raise
+        raise PruningError(str(exc), module=failed) from exc
+
+
+def config_record(config: Unstructured) -> dict[str, Any]:
+    """The config as plain JSON values (tuples become lists), as history records must be."""
+    return json.loads(json.dumps(asdict(config)))
+
+
+def summarize(model: nn.Module, config: Unstructured) -> dict[str, Any]:
+    """JSON-ready summary: the settings, overall and per-tensor pruned fraction."""
+    report = sparsity_report(model)
+    return {
+        "method": "unstructured",
+        "config": config_record(config),
+        "sparsity": report["overall"]["sparsity"],
+        "pruned": report["overall"]["pruned"],
+        "numel": report["overall"]["numel"],
+        "layers": {key: layer["sparsity"] for key, layer in report["layers"].items()},
+    }
+
+
+def record_masks(model: nn.Module, targets: list[str], config: Unstructured) -> None:
+    record(model, HISTORY_KIND, {"targets": list(targets), "config": config_record(config)})
+
+
+@register_method(Unstructured)
+def prune(
+    model: nn.Module, config: Unstructured, ctx: PruneContext | None = None
+) -> dict[str, Any]:
+    """Mask the lowest-scoring weights per ``config``; the model is unchanged if this raises."""
+    masks = compute_masks(model, config)
+    apply_masks(model, masks)
+    record_masks(model, list(masks), config)
+    return summarize(model, config)
+
+
+def replay_masks(model: nn.Module, step: dict[str, Any]) -> None:
+    """Re-attach all-keep masks on the recorded targets of a freshly built model, so that its
+    ``load_state_dict`` finds the mask buffers (whose saved values then restore the pruning)."""
+    targets = step.get("targets")
+    if not isinstance(targets, list) or not all(isinstance(k, str) for k in targets):
+        raise ArtifactError(f"malformed masks record: targets={targets!r:.80}")
+    ones = {}
+    for key in targets:
+        module, name = _resolve(model, key, ArtifactError)
+        ones[key] = torch.ones_like(getattr(module, name), dtype=torch.bool)
+    apply_masks(model, ones)

@@ -1,0 +1,100 @@
+"""The command line: help everywhere, one clear line and exit 2 on bad input, a full job end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netslim.cli.main import main
+
+FAST = [
+    "--data",
+    "synthetic",
+    "--limit-train",
+    "256",
+    "--limit-test",
+    "128",
+    "--epochs",
+    "1",
+    "--finetune-epochs",
+    "1",
+    "--no-progress",
+    "--no-latency",
+]
+
+
+@pytest.mark.parametrize("command", [[], ["prune"], ["eval"], ["demo"]])
+def test_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: netslim" in capsys.readouterr().out
+
+
+def test_python_dash_m() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "netslim", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "prune" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["zoo:lenet300", "--ratio", "1.0"], "ratio"),
+        (["zoo:lenet300", "--ratio", "-0.1"], "ratio"),
+        (["zoo:lenet300", "--method", "magic"], "unknown method"),
+        (["zoo:lenet300", "--criterion", "astrology"], "astrology"),
+        (["zoo:nosuchnet"], "nosuchnet"),
+        (["nosuchscheme:x"], "unknown model spec"),
+        (["zoo:lenet300", "--nm", "4:2"], "4"),
+        (["zoo:lenet300", "--nm", "two:four"], "2:4"),
+        (["zoo:lenet300", "--schedule", "sometimes"], "schedule"),
+        (["zoo:lenet300", "--data", "/no/such/dir"], "/no/such/dir"),
+    ],
+)
+def test_bad_prune_input(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = main(["prune", *FAST, *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("netslim: error:") and "\n" not in err
+    assert message in err
+    assert not out.exists(), "a failed job must not leave files behind"
+
+
+def test_eval_of_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "holds no netslim model" in capsys.readouterr().err
+
+
+def test_prune_job_end_to_end_then_eval_in_fresh_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "job"
+    code = main(["prune", "zoo:lenet300", "--ratio", "0.8", *FAST, "--out", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "non-zero params" in table
+    report = json.loads((out / "report.json").read_text())
+    for key in ("params", "nonzero_params", "macs", "size_bytes", "accuracy"):
+        assert report[f"{key}_before"] is not None and report[f"{key}_after"] is not None
+    assert report["params_after"] == report["params_before"]
+    assert report["nonzero_params_after"] < 0.3 * report["nonzero_params_before"]
+    assert report["settings"]["ratio"] == 0.8
+    assert (out / "report.png").stat().st_size > 0
+    result = subprocess.run(
+        [sys.executable, "-m", "netslim", "eval", str(out), "--no-latency"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout[: result.stdout.index("}") + 1])
+    assert measured["nonzero_params"] == report["nonzero_params_after"]
+    assert abs(measured["accuracy"] - report["accuracy_after"]) < 1e-9
