@@ -1,6 +1,8 @@
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint bench-unstructured
+BENCHES := unstructured structural_speed coverage lottery quantize distributed
+
+.PHONY: setup demo test lint $(addprefix bench-,$(BENCHES))
 
 setup:
 	@bash scripts/setup.sh
@@ -15,5 +17,6 @@ test: setup
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-bench-unstructured: setup
-	$(PY) bench/unstructured.py
+# One command per benchmark; each writes its tables and plots under docs/. Run them one at a time.
+$(addprefix bench-,$(BENCHES)): bench-%: setup
+	$(PY) bench/$*.py

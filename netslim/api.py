@@ -18,7 +18,11 @@ from netslim.io import load, save
 from netslim.models.spec import build_model
 
 # Importing a method package registers its handler; listed here so `prune_` finds every method.
-_METHOD_PACKAGES = ("netslim.unstructured.method", "netslim.structural.method")
+_METHOD_PACKAGES = (
+    "netslim.unstructured.method",
+    "netslim.structural.method",
+    "netslim.llm.method",
+)
 
 
 def _register_methods() -> None:

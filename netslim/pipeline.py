@@ -1,5 +1,9 @@
 """The prune job behind ``netslim prune`` and the demo: train → measure → prune → fine-tune →
 measure → save → report. Each step calls the module that owns it; this file only orders them.
+
+Each step is a checkpoint *stage* (``netslim.training.checkpoint``): with ``checkpoint_every``
+the training stages save every N steps, and ``resume`` skips the finished stages and continues
+the interrupted one. Under ``torchrun`` every rank runs the job; rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -7,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from netslim.api import prune_
 from netslim.errors import ConfigError
 from netslim.io import save
 from netslim.measure import measure
@@ -53,6 +57,10 @@ class JobSettings:
     progress: bool = True
     out: str = "runs/prune"
     seed: int = 0
+    quantize: str | None = None  # "int8": quantize after fine-tuning (netslim.quantize.job)
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+    resume: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -68,6 +76,22 @@ class JobSettings:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0")
         if self.l1_reg < 0:
             raise ConfigError(f"l1-reg must be >= 0, got {self.l1_reg}")
+        if self.quantize not in (None, "int8"):
+            raise ConfigError(f"unknown --quantize {self.quantize!r}: the only choice is int8")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint-every must be >= 0, got {self.checkpoint_every}")
+
+
+# Settings that change where files go or what is shown, never the result.
+_NOT_FINGERPRINTED = ("out", "progress", "latency", "checkpoint_every", "checkpoint_dir", "resume")
+
+
+def fingerprint(settings: JobSettings) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint."""
+    from netslim.distributed import world_size
+
+    values = {k: v for k, v in asdict(settings).items() if k not in _NOT_FINGERPRINTED}
+    return {**values, "world_size": world_size()}
 
 
 def parse_nm(text: str | None) -> tuple[int, int] | None:
@@ -108,70 +132,160 @@ def build_config(settings: JobSettings, ratio: float | None = None) -> Any:
 
 
 class _Trainer:
-    """Binds data and settings to the training loop so schedules can call ``finetune(model)``."""
+    """Binds data, settings and checkpoints to the training loop so schedules can call
+    ``finetune(model)``. Training runs on this rank's device (its GPU under NCCL) and the model
+    goes back to the CPU afterwards, where measuring and saving happen."""
 
-    def __init__(self, settings: JobSettings, train_loader: Any, teacher: nn.Module | None = None):
+    def __init__(
+        self,
+        settings: JobSettings,
+        train_loader: Any,
+        teacher: nn.Module | None = None,
+        checkpoint: Any = None,
+    ):
         self.settings = settings
         self.train_loader = train_loader
         self.teacher = teacher
+        self.checkpoint = checkpoint
 
-    def fit(self, model: nn.Module, epochs: int, *, on_step=None, regularizer=None) -> None:
+    def fit(
+        self, model: nn.Module, epochs: int, *, on_step=None, regularizer=None
+    ) -> list[float] | None:
+        from netslim.distributed import device
         from netslim.training import train
+        from netslim.training.checkpoint import RunCheckpoint
 
         if self.train_loader is None or epochs == 0:
-            return
-        train(
-            model,
-            self.train_loader,
-            epochs=epochs,
-            lr=self.settings.lr,
-            regularizer=regularizer,
-            teacher=self.teacher,
-            on_step=on_step,
-            progress=self.settings.progress,
-        )
+            return None
+        here = device()
+        model.to(here)
+        if self.teacher is not None:
+            self.teacher.to(here)
+        try:
+            result = train(
+                model,
+                self.train_loader,
+                epochs=epochs,
+                lr=self.settings.lr,
+                regularizer=regularizer,
+                teacher=self.teacher,
+                on_step=on_step,
+                progress=self.settings.progress,
+                checkpoint=self.checkpoint if isinstance(self.checkpoint, RunCheckpoint) else None,
+            )
+        finally:
+            model.cpu()
+            if self.teacher is not None:
+                self.teacher.cpu()
+        return result.losses
 
-    def finetune(self, model: nn.Module) -> None:
-        self.fit(model, self.settings.finetune_epochs)
+    def finetune(self, model: nn.Module) -> list[float] | None:
+        return self.fit(model, self.settings.finetune_epochs)
 
 
 def _apply_schedule(
-    model: nn.Module, settings: JobSettings, trainer: _Trainer, example_inputs: tuple
+    model: nn.Module, settings: JobSettings, trainer: _Trainer, example_inputs: tuple, ckpt: Any
 ) -> list[dict[str, Any]]:
-    """Prune (and fine-tune) per the schedule; returns one summary per pruning step."""
+    """Prune (and fine-tune) per the schedule; returns one summary per pruning step.
+
+    Every pruning step runs on every rank with rank 0's decision and is verified to agree.
+    """
+    from netslim.distributed import prune_consistently_
     from netslim.schedules import iterative_ratios
+
+    def prune_step(ratio: float | None = None) -> dict[str, Any]:
+        config = build_config(settings, ratio)
+        return prune_consistently_(model, config, example_inputs=example_inputs)
 
     steps: list[dict[str, Any]] = []
     if settings.schedule == "oneshot":
-        steps.append(prune_(model, build_config(settings), example_inputs=example_inputs))
-        trainer.finetune(model)
+        steps.append(ckpt.stage("prune", prune_step))
+        ckpt.stage("finetune", lambda: trainer.finetune(model))
     elif settings.schedule == "iterative":
-        for ratio in iterative_ratios(settings.ratio, max(settings.rounds, 1)):
-            steps.append(
-                prune_(model, build_config(settings, ratio), example_inputs=example_inputs)
-            )
-            trainer.finetune(model)
+        for index, ratio in enumerate(iterative_ratios(settings.ratio, max(settings.rounds, 1))):
+            steps.append(ckpt.stage(f"prune:{index}", lambda r=ratio: prune_step(r)))
+            ckpt.stage(f"finetune:{index}", lambda: trainer.finetune(model))
     else:  # agp
         if settings.method != "unstructured":
             raise ConfigError("the agp schedule is available for --method unstructured")
-        from netslim.schedules import AGPScheduler
-
         if trainer.train_loader is None or settings.finetune_epochs == 0:
             raise ConfigError(
                 "the agp schedule prunes during training: give --data and --finetune-epochs"
             )
         total = len(trainer.train_loader) * settings.finetune_epochs
-        scheduler = AGPScheduler(model, build_config(settings), total_steps=total)
-        trainer.fit(model, settings.finetune_epochs, on_step=scheduler.on_step)
-        steps.append({"schedule": "agp", "total_steps": total})
+        steps.append(ckpt.stage("agp", lambda: _run_agp(model, settings, trainer, total, ckpt)))
     return steps
 
 
-def run_job(settings: JobSettings) -> dict[str, Any]:
-    """Run a whole prune job and write ``report.json``, ``report.png`` and the model to ``out``."""
+def _run_agp(
+    model: nn.Module, settings: JobSettings, trainer: _Trainer, total: int, ckpt: Any
+) -> dict[str, Any]:
+    from netslim.distributed import broadcast_masks_, verify_consistent
+    from netslim.schedules import AGPScheduler
+
+    scheduler = AGPScheduler(model, build_config(settings), total_steps=total)
+
+    def restore(saved: dict[str, Any]) -> None:
+        scheduler.current = saved["current"]
+        scheduler.updates = [tuple(u) for u in saved["updates"]]
+
+    ckpt.track("agp", lambda: {"current": scheduler.current, "updates": scheduler.updates}, restore)
+
+    def on_step(step: int) -> None:
+        if scheduler.on_step(step) is not None:
+            broadcast_masks_(model)  # rank 0 decides
+            verify_consistent(model, what=f"AGP update at step {step}")
+
+    trainer.fit(model, settings.finetune_epochs, on_step=on_step)
+    return {"schedule": "agp", "total_steps": total}
+
+
+def _open_checkpoint(settings: JobSettings, on_checkpoint: Callable[[Path], None] | None) -> Any:
+    from netslim.training.checkpoint import NoCheckpoint, RunCheckpoint
+
+    if settings.resume:
+        directory = RunCheckpoint.find(settings.resume)
+        every = settings.checkpoint_every or None  # None: keep the interrupted run's interval
+        return RunCheckpoint(
+            directory,
+            every=every,
+            fingerprint=fingerprint(settings),
+            resume=True,
+            after_save=on_checkpoint,
+        )
+    if settings.checkpoint_every:
+        directory = Path(settings.checkpoint_dir or Path(settings.out) / "checkpoints")
+        return RunCheckpoint(
+            directory,
+            every=settings.checkpoint_every,
+            fingerprint=fingerprint(settings),
+            after_save=on_checkpoint,
+        )
+    return NoCheckpoint()
+
+
+def run_job(
+    settings: JobSettings, *, on_checkpoint: Callable[[Path], None] | None = None
+) -> dict[str, Any]:
+    """Run a whole prune job and write ``report.json``, ``report.png`` and the model to ``out``.
+
+    Under ``torchrun`` every rank calls this with the same settings (checked); only rank 0
+    writes files. ``on_checkpoint(path)`` runs on rank 0 after each checkpoint is committed.
+    """
+    from netslim.distributed import (
+        barrier,
+        init_from_env,
+        is_main,
+        log,
+        verify_consistent,
+        verify_same,
+        world_size,
+    )
     from netslim.training import evaluate, seed_everything
 
     started = time.perf_counter()
+    init_from_env()
+    verify_same(fingerprint(settings), "job settings")
     seed_everything(settings.seed)
     build_config(settings)  # validate the method settings before spending time on training
     model = build_model(settings.model)
@@ -189,34 +303,67 @@ def run_job(settings: JobSettings) -> dict[str, Any]:
             seed=settings.seed,
         )
 
-    trainer = _Trainer(settings, train_loader)
+    ckpt = _open_checkpoint(settings, on_checkpoint)
+    if ckpt.resuming:
+        model = ckpt.load_model()
+        log(f"resuming from {ckpt.latest()}")
+    trainer = _Trainer(settings, train_loader, checkpoint=ckpt)
     regularizer = None
     if settings.l1_reg > 0:
         from netslim.regularization import L1Penalty
 
         regularizer = L1Penalty(settings.l1_reg)
-    trainer.fit(model, settings.epochs, regularizer=regularizer)
+    ckpt.stage("train", lambda: trainer.fit(model, settings.epochs, regularizer=regularizer))
 
     def snapshot(m: nn.Module) -> dict[str, Any]:
-        return measure(
-            m, example_inputs, loader=test_loader, evaluate=evaluate, latency=settings.latency
-        )
+        # Rank 0 measures (every rank would get the same numbers, latency aside); others wait.
+        result = {}
+        if is_main():
+            result = measure(
+                m, example_inputs, loader=test_loader, evaluate=evaluate, latency=settings.latency
+            )
+        barrier()
+        return result
 
-    before = snapshot(model)
+    before = ckpt.stage("measure:before", lambda: snapshot(model))
     if settings.distill:
-        trainer.teacher = copy.deepcopy(model).eval()
-    steps = _apply_schedule(model, settings, trainer, example_inputs)
+        if ckpt.skipped("teacher"):
+            trainer.teacher = ckpt.load_model("teacher").eval()
+        ckpt.stage("teacher", lambda: setattr(trainer, "teacher", copy.deepcopy(model).eval()))
+    steps = _apply_schedule(model, settings, trainer, example_inputs, ckpt)
+    # DDP keeps replicas equal; proving it costs one hash per rank and catches any drift.
+    if world_size() > 1:
+        final = verify_consistent(model, what="job", include_weights=True)
+        log(f"final model fingerprint {final[:16]}")
     after = snapshot(model)
 
     report = _make_report(settings, before, after, steps, model)
+    if settings.quantize and is_main():
+        report["quantize"] = _quantize(model, settings, example_inputs, train_loader, test_loader)
     report["seconds"] = round(time.perf_counter() - started, 2)
-    out = Path(settings.out)
-    save(model, out / "model")
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
-    from netslim.report import write_plot
+    if is_main():
+        out = Path(settings.out)
+        save(model, out / "model")
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+        from netslim.report import write_plot
 
-    write_plot(report, out / "report.png")
+        write_plot(report, out / "report.png")
+    barrier()
     return report
+
+
+def _quantize(model, settings, example_inputs, train_loader, test_loader) -> dict[str, Any]:
+    """``--quantize int8``: see ``netslim.quantize.job`` (writes model_int8.onnx to ``out``)."""
+    from netslim.quantize.job import quantize_job
+
+    return quantize_job(
+        model,
+        example_inputs,
+        train_loader=train_loader,
+        test_loader=test_loader,
+        out=Path(settings.out),
+        latency=settings.latency,
+    )
 
 
 def _make_report(

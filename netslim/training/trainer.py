@@ -5,6 +5,13 @@ slimming), ``on_step(step)`` runs after each optimizer step (AGP updates masks t
 ``teacher`` turns on knowledge distillation. The loop only reads ``model.parameters()`` once and
 never rebuilds them, so masks held in ``torch.nn.utils.parametrize`` parametrizations keep
 working: the masked product is recomputed in every forward and its zeros get zero gradient.
+
+Under ``torchrun`` (a process group is initialised) the loop wraps the model in
+DistributedDataParallel for its own use, calls ``set_epoch`` on the loader's sampler, and rebuilds
+the wrapper and shrinks the optimizer state when a hook replaced parameters (structural pruning
+mid-training, announced with ``netslim.training.optim_state.note_replacements``). A
+``checkpoint`` (:class:`netslim.training.checkpoint.RunCheckpoint`) makes the loop save every few
+steps and, when resuming, continue from the saved step exactly.
 """
 
 from __future__ import annotations
@@ -15,13 +22,20 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from netslim.errors import ConfigError
+from netslim.distributed.ddp import rewrap, wrap
+from netslim.distributed.env import is_main, log, world_size
+from netslim.distributed.sync import verify_consistent
+from netslim.errors import ConfigError, PruningError
+from netslim.training.optim_state import shrink_optimizer_state, take_replacements
+
+if TYPE_CHECKING:
+    from netslim.training.checkpoint import RunCheckpoint
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "none")
@@ -55,6 +69,7 @@ def train(
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
     max_steps: int | None = None,
+    checkpoint: RunCheckpoint | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with cross-entropy (+ distillation, + ``regularizer(model)``).
 
@@ -63,6 +78,8 @@ def train(
     ``T = kd_temperature``; the teacher runs in eval mode without gradients. ``on_step`` gets
     the number of optimizer steps done so far (1, 2, ...). ``max_steps`` stops early, and the
     cosine schedule then spans ``max_steps``. Every module's train/eval mode is restored at the end.
+    With a ``checkpoint`` the state is saved every ``checkpoint.every`` steps, and a resumed
+    checkpoint's weights, optimizer, LR schedule, RNG and data position are restored first.
     """
     optimizer = optimizer.lower() if isinstance(optimizer, str) else optimizer
     scheduler = scheduler.lower() if isinstance(scheduler, str) else scheduler
@@ -80,6 +97,9 @@ def train(
     for name, hook in (("regularizer", regularizer), ("on_step", on_step)):
         if hook is not None and not callable(hook):
             raise ConfigError(f"{name} must be callable, got {type(hook).__name__}")
+    resume = checkpoint.begin_training() if checkpoint is not None else None
+    if resume is not None:
+        _load_weights(model, resume["model_state"])
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the model has no trainable parameters")
@@ -95,22 +115,37 @@ def train(
         span = planned if planned is not None else epochs
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(span or 1, 1))
 
-    device = _device_of(model)
     result = TrainResult()
+    position = {"epoch": 0, "batch": 0, "epoch_total": 0.0}
+    if resume is not None:
+        position = _restore(resume, model, opt, sched, result)
+    _check_sampler(train_loader)
+
+    device = _device_of(model)
+    net = wrap(model)
+    signature = _signature(model)
     started = time.perf_counter()
-    with _modes_restored(model), _modes_restored(teacher), _progress(progress, planned) as bar:
+    show = progress and is_main()
+    with _modes_restored(model), _modes_restored(teacher), _progress(show, planned) as bar:
         model.train()
         if teacher is not None:
             teacher.eval()
-        for epoch in range(epochs):
-            if max_steps is not None and result.steps >= max_steps:
+        for epoch in range(position["epoch"], epochs):
+            resumed_epoch = epoch == position["epoch"] and position["batch"] > 0
+            if not resumed_epoch and max_steps is not None and result.steps >= max_steps:
                 break
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
-            total, batches = torch.zeros((), device=device), 0
-            for batch in train_loader:
+            total = torch.zeros((), device=device)
+            batches = 0
+            if resumed_epoch:
+                total += position["epoch_total"]
+                batches = position["batch"]
+            for batch in _epoch_batches(train_loader, epoch, batches if resumed_epoch else 0):
+                if max_steps is not None and result.steps >= max_steps:
+                    break
                 inputs, labels = _unpack(batch, device)
                 loss = _objective(
-                    model, inputs, labels, regularizer, teacher, kd_alpha, kd_temperature
+                    net, model, inputs, labels, regularizer, teacher, kd_alpha, kd_temperature
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -122,6 +157,16 @@ def train(
                 total += loss.detach()
                 if on_step is not None:
                     on_step(result.steps)
+                    net, signature = _after_hook(model, net, opt, signature)
+                if checkpoint is not None and checkpoint.due(result.steps):
+                    here = {"epoch": epoch, "batch": batches, "epoch_total": float(total)}
+                    checkpoint.save(
+                        model,
+                        optimizer=opt,
+                        lr_scheduler=sched,
+                        position={**here, "steps": result.steps, "losses": result.losses},
+                        teacher=teacher,
+                    )
                 bar.update(1)
                 if batches % 20 == 1 and not isinstance(bar, _NoBar):
                     bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -137,6 +182,7 @@ def train(
                     f"training diverged (loss {mean}) in epoch {epoch + 1}; lower lr or the regularizer"
                 )
             result.losses.append(mean)
+    del net
     result.seconds = time.perf_counter() - started
     return result
 
@@ -222,6 +268,7 @@ def _make_optimizer(
 
 
 def _objective(
+    net: nn.Module,
     model: nn.Module,
     inputs: Tensor,
     labels: Tensor,
@@ -230,7 +277,7 @@ def _objective(
     kd_alpha: float,
     kd_temperature: float,
 ) -> Tensor:
-    logits = _logits(model(inputs))
+    logits = _logits(net(inputs))  # through the DDP wrapper when distributed
     loss = F.cross_entropy(logits, labels)
     if teacher is not None:
         with torch.no_grad():
@@ -246,6 +293,94 @@ def _objective(
     if regularizer is not None:
         loss = loss + torch.as_tensor(regularizer(model), device=loss.device)
     return loss
+
+
+def _load_weights(model: nn.Module, state: dict[str, Tensor]) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"the checkpoint's weights do not fit this model: {exc}") from exc
+
+
+def _restore(
+    resume: dict[str, Any],
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    result: TrainResult,
+) -> dict[str, Any]:
+    """Put optimizer, LR schedule, RNG and counters back as they were after the saved step."""
+    from netslim.training.checkpoint import load_optimizer_state, restore_rng
+
+    if resume.get("optimizer") is not None:
+        load_optimizer_state(opt, model, resume["optimizer"], resume["tensors"])
+    if sched is not None and resume.get("lr_scheduler") is not None:
+        sched.load_state_dict(resume["lr_scheduler"])
+    restore_rng(resume["rng"], resume["tensors"])
+    position = resume["position"]
+    result.steps = int(position["steps"])
+    result.losses = [float(x) for x in position["losses"]]
+    return position
+
+
+def _epoch_batches(loader: Iterable[Any], epoch: int, skip: int) -> Iterator[Any]:
+    """The batches of ``epoch``, without the first ``skip`` (already trained before a resume)."""
+    sampler = getattr(loader, "sampler", None)
+    batch_size = getattr(loader, "batch_size", None)
+    if skip and hasattr(sampler, "set_position") and batch_size:
+        sampler.set_position(epoch, min(skip * batch_size, sampler.num_samples))
+        yield from loader
+        return
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    for index, batch in enumerate(loader):
+        if index >= skip:  # a loader we cannot fast-forward: draw and drop
+            yield batch
+
+
+def _check_sampler(loader: Iterable[Any]) -> None:
+    from torch.utils.data import DistributedSampler
+
+    sampler = getattr(loader, "sampler", None)
+    if world_size() > 1 and not isinstance(sampler, DistributedSampler) and is_main():
+        log(
+            "warning: the training loader has no DistributedSampler, so every rank trains "
+            "on the same batches; netslim.data.make_loaders shards them"
+        )
+
+
+def _signature(model: nn.Module) -> list[tuple[str, int, tuple[int, ...]]]:
+    return sorted((name, id(p), tuple(p.shape)) for name, p in model.named_parameters())
+
+
+def _after_hook(
+    model: nn.Module, net: nn.Module, opt: torch.optim.Optimizer, signature: list
+) -> tuple[nn.Module, list]:
+    """Follow what an ``on_step`` hook did to the parameters.
+
+    Swapped parameters (announced with ``note_replacements``) move the optimizer state over;
+    any change, including a first mask (parametrize re-registers the weight under a new name and
+    DDP's gradient hooks stop firing for it), needs a fresh DDP wrapper.
+    """
+    replaced = take_replacements(model)
+    now = _signature(model)
+    if now == signature and not replaced:
+        return net, signature
+    if replaced:
+        shrink_optimizer_state(opt, replaced)
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    if held != trainable:
+        raise PruningError(
+            "on_step replaced or reshaped parameters without announcing it; call "
+            "netslim.training.optim_state.note_replacements(model, ...) so the optimizer "
+            "state can follow"
+        )
+    verify_consistent(model, what="change of parameters during training")
+    if net is model:
+        return net, now
+    del net  # the old wrapper's buckets and hooks describe the old parameters
+    return rewrap(model), now
 
 
 def _logits(output: Any) -> Tensor:

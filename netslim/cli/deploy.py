@@ -1,0 +1,110 @@
+"""``netslim compress``, ``netslim run`` and ``netslim export``, plus ``prune --quantize``:
+their arguments and handlers, kept out of ``netslim.cli.main`` so that file only wires them in."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+COMMAND_NAMES = ("compress", "run", "export")
+
+
+def add_quantize_flag(prune: argparse.ArgumentParser) -> None:
+    prune.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8"],
+        help="after fine-tuning, quantize to int8 (dynamic for Linear-only models, static with "
+        "calibration for conv models) and write model_int8.onnx",
+    )
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from netslim.compress import POSITION_MODES, VALUE_MODES
+
+    comp = sub.add_parser(
+        "compress", help="write a compressed artifact (sparse positions + int8/fp16 values + zstd)"
+    )
+    comp.add_argument("directory", help="a saved model directory (or a prune job's directory)")
+    comp.add_argument("--values", default="int8-channel", choices=VALUE_MODES)
+    comp.add_argument("--positions", default="auto", choices=POSITION_MODES)
+    comp.add_argument("--level", type=int, default=19, help="zstd level (1-22)")
+    comp.add_argument("--out", default=None, help="output file (default DIRECTORY/model.nsz)")
+
+    run = sub.add_parser("run", help="run a YAML recipe (prune → fine-tune → quantize → ...)")
+    run.add_argument("recipe", help="a recipe file; see docs/quantize.md")
+
+    exp = sub.add_parser("export", help="export a saved model to ONNX (+int8) / torch.export")
+    exp.add_argument("directory", help="a saved model directory (or a prune job's directory)")
+    exp.add_argument("--out", default=None, help="output folder (default DIRECTORY/export)")
+    exp.add_argument("--int8", action="store_true", help="also write an onnxruntime int8 model")
+    exp.add_argument("--program", action="store_true", help="also write a torch.export .pt2")
+    exp.add_argument("--example-shape", default=None, help="example input shape, e.g. 1,1,28,28")
+
+
+def _model_dir(directory: str) -> Path:
+    from netslim.evaluation import _locate
+
+    return _locate(Path(directory))[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"compress": _compress, "run": _run, "export": _export}[args.command](args)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from netslim.compress import compress
+    from netslim.io import load
+
+    model_dir = _model_dir(args.directory)
+    out = Path(args.out) if args.out else model_dir / "model.nsz"
+    report = compress(
+        load(model_dir), out, values=args.values, positions=args.positions, level=args.level
+    )
+    print(
+        f"wrote {report.path}: {report.bytes} bytes, {report.ratio:.1f}x smaller than the dense "
+        f"float32 checkpoint ({report.dense_fp32_bytes} bytes); weight sparsity {report.sparsity:.1%}"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from netslim.recipe import load_recipe, run_recipe
+
+    report = run_recipe(load_recipe(args.recipe))
+    for step in report["steps"]:
+        acc = step.get("accuracy")
+        extra = f" accuracy {100 * acc:.2f}%" if isinstance(acc, float) else ""
+        if "ratio" in step:
+            extra += f" {step['bytes']} bytes ({step['ratio']:.1f}x)"
+        print(f"line {step['line']}: {step['step']}{extra}")
+    print("wrote the model and recipe_report.json to the recipe's out folder")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from netslim.cli.main import _shape
+    from netslim.export import export_onnx, export_program, max_abs_diff, quantize_onnx
+    from netslim.io import load
+    from netslim.models.spec import make_example_inputs
+    from netslim.quantize.job import quiet_onnxruntime
+
+    model_dir = _model_dir(args.directory)
+    model = load(model_dir)
+    out = Path(args.out) if args.out else model_dir / "export"
+    shape = _shape(args.example_shape) if args.example_shape else None
+    inputs = make_example_inputs(model, shape)
+    result = {"onnx": export_onnx(model, inputs, out / "model.onnx").as_dict()}
+    if args.int8:
+        with quiet_onnxruntime():
+            path = quantize_onnx(out / "model.onnx", out / "model_int8.onnx", mode="dynamic")
+        result["onnx_int8"] = {
+            "path": str(path),
+            "max_abs_diff_vs_fp32": max_abs_diff(model, path, inputs),
+        }
+    if args.program:
+        diff = export_program(model, inputs, out / "model.pt2")
+        result["program"] = {"path": str(out / "model.pt2"), "max_abs_diff": diff}
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,52 @@
+"""Running netslim under torchrun: process group from the environment, DDP wrapping, and checks
+that every rank prunes identically. Everything degrades to a no-op in a single process."""
+
+from netslim.distributed.ddp import rewrap, unwrap, wrap
+from netslim.distributed.env import (
+    backend,
+    device,
+    init_from_env,
+    is_initialized,
+    is_main,
+    local_rank,
+    log,
+    rank,
+    shutdown,
+    world_size,
+)
+from netslim.distributed.prune import prune_consistently_
+from netslim.distributed.sync import (
+    RankMismatchError,
+    all_reduce_scores_,
+    barrier,
+    broadcast_masks_,
+    broadcast_object,
+    model_fingerprint,
+    verify_consistent,
+    verify_same,
+)
+
+__all__ = [
+    "RankMismatchError",
+    "all_reduce_scores_",
+    "backend",
+    "barrier",
+    "broadcast_masks_",
+    "broadcast_object",
+    "device",
+    "init_from_env",
+    "is_initialized",
+    "is_main",
+    "local_rank",
+    "log",
+    "model_fingerprint",
+    "prune_consistently_",
+    "rank",
+    "rewrap",
+    "shutdown",
+    "unwrap",
+    "verify_consistent",
+    "verify_same",
+    "world_size",
+    "wrap",
+]

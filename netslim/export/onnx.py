@@ -1,0 +1,122 @@
+"""ONNX export of (pruned) models with a parity check in onnxruntime.
+
+Masks are folded first, so the graph holds plain weights: unstructured zeros are just zeros and a
+structurally pruned model is exported with its smaller shapes. The exporter is
+``torch.onnx.export(dynamo=True)`` (the ``torch.export``-based one, default since torch 2.9);
+the batch dimension stays dynamic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from netslim.errors import UnsupportedModelError
+
+
+@dataclass
+class OnnxReport:
+    path: str
+    bytes: int
+    max_abs_diff: float | None
+    reference: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _tuple(example_inputs: Any) -> tuple[Any, ...]:
+    return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+
+
+def session(path: str | os.PathLike, threads: int = 1):
+    """An onnxruntime CPU session with a fixed thread count (latency depends on it)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover
+        raise UnsupportedModelError(
+            "onnxruntime is not installed: pip install netslim[export]"
+        ) from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(sess, inputs: tuple[Any, ...]) -> list[np.ndarray]:
+    feeds = {
+        i.name: np.asarray(x.detach().cpu()) for i, x in zip(sess.get_inputs(), inputs, strict=True)
+    }
+    return sess.run(None, feeds)
+
+
+def _first_output(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "last_hidden_state"):
+        return output.last_hidden_state
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, (tuple, list)):
+        return _first_output(output[0])
+    if isinstance(output, dict):
+        return _first_output(next(iter(output.values())))
+    raise UnsupportedModelError(f"cannot compare a model output of type {type(output).__name__}")
+
+
+def max_abs_diff(model: nn.Module, path: str | os.PathLike, inputs: tuple[Any, ...]) -> float:
+    """Largest |torch − onnxruntime| over the first output, on ``inputs``."""
+    with torch.no_grad():
+        expected = _first_output(model(*inputs)).float().numpy()
+    got = run_onnx(session(path), inputs)[0]
+    if got.shape != expected.shape:
+        return float("inf")
+    return float(np.abs(got.astype(np.float32) - expected).max())
+
+
+def export_onnx(
+    model: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    *,
+    check_inputs: Any = None,
+    opset: int | None = None,
+) -> OnnxReport:
+    """Export ``model`` (masks folded, the argument untouched) and check it in onnxruntime.
+
+    ``check_inputs`` (default: ``example_inputs``) may use another batch size, which also checks
+    that the batch dimension stayed dynamic.
+    """
+    from netslim.quantize.fold import folded_copy
+
+    inputs = _tuple(example_inputs)
+    work, _ = folded_copy(model)
+    work.eval()
+    dims = tuple({0: torch.export.Dim.AUTO} if x.dim() else None for x in inputs)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"dynamo": True, "dynamic_shapes": dims, "verbose": False}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            program = torch.onnx.export(work, inputs, **kwargs)
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"ONNX export failed: {type(exc).__name__}: {exc!s:.300}"
+        ) from exc
+    program.save(str(out))
+    check = _tuple(check_inputs) if check_inputs is not None else inputs
+    diff = max_abs_diff(work, out, check)
+    return OnnxReport(
+        path=str(out), bytes=out.stat().st_size, max_abs_diff=diff, reference="torch fp32"
+    )

@@ -1,0 +1,80 @@
+"""The fields a recipe may use: top-level settings and one dataclass per step kind.
+
+Field types come from the annotations, so a field added here is validated (and named in errors)
+without any other change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RecipeSettings:
+    model: str
+    data: str | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    batch_size: int = 128
+    example_shape: list[int] | None = None
+    seed: int = 0
+    out: str = "runs/recipe"
+    latency: bool = False
+
+
+@dataclass
+class TrainStep:
+    epochs: int = 1
+    lr: float = 1e-3
+
+
+@dataclass
+class PruneStep:
+    method: str = "unstructured"
+    ratio: float = 0.5
+    scope: str = "global"
+    criterion: str | None = None
+    nm: str | None = None
+    target_macs: float | None = None
+    round_to: int = 1
+    ignore: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FinetuneStep:
+    epochs: int = 1
+    lr: float = 1e-3
+    distill: bool = False
+
+
+@dataclass
+class QuantizeStep:
+    mode: str = "auto"
+    calibration_batches: int = 8
+    qat_epochs: int = 1
+    qat_lr: float = 1e-4
+    distill: bool = False
+
+
+@dataclass
+class CompressStep:
+    values: str = "int8-channel"
+    positions: str = "auto"
+    file: str = "model.nsz"
+
+
+@dataclass
+class ExportStep:
+    onnx: bool = True
+    int8: bool = False
+    program: bool = False
+
+
+STEPS: dict[str, type] = {
+    "train": TrainStep,
+    "prune": PruneStep,
+    "finetune": FinetuneStep,
+    "quantize": QuantizeStep,
+    "compress": CompressStep,
+    "export": ExportStep,
+}

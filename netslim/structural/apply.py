@@ -1,0 +1,216 @@
+"""Physically remove pruned indices — all or nothing.
+
+Every new tensor and attribute value is computed before the model is touched. Then tensors are
+swapped (new ``nn.Parameter`` objects, ``requires_grad`` kept, tied weights stay tied) and
+attributes set, each step logged; finally one forward checks that every op produced exactly the
+shape the algebra predicts. Any exception rolls the log back (the old Parameter objects are put
+back, so the model is bit-identical) and surfaces as a ``PruningError`` naming the module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from netslim.errors import PruningError
+from netslim.structural._threads import one_thread
+from netslim.structural.attrs import Change, plan_changes
+from netslim.structural.groups import Analysis
+from netslim.structural.trace import (
+    _module_stack,
+    _no_fastpaths,
+    aligned,
+    flatten_tensors,
+    op_key,
+    run_model,
+)
+
+
+def new_tensors(analysis: Analysis, masks: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Pruned copies of every parameter/buffer whose shape changes (canonical names)."""
+    g = analysis.graph
+    A = g.atoms
+    out: dict[str, torch.Tensor] = {}
+    for name in dict.fromkeys(g.used):
+        t = g.tensors[name]
+        hit = g.layouts.get(id(t))
+        if hit is None or hit[0] is not t:
+            continue
+        cur = t.detach()
+        for d, a in enumerate(hit[1]):
+            pos = A.kept_positions(a, masks)
+            if pos is not None and pos.numel() != t.shape[d]:
+                cur = cur.index_select(d, pos.to(t.device))
+        if cur is not t.detach() and tuple(cur.shape) != tuple(t.shape):
+            out[name] = cur.clone(memory_format=torch.contiguous_format)
+    return out
+
+
+class _Log:
+    """Undo log of dict/attribute writes."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[Any, str, Any, bool]] = []
+
+    def set_item(self, d: dict, key: str, value: Any) -> None:
+        self.steps.append((d, key, d[key], True))
+        d[key] = value
+
+    def set_attr(self, obj: Any, attr: str, value: Any) -> None:
+        had = attr in getattr(obj, "__dict__", {})
+        self.steps.append((obj, attr, getattr(obj, attr), had))
+        setattr(obj, attr, value)
+
+    def rollback(self) -> None:
+        for obj, key, old, had in reversed(self.steps):
+            if isinstance(obj, dict):
+                obj[key] = old
+            elif had:
+                setattr(obj, key, old)
+            else:  # it was a class attribute: drop the instance override
+                delattr(obj, key)
+        self.steps.clear()
+
+
+def _swap(model: nn.Module, analysis: Analysis, name: str, new: torch.Tensor, log: _Log) -> None:
+    g = analysis.graph
+    old = g.tensors[name]
+    replacement: torch.Tensor = new
+    if g.is_param[name]:
+        replacement = nn.Parameter(new, requires_grad=old.requires_grad)
+    for qual in g.tensor_names[id(old)]:
+        where, _, leaf = qual.rpartition(".")
+        mod = model.get_submodule(where)
+        store = mod._parameters if leaf in mod._parameters else mod._buffers
+        log.set_item(store, leaf, replacement)
+
+
+def _apply_change(change: Change, log: _Log) -> None:
+    log.set_attr(change.target, change.attr, change.new)
+
+
+class _Shapes(TorchDispatchMode):
+    def __init__(self, stack: list[str]) -> None:
+        super().__init__()
+        self.stack = stack
+        self.ops: list[tuple[str, list[tuple[int, ...]], str]] = []
+        self.current = ""
+        self.failed: list | None = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.current = self.stack[-1] if self.stack else ""
+        try:
+            out = func(*args, **(kwargs or {}))
+        except Exception:
+            size = args[1] if len(args) > 1 else None  # view/expand: the sizes it was asked for
+            if isinstance(size, (list, tuple)) and all(isinstance(v, int) for v in size):
+                self.failed = [tuple(size)]
+            raise
+        shapes = [tuple(t.shape) for t in flatten_tensors(out)]
+        self.ops.append(
+            (str(func.overloadpacket.__name__), shapes, self.stack[-1] if self.stack else "")
+        )
+        return out
+
+
+def validate(
+    model: nn.Module, analysis: Analysis, kept: dict[int, int], example_inputs: Any
+) -> None:
+    """Run the pruned model once; every op must produce the shape the algebra predicts."""
+    g = analysis.graph
+    sizes: dict[int, int] = {}
+
+    def size(a: int) -> int:
+        r = g.atoms.find(a)
+        if r not in sizes:
+            sizes[r] = g.atoms.new_size(r, kept)
+        return sizes[r]
+
+    holder = type("_Stack", (), {})()
+    holder.stack = []
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    rec = _Shapes(holder.stack)
+    failure: Exception | None = None
+    try:
+        with torch.no_grad(), _no_fastpaths(), _module_stack(model, holder), rec:
+            run_model(model, example_inputs)
+    except Exception as exc:
+        failure = exc
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
+    ops = [rec.ops[i] for i in aligned([o[0] for o in rec.ops])]
+    records = [g.records[i] for i in aligned([r.name for r in g.records])]
+    for r, (name, shapes, where) in zip(records, ops, strict=False):
+        want = [tuple(size(a) for a in out) for out in r.outs]
+        if op_key(name) != op_key(r.name) or shapes != want:
+            raise _Invalid(
+                f"aten.{name} produced {shapes}, expected {want}; a constant or attribute in "
+                "the code probably still holds an old size",
+                where or r.module,
+                r.index,
+                shapes,
+            )
+    if failure is not None:
+        culprit = records[len(ops)].index if len(ops) < len(records) else None
+        raise _Invalid(
+            f"forward failed after pruning: {type(failure).__name__}: {failure}",
+            rec.current,
+            culprit,
+            rec.failed,
+        ) from failure
+    if len(ops) != len(records):
+        raise _Invalid(f"the pruned forward ran {len(ops)} ops, the original {len(records)}", "")
+
+
+class _Invalid(Exception):
+    def __init__(
+        self, message: str, module: str, record: int | None = None, got: list | None = None
+    ) -> None:
+        super().__init__(message)
+        self.module = module
+        self.record = record
+        self.got = got
+
+
+def apply_masks(
+    model: nn.Module, analysis: Analysis, masks: dict[int, torch.Tensor], example_inputs: Any
+) -> dict[str, Any]:
+    """Remove the unmasked indices from ``model`` in place; returns what changed."""
+    kept = {leaf: int(m.sum()) for leaf, m in masks.items()}
+    with torch.no_grad(), one_thread():
+        new = new_tensors(analysis, masks)
+    changes, notes = plan_changes(analysis, kept, new)
+    log = _Log()
+    current = ""
+    try:
+        for name, t in new.items():
+            current = name.rpartition(".")[0]
+            _swap(model, analysis, name, t, log)
+        for c in changes:
+            current = c.where
+            _apply_change(c, log)
+        current = ""
+        validate(model, analysis, kept, example_inputs)
+    except _Invalid as exc:
+        log.rollback()
+        err = PruningError(str(exc), exc.module or f"<{type(model).__name__}>")
+        err.record = exc.record  # the traced op that did not follow; lets callers retry
+        err.got = exc.got  # the shapes it produced instead
+        raise err from exc
+    except Exception as exc:
+        log.rollback()
+        raise PruningError(f"{type(exc).__name__}: {exc}", current or None) from exc
+    g = analysis.graph
+    shapes = {
+        name: f"{tuple(g.tensors[name].shape)} -> {tuple(t.shape)}" for name, t in new.items()
+    }
+    return {
+        "tensors": shapes,
+        "attributes": [c.describe() for c in changes],
+        "notes": notes,
+    }

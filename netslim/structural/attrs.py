@@ -1,0 +1,359 @@
+"""Size attributes that must follow the new tensor shapes so the pruned model runs unchanged.
+
+Three sources, most specific first: known torch layers (``Conv*.in_channels/groups``,
+``Linear.in_features``, norms, ``MultiheadAttention``); attention modules found by their SDPA
+call (``num_heads``, ``num_key_value_heads``, ``head_dim``, ``all_head_size`` by name); and, for
+any other module, int attributes that equal the old size of one of its own parameter dims and
+for which every such dim agrees on the new size. HF ``config`` objects get the same change when
+every layer agrees; otherwise they are left alone and the disagreement is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from netslim.structural.groups import Analysis
+
+HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "nheads")
+KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head", "kv_heads")
+HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "d_head", "dim_head", "d_k")
+INNER = ("all_head_size", "inner_dim", "attn_dim", "proj_dim")
+_SKIP = ("idx", "index", "layer", "vocab", "max_", "position", "seed", "pad", "group", "rep", "eps")
+
+
+@dataclass
+class Change:
+    """Set ``target.attr`` from ``old`` to ``new``; ``where`` names the module for errors."""
+
+    target: Any
+    attr: str
+    old: Any
+    new: Any
+    where: str
+
+    def describe(self) -> str:
+        return f"{self.where or '<model>'}.{self.attr}: {self.old} -> {self.new}"
+
+
+Updater = Callable[[nn.Module, str, "Context"], list[Change]]
+_UPDATERS: dict[type, Updater] = {}
+
+
+def register_updater(*types: type) -> Callable[[Updater], Updater]:
+    """Extension point: compute attribute changes for a module type from its new tensors."""
+
+    def wrap(fn: Updater) -> Updater:
+        for t in types:
+            _UPDATERS[t] = fn
+        return fn
+
+    return wrap
+
+
+class Context:
+    """What updaters may read: new tensors, new atom sizes, and per-op facts from the trace."""
+
+    def __init__(self, analysis: Analysis, kept: dict[int, int], new: dict[str, torch.Tensor]):
+        self.analysis = analysis
+        self.graph = analysis.graph
+        self.kept = kept
+        self.new = new
+        self.conv_groups: dict[str, int] = {}
+        self.norm_groups: dict[str, int] = {}
+        self.norm_shapes: dict[str, list[int]] = {}
+        for rec in self.graph.records:
+            if rec.kind == "conv" and rec.info.get("groups") is not None:
+                names = self.graph.tensor_names.get(rec.info["weight"])
+                if names:
+                    self.conv_groups[names[0].rpartition(".")[0]] = rec.info["groups"]
+            if rec.info.get("stat") == "group_norm":
+                self.norm_groups[rec.module] = rec.info["groups"]
+            if rec.info.get("stat") == "layer_norm" and rec.ins:
+                self.norm_shapes[rec.module] = [rec.ins[0][d] for d in rec.info["dims"]]
+
+    def size(self, atom: int) -> int:
+        return self.graph.atoms.new_size(atom, self.kept)
+
+    def old_size(self, atom: int) -> int:
+        return self.graph.atoms.size(atom)
+
+    def tensor(self, module: str, leaf: str) -> torch.Tensor | None:
+        name = f"{module}.{leaf}" if module else leaf
+        if name in self.new:
+            return self.new[name]
+        return self.graph.tensors.get(name)
+
+
+def _set(mod: nn.Module, where: str, **values: Any) -> list[Change]:
+    out = []
+    for attr, new in values.items():
+        old = getattr(mod, attr, None)
+        if old is not None and old != new:
+            out.append(Change(mod, attr, old, new, where))
+    return out
+
+
+@register_updater(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                  nn.ConvTranspose3d)  # fmt: skip
+def _conv(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    w = ctx.tensor(where, "weight")
+    g = ctx.conv_groups.get(where)
+    groups = ctx.size(g) if g is not None else mod.groups
+    if mod.transposed:
+        return _set(
+            mod, where, groups=groups, in_channels=w.shape[0], out_channels=w.shape[1] * groups
+        )
+    return _set(mod, where, groups=groups, out_channels=w.shape[0], in_channels=w.shape[1] * groups)
+
+
+@register_updater(nn.Linear)
+def _linear(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    w = ctx.tensor(where, "weight")
+    return _set(mod, where, in_features=w.shape[1], out_features=w.shape[0])
+
+
+@register_updater(nn.Bilinear)
+def _bilinear(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    w = ctx.tensor(where, "weight")
+    return _set(
+        mod, where, out_features=w.shape[0], in1_features=w.shape[1], in2_features=w.shape[2]
+    )
+
+
+def _norm_features(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    for leaf in ("weight", "running_mean", "bias"):
+        t = ctx.tensor(where, leaf)
+        if t is not None:
+            return _set(mod, where, num_features=t.shape[0])
+    return []
+
+
+for _t in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
+           nn.InstanceNorm2d, nn.InstanceNorm3d):  # fmt: skip
+    register_updater(_t)(_norm_features)
+
+
+@register_updater(nn.LayerNorm, nn.RMSNorm)
+def _layer_norm(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    w = ctx.tensor(where, "weight")
+    if w is not None:
+        shape = tuple(w.shape)
+    elif where in ctx.norm_shapes:
+        shape = tuple(ctx.size(a) for a in ctx.norm_shapes[where])
+    else:
+        return []
+    return _set(mod, where, normalized_shape=shape)
+
+
+@register_updater(nn.GroupNorm)
+def _group_norm(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    g = ctx.norm_groups.get(where)
+    if g is None:
+        return []
+    ratio = mod.num_channels // mod.num_groups
+    per = ctx.size(g)
+    w = ctx.tensor(where, "weight")
+    channels = w.shape[0] if w is not None else per * ratio
+    return _set(mod, where, num_groups=per, num_channels=channels)
+
+
+@register_updater(nn.Embedding)
+def _embedding(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    w = ctx.tensor(where, "weight")
+    return _set(mod, where, num_embeddings=w.shape[0], embedding_dim=w.shape[1])
+
+
+@register_updater(nn.PReLU)
+def _prelu(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    return _set(mod, where, num_parameters=ctx.tensor(where, "weight").numel())
+
+
+@register_updater(nn.MultiheadAttention)
+def _mha(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    w = ctx.tensor(where, "out_proj.weight")
+    embed = w.shape[0]
+    old_inner = ctx.graph.tensors[f"{where}.out_proj.weight"]
+    layout = ctx.graph.layouts.get(id(old_inner))
+    heads = mod.num_heads
+    if layout is not None:
+        d = ctx.graph.atoms.decomp(layout[1][1])
+        if d and d[0] == "prod" and len(d[1]) == 2 and ctx.old_size(d[1][0]) == mod.num_heads:
+            heads = ctx.size(d[1][0])
+    out = _set(mod, where, embed_dim=embed, num_heads=heads, head_dim=embed // heads)
+    return out + _set(mod, where, kdim=embed, vdim=embed)
+
+
+def _attention_facts(ctx: Context) -> dict[str, list[Change]]:
+    """Head counts for modules that call SDPA, set by attribute name."""
+    out: dict[str, list[Change]] = {}
+    model = ctx.graph.model
+    for rec in ctx.graph.records:
+        if rec.kind != "sdpa":
+            continue
+        info = rec.info
+        q, kv, hd = info["q_heads"], info["kv_heads"], info["head_dim"]
+        facts = {
+            HEADS: (ctx.old_size(q), ctx.size(q)),
+            KV_HEADS: (ctx.old_size(kv), ctx.size(kv)),
+            HEAD_DIM: (ctx.old_size(hd), ctx.size(hd)),
+            INNER: (ctx.old_size(q) * ctx.old_size(hd), ctx.size(q) * ctx.size(hd)),
+        }
+        for where in reversed(rec.stack):
+            mod = model.get_submodule(where)
+            cfg = _config_of(mod)
+            names = [n for names in facts for n in names if isinstance(getattr(mod, n, None), int)]
+            if not names and cfg is None:
+                continue
+            changes = out.setdefault(where, [])
+            for attr_names, (old, new) in facts.items():
+                for n in attr_names:
+                    if getattr(mod, n, None) == old and old != new:
+                        changes.append(Change(mod, n, old, new, where))
+                    if cfg is not None and getattr(cfg, n, None) == old and old != new:
+                        changes.append(Change(cfg, n, old, new, where))
+            break
+    return out
+
+
+def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str, list[Change]]:
+    """Sizes passed to view/reshape/expand that change: the module that issued the op holds them
+    as int attributes (``self.num_heads``); update those whose value is the old size."""
+    out: dict[str, list[Change]] = {}
+    model = ctx.graph.model
+    for rec in ctx.graph.records:
+        ints = rec.info.get("ints")
+        if rec.kind != "reshape" or not ints or not rec.outs or rec.name == "repeat":
+            continue
+        outs = rec.outs[0]
+        if len(ints) != len(outs):
+            continue
+        for c, atom in zip(ints, outs, strict=True):
+            if c < 2 or c != ctx.old_size(atom):
+                continue
+            new = ctx.size(atom)
+            if new == c:
+                continue
+            for where in reversed(rec.stack):
+                mod = model.get_submodule(where)
+                hits = [
+                    a for a, v in vars(mod).items()
+                    if type(v) is int and v == c and not a.startswith("_")
+                    and not any(x in a.lower() for x in _SKIP)
+                ]  # fmt: skip
+                if not hits:
+                    continue
+                done = {
+                    (id(ch.target), ch.attr) for ch in taken.get(where, []) + out.get(where, [])
+                }
+                for a in hits:
+                    if (id(mod), a) not in done:
+                        out.setdefault(where, []).append(Change(mod, a, c, new, where))
+                break
+    return out
+
+
+def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[Change]:
+    """Int attributes equal to the old size of this module's own parameter dims."""
+    dims: list[tuple[int, int]] = []  # (old, new) per param dim of the module and its children
+    for pname, p in mod.named_parameters(recurse=True):
+        full = f"{where}.{pname}" if where else pname
+        if pname.count(".") > 1:
+            continue
+        new = ctx.new.get(full)
+        if new is None:
+            continue
+        dims.extend(zip(p.shape, new.shape, strict=True))
+    if not dims:
+        return []
+    out = []
+    for attr, v in vars(mod).items():
+        if attr.startswith("_") or attr in taken or type(v) is not int or v < 2:
+            continue
+        if any(s in attr.lower() for s in _SKIP):
+            continue
+        news = {n for o, n in dims if o == v}
+        if len(news) == 1 and v not in news:
+            out.append(Change(mod, attr, v, news.pop(), where))
+    return out
+
+
+def plan_changes(analysis: Analysis, kept: dict[int, int], new: dict[str, torch.Tensor]):
+    """All attribute changes, plus notes on config values that could not be updated."""
+    ctx = Context(analysis, kept, new)
+    model = analysis.graph.model
+    changed_modules = {n.rpartition(".")[0] for n in new}
+    changes: list[Change] = []
+    by_module = _attention_facts(ctx)
+    for where, extra in _reshape_constants(ctx, by_module).items():
+        by_module.setdefault(where, []).extend(extra)
+    for where, mod in model.named_modules():
+        upd = next((_UPDATERS[c] for c in type(mod).__mro__ if c in _UPDATERS), None)
+        if upd is not None:  # known layers: their updater is the whole truth
+            if where in changed_modules or where in ctx.conv_groups:
+                changes += upd(mod, where, ctx)
+            continue
+        mine = list(by_module.get(where, []))
+        if any(m == where or m.startswith(where + ".") for m in changed_modules):
+            mine += _generic(mod, where, ctx, {c.attr for c in mine})
+        changes += mine
+    changes, cfg_changes, notes = _config_changes(model, changes)
+    return changes + cfg_changes, notes
+
+
+def _config_of(mod: Any) -> Any:
+    cfg = getattr(mod, "config", None)
+    if cfg is None or isinstance(cfg, nn.Module) or not hasattr(cfg, "to_dict"):
+        return None
+    return cfg
+
+
+def _config_changes(
+    model: nn.Module, changes: list[Change]
+) -> tuple[list[Change], list[Change], list[str]]:
+    """Module changes, and config changes applied only where every layer agrees.
+
+    A config is shared by all layers; when layers end up with different sizes the config keeps
+    its old value (the modules carry the truth) and a note says so."""
+    alias = {n: HEADS for n in HEADS} | {n: KV_HEADS for n in KV_HEADS}
+    alias |= {n: HEAD_DIM for n in HEAD_DIM}
+    proposals: dict[tuple[int, str], dict[Any, list[str]]] = {}
+    configs: dict[int, Any] = {}
+    direct = [c for c in changes if isinstance(c.target, nn.Module)]
+    for c in changes:
+        if not isinstance(c.target, nn.Module):
+            configs[id(c.target)] = c.target
+            proposals.setdefault((id(c.target), c.attr), {}).setdefault(c.new, []).append(c.where)
+            continue
+        cfg = _config_of(c.target)
+        if cfg is None:
+            continue
+        configs[id(cfg)] = cfg
+        for name in alias.get(c.attr, (c.attr,)) + _cfg_aliases(c.attr):
+            if getattr(cfg, name, None) == c.old:
+                proposals.setdefault((id(cfg), name), {}).setdefault(c.new, []).append(c.where)
+    out, notes = [], []
+    for (cid, name), news in proposals.items():
+        cfg = configs[cid]
+        if len(news) == 1:
+            new = next(iter(news))
+            out.append(Change(cfg, name, getattr(cfg, name), new, "config"))
+        else:
+            notes.append(
+                f"config.{name} left at {getattr(cfg, name)}: layers differ {sorted(news)}"
+            )
+    return direct, out, notes
+
+
+def _cfg_aliases(attr: str) -> tuple[str, ...]:
+    if attr in HEADS:
+        return ("num_attention_heads", "num_heads", "n_head")
+    if attr in KV_HEADS:
+        return ("num_key_value_heads",)
+    if attr in HEAD_DIM:
+        return ("head_dim",)
+    return ()

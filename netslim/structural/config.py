@@ -1,0 +1,81 @@
+"""``Channels``: the structural pruning config (what to remove, how much, how to choose)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from netslim.errors import ConfigError
+from netslim.structural.importance import CRITERIA
+
+
+def _check_ratio(value: float, what: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        raise ConfigError(f"{what} must be a number in [0, 1), got {value!r}")
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(
+            f"{what} must be in [0, 1), got {value}: it is the fraction of channels removed "
+            "from each group and a group is never emptied"
+        )
+
+
+@dataclass
+class Channels:
+    """Remove channels, filters and attention heads physically.
+
+    ratio: fraction of each group's indices removed (``scope="local"``) or of all indices
+        (``"global"``, ranked by scores normalised per group). Kept counts are clamped so every
+        group keeps at least ``max(1, round_to)`` indices.
+    criterion: ``"l2"``/``"l1"`` norm of every slice an index owns across its group, or
+        ``"random"`` (seeded).
+    target_macs / target_params: fraction of the original MACs / parameters to *keep*; the
+        global ratio is searched to reach it (overrides ``ratio``; implies global ranking).
+    per_module: ratio override for groups owned by these modules (a group takes the override of
+        its first member in parameter order that matches, including parent modules).
+    ignore: modules whose tensors must keep their shapes (unknown names are an error).
+    round_to: kept counts are rounded up to a multiple of this (e.g. 8 for tensor cores).
+    within_heads: also remove channels *inside* attention heads when the heads themselves are
+        prunable (by default whole heads are removed and head_dim is kept).
+    conv_groups: also remove whole groups of grouped convolutions / GroupNorm (by default the
+        group count is kept and channels are removed evenly inside every group).
+    """
+
+    ratio: float = 0.5
+    criterion: str = "l2"
+    target_macs: float | None = None
+    target_params: float | None = None
+    scope: str = "local"
+    per_module: dict[str, float] = field(default_factory=dict)
+    ignore: tuple[str, ...] = ()
+    round_to: int = 1
+    seed: int = 0
+    within_heads: bool = False
+    conv_groups: bool = False
+
+    def __post_init__(self) -> None:
+        _check_ratio(self.ratio, "ratio")
+        if self.criterion not in CRITERIA:
+            raise ConfigError(f"unknown criterion {self.criterion!r} (choose from {CRITERIA})")
+        if self.scope not in ("local", "global"):
+            raise ConfigError(f"scope must be 'local' or 'global', got {self.scope!r}")
+        for name in ("target_macs", "target_params"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or not 0.0 < v <= 1.0):
+                raise ConfigError(f"{name} must be a fraction in (0, 1] of the original, got {v!r}")
+        if self.target_macs is not None and self.target_params is not None:
+            raise ConfigError("give target_macs or target_params, not both")
+        if not isinstance(self.per_module, dict):
+            raise ConfigError("per_module must be a dict {module name: ratio}")
+        for name, r in self.per_module.items():
+            _check_ratio(r, f"per_module[{name!r}]")
+        if isinstance(self.ignore, str):
+            self.ignore = (self.ignore,)
+        self.ignore = tuple(self.ignore)
+        if (
+            not isinstance(self.round_to, int)
+            or isinstance(self.round_to, bool)
+            or self.round_to < 1
+        ):
+            raise ConfigError(f"round_to must be a positive int, got {self.round_to!r}")
+        if not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an int, got {self.seed!r}")

@@ -1,0 +1,185 @@
+"""Decide (config -> plan) and apply (plan -> smaller model): the structural pipeline."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import torch
+from torch import nn
+
+from netslim.errors import ConfigError, PruningError
+from netslim.structural._threads import one_thread
+from netslim.structural.allocation import global_counts, keep_mask, local_counts
+from netslim.structural.apply import apply_masks
+from netslim.structural.config import Channels
+from netslim.structural.cost import count_macs, count_params
+from netslim.structural.groups import Analysis, Group, analyze, build_groups
+from netslim.structural.importance import group_scores, normalized
+from netslim.structural.plan import PruningPlan
+from netslim.structural.trace import Boundary
+
+
+def _under(module: str, names: tuple[str, ...] | list[str]) -> str | None:
+    for n in names:
+        if n == "" or module == n or module.startswith(n + "."):
+            return n
+    return None
+
+
+def _check_names(model: nn.Module, names: list[str], what: str) -> None:
+    known = {n for n, _ in model.named_modules()}
+    for n in names:
+        if n not in known:
+            close = difflib.get_close_matches(n, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise ConfigError(f"{what}: no module named {n!r} in the model{hint}")
+
+
+def candidates(analysis: Analysis, config: Channels) -> list[Group]:
+    """Groups the config allows to shrink."""
+    out = []
+    for g in analysis.groups:
+        if (g.within and not config.within_heads) or (g.conv_groups and not config.conv_groups):
+            continue
+        if any(_under(m.module, config.ignore) is not None for m in g.members):
+            continue
+        out.append(g)
+    return out
+
+
+def _ratio_for(g: Group, config: Channels) -> float | None:
+    keys = sorted(config.per_module, key=len, reverse=True)
+    for m in g.members:
+        hit = _under(m.module, keys)
+        if hit is not None:
+            return config.per_module[hit]
+    return None
+
+
+def make_plan(
+    model: nn.Module, example_inputs: Any, config: Channels, analysis: Analysis | None = None
+) -> tuple[PruningPlan, dict[str, Any]]:
+    """Score and allocate; returns the plan and notes (e.g. an unreachable target)."""
+    _check_names(model, list(config.ignore), "ignore")
+    _check_names(model, list(config.per_module), "per_module")
+    analysis = analysis or analyze(model, example_inputs)
+    groups = candidates(analysis, config)
+    gen = torch.Generator().manual_seed(config.seed)
+    tensors = analysis.graph.tensors
+    cache: dict = {}
+    with one_thread():
+        scores = {g.id: group_scores(g, tensors, config.criterion, gen, cache) for g in groups}
+    sizes = {g.id: g.size for g in groups}
+    override = {g.id: r for g in groups if (r := _ratio_for(g, config)) is not None}
+    fixed = local_counts({k: sizes[k] for k in override}, override, config.round_to)
+    rest = {k: s for k, s in sizes.items() if k not in override}
+    norm = {k: normalized(scores[k]) for k in rest}
+    notes: dict[str, Any] = {}
+
+    def counts_at(r: float, scope: str) -> dict[str, int]:
+        if scope == "global":
+            c = global_counts(rest, norm, r, config.round_to)
+        else:
+            c = local_counts(rest, dict.fromkeys(rest, r), config.round_to)
+        return {**c, **fixed}
+
+    target = config.target_macs if config.target_macs is not None else config.target_params
+    if target is not None:
+        measure = count_macs if config.target_macs is not None else count_params
+        leaf = {g.id: g.leaf for g in groups}
+        base = measure(analysis)
+
+        def frac(r: float) -> float:
+            c = counts_at(r, "global")
+            return measure(analysis, {leaf[k]: n for k, n in c.items()}) / max(base, 1)
+
+        lo, hi = 0.0, 0.999
+        if frac(hi) > target:
+            notes["target"] = f"unreachable: best {frac(hi):.3f} of the original"
+            lo = hi
+        else:
+            for _ in range(40):
+                mid = (lo + hi) / 2
+                lo, hi = (lo, mid) if frac(mid) <= target else (mid, hi)
+            lo = hi
+        counts = counts_at(lo, "global")
+        notes["ratio"] = round(lo, 4)
+    else:
+        counts = counts_at(config.ratio, config.scope)
+    plan = PruningPlan(example_inputs=example_inputs)
+    for g in groups:
+        n = counts[g.id]
+        if n < g.size:
+            mask = keep_mask(scores[g.id], n)
+            plan.keep[g.id] = mask.nonzero().flatten().tolist()
+            plan.sizes[g.id] = g.size
+    plan._analysis = analysis  # reused by apply on the same, untouched model
+    return plan, notes
+
+
+def apply_plan(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> dict[str, Any]:
+    """Apply ``plan`` to ``model`` in place (re-traced unless the plan was just made on it)."""
+    inputs = example_inputs if example_inputs is not None else plan.example_inputs
+    analysis = getattr(plan, "_analysis", None)
+    if analysis is None or analysis.graph.model is not model or example_inputs is not None:
+        analysis = analyze(model, inputs)
+    plan._analysis = None  # the model changes below: never reuse this trace again
+    masks = plan.masks(analysis)
+    report = apply_masks(model, analysis, masks, inputs)
+    if plan.example_inputs is None:
+        plan.example_inputs = inputs
+    report["boundaries"] = [b.to_dict() for b in analysis.graph.boundaries]
+    return report
+
+
+MAX_REPAIRS = 8
+
+
+def _stuck_atoms(analysis: Analysis, rec: Any, got: list | None) -> list[int]:
+    """Dims of a failed op that kept their *old* size: those sizes are constants in the code.
+    Without that evidence, every dim the op touches."""
+    A = analysis.graph.atoms
+    stuck = []
+    if got is not None and len(got) == len(rec.outs):
+        for shape, atoms in zip(got, rec.outs, strict=True):
+            if len(shape) == len(atoms):
+                stuck += [a for s, a in zip(shape, atoms, strict=True) if s == A.size(a)]
+    return stuck or [a for d in rec.ins + rec.outs for a in d]
+
+
+def prune(model: nn.Module, example_inputs: Any, config: Channels | None = None):
+    """Plan and apply in one call; returns ``(plan, report)``.
+
+    When the pruned forward shows an op that did not follow the new sizes (a size hard-coded in
+    the model's code, e.g. ``x.split(8)``), that op's channels are made a boundary and the plan
+    is remade, a few times at most; the model is restored before each retry.
+    """
+    config = config or Channels()
+    analysis = analyze(model, example_inputs)
+    before = (count_params(analysis), count_macs(analysis))
+    repaired: list[dict[str, str]] = []
+    for attempt in range(MAX_REPAIRS + 1):
+        plan, notes = make_plan(model, example_inputs, config, analysis)
+        try:
+            report = apply_plan(model, plan)
+            break
+        except PruningError as exc:
+            rec = getattr(exc, "record", None)
+            if rec is None or attempt == MAX_REPAIRS:
+                raise
+            r = analysis.graph.records[rec]
+            reason = f"sizes fixed in code: {exc}"
+            analysis.graph.lock_all(_stuck_atoms(analysis, r, getattr(exc, "got", None)), reason)
+            repaired.append(Boundary(r.name, r.module, reason).to_dict())
+            analysis = Analysis(analysis.graph, build_groups(analysis.graph))
+    report["boundaries"] = repaired + report["boundaries"]
+    report["notes"] = report.get("notes", []) + [f"{k}: {v}" for k, v in notes.items()]
+    kept = {}
+    by_id = {g.id: g for g in analysis.groups}
+    for gid, k in plan.keep.items():
+        kept[by_id[gid].leaf] = len(k)
+    report["params"] = {"before": before[0], "after": count_params(analysis, kept)}
+    report["macs"] = {"before": before[1], "after": count_macs(analysis, kept)}
+    report["groups"] = {"prunable": len(analysis.groups), "pruned": len(plan.keep)}
+    return plan, report

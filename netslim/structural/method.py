@@ -1,0 +1,64 @@
+"""``netslim.prune_(model, Channels(...), example_inputs=...)`` handler and history record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from netslim.core import history
+from netslim.core.registry import PruneContext, register_method
+from netslim.errors import ArtifactError, ConfigError
+from netslim.structural.config import Channels
+from netslim.structural.engine import apply_plan, prune
+from netslim.structural.plan import PruningPlan
+from netslim.structural.trace import flatten_tensors
+
+KIND = "structural"
+
+
+@register_method(Channels)
+def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dict[str, Any]:
+    inputs = ctx.example_inputs
+    if inputs is None:
+        raise ConfigError(
+            "Channels pruning needs example inputs: pass example_inputs=(tensor, ...) shaped "
+            "like one real batch"
+        )
+    if not isinstance(inputs, (tuple, dict)):
+        inputs = (inputs,)
+    plan, report = prune(model, inputs, config)
+    tensors = flatten_tensors(inputs)
+    payload = {
+        "plan": plan.to_dict(),
+        "example_shapes": [list(t.shape) for t in tensors],
+        "example_dtypes": [str(t.dtype).removeprefix("torch.") for t in tensors],
+    }
+    if isinstance(inputs, dict):
+        payload["example_keys"] = list(inputs)
+    history.record(model, KIND, payload)
+    return report
+
+
+def example_inputs_from(record: dict[str, Any]) -> Any:
+    """Stand-in inputs with the recorded shapes/dtypes: tracing needs shapes, not values."""
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    try:
+        for shape, dtype in zip(record["example_shapes"], record["example_dtypes"], strict=True):
+            dt = getattr(torch, dtype)
+            if dt.is_floating_point:
+                out.append(torch.randn(shape, generator=gen).to(dt))
+            else:
+                out.append(torch.zeros(shape, dtype=dt))
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ArtifactError(f"structural history record has bad example inputs: {exc}") from exc
+    keys = record.get("example_keys")
+    return dict(zip(keys, out, strict=True)) if keys else tuple(out)
+
+
+def replay_plan(model: nn.Module, record: dict[str, Any]) -> None:
+    """``netslim.load``: reshape a freshly built original model exactly as the plan says."""
+    plan = PruningPlan.from_dict(record["plan"])
+    apply_plan(model, plan, example_inputs_from(record))

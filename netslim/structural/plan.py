@@ -1,0 +1,69 @@
+"""A pruning plan: which indices of which group survive, as plain JSON.
+
+Group ids are anchors derived from parameter names (``"layer1.0.conv1.weight:0"``), so a plan
+made on one instance replays on a freshly built copy of the same architecture: re-trace, match
+anchors, apply. ``netslim.save`` stores ``plan.to_dict()`` in the model history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from netslim.errors import ArtifactError, PruningError
+from netslim.structural.groups import Analysis
+
+VERSION = 1
+
+
+@dataclass
+class PruningPlan:
+    """``keep[group_id]`` = sorted kept indices; ``sizes[group_id]`` = the group's full size."""
+
+    keep: dict[str, list[int]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    example_inputs: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "groups": {g: {"size": self.sizes[g], "keep": list(k)} for g, k in self.keep.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruningPlan:
+        try:
+            if int(data.get("version", VERSION)) != VERSION:
+                raise ArtifactError(f"unsupported plan version {data.get('version')!r}")
+            keep, sizes = {}, {}
+            for gid, g in data["groups"].items():
+                sizes[gid] = int(g["size"])
+                keep[gid] = sorted(int(i) for i in g["keep"])
+                if not keep[gid] or keep[gid][-1] >= sizes[gid] or keep[gid][0] < 0:
+                    raise ArtifactError(f"plan group {gid!r}: kept indices out of range")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"malformed pruning plan: {exc}") from exc
+        return cls(keep, sizes)
+
+    @property
+    def removed(self) -> int:
+        return sum(self.sizes[g] - len(k) for g, k in self.keep.items())
+
+    def masks(self, analysis: Analysis) -> dict[int, torch.Tensor]:
+        """Leaf -> kept mask on a traced model; fails loudly if the model does not match."""
+        by_id = {g.id: g for g in analysis.groups}
+        out: dict[int, torch.Tensor] = {}
+        for gid, kept in self.keep.items():
+            g = by_id.get(gid)
+            if g is None:
+                raise PruningError(f"plan group {gid!r} does not exist in this model", gid)
+            if g.size != self.sizes[gid]:
+                raise PruningError(
+                    f"plan group {gid!r} has size {self.sizes[gid]}, model has {g.size}", gid
+                )
+            mask = torch.zeros(g.size, dtype=torch.bool)
+            mask[torch.tensor(kept, dtype=torch.long)] = True
+            out[g.leaf] = mask
+        return out

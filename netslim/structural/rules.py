@@ -1,0 +1,938 @@
+"""Per-op channel rules: how each aten op relates the atoms of its inputs and outputs.
+
+A rule is ``rule(ctx: OpContext) -> None``; it reads ``ctx.arg(name)``/``ctx.dims(t)`` and
+calls ``ctx.out(t, atoms)`` for each output tensor, using ``ctx.unify``/``ctx.refine``/``ctx.new``.
+Ops without a rule are *boundaries*: every free atom they touch is locked and reported, so an
+unknown op can only make pruning more conservative, never wrong. Users extend the set with
+:func:`register_rule` (keyed by the aten op name without overload, e.g. ``"my_ns::my_op"`` or
+``"roll"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from netslim.structural.atoms import CAT, PROD, AlgebraConflict
+from netslim.structural.trace import Boundary, Graph, OpRecord, flatten_tensors
+
+Rule = Callable[["OpContext"], None]
+_RULES: dict[str, Rule] = {}
+
+
+def register_rule(*names: str) -> Callable[[Rule], Rule]:
+    """Decorator: ``@register_rule("my_ns::my_op") def rule(ctx): ...`` (see module doc)."""
+
+    def wrap(fn: Rule) -> Rule:
+        for n in names:
+            _RULES[n] = fn
+        return fn
+
+    return wrap
+
+
+class OpContext:
+    """One op as a rule sees it: bound arguments, outputs, and the algebra helpers."""
+
+    def __init__(self, graph: Graph, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        self.g = graph
+        self.func = func
+        self.name = str(func.overloadpacket.__name__)
+        self.args = args
+        self.kwargs = kwargs
+        self.result = out
+        self.outputs = flatten_tensors(out)
+        self.bound: dict[str, Any] = {}
+        for i, a in enumerate(func._schema.arguments):
+            if i < len(args):
+                self.bound[a.name] = args[i]
+            elif a.name in kwargs:
+                self.bound[a.name] = kwargs[a.name]
+            elif a.has_default_value():
+                self.bound[a.name] = a.default_value
+        self.kind = "op"
+        self.info: dict[str, Any] = {}
+
+    # -- reading -------------------------------------------------------------------------
+    def arg(self, name: str, default: Any = None) -> Any:
+        v = self.bound.get(name, default)
+        return default if v is None else v
+
+    def pos(self, i: int, default: Any = None) -> Any:
+        return self.args[i] if i < len(self.args) else default
+
+    def tensor_args(self) -> list[torch.Tensor]:
+        return flatten_tensors((self.args, self.kwargs))
+
+    def dims(self, t: torch.Tensor) -> list[int]:
+        return self.g.dims(t)
+
+    # -- algebra -------------------------------------------------------------------------
+    def new(self, size: int, lock: str | None = None) -> int:
+        return self.g.atoms.new(size, lock)
+
+    def unify(self, a: int, b: int) -> None:
+        self.g.atoms.unify(a, b)
+
+    def refine(self, a: int, kind: str, parts: list[int]) -> None:
+        self.g.atoms.refine(a, kind, parts)
+
+    def lock(self, atoms: list[int], reason: str, report: bool = True) -> None:
+        """Keep these atoms whole; report it when a still-free atom was affected."""
+        if self.g.lock_all(atoms, reason) and report:
+            self.g.boundaries.append(Boundary(self.name, self.g.module, reason))
+
+    def out(self, t: torch.Tensor, atoms: list[int]) -> None:
+        self.g.set_out(t, atoms)
+
+    def out_like(self, t: torch.Tensor, lock: str) -> None:
+        self.g.set_out(t, [self.new(s, lock) for s in t.shape])
+
+
+def _norm_dim(d: int, n: int) -> int:
+    return d + n if d < 0 else d
+
+
+def apply_rule(graph: Graph, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    """Run the rule for ``func``; on conflict or error lock everything the op touched."""
+    ctx = OpContext(graph, func, args, kwargs, out)
+    rule = _RULES.get(ctx.name) or _RULES.get(str(func.overloadpacket._qualified_op_name))
+    if rule is None and (torch.Tag.pointwise in func.tags or _pointwise_inplace(ctx.name)):
+        rule = elementwise
+    if rule is None:
+        rule = unknown
+    try:
+        rule(ctx)
+    except (AlgebraConflict, IndexError, ValueError, TypeError, RuntimeError) as exc:
+        touched = [a for t in ctx.tensor_args() + ctx.outputs for a in graph.dims(t)]
+        ctx.lock(touched, f"{type(exc).__name__}: {exc}")
+    for t in ctx.outputs:
+        if not graph.has(t):
+            ctx.out_like(t, f"output of {ctx.name}")
+    graph.records.append(
+        OpRecord(
+            index=len(graph.records),
+            name=ctx.name,
+            stack=tuple(graph.stack),
+            kind=ctx.kind,
+            ins=[list(graph.dims(t)) for t in ctx.tensor_args()],
+            outs=[list(graph.dims(t)) for t in ctx.outputs],
+            info=ctx.info,
+        )
+    )
+
+
+def _pointwise_inplace(name: str) -> bool:
+    """``relu_``, ``hardswish_``: in-place twins of pointwise ops are not always tagged."""
+    if not name.endswith("_") or name.startswith("_"):
+        return False
+    base = getattr(torch.ops.aten, name[:-1], None)
+    if base is None:
+        return False
+    try:
+        return any(torch.Tag.pointwise in getattr(base, o).tags for o in base.overloads())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# --- boundaries and trivial ops ----------------------------------------------------------
+def unknown(ctx: OpContext) -> None:
+    """No rule: keep every channel this op touches (reported as a boundary)."""
+    touched = [a for t in ctx.tensor_args() for a in ctx.dims(t)]
+    ctx.lock(touched, f"no rule for aten.{ctx.name}")
+    for t in ctx.outputs:
+        ctx.out_like(t, f"output of unsupported aten.{ctx.name}")
+
+
+@register_rule(
+    "alias", "detach", "clone", "contiguous", "_to_copy", "lift_fresh", "lift_fresh_copy",
+    "_conj", "resolve_conj", "resolve_neg", "dropout", "feature_dropout", "alpha_dropout",
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
+    "_to_dense", "to_dense", "empty_strided",
+)  # fmt: skip
+def identity(ctx: OpContext) -> None:
+    src = ctx.tensor_args()
+    if not src:
+        return unknown(ctx)
+    for t in ctx.outputs:
+        if tuple(t.shape) == tuple(src[0].shape):
+            ctx.out(t, ctx.dims(src[0]))
+
+
+@register_rule("native_dropout")
+def native_dropout(ctx: OpContext) -> None:
+    x = ctx.arg("input")
+    for t in ctx.outputs:
+        ctx.out(t, ctx.dims(x))
+
+
+@register_rule(
+    "arange", "zeros", "ones", "empty", "full", "scalar_tensor", "randn", "rand", "randint",
+    "new_zeros", "new_ones", "new_empty", "new_full", "linspace", "eye", "tensor",
+    "_local_scalar_dense", "sym_size", "sym_numel", "is_nonzero", "equal", "_assert_async",
+    "_assert_tensor_metadata", "randperm", "bernoulli",
+)  # fmt: skip
+def factory(ctx: OpContext) -> None:
+    """Fresh tensors whose sizes come from Python ints: their dims are fixed geometry."""
+    for t in ctx.outputs:
+        ctx.out_like(t, f"created by aten.{ctx.name}")
+
+
+# --- elementwise ---------------------------------------------------------------------------
+def broadcast(ctx: OpContext, tensors: list[torch.Tensor], shape: tuple[int, ...]) -> list[int]:
+    """Atoms of a broadcast result: dims of equal size unify; size-1 (broadcast) dims don't."""
+    n = len(shape)
+    res: list[int | None] = [None] * n
+    for t in tensors:
+        if t.dim() == 0:
+            continue
+        off = n - t.dim()
+        if off < 0:
+            raise ValueError("operand has more dims than the result")
+        for k, (s, a) in enumerate(zip(t.shape, ctx.dims(t), strict=True)):
+            if s != shape[off + k]:
+                continue
+            cur = res[off + k]
+            if cur is None:
+                res[off + k] = a
+            elif s != 1:
+                ctx.unify(cur, a)
+    return [r if r is not None else ctx.new(shape[i], "broadcast") for i, r in enumerate(res)]
+
+
+_SCALED = ("mul", "div", "mul_", "div_")
+
+
+def elementwise(ctx: OpContext) -> None:
+    tensors = ctx.tensor_args()
+    for o in ctx.outputs:
+        ctx.out(o, broadcast(ctx, tensors, tuple(o.shape)))
+    if ctx.name in _SCALED:
+        _check_size_scale(ctx, tensors)
+
+
+def _check_size_scale(ctx: OpContext, tensors: list[torch.Tensor]) -> None:
+    """A float like 1/sqrt(head_dim) multiplying a tensor is probably recomputed from a size
+    at run time; pruning that dim would change it, so keep the dim (conservative)."""
+    scalars = [v for v in ctx.args[1:] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    scalars += [
+        float(t) for t in tensors if t.dim() == 0 and t.numel() == 1 and not ctx.g.has(t)
+    ]  # wrapped numbers
+    if not scalars or not tensors:
+        return
+    x = tensors[0]
+    if x.dim() == 0:
+        return
+    s, a = x.shape[-1], ctx.dims(x)[-1]  # attention-style scaling acts on the last dim
+    if s < 8 or ctx.g.atoms.is_locked(a):
+        return
+    for v in scalars:
+        if v in (0, 1, -1) or v != v:
+            continue
+        cands = (1 / math.sqrt(s), math.sqrt(s), 1 / s)
+        if any(math.isclose(abs(v), c, rel_tol=1e-6) for c in cands):
+            ctx.lock([a], f"scale {v:g} looks derived from size {s}")
+
+
+register_rule(
+    "hardswish", "hardswish_", "log_sigmoid", "relu6", "relu6_",
+    "hardtanh", "hardtanh_", "elu", "elu_", "leaky_relu", "leaky_relu_", "silu_", "mish_",
+    "masked_fill", "masked_fill_", "clamp_", "nan_to_num", "nan_to_num_",
+)(elementwise)  # fmt: skip
+
+
+@register_rule("copy_")
+def copy_(ctx: OpContext) -> None:
+    dst, src = ctx.arg("self"), ctx.arg("src")
+    ctx.out(dst, broadcast(ctx, [dst, src], tuple(dst.shape)))
+
+
+@register_rule("where")
+def where(ctx: OpContext) -> None:
+    elementwise(ctx)
+
+
+# --- shape ops -------------------------------------------------------------------------------
+def reshape_atoms(
+    ctx: OpContext, ins: list[int], ishape: list[int], oshape: list[int]
+) -> list[int]:
+    """Match blocks of input dims and output dims with equal products; each block becomes one
+    product atom, refined into the output factors (e.g. 768 -> 12 x 64)."""
+    out: list[int | None] = [None if s != 1 else ctx.new(1) for s in oshape]
+    ii = [i for i, s in enumerate(ishape) if s != 1]
+    oo = [j for j, s in enumerate(oshape) if s != 1]
+    i = j = 0
+    while i < len(ii) or j < len(oo):
+        bi, bo = [ii[i]], [oo[j]]
+        pi, po = ishape[ii[i]], oshape[oo[j]]
+        i, j = i + 1, j + 1
+        while pi != po:
+            if pi < po:
+                bi.append(ii[i])
+                pi *= ishape[ii[i]]
+                i += 1
+            else:
+                bo.append(oo[j])
+                po *= oshape[oo[j]]
+                j += 1
+        in_atoms = [ins[k] for k in bi]
+        if len(in_atoms) == 1:
+            block = in_atoms[0]
+        else:
+            block = ctx.new(pi)
+            ctx.refine(block, PROD, in_atoms)
+        if len(bo) == 1:
+            out[bo[0]] = block
+        else:
+            parts = [ctx.new(oshape[k]) for k in bo]
+            ctx.refine(block, PROD, parts)
+            for k, p in zip(bo, parts, strict=True):
+                out[k] = p
+    return [a for a in out if a is not None]
+
+
+@register_rule("view", "_unsafe_view", "reshape", "_reshape_alias", "view_copy", "unflatten")
+def view(ctx: OpContext) -> None:
+    x = ctx.tensor_args()[0]
+    o = ctx.outputs[0]
+    ctx.kind = "reshape"
+    size = ctx.pos(1)
+    if isinstance(size, (list, tuple)):
+        ctx.info["ints"] = [int(s) for s in size]
+    if x.numel() == 0:
+        return unknown(ctx)
+    ctx.out(o, reshape_atoms(ctx, ctx.dims(x), list(x.shape), list(o.shape)))
+
+
+@register_rule("permute")
+def permute(ctx: OpContext) -> None:
+    x = ctx.arg("self")
+    d = ctx.dims(x)
+    order = [_norm_dim(k, x.dim()) for k in ctx.arg("dims")]
+    ctx.out(ctx.outputs[0], [d[k] for k in order])
+
+
+@register_rule("transpose", "swapaxes", "swapdims")
+def transpose(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    d = list(ctx.dims(x))
+    a, b = _norm_dim(ctx.args[1], x.dim()), _norm_dim(ctx.args[2], x.dim())
+    d[a], d[b] = d[b], d[a]
+    ctx.out(ctx.outputs[0], d)
+
+
+@register_rule("t", "numpy_T")
+def t(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    ctx.out(ctx.outputs[0], list(reversed(ctx.dims(x))))
+
+
+@register_rule("unsqueeze")
+def unsqueeze(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    d = list(ctx.dims(x))
+    d.insert(_norm_dim(ctx.args[1], x.dim() + 1), ctx.new(1))
+    ctx.out(ctx.outputs[0], d)
+
+
+@register_rule("squeeze")
+def squeeze(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    d = ctx.dims(x)
+    if len(ctx.args) > 1:
+        dims = ctx.args[1]
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        drop = {_norm_dim(k, x.dim()) for k in dims if x.shape[_norm_dim(k, x.dim())] == 1}
+    else:
+        drop = {k for k, s in enumerate(x.shape) if s == 1}
+    ctx.out(ctx.outputs[0], [a for k, a in enumerate(d) if k not in drop])
+
+
+@register_rule("expand", "expand_copy")
+def expand(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    o = ctx.outputs[0]
+    d = ctx.dims(x)
+    lead = o.dim() - x.dim()
+    ctx.kind = "reshape"
+    ctx.info["ints"] = [int(s) for s in ctx.args[1]]
+    res = [ctx.new(s, "expanded") for s in o.shape[:lead]]
+    for k, a in enumerate(d):
+        res.append(a if x.shape[k] == o.shape[lead + k] else ctx.new(o.shape[lead + k], "expanded"))
+    ctx.out(o, res)
+
+
+@register_rule("repeat")
+def repeat(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    reps = list(ctx.args[1])
+    o = ctx.outputs[0]
+    ctx.kind = "reshape"
+    ctx.info["ints"] = [int(r) for r in reps]
+    lead = len(reps) - x.dim()
+    res = [ctx.new(s, "repeated") for s in o.shape[:lead]]
+    for k, a in enumerate(ctx.dims(x)):
+        r = reps[lead + k]
+        if r == 1:
+            res.append(a)
+        else:
+            tiled = ctx.new(o.shape[lead + k])
+            ctx.refine(tiled, PROD, [ctx.new(r, "repeat count"), a])
+            res.append(tiled)
+    ctx.out(o, res)
+
+
+# --- slicing and joining ---------------------------------------------------------------------
+@register_rule("slice", "slice_copy")
+def slice_(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    n = x.dim()
+    dim = _norm_dim(ctx.arg("dim", 0), n)
+    size = x.shape[dim]
+    start, end, step = ctx.arg("start", 0), ctx.arg("end", size), ctx.arg("step", 1)
+    start = max(0, min(size, start + size if start < 0 else start))
+    end = max(start, min(size, end + size if end < 0 else end))
+    d = list(ctx.dims(x))
+    if start == 0 and end == size and step == 1:
+        ctx.out(ctx.outputs[0], d)
+        return
+    if step != 1:
+        ctx.lock([d[dim]], "strided slice")
+        d[dim] = ctx.new(ctx.outputs[0].shape[dim], "strided slice")
+        ctx.out(ctx.outputs[0], d)
+        return
+    mid = ctx.new(end - start)
+    pre, post = ctx.new(start), ctx.new(size - end)
+    ctx.refine(d[dim], CAT, [pre, mid, post])
+    if 2 * (end - start) == size and (start == 0 or end == size):
+        # x[..., :n//2] / x[..., n//2:]: the cut is recomputed from the size at run time,
+        # so both halves must keep the same count; same indices is the exact way to do it
+        ctx.unify(mid, post if start == 0 else pre)
+    else:
+        ctx.lock([d[dim]], "slice at a fixed position")
+    d[dim] = mid
+    ctx.out(ctx.outputs[0], d)
+
+
+@register_rule("select", "select_copy")
+def select(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    dim = _norm_dim(ctx.args[1], x.dim())
+    size = x.shape[dim]
+    idx = ctx.args[2] + size if ctx.args[2] < 0 else ctx.args[2]
+    d = list(ctx.dims(x))
+    ctx.refine(d[dim], CAT, [ctx.new(idx), ctx.new(1), ctx.new(size - idx - 1)])
+    ctx.lock([d[dim]], "select at a fixed index")
+    ctx.out(ctx.outputs[0], d[:dim] + d[dim + 1 :])
+
+
+@register_rule("split", "split_with_sizes", "unbind", "split_copy", "unbind_copy")
+def split(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    dim = _norm_dim(ctx.arg("dim", 0), x.dim())
+    d = ctx.dims(x)
+    keep_dim = ctx.name != "unbind"
+    parts = [ctx.new(o.shape[dim] if keep_dim else 1) for o in ctx.outputs]
+    ctx.refine(d[dim], CAT, parts)
+    # chunk/split recompute the cut from the size at run time: equal parts stay equal
+    sizes = [ctx.g.atoms.size(p) for p in parts]
+    for p, sz in zip(parts[1:], sizes[1:], strict=True):
+        if sz == sizes[0]:
+            ctx.unify(parts[0], p)
+        else:
+            ctx.lock([p], "uneven split")
+    for o, p in zip(ctx.outputs, parts, strict=True):
+        ctx.out(o, d[:dim] + [p] + d[dim + 1 :] if keep_dim else d[:dim] + d[dim + 1 :])
+
+
+@register_rule("cat", "concat", "concatenate")
+def cat(ctx: OpContext) -> None:
+    o = ctx.outputs[0]
+    dim = _norm_dim(ctx.arg("dim", 0), o.dim())
+    parts, rest = [], None
+    for t in ctx.arg("tensors"):
+        if t.dim() != o.dim():  # legacy empty 1-D operand
+            continue
+        d = ctx.dims(t)
+        parts.append(d[dim])
+        if rest is None:
+            rest = list(d)
+        else:
+            for k in range(o.dim()):
+                if k != dim:
+                    ctx.unify(rest[k], d[k])
+    joined = ctx.new(o.shape[dim])
+    ctx.refine(joined, CAT, parts)
+    res = list(rest)
+    res[dim] = joined
+    ctx.out(o, res)
+
+
+@register_rule("stack")
+def stack(ctx: OpContext) -> None:
+    o = ctx.outputs[0]
+    dim = _norm_dim(ctx.arg("dim", 0), o.dim())
+    ts = ctx.arg("tensors")
+    d0 = ctx.dims(ts[0])
+    for t in ts[1:]:
+        for a, b in zip(d0, ctx.dims(t), strict=True):
+            ctx.unify(a, b)
+    res = list(d0)
+    res.insert(dim, ctx.new(len(ts), "stacked"))
+    ctx.out(o, res)
+
+
+@register_rule("constant_pad_nd")
+def constant_pad(ctx: OpContext) -> None:
+    x, pad = ctx.args[0], list(ctx.args[1])
+    d = list(ctx.dims(x))
+    for k in range(len(pad) // 2):
+        dim = x.dim() - 1 - k
+        lo, hi = pad[2 * k], pad[2 * k + 1]
+        if lo == 0 and hi == 0:
+            continue
+        if lo < 0 or hi < 0:
+            ctx.lock([d[dim]], "negative padding")
+            d[dim] = ctx.new(ctx.outputs[0].shape[dim], "cropped")
+            continue
+        padded = ctx.new(x.shape[dim] + lo + hi)
+        ctx.refine(padded, CAT, [ctx.new(lo, "padding"), d[dim], ctx.new(hi, "padding")])
+        d[dim] = padded
+    ctx.out(ctx.outputs[0], d)
+
+
+@register_rule("roll", "flip", "tril", "triu")
+def positional(ctx: OpContext) -> None:
+    """Ops that move or mask positions along some dims: those dims must stay whole."""
+    x = ctx.args[0]
+    d = ctx.dims(x)
+    if ctx.name == "roll":
+        dims = ctx.arg("dims", []) or list(range(x.dim()))
+    elif ctx.name == "flip":
+        dims = ctx.arg("dims")
+    else:
+        dims = [-2, -1]
+    ctx.lock([d[_norm_dim(k, x.dim())] for k in dims], f"positions moved by aten.{ctx.name}")
+    ctx.out(ctx.outputs[0], list(d))
+
+
+@register_rule("index", "_unsafe_index")
+def index(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    idx = list(ctx.args[1])
+    d = ctx.dims(x)
+    o = ctx.outputs[0]
+    used = [k for k, t in enumerate(idx) if t is not None]
+    ctx.lock([d[k] for k in used], "indexed by a tensor")
+    ishape = torch.broadcast_shapes(*[idx[k].shape for k in used])
+    idims = broadcast(ctx, [idx[k] for k in used], tuple(ishape))
+    if used == list(range(used[0], used[-1] + 1)):
+        res = list(d[: used[0]]) + idims + list(d[used[-1] + 1 :])
+    else:
+        res = idims + [d[k] for k in range(len(d)) if k not in used]
+    ctx.out(o, res)
+
+
+@register_rule("index_select", "gather", "take_along_dim")
+def index_select(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    dim = _norm_dim(ctx.args[1], x.dim()) if x.dim() else 0
+    d = list(ctx.dims(x))
+    o = ctx.outputs[0]
+    ctx.lock([d[dim]], f"indexed by aten.{ctx.name}")
+    if ctx.name == "index_select":
+        d[dim] = ctx.new(o.shape[dim], "selected")
+        ctx.out(o, d)
+    else:
+        ctx.lock(list(d), f"aten.{ctx.name}")
+        ctx.out_like(o, f"output of aten.{ctx.name}")
+
+
+# --- contractions ------------------------------------------------------------------------------
+@register_rule("mm")
+def mm(ctx: OpContext) -> None:
+    a, b = ctx.args[0], ctx.args[1]
+    da, db = ctx.dims(a), ctx.dims(b)
+    ctx.unify(da[1], db[0])
+    ctx.kind = "matmul"
+    ctx.info["macs"] = [[da[0], da[1], db[1]]]
+    ctx.out(ctx.outputs[0], [da[0], db[1]])
+
+
+@register_rule("addmm")
+def addmm(ctx: OpContext) -> None:
+    bias, a, b = ctx.args[0], ctx.args[1], ctx.args[2]
+    da, db = ctx.dims(a), ctx.dims(b)
+    ctx.unify(da[1], db[0])
+    o = ctx.outputs[0]
+    res = [da[0], db[1]]
+    db_ = ctx.dims(bias)
+    for k in range(1, bias.dim() + 1):  # bias broadcasts from the right
+        if bias.shape[-k] == o.shape[-k] != 1:
+            ctx.unify(db_[-k], res[-k])
+    ctx.kind = "matmul"
+    ctx.info["macs"] = [[da[0], da[1], db[1]]]
+    ctx.out(o, res)
+
+
+@register_rule("bmm", "baddbmm")
+def bmm(ctx: OpContext) -> None:
+    if ctx.name == "baddbmm":
+        bias, a, b = ctx.args[0], ctx.args[1], ctx.args[2]
+    else:
+        bias, a, b = None, ctx.args[0], ctx.args[1]
+    da, db = ctx.dims(a), ctx.dims(b)
+    ctx.unify(da[0], db[0])
+    ctx.unify(da[2], db[1])
+    res = [da[0], da[1], db[2]]
+    if bias is not None:
+        for a1, b1 in zip(
+            broadcast(ctx, [bias], (a.shape[0], a.shape[1], b.shape[2])), res, strict=True
+        ):
+            ctx.unify(a1, b1)
+    ctx.kind = "matmul"
+    ctx.info["macs"] = [[da[0], da[1], da[2], db[2]]]
+    ctx.out(ctx.outputs[0], res)
+
+
+@register_rule("mv")
+def mv(ctx: OpContext) -> None:
+    da, dv = ctx.dims(ctx.args[0]), ctx.dims(ctx.args[1])
+    ctx.unify(da[1], dv[0])
+    ctx.kind = "matmul"
+    ctx.info["macs"] = [[da[0], da[1]]]
+    ctx.out(ctx.outputs[0], [da[0]])
+
+
+@register_rule("dot", "vdot")
+def dot(ctx: OpContext) -> None:
+    ctx.unify(ctx.dims(ctx.args[0])[0], ctx.dims(ctx.args[1])[0])
+
+
+@register_rule("convolution", "_convolution")
+def convolution(ctx: OpContext) -> None:
+    x, w, b = ctx.args[0], ctx.args[1], ctx.args[2]
+    transposed, groups = bool(ctx.args[6]), int(ctx.args[8])
+    dx, dw = ctx.dims(x), ctx.dims(w)
+    o = ctx.outputs[0]
+    ctx.lock(dw[2:], "kernel geometry", report=False)
+    unbatched = x.dim() == w.dim() - 1
+    cx = 0 if unbatched else 1
+    w_in, w_out = (0, 1) if transposed else (1, 0)
+    cout = ctx.new(o.shape[cx])
+    if groups == 1:
+        ctx.unify(dx[cx], dw[w_in])
+        ctx.unify(cout, dw[w_out] if not transposed else dw[1])
+        gatom = None
+    else:
+        gatom = ctx.new(groups)
+        per_in = dw[1] if not transposed else ctx.new(w.shape[0] // groups)
+        ctx.refine(dx[cx], PROD, [gatom, per_in])
+        if transposed:
+            ctx.refine(dw[0], PROD, [gatom, per_in])
+            ctx.refine(cout, PROD, [gatom, dw[1]])
+        else:
+            ctx.refine(dw[0], PROD, [gatom, ctx.new(w.shape[0] // groups)])
+            ctx.unify(cout, dw[0])
+    if b is not None:
+        ctx.unify(ctx.dims(b)[0], cout)
+    spatial = [ctx.new(s, "spatial") for s in o.shape[cx + 1 :]]
+    res = ([] if unbatched else [dx[0]]) + [cout] + spatial
+    ctx.kind = "conv"
+    ctx.info.update(weight=id(w), groups=gatom)
+    ctx.info["macs"] = [res + dw[1:] if not transposed else dx + dw[1:]]
+    ctx.out(o, res)
+
+
+# --- normalisation -----------------------------------------------------------------------------
+@register_rule(
+    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit_functional", "cudnn_batch_norm", "miopen_batch_norm",
+)  # fmt: skip
+def batch_norm(ctx: OpContext) -> None:
+    x = ctx.args[0]
+    d = ctx.dims(x)
+    c = d[1] if x.dim() > 1 else d[0]
+    for t in ctx.args[1:5]:
+        if isinstance(t, torch.Tensor) and t.dim() == 1 and t.shape[0] == x.shape[1]:
+            ctx.unify(ctx.dims(t)[0], c)
+    outs = ctx.outputs
+    ctx.out(outs[0], list(d))
+    for t in outs[1:]:
+        if t.dim() == 1 and t.shape[0] == x.shape[1]:
+            ctx.out(t, [c])
+
+
+@register_rule("native_layer_norm")
+def layer_norm(ctx: OpContext) -> None:
+    x, shape, w, b = ctx.args[0], list(ctx.args[1]), ctx.args[2], ctx.args[3]
+    d = ctx.dims(x)
+    k = len(shape)
+    normed = d[x.dim() - k :]
+    for t in (w, b):
+        if isinstance(t, torch.Tensor):
+            for a, c in zip(ctx.dims(t), normed, strict=True):
+                ctx.unify(a, c)
+    for a in normed:
+        ctx.g.atoms.mark_stat(a)
+    ctx.kind = "stat"
+    ctx.info.update(stat="layer_norm", dims=list(range(x.dim() - k, x.dim())))
+    outs = ctx.outputs
+    ctx.out(outs[0], list(d))
+    for t in outs[1:]:
+        ctx.out(t, list(d[: x.dim() - k]) + [ctx.new(1) for _ in range(t.dim() - x.dim() + k)])
+
+
+@register_rule("native_group_norm")
+def group_norm(ctx: OpContext) -> None:
+    x, w, b = ctx.args[0], ctx.args[1], ctx.args[2]
+    groups = int(ctx.args[6])
+    d = ctx.dims(x)
+    c = d[1]
+    gatom, per = ctx.new(groups), ctx.new(x.shape[1] // groups)
+    ctx.refine(c, PROD, [gatom, per])
+    for t in (w, b):
+        if isinstance(t, torch.Tensor):
+            ctx.unify(ctx.dims(t)[0], c)
+    ctx.g.atoms.mark_stat(per)
+    ctx.kind = "stat"
+    ctx.info.update(stat="group_norm", groups=gatom, dims=[1])
+    outs = ctx.outputs
+    ctx.out(outs[0], list(d))
+    for t in outs[1:]:
+        ctx.out(t, [d[0], gatom])
+
+
+@register_rule("mean", "sum", "nansum", "var", "std", "var_mean", "std_mean")
+def stat_reduction(ctx: OpContext) -> None:
+    """Width statistics over free channels stay exact when computed over kept channels only
+    (the masked reference does the same), so they refine nothing; other reductions lock."""
+    x = ctx.args[0]
+    d = ctx.dims(x)
+    dims = ctx.arg("dim")
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        dims = list(range(x.dim()))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    dims = sorted({_norm_dim(k, x.dim()) for k in dims})
+    keep = bool(ctx.arg("keepdim", False))
+    if ctx.name in ("sum", "nansum"):
+        ctx.lock([d[k] for k in dims], "sum over channels")
+    else:
+        for k in dims:
+            ctx.g.atoms.mark_stat(d[k])
+        ctx.kind = "stat"
+        ctx.info.update(stat=ctx.name, dims=dims, correction=_correction(ctx))
+    res = [ctx.new(1) if k in dims else a for k, a in enumerate(d) if keep or k not in dims]
+    for o in ctx.outputs:
+        ctx.out(o, list(res))
+
+
+def _correction(ctx: OpContext) -> float:
+    if ctx.name not in ("var", "std", "var_mean", "std_mean"):
+        return 0.0
+    c = ctx.bound.get("correction")
+    if c is not None:
+        return float(c)
+    unbiased = ctx.bound.get("unbiased")
+    return 0.0 if unbiased is False else 1.0
+
+
+@register_rule(
+    "amax", "amin", "max", "min", "argmax", "argmin", "logsumexp", "prod", "linalg_vector_norm",
+    "norm", "any", "all", "cumsum", "cumprod", "_softmax", "_log_softmax", "softmax",
+    "log_softmax", "sort", "topk", "kthvalue", "median", "mode", "_safe_softmax",
+)  # fmt: skip
+def positional_reduction(ctx: OpContext) -> None:
+    """Reductions whose value depends on every position (and softmax over a dim)."""
+    x = ctx.args[0]
+    d = ctx.dims(x)
+    if len(ctx.args) == 1 and ctx.name in ("max", "min", "amax", "amin", "any", "all", "prod"):
+        ctx.lock(list(d), f"aten.{ctx.name} over all dims")
+        for o in ctx.outputs:
+            ctx.out_like(o, "reduced")
+        return
+    dims = ctx.args[1] if len(ctx.args) > 1 else ctx.arg("dim", ctx.arg("dims"))
+    if dims is None or isinstance(dims, torch.Tensor):
+        return unknown(ctx)
+    dims = [dims] if isinstance(dims, int) else list(dims) or list(range(x.dim()))
+    dims = sorted({_norm_dim(k, x.dim()) for k in dims})
+    ctx.lock([d[k] for k in dims], f"aten.{ctx.name} mixes positions")
+    for o in ctx.outputs:
+        if o.dim() == x.dim():
+            same = [a if o.shape[k] == x.shape[k] else ctx.new(1) for k, a in enumerate(d)]
+            ctx.out(o, same)
+        elif o.dim() == x.dim() - len(dims):
+            ctx.out(o, [a for k, a in enumerate(d) if k not in dims])
+
+
+@register_rule("embedding")
+def embedding(ctx: OpContext) -> None:
+    w, idx = ctx.args[0], ctx.args[1]
+    dw = ctx.dims(w)
+    ctx.lock([dw[0]], "embedding rows are looked up by index", report=False)
+    ctx.out(ctx.outputs[0], list(ctx.dims(idx)) + [dw[1]])
+
+
+@register_rule("_prelu_kernel", "prelu")
+def prelu(ctx: OpContext) -> None:
+    elementwise(ctx)
+
+
+# --- spatial ops: channels pass through, geometry is new -------------------------------------
+def _spatial(k: int) -> Rule:
+    def rule(ctx: OpContext) -> None:
+        x = ctx.args[0]
+        d = ctx.dims(x)
+        ctx.lock(d[x.dim() - k :], "spatial", report=False)
+        for o in ctx.outputs:
+            if o.dim() != x.dim():
+                ctx.out_like(o, "spatial")
+                continue
+            lead = list(d[: x.dim() - k])
+            ctx.out(o, lead + [ctx.new(s, "spatial") for s in o.shape[x.dim() - k :]])
+
+    return rule
+
+
+for _k, _names in {
+    1: ("max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
+        "upsample_nearest1d", "upsample_linear1d", "_upsample_nearest_exact1d",
+        "reflection_pad1d", "replication_pad1d", "max_pool1d_with_indices"),
+    2: ("max_pool2d_with_indices", "avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d",
+        "max_pool2d", "upsample_nearest2d", "upsample_bilinear2d", "upsample_bicubic2d",
+        "_upsample_nearest_exact2d", "_upsample_bilinear2d_aa", "reflection_pad2d",
+        "replication_pad2d", "mkldnn_max_pool2d", "fractional_max_pool2d", "lp_pool2d"),
+    3: ("max_pool3d_with_indices", "avg_pool3d", "_adaptive_avg_pool3d", "adaptive_max_pool3d",
+        "upsample_nearest3d", "upsample_trilinear3d", "_upsample_nearest_exact3d",
+        "reflection_pad3d", "replication_pad3d"),
+}.items():  # fmt: skip
+    register_rule(*_names)(_spatial(_k))
+
+
+@register_rule("pixel_shuffle", "pixel_unshuffle")
+def pixel_shuffle(ctx: OpContext) -> None:
+    x, r = ctx.args[0], int(ctx.args[1])
+    d = ctx.dims(x)
+    o = ctx.outputs[0]
+    c = x.dim() - 3
+    spatial = [ctx.new(s, "spatial") for s in o.shape[-2:]]
+    ctx.lock(d[-2:], "spatial", report=False)
+    if ctx.name == "pixel_shuffle":
+        co = ctx.new(o.shape[c])
+        ctx.refine(d[c], PROD, [co, ctx.new(r, "pixel shuffle"), ctx.new(r, "pixel shuffle")])
+    else:
+        co = ctx.new(o.shape[c])
+        ctx.refine(co, PROD, [d[c], ctx.new(r, "pixel shuffle"), ctx.new(r, "pixel shuffle")])
+    ctx.out(o, list(d[:c]) + [co] + spatial)
+
+
+@register_rule("channel_shuffle", "native_channel_shuffle")
+def channel_shuffle(ctx: OpContext) -> None:
+    x, g = ctx.args[0], int(ctx.args[1])
+    d = list(ctx.dims(x))
+    ga, na = ctx.new(g), ctx.new(x.shape[1] // g)
+    ctx.refine(d[1], PROD, [ga, na])
+    shuffled = ctx.new(x.shape[1])
+    ctx.refine(shuffled, PROD, [na, ga])
+    d[1] = shuffled
+    ctx.out(ctx.outputs[0], d)
+
+
+# --- attention ---------------------------------------------------------------------------------
+@register_rule(
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_attention_math", "scaled_dot_product_attention",
+    "_scaled_dot_product_fused_attention_overrideable",
+)  # fmt: skip
+def sdpa(ctx: OpContext) -> None:
+    q, k, v = ctx.args[0], ctx.args[1], ctx.args[2]
+    dq, dk, dv = ctx.dims(q), ctx.dims(k), ctx.dims(v)
+    n = q.dim()
+    for i in range(n - 3):
+        ctx.unify(dq[i], dk[i])
+        ctx.unify(dk[i], dv[i])
+    hq, hk = dq[n - 3], dk[n - 3]
+    ctx.unify(hk, dv[n - 3])
+    if q.shape[n - 3] != k.shape[n - 3]:
+        rep = ctx.new(q.shape[n - 3] // k.shape[n - 3], "query heads per key/value head")
+        ctx.refine(hq, PROD, [hk, rep])
+    else:
+        ctx.unify(hq, hk)
+    ctx.unify(dq[-1], dk[-1])
+    ctx.unify(dk[-2], dv[-2])
+    mask = ctx.bound.get("attn_mask", ctx.bound.get("attn_bias"))
+    full = tuple(q.shape[:-1]) + (k.shape[-2],)
+    if isinstance(mask, torch.Tensor) and mask.dim():
+        for a, b in zip(broadcast(ctx, [mask], full), dq[:-1] + [dk[-2]], strict=True):
+            if ctx.g.atoms.size(a) == ctx.g.atoms.size(b):
+                ctx.unify(a, b)
+    scale = ctx.bound.get("scale")
+    if scale is None:
+        ctx.lock([dq[-1]], "default SDPA scale depends on head_dim")
+    elif math.isclose(float(scale), 1 / math.sqrt(q.shape[-1]), rel_tol=1e-6):
+        # may be recomputed from the size at run time: keep head_dim (heads stay prunable)
+        ctx.lock([dq[-1]], "SDPA scale equals 1/sqrt(head_dim)")
+    ctx.kind = "sdpa"
+    ctx.info.update(q_heads=hq, kv_heads=hk, head_dim=dq[-1], v_head_dim=dv[-1])
+    ctx.info["macs"] = [list(dq) + [dk[-2]], list(dq[:-1]) + [dk[-2], dv[-1]]]
+    outs = ctx.outputs
+    ctx.out(outs[0], list(dq[:-1]) + [dv[-1]])
+    for t in outs[1:]:
+        if tuple(t.shape) == tuple(q.shape[:-1]):
+            ctx.out(t, list(dq[:-1]))
+
+
+# --- module-level constraints ---------------------------------------------------------------
+ModuleRule = Callable[[Graph, str, torch.nn.Module], None]
+_MODULE_RULES: dict[type, ModuleRule] = {}
+
+
+def register_module_rule(*types: type) -> Callable[[ModuleRule], ModuleRule]:
+    """Extension point: extra constraints a module's own code imposes (run after the trace)."""
+
+    def wrap(fn: ModuleRule) -> ModuleRule:
+        for t in types:
+            _MODULE_RULES[t] = fn
+        return fn
+
+    return wrap
+
+
+def apply_module_rules(graph: Graph) -> None:
+    for where, mod in graph.model.named_modules():
+        rule = next((_MODULE_RULES[c] for c in type(mod).__mro__ if c in _MODULE_RULES), None)
+        if rule is None:
+            continue
+        try:
+            rule(graph, where, mod)
+        except (AlgebraConflict, KeyError, ValueError) as exc:
+            atoms = [a for n, p in mod.named_parameters() for a in _layout_of(graph, p)]
+            if graph.lock_all(atoms, f"{type(mod).__name__}: {exc}"):
+                graph.boundaries.append(Boundary(type(mod).__name__, where, str(exc)))
+
+
+def _layout_of(graph: Graph, t: torch.Tensor) -> list[int]:
+    hit = graph.layouts.get(id(t))
+    return hit[1] if hit is not None and hit[0] is t else []
+
+
+@register_module_rule(torch.nn.MultiheadAttention)
+def _mha(graph: Graph, where: str, mod: torch.nn.Module) -> None:
+    """``F.multi_head_attention_forward`` derives head_dim from the *input* width, so the input,
+    inner and output widths must shrink together: tie them to one index space."""
+    out_w = _layout_of(graph, mod.out_proj.weight)
+    if not out_w:
+        return
+    if mod._qkv_same_embed_dim:
+        ins = [_layout_of(graph, mod.in_proj_weight)]
+    else:
+        ins = [_layout_of(graph, getattr(mod, f"{c}_proj_weight")) for c in "qkv"]
+    for lay in ins:
+        if not lay:
+            raise ValueError("projection weights not traced")
+        graph.atoms.unify(lay[1], out_w[1])
+    graph.atoms.unify(out_w[0], out_w[1])

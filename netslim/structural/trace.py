@@ -1,0 +1,294 @@
+"""Trace one forward pass at the aten level and build the channel algebra while it runs.
+
+A ``TorchDispatchMode`` sees every op after autograd and CompositeImplicit decomposition
+(``linear`` -> ``t`` + ``addmm``, ``flatten`` -> ``view``), so any Python control flow and any
+output container works, and the rule set stays small. Each op's rule (``rules.py``) unifies
+and refines the atoms of its tensor dims on the spot; the trace keeps only light records
+(op name, module path, atoms, int args) that later stages need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from netslim.errors import ConfigError
+from netslim.structural.atoms import AlgebraConflict, Atoms
+
+
+@dataclass
+class OpRecord:
+    """What later stages need to know about one traced op."""
+
+    index: int
+    name: str
+    stack: tuple[str, ...]
+    kind: str
+    ins: list[list[int]]
+    outs: list[list[int]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def module(self) -> str:
+        return self.stack[-1] if self.stack else ""
+
+
+@dataclass
+class Boundary:
+    """An op the algebra could not express; the channels it touches are kept."""
+
+    op: str
+    module: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"op": self.op, "module": self.module, "reason": self.reason}
+
+
+def flatten_tensors(obj: Any) -> list[torch.Tensor]:
+    """Tensors inside nested tuples/lists/dicts/ModelOutputs/dataclasses, in order."""
+    out: list[torch.Tensor] = []
+    seen: set[int] = set()
+
+    def walk(o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            out.append(o)
+        elif id(o) in seen:
+            return
+        elif isinstance(o, Mapping):
+            seen.add(id(o))
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            seen.add(id(o))
+            for v in o:
+                walk(v)
+        elif hasattr(o, "__dataclass_fields__"):
+            seen.add(id(o))
+            for name in o.__dataclass_fields__:
+                walk(getattr(o, name, None))
+
+    walk(obj)
+    return out
+
+
+class Graph:
+    """Atoms for every traced tensor dim, plus the records of the ops that produced them."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.atoms = Atoms()
+        self.layouts: dict[int, tuple[torch.Tensor, list[int]]] = {}
+        self.records: list[OpRecord] = []
+        self.boundaries: list[Boundary] = []
+        self.stack: list[str] = []
+        # id(tensor) -> canonical qualified names (params first, then buffers; tied -> many)
+        self.tensor_names: dict[int, list[str]] = {}
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.is_param: dict[str, bool] = {}
+        self._by_storage: dict[int, list[str]] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            self._register(name, p, True)
+        for name, b in model.named_buffers(remove_duplicate=False):
+            if b is not None:
+                self._register(name, b, False)
+        self.used: list[str] = []  # canonical names of params/buffers met in the trace
+        self.model_outputs: list[list[int]] = []
+
+    def _register(self, name: str, t: torch.Tensor, is_param: bool) -> None:
+        names = self.tensor_names.setdefault(id(t), [])
+        names.append(name)
+        if len(names) == 1:
+            self.tensors[name] = t
+            self.is_param[name] = is_param
+            with contextlib.suppress(RuntimeError):
+                self._by_storage.setdefault(t.untyped_storage().data_ptr(), []).append(name)
+
+    # -- layouts -------------------------------------------------------------------------
+    def dims(self, t: torch.Tensor) -> list[int]:
+        """Atoms of ``t``; unseen tensors are parameters/buffers (free) or constants (locked)."""
+        hit = self.layouts.get(id(t))
+        if hit is not None and hit[0] is t:
+            return hit[1]
+        names = self.tensor_names.get(id(t))
+        if names is not None and self.tensors[names[0]] is t:
+            name = names[0]
+            integral = not (t.is_floating_point() or t.is_complex())
+            lock = "integer buffer (indices/masks)" if integral else None
+            atoms = [self.atoms.new(s, lock) for s in t.shape]
+            self.used.append(name)
+        else:
+            atoms = [self.atoms.new(s, "constant") for s in t.shape]
+            self._check_alias(t)
+        self.layouts[id(t)] = (t, atoms)
+        return atoms
+
+    def _check_alias(self, t: torch.Tensor) -> None:
+        """A tensor that shares storage with a parameter but was made outside the trace
+        (a cached view) would go stale after pruning: keep that parameter whole."""
+        try:
+            ptr = t.untyped_storage().data_ptr()
+        except RuntimeError:
+            return
+        for name in self._by_storage.get(ptr, ()):
+            p = self.tensors[name]
+            if p.numel() == 0:
+                continue
+            for a in self.dims(p):
+                self.atoms.lock(a, f"{name} is used through an alias made outside forward")
+            self.boundaries.append(
+                Boundary("alias", name.rpartition(".")[0], "parameter used through a cached view")
+            )
+
+    def set_out(self, t: torch.Tensor, atoms: list[int]) -> None:
+        """Give ``t`` its atoms; for in-place results (same object) unify with the old ones."""
+        hit = self.layouts.get(id(t))
+        if hit is not None and hit[0] is t:
+            for a, b in zip(hit[1], atoms, strict=True):
+                self.atoms.unify(a, b)
+            return
+        if id(t) in self.tensor_names and self.tensors[self.tensor_names[id(t)][0]] is t:
+            old = self.dims(t)
+            for a, b in zip(old, atoms, strict=True):
+                self.atoms.unify(a, b)
+            return
+        self.layouts[id(t)] = (t, list(atoms))
+
+    def has(self, t: torch.Tensor) -> bool:
+        hit = self.layouts.get(id(t))
+        return hit is not None and hit[0] is t
+
+    def lock_all(self, atoms: list[int], reason: str) -> bool:
+        """Lock atoms; True when one of them was still free (worth reporting)."""
+        free = False
+        A = self.atoms
+        for a in atoms:
+            if not free and any(not A.is_locked(x) and A.size(x) > 1 for x in A.leaves(a)):
+                free = True
+            A.lock(a, reason)
+        return free
+
+    @property
+    def module(self) -> str:
+        return self.stack[-1] if self.stack else ""
+
+
+# Ops that some runs issue and others do not: detach of a lifted constant, and the copies that
+# reshape/contiguous make only when a tensor is not contiguous (which pruning can change, e.g.
+# when a dim becomes 1). Sequences of traced ops are compared with these filtered out.
+NOISE_OPS = frozenset(
+    {"detach", "alias", "lift_fresh", "lift_fresh_copy", "_local_scalar_dense", "clone"}
+)
+SAME_OP = {"_unsafe_view": "view", "_reshape_alias": "view"}
+
+
+def op_key(name: str) -> str:
+    return SAME_OP.get(name, name)
+
+
+def aligned(names: list[str]) -> list[int]:
+    """Positions of the ops that take part in op-by-op comparisons between two runs."""
+    return [i for i, n in enumerate(names) if n not in NOISE_OPS]
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        from netslim.structural.rules import apply_rule
+
+        apply_rule(self.graph, func, args, kwargs, out)
+        return out
+
+
+@contextlib.contextmanager
+def _module_stack(model: nn.Module, graph: Graph) -> Iterator[None]:
+    handles = []
+    for name, mod in model.named_modules():
+
+        def pre(_m, _a, _name=name):
+            graph.stack.append(_name)
+
+        def post(_m, _a, _o, _name=name):
+            if graph.stack and graph.stack[-1] == _name:
+                graph.stack.pop()
+
+        handles.append(mod.register_forward_pre_hook(pre))
+        handles.append(mod.register_forward_hook(post, always_call=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def _no_fastpaths() -> Iterator[None]:
+    """Fused kernels (nn.MultiheadAttention's fast path) hide the structure: trace the
+    decomposed path instead; the pruned model may use the fast path again."""
+    mha = getattr(torch.backends, "mha", None)
+    old = mha.get_fastpath_enabled() if mha is not None else None
+    if mha is not None:
+        mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(old)
+
+
+def run_model(model: nn.Module, example_inputs: Any) -> Any:
+    """Call ``model`` on example inputs: a tuple is spread, a dict is passed as kwargs."""
+    if isinstance(example_inputs, Mapping):
+        return model(**example_inputs)
+    if isinstance(example_inputs, torch.Tensor):
+        return model(example_inputs)
+    return model(*example_inputs)
+
+
+def trace(model: nn.Module, example_inputs: Any) -> Graph:
+    """Run one eval-mode forward under the recorder and return the finished ``Graph``.
+
+    The model's train/eval flags are restored afterwards; nothing in it is modified.
+    """
+    if example_inputs is None:
+        raise ConfigError("structural pruning needs example inputs (a tuple of tensors)")
+    graph = Graph(model)
+    for t in flatten_tensors(example_inputs):
+        graph.layouts[id(t)] = (t, [graph.atoms.new(s, "model input") for s in t.shape])
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad(), _no_fastpaths(), _module_stack(model, graph), _Recorder(graph):
+            out = run_model(model, example_inputs)
+    except AlgebraConflict as exc:  # pragma: no cover - rules catch their own conflicts
+        raise ConfigError(f"tracing failed: {exc}") from exc
+    except Exception as exc:
+        shapes = [tuple(t.shape) for t in flatten_tensors(example_inputs)]
+        raise ConfigError(
+            f"the model does not run on the example inputs (shapes {shapes}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
+    from netslim.structural.rules import apply_module_rules
+
+    apply_module_rules(graph)
+    for t in flatten_tensors(out):
+        atoms = graph.dims(t) if t.dim() else []
+        graph.model_outputs.append(atoms)
+        for a in atoms:
+            graph.atoms.lock(a, "model output")
+    graph.output = out
+    return graph

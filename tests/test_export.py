@@ -1,0 +1,140 @@
+"""Exports: ONNX parity in onnxruntime, int8 ONNX, torch.export programs, HF save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import netslim
+from netslim.errors import UnsupportedModelError
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from netslim.export import (  # noqa: E402
+    export_onnx,
+    export_program,
+    max_abs_diff,
+    quantize_onnx,
+    save_pretrained_pruned,
+    sync_config,
+)
+
+
+def _shrunk_vgg() -> nn.Module:
+    """vgg_small with half of the first conv's filters removed by hand (what the structural
+    engine will do): a plain, smaller nn.Module."""
+    torch.manual_seed(0)
+    model = netslim.build_model("zoo:vgg_small").eval()
+    conv, bn, nxt = model.features[0], model.features[1], model.features[3]
+    keep = torch.arange(0, conv.out_channels, 2)
+    new_conv = nn.Conv2d(conv.in_channels, len(keep), 3, padding=1, bias=False)
+    new_conv.weight.data = conv.weight.data[keep].clone()
+    new_bn = nn.BatchNorm2d(len(keep)).eval()
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(new_bn, name).data = getattr(bn, name).data[keep].clone()
+    new_next = nn.Conv2d(len(keep), nxt.out_channels, 3, padding=1, bias=False)
+    new_next.weight.data = nxt.weight.data[:, keep].clone()
+    model.features[0], model.features[1], model.features[3] = new_conv, new_bn, new_next
+    return model
+
+
+def _masked_lenet() -> nn.Module:
+    model = netslim.build_model("zoo:lenet300")
+    netslim.prune_(model, netslim.Unstructured(ratio=0.9))
+    return model
+
+
+def _masked_cnn(model_file: Path) -> nn.Module:
+    model = netslim.build_model(f"py:{model_file}:build")
+    netslim.prune_(model, netslim.Unstructured(ratio=0.7, scope="layer"))
+    return model
+
+
+@pytest.mark.parametrize("which", ["lenet300-masked", "small-cnn-masked", "vgg-hand-shrunk"])
+def test_onnx_parity(which: str, model_file: Path, tmp_path: Path) -> None:
+    model = {
+        "lenet300-masked": _masked_lenet,
+        "small-cnn-masked": lambda: _masked_cnn(model_file),
+        "vgg-hand-shrunk": _shrunk_vgg,
+    }[which]().eval()
+    report = export_onnx(
+        model,
+        torch.randn(2, 1, 28, 28),
+        tmp_path / "m.onnx",
+        check_inputs=torch.randn(5, 1, 28, 28),
+    )
+    assert report.max_abs_diff < 1e-4
+    assert netslim.unstructured.iter_masks(model) or which == "vgg-hand-shrunk"  # argument intact
+
+
+def test_onnx_int8_static_runs_and_is_close(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _masked_lenet().eval()
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.weight.data *= 0.3  # keep logits small so the int8 error bound is meaningful
+    x = torch.rand(16, 1, 28, 28)
+    report = export_onnx(model, x[:2], tmp_path / "m.onnx")
+    for mode in ("dynamic", "static"):
+        path = quantize_onnx(
+            report.path, tmp_path / f"m_{mode}.onnx", mode=mode, calibration=[(x, None)]
+        )
+        with torch.no_grad():
+            scale = model(x).abs().max().item()
+        assert max_abs_diff(model, path, (x,)) < 0.1 * scale
+        assert path.stat().st_size < report.bytes / 2
+
+
+def test_torch_export_program(tmp_path: Path) -> None:
+    model = _masked_lenet()
+    assert export_program(model, torch.randn(3, 1, 28, 28), tmp_path / "m.pt2") == 0.0
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    assert program(torch.randn(6, 1, 28, 28)).shape == (6, 10)
+
+
+transformers = pytest.importorskip("transformers")
+
+
+def _tiny_bert_shrunk(width: int) -> nn.Module:
+    """A tiny BERT whose MLPs were narrowed by hand (the config still says 64)."""
+    config = transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.BertModel(config).eval()
+    for index, layer in enumerate(model.encoder.layer):
+        keep = torch.arange(width + (index if width < 0 else 0))
+        inter, out = layer.intermediate.dense, layer.output.dense
+        new_inter, new_out = nn.Linear(32, len(keep)), nn.Linear(len(keep), 32)
+        new_inter.weight.data, new_inter.bias.data = inter.weight.data[keep], inter.bias.data[keep]
+        new_out.weight.data, new_out.bias.data = out.weight.data[:, keep], out.bias.data.clone()
+        layer.intermediate.dense, layer.output.dense = new_inter, new_out
+    return model
+
+
+def test_hf_save_pretrained_roundtrip(tmp_path: Path) -> None:
+    model = _tiny_bert_shrunk(40)
+    changes = save_pretrained_pruned(model, tmp_path / "hf")
+    assert changes == {"intermediate_size": [64, 40]}
+    loaded = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
+    assert loaded.config.intermediate_size == 40
+
+
+def test_hf_non_uniform_widths_are_refused(tmp_path: Path) -> None:
+    model = _tiny_bert_shrunk(40)
+    layer = model.encoder.layer[1]
+    layer.intermediate.dense = nn.Linear(32, 30)
+    layer.output.dense = nn.Linear(30, 32)
+    with pytest.raises(UnsupportedModelError, match="intermediate_size differs"):
+        sync_config(model)
+    assert model.config.intermediate_size == 64  # untouched on failure
+    with pytest.raises(UnsupportedModelError, match="not a Hugging Face model"):
+        sync_config(nn.Linear(2, 2))

@@ -1,0 +1,98 @@
+"""int8 quantization of pruned models: runs, keeps masks' zeros, accuracy close, float fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import netslim
+from netslim.data import make_loaders
+from netslim.errors import ConfigError
+from netslim.quantize import QuantizationWarning, quantize_int8, resolve_mode
+from netslim.training import evaluate, seed_everything, train
+
+pytest.importorskip("torchao")
+
+
+@pytest.fixture(scope="module")
+def loaders():
+    return make_loaders("synthetic", batch_size=64, limit_train=1024, limit_test=512, seed=0)
+
+
+def _trained(spec: str, loaders, epochs: int = 2) -> nn.Module:
+    seed_everything(0)
+    model = netslim.build_model(spec)
+    train(model, loaders[0], epochs=epochs, lr=3e-3, progress=False)
+    return model
+
+
+def test_dynamic_int8_pruned_mlp_is_close(loaders) -> None:
+    model = _trained("zoo:lenet300", loaders)
+    netslim.prune_(model, netslim.Unstructured(ratio=0.8))
+    quantized, report = quantize_int8(model)
+    assert report.mode == "dynamic" and report.quantized == ["1", "3", "5"]
+    assert report.masks_folded == ["1.weight", "3.weight"] and not report.kept_float
+    assert netslim.unstructured.iter_masks(model)  # the argument keeps its masks
+    dense_acc, int8_acc = evaluate(model, loaders[1]), evaluate(quantized, loaders[1])
+    assert dense_acc > 0.5 and abs(dense_acc - int8_acc) < 0.03
+
+
+def test_static_int8_pruned_cnn_is_close(loaders) -> None:
+    model = _trained("zoo:lenet5", loaders)
+    netslim.prune_(model, netslim.Unstructured(ratio=0.5))
+    example = (torch.randn(2, 1, 28, 28),)
+    quantized, report = quantize_int8(model, example_inputs=example, calibration=loaders[0])
+    assert report.mode == "static" and len(report.quantized) == 5 and not report.kept_float
+    dense_acc, int8_acc = evaluate(model, loaders[1]), evaluate(quantized, loaders[1])
+    assert dense_acc > 0.5 and abs(dense_acc - int8_acc) < 0.03
+    with torch.no_grad():  # batch size other than the example's
+        assert quantized(torch.randn(7, 1, 28, 28)).shape == (7, 10)
+
+
+class _WithEmbedding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.conv = nn.Conv1d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, ids):
+        return self.head(self.conv(self.embed(ids).transpose(1, 2)).mean(-1))
+
+
+def test_unsupported_layers_stay_float_and_are_named() -> None:
+    model = _WithEmbedding().eval()
+    with pytest.warns(QuantizationWarning, match="embed"):
+        quantized, report = quantize_int8(model, mode="dynamic")
+    assert report.quantized == ["head"]
+    assert set(report.kept_float) == {"embed", "conv"}
+    ids = torch.randint(0, 20, (3, 5))
+    assert quantized(ids).shape == (3, 4)
+
+
+def test_mode_checks() -> None:
+    assert resolve_mode(netslim.build_model("zoo:lenet300"), "auto") == "dynamic"
+    assert resolve_mode(netslim.build_model("zoo:lenet5"), "auto") == "static"
+    with pytest.raises(ConfigError, match="mode"):
+        resolve_mode(nn.Linear(2, 2), "int4")
+    with pytest.raises(ConfigError, match="example_inputs"):
+        quantize_int8(netslim.build_model("zoo:lenet5"))
+    with pytest.raises(ConfigError, match="train_loader"):
+        quantize_int8(
+            netslim.build_model("zoo:lenet5"), mode="qat", example_inputs=torch.zeros(1, 1, 28, 28)
+        )
+
+
+@pytest.mark.slow
+def test_qat_runs(loaders) -> None:
+    model = _trained("zoo:lenet5", loaders, epochs=1)
+    quantized, report = quantize_int8(
+        model,
+        mode="qat",
+        example_inputs=torch.randn(2, 1, 28, 28),
+        train_loader=loaders[0],
+        qat_epochs=1,
+    )
+    assert report.mode == "qat" and any("quantization-aware" in n for n in report.notes)
+    assert evaluate(quantized, loaders[1]) > 0.3

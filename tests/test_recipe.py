@@ -1,0 +1,109 @@
+"""YAML recipes: strict validation naming the line, and a full chain on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from netslim.cli.main import main
+from netslim.compress import decompress
+from netslim.errors import ConfigError
+from netslim.recipe import parse_recipe, run_recipe
+
+pytest.importorskip("yaml")
+
+GOOD = """\
+model: zoo:lenet300
+data: synthetic
+limit_train: 256
+limit_test: 128
+batch_size: 64
+out: {out}
+steps:
+  - train: {{epochs: 1, lr: 0.003}}
+  - prune: {{method: unstructured, ratio: 0.9}}
+  - finetune:
+      epochs: 1
+      distill: true
+  - quantize: {{mode: dynamic}}
+  - compress: {{values: int8-channel}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "message"),
+    [
+        ("ratio: 0.9", "ratoi: 0.9", 9, "unknown field 'ratoi' in prune (did you mean 'ratio'?)"),
+        ("- quantize:", "- quantise:", 13, "unknown step 'quantise'"),
+        ("epochs: 1\n", "epochs: one\n", 11, "finetune.epochs must be int"),
+        ("distill: true", "distill: 3", 12, "finetune.distill must be bool"),
+        ("batch_size: 64", "batchsize: 64", 5, "unknown field 'batchsize' in recipe"),
+        ("  - train: {epochs: 1, lr: 0.003}", "  - train: 5", 8, "train must be a mapping"),
+        ("  - train: {epochs: 1, lr: 0.003}", "  - train: {}\n    prune: {}", 8, "one-key mapping"),
+        ("model: zoo:lenet300\n", "", 1, "lacks required field(s): model"),
+        ("limit_test: 128", "limit_test: [128", 5, "not valid YAML"),
+    ],
+)
+def test_invalid_recipes_name_the_line(old: str, new: str, line: int, message: str) -> None:
+    text = GOOD.format(out="x").replace(old, new)
+    with pytest.raises(ConfigError) as info:
+        parse_recipe(text, "r.yaml")
+    assert f"r.yaml line {line}" in str(info.value)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "message"),
+    [
+        ("method: unstructured", "method: magic", 9, "unknown method"),
+        ("mode: dynamic", "mode: int4", 13, "unknown quantize mode"),
+        ("values: int8-channel", "values: int3", 14, "unknown values"),
+    ],
+)
+def test_semantic_errors_fail_before_training(old, new, line, message, tmp_path: Path) -> None:
+    recipe = parse_recipe(GOOD.format(out=tmp_path).replace(old, new), "r.yaml")
+    with pytest.raises(ConfigError, match=f"r.yaml line {line}: .*{message}"):
+        run_recipe(recipe)
+    assert not (tmp_path / "recipe_report.json").exists()
+
+
+def test_recipe_end_to_end_via_cli(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(GOOD.format(out=tmp_path / "out"))
+    assert main(["run", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "line 13: quantize" in printed
+    report = json.loads((tmp_path / "out" / "recipe_report.json").read_text())
+    steps = {s["step"]: s for s in report["steps"]}
+    assert list(steps) == ["train", "prune", "finetune", "quantize", "compress"]
+    assert steps["prune"]["summary"]["sparsity"] == pytest.approx(0.9, abs=0.01)
+    assert steps["quantize"]["report"]["quantized"] == ["1", "3", "5"]
+    assert abs(steps["quantize"]["accuracy"] - steps["finetune"]["accuracy"]) < 0.05
+    assert steps["compress"]["ratio"] > 10
+    assert decompress(tmp_path / "out" / "model.nsz") is not None
+    assert (tmp_path / "out" / "model" / "netslim.json").is_file()
+
+
+def test_cli_bad_recipe_is_one_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: zoo:lenet300\nsteps:\n  - shrink: {}\n")
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 3" in err and "shrink" in err
+
+
+@pytest.mark.slow
+def test_prune_quantize_int8_cli(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    args = ["prune", "zoo:lenet300", "--ratio", "0.9", "--data", "synthetic", "--limit-train", "256",
+            "--limit-test", "128", "--epochs", "1", "--finetune-epochs", "1", "--no-progress",
+            "--no-latency", "--quantize", "int8", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    quant = report["quantize"]
+    assert quant["int8"]["mode"] == "dynamic" and quant["int8"]["masks_folded"]
+    assert abs(quant["accuracy_int8"] - report["accuracy_after"]) < 0.05
+    assert (tmp_path / "model_int8.onnx").is_file()
+    assert quant["onnx"]["max_abs_diff"] < 1e-4

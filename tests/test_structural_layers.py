@@ -1,0 +1,303 @@
+"""Structural pruning on small hand-built nets: every supported layer and op, checked for exact
+equivalence with the masked original (max abs diff <= 1e-5, eval mode, random BN stats)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from netslim.structural import Channels, groups, prune_and_compare
+
+TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(old)
+
+
+def randomize(model: nn.Module) -> nn.Module:
+    """Non-trivial norm statistics and affine params, so BN etc. are not identities."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+            for name in ("weight", "bias"):
+                p = getattr(m, name, None)
+                if isinstance(
+                    m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+                ) and isinstance(p, nn.Parameter):
+                    p.uniform_(0.5, 1.5) if name == "weight" else p.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def check(model: nn.Module, *inputs: torch.Tensor, config: Channels | None = None):
+    model = randomize(model)
+    diff, plan, report = prune_and_compare(model, inputs, config or Channels(ratio=0.5))
+    assert diff <= TOL, (diff, report["boundaries"])
+    assert plan.keep, "nothing was pruned"
+    return model, plan, report
+
+
+class ResidualSE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn0 = nn.BatchNorm2d(16)
+        self.c1 = nn.Conv2d(16, 32, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.c2 = nn.Conv2d(32, 16, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.se1 = nn.Linear(16, 4)
+        self.se2 = nn.Linear(4, 16)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = F.relu(self.bn0(self.stem(x)))
+        y = self.bn2(self.c2(F.relu(self.bn1(self.c1(x)))))
+        s = torch.sigmoid(self.se2(F.relu(self.se1(y.mean((2, 3))))))
+        y = y * s[:, :, None, None]
+        x = F.relu(x + y)
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_residual_add_and_squeeze_excitation():
+    model, plan, _ = check(ResidualSE(), torch.randn(2, 3, 8, 8))
+    assert model.c1.out_channels == 16 and model.bn1.num_features == 16
+    assert model.stem.out_channels == 8 == model.c2.out_channels == model.se1.in_features
+    assert model.head.out_features == 5
+
+
+class CatSplit(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(3, 12, 3, padding=1)
+        self.mix = nn.Conv2d(20, 16, 1)
+        self.l = nn.Conv2d(8, 8, 1)
+        self.r = nn.Conv2d(8, 8, 1)
+        self.out = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = self.mix(torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], 1))
+        left, right = y.chunk(2, dim=1)
+        u, v = torch.split(y, 8, dim=1)
+        z = torch.cat([self.l(left) + u, self.r(right) * v], 1)
+        return self.out(z)
+
+
+def test_cat_split_chunk():
+    model, _, _ = check(CatSplit(), torch.randn(1, 3, 6, 6))
+    assert model.mix.in_channels == 10
+
+
+class Shuffle(nn.Module):
+    def __init__(self, builtin: bool) -> None:
+        super().__init__()
+        self.builtin = builtin
+        self.c1 = nn.Conv2d(3, 16, 1)
+        self.b1 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.b2 = nn.Conv2d(8, 8, 1)
+        self.c2 = nn.Conv2d(16, 16, 1, groups=2)
+        self.c3 = nn.Conv2d(16, 6, 1)
+        self.shuffle = nn.ChannelShuffle(2)
+
+    def forward(self, x):
+        x = self.c1(x)
+        a, b = x.chunk(2, 1)
+        x = torch.cat([self.b1(a), self.b2(b)], 1)
+        if self.builtin:
+            x = self.shuffle(x)
+        else:
+            n, c, h, w = x.shape
+            x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.c3(F.relu(self.c2(x)))
+
+
+@pytest.mark.parametrize("builtin", [False, True])
+def test_channel_shuffle_depthwise_grouped(builtin):
+    check(Shuffle(builtin), torch.randn(1, 3, 5, 5))
+
+
+class Grouped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.g = nn.Conv2d(16, 32, 3, padding=1, groups=4)
+        self.gn = nn.GroupNorm(4, 32)
+        self.dw = nn.Conv2d(32, 64, 3, padding=1, groups=32)  # depth multiplier 2
+        self.pr = nn.PReLU(64)
+        self.c2 = nn.Conv2d(64, 8, 1)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.pr(self.dw(self.gn(self.g(self.c1(x)))))
+        return self.fc(torch.flatten(self.c2(x), 1))
+
+
+@pytest.mark.parametrize("whole_groups", [False, True])
+def test_grouped_depthwise_groupnorm_prelu_flatten(whole_groups):
+    cfg = Channels(conv_groups=whole_groups)
+    model, _, _ = check(Grouped(), torch.randn(2, 3, 4, 4), config=cfg)
+    assert model.g.groups == model.gn.num_groups == (2 if whole_groups else 4)
+    assert model.fc.in_features == model.c2.out_channels * 16
+
+
+class Transposed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.inorm = nn.InstanceNorm2d(16, affine=True)
+        self.up = nn.ConvTranspose2d(16, 12, 4, stride=2, padding=1)
+        self.up2 = nn.ConvTranspose2d(12, 8, 3, padding=1, groups=2)
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return self.out(F.relu(self.up2(F.relu(self.up(self.inorm(self.c(x)))))))
+
+
+def test_conv_transpose_instance_norm():
+    model, _, _ = check(Transposed(), torch.randn(1, 3, 8, 8))
+    assert model.up.in_channels == model.c.out_channels
+
+
+class OneAndThreeD(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(4, 12, 3, padding=1)
+        self.bn1 = nn.BatchNorm1d(12)
+        self.c2 = nn.Conv1d(12, 4, 1)
+        self.c3 = nn.Conv3d(4, 10, 3, padding=1)
+        self.bn3 = nn.BatchNorm3d(10)
+        self.c4 = nn.Conv3d(10, 2, 1)
+
+    def forward(self, x, v):
+        return self.c2(F.relu(self.bn1(self.c1(x)))), self.c4(self.bn3(self.c3(v)).relu())
+
+
+def test_conv1d_conv3d_two_inputs_two_outputs():
+    check(OneAndThreeD(), torch.randn(2, 4, 7), torch.randn(1, 4, 3, 3, 3))
+
+
+class TinyLM(nn.Module):
+    """Embedding, LayerNorm, RMSNorm, MLP, nn.MultiheadAttention, tied output head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 32)
+        self.ln = nn.LayerNorm(32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.rms = nn.RMSNorm(32)
+        self.fc1 = nn.Linear(32, 64)
+        self.fc2 = nn.Linear(64, 32)
+        self.head = nn.Linear(32, 50, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        h = self.ln(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.fc2(F.gelu(self.fc1(self.rms(x))))
+        return self.head(x)
+
+
+def test_embedding_norms_mha_tied_weights():
+    model, _, report = check(TinyLM(), torch.randint(0, 50, (2, 7)))
+    assert model.head.weight is model.emb.weight
+    assert model.emb.embedding_dim == model.attn.embed_dim == model.ln.normalized_shape[0]
+    assert model.attn.num_heads * model.attn.head_dim == model.attn.embed_dim
+    model.train()(torch.randint(0, 50, (3, 5)))  # still runs, other shapes, train mode
+
+
+class TinyViT(nn.Module):
+    """cls token, pos embed, layer scale, qkv reshaped into heads, manual attention."""
+
+    def __init__(self, dim: int = 24, heads: int = 3) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim**-0.5
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, 5, dim))
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.gamma = nn.Parameter(torch.rand(dim))
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.head = nn.Linear(dim, 4)
+
+    def forward(self, img):
+        x = self.patch(img).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        b, n, c = x.shape
+        qkv = (
+            self.qkv(self.norm1(x))
+            .reshape(b, n, 3, self.heads, self.head_dim)
+            .permute(2, 0, 3, 1, 4)
+        )
+        q, k, v = qkv.unbind(0)
+        a = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1)
+        y = (a @ v).transpose(1, 2).reshape(b, n, -1)
+        x = x + self.gamma * self.proj(y)
+        x = x + self.mlp(self.norm2(x))
+        return self.head(x[:, 0])
+
+
+def test_vit_style_attention_heads():
+    model, _, report = check(TinyViT(), torch.randn(2, 3, 8, 8))
+    assert model.heads == 2  # one of three heads removed, attribute followed
+    assert model.qkv.out_features == 3 * model.heads * model.head_dim
+
+
+class SharedConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0 = nn.Conv2d(3, 8, 1)
+        self.shared = nn.Conv2d(8, 8, 3, padding=1)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = self.c0(x)
+        return self.out(self.shared(F.relu(self.shared(x))))
+
+
+def test_module_applied_twice():
+    check(SharedConv(), torch.randn(1, 3, 5, 5))
+
+
+class Boundary(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(3, 8, 1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.d = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        s = torch.sort(self.a(x), dim=1).values  # channel order matters: must stay whole
+        return self.d(self.c(s + self.b(x)).relu())
+
+
+def test_unknown_structure_is_a_reported_boundary():
+    model, _, report = check(Boundary(), torch.randn(1, 3, 4, 4))
+    assert model.a.out_channels == 8 == model.b.out_channels
+    assert model.c.out_channels == 4
+    assert any(b["op"] == "sort" for b in report["boundaries"])
+
+
+def test_groups_are_inspectable():
+    gs = groups(ResidualSE().eval(), (torch.randn(1, 3, 8, 8),))
+    ids = {g.id for g in gs}
+    assert "c1.weight:0" in ids and "stem.weight:0" in ids
+    g = next(g for g in gs if g.id == "stem.weight:0")
+    members = {f"{m.name}:{m.dim}" for m in g.members}
+    assert {"bn0.weight:0", "c1.weight:1", "c2.weight:0", "se2.bias:0", "head.weight:1"} <= members
+    assert g.to_dict()["size"] == 16
