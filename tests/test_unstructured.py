@@ -410,3 +410,16 @@ def test_torch_prune_round_trip_bit_identical() -> None:
     model(x)  # torch's hooks recompute weight
     assert all(torch.equal(v.view(torch.int32), expected[k]) for k, v in weights(model).items())
     assert [m.weight_orig for m in layers] == originals
+
+
+def test_make_permanent_on_a_deepcopy_leaves_the_original_intact() -> None:
+    from netslim.unstructured.masks import attach_mask, iter_masks, make_permanent
+
+    original = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    attach_mask(original[0], "weight", torch.rand(4, 4) > 0.5)
+    expected = original[0].weight.detach().clone()
+    clone = copy.deepcopy(original)
+    make_permanent(clone)
+    assert torch.equal(original[0].weight, expected)
+    assert "0.weight" in iter_masks(original)
+    assert torch.equal(clone[0].weight, expected) and not iter_masks(clone)

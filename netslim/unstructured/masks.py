@@ -43,6 +43,18 @@ def _netslim_index(module: nn.Module, name: str) -> int | None:
     return None
 
 
+def _remove(module: nn.Module, name: str, *, leave_parametrized: bool) -> None:
+    """``remove_parametrizations`` on a class of the module's own.
+
+    parametrize gives each parametrized module a generated subclass, and ``copy.deepcopy`` shares
+    that class between the copy and the original; removing a parametrization deletes the property
+    from the class, which would silently strip ``.weight`` from every other module sharing it.
+    """
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    parametrize.remove_parametrizations(module, name, leave_parametrized=leave_parametrized)
+
+
 def get_mask(module: nn.Module, name: str = "weight") -> Tensor | None:
     """The mask buffer on ``module.<name>`` (True/1 = kept), or ``None`` if unmasked."""
     index = _netslim_index(module, name)
@@ -81,7 +93,7 @@ def detach_mask(module: nn.Module, name: str = "weight") -> None:
         return
     plist = module.parametrizations[name]
     if len(plist) == 1:
-        parametrize.remove_parametrizations(module, name, leave_parametrized=False)
+        _remove(module, name, leave_parametrized=False)
     else:
         del plist[index]
 
@@ -119,7 +131,7 @@ def make_permanent(model: nn.Module) -> list[str]:
                 )
             found.append((key, module, name))
     for _, module, name in found:
-        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        _remove(module, name, leave_parametrized=True)
     return [key for key, _, _ in found]
 
 
