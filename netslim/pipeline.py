@@ -12,7 +12,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from netslim.io import save
 from netslim.measure import measure
 from netslim.models.spec import build_model, make_example_inputs
 
-METHODS = ("unstructured", "channel")
+LATENCY_BATCH = 64  # the report times batch 1 and a batch of this size
+METHODS = ("unstructured", "channel", "slimming", "layer", "gate")
 SCHEDULES = ("oneshot", "iterative", "agp")
 
 
@@ -41,6 +42,10 @@ class JobSettings:
     schedule: str = "oneshot"
     rounds: int = 3
     l1_reg: float = 0.0
+    l1_warmup: int = 0  # slimming: steps over which the BN-scale penalty ramps up
+    per_module: str | None = None  # channel/slimming: JSON {module: ratio} (netslim sensitivity)
+    remove: int | None = None  # layer: remove N blocks (instead of --ratio)
+    target_open: int | None = None  # gate: blocks left open (default: half)
     data: str | None = "fashion-mnist"
     epochs: int = 2
     finetune_epochs: int = 1
@@ -107,6 +112,10 @@ def parse_nm(text: str | None) -> tuple[int, int] | None:
 def build_config(settings: JobSettings, ratio: float | None = None) -> Any:
     """The method's config object for one pruning step (``ratio`` overrides for schedules)."""
     ratio = settings.ratio if ratio is None else ratio
+    if settings.method in ("layer", "gate"):
+        from netslim.layers.pipeline import layers_config
+
+        return layers_config(settings, ratio)
     if settings.method == "unstructured":
         from netslim.unstructured.config import Unstructured
 
@@ -120,15 +129,59 @@ def build_config(settings: JobSettings, ratio: float | None = None) -> Any:
         )
     from netslim.structural.config import Channels
 
+    slimming = settings.method == "slimming"
     return Channels(
         ratio=ratio,
-        criterion=settings.criterion or "l2",
+        criterion=settings.criterion or ("bn" if slimming else "l2"),
         target_macs=settings.target_macs,
-        scope="global" if settings.scope == "global" else "local",
+        scope="global" if settings.scope == "global" or slimming else "local",
+        per_module=load_per_module(settings.per_module),
         ignore=tuple(settings.ignore),
         round_to=settings.round_to,
         seed=settings.seed,
     )
+
+
+def load_per_module(path: str | None) -> dict[str, float]:
+    """``--per-module FILE``: a JSON ``{module: ratio}`` (``netslim sensitivity`` writes one)."""
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--per-module {path}: cannot read a JSON object: {exc}") from None
+    data = data.get("per_module", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) for k, v in data.items()
+    ):
+        raise ConfigError(f"--per-module {path}: expected {{module name: ratio}}")
+    return {k: float(v) for k, v in data.items()}
+
+
+def _regularizer(settings: JobSettings, model: nn.Module, example_inputs: tuple) -> Any:
+    """L1 on weights, or for slimming L1 on BN scales (group lasso when there is no BN)."""
+    if settings.l1_reg <= 0:
+        return None
+    if settings.method != "slimming":
+        from netslim.regularization import L1Penalty
+
+        return L1Penalty(settings.l1_reg)
+    from netslim.regularization import BNScalePenalty, GroupLassoPenalty
+    from netslim.regularization.bn import BATCHNORMS
+
+    if any(isinstance(m, BATCHNORMS) for m in model.modules()):
+        return BNScalePenalty(settings.l1_reg, warmup=settings.l1_warmup)
+    return GroupLassoPenalty(settings.l1_reg, model, example_inputs, ignore=settings.ignore)
+
+
+def _slimming_criterion(settings: JobSettings, model: nn.Module) -> JobSettings:
+    """Slimming ranks BN scales; a model without BN falls back to the group norm (after lasso)."""
+    from netslim.regularization.bn import BATCHNORMS
+
+    has_bn = any(isinstance(m, BATCHNORMS) for m in model.modules())
+    if settings.method == "slimming" and settings.criterion is None and not has_bn:
+        return replace(settings, criterion="l2")
+    return settings
 
 
 class _Trainer:
@@ -195,7 +248,9 @@ def _apply_schedule(
 
     def prune_step(ratio: float | None = None) -> dict[str, Any]:
         config = build_config(settings, ratio)
-        return prune_consistently_(model, config, example_inputs=example_inputs)
+        return prune_consistently_(
+            model, config, example_inputs=example_inputs, train_loader=trainer.train_loader
+        )
 
     steps: list[dict[str, Any]] = []
     if settings.schedule == "oneshot":
@@ -308,19 +363,31 @@ def run_job(
         model = ckpt.load_model()
         log(f"resuming from {ckpt.latest()}")
     trainer = _Trainer(settings, train_loader, checkpoint=ckpt)
-    regularizer = None
-    if settings.l1_reg > 0:
-        from netslim.regularization import L1Penalty
-
-        regularizer = L1Penalty(settings.l1_reg)
-    ckpt.stage("train", lambda: trainer.fit(model, settings.epochs, regularizer=regularizer))
+    regularizer = _regularizer(settings, model, example_inputs)
+    on_step = getattr(regularizer, "step", None)
+    ckpt.stage(
+        "train",
+        # gate: --epochs trains the weights together with the gates, inside the pruning step
+        lambda: trainer.fit(
+            model,
+            0 if settings.method == "gate" else settings.epochs,
+            regularizer=regularizer,
+            on_step=on_step,
+        ),
+    )
+    settings = _slimming_criterion(settings, model)
 
     def snapshot(m: nn.Module) -> dict[str, Any]:
         # Rank 0 measures (every rank would get the same numbers, latency aside); others wait.
         result = {}
         if is_main():
             result = measure(
-                m, example_inputs, loader=test_loader, evaluate=evaluate, latency=settings.latency
+                m,
+                example_inputs,
+                loader=test_loader,
+                evaluate=evaluate,
+                latency=settings.latency,
+                latency_batch=LATENCY_BATCH,
             )
         barrier()
         return result
@@ -376,10 +443,24 @@ def _make_report(
     from netslim.unstructured.masks import sparsity_report
 
     report: dict[str, Any] = {"settings": asdict(settings)}
-    for key in ("params", "nonzero_params", "macs", "latency_ms", "size_bytes", "accuracy"):
+    for key in (
+        "params",
+        "nonzero_params",
+        "macs",
+        "latency_ms",
+        "latency_batch_ms",
+        "size_bytes",
+        "accuracy",
+    ):
         report[f"{key}_before"] = before.get(key)
         report[f"{key}_after"] = after.get(key)
     report["sparsity"] = sparsity_report(model)
+    widths_before, widths_after = before.get("widths", {}), after.get("widths", {})
+    report["widths"] = {
+        name: [widths_before[name], widths_after[name]]
+        for name in widths_before
+        if name in widths_after
+    }
     report["steps"] = steps
     nm = parse_nm(settings.nm)
     if nm is not None:
@@ -400,16 +481,17 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-# The main job (`netslim demo`, `make demo`): the reference CNN on Fashion-MNIST, about 10 minutes
-# on 2 cores.
+# The main job (`netslim demo`, `make demo`): the reference CNN on Fashion-MNIST, channels removed
+# physically (global L2 ranking), fine-tuned with distillation; about 10 minutes on 2 cores.
 DEMO_ARGS = [
     "zoo:vgg_small",
     "--method",
-    "unstructured",
+    "channel",
     "--ratio",
-    "0.9",
+    "0.5",
     "--epochs",
     "3",
     "--finetune-epochs",
     "2",
+    "--distill",
 ]

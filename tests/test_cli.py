@@ -95,6 +95,6 @@ def test_prune_job_end_to_end_then_eval_in_fresh_process(
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    measured = json.loads(result.stdout[: result.stdout.index("}") + 1])
+    measured, _ = json.JSONDecoder().raw_decode(result.stdout)
     assert measured["nonzero_params"] == report["nonzero_params_after"]
     assert abs(measured["accuracy"] - report["accuracy_after"]) < 1e-9

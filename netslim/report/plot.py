@@ -9,7 +9,8 @@ MEASURES = (
     ("params", "params"),
     ("nonzero_params", "non-zero"),
     ("macs", "MACs"),
-    ("latency_ms", "latency"),
+    ("latency_ms", "latency b1"),
+    ("latency_batch_ms", "latency b64"),
     ("size_bytes", "size"),
     ("accuracy", "accuracy"),
 )
@@ -34,16 +35,26 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path | None:
     left.bar(labels, values, color="tab:blue")
     left.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     left.set_ylabel("after / before")
+    left.tick_params(axis="x", rotation=30)
     left.set_title("What pruning changed")
     layers = (report.get("sparsity") or {}).get("layers", {})
+    widths = {n: w for n, w in (report.get("widths") or {}).items() if w[0] != w[1]}
     if layers:
         names = list(layers)
         right.barh(names, [100.0 * layers[n]["sparsity"] for n in names], color="tab:orange")
         right.set_xlabel("sparsity (%)")
         right.set_xlim(0, 100)
+        right.set_title("Per-layer sparsity")
+    elif widths:
+        names = list(widths)
+        right.barh(names, [w[0] for w in widths.values()], color="lightgrey", label="before")
+        right.barh(names, [w[1] for w in widths.values()], color="tab:orange", label="after")
+        right.set_xlabel("output channels / features")
+        right.set_title("Per-layer width")
+        right.legend()
+    if layers or widths:
         right.invert_yaxis()
         right.tick_params(axis="y", labelsize=7)
-    right.set_title("Per-layer sparsity")
     settings = report.get("settings", {})
     fig.suptitle(f"netslim: {settings.get('model', '')} · {settings.get('method', '')}")
     fig.tight_layout()

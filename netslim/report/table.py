@@ -8,7 +8,8 @@ ROWS = (
     ("params", "params", "{:,.0f}"),
     ("non-zero params", "nonzero_params", "{:,.0f}"),
     ("MACs", "macs", "{:,.0f}"),
-    ("CPU latency (ms, 1 thread)", "latency_ms", "{:.3f}"),
+    ("CPU latency batch 1 (ms)", "latency_ms", "{:.3f}"),
+    ("CPU latency batch 64 (ms)", "latency_batch_ms", "{:.3f}"),
     ("saved size (bytes)", "size_bytes", "{:,.0f}"),
     ("test accuracy (%)", "accuracy", "{:.2f}"),
 )
