@@ -22,6 +22,7 @@ _METHOD_PACKAGES = (
     "netslim.unstructured.method",
     "netslim.structural.method",
     "netslim.llm.method",
+    "netslim.layers.method",
 )
 
 
@@ -53,8 +54,10 @@ def prune_(
     _register_methods()
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    elif example_inputs is not None and not isinstance(example_inputs, dict):
+        example_inputs = tuple(example_inputs)  # a dict holds keyword inputs (Hugging Face)
     context = PruneContext(
-        example_inputs=tuple(example_inputs) if example_inputs is not None else None,
+        example_inputs=example_inputs,
         train_loader=train_loader,
         test_loader=test_loader,
         extras=extras,

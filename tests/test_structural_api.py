@@ -78,7 +78,7 @@ def assert_same(model: nn.Module, snap) -> None:
     [
         {"ratio": 1.0},
         {"ratio": -0.1},
-        {"criterion": "taylor"},
+        {"criterion": "no_such_criterion"},
         {"scope": "everywhere"},
         {"round_to": 0},
         {"target_macs": 1.5},
@@ -273,3 +273,27 @@ def test_history_record_replays_on_a_fresh_model():
         replay_plan(
             Net(), {"plan": {"groups": {}}, "example_shapes": [[1]], "example_dtypes": ["nope"]}
         )
+
+
+def test_apply_notes_replacements_for_optimizer_state():
+    """Adam moments follow the kept channels: sliced like the weights, on the new Parameters."""
+    from netslim.training.optim_state import shrink_optimizer_state, take_replacements
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    x = torch.randn(2, 3, 8, 8)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(x).square().mean().backward()
+    opt.step()
+    old_w, old_next = model[0].weight, model[3].weight
+    old_avg = opt.state[old_w]["exp_avg"].clone()
+    old_next_avg = opt.state[old_next]["exp_avg"].clone()
+    plan, _ = prune(model.eval(), (x,), Channels(ratio=0.5))
+    notes = take_replacements(model)
+    assert notes[old_w][0] is model[0].weight and notes[old_next][0] is model[3].weight
+    assert shrink_optimizer_state(opt, notes) == len(notes)
+    kept = torch.tensor(next(iter(plan.keep.values())))
+    assert torch.equal(opt.state[model[0].weight]["exp_avg"], old_avg[kept])
+    assert torch.equal(opt.state[model[3].weight]["exp_avg"], old_next_avg[:, kept])
+    model.train()
+    model(x).square().mean().backward()
+    opt.step()  # the optimizer works on the pruned model

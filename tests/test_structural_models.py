@@ -131,3 +131,60 @@ def test_more_torchvision(name):
     size = 80 if name == "inception_v3" else 32
     diff, _, report = prune_and_compare(model, (torch.randn(1, 3, size, size),))
     assert diff <= TOL and not report["boundaries"]
+
+
+class _AuxNet(nn.Module):
+    """An auxiliary head that runs only in train mode (as Inception's): its parameters are
+    unused by the eval trace, yet its input channels get pruned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+        self.aux = nn.Sequential(nn.Conv2d(16, 8, 1), nn.BatchNorm2d(8), nn.Flatten(1), nn.Dropout(),
+                                 nn.LazyLinear(10))  # fmt: skip
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.c1(x)))
+        out = self.fc(self.c2(h).mean((2, 3)))
+        if self.training:
+            return out, self.aux(torch.nn.functional.adaptive_avg_pool2d(h, 1))
+        return out
+
+
+def test_train_only_head_keeps_train_forward_working():
+    model = _AuxNet()
+    model(torch.randn(2, 3, 8, 8))  # materialise the lazy layer
+    model = randomize_bn(model)
+    tracked = model.bn.num_batches_tracked.item()
+    diff, _, report = prune_and_compare(model, (torch.randn(1, 3, 8, 8),))
+    assert model.bn.num_batches_tracked.item() == tracked  # the trace restored the BN buffers
+    assert diff <= TOL and not report["boundaries"]
+    assert model.aux[0].in_channels == model.c1.out_channels == 8
+    model.train()
+    out, aux = model(torch.randn(2, 3, 8, 8))  # train mode still runs after pruning
+    assert out.shape == aux.shape == (2, 10)
+
+
+class _StdConv(nn.Conv2d):
+    """Weight standardisation through ``F.batch_norm(training=True)`` (timm's ScaledStdConv2d):
+    its statistics run over the fan-in, so removing input channels would change them."""
+
+    def forward(self, x):
+        w = torch.nn.functional.batch_norm(
+            self.weight.reshape(1, self.out_channels, -1), None, None, training=True, eps=1e-5
+        ).reshape_as(self.weight)
+        return torch.nn.functional.conv2d(x, w, self.bias, padding=1)
+
+
+def test_batch_statistics_over_fan_in_are_never_pruned_silently():
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), _StdConv(16, 16, 3), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    ).eval()  # fmt: skip
+    diff, _, report = prune_and_compare(model, (torch.randn(1, 3, 8, 8),))
+    assert diff <= TOL
+    assert model[2].in_channels == 16  # the fan-in of the standardised conv is kept whole
+    assert model[2].out_channels == 8  # its own filters can still go

@@ -246,7 +246,7 @@ def test_criterion_registry_is_open() -> None:
     keep_big = compute_masks(model, Unstructured(scope="layer"))
     assert all(torch.equal(keep_small[k], ~keep_big[k]) for k in keep_big)
     assert get_criterion("l1").name == "l1"
-    with pytest.raises(ConfigError, match="l1, random"):
+    with pytest.raises(ConfigError, match="l1, l2, lamp, random"):
         get_criterion("nope")
 
 

@@ -68,13 +68,19 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "model", help="zoo:NAME | torchvision:NAME | timm:NAME | hf:PATH | py:FILE.py:FACTORY"
     )
-    prune.add_argument("--method", default="unstructured", help="unstructured | channel")
+    prune.add_argument(
+        "--method", default="unstructured", help="unstructured | channel | slimming | layer | gate"
+    )
     prune.add_argument("--ratio", type=float, default=0.5, help="fraction to remove, in [0, 1)")
     prune.add_argument(
         "--scope", default="global", help="global | layer (unstructured); global | local (channel)"
     )
     prune.add_argument(
-        "--criterion", default=None, help="l1 | random (unstructured); l1 | l2 | random (channel)"
+        "--criterion",
+        default=None,
+        help="unstructured: l1 l2 lamp random taylor fisher wanda; channel: l1 l2 lamp fpgm "
+        "bn random taylor fisher wanda apoz activation (data-driven ones read --data); "
+        "block-influence | branch-norm | ablation (layer)",
     )
     prune.add_argument("--nm", default=None, help="N:M semi-structured sparsity, e.g. 2:4")
     prune.add_argument("--schedule", default="oneshot", help="oneshot | iterative | agp")
@@ -85,10 +91,28 @@ def _build_parser() -> argparse.ArgumentParser:
         "--l1-reg", type=float, default=0.0, help="L1 penalty lambda during training"
     )
     prune.add_argument(
+        "--l1-warmup", type=int, default=0, help="slimming: steps over which --l1-reg ramps up"
+    )
+    prune.add_argument(
+        "--per-module",
+        default=None,
+        metavar="FILE",
+        help="channel/slimming: JSON {module: ratio}, e.g. from netslim sensitivity",
+    )
+    prune.add_argument(
         "--target-macs", type=float, default=None, help="channel: keep this fraction of MACs"
     )
     prune.add_argument(
         "--round-to", type=int, default=1, help="channel: keep channel counts multiples of K"
+    )
+    prune.add_argument(
+        "--remove", type=int, default=None, help="layer: remove N blocks (instead of --ratio)"
+    )
+    prune.add_argument(
+        "--target-open",
+        type=int,
+        default=None,
+        help="gate: blocks left open after gate training (default: half)",
     )
     prune.add_argument("--ignore", nargs="*", default=[], help="module names never pruned")
     prune.add_argument(
@@ -132,6 +156,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_lottery(sub)
     _add_deploy(sub, prune)
     _add_llm(sub)
+    _add_sensitivity(sub)
     return parser
 
 
@@ -151,6 +176,8 @@ def _settings_from_args(args: argparse.Namespace):
         schedule=args.schedule,
         rounds=args.rounds,
         l1_reg=args.l1_reg,
+        l1_warmup=args.l1_warmup,
+        per_module=args.per_module,
         data=data,
         epochs=args.epochs,
         finetune_epochs=args.finetune_epochs,
@@ -161,6 +188,8 @@ def _settings_from_args(args: argparse.Namespace):
         distill=args.distill,
         target_macs=args.target_macs,
         round_to=args.round_to,
+        remove=args.remove,
+        target_open=args.target_open,
         ignore=list(args.ignore),
         example_shape=args.example_shape,
         latency=not args.no_latency,
@@ -260,12 +289,26 @@ def _cmd_llm(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
+    """``netslim sensitivity``: its arguments and job live in ``netslim.sensitivity.cli``."""
+    from netslim.sensitivity.cli import add_parser
+
+    add_parser(sub)
+
+
+def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    from netslim.sensitivity.cli import run
+
+    return run(args)
+
+
 COMMANDS = {
     "prune": _cmd_prune,
     "demo": _cmd_demo,
     "eval": _cmd_eval,
     "lottery": _cmd_lottery,
     "llm": _cmd_llm,
+    "sensitivity": _cmd_sensitivity,
 }
 COMMANDS.update({"compress": _cmd_deploy, "run": _cmd_deploy, "export": _cmd_deploy})
 

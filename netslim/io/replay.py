@@ -19,6 +19,8 @@ Replayer = Callable[[nn.Module, dict[str, Any]], None]
 _BUILTIN: dict[str, str] = {
     "masks": "netslim.unstructured.method:replay_masks",
     "structural": "netslim.structural.method:replay_plan",
+    "layers": "netslim.layers.method:replay_layers",
+    "gates": "netslim.layers.method:replay_gates",
 }
 _REGISTERED: dict[str, Replayer] = {}
 

@@ -27,26 +27,34 @@ from netslim.structural.trace import (
     op_key,
     run_model,
 )
+from netslim.training.optim_state import note_replacements
 
 
-def new_tensors(analysis: Analysis, masks: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Pruned copies of every parameter/buffer whose shape changes (canonical names)."""
+def new_tensors(
+    analysis: Analysis, masks: dict[int, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, list[tuple[int, torch.Tensor]]]]:
+    """Pruned copies of every parameter/buffer whose shape changes (canonical names), and the
+    ``[(dim, kept_index), ...]`` selections that made them (for optimizer state to follow)."""
     g = analysis.graph
     A = g.atoms
     out: dict[str, torch.Tensor] = {}
+    selections: dict[str, list[tuple[int, torch.Tensor]]] = {}
     for name in dict.fromkeys(g.used):
         t = g.tensors[name]
         hit = g.layouts.get(id(t))
         if hit is None or hit[0] is not t:
             continue
         cur = t.detach()
+        sel: list[tuple[int, torch.Tensor]] = []
         for d, a in enumerate(hit[1]):
             pos = A.kept_positions(a, masks)
             if pos is not None and pos.numel() != t.shape[d]:
                 cur = cur.index_select(d, pos.to(t.device))
-        if cur is not t.detach() and tuple(cur.shape) != tuple(t.shape):
+                sel.append((d, pos))
+        if sel:
             out[name] = cur.clone(memory_format=torch.contiguous_format)
-    return out
+            selections[name] = sel
+    return out, selections
 
 
 class _Log:
@@ -75,7 +83,11 @@ class _Log:
         self.steps.clear()
 
 
-def _swap(model: nn.Module, analysis: Analysis, name: str, new: torch.Tensor, log: _Log) -> None:
+def _swap(
+    model: nn.Module, analysis: Analysis, name: str, new: torch.Tensor, log: _Log
+) -> torch.Tensor:
+    """Put ``new`` in place of tensor ``name`` (under all its tied names); returns the object
+    now in the model (a new ``nn.Parameter`` for parameters)."""
     g = analysis.graph
     old = g.tensors[name]
     replacement: torch.Tensor = new
@@ -86,10 +98,29 @@ def _swap(model: nn.Module, analysis: Analysis, name: str, new: torch.Tensor, lo
         mod = model.get_submodule(where)
         store = mod._parameters if leaf in mod._parameters else mod._buffers
         log.set_item(store, leaf, replacement)
+    return replacement
 
 
 def _apply_change(change: Change, log: _Log) -> None:
     log.set_attr(change.target, change.attr, change.new)
+
+
+def _note_for_optimizers(
+    model: nn.Module,
+    analysis: Analysis,
+    selections: dict[str, list[tuple[int, torch.Tensor]]],
+    swapped: dict[str, torch.Tensor],
+) -> None:
+    """Tell training loops which Parameters were replaced and how, so optimizer state (momenta,
+    Adam moments) is sliced like the weights instead of being reset or left stale."""
+    g = analysis.graph
+    notes = {
+        g.tensors[name]: (new, selections[name])
+        for name, new in swapped.items()
+        if g.is_param[name]
+    }
+    if notes:
+        note_replacements(model, notes)
 
 
 class _Shapes(TorchDispatchMode):
@@ -119,16 +150,16 @@ class _Shapes(TorchDispatchMode):
 def validate(
     model: nn.Module, analysis: Analysis, kept: dict[int, int], example_inputs: Any
 ) -> None:
-    """Run the pruned model once; every op must produce the shape the algebra predicts."""
-    g = analysis.graph
-    sizes: dict[int, int] = {}
+    """Run the pruned model once; every op must produce the shape the algebra predicts.
 
-    def size(a: int) -> int:
-        r = g.atoms.find(a)
-        if r not in sizes:
-            sizes[r] = g.atoms.new_size(r, kept)
-        return sizes[r]
+    A real forward, not FakeTensor shape propagation: fake dispatch (cache keys, decomposed
+    batch norm) measured slower than the real ResNet-50 forward on CPU, and it cannot follow
+    data-dependent code.
+    """
+    _check_shapes(analysis, kept, *_run_shapes(model, example_inputs))
 
+
+def _run_shapes(model: nn.Module, example_inputs: Any) -> tuple[_Shapes, Any]:
     holder = type("_Stack", (), {})()
     holder.stack = []
     modes = {m: m.training for m in model.modules()}
@@ -143,8 +174,24 @@ def validate(
     finally:
         for m, flag in modes.items():
             m.training = flag
+    return rec, failure
+
+
+def _check_shapes(
+    analysis: Analysis, kept: dict[int, int], rec: _Shapes, failure: Exception | None
+) -> None:
+    g = analysis.graph
+    sizes: dict[int, int] = {}
+
+    def size(a: int) -> int:
+        r = g.atoms.find(a)
+        if r not in sizes:
+            sizes[r] = g.atoms.new_size(r, kept)
+        return sizes[r]
+
     ops = [rec.ops[i] for i in aligned([o[0] for o in rec.ops])]
-    records = [g.records[i] for i in aligned([r.name for r in g.records])]
+    ev = g.eval_records
+    records = [ev[i] for i in aligned([r.name for r in ev])]
     for r, (name, shapes, where) in zip(records, ops, strict=False):
         want = [tuple(size(a) for a in out) for out in r.outs]
         if op_key(name) != op_key(r.name) or shapes != want:
@@ -183,14 +230,15 @@ def apply_masks(
     """Remove the unmasked indices from ``model`` in place; returns what changed."""
     kept = {leaf: int(m.sum()) for leaf, m in masks.items()}
     with torch.no_grad(), one_thread():
-        new = new_tensors(analysis, masks)
+        new, selections = new_tensors(analysis, masks)
     changes, notes = plan_changes(analysis, kept, new)
     log = _Log()
     current = ""
+    swapped: dict[str, torch.Tensor] = {}
     try:
         for name, t in new.items():
             current = name.rpartition(".")[0]
-            _swap(model, analysis, name, t, log)
+            swapped[name] = _swap(model, analysis, name, t, log)
         for c in changes:
             current = c.where
             _apply_change(c, log)
@@ -206,6 +254,7 @@ def apply_masks(
         log.rollback()
         raise PruningError(f"{type(exc).__name__}: {exc}", current or None) from exc
     g = analysis.graph
+    _note_for_optimizers(model, analysis, selections, swapped)
     shapes = {
         name: f"{tuple(g.tensors[name].shape)} -> {tuple(t.shape)}" for name, t in new.items()
     }

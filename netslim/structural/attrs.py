@@ -232,6 +232,7 @@ def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str
         outs = rec.outs[0]
         if len(ints) != len(outs):
             continue
+        _shape_tuples(ctx, rec, ints, outs, taken, out)
         for c, atom in zip(ints, outs, strict=True):
             if c < 2 or c != ctx.old_size(atom):
                 continue
@@ -255,6 +256,41 @@ def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str
                         out.setdefault(where, []).append(Change(mod, a, c, new, where))
                 break
     return out
+
+
+def _shape_tuples(
+    ctx: Context,
+    rec: Any,
+    ints: list[int],
+    outs: list[int],
+    taken: dict[str, list[Change]],
+    out: dict[str, list[Change]],
+) -> None:
+    """A whole shape kept as a tuple attribute (timm's ``Scale``: ``x * w.view(self.shape)``):
+    replace the tuple when it equals the op's size list exactly (a weaker match could rewrite
+    an unrelated tuple such as a kernel size)."""
+    new = [
+        ctx.size(a) if c >= 2 and c == ctx.old_size(a) else c
+        for c, a in zip(ints, outs, strict=True)
+    ]
+    if new == list(ints):
+        return
+    model = ctx.graph.model
+    for where in reversed(rec.stack):
+        mod = model.get_submodule(where)
+        hits = [
+            a for a, v in vars(mod).items()
+            if type(v) in (tuple, list) and not a.startswith("_") and list(v) == list(ints)
+            and all(type(x) is int for x in v)
+        ]  # fmt: skip
+        if not hits:
+            continue
+        done = {(id(ch.target), ch.attr) for ch in taken.get(where, []) + out.get(where, [])}
+        for a in hits:
+            if (id(mod), a) not in done:
+                old = getattr(mod, a)
+                out.setdefault(where, []).append(Change(mod, a, old, type(old)(new), where))
+        return
 
 
 def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[Change]:

@@ -26,8 +26,11 @@ class Channels:
     ratio: fraction of each group's indices removed (``scope="local"``) or of all indices
         (``"global"``, ranked by scores normalised per group). Kept counts are clamped so every
         group keeps at least ``max(1, round_to)`` indices.
-    criterion: ``"l2"``/``"l1"`` norm of every slice an index owns across its group, or
-        ``"random"`` (seeded).
+    criterion: a name in ``netslim.structural.importance.CRITERIA``: ``"l2"``/``"l1"`` norm of
+        every slice an index owns across its group, ``"random"`` (seeded), ``"bn"`` (|γ|,
+        network slimming), ``"fpgm"``, ``"lamp"``; data-driven ``"taylor"``, ``"fisher"``,
+        ``"wanda"``, ``"apoz"``, ``"activation"`` need ``prune_(..., train_loader=...)``.
+    calibration_batches: how many calibration batches data-driven criteria read.
     target_macs / target_params: fraction of the original MACs / parameters to *keep*; the
         global ratio is searched to reach it (overrides ``ratio``; implies global ranking).
     per_module: ratio override for groups owned by these modules (a group takes the override of
@@ -51,11 +54,17 @@ class Channels:
     seed: int = 0
     within_heads: bool = False
     conv_groups: bool = False
+    calibration_batches: int = 8
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio, "ratio")
         if self.criterion not in CRITERIA:
-            raise ConfigError(f"unknown criterion {self.criterion!r} (choose from {CRITERIA})")
+            raise ConfigError(
+                f"unknown criterion {self.criterion!r} (choose from {', '.join(CRITERIA)})"
+            )
+        b = self.calibration_batches
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"calibration_batches must be a positive int, got {b!r}")
         if self.scope not in ("local", "global"):
             raise ConfigError(f"scope must be 'local' or 'global', got {self.scope!r}")
         for name in ("target_macs", "target_params"):

@@ -45,7 +45,7 @@ def count_macs(analysis: Analysis, kept: dict[int, int] | None = None) -> int:
     """Multiply-accumulates of convolutions, matmuls and attention in the traced forward."""
     size = _sizer(analysis, kept or {})
     total = 0
-    for rec in analysis.graph.records:
+    for rec in analysis.graph.eval_records:
         for prod in rec.info.get("macs", ()):
             n = 1
             for a in prod:

@@ -15,7 +15,7 @@ from netslim.structural.apply import apply_masks
 from netslim.structural.config import Channels
 from netslim.structural.cost import count_macs, count_params
 from netslim.structural.groups import Analysis, Group, analyze, build_groups
-from netslim.structural.importance import group_scores, normalized
+from netslim.structural.importance import group_scores, normalized, prepared
 from netslim.structural.plan import PruningPlan
 from netslim.structural.trace import Boundary
 
@@ -58,23 +58,29 @@ def _ratio_for(g: Group, config: Channels) -> float | None:
 
 
 def make_plan(
-    model: nn.Module, example_inputs: Any, config: Channels, analysis: Analysis | None = None
+    model: nn.Module,
+    example_inputs: Any,
+    config: Channels,
+    analysis: Analysis | None = None,
+    calibration: Any = None,
 ) -> tuple[PruningPlan, dict[str, Any]]:
-    """Score and allocate; returns the plan and notes (e.g. an unreachable target)."""
+    """Score and allocate; returns the plan and notes (e.g. an unreachable target).
+    ``calibration`` (:class:`netslim.importance.Calibration`) feeds data-driven criteria."""
     _check_names(model, list(config.ignore), "ignore")
     _check_names(model, list(config.per_module), "per_module")
     analysis = analysis or analyze(model, example_inputs)
-    groups = candidates(analysis, config)
+    criterion = prepared(config.criterion, model, calibration)
+    groups = [g for g in candidates(analysis, config) if criterion.applies(g)]
     gen = torch.Generator().manual_seed(config.seed)
     tensors = analysis.graph.tensors
     cache: dict = {}
     with one_thread():
-        scores = {g.id: group_scores(g, tensors, config.criterion, gen, cache) for g in groups}
+        scores = {g.id: group_scores(g, tensors, criterion, gen, cache) for g in groups}
     sizes = {g.id: g.size for g in groups}
     override = {g.id: r for g in groups if (r := _ratio_for(g, config)) is not None}
     fixed = local_counts({k: sizes[k] for k in override}, override, config.round_to)
     rest = {k: s for k, s in sizes.items() if k not in override}
-    norm = {k: normalized(scores[k]) for k in rest}
+    norm = {k: normalized(scores[k]) if criterion.normalize else scores[k] for k in rest}
     notes: dict[str, Any] = {}
 
     def counts_at(r: float, scope: str) -> dict[str, int]:
@@ -148,7 +154,45 @@ def _stuck_atoms(analysis: Analysis, rec: Any, got: list | None) -> list[int]:
     return stuck or [a for d in rec.ins + rec.outs for a in d]
 
 
-def prune(model: nn.Module, example_inputs: Any, config: Channels | None = None):
+def _twins(graph: Any, rec: Any) -> list[Any]:
+    """The op at the same position in every other module of ``rec``'s module class.
+
+    A size hard-coded in a block's code is hard-coded in all its copies; fixing them one retry
+    at a time would need one full plan-and-apply per block (a 12-block stage exceeds any
+    sensible retry budget)."""
+    if not rec.module:
+        return []
+    mods = dict(graph.model.named_modules())
+    cls = type(mods.get(rec.module))
+    by_module: dict[str, list[Any]] = {}
+    for r in graph.eval_records:
+        if r.module and type(mods.get(r.module)) is cls:
+            by_module.setdefault(r.module, []).append(r)
+    own = by_module.get(rec.module, [])
+    if rec not in own:
+        return []
+    k = own.index(rec)
+    return [
+        rs[k]
+        for m, rs in by_module.items()
+        if m != rec.module and len(rs) == len(own) and rs[k].name == rec.name
+    ]
+
+
+def _same_positions(rec: Any, stuck: list[int], twin: Any, atoms: Any) -> list[int]:
+    """``twin``'s atoms at the (tensor, dim) positions where ``rec``'s stuck atoms sit."""
+    roots = {atoms.find(a) for a in stuck}
+    out = []
+    for mine, theirs in zip(rec.ins + rec.outs, twin.ins + twin.outs, strict=False):
+        for a, b in zip(mine, theirs, strict=False):
+            if atoms.find(a) in roots:
+                out.append(b)
+    return out
+
+
+def prune(
+    model: nn.Module, example_inputs: Any, config: Channels | None = None, calibration: Any = None
+):
     """Plan and apply in one call; returns ``(plan, report)``.
 
     When the pruned forward shows an op that did not follow the new sizes (a size hard-coded in
@@ -160,7 +204,7 @@ def prune(model: nn.Module, example_inputs: Any, config: Channels | None = None)
     before = (count_params(analysis), count_macs(analysis))
     repaired: list[dict[str, str]] = []
     for attempt in range(MAX_REPAIRS + 1):
-        plan, notes = make_plan(model, example_inputs, config, analysis)
+        plan, notes = make_plan(model, example_inputs, config, analysis, calibration)
         try:
             report = apply_plan(model, plan)
             break
@@ -170,8 +214,13 @@ def prune(model: nn.Module, example_inputs: Any, config: Channels | None = None)
                 raise
             r = analysis.graph.records[rec]
             reason = f"sizes fixed in code: {exc}"
-            analysis.graph.lock_all(_stuck_atoms(analysis, r, getattr(exc, "got", None)), reason)
+            stuck = _stuck_atoms(analysis, r, getattr(exc, "got", None))
+            analysis.graph.lock_all(stuck, reason)
             repaired.append(Boundary(r.name, r.module, reason).to_dict())
+            for twin in _twins(analysis.graph, r):  # the same code in every block of this class
+                atoms = _same_positions(r, stuck, twin, analysis.graph.atoms)
+                if analysis.graph.lock_all(atoms, f"as {r.module}: {reason}"):
+                    repaired.append(Boundary(twin.name, twin.module, f"as {r.module}").to_dict())
             analysis = Analysis(analysis.graph, build_groups(analysis.graph))
     report["boundaries"] = repaired + report["boundaries"]
     report["notes"] = report.get("notes", []) + [f"{k}: {v}" for k, v in notes.items()]

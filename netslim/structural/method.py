@@ -10,6 +10,7 @@ from torch import nn
 from netslim.core import history
 from netslim.core.registry import PruneContext, register_method
 from netslim.errors import ArtifactError, ConfigError
+from netslim.importance import calibration_from
 from netslim.structural.config import Channels
 from netslim.structural.engine import apply_plan, prune
 from netslim.structural.plan import PruningPlan
@@ -28,7 +29,7 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
         )
     if not isinstance(inputs, (tuple, dict)):
         inputs = (inputs,)
-    plan, report = prune(model, inputs, config)
+    plan, report = prune(model, inputs, config, calibration_from(ctx, config.calibration_batches))
     tensors = flatten_tensors(inputs)
     payload = {
         "plan": plan.to_dict(),

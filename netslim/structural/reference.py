@@ -145,6 +145,9 @@ class MaskedReference(nn.Module):
         self._ops = ops
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # eval() again: modules that cache derived tensors in eval and clear them in train()
+        # (timm's attention-bias caches) must take the same op path as the trace did
+        self.model.eval()
         mode = _StatMask(self._ops)
         holder = type("_Stack", (), {"stack": []})()
         with torch.no_grad(), _no_fastpaths(), _module_stack(self.model, holder), mode:
@@ -177,8 +180,9 @@ def masked_reference(
                 shape[d] = t.shape[d]
                 t.mul_(alive.view(shape).to(t.device, t.dtype))
     ops = {}
-    position = {i: k for k, i in enumerate(aligned([r.name for r in g.records]))}
-    for rec in g.records:
+    ev = g.eval_records
+    position = {i: k for k, i in enumerate(aligned([r.name for r in ev]))}
+    for rec in ev:
         if rec.kind != "stat" or not rec.ins:
             continue
         dim_masks: list[torch.Tensor | None] = []

@@ -656,6 +656,11 @@ def batch_norm(ctx: OpContext) -> None:
     x = ctx.args[0]
     d = ctx.dims(x)
     c = d[1] if x.dim() > 1 else d[0]
+    flags = [a for a in ctx.args[3:6] if isinstance(a, bool)]
+    if "no_training" not in ctx.name and flags and flags[0] and x.dim() > 1:
+        # batch statistics reduce over every dim but 1: removing indices there changes the
+        # mean/var (timm's ScaledStdConv2d standardises weights this way, over fan-in)
+        ctx.lock([a for i, a in enumerate(d) if i != 1], "batch-norm statistics over this dim")
     for t in ctx.args[1:5]:
         if isinstance(t, torch.Tensor) and t.dim() == 1 and t.shape[0] == x.shape[1]:
             ctx.unify(ctx.dims(t)[0], c)

@@ -51,12 +51,20 @@ class Boundary:
         return {"op": self.op, "module": self.module, "reason": self.reason}
 
 
+_LEAF_TYPES = frozenset(
+    {int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+     torch.memory_format, torch.Size}
+)  # fmt: skip
+
+
 def flatten_tensors(obj: Any) -> list[torch.Tensor]:
     """Tensors inside nested tuples/lists/dicts/ModelOutputs/dataclasses, in order."""
     out: list[torch.Tensor] = []
     seen: set[int] = set()
 
     def walk(o: Any) -> None:
+        if type(o) in _LEAF_TYPES:  # op args are mostly these; Mapping's ABC check is slow
+            return
         if isinstance(o, torch.Tensor):
             out.append(o)
         elif id(o) in seen:
@@ -100,6 +108,13 @@ class Graph:
                 self._register(name, b, False)
         self.used: list[str] = []  # canonical names of params/buffers met in the trace
         self.model_outputs: list[list[int]] = []
+        # records[:n_eval] are the eval forward, op for op (validation and the oracle replay
+        # it); later records come from modules that run only in train mode (attrs need them)
+        self.n_eval: int | None = None
+
+    @property
+    def eval_records(self) -> list[OpRecord]:
+        return self.records if self.n_eval is None else self.records[: self.n_eval]
 
     def _register(self, name: str, t: torch.Tensor, is_param: bool) -> None:
         names = self.tensor_names.setdefault(id(t), [])
@@ -212,24 +227,40 @@ class _Recorder(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def _module_stack(model: nn.Module, graph: Graph) -> Iterator[None]:
-    handles = []
-    for name, mod in model.named_modules():
+def _module_stack(model: nn.Module, graph: Any) -> Iterator[None]:
+    """Keep ``graph.stack`` = the module paths being run, innermost last.
 
-        def pre(_m, _a, _name=name):
-            graph.stack.append(_name)
+    Two global hooks and a name table instead of two hooks per module: registering hundreds of
+    per-module handles cost more than the ops of a ResNet-50 forward."""
+    from torch.nn.modules.module import (
+        register_module_forward_hook,
+        register_module_forward_pre_hook,
+    )
 
-        def post(_m, _a, _o, _name=name):
-            if graph.stack and graph.stack[-1] == _name:
-                graph.stack.pop()
+    names = {id(m): n for n, m in model.named_modules()}
+    alive = list(model.modules())  # ids stay unique while the table is in use
+    stack = graph.stack
 
-        handles.append(mod.register_forward_pre_hook(pre))
-        handles.append(mod.register_forward_hook(post, always_call=True))
+    def pre(mod: nn.Module, _a: Any) -> None:
+        name = names.get(id(mod))
+        if name is not None:
+            stack.append(name)
+
+    def post(mod: nn.Module, _a: Any, _o: Any) -> None:
+        name = names.get(id(mod))
+        if name is not None and stack and stack[-1] == name:
+            stack.pop()
+
+    handles = [
+        register_module_forward_pre_hook(pre),
+        register_module_forward_hook(post, always_call=True),
+    ]
     try:
         yield
     finally:
         for h in handles:
             h.remove()
+        del alive
 
 
 @contextlib.contextmanager
@@ -259,7 +290,11 @@ def run_model(model: nn.Module, example_inputs: Any) -> Any:
 def trace(model: nn.Module, example_inputs: Any) -> Graph:
     """Run one eval-mode forward under the recorder and return the finished ``Graph``.
 
-    The model's train/eval flags are restored afterwards; nothing in it is modified.
+    When parameters are left unused (a head that only runs in train mode, like Inception's
+    auxiliary classifier), a second, train-mode forward is traced into the same algebra, so
+    pruning keeps those layers consistent and a later train-mode forward still works. The
+    model's train/eval flags, buffers (BatchNorm statistics) and RNG are restored afterwards;
+    nothing in it is modified.
     """
     if example_inputs is None:
         raise ConfigError("structural pruning needs example inputs (a tuple of tensors)")
@@ -282,13 +317,84 @@ def trace(model: nn.Module, example_inputs: Any) -> Graph:
     finally:
         for m, flag in modes.items():
             m.training = flag
+    outs = [out]
+    try:
+        train_out = _trace_train_only(model, example_inputs, graph)
+        if train_out is not None:
+            outs.append(train_out)
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
     from netslim.structural.rules import apply_module_rules
 
     apply_module_rules(graph)
-    for t in flatten_tensors(out):
-        atoms = graph.dims(t) if t.dim() else []
-        graph.model_outputs.append(atoms)
-        for a in atoms:
-            graph.atoms.lock(a, "model output")
+    for o in outs:
+        for t in flatten_tensors(o):
+            atoms = graph.dims(t) if t.dim() else []
+            graph.model_outputs.append(atoms)
+            for a in atoms:
+                graph.atoms.lock(a, "model output")
     graph.output = out
     return graph
+
+
+_SHAPE_NEUTRAL_IN_TRAIN = (
+    nn.modules.batchnorm._NormBase,
+    nn.modules.dropout._DropoutNd,
+)
+
+
+def _unused_params(graph: Graph) -> list[str]:
+    used = set(graph.used)
+    return [n for n, p in graph.is_param.items() if p and n not in used]
+
+
+def _trace_train_only(model: nn.Module, example_inputs: Any, graph: Graph) -> Any:
+    """Trace a train-mode forward when the eval forward left parameters unused; keep only the
+    records of modules the eval forward never entered. Returns its output (None if skipped)."""
+    if not _unused_params(graph):
+        return None
+    graph.n_eval = len(graph.records)
+    seen = {s for r in graph.records for s in r.stack}
+    saved = {n: b.detach().clone() for n, b in model.named_buffers() if b is not None}
+    model.train()
+    for m in model.modules():
+        # their train behaviour never changes shapes, and batch statistics would fail on a
+        # batch of one (or update running stats): keep them in eval
+        if isinstance(m, _SHAPE_NEUTRAL_IN_TRAIN):
+            m.eval()
+    out = None
+    failed = False
+    try:
+        with (
+            torch.random.fork_rng(devices=[]),
+            torch.no_grad(),
+            _no_fastpaths(),
+            _module_stack(model, graph),
+            _Recorder(graph),
+        ):
+            out = run_model(model, example_inputs)
+    except Exception as exc:  # e.g. detection models that need targets in train mode
+        failed = True
+        for name in _unused_params(graph):
+            graph.boundaries.append(
+                Boundary(
+                    "train-mode trace",
+                    name.rpartition(".")[0],
+                    f"unused in eval and the train-mode forward failed ({type(exc).__name__}); "
+                    "a train-mode forward of the pruned model may not work",
+                )
+            )
+            break
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in saved and b is not None:
+                    b.copy_(saved[n])
+    extra = [r for r in graph.records[graph.n_eval :] if any(s not in seen for s in r.stack)]
+    if failed:  # half-traced train-only code: keep every channel it touched
+        graph.lock_all([a for r in extra for d in r.ins + r.outs for a in d], "train-only code")
+    for k, r in enumerate(extra):
+        r.index = graph.n_eval + k
+    graph.records[graph.n_eval :] = extra
+    return out

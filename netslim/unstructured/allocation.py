@@ -9,6 +9,7 @@ L1 masks equal ``prune.global_unstructured(..., prune.L1Unstructured, amount=rat
 from __future__ import annotations
 
 from functools import reduce
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +41,11 @@ def lowest_k(scores: Tensor, k: int) -> Tensor:
     return drop.view_as(scores)
 
 
-def _scores(targets: list[Target], config: Unstructured) -> dict[str, Tensor]:
+def _scores(
+    model: nn.Module, targets: list[Target], config: Unstructured, calibration: Any
+) -> dict[str, Tensor]:
     criterion = get_criterion(config.criterion, seed=config.seed)
+    criterion.prepare(model, calibration)
     out = {}
     with torch.no_grad():
         for t in targets:
@@ -71,8 +75,19 @@ def _global(scores: dict[str, Tensor], ratio: float) -> dict[str, Tensor]:
     return masks
 
 
-def compute_masks(model: nn.Module, config: Unstructured) -> dict[str, Tensor]:
-    """Keep-masks keyed ``"module.path.weight"`` for every target of ``config`` (see module doc)."""
+def _per_row(scores: Tensor, ratio: float) -> Tensor:
+    if scores.dim() < 2:
+        return lowest_k(scores, round(ratio * scores.numel()))
+    rows = scores.reshape(scores.shape[0], -1)
+    k = round(ratio * rows.shape[1])
+    return torch.stack([lowest_k(r, k) for r in rows]).view_as(scores)
+
+
+def compute_masks(
+    model: nn.Module, config: Unstructured, calibration: Any = None
+) -> dict[str, Tensor]:
+    """Keep-masks keyed ``"module.path.weight"`` for every target of ``config`` (see module doc).
+    ``calibration`` (:class:`netslim.importance.Calibration`) feeds data-driven criteria."""
     if not isinstance(config, Unstructured):
         raise ConfigError(
             f"compute_masks expects an Unstructured config, got {type(config).__name__}"
@@ -93,11 +108,13 @@ def compute_masks(model: nn.Module, config: Unstructured) -> dict[str, Tensor]:
                     f"{t.key}: input width {width} is not divisible by M={m} for {n}:{m} sparsity "
                     f"(leave the layer out with ignore=({t.module_name!r},))"
                 )
-    scores = _scores(targets, config)
+    scores = _scores(model, targets, config, calibration)
     if config.nm is not None:
         masks = {key: nm_mask(s, *config.nm) for key, s in scores.items()}
     elif config.scope == "global":
         masks = _global(scores, config.ratio)
+    elif config.scope == "row":  # per output row (Wanda's comparison group)
+        masks = {key: ~_per_row(s, config.ratio) for key, s in scores.items()}
     else:
         masks = {key: ~lowest_k(s, round(config.ratio * s.numel())) for key, s in scores.items()}
     for t in targets:  # monotone: already-masked entries never come back

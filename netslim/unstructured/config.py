@@ -11,7 +11,7 @@ from netslim.errors import ConfigError
 from netslim.unstructured.criteria import get_criterion
 from netslim.unstructured.nm import validate_nm
 
-SCOPES = ("global", "layer")
+SCOPES = ("global", "layer", "row")
 
 
 @dataclass
@@ -20,19 +20,22 @@ class Unstructured:
 
     ``ratio`` is the target fraction of zeros over the targeted weights (cumulative: masks never
     grow back). ``scope="global"`` ranks all targets together, so sensitive layers keep more;
-    ``"layer"`` prunes every target by ``ratio``. ``nm=(N, M)`` keeps N of every M consecutive
+    ``"layer"`` prunes every target by ``ratio``; ``"row"`` every output row (Wanda).
+    Data-driven criteria (``taylor``, ``fisher``, ``wanda``) read ``calibration_batches``
+    batches of ``prune_(..., train_loader=...)``. ``nm=(N, M)`` keeps N of every M consecutive
     inputs instead and ignores ``ratio`` and ``scope``. ``ignore`` names modules to leave alone;
     the last Linear/Conv (the classifier) is left alone unless ``include_classifier``.
     """
 
     ratio: float = 0.5
-    scope: Literal["global", "layer"] = "global"
+    scope: Literal["global", "layer", "row"] = "global"
     criterion: str = "l1"
     nm: tuple[int, int] | None = None
     ignore: tuple[str, ...] = ()
     include_bias: bool = False
     seed: int = 0
     include_classifier: bool = False
+    calibration_batches: int = 8
 
     def __post_init__(self) -> None:
         ratio = self.ratio
@@ -41,6 +44,9 @@ class Unstructured:
         if not 0.0 <= ratio < 1.0:
             raise ConfigError(f"ratio must be in [0, 1), got {ratio}")
         self.ratio = float(ratio)
+        b = self.calibration_batches
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"calibration_batches must be a positive int, got {b!r}")
         if self.scope not in SCOPES:
             raise ConfigError(f"unknown scope {self.scope!r}: choose one of {', '.join(SCOPES)}")
         if not isinstance(self.criterion, str):

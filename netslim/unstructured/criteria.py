@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -18,12 +18,17 @@ from netslim.errors import ConfigError
 
 
 class Criterion:
-    """Base class. ``seed`` is given to every criterion so stochastic ones are reproducible."""
+    """Base class. ``seed`` is given to every criterion so stochastic ones are reproducible.
+    Data-driven criteria set ``needs_data`` and collect statistics in ``prepare``."""
 
     name: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = False
 
     def __init__(self, *, seed: int = 0):
         self.seed = seed
+
+    def prepare(self, model: nn.Module, calibration: Any) -> None:
+        """Collect statistics from ``model`` and a :class:`netslim.importance.Calibration`."""
 
     def scores(
         self, weight: Tensor, *, module: nn.Module | None = None, name: str | None = None
@@ -48,11 +53,13 @@ def register_criterion(name: str) -> Callable[[C], C]:
 
 
 def available_criteria() -> list[str]:
+    _load_builtin()
     return sorted(_CRITERIA)
 
 
 def get_criterion(name: str, *, seed: int = 0) -> Criterion:
     """The criterion registered as ``name``; unknown names raise ConfigError listing valid ones."""
+    _load_builtin()
     if name not in _CRITERIA:
         raise ConfigError(
             f"unknown criterion {name!r}: choose one of {', '.join(available_criteria())}"
@@ -82,3 +89,8 @@ class Random(Criterion):
         seed = (self.seed * 1_000_003 + zlib.crc32((name or "").encode())) % 2**63
         generator = torch.Generator().manual_seed(seed)
         return torch.rand(weight.shape, generator=generator).to(weight.device)
+
+
+def _load_builtin() -> None:
+    """The data-driven and LAMP criteria live in their own module; importing it registers them."""
+    import netslim.unstructured.criteria_data  # noqa: F401

@@ -101,7 +101,12 @@ def prune(
     model: nn.Module, config: Unstructured, ctx: PruneContext | None = None
 ) -> dict[str, Any]:
     """Mask the lowest-scoring weights per ``config``; the model is unchanged if this raises."""
-    masks = compute_masks(model, config)
+    calibration = None
+    if ctx is not None:
+        from netslim.importance import calibration_from
+
+        calibration = calibration_from(ctx, config.calibration_batches)
+    masks = compute_masks(model, config, calibration)
     apply_masks(model, masks)
     record_masks(model, list(masks), config)
     return summarize(model, config)

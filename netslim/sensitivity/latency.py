@@ -1,0 +1,63 @@
+"""A CPU latency target for structural pruning: search the MACs fraction whose pruned model
+runs under the target, by measuring (latency is not linear in MACs on real hardware)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+from torch import nn
+
+from netslim.errors import ConfigError
+from netslim.measure.latency import latency_ms
+from netslim.structural.config import Channels
+from netslim.structural.engine import prune
+
+
+def prune_to_latency(
+    model: nn.Module,
+    example_inputs: Any,
+    target_ms: float,
+    config: Channels | None = None,
+    *,
+    calibration: Any = None,
+    steps: int = 6,
+    threads: int = 1,
+    repeats: int = 20,
+) -> dict[str, Any]:
+    """Prune ``model`` in place to the largest MACs fraction (bisection over ``steps`` trials)
+    whose median CPU latency is at most ``target_ms``; returns the engine's report plus the
+    ``latency`` search trace. ConfigError if even the smallest trial is too slow."""
+    if target_ms <= 0:
+        raise ConfigError(f"target latency must be > 0 ms, got {target_ms}")
+    if not isinstance(example_inputs, (tuple, dict)):
+        example_inputs = (example_inputs,)
+    config = config or Channels()
+
+    def measure(m: nn.Module) -> float:
+        return latency_ms(m, example_inputs, threads=threads, repeats=repeats).median
+
+    trace = [{"macs_fraction": 1.0, "latency_ms": measure(model)}]
+    if trace[0]["latency_ms"] <= target_ms:
+        return {"latency": trace, "note": "already under the target: nothing pruned"}
+    lo, hi, best = 0.02, 1.0, None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        trial = copy.deepcopy(model)
+        prune(trial, example_inputs, replace(config, target_macs=mid), calibration)
+        ms = measure(trial)
+        trace.append({"macs_fraction": mid, "latency_ms": ms})
+        if ms <= target_ms:
+            best, lo = mid, mid
+        else:
+            hi = mid
+    if best is None:
+        raise ConfigError(
+            f"no MACs fraction down to {lo:.3f} reaches {target_ms} ms "
+            f"(best {min(t['latency_ms'] for t in trace):.3f} ms)"
+        )
+    _, report = prune(model, example_inputs, replace(config, target_macs=best), calibration)
+    report["latency"] = trace
+    report["latency_ms"] = measure(model)
+    return report
