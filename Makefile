@@ -1,6 +1,6 @@
 PY := .venv/bin/python
 
-BENCHES := unstructured structural_speed coverage lottery quantize distributed
+BENCHES := unstructured structural_speed coverage criteria layers lottery quantize llm distributed
 
 .PHONY: setup demo test lint $(addprefix bench-,$(BENCHES))
 

@@ -92,6 +92,18 @@ def _randomize_bn(model: nn.Module) -> None:
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 1.5 + 0.5)
 
 
+def _unzero(model: nn.Module) -> None:
+    """Zero-initialised weights (torchvision ViT's and several timm heads) make every output 0
+    and the equivalence check vacuous: give them small random values."""
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for m in model.modules():
+            w = getattr(m, "weight", None)
+            linear = isinstance(m, (nn.Linear, nn.Conv2d)) and isinstance(w, torch.Tensor)
+            if linear and w.numel() and not w.any():
+                w.copy_(torch.randn(w.shape, generator=gen) * 0.02)
+
+
 def _hf(name: str) -> tuple[nn.Module, tuple]:
     """Small configs, random weights (sizes stated in docs/coverage.md)."""
     import transformers as tr
@@ -171,6 +183,7 @@ def build(family: str, name: str, seed: int = 0) -> tuple[nn.Module, tuple, dict
             inputs = (torch.randn(1, 3, SMALL, SMALL),)
     model.eval()
     _randomize_bn(model)
+    _unzero(model)
     if family in ("torchvision_cls", "torchvision_seg") and not _fits(model, inputs):
         inputs = (torch.randn(1, 3, 224, 224),)
     facts["input"] = [list(t.shape) for t in _tensors(inputs)]

@@ -190,6 +190,9 @@ def work_tp(family: str, name: str, prog: _Progress) -> None:
             prog.update(status="fail_forward", error=f"{type(exc).__name__}: {exc}"[:400])
             return
     status = "ok" if got == want else "shape_mismatch"
+    if status != "ok":
+        diff = [(w, g) for w, g in zip(want, got, strict=False) if w != g][:2]
+        prog.update(error=f"output shapes changed (before, after): {diff}"[:400])
     prog.update(status=status, manual_fixups=fixups, macs_after=_macs(model, inputs), stage="done")
 
 
@@ -252,7 +255,7 @@ def load() -> dict[str, Any]:
 
 def save(db: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = JSON_PATH.with_suffix(".tmp")
+    tmp = JSON_PATH.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(db, indent=1, sort_keys=True))
     tmp.replace(JSON_PATH)
 
@@ -302,9 +305,12 @@ def main() -> None:
         def task(job: tuple[str, str, str]) -> None:
             tool, fam, name = job
             row = run_one(tool, fam, name, args.timeout)
-            with lock:
-                db["results"].setdefault(f"{fam}/{name}", {})[tool] = row
-                save(db)
+            with lock:  # merge into the file as it is now: slices may run side by side
+                fresh = load()
+                fresh["meta"] = db["meta"]
+                fresh["results"].setdefault(f"{fam}/{name}", {})[tool] = row
+                save(fresh)
+                db["results"] = fresh["results"]
                 print(f"{fam}/{name} [{tool}]: {row['status']} {row.get('error', '')}"[:200],
                       flush=True)  # fmt: skip
 
