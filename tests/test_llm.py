@@ -346,3 +346,13 @@ def test_shared_inputs_share_stats_only_when_identical(calib):
     assert stats["mlp.gate_proj"] is stats["mlp.up_proj"] is not stats["self_attn.q_proj"]
     expected = sum(x.reshape(-1, 64).double().square().sum(0) for x in seen)
     torch.testing.assert_close(stats["mlp.up_proj"].sq, expected)
+
+
+def test_streaming_gpt2_matches_in_memory(calib, tmp_path):
+    dense = tiny_gpt2()
+    dense.save_pretrained(tmp_path / "src")
+    in_memory = copy.deepcopy(dense)
+    prune_model(in_memory, LLMPrune("sparsegpt"), calib)
+    prune_streaming(tmp_path / "src", tmp_path / "out", LLMPrune("sparsegpt"), calib)
+    streamed = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    torch.testing.assert_close(_logits(streamed, calib[:2]), _logits(in_memory, calib[:2]))

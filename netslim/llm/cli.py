@@ -24,7 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nm", default=None, help="N:M pattern for wanda/sparsegpt/magnitude, e.g. 2:4")
     p.add_argument("--head-sparsity", type=float, default=None, help="width: fraction of KV groups")
     p.add_argument("--remove", type=int, default=None, help="depth: number of blocks to remove")
-    p.add_argument("--no-correct", action="store_true", help="width: skip the least-squares refit")
+    p.add_argument(
+        "--correct", action="store_true", help="width: least-squares refit (needs many tokens)"
+    )
     p.add_argument("--calib", default=None, help="calibration text file (UTF-8)")
     p.add_argument("--eval", default=None, help="evaluation text file for perplexity")
     p.add_argument("--seq-len", type=int, default=256, help="calibration and evaluation window")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = LLMPrune(
         method=args.method, sparsity=args.sparsity, nm=args.nm, head_sparsity=args.head_sparsity,
-        remove=args.remove, correct=not args.no_correct,
+        remove=args.remove, correct=args.correct,
     )  # fmt: skip
     io.check_model_dir(args.model)
     _check_out(args.out)

@@ -58,6 +58,8 @@ class LLMPrune:
         cannot be expressed by an HF config, so such models reload through ``netslim.llm.load``).
     correct: width only: least-squares refit of the rows that read the pruned units
         (``down_proj``/``o_proj``) so the block output changes least on the calibration data.
+        Off by default: with fewer calibration tokens than a few times the FFN width the refit
+        overfits them (SmolLM2-135M, 2k tokens, 25% FFN: perplexity 20.9 without, 30.5 with).
     remove: depth only: number of blocks to remove (overrides ``sparsity``).
     damp: SparseGPT damping as a fraction of the mean Hessian diagonal (paper: 1%).
     blocksize: SparseGPT column block for lazy batch updates and adaptive mask selection (128).
@@ -68,7 +70,7 @@ class LLMPrune:
     nm: tuple[int, int] | None = None
     head_sparsity: float | None = None
     layer_sparsity: list[float] | None = None
-    correct: bool = True
+    correct: bool = False
     remove: int | None = None
     damp: float = 0.01
     blocksize: int = 128

@@ -59,24 +59,24 @@ class ShardReader:
             for file in weight_files(self.directory):
                 with safe_open(str(file), framework="pt") as handle:
                     self.where.update(dict.fromkeys(handle.keys(), file))
-        self._open: dict[Path, Any] = {}
 
-    def _handle(self, key: str) -> Any:
+    def _file(self, key: str) -> Path:
         if key not in self.where:
             raise ArtifactError(f"{self.directory} has no tensor {key!r}")
-        file = self.where[key]
-        if file not in self._open:
-            self._open[file] = safe_open(str(file), framework="pt")
-        return self._open[file]
+        return self.where[key]
 
     def names(self) -> list[str]:
         return list(self.where)
 
     def get(self, key: str) -> Tensor:
-        return self._handle(key).get_tensor(key)
+        # A fresh mapping per read: pages of a mapping kept open stay in the RSS, and over a
+        # whole pass that would be the whole model.
+        with safe_open(str(self._file(key)), framework="pt") as handle:
+            return handle.get_tensor(key)
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._handle(key).get_slice(key).get_shape())
+        with safe_open(str(self._file(key)), framework="pt") as handle:
+            return tuple(handle.get_slice(key).get_shape())
 
     def nbytes(self) -> int:
         return sum(f.stat().st_size for f in set(self.where.values()))
@@ -124,15 +124,21 @@ class StreamedBlocks:
 
     def load(self, index: int) -> nn.Module:
         prefix = f"{self.fam.prefix}.{index}."
-        block = self.blocks[index].to_empty(device="cpu")
-        state = {}
-        for key in self.reader.names():
+        block = self.blocks[index].to_empty(device="cpu").float()
+        targets = block.state_dict()
+        expected = set(targets)
+        found = set()
+        for key in self.reader.names():  # one tensor at a time: no second copy of the block
             if key.startswith(prefix):
+                name = key[len(prefix) :]
+                if name not in expected:
+                    raise ArtifactError(f"unexpected tensor {key} for block {index}")
                 tensor = self.reader.get(key)
                 self.dtypes[key] = tensor.dtype
-                state[key[len(prefix) :]] = tensor.float()
-        block.float()
-        block.load_state_dict(state, strict=True)
+                targets[name].copy_(tensor)  # state_dict() views share the parameters' storage
+                found.add(name)
+        if found != expected:
+            raise ArtifactError(f"block {index} lacks {sorted(expected - found)} in the shards")
         return block.eval()
 
     def release(self, index: int, block: nn.Module) -> None:
@@ -159,28 +165,31 @@ def _skeleton(config: Any) -> nn.Module:
 
 
 def _capture(reader: ShardReader, config: Any, fam: Family, ids: Tensor):
-    """Block-0 inputs from a one-block copy of the model with its real non-block weights."""
+    """Block-0 inputs from a meta-device copy of the model in which only what runs before
+    block 0 is real: embeddings from the shards, rotary tables rebuilt from the config. The
+    blocks and the output head stay on ``meta`` (the pre-hook stops the pass at block 0)."""
     from transformers import AutoModelForCausalLM
 
     small = copy.deepcopy(config)
     small.num_hidden_layers = 1
     if getattr(small, "layer_types", None):
         small.layer_types = small.layer_types[:1]
-    shell = AutoModelForCausalLM.from_config(small, dtype=torch.float32)
-    state = {}
-    first = f"{fam.prefix}.0."
-    for key in reader.names():
-        is_block = key.startswith(f"{fam.prefix}.")
-        if not is_block or key.startswith(first):
-            state[key] = reader.get(key).float()
-    missing, unexpected = shell.load_state_dict(state, strict=False)
-    tied = set(getattr(shell, "_tied_weights_keys", None) or {})
-    if unexpected or set(missing) - tied:
-        raise ArtifactError(
-            f"shards do not fit the config: missing {missing}, unexpected {unexpected}"
-        )
-    if getattr(config, "tie_word_embeddings", False):
-        shell.tie_weights()
+    with torch.device("meta"):
+        shell = AutoModelForCausalLM.from_config(small, dtype=torch.float32)
+    head = shell.get_output_embeddings()
+    for name, module in list(shell.named_modules()):
+        if not name or name.startswith(f"{fam.prefix}.") or name == fam.prefix or module is head:
+            continue
+        if getattr(module, "_non_persistent_buffers_set", None):  # e.g. rotary inv_freq
+            parent, _, attr = name.rpartition(".")
+            setattr(shell.get_submodule(parent), attr, type(module)(config=shell.config))
+            continue
+        own = [p for p, _ in module.named_parameters(recurse=False)]
+        own += [b for b, _ in module.named_buffers(recurse=False)]
+        if own:
+            module.to_empty(device="cpu", recurse=False)
+            for key in own:
+                getattr(module, key).data.copy_(reader.get(f"{name}.{key}"))  # casts in place
     inputs = capture_inputs(shell.eval(), ids)
     del shell
     return inputs
@@ -275,9 +284,9 @@ def prune_streaming(
             model_config.num_hidden_layers = len(kept)
             if types is not None:
                 model_config.layer_types = types
-        writer.write(
-            {k: reader.get(k) for k in reader.names() if not k.startswith(block_prefix)}, "rest"
-        )
+        rest = [k for k in reader.names() if not k.startswith(block_prefix)]
+        for j, key in enumerate(rest):  # one shard each: the big embeddings never coexist
+            writer.write({key: reader.get(key)}, f"rest-{j:03d}")
         writer.finish()
         model_config.save_pretrained(tmp)
         _copy_side_files(src, tmp)

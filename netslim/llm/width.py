@@ -6,7 +6,7 @@ a unit's score is Σ over the channels it writes into the output projection of
 KV head is shared by ``heads/kv_heads`` query heads, so the unit is the whole group (one KV
 head and its query heads); removing a lone query head would leave the layout inconsistent.
 
-Optional least-squares correction refits the output projection on the kept channels so the
+Optional (off by default: it overfits small calibration sets) least-squares correction refits the output projection on the kept channels so the
 block output moves least: ``W'_K = W Σ[:, K] (Σ[K, K] + λI)⁻¹`` with ``Σ = XᵀX`` — the
 normal equations of ``min ‖X Wᵀ − X_K W'_Kᵀ‖²`` (as in Kwon et al., 2022, "A Fast
 Post-Training Pruning Framework for Transformers").
