@@ -73,7 +73,9 @@ def test_lossy_modes_keep_positions_and_stay_within_a_step(tensor: torch.Tensor,
         assert torch.all(err <= ref.abs() * 2**-10 + 1e-7)
     else:
         bound = ref.abs().amax() / 127 / 2 * 1.001 + 1e-12  # per-channel steps are never larger
-        assert torch.all(err <= bound)
+        # decoding returns the original dtype, whose own rounding (bf16: 8 bits) adds to the step
+        rounding = (ref.abs() + bound) * torch.finfo(tensor.dtype).eps
+        assert torch.all(err <= bound + rounding)
 
 
 def test_decoding_is_deterministic_from_the_entry() -> None:
