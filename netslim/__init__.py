@@ -1,10 +1,10 @@
 """netslim: model pruning and network slimming for PyTorch.
 
-    import netslim
-    model = netslim.build_model("zoo:lenet300")
-    netslim.prune_(model, netslim.Unstructured(ratio=0.9))
-    netslim.save(model, "out/")            # safetensors + JSON, no pickles
-    same = netslim.load("out/")
+import netslim
+model = netslim.build_model("zoo:lenet300")
+netslim.prune_(model, netslim.Unstructured(ratio=0.9))
+netslim.save(model, "out/")            # safetensors + JSON, no pickles
+same = netslim.load("out/")
 """
 
 from netslim.api import build_model, load, prune_, save
