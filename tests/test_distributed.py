@@ -94,3 +94,13 @@ def test_torchrun_prune_job_agp_with_distillation(tmp_path: Path) -> None:
     assert report["sparsity"]["overall"]["sparsity"] == pytest.approx(0.8, abs=0.01)
     assert report["accuracy_after"] > 0.5
     assert sorted(p.name for p in out.iterdir()) == ["model", "report.json", "report.png"]
+    # The same job in one process with the same global batch: accuracy within noise.
+    single_out = tmp_path / "single"
+    single_args = [*args[:-1], str(single_out)]
+    single = subprocess.run(
+        [sys.executable, *single_args], cwd=ROOT, env=_env(), capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    single_report = json.loads((single_out / "report.json").read_text())
+    assert abs(single_report["accuracy_after"] - report["accuracy_after"]) <= 0.1
