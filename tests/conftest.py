@@ -36,8 +36,10 @@ def model_file(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _single_thread():
-    """Two cores are shared by everything on this machine: keep each test on one thread."""
+    """Two cores are shared by everything on this machine: keep each test on one thread, and
+    start every test from the same random state."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
+    torch.manual_seed(0)
     yield
     torch.set_num_threads(previous)

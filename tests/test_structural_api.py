@@ -25,15 +25,6 @@ from netslim.structural import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
-
-
 class Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()

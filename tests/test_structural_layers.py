@@ -13,15 +13,6 @@ from netslim.structural import Channels, groups, prune_and_compare
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
-
-
 def randomize(model: nn.Module) -> nn.Module:
     """Non-trivial norm statistics and affine params, so BN etc. are not identities."""
     with torch.no_grad():

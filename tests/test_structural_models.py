@@ -11,15 +11,6 @@ from netslim.structural import Channels, prune_and_compare
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
-
-
 def randomize_bn(model: nn.Module) -> nn.Module:
     with torch.no_grad():
         for m in model.modules():
