@@ -71,7 +71,6 @@ def _channel_dim(module: nn.Module) -> int:
 def input_norms(model: nn.Module, calibration: Calibration) -> dict[str, Tensor]:
     """‖X_j‖₂ per input feature/channel of every Linear/Conv, over all samples and positions."""
     sq: dict[str, Tensor] = {}
-    handles = []
 
     def hook(name: str, module: nn.Module):
         def fn(_m: nn.Module, args: tuple, _out: object) -> None:
@@ -82,9 +81,21 @@ def input_norms(model: nn.Module, calibration: Calibration) -> dict[str, Tensor]
 
         return fn
 
-    for name, m in model.named_modules():
-        if isinstance(m, LAYERS):
-            handles.append(m.register_forward_hook(hook(name, m)))
+    _calibrate_with_hooks(model, calibration, LAYERS, hook)
+    all_reduce_scores_(sq, "sum")
+    return {n: v.sqrt() for n, v in sq.items()}
+
+
+def _calibrate_with_hooks(
+    model: nn.Module, calibration: Calibration, types: tuple[type, ...], make_hook
+) -> None:
+    """Run the calibration batches (eval mode, no grad) with ``make_hook(name, module)`` as a
+    forward hook on every module of ``types``; the hooks are removed whatever happens."""
+    handles = [
+        m.register_forward_hook(make_hook(name, m))
+        for name, m in model.named_modules()
+        if isinstance(m, types)
+    ]
     try:
         with _mode(model, False), torch.no_grad():
             for batch in iter_batches(model, calibration):
@@ -92,8 +103,6 @@ def input_norms(model: nn.Module, calibration: Calibration) -> dict[str, Tensor]
     finally:
         for h in handles:
             h.remove()
-    all_reduce_scores_(sq, "sum")
-    return {n: v.sqrt() for n, v in sq.items()}
 
 
 def activation_stats(
@@ -104,7 +113,6 @@ def activation_stats(
     zeros: dict[str, Tensor] = {}
     sums: dict[str, Tensor] = {}
     counts: dict[str, Tensor] = {}
-    handles = []
 
     def hook(name: str, module: nn.Module):
         def fn(_m: nn.Module, _args: tuple, out: object) -> None:
@@ -121,16 +129,7 @@ def activation_stats(
 
         return fn
 
-    for name, m in model.named_modules():
-        if isinstance(m, LAYERS + NORMS):
-            handles.append(m.register_forward_hook(hook(name, m)))
-    try:
-        with _mode(model, False), torch.no_grad():
-            for batch in iter_batches(model, calibration):
-                forward(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    _calibrate_with_hooks(model, calibration, LAYERS + NORMS, hook)
     for d in (zeros, sums, counts):
         all_reduce_scores_(d, "sum")
     apoz = {n: zeros[n] / counts[n] for n in zeros}
