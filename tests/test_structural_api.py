@@ -288,3 +288,18 @@ def test_apply_notes_replacements_for_optimizer_state():
     model.train()
     model(x).square().mean().backward()
     opt.step()  # the optimizer works on the pruned model
+
+
+def test_one_shot_prune_frees_the_removed_full_size_tensors():
+    """With no optimizer holding them, the replaced parameters are freed, not kept on the model."""
+    import gc
+    import weakref
+
+    from netslim.training.optim_state import take_replacements
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    old = weakref.ref(model[0].weight)
+    prune(model.eval(), (torch.randn(2, 3, 8, 8),), Channels(ratio=0.5))
+    gc.collect()
+    assert old() is None
+    assert take_replacements(model) == {}

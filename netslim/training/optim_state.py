@@ -20,6 +20,7 @@ calls ``shrink_optimizer_state(optimizer, take_replacements(model))`` itself.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -106,14 +107,21 @@ def _shrunk(key: str, value: object, old: nn.Parameter, replacement: Replacement
 
 
 def note_replacements(model: nn.Module, replacements: Mapping[nn.Parameter, Replacement]) -> None:
-    """Record parameter swaps on ``model`` for the training loop to apply to its optimizer."""
-    pending = dict(getattr(model, _ATTR, {}))
-    pending.update(replacements)
+    """Record parameter swaps on ``model`` for the training loop to apply to its optimizer.
+
+    The old parameters are held by weak reference: only an optimizer needs to hear about a swap,
+    and an optimizer keeps its parameters alive. After a one-shot prune with no optimizer
+    around, the removed full-size tensors are freed instead of living on beside the model.
+    """
+    pending: dict[int, tuple[weakref.ref, Replacement]] = dict(getattr(model, _ATTR, {}))
+    for old, replacement in replacements.items():
+        pending[id(old)] = (weakref.ref(old), replacement)
     object.__setattr__(model, _ATTR, pending)
 
 
 def take_replacements(model: nn.Module) -> dict[nn.Parameter, Replacement]:
-    """The swaps noted since the last call (and forget them)."""
+    """The swaps noted since the last call whose old parameter is still alive (and forget them)."""
     pending = dict(getattr(model, _ATTR, {}))
     object.__setattr__(model, _ATTR, {})
-    return pending
+    alive = ((ref(), replacement) for ref, replacement in pending.values())
+    return {old: replacement for old, replacement in alive if old is not None}
