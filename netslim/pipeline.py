@@ -55,6 +55,7 @@ class JobSettings:
     limit_test: int | None = None
     distill: bool = False
     target_macs: float | None = None
+    target_latency_ms: float | None = None  # channel: CPU latency (ms, 1 thread) to prune down to
     round_to: int = 1
     ignore: list[str] = field(default_factory=list)
     example_shape: list[int] | None = None
@@ -134,6 +135,7 @@ def build_config(settings: JobSettings, ratio: float | None = None) -> Any:
         ratio=ratio,
         criterion=settings.criterion or ("bn" if slimming else "l2"),
         target_macs=settings.target_macs,
+        target_latency_ms=settings.target_latency_ms,
         scope="global" if settings.scope == "global" or slimming else "local",
         per_module=load_per_module(settings.per_module),
         ignore=tuple(settings.ignore),

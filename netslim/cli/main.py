@@ -103,6 +103,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--target-macs", type=float, default=None, help="channel: keep this fraction of MACs"
     )
     prune.add_argument(
+        "--target-latency",
+        dest="target_latency_ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="channel: prune until the example input runs in MS ms on this CPU (1 thread)",
+    )
+    prune.add_argument(
         "--round-to", type=int, default=1, help="channel: keep channel counts multiples of K"
     )
     prune.add_argument(
@@ -187,6 +195,7 @@ def _settings_from_args(args: argparse.Namespace):
         limit_test=args.limit_test,
         distill=args.distill,
         target_macs=args.target_macs,
+        target_latency_ms=args.target_latency_ms,
         round_to=args.round_to,
         remove=args.remove,
         target_open=args.target_open,

@@ -29,6 +29,7 @@ def _prune_config(settings: RecipeSettings, step: PruneStep) -> Any:
         criterion=step.criterion,
         nm=step.nm,
         target_macs=step.target_macs,
+        target_latency_ms=step.target_latency_ms,
         round_to=step.round_to,
         ignore=list(step.ignore),
         seed=settings.seed,

@@ -36,6 +36,7 @@ class PruneStep:
     criterion: str | None = None
     nm: str | None = None
     target_macs: float | None = None
+    target_latency_ms: float | None = None
     round_to: int = 1
     ignore: list[str] = field(default_factory=list)
 

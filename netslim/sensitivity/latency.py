@@ -13,6 +13,7 @@ from netslim.errors import ConfigError
 from netslim.measure.latency import latency_ms
 from netslim.structural.config import Channels
 from netslim.structural.engine import prune
+from netslim.structural.plan import PruningPlan
 
 
 def prune_to_latency(
@@ -29,18 +30,43 @@ def prune_to_latency(
     """Prune ``model`` in place to the largest MACs fraction (bisection over ``steps`` trials)
     whose median CPU latency is at most ``target_ms``; returns the engine's report plus the
     ``latency`` search trace. ConfigError if even the smallest trial is too slow."""
+    _, report = search_latency(
+        model,
+        example_inputs,
+        target_ms,
+        config,
+        calibration=calibration,
+        steps=steps,
+        threads=threads,
+        repeats=repeats,
+    )
+    return report
+
+
+def search_latency(
+    model: nn.Module,
+    example_inputs: Any,
+    target_ms: float,
+    config: Channels | None = None,
+    *,
+    calibration: Any = None,
+    steps: int = 6,
+    threads: int = 1,
+    repeats: int = 20,
+) -> tuple[PruningPlan | None, dict[str, Any]]:
+    """:func:`prune_to_latency` that also returns the applied plan (None: nothing pruned)."""
     if target_ms <= 0:
         raise ConfigError(f"target latency must be > 0 ms, got {target_ms}")
     if not isinstance(example_inputs, (tuple, dict)):
         example_inputs = (example_inputs,)
-    config = config or Channels()
+    config = replace(config or Channels(), target_latency_ms=None)
 
     def measure(m: nn.Module) -> float:
         return latency_ms(m, example_inputs, threads=threads, repeats=repeats).median
 
     trace = [{"macs_fraction": 1.0, "latency_ms": measure(model)}]
     if trace[0]["latency_ms"] <= target_ms:
-        return {"latency": trace, "note": "already under the target: nothing pruned"}
+        return None, {"latency": trace, "note": "already under the target: nothing pruned"}
     lo, hi, best = 0.02, 1.0, None
     for _ in range(steps):
         mid = (lo + hi) / 2
@@ -57,7 +83,7 @@ def prune_to_latency(
             f"no MACs fraction down to {lo:.3f} reaches {target_ms} ms "
             f"(best {min(t['latency_ms'] for t in trace):.3f} ms)"
         )
-    _, report = prune(model, example_inputs, replace(config, target_macs=best), calibration)
+    plan, report = prune(model, example_inputs, replace(config, target_macs=best), calibration)
     report["latency"] = trace
     report["latency_ms"] = measure(model)
-    return report
+    return plan, report

@@ -33,6 +33,9 @@ class Channels:
     calibration_batches: how many calibration batches data-driven criteria read.
     target_macs / target_params: fraction of the original MACs / parameters to *keep*; the
         global ratio is searched to reach it (overrides ``ratio``; implies global ranking).
+    target_latency_ms: median CPU latency (one thread, on the example inputs) to reach. MACs
+        do not map linearly onto time, so the MACs fraction is bisected by pruning copies and
+        measuring them on this machine (slower to plan; the result is machine-specific).
     per_module: ratio override for groups owned by these modules (a group takes the override of
         its first member in parameter order that matches, including parent modules).
     ignore: modules whose tensors must keep their shapes (unknown names are an error).
@@ -47,6 +50,7 @@ class Channels:
     criterion: str = "l2"
     target_macs: float | None = None
     target_params: float | None = None
+    target_latency_ms: float | None = None
     scope: str = "local"
     per_module: dict[str, float] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
@@ -71,8 +75,15 @@ class Channels:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, float)) or not 0.0 < v <= 1.0):
                 raise ConfigError(f"{name} must be a fraction in (0, 1] of the original, got {v!r}")
-        if self.target_macs is not None and self.target_params is not None:
-            raise ConfigError("give target_macs or target_params, not both")
+        v = self.target_latency_ms
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < math.inf
+        ):
+            raise ConfigError(f"target_latency_ms must be a positive number of ms, got {v!r}")
+        targets = ("target_macs", "target_params", "target_latency_ms")
+        given = [name for name in targets if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ConfigError(f"give one of {', '.join(targets)}, not {' and '.join(given)}")
         if not isinstance(self.per_module, dict):
             raise ConfigError("per_module must be a dict {module name: ratio}")
         for name, r in self.per_module.items():

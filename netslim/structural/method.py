@@ -29,7 +29,17 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
         )
     if not isinstance(inputs, (tuple, dict)):
         inputs = (inputs,)
-    plan, report = prune(model, inputs, config, calibration_from(ctx, config.calibration_batches))
+    calibration = calibration_from(ctx, config.calibration_batches)
+    if config.target_latency_ms is not None:
+        from netslim.sensitivity.latency import search_latency
+
+        plan, report = search_latency(
+            model, inputs, config.target_latency_ms, config, calibration=calibration
+        )
+        if plan is None:  # already fast enough: nothing changed, nothing to record
+            return report
+    else:
+        plan, report = prune(model, inputs, config, calibration)
     tensors = flatten_tensors(inputs)
     payload = {
         "plan": plan.to_dict(),
