@@ -46,6 +46,7 @@ class JobSettings:
     per_module: str | None = None  # channel/slimming: JSON {module: ratio} (netslim sensitivity)
     remove: int | None = None  # layer: remove N blocks (instead of --ratio)
     target_open: int | None = None  # gate: blocks left open (default: half)
+    per_input: bool = False  # gate: a per-sample gating head per block (conditional compute)
     data: str | None = "fashion-mnist"
     epochs: int = 2
     finetune_epochs: int = 1

@@ -327,6 +327,14 @@ def test_cli_layer_and_gate(tmp_path, capsys) -> None:
     )
     loaded = netslim.load(out / "model")
     assert sum(len(s) for s in (loaded.layer1, loaded.layer2, loaded.layer3)) == 7
+    out = tmp_path / "routed"
+    args = ["prune", "zoo:resnet20", "--method", "gate", "--per-input", "--target-open", "5"]
+    assert main([*args, "--epochs", "1", "--out", str(out), *common]) == 0
+    routed = netslim.load(out / "model").eval()
+    executed_blocks(routed, reset=True)
+    with torch.no_grad():
+        routed(torch.randn(1, 1, 28, 28))
+    assert 0 <= executed_blocks(routed) <= 9  # per-sample routing survived save and load
     assert (
         main(
             [

@@ -122,6 +122,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="gate: blocks left open after gate training (default: half)",
     )
+    prune.add_argument(
+        "--per-input",
+        action="store_true",
+        help="gate: decide per sample which blocks run (closed blocks are skipped at batch 1)",
+    )
     prune.add_argument("--ignore", nargs="*", default=[], help="module names never pruned")
     prune.add_argument(
         "--example-shape", type=_shape, default=None, help="example input shape, e.g. 1,3,224,224"
@@ -199,6 +204,7 @@ def _settings_from_args(args: argparse.Namespace):
         round_to=args.round_to,
         remove=args.remove,
         target_open=args.target_open,
+        per_input=args.per_input,
         ignore=list(args.ignore),
         example_shape=args.example_shape,
         latency=not args.no_latency,

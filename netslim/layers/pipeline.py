@@ -14,7 +14,8 @@ from netslim.layers.config import Gates, Layers
 
 def layers_config(settings: Any, ratio: float) -> Layers | Gates:
     """``--method layer``: ``--remove N`` wins over ``--ratio``; ``--criterion`` picks the score.
-    ``--method gate``: ``--epochs`` trains weights and gates jointly toward ``--target-open``."""
+    ``--method gate``: ``--epochs`` trains weights and gates jointly toward ``--target-open``;
+    ``--per-input`` learns a per-sample gating head instead of one static gate per block."""
     if settings.schedule != "oneshot":
         raise ConfigError(f"--method {settings.method} runs one-shot (no --schedule)")
     if settings.method == "layer":
@@ -28,5 +29,5 @@ def layers_config(settings: Any, ratio: float) -> Layers | Gates:
         target_open=getattr(settings, "target_open", None),
         epochs=settings.epochs,
         lr=settings.lr,
-        per_input=False,
+        per_input=bool(getattr(settings, "per_input", False)),
     )
