@@ -179,3 +179,72 @@ def test_batch_statistics_over_fan_in_are_never_pruned_silently():
     assert diff <= TOL
     assert model[2].in_channels == 16  # the fan-in of the standardised conv is kept whole
     assert model[2].out_channels == 8  # its own filters can still go
+
+
+class _HeadDimFromWidth(nn.Module):
+    """torchvision Swin's pattern: head_dim is read off the *input* width, not off qkv."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.qkv, self.proj, self.num_heads = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim), heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.norm, self.attn = nn.LayerNorm(dim), _HeadDimFromWidth(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm(x))
+        return x + self.mlp(x)
+
+
+def test_size_derived_from_another_tensor_is_repaired_by_escalation():
+    """The failing reshape's own dims do not reveal the culprit (the hidden width feeding
+    ``c // num_heads``): the engine escalates to the module's dims, still prunes the MLPs, and
+    the result matches the masked model."""
+    model = nn.Sequential(nn.Linear(8, 16), _Block(), _Block(), nn.Linear(16, 4)).eval()
+    x = torch.randn(2, 5, 8)
+    # 0.3: the width (16 -> 11) and the heads (2 -> 1) no longer keep c // num_heads == head_dim
+    diff, _, report = prune_and_compare(model, (x,), Channels(ratio=0.3))
+    assert diff < 1e-5
+    assert all(b.mlp[0].out_features < 32 for b in (model[1], model[2]))
+    assert any("sizes fixed in code" in b["reason"] for b in report["boundaries"])
+
+
+class _TinyDetector(nn.Module):
+    """Scores per anchor, then NMS: every shape after ``nms`` depends on the values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+        self.score = nn.Conv2d(16, 1, 1)
+        self.embed = nn.Linear(16, 4)
+        g = torch.Generator().manual_seed(0)
+        xy = torch.rand(64, 2, generator=g) * 50
+        self.register_buffer("boxes", torch.cat([xy, xy + 8], 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision.ops import nms
+
+        feats = self.backbone(x)
+        scores = self.score(feats).flatten()
+        keep = nms(self.boxes, scores, 0.3)
+        per_anchor = feats.flatten(2)[0].T  # (64, 16)
+        return scores, self.embed(per_anchor[keep])
+
+
+def test_data_dependent_shapes_after_nms_do_not_block_pruning():
+    model = _TinyDetector().eval()
+    x = torch.randn(1, 3, 8, 8)
+    diff, _, report = prune_and_compare(model, (x,), Channels(ratio=0.5))
+    assert diff < 1e-5 and model.backbone[0].out_channels == 8
+    assert report["groups"]["pruned"] >= 1

@@ -154,6 +154,52 @@ def _stuck_atoms(analysis: Analysis, rec: Any, got: list | None) -> list[int]:
     return stuck or [a for d in rec.ins + rec.outs for a in d]
 
 
+def _op_atoms(analysis: Analysis, rec: Any, got: list | None) -> list[int]:
+    """Every dim the failed op reads or writes."""
+    return [a for d in rec.ins + rec.outs for a in d]
+
+
+def _module_atoms(analysis: Analysis, rec: Any, got: list | None) -> list[int]:
+    """Every dim of every op inside the failed op's module: for sizes the code derives from a
+    *different* tensor than the one it reshapes (e.g. ``head_dim = x.shape[-1] // num_heads``
+    applied to the qkv projection), which no single op's dims reveal."""
+    if not rec.module:
+        return _op_atoms(analysis, rec, got)
+    inside = [
+        r
+        for r in analysis.graph.eval_records
+        if r.module == rec.module or r.module.startswith(rec.module + ".")
+    ]
+    return [a for r in inside for d in r.ins + r.outs for a in d]
+
+
+# Escalating repairs for one op that keeps failing: the dims that kept their old size, then all
+# of the op's dims, then all dims of its module. Each level is tried only when the previous one
+# locked nothing new or the same op failed again.
+_REPAIR_LEVELS = (_stuck_atoms, _op_atoms, _module_atoms)
+
+
+def _lock_with_twins(
+    analysis: Analysis, rec: Any, level: Any, got: list | None, reason: str, repaired: list
+) -> bool:
+    """Lock what repair ``level`` finds for ``rec``, and the same in every twin block; True when
+    anything new was locked (a retry can then give a different plan)."""
+    graph = analysis.graph
+    atoms = level(analysis, rec, got)
+    changed = graph.lock_all(atoms, reason)
+    if changed:
+        repaired.append(Boundary(rec.name, rec.module, reason).to_dict())
+    for twin in _twins(graph, rec):  # the same code in every block of this class
+        if level is _stuck_atoms:  # the twin's shapes are unknown: copy the positions
+            twin_atoms = _same_positions(rec, atoms, twin, graph.atoms)
+        else:
+            twin_atoms = level(analysis, twin, None)
+        if graph.lock_all(twin_atoms, f"as {rec.module}: {reason}"):
+            repaired.append(Boundary(twin.name, twin.module, f"as {rec.module}").to_dict())
+            changed = True
+    return changed
+
+
 def _twins(graph: Any, rec: Any) -> list[Any]:
     """The op at the same position in every other module of ``rec``'s module class.
 
@@ -203,6 +249,7 @@ def prune(
     analysis = analyze(model, example_inputs)
     before = (count_params(analysis), count_macs(analysis))
     repaired: list[dict[str, str]] = []
+    levels: dict[int, int] = {}  # record index -> repair escalation reached
     for attempt in range(MAX_REPAIRS + 1):
         plan, notes = make_plan(model, example_inputs, config, analysis, calibration)
         try:
@@ -214,13 +261,15 @@ def prune(
                 raise
             r = analysis.graph.records[rec]
             reason = f"sizes fixed in code: {exc}"
-            stuck = _stuck_atoms(analysis, r, getattr(exc, "got", None))
-            analysis.graph.lock_all(stuck, reason)
-            repaired.append(Boundary(r.name, r.module, reason).to_dict())
-            for twin in _twins(analysis.graph, r):  # the same code in every block of this class
-                atoms = _same_positions(r, stuck, twin, analysis.graph.atoms)
-                if analysis.graph.lock_all(atoms, f"as {r.module}: {reason}"):
-                    repaired.append(Boundary(twin.name, twin.module, f"as {r.module}").to_dict())
+            level = levels.get(rec, 0)
+            got = getattr(exc, "got", None)
+            while level < len(_REPAIR_LEVELS):
+                level += 1
+                if _lock_with_twins(analysis, r, _REPAIR_LEVELS[level - 1], got, reason, repaired):
+                    break
+            else:  # every escalation already applied: the failure is not about sizes
+                raise
+            levels[rec] = level
             analysis = Analysis(analysis.graph, build_groups(analysis.graph))
     report["boundaries"] = repaired + report["boundaries"]
     report["notes"] = report.get("notes", []) + [f"{k}: {v}" for k, v in notes.items()]

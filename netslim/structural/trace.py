@@ -198,9 +198,24 @@ class Graph:
 # reshape/contiguous make only when a tensor is not contiguous (which pruning can change, e.g.
 # when a dim becomes 1). Sequences of traced ops are compared with these filtered out.
 NOISE_OPS = frozenset(
-    {"detach", "alias", "lift_fresh", "lift_fresh_copy", "_local_scalar_dense", "clone"}
+    {
+        "detach",
+        "alias",
+        "lift_fresh",
+        "lift_fresh_copy",
+        "_local_scalar_dense",
+        "clone",
+        "_cuda_version",  # torchvision.ops asks which CUDA it was built with, sometimes
+    }
 )
 SAME_OP = {"_unsafe_view": "view", "_reshape_alias": "view"}
+
+
+# Ops whose output *length* depends on the values (detections kept by NMS, non-zero positions):
+# after pruning the values change, so from such an op on the original run's shapes say nothing.
+DATA_DEPENDENT_OPS = frozenset(
+    {"nms", "nonzero", "masked_select", "unique", "_unique2", "unique_dim", "argwhere"}
+)
 
 
 def op_key(name: str) -> str:
