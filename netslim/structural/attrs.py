@@ -67,10 +67,9 @@ class Context:
         self.norm_groups: dict[str, int] = {}
         self.norm_shapes: dict[str, list[int]] = {}
         for rec in self.graph.records:
-            if rec.kind == "conv" and rec.info.get("groups") is not None:
-                names = self.graph.tensor_names.get(rec.info["weight"])
-                if names:
-                    self.conv_groups[names[0].rpartition(".")[0]] = rec.info["groups"]
+            weight = rec.info.get("weight") if rec.kind == "conv" else None
+            if weight and rec.info.get("groups") is not None:
+                self.conv_groups[weight.rpartition(".")[0]] = rec.info["groups"]
             if rec.info.get("stat") == "group_norm":
                 self.norm_groups[rec.module] = rec.info["groups"]
             if rec.info.get("stat") == "layer_norm" and rec.ins:

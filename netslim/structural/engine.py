@@ -131,8 +131,14 @@ def apply_plan(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) 
     if analysis is None or analysis.graph.model is not model or example_inputs is not None:
         analysis = analyze(model, inputs)
     plan._analysis = None  # the model changes below: never reuse this trace again
-    masks = plan.masks(analysis)
-    report = apply_masks(model, analysis, masks, inputs)
+    try:
+        report = apply_masks(model, analysis, plan.masks(analysis), inputs)
+    except PruningError as exc:
+        if not (analysis.graph.on_meta and getattr(exc, "validation", False)):
+            raise
+        # the model takes another path on meta tensors than on real ones: trace for real
+        analysis = analyze(model, inputs, meta=False)
+        report = apply_masks(model, analysis, plan.masks(analysis), inputs)
     if plan.example_inputs is None:
         plan.example_inputs = inputs
     report["boundaries"] = [b.to_dict() for b in analysis.graph.boundaries]
@@ -256,6 +262,10 @@ def prune(
             report = apply_plan(model, plan)
             break
         except PruningError as exc:
+            if analysis.graph.on_meta and getattr(exc, "validation", False):
+                # first retry: the real trace (see ``apply_plan``)
+                analysis = analyze(model, example_inputs, meta=False)
+                continue
             rec = getattr(exc, "record", None)
             if rec is None or attempt == MAX_REPAIRS:
                 raise

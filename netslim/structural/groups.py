@@ -178,8 +178,9 @@ def build_groups(graph: Graph) -> list[Group]:
     return list(groups.values())
 
 
-def analyze(model: nn.Module, example_inputs: Any) -> Analysis:
-    graph = trace(model, example_inputs)
+def analyze(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Analysis:
+    """Trace (on meta tensors when the model allows, see ``trace``) and find the groups."""
+    graph = trace(model, example_inputs, meta=meta)
     with one_thread():
         return Analysis(graph, build_groups(graph))
 

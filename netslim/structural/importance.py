@@ -77,11 +77,18 @@ class GroupCriterion:
         return self.finish(score)
 
     def _per_position(self, name: str, t: torch.Tensor, dim: int) -> torch.Tensor | None:
-        e = self.element_scores(name, t.detach())
+        others = [d for d in range(t.dim()) if d != dim % max(t.dim(), 1)]
+        sums = self.position_sums(name, t.detach(), others)
+        return None if sums is None else sums.to(torch.float64).cpu()
+
+    def position_sums(self, name: str, t: torch.Tensor, others: list[int]) -> torch.Tensor | None:
+        """``element_scores`` summed over the ``others`` dims (one value per index). Norm
+        criteria override this to reduce without materialising a full-size score tensor."""
+        e = self.element_scores(name, t)
         if e is None:
             return None
         e = e.float() if not e.is_floating_point() else e
-        return e.movedim(dim, 0).reshape(e.shape[dim], -1).sum(1).to(torch.float64).cpu()
+        return e.sum(dim=others) if others else e
 
     def finish(self, score: torch.Tensor) -> torch.Tensor:
         return score
@@ -99,6 +106,11 @@ class L1Norm(GroupCriterion):
     def element_scores(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.float().abs()
 
+    def position_sums(self, name: str, t: torch.Tensor, others: list[int]) -> torch.Tensor:
+        if not others:
+            return t.float().abs()
+        return torch.linalg.vector_norm(t.float(), 1, dim=others)
+
 
 @register("l2")
 class L2Norm(GroupCriterion):
@@ -107,6 +119,11 @@ class L2Norm(GroupCriterion):
     def element_scores(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         t = tensor.float()
         return t * t
+
+    def position_sums(self, name: str, t: torch.Tensor, others: list[int]) -> torch.Tensor:
+        if not others:
+            return t.float().square()
+        return torch.linalg.vector_norm(t.float(), 2, dim=others).square()
 
     def finish(self, score: torch.Tensor) -> torch.Tensor:
         return score.sqrt()

@@ -160,7 +160,9 @@ def masked_reference(
     """A deep copy of the *unpruned* ``model`` that computes what ``plan`` promises."""
     inputs = example_inputs if example_inputs is not None else plan.example_inputs
     ref = copy.deepcopy(model).eval()
-    analysis = analyze(ref, inputs)
+    # a real trace: the oracle replays masks by op position in a real run, so its op
+    # sequence must be the real one
+    analysis = analyze(ref, inputs, meta=False)
     g = analysis.graph
     A = g.atoms
     masks = plan.masks(analysis)

@@ -642,7 +642,8 @@ def convolution(ctx: OpContext) -> None:
     spatial = [ctx.new(s, "spatial") for s in o.shape[cx + 1 :]]
     res = ([] if unbatched else [dx[0]]) + [cout] + spatial
     ctx.kind = "conv"
-    ctx.info.update(weight=id(w), groups=gatom)
+    names = ctx.g.tensor_names.get(id(w))  # a name survives a meta trace, an id does not
+    ctx.info.update(weight=names[0] if names else None, groups=gatom)
     ctx.info["macs"] = [res + dw[1:] if not transposed else dx + dw[1:]]
     ctx.out(o, res)
 

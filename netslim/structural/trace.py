@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from netslim.errors import ConfigError
 from netslim.structural.atoms import AlgebraConflict, Atoms
@@ -99,6 +99,9 @@ class Graph:
         # id(tensor) -> canonical qualified names (params first, then buffers; tied -> many)
         self.tensor_names: dict[int, list[str]] = {}
         self.tensors: dict[str, torch.Tensor] = {}
+        # name -> the object the traced forward sees: the tensor itself, or its meta twin
+        self.traced: dict[str, torch.Tensor] = self.tensors
+        self.on_meta = False
         self.is_param: dict[str, bool] = {}
         self._by_storage: dict[int, list[str]] = {}
         for name, p in model.named_parameters(remove_duplicate=False):
@@ -111,6 +114,24 @@ class Graph:
         # records[:n_eval] are the eval forward, op for op (validation and the oracle replay
         # it); later records come from modules that run only in train mode (attrs need them)
         self.n_eval: int | None = None
+
+    def trace_on(self, twins: dict[str, torch.Tensor]) -> None:
+        """The forward will see ``twins[name]`` (meta tensors) in place of the parameters."""
+        self._real_names = self.tensor_names
+        self.tensor_names = {id(twins[ns[0]]): ns for ns in self._real_names.values()}
+        self.traced = twins
+        self.on_meta = True
+
+    def adopt_real(self) -> None:
+        """After a meta trace: key every layout and name by the real tensors again, so later
+        stages (and a second, real train-mode trace) see the model's own parameters."""
+        for name, real in self.tensors.items():
+            twin = self.traced[name]
+            hit = self.layouts.pop(id(twin), None)
+            if hit is not None and hit[0] is twin:
+                self.layouts[id(real)] = (real, hit[1])
+        self.tensor_names = self._real_names
+        self.traced = self.tensors
 
     @property
     def eval_records(self) -> list[OpRecord]:
@@ -132,7 +153,7 @@ class Graph:
         if hit is not None and hit[0] is t:
             return hit[1]
         names = self.tensor_names.get(id(t))
-        if names is not None and self.tensors[names[0]] is t:
+        if names is not None and self.traced[names[0]] is t:
             name = names[0]
             integral = not (t.is_floating_point() or t.is_complex())
             lock = "integer buffer (indices/masks)" if integral else None
@@ -147,6 +168,8 @@ class Graph:
     def _check_alias(self, t: torch.Tensor) -> None:
         """A tensor that shares storage with a parameter but was made outside the trace
         (a cached view) would go stale after pruning: keep that parameter whole."""
+        if t.is_meta:  # made inside the meta forward: it cannot alias a real parameter
+            return
         try:
             ptr = t.untyped_storage().data_ptr()
         except RuntimeError:
@@ -168,7 +191,7 @@ class Graph:
             for a, b in zip(hit[1], atoms, strict=True):
                 self.atoms.unify(a, b)
             return
-        if id(t) in self.tensor_names and self.tensors[self.tensor_names[id(t)][0]] is t:
+        if id(t) in self.tensor_names and self.traced[self.tensor_names[id(t)][0]] is t:
             old = self.dims(t)
             for a, b in zip(old, atoms, strict=True):
                 self.atoms.unify(a, b)
@@ -227,6 +250,30 @@ def aligned(names: list[str]) -> list[int]:
     return [i for i, n in enumerate(names) if n not in NOISE_OPS]
 
 
+def _eval_batch_norm_on_meta(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    """Eval batch norm on meta: the output is shaped like the input and the saved statistics
+    are empty, as the CPU kernel returns them. (The meta kernel is a Python decomposition that
+    costs more than the real op.) None: not the eval case, use the kernel."""
+    training = args[4] if len(args) > 4 else kwargs.get("training", False)
+    if not x.is_meta or training:
+        return None
+    return torch.empty_like(x), x.new_empty(0), x.new_empty(0)
+
+
+def _eval_batch_norm_no_training_on_meta(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    if not x.is_meta:
+        return None
+    return torch.empty_like(x), x.new_empty(0), x.new_empty(0)
+
+
+_META_SHORTCUTS = {
+    torch.ops.aten.native_batch_norm.default: _eval_batch_norm_on_meta,
+    torch.ops.aten._native_batch_norm_legit_no_training.default: (
+        _eval_batch_norm_no_training_on_meta
+    ),
+}
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self, graph: Graph) -> None:
         super().__init__()
@@ -234,7 +281,10 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        shortcut = _META_SHORTCUTS.get(func) if self.graph.on_meta else None
+        out = shortcut(*args, **kwargs) if shortcut is not None else None
+        if out is None:
+            out = func(*args, **kwargs)
         from netslim.structural.rules import apply_rule
 
         apply_rule(self.graph, func, args, kwargs, out)
@@ -302,8 +352,145 @@ def run_model(model: nn.Module, example_inputs: Any) -> Any:
     return model(*example_inputs)
 
 
-def trace(model: nn.Module, example_inputs: Any) -> Graph:
+def _eval_forward(model: nn.Module, inputs: Any, graph: Graph, call: Any) -> Any:
+    """``call(model, inputs)`` once in eval mode under the recorder (flags restored after)."""
+    for t in flatten_tensors(inputs):
+        graph.layouts[id(t)] = (t, [graph.atoms.new(s, "model input") for s in t.shape])
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad(), _no_fastpaths(), _module_stack(model, graph), _Recorder(graph):
+            return call(model, inputs)
+    except AlgebraConflict as exc:  # pragma: no cover - rules catch their own conflicts
+        raise ConfigError(f"tracing failed: {exc}") from exc
+    except Exception as exc:
+        shapes = [tuple(t.shape) for t in flatten_tensors(inputs)]
+        raise ConfigError(
+            f"the model does not run on the example inputs (shapes {shapes}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        for m, flag in modes.items():
+            m.training = flag
+
+
+@contextlib.contextmanager
+def _cpu_attention_on_meta() -> Iterator[None]:
+    """On meta tensors ``F.scaled_dot_product_attention`` picks the math backend, while the
+    CPU run of the same code picks the fused flash kernel: a different op sequence, and the
+    fused op is where the trace learns that the scale follows head_dim. While tracing on meta,
+    ask the CPU which backend it would use (on empty stand-ins of the same shapes) and call
+    that kernel on meta. (Patched on ``torch.nn.functional``, where torch's own attention,
+    Hugging Face and timm look it up at call time.)"""
+    functional = torch.nn.functional
+    original = functional.scaled_dot_product_attention
+
+    def sdpa(*args: Any, **kwargs: Any) -> torch.Tensor:
+        out = _flash_on_meta(*args, **kwargs)
+        return original(*args, **kwargs) if out is None else out
+
+    functional.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        functional.scaled_dot_product_attention = original
+
+
+def _flash_on_meta(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor | None:
+    if not q.is_meta or (attn_mask is not None and attn_mask.dtype == torch.bool):
+        return None  # the generic path (a mismatch shows in validation, then a real trace)
+    with _disable_current_modes():
+        stand_in = [torch.empty(t.shape, dtype=t.dtype) for t in (q, k, v)]
+        mask = None if attn_mask is None else torch.empty(attn_mask.shape, dtype=attn_mask.dtype)
+        choice = torch._fused_sdp_choice(
+            *stand_in, mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
+        )
+    if choice != torch.nn.attention.SDPBackend.FLASH_ATTENTION.value:
+        return None
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    return flash(q, k, v, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+
+
+def _trace_on_meta(model: nn.Module, example_inputs: Any) -> tuple[Graph, Any] | None:
+    """The eval trace with meta twins of every parameter, buffer and input; None when the
+    model's code needs real values (the caller then traces for real)."""
+    from torch.func import functional_call
+    from torch.utils._pytree import tree_map
+
+    graph = Graph(model)
+    if any(t.is_meta for t in graph.tensors.values()):
+        return None
+    twins = {name: torch.empty_like(t, device="meta") for name, t in graph.tensors.items()}
+    graph.trace_on(twins)
+    state = {n: twins[names[0]] for names in graph.tensor_names.values() for n in names}
+    inputs = tree_map(lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v, example_inputs)
+
+    def call(m: nn.Module, x: Any) -> Any:
+        if isinstance(x, Mapping):
+            return functional_call(m, state, (), dict(x))
+        return functional_call(m, state, x if isinstance(x, tuple) else (x,))
+
+    saved = _attribute_snapshot(model)
+    try:
+        with _cpu_attention_on_meta():
+            out = _eval_forward(model, inputs, graph, call)
+    except ConfigError:
+        return None
+    finally:
+        _drop_meta_leftovers(model, saved)
+    graph.adopt_real()
+    return graph, out
+
+
+def _attribute_snapshot(model: nn.Module) -> dict[nn.Module, dict[str, Any]]:
+    return {m: dict(vars(m)) for m in model.modules()}
+
+
+def _drop_meta_leftovers(model: nn.Module, saved: dict[nn.Module, dict[str, Any]]) -> None:
+    """Undo what a meta forward cached on the modules (rotary tables, attention-bias caches):
+    a meta tensor left behind would break the next real forward."""
+    for m, before in saved.items():
+        now = vars(m)
+        for key in list(now):
+            if key in ("_parameters", "_buffers", "_modules"):
+                continue
+            value = now[key]
+            if key not in before:
+                if _holds_meta(value):
+                    del now[key]
+            elif value is not before[key] and _holds_meta(value):
+                now[key] = before[key]
+            elif isinstance(value, dict):
+                for k in [k for k, v in value.items() if _holds_meta(v)]:
+                    del value[k]
+
+
+def _holds_meta(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.is_meta
+    if isinstance(value, (list, tuple)):
+        return any(_holds_meta(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_meta(v) for v in value.values())
+    return False
+
+
+def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
     """Run one eval-mode forward under the recorder and return the finished ``Graph``.
+
+    ``meta=True`` first runs that forward on meta tensors (the parameters' shapes, no data,
+    no arithmetic): the algebra needs shapes and op arguments only, so this skips the model's
+    FLOPs and keeps no activations alive. Code that needs values (``.item()``, NMS, a tensor
+    made on the CPU inside forward) fails on meta; the trace then runs for real.
 
     When parameters are left unused (a head that only runs in train mode, like Inception's
     auxiliary classifier), a second, train-mode forward is traced into the same algebra, so
@@ -313,25 +500,13 @@ def trace(model: nn.Module, example_inputs: Any) -> Graph:
     """
     if example_inputs is None:
         raise ConfigError("structural pruning needs example inputs (a tuple of tensors)")
-    graph = Graph(model)
-    for t in flatten_tensors(example_inputs):
-        graph.layouts[id(t)] = (t, [graph.atoms.new(s, "model input") for s in t.shape])
+    traced = _trace_on_meta(model, example_inputs) if meta else None
+    if traced is not None:
+        graph, out = traced
+    else:
+        graph = Graph(model)
+        out = _eval_forward(model, example_inputs, graph, run_model)
     modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad(), _no_fastpaths(), _module_stack(model, graph), _Recorder(graph):
-            out = run_model(model, example_inputs)
-    except AlgebraConflict as exc:  # pragma: no cover - rules catch their own conflicts
-        raise ConfigError(f"tracing failed: {exc}") from exc
-    except Exception as exc:
-        shapes = [tuple(t.shape) for t in flatten_tensors(example_inputs)]
-        raise ConfigError(
-            f"the model does not run on the example inputs (shapes {shapes}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        for m, flag in modes.items():
-            m.training = flag
     outs = [out]
     try:
         train_out = _trace_train_only(model, example_inputs, graph)
