@@ -59,7 +59,10 @@ def write_report(db: dict[str, Any]) -> str:
         "**ok** means the pruned model is *equivalent* to `masked_reference` (the original "
         "with the removed channels zeroed) on fresh inputs of the traced shape: max abs diff "
         f"≤ {ABS} or, for outputs of large magnitude, max abs diff / max |reference| ≤ {REL} "
-        "(the `tol` column says which). **mismatch** would be a silent wrong output.",
+        "(the `tol` column says which). **mismatch** would be a silent wrong output. "
+        "Detection models are compared on their dense head's raw outputs (RPN head or "
+        "SSD/RetinaNet/FCOS head, before NMS): with random weights many scores tie, and which "
+        "tied box NMS keeps flips on float noise.",
         "- Torch-Pruning: `BasePruner(GroupMagnitudeImportance(p=2), pruning_ratio=0.5)`, heads "
         "ignored and `num_heads` passed as in the anchor file's method notes (detection: whole "
         "heads/RPN/RoI heads ignored by module name). **ok** means only that the pruned forward "

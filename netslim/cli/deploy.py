@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from netslim.cli.main import _shape
+    from netslim.cli.args import parse_shape
     from netslim.export import export_onnx, export_program, max_abs_diff, quantize_onnx
     from netslim.io import load
     from netslim.models.spec import make_example_inputs
@@ -93,7 +93,7 @@ def _export(args: argparse.Namespace) -> int:
     model_dir = _model_dir(args.directory)
     model = load(model_dir)
     out = Path(args.out) if args.out else model_dir / "export"
-    shape = _shape(args.example_shape) if args.example_shape else None
+    shape = parse_shape(args.example_shape) if args.example_shape else None
     inputs = make_example_inputs(model, shape)
     result = {"onnx": export_onnx(model, inputs, out / "model.onnx").as_dict()}
     if args.int8:

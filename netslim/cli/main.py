@@ -12,40 +12,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from netslim.cli.args import DATA_HELP, MODEL_HELP, add_data, parse_shape
 from netslim.errors import NetslimError
 
 
-def _shape(text: str) -> list[int]:
-    try:
-        dims = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated ints like 1,3,224,224, got {text!r}"
-        ) from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"shape dims must be positive, got {text!r}")
-    return dims
-
-
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data",
-        default="fashion-mnist",
-        help="fashion-mnist | digits | synthetic | DIR with IDX files | none",
-    )
+    add_data(p, data_help=f"{DATA_HELP} | none")
     p.add_argument(
         "--epochs", type=int, default=2, help="training epochs before pruning (untrained models)"
     )
     p.add_argument(
         "--finetune-epochs", type=int, default=1, help="fine-tuning epochs after each pruning step"
-    )
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument(
-        "--limit-train", type=int, default=None, help="use a fixed subset of N training samples"
-    )
-    p.add_argument(
-        "--limit-test", type=int, default=None, help="use a fixed subset of N test samples"
     )
     p.add_argument(
         "--distill",
@@ -55,7 +32,6 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--out", default=None, help="output directory (default runs/<model>-<method>)")
-    p.add_argument("--seed", type=int, default=0)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -65,9 +41,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     prune = sub.add_parser("prune", help="prune a model, fine-tune it, measure and save it")
-    prune.add_argument(
-        "model", help="zoo:NAME | torchvision:NAME | timm:NAME | hf:PATH | py:FILE.py:FACTORY"
-    )
+    prune.add_argument("model", help=MODEL_HELP)
     prune.add_argument(
         "--method", default="unstructured", help="unstructured | channel | slimming | layer | gate"
     )
@@ -129,7 +103,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--ignore", nargs="*", default=[], help="module names never pruned")
     prune.add_argument(
-        "--example-shape", type=_shape, default=None, help="example input shape, e.g. 1,3,224,224"
+        "--example-shape",
+        type=parse_shape,
+        default=None,
+        help="example input shape, e.g. 1,3,224,224",
     )
     _add_training_args(prune)
     prune.add_argument(
@@ -164,7 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="data to measure accuracy on (default: the one used for pruning)",
     )
     ev.add_argument("--limit-test", type=int, default=None)
-    ev.add_argument("--example-shape", type=_shape, default=None)
+    ev.add_argument("--example-shape", type=parse_shape, default=None)
     ev.add_argument("--no-latency", action="store_true")
     _add_lottery(sub)
     _add_deploy(sub, prune)

@@ -14,16 +14,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netslim.cli.args import add_data, add_model, loaders
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "lottery",
         help="find a lottery ticket: iterative magnitude pruning with rewinding, plus controls",
     )
-    p.add_argument("model", help="zoo:NAME | torchvision:NAME | timm:NAME | py:FILE.py:FACTORY")
-    p.add_argument(
-        "--data", default="fashion-mnist", help="fashion-mnist | digits | synthetic | IDX DIR"
-    )
+    add_model(p)
+    add_data(p, lr=1.2e-3, batch_size=60)  # Frankle & Carbin's LeNet-300-100 setting
     p.add_argument("--rounds", type=int, default=5, help="pruning rounds K")
     p.add_argument(
         "--rate", type=float, default=0.2, help="fraction of the remaining weights pruned per round"
@@ -54,10 +54,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--iterations", type=int, default=None, help="training steps per round (overrides epochs)"
     )
-    p.add_argument("--lr", type=float, default=1.2e-3)
     p.add_argument("--optimizer", default="adam", help="adam | sgd")
     p.add_argument("--schedule", default="constant", help="constant | cosine")
-    p.add_argument("--batch-size", type=int, default=60)
     p.add_argument(
         "--eval-every", type=int, default=None, help="validate every N steps (default T/10)"
     )
@@ -67,9 +65,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         help="training samples held out for early stopping (default 10%%; 0 = use the test set)",
     )
-    p.add_argument("--limit-train", type=int, default=None)
-    p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output directory (default runs/<model>-lottery)")
     return p
 
@@ -100,7 +95,6 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from netslim.data import make_loaders
     from netslim.lottery.data import split_validation
     from netslim.lottery.export import export_ticket
     from netslim.lottery.procedure import LotteryRun
@@ -111,13 +105,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = _config(args)  # bad settings fail here, before any data is read
     out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-lottery")
-    train, test = make_loaders(
-        args.data,
-        batch_size=args.batch_size,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        seed=args.seed,
-    )
+    train, test = loaders(args)
     size = len(train.dataset) // 10 if args.val_size is None else args.val_size
     val = None
     if size > 0:

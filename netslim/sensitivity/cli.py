@@ -13,14 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from netslim.cli.args import add_data, add_model, loaders, parse_shape
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sensitivity",
         help="prune each channel group alone at 10-90%%, measure, propose per-module ratios",
     )
-    p.add_argument("model", help="zoo:NAME | torchvision:NAME | timm:NAME | py:FILE.py:FACTORY")
-    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist | digits | synthetic")
+    add_model(p)
+    add_data(p)
     p.add_argument("--epochs", type=int, default=2, help="train this long first (0: as built)")
     p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
     p.add_argument("--criterion", default="l2", help="structural criterion (l2, bn, taylor, ...)")
@@ -29,23 +31,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--round-to", type=int, default=1)
     p.add_argument("--ignore", nargs="*", default=[])
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--limit-train", type=int, default=None)
-    p.add_argument("--limit-test", type=int, default=None)
     p.add_argument(
         "--out", default=None, help="output directory (default runs/<model>-sensitivity)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--example-shape", type=_shape, default=None, help="e.g. 1,3,224,224")
+    p.add_argument("--example-shape", type=parse_shape, default=None, help="e.g. 1,3,224,224")
     p.add_argument("--no-progress", action="store_true")
     return p
-
-
-def _shape(text: str) -> list[int]:
-    from netslim.cli.main import _shape as parse
-
-    return parse(text)
 
 
 def _ratios(text: str) -> list[float]:
@@ -89,7 +80,6 @@ def plot(scan: dict[str, Any], path: Path) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netslim.data import make_loaders
     from netslim.importance import Calibration
     from netslim.models.spec import build_model, make_example_inputs
     from netslim.sensitivity import propose_ratios, scan_sensitivity
@@ -101,13 +91,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     model = build_model(args.model)
     example = make_example_inputs(model, args.example_shape)
-    train_loader, test_loader = make_loaders(
-        args.data,
-        batch_size=args.batch_size,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        seed=args.seed,
-    )
+    train_loader, test_loader = loaders(args)
     if args.epochs:
         train(model, train_loader, epochs=args.epochs, lr=args.lr, progress=not args.no_progress)
     model.eval()
