@@ -103,3 +103,21 @@ def test_prune_job_end_to_end_then_eval_in_fresh_process(
     measured, _ = json.JSONDecoder().raw_decode(result.stdout)
     assert measured["nonzero_params"] == report["nonzero_params_after"]
     assert abs(measured["accuracy"] - report["accuracy_after"]) < 1e-9
+
+
+def test_prune_with_quantize_int8_writes_torch_and_onnx_int8(tmp_path: Path) -> None:
+    """``--quantize int8`` on a Linear-only model: dynamic int8, saved as a reloadable netslim
+    directory beside the ONNX int8 file; the reloaded model scores what the job reported."""
+    import torch
+
+    import netslim
+
+    out = tmp_path / "job"
+    assert main(["prune", "zoo:lenet300", *FAST, "--quantize", "int8", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    reloaded = netslim.load(out / "model_int8")
+    assert type(reloaded[1].weight).__name__ != "Parameter"
+    with torch.no_grad():
+        assert reloaded(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert (out / "model_int8.onnx").stat().st_size > 0
+    assert "accuracy_int8" in json.dumps(report)

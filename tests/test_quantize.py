@@ -96,3 +96,31 @@ def test_qat_runs(loaders) -> None:
     )
     assert report.mode == "qat" and any("quantization-aware" in n for n in report.notes)
     assert evaluate(quantized, loaders[1]) > 0.3
+
+
+def test_dynamic_int8_saves_and_reloads_exactly(tmp_path) -> None:
+    """Masks + channel pruning + dynamic int8: ``netslim.save`` stores the int8 values and
+    scales themselves; ``load`` replays the history and gives the same outputs bit for bit."""
+    from netslim.structural import Channels
+    from netslim.unstructured import Unstructured
+
+    model = netslim.build_model("zoo:lenet300").eval()
+    x = torch.randn(4, 1, 28, 28)
+    netslim.prune_(model, Channels(ratio=0.25), example_inputs=(x,))
+    netslim.prune_(model, Unstructured(ratio=0.5))
+    quantized, report = quantize_int8(model, mode="dynamic")
+    netslim.save(quantized, tmp_path)
+    reloaded = netslim.load(tmp_path)
+    assert type(reloaded[1].weight).__name__ == type(quantized[1].weight).__name__ != "Parameter"
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), quantized(x))
+    assert len(report.quantized) == 3
+
+
+def test_static_int8_graph_save_says_how_to_deploy(tmp_path) -> None:
+    model = netslim.build_model("zoo:lenet5").eval()
+    x = torch.randn(2, 1, 28, 28)
+    quantized, _ = quantize_int8(model, mode="static", example_inputs=(x,), calibration=[x])
+    with pytest.raises(ConfigError, match="ONNX"):
+        netslim.save(quantized, tmp_path / "q")
+    assert not (tmp_path / "q").exists()

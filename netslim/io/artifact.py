@@ -40,16 +40,43 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _unshared_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """safetensors refuses aliased storage (tied weights): store each key as its own tensor."""
+def _unshared_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
+    """safetensors refuses aliased storage (tied weights): store each key as its own tensor.
+
+    Tensor subclasses (torchao's int8 weights) are stored as their plain inner tensors,
+    ``KEY::qdata``, ``KEY::scale``...; the second value lists them per key for :func:`load`.
+    """
     seen: set[tuple[int, int]] = set()
     out: dict[str, torch.Tensor] = {}
+    packed: dict[str, list[str]] = {}
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
+        if type(tensor) is not torch.Tensor and hasattr(tensor, "__tensor_flatten__"):
+            names, _ = tensor.__tensor_flatten__()
+            packed[key] = list(names)
+            for name in names:
+                out[f"{key}::{name}"] = getattr(tensor, name).clone().contiguous()
+            continue
         ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         out[key] = tensor.clone().contiguous() if ident in seen else tensor.contiguous()
         seen.add(ident)
-    return out
+    return out, packed
+
+
+def _load_packed(model: nn.Module, state: dict[str, torch.Tensor], packed: dict) -> None:
+    """Copy the inner tensors of each packed key into the rebuilt model's subclass tensor."""
+    current = model.state_dict()
+    for key, names in packed.items():
+        target = current.get(key)
+        if target is None or type(target) is torch.Tensor:
+            raise ArtifactError(f"{key} is stored quantized but the rebuilt model's is not")
+        for name in names:
+            value = state.pop(f"{key}::{name}", None)
+            inner = getattr(target, name, None)
+            if value is None or inner is None or inner.shape != value.shape:
+                raise ArtifactError(f"{key}::{name} is missing or does not fit the rebuilt model")
+            with torch.no_grad():
+                inner.copy_(value)
 
 
 def save(
@@ -61,6 +88,12 @@ def save(
     half-written artifact that ``load`` would accept.
     """
     spec = spec or get_spec(model)
+    if spec is None and isinstance(model, torch.fx.GraphModule):
+        raise ConfigError(
+            "this is a captured graph (static int8 from torch.export), which netslim.save "
+            "cannot rebuild from a spec: deploy it as ONNX (netslim.export.export_onnx, then "
+            "quantize_onnx) or with torch.export.save; dynamic int8 models save normally"
+        )
     if spec is None:
         raise ConfigError(
             "the model has no spec: build it with netslim.build_model('zoo:...') or pass "
@@ -70,7 +103,8 @@ def save(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
-    save_file(_unshared_state_dict(model), str(tmp_path))
+    tensors, packed = _unshared_state_dict(model)
+    save_file(tensors, str(tmp_path))
     os.replace(tmp_path, out / WEIGHTS)
     from netslim import __version__
 
@@ -82,6 +116,8 @@ def save(
         "history": get_history(model),
         "files": {WEIGHTS: _sha256(out / WEIGHTS)},
     }
+    if packed:
+        manifest["packed"] = packed
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out
 
@@ -131,7 +167,15 @@ def load(directory: str | os.PathLike) -> nn.Module:
     model = build_model(spec["source"], **spec.get("kwargs", {}))
     replay(model, manifest["history"])
     try:
-        model.load_state_dict(state, strict=True)
+        packed = manifest.get("packed", {})
+        if packed:
+            _load_packed(model, state, packed)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if unexpected or set(missing) - set(packed):
+                raise RuntimeError(f"missing {sorted(set(missing) - set(packed))}, "
+                                   f"unexpected {sorted(unexpected)}")  # fmt: skip
+        else:
+            model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(
             f"weights in {weights_path} do not fit the rebuilt model: {exc}"

@@ -21,6 +21,7 @@ _BUILTIN: dict[str, str] = {
     "structural": "netslim.structural.method:replay_plan",
     "layers": "netslim.layers.method:replay_layers",
     "gates": "netslim.layers.method:replay_gates",
+    "quantize": "netslim.quantize.dynamic:replay_quantize",
 }
 _REGISTERED: dict[str, Replayer] = {}
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim.core import history
 from netslim.errors import ConfigError, UnsupportedModelError
 from netslim.quantize import dynamic, static
 from netslim.quantize.report import QuantizeReport
@@ -91,4 +92,6 @@ def quantize_int8(
             out = dynamic.quantize_dynamic_(work, report)
     report.warn_kept_float()
     out.eval()  # not chained: the exported module's patched eval() returns None
+    if report.mode == "dynamic":  # eager modules: netslim.save can store and replay them
+        history.record(out, "quantize", {"mode": "dynamic", "layers": list(report.quantized)})
     return out, report

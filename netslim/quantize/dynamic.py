@@ -9,8 +9,11 @@ gets faster under ``torch.compile``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
+from netslim.errors import ArtifactError
 from netslim.quantize.report import QuantizeReport, weighted_modules
 
 BACKEND = "torchao.quantize_(Int8DynamicActivationInt8WeightConfig)"
@@ -33,3 +36,23 @@ def quantize_dynamic_(model: nn.Module, report: QuantizeReport) -> nn.Module:
             continue
         report.quantized.append(name)
     return model
+
+
+def replay_quantize(model: nn.Module, record: dict[str, Any]) -> None:
+    """``netslim.load``: fold masks and quantize the recorded layers again, so the rebuilt
+    model has the int8 tensors (of the right shapes) that the saved values are copied into."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    from netslim.unstructured.masks import make_permanent
+
+    if record.get("mode") != "dynamic":
+        raise ArtifactError(f"cannot replay quantization mode {record.get('mode')!r}")
+    make_permanent(model)
+    layers = set(record.get("layers", []))
+    modules = dict(model.named_modules())
+    missing = sorted(layers - set(modules))
+    if missing:
+        raise ArtifactError(f"quantized layers {missing} do not exist in the rebuilt model")
+    quantize_(
+        model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, fqn: fqn in layers
+    )

@@ -1,8 +1,9 @@
 """The ``--quantize int8`` step of ``netslim prune``: int8 after fine-tuning, measured, exported.
 
-torch int8 models are not ``netslim.save``-able (tensor subclasses / exported graphs), so the
-deployable int8 artifact of a job is ``model_int8.onnx`` (onnxruntime's quantizer on the float
-export), written beside the float ``model/``.
+The deployable int8 artifact of a job is ``model_int8.onnx`` (onnxruntime's quantizer on the
+float export), written beside the float ``model/``. A dynamic int8 torch model (Linear-only
+networks) is also saved as ``model_int8/`` (``netslim.load`` rebuilds it exactly); a static one
+is a captured graph that only ONNX or ``torch.export`` can carry.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def quantize_job(
         model, example_inputs=example_inputs, calibration=train_loader
     )
     result: dict[str, Any] = {"int8": report.as_dict()}
+    if report.mode == "dynamic":
+        from netslim.io import save
+
+        result["torch_int8"] = str(save(quantized, out / "model_int8"))
     if test_loader is not None:
         result["accuracy_int8"] = evaluate(quantized, test_loader)
     if latency:
