@@ -40,7 +40,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _unshared_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
+def _unshared_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The storable tensors of ``model`` (see :func:`_storable_state`)."""
+    return _storable_state(model)[0]
+
+
+def _storable_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
     """safetensors refuses aliased storage (tied weights): store each key as its own tensor.
 
     Tensor subclasses (torchao's int8 weights) are stored as their plain inner tensors,
@@ -103,7 +108,7 @@ def save(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
-    tensors, packed = _unshared_state_dict(model)
+    tensors, packed = _storable_state(model)
     save_file(tensors, str(tmp_path))
     os.replace(tmp_path, out / WEIGHTS)
     from netslim import __version__
