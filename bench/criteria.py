@@ -303,24 +303,12 @@ def run_minilm(args) -> dict[str, Any]:
     try:
         import torch_pruning as tp
 
-        def tp_ffn(m: nn.Module) -> None:
-            keep = {m.get_submodule(k) for k in ffn}
-            ignored = [x for x in m.modules() if isinstance(x, nn.Linear) and x not in keep]
-            pruner = tp.pruner.BasePruner(
-                m,
-                example,
-                importance=tp.importance.GroupMagnitudeImportance(p=2),
-                pruning_ratio=0.5,
-                ignored_layers=ignored,
-            )
-            pruner.step()
-
-        def tp_ffn_heads(m: nn.Module) -> None:
-            # Torch-Pruning's documented BERT recipe: heads declared by hand, attributes fixed
-            # by hand after the step (netslim updates them itself).
+        def tp_ffn(m: nn.Module, heads: float = 0.0) -> None:
+            # With heads: Torch-Pruning's documented BERT recipe, heads declared by hand and
+            # attributes fixed by hand after the step (netslim updates them itself).
             attn = [x for x in m.modules() if type(x).__name__.endswith("SelfAttention")]
             qkv = {lin: a.num_attention_heads for a in attn for lin in (a.query, a.key, a.value)}
-            keep = {m.get_submodule(k) for k in ffn} | set(qkv)
+            keep = {m.get_submodule(k) for k in ffn} | (set(qkv) if heads else set())
             ignored = [x for x in m.modules() if isinstance(x, nn.Linear) and x not in keep]
             pruner = tp.pruner.BasePruner(
                 m,
@@ -328,18 +316,18 @@ def run_minilm(args) -> dict[str, Any]:
                 importance=tp.importance.GroupMagnitudeImportance(p=2),
                 pruning_ratio=0.5,
                 ignored_layers=ignored,
-                num_heads=qkv,
-                prune_num_heads=True,
+                num_heads=qkv if heads else {},
+                prune_num_heads=bool(heads),
                 prune_head_dims=False,
-                head_pruning_ratio=0.25,
+                head_pruning_ratio=heads,
             )
             pruner.step()
-            for a in attn:
+            for a in attn if heads else ():
                 a.num_attention_heads = pruner.num_heads[a.query]
                 a.all_head_size = a.num_attention_heads * a.attention_head_size
 
         one("structured ffn50 tp-l2", tp_ffn)
-        one("structured ffn50+heads25 tp-l2", tp_ffn_heads)
+        one("structured ffn50+heads25 tp-l2", lambda m: tp_ffn(m, heads=0.25))
     except ImportError:
         print("torch-pruning not installed: skipping")
     return {"sentences": sum(len(b["input_ids"]) for b in evals), "rows": rows}

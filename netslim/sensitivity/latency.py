@@ -21,26 +21,13 @@ def prune_to_latency(
     example_inputs: Any,
     target_ms: float,
     config: Channels | None = None,
-    *,
-    calibration: Any = None,
-    steps: int = 6,
-    threads: int = 1,
-    repeats: int = 20,
+    **search: Any,
 ) -> dict[str, Any]:
     """Prune ``model`` in place to the largest MACs fraction (bisection over ``steps`` trials)
     whose median CPU latency is at most ``target_ms``; returns the engine's report plus the
-    ``latency`` search trace. ConfigError if even the smallest trial is too slow."""
-    _, report = search_latency(
-        model,
-        example_inputs,
-        target_ms,
-        config,
-        calibration=calibration,
-        steps=steps,
-        threads=threads,
-        repeats=repeats,
-    )
-    return report
+    ``latency`` search trace. ConfigError if even the smallest trial is too slow. ``search``:
+    the keyword arguments of :func:`search_latency`."""
+    return search_latency(model, example_inputs, target_ms, config, **search)[1]
 
 
 def search_latency(
