@@ -78,6 +78,38 @@ def test_lossy_modes_keep_positions_and_stay_within_a_step(tensor: torch.Tensor,
         assert torch.all(err <= bound + rounding)
 
 
+@settings(max_examples=60, deadline=None)
+@given(sparse_tensors(), st.sampled_from(["shared4", "shared5", "shared6"]))
+def test_shared_values_keep_positions_and_snap_to_centroids(tensor: torch.Tensor, mode: str) -> None:
+    """Every kept value decodes to one of at most 2^bits centroids, and the squared error is no
+    larger than snapping to an even grid over the value range (Lloyd's iterations start there
+    and never increase it)."""
+    mask = tensor != 0
+    entry, (decoded, keep) = _roundtrip(tensor, mask=mask, values=mode)
+    assert torch.equal(keep, mask) and torch.all(decoded[~mask] == 0)
+    if entry["values"] == "exact":  # 1-D, integer, or no more values than centroids
+        assert torch.equal(decoded, tensor)
+        return
+    clusters = 2 ** int(mode[-1])
+    kept, got = tensor[mask].float(), decoded[mask].float()
+    assert got.unique().numel() <= clusters
+    grid = torch.linspace(float(kept.min()), float(kept.max()), clusters)
+    snapped = grid[(kept[:, None] - grid).abs().argmin(1)]
+    slack = 1e-4 * kept.square().sum() + 1e-6  # float32 sums, and the dtype's own rounding
+    assert (got - kept).square().sum() <= (snapped - kept).square().sum() + slack
+
+
+def test_shared_values_beat_linear_quantization_in_squared_error() -> None:
+    from netslim.compress.codec import shared_values
+
+    values = torch.randn(5000) ** 3  # heavy tails, like trained weights
+    centroids, codes = shared_values(values, 16)
+    kmeans_err = (centroids[codes.long()] - values).square().mean()
+    grid = torch.linspace(float(values.min()), float(values.max()), 16)
+    linear_err = (grid[(values[:, None] - grid).abs().argmin(1)] - values).square().mean()
+    assert kmeans_err < linear_err and codes.dtype == torch.uint8
+
+
 def test_decoding_is_deterministic_from_the_entry() -> None:
     tensor = torch.randn(16, 32) * (torch.rand(16, 32) < 0.1)
     entry, blobs = encode_tensor(tensor, values="int8-channel")
@@ -128,6 +160,14 @@ def test_model_roundtrip_exact_keeps_masks_and_outputs(pruned_lenet, tmp_path: P
     before, after = iter_masks(pruned_lenet), iter_masks(loaded)
     assert list(before) == list(after)
     assert all(torch.equal(before[k].bool(), after[k].bool()) for k in before)
+
+
+def test_shared_artifact_is_smaller_than_int8(pruned_lenet, tmp_path: Path) -> None:
+    int8 = compress(pruned_lenet, tmp_path / "a.nsz", values="int8-channel")
+    shared = compress(pruned_lenet, tmp_path / "b.nsz", values="shared5")
+    assert shared.bytes < int8.bytes
+    loaded = decompress(tmp_path / "b.nsz")
+    assert len(loaded[1].weight.unique()) <= 32 + 1  # 32 centroids and the pruned zeros
 
 
 def test_int8_artifact_is_small_and_close(pruned_lenet, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """One tensor ↔ bytes: dense or sparse layout, positions as a bitmap or index gaps, values exact,
-float16 or int8 with a per-tensor or per-channel scale.
+float16, int8 with a per-tensor or per-channel scale, or shared: 2^b centroids per tensor found
+by 1-D k-means, each value stored as its centroid's index (Deep Compression's weight sharing; the
+container's zstd then entropy-codes the indices, as Huffman coding did in the paper).
 
 Every choice is written into the tensor's entry, so the decoder never guesses: decoding is a pure
 function of the entry and its blobs and reproduces exactly what the encoder represented (bit for
@@ -17,7 +19,8 @@ from torch import Tensor
 from netslim.compress import varint
 from netslim.errors import ConfigError
 
-VALUE_MODES = ("exact", "float16", "int8", "int8-channel")
+VALUE_MODES = ("exact", "float16", "int8", "int8-channel", "shared4", "shared5", "shared6")
+_SHARED_BITS = {"shared4": 4, "shared5": 5, "shared6": 6}
 POSITION_MODES = ("auto", "bitmap", "delta")
 
 _DTYPES = {
@@ -93,6 +96,29 @@ def _scales(values: Tensor, rows: Tensor | None, channels: int) -> Tensor:
     return torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
 
 
+def shared_values(values: Tensor, clusters: int, iterations: int = 30) -> tuple[Tensor, Tensor]:
+    """``(centroids, codes)``: 1-D k-means (Lloyd) over ``values`` with ``clusters`` centroids
+    initialised evenly between the smallest and largest value. Linear initialisation keeps
+    centroids on the rare large weights, which matter most (Han et al., 2016, "Deep
+    Compression", section 3.2); codes are uint8 indices into the sorted centroid table."""
+    lo, hi = values.min(), values.max()
+    centroids = torch.linspace(float(lo), float(hi), clusters)
+    for _ in range(iterations):
+        codes = _nearest(values, centroids)
+        sums = torch.zeros(clusters).index_add_(0, codes, values)
+        counts = torch.zeros(clusters).index_add_(0, codes, torch.ones_like(values))
+        moved = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        if torch.equal(moved, centroids):
+            break
+        centroids = moved.sort().values
+    return centroids, _nearest(values, centroids).to(torch.uint8)
+
+
+def _nearest(values: Tensor, sorted_centroids: Tensor) -> Tensor:
+    bounds = (sorted_centroids[1:] + sorted_centroids[:-1]) / 2
+    return torch.bucketize(values, bounds)
+
+
 def encode_tensor(
     tensor: Tensor,
     *,
@@ -125,6 +151,8 @@ def encode_tensor(
         keep = keep.any(dim=1)
     nnz = int(keep.sum())
     value_size = {"exact": tensor.element_size(), "float16": 2}.get(values, 1)
+    if values in _SHARED_BITS:
+        value_size = 1 if keep.sum() > 2 ** _SHARED_BITS[values] else tensor.element_size()
     kind, pos = _positions(keep.numpy(), positions)
     sparse = mask is not None or len(pos) + nnz * value_size < flat.numel() * value_size
     if sparse:
@@ -137,10 +165,16 @@ def encode_tensor(
         index = torch.arange(flat.numel())
         kept = flat
 
+    if values in _SHARED_BITS and kept.numel() <= 2 ** _SHARED_BITS[values]:
+        entry["values"] = values = "exact"  # fewer values than centroids: store them as they are
     if values == "exact":
         blobs["values"] = _raw(kept)
     elif values == "float16":
         blobs["values"] = _raw(kept.to(torch.float16))
+    elif values in _SHARED_BITS:
+        centroids, codes = shared_values(kept.to(torch.float32), 2 ** _SHARED_BITS[values])
+        blobs["values"] = _raw(codes)
+        blobs["centroids"] = _raw(centroids)
     else:
         per_row = flat.numel() // shape[0] if shape and shape[0] else 1
         rows = index // per_row if values == "int8-channel" else None
@@ -173,6 +207,12 @@ def decode_tensor(entry: dict[str, Any], blobs: dict[str, bytes]) -> tuple[Tenso
         kept = _from_raw(blobs["values"], dtype, nnz)
     elif mode == "float16":
         kept = _from_raw(blobs["values"], torch.float16, nnz).to(dtype)
+    elif mode in _SHARED_BITS:
+        codes = _from_raw(blobs["values"], torch.uint8, nnz).long()
+        centroids = _from_raw(blobs["centroids"], torch.float32, 2 ** _SHARED_BITS[mode])
+        if codes.numel() and int(codes.max()) >= centroids.numel():
+            raise ValueError("a shared-value code points past the centroid table")
+        kept = centroids[codes].to(dtype)
     elif mode in ("int8", "int8-channel"):
         q = _from_raw(blobs["values"], torch.int8, nnz).to(torch.float32)
         channels = shape[0] if mode == "int8-channel" else 1
