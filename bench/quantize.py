@@ -403,7 +403,7 @@ def write_docs(results: dict[str, Any], args, target: Path = DOCS / "quantize.md
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budget to check the script runs")
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.92, 0.95, 0.97])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.92, 0.94, 0.95, 0.97])
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument(
         "--sections", nargs="+", default=["lenet", "cnn", "minilm"], help="lenet cnn minilm"
