@@ -391,6 +391,9 @@ def write_docs(results: dict[str, Any], args, target: Path = DOCS / "quantize.md
     lines += [
         "## Notes",
         "",
+        "- A run of one section (`--sections lenet`) replaces that section in "
+        "docs/results/quantize.json and keeps the others from the last run; the header's date "
+        "is the latest run's, the LeNet section states its own.",
         "- Unstructured sparsity does not make dense kernels faster: it pays off in the artifact "
         "size. Speed comes from removing channels (structural) and from int8 kernels.",
         "- `pytorch eager (torchao.pt2e...)` runs the converted graph as a float reference with "
