@@ -39,15 +39,15 @@ from netslim.measure.latency import latency_ms  # noqa: E402
 from netslim.training import evaluate, seed_everything, train  # noqa: E402
 
 CRITERIA = ("block-influence", "branch-norm", "ablation")
-# Sized for about 15 minutes on 2 quiet cores (the first full run, with a quarter of this
+# Sized for about 10 minutes on 2 quiet cores (the first full run, with a quarter of this
 # budget, took 5 minutes: ResNet-56 trains at roughly 140 samples/s here). The dense model and
-# every fine-tune share the same batches; gates get two epochs (about 125 steps against 50
+# every fine-tune share the same batches; gates get two epochs (about 95 steps against 40
 # fine-tuning steps) because they learn which blocks to close as well as the weights.
 FULL = {
-    "limit_train": 8000,
+    "limit_train": 6000,
     "limit_test": 2000,
     "epochs": 3,
-    "finetune_steps": 50,
+    "finetune_steps": 40,
     "gate_epochs": 2,
     "calib_batches": 4,
     "repeats": 50,
@@ -137,7 +137,7 @@ def resnet_part(plan: dict[str, Any]) -> dict[str, Any]:
     gated = copy.deepcopy(dense)
     summary = netslim.prune_(
         gated,
-        # init_logit 0.5: a short run (~125 steps of ~0.02 logit each) must be able to close
+        # init_logit 0.5: a short run (~95 steps of ~0.02 logit each) must be able to close
         # gates; the default 2.0 suits longer runs.
         Gates(target_open=keep, epochs=plan["gate_epochs"], penalty=1.0, init_logit=0.5),
         example_inputs=x1,

@@ -149,6 +149,29 @@ class StreamedBlocks:
             }
             self.writer.write(tensors, f"block-{index:05d}")
         block.to_empty(device="meta")
+        _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc only). glibc raises its mmap threshold after
+    large frees, so later block-sized tensors come from the heap and, once freed, stay in the
+    process's RSS: over a pass that grows toward the model's size, which streaming exists to
+    avoid."""
+    import ctypes
+    import ctypes.util
+
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _LIBC = ctypes.CDLL(name) if name else False
+        except OSError:
+            _LIBC = False
+    if _LIBC and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
 
 
 def _skeleton(config: Any) -> nn.Module:
