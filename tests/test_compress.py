@@ -80,7 +80,9 @@ def test_lossy_modes_keep_positions_and_stay_within_a_step(tensor: torch.Tensor,
 
 @settings(max_examples=60, deadline=None)
 @given(sparse_tensors(), st.sampled_from(["shared4", "shared5", "shared6"]))
-def test_shared_values_keep_positions_and_snap_to_centroids(tensor: torch.Tensor, mode: str) -> None:
+def test_shared_values_keep_positions_and_snap_to_centroids(
+    tensor: torch.Tensor, mode: str
+) -> None:
     """Every kept value decodes to one of at most 2^bits centroids, and the squared error is no
     larger than snapping to an even grid over the value range (Lloyd's iterations start there
     and never increase it)."""
