@@ -52,8 +52,8 @@ def new_tensors(
             if pos is not None and pos.numel() != t.shape[d]:
                 cur = cur.index_select(d, pos.to(t.device))
                 sel.append((d, pos))
-        if sel:
-            out[name] = cur.clone(memory_format=torch.contiguous_format)
+        if sel:  # index_select already made a new tensor: no second copy
+            out[name] = cur.contiguous()
             selections[name] = sel
     return out, selections
 
