@@ -35,6 +35,7 @@ from _common import DOCS, ROOT, machine_line, markdown_table  # noqa: E402
 
 import netslim  # noqa: E402
 from netslim.layers import Gates, Layers, executed_blocks, find_blocks  # noqa: E402
+from netslim.measure import count_macs  # noqa: E402
 from netslim.measure.latency import latency_ms  # noqa: E402
 from netslim.training import evaluate, seed_everything, train  # noqa: E402
 
@@ -101,6 +102,7 @@ def resnet_part(plan: dict[str, Any]) -> dict[str, Any]:
             **extra,
             "accuracy": round(100 * evaluate(model, test_loader), 2),
             "params": sum(p.numel() for p in model.parameters()),
+            "macs": count_macs(model, (x1,)),
             "latency_b1_ms": lat(model, (x1,), plan["repeats"]),
             "latency_b32_ms": lat(model, (x32,), max(plan["repeats"] // 4, 1)),
         }
@@ -339,6 +341,7 @@ def _markdown(result: dict[str, Any], quick: bool) -> str:
 
 
 def _resnet_markdown(r: dict[str, Any]) -> list[str]:
+    dense = r["rows"][0]
     return [
         f"## ResNet-56 on Fashion-MNIST ({r['removable_blocks']} removable blocks)",
         "",
@@ -349,8 +352,10 @@ def _resnet_markdown(r: dict[str, Any]) -> list[str]:
                 "fine-tuned",
                 "accuracy %",
                 "params",
+                "MACs reduction",
                 "latency b1 ms",
                 "latency b32 ms",
+                "b32 speed-up / MACs reduction",
             ],
             [
                 [
@@ -359,8 +364,12 @@ def _resnet_markdown(r: dict[str, Any]) -> list[str]:
                     x["finetuned"],
                     x["accuracy"],
                     x["params"],
+                    f"{dense['macs'] / x['macs']:.2f}x" if x.get("macs") else "-",
                     x["latency_b1_ms"],
                     x["latency_b32_ms"],
+                    f"{dense['latency_b32_ms'] / x['latency_b32_ms'] / (dense['macs'] / x['macs']):.2f}"
+                    if x.get("macs")
+                    else "-",
                 ]
                 for x in r["rows"]
             ],
