@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from netslim.llm._threads import one_thread
+from netslim._runtime import one_thread
 from netslim.llm.arch import block_linears, layers, set_weight_oi, weight_oi
 from netslim.llm.calibration import BlockInputs, collecting, run_block
 from netslim.llm.config import LLMPrune

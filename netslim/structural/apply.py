@@ -9,24 +9,30 @@ back, so the model is bit-identical) and surfaces as a ``PruningError`` naming t
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from netslim._runtime import one_thread
 from netslim.errors import PruningError
-from netslim.structural._threads import one_thread
 from netslim.structural.attrs import Change, plan_changes
 from netslim.structural.groups import Analysis
+from netslim.structural.meta_kernels import meta_shortcut
 from netslim.structural.trace import (
     DATA_DEPENDENT_OPS,
     _module_stack,
     _no_fastpaths,
     aligned,
     flatten_tensors,
+    meta_caller,
+    meta_forward,
+    meta_state,
     op_key,
     run_model,
+    to_meta,
 )
 from netslim.training.optim_state import note_replacements
 
@@ -125,17 +131,21 @@ def _note_for_optimizers(
 
 
 class _Shapes(TorchDispatchMode):
-    def __init__(self, stack: list[str]) -> None:
+    def __init__(self, stack: list[str], on_meta: bool) -> None:
         super().__init__()
         self.stack = stack
+        self.on_meta = on_meta
         self.ops: list[tuple[str, list[tuple[int, ...]], str]] = []
         self.current = ""
         self.failed: list | None = None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         self.current = self.stack[-1] if self.stack else ""
+        kwargs = kwargs or {}
         try:
-            out = func(*args, **(kwargs or {}))
+            out = meta_shortcut(func, args, kwargs) if self.on_meta else None
+            if out is None:
+                out = func(*args, **kwargs)
         except Exception:
             size = args[1] if len(args) > 1 else None  # view/expand: the sizes it was asked for
             if isinstance(size, (list, tuple)) and all(isinstance(v, int) for v in size):
@@ -174,23 +184,33 @@ def validate(
 ) -> None:
     """Run the pruned model once; every op must produce the shape the algebra predicts.
 
-    A real forward, not FakeTensor shape propagation: fake dispatch (cache keys, decomposed
-    batch norm) measured slower than the real ResNet-50 forward on CPU, and it cannot follow
-    data-dependent code.
+    The check forward runs where the trace ran: on meta twins of the pruned tensors when the
+    trace did (the same code path, shapes only, no FLOPs), for real when the model needed real
+    values to trace. Not FakeTensor propagation: fake dispatch (cache keys, decomposed batch
+    norm) measured slower than the real ResNet-50 forward on CPU.
     """
-    _check_shapes(analysis, kept, *_run_shapes(model, example_inputs))
+    _check_shapes(analysis, kept, *_run_shapes(model, example_inputs, analysis.graph.on_meta))
 
 
-def _run_shapes(model: nn.Module, example_inputs: Any) -> tuple[_Shapes, Any]:
+def _run_shapes(model: nn.Module, example_inputs: Any, on_meta: bool) -> tuple[_Shapes, Any]:
     holder = type("_Stack", (), {})()
     holder.stack = []
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    rec = _Shapes(holder.stack)
+    rec = _Shapes(holder.stack, on_meta)
+    call, inputs = run_model, example_inputs
+    if on_meta:
+        call, inputs = meta_caller(meta_state(model)), to_meta(example_inputs)
     failure: Exception | None = None
     try:
-        with torch.no_grad(), _no_fastpaths(), _module_stack(model, holder), rec:
-            run_model(model, example_inputs)
+        with (
+            meta_forward(model) if on_meta else contextlib.nullcontext(),
+            torch.no_grad(),
+            _no_fastpaths(),
+            _module_stack(model, holder),
+            rec,
+        ):
+            call(model, inputs)
     except Exception as exc:
         failure = exc
     finally:

@@ -292,17 +292,19 @@ def _shape_tuples(
         return
 
 
+def _own_dims(p: torch.Tensor, full: str, ctx: Context, dims: list[tuple[int, int]]) -> None:
+    new = ctx.new.get(full)
+    if new is not None:
+        dims.extend(zip(p.shape, new.shape, strict=True))
+
+
 def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[Change]:
     """Int attributes equal to the old size of this module's own parameter dims."""
     dims: list[tuple[int, int]] = []  # (old, new) per param dim of the module and its children
-    for pname, p in mod.named_parameters(recurse=True):
-        full = f"{where}.{pname}" if where else pname
-        if pname.count(".") > 1:
-            continue
-        new = ctx.new.get(full)
-        if new is None:
-            continue
-        dims.extend(zip(p.shape, new.shape, strict=True))
+    own = [("", mod), *mod.named_children()]  # one level down only: cheap on a big root
+    for prefix, m in own:
+        for leaf, p in m.named_parameters(recurse=False):
+            _own_dims(p, ".".join(s for s in (where, prefix, leaf) if s), ctx, dims)
     if not dims:
         return []
     out = []

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim._runtime import one_thread, paused_gc
 from netslim.errors import ConfigError, PruningError
-from netslim.structural._threads import one_thread
 from netslim.structural.allocation import global_counts, keep_mask, local_counts
 from netslim.structural.apply import apply_masks
 from netslim.structural.config import Channels
@@ -57,6 +57,7 @@ def _ratio_for(g: Group, config: Channels) -> float | None:
     return None
 
 
+@paused_gc()
 def make_plan(
     model: nn.Module,
     example_inputs: Any,
@@ -74,6 +75,7 @@ def make_plan(
     gen = torch.Generator().manual_seed(config.seed)
     tensors = analysis.graph.tensors
     cache: dict = {}
+    criterion.fill_cache(groups, tensors, cache)  # the big reductions, on every thread
     with one_thread():
         scores = {g.id: group_scores(g, tensors, criterion, gen, cache) for g in groups}
     sizes = {g.id: g.size for g in groups}
@@ -124,6 +126,7 @@ def make_plan(
     return plan, notes
 
 
+@paused_gc()
 def apply_plan(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> dict[str, Any]:
     """Apply ``plan`` to ``model`` in place (re-traced unless the plan was just made on it)."""
     inputs = example_inputs if example_inputs is not None else plan.example_inputs
@@ -242,6 +245,7 @@ def _same_positions(rec: Any, stuck: list[int], twin: Any, atoms: Any) -> list[i
     return out
 
 
+@paused_gc()
 def prune(
     model: nn.Module, example_inputs: Any, config: Channels | None = None, calibration: Any = None
 ):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netslim.structural._threads import one_thread
+from netslim._runtime import one_thread, paused_gc
 from netslim.structural.atoms import PROD
 from netslim.structural.trace import Graph, trace
 
@@ -178,6 +178,7 @@ def build_groups(graph: Graph) -> list[Group]:
     return list(groups.values())
 
 
+@paused_gc()
 def analyze(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Analysis:
     """Trace (on meta tensors when the model allows, see ``trace``) and find the groups."""
     graph = trace(model, example_inputs, meta=meta)

@@ -20,6 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 
 from netslim.errors import ConfigError
 from netslim.structural.atoms import AlgebraConflict, Atoms
+from netslim.structural.meta_kernels import meta_shortcut
 
 
 @dataclass
@@ -250,30 +251,6 @@ def aligned(names: list[str]) -> list[int]:
     return [i for i, n in enumerate(names) if n not in NOISE_OPS]
 
 
-def _eval_batch_norm_on_meta(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-    """Eval batch norm on meta: the output is shaped like the input and the saved statistics
-    are empty, as the CPU kernel returns them. (The meta kernel is a Python decomposition that
-    costs more than the real op.) None: not the eval case, use the kernel."""
-    training = args[4] if len(args) > 4 else kwargs.get("training", False)
-    if not x.is_meta or training:
-        return None
-    return torch.empty_like(x), x.new_empty(0), x.new_empty(0)
-
-
-def _eval_batch_norm_no_training_on_meta(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-    if not x.is_meta:
-        return None
-    return torch.empty_like(x), x.new_empty(0), x.new_empty(0)
-
-
-_META_SHORTCUTS = {
-    torch.ops.aten.native_batch_norm.default: _eval_batch_norm_on_meta,
-    torch.ops.aten._native_batch_norm_legit_no_training.default: (
-        _eval_batch_norm_no_training_on_meta
-    ),
-}
-
-
 class _Recorder(TorchDispatchMode):
     def __init__(self, graph: Graph) -> None:
         super().__init__()
@@ -281,8 +258,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        shortcut = _META_SHORTCUTS.get(func) if self.graph.on_meta else None
-        out = shortcut(*args, **kwargs) if shortcut is not None else None
+        out = meta_shortcut(func, args, kwargs) if self.graph.on_meta else None
         if out is None:
             out = func(*args, **kwargs)
         from netslim.structural.rules import apply_rule
@@ -423,32 +399,66 @@ def _flash_on_meta(
 def _trace_on_meta(model: nn.Module, example_inputs: Any) -> tuple[Graph, Any] | None:
     """The eval trace with meta twins of every parameter, buffer and input; None when the
     model's code needs real values (the caller then traces for real)."""
-    from torch.func import functional_call
-    from torch.utils._pytree import tree_map
-
     graph = Graph(model)
     if any(t.is_meta for t in graph.tensors.values()):
         return None
     twins = {name: torch.empty_like(t, device="meta") for name, t in graph.tensors.items()}
     graph.trace_on(twins)
     state = {n: twins[names[0]] for names in graph.tensor_names.values() for n in names}
-    inputs = tree_map(lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v, example_inputs)
+    try:
+        with meta_forward(model):
+            out = _eval_forward(model, to_meta(example_inputs), graph, meta_caller(state))
+    except ConfigError:
+        return None
+    graph.adopt_real()
+    return graph, out
+
+
+def meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A meta twin for every parameter and buffer name of ``model`` (tied names share one)."""
+    twins: dict[int, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
+    named = (
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    )
+    for name, t in named:
+        if t is not None:
+            if id(t) not in twins:
+                twins[id(t)] = torch.empty_like(t, device="meta")
+            state[name] = twins[id(t)]
+    return state
+
+
+def to_meta(inputs: Any) -> Any:
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v, inputs)
+
+
+def meta_caller(state: dict[str, torch.Tensor]) -> Any:
+    """``call(model, inputs)`` that runs the forward with ``state`` in place of the model's
+    own tensors (the model object itself is not modified)."""
+    from torch.func import functional_call
 
     def call(m: nn.Module, x: Any) -> Any:
         if isinstance(x, Mapping):
             return functional_call(m, state, (), dict(x))
         return functional_call(m, state, x if isinstance(x, tuple) else (x,))
 
+    return call
+
+
+@contextlib.contextmanager
+def meta_forward(model: nn.Module) -> Iterator[None]:
+    """Around a forward on meta tensors: the CPU's attention kernel choice, and nothing the
+    forward cached on the modules (rotary tables, masks) left behind as meta tensors."""
     saved = _attribute_snapshot(model)
     try:
         with _cpu_attention_on_meta():
-            out = _eval_forward(model, inputs, graph, call)
-    except ConfigError:
-        return None
+            yield
     finally:
         _drop_meta_leftovers(model, saved)
-    graph.adopt_real()
-    return graph, out
 
 
 def _attribute_snapshot(model: nn.Module) -> dict[nn.Module, dict[str, Any]]:

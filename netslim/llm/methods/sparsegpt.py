@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from netslim._runtime import one_thread
 from netslim.errors import PruningError
-from netslim.llm._threads import one_thread
 from netslim.llm.calibration import LayerStats
 from netslim.llm.config import LLMPrune
 from netslim.llm.methods import register_llm_method
