@@ -21,6 +21,7 @@ from netslim.layers import (
     remove_blocks,
     score_blocks,
 )
+from netslim.layers.gates import gate_modules
 from netslim.models.spec import build_model
 
 X = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -190,6 +191,31 @@ def test_gate_training_moves_gates_and_bakes(estimator: str, tmp_path) -> None:
     loaded = netslim.load(tmp_path / "baked")
     with torch.no_grad():
         assert torch.allclose(loaded(X), expected, atol=1e-6)
+
+
+def test_baked_model_is_the_static_removal_of_the_same_blocks() -> None:
+    """Baking leaves nothing of the gates behind: same modules, tensors, hooks and outputs as
+    removing the same blocks directly (a baked model must run as fast as a statically pruned
+    one of the same depth)."""
+    model = _resnet20()
+    reference = _resnet20()
+    attach_gates(model, find_blocks(model, X))
+    with torch.no_grad():
+        for i, gate in enumerate(gate_modules(model).values()):
+            gate.gate.fill_(1.0 if i % 2 else -1.0)
+    removed = bake_gates(model)
+    assert removed
+    remove_blocks(reference, removed)
+    assert [(n, type(m)) for n, m in model.named_modules()] == [
+        (n, type(m)) for n, m in reference.named_modules()
+    ]
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    for m in model.modules():
+        assert not (m._forward_hooks or m._forward_pre_hooks), type(m).__name__
+    with torch.no_grad():
+        assert torch.equal(model.eval()(X), reference.eval()(X))
 
 
 def test_closed_static_gate_skips_compute() -> None:
