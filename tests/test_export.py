@@ -97,16 +97,12 @@ def test_torch_export_program(tmp_path: Path) -> None:
 
 
 transformers = pytest.importorskip("transformers")
+from tiny_hf import tiny_bert  # noqa: E402
 
 
 def _tiny_bert_shrunk(width: int) -> nn.Module:
     """A tiny BERT whose MLPs were narrowed by hand (the config still says 64)."""
-    config = transformers.BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=32,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.BertModel(config).eval()
+    model = tiny_bert(max_position_embeddings=32)
     for index, layer in enumerate(model.encoder.layer):
         keep = torch.arange(width + (index if width < 0 else 0))
         inter, out = layer.intermediate.dense, layer.output.dense

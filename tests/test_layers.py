@@ -59,32 +59,15 @@ def test_find_blocks_mobilenet_v2() -> None:
 
 
 def _tiny_bert():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    return transformers.BertModel(config).eval()
+    from tiny_hf import tiny_bert
+
+    return tiny_bert(num_hidden_layers=4, num_attention_heads=2)
 
 
 def _tiny_llama():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).eval()
+    from tiny_hf import tiny_llama
+
+    return tiny_llama(num_hidden_layers=4, num_attention_heads=2)
 
 
 def test_find_blocks_tiny_bert() -> None:

@@ -12,6 +12,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+import tiny_hf  # noqa: E402
+
 import netslim  # noqa: E402
 from netslim.errors import ConfigError, DataError, UnsupportedModelError  # noqa: E402
 from netslim.llm import (  # noqa: E402
@@ -33,22 +35,14 @@ VOCAB = 256
 
 
 def tiny_llama(layers: int = 3, intermediate: int = 128) -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
+    return tiny_hf.tiny_llama(
         hidden_size=64, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB,
-        max_position_embeddings=128, tie_word_embeddings=False,
+        vocab_size=VOCAB, max_position_embeddings=128, tie_word_embeddings=False,
     )  # fmt: skip
-    return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def tiny_gpt2() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=128,
-        bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
-    return transformers.GPT2LMHeadModel(cfg).eval()
+    return tiny_hf.tiny_gpt2(bos_token_id=0, eos_token_id=0)
 
 
 def byte_tokenizer():

@@ -61,12 +61,9 @@ def test_timm_vit():
 
 
 def test_hf_bert():
-    tr = pytest.importorskip("transformers")
-    cfg = tr.BertConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        vocab_size=100, max_position_embeddings=32,
-    )  # fmt: skip
-    model = tr.BertModel(cfg).eval()
+    from tiny_hf import tiny_bert
+
+    model = tiny_bert(hidden_size=64, intermediate_size=128, max_position_embeddings=32)
     ids = torch.randint(0, 100, (1, 8))
     diff, plan, report = prune_and_compare(
         model, (ids,), check_inputs=(torch.randint(0, 100, (2, 8)),)
@@ -80,12 +77,9 @@ def test_hf_bert():
 
 
 def test_hf_llama_gqa():
-    tr = pytest.importorskip("transformers")
-    cfg = tr.LlamaConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=128, vocab_size=100, max_position_embeddings=32,
-    )  # fmt: skip
-    model = tr.LlamaForCausalLM(cfg).eval()
+    from tiny_hf import tiny_llama
+
+    model = tiny_llama(hidden_size=64, intermediate_size=128, max_position_embeddings=32)
     ids = torch.randint(0, 100, (1, 8))
     diff, plan, report = prune_and_compare(
         model, (ids,), check_inputs=(torch.randint(0, 100, (1, 8)),)

@@ -24,22 +24,10 @@ def _signature(model: nn.Module, inputs) -> list[tuple[str, int, int]]:
 
 
 def _tiny_hf(kind: str) -> tuple[nn.Module, dict]:
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+    import tiny_hf
 
-    torch.manual_seed(0)
-    if kind == "bert":
-        cfg = BertConfig(
-            vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=64,
-        )  # fmt: skip
-        model = BertModel(cfg)
-    else:
-        cfg = LlamaConfig(
-            vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, intermediate_size=64,
-        )  # fmt: skip
-        model = LlamaForCausalLM(cfg)
-    return model.eval(), {"input_ids": torch.randint(0, 50, (2, 6))}
+    factory = tiny_hf.tiny_bert if kind == "bert" else tiny_hf.tiny_llama
+    return factory(vocab_size=50), {"input_ids": torch.randint(0, 50, (2, 6))}
 
 
 @pytest.mark.parametrize("kind", ["resnet18", "mobilenet_v2", "bert", "llama"])
