@@ -343,3 +343,22 @@ def test_latency_target_through_prune_and_reload(tmp_path) -> None:
     assert torch.equal(reloaded(*x), model(*x))
     with pytest.raises(ConfigError, match="target_latency_ms"):
         Channels(target_latency_ms=0)
+
+
+@pytest.mark.parametrize("shape", [(48, 20), (5, 7), (2, 3, 4, 5), (9,)])
+@pytest.mark.parametrize("p", [1, 2])
+def test_norm_sums_match_vector_norm_on_every_dim(shape, p, monkeypatch) -> None:
+    """The fast per-index sums (chunked when the kept dim is the last) are the exact norms."""
+    from netslim.structural import importance
+
+    monkeypatch.setattr(importance, "_CHUNK_ELEMENTS", 64)  # several chunks on these shapes
+    t = torch.randn(*shape, dtype=torch.float64)
+    for dim in range(t.dim()):
+        others = [d for d in range(t.dim()) if d != dim]
+        got = importance._power_sums(t, others, p)
+        if others:
+            want = torch.linalg.vector_norm(t, p, dim=others) ** p
+        else:
+            want = t.abs() ** p
+        assert got.shape == (shape[dim],)
+        assert torch.allclose(got, want)

@@ -115,13 +115,23 @@ def _power_sums(t: torch.Tensor, others: list[int], p: int) -> torch.Tensor:
 
     ``vector_norm`` reduces fast over the trailing (contiguous) dims but is ~25x slower when
     the kept dim is the last one (a Linear weight's input columns): there an elementwise power
-    then a sum, which vectorises along the kept dim, is faster despite the temporary."""
+    then a sum, which vectorises along the kept dim, is faster (in row chunks, so the
+    temporary stays small)."""
     if not others:
         return t.abs() if p == 1 else t.square()
     if t.dim() - 1 in others:
         norm = torch.linalg.vector_norm(t, p, dim=others)
         return norm if p == 1 else norm.square()
-    return (t.abs() if p == 1 else t.square()).sum(dim=others)
+    flat = t.reshape(-1, t.shape[-1])  # the kept dim is the last one
+    out = torch.zeros(t.shape[-1], dtype=t.dtype)
+    step = max(1, _CHUNK_ELEMENTS // t.shape[-1])  # bounded temporaries on big embeddings
+    for start in range(0, flat.shape[0], step):
+        rows = flat[start : start + step]
+        out += (rows.abs() if p == 1 else rows.square()).sum(dim=0)
+    return out
+
+
+_CHUNK_ELEMENTS = 1 << 22
 
 
 @register("l1")
