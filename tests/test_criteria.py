@@ -356,9 +356,6 @@ def test_norm_sums_match_vector_norm_on_every_dim(shape, p, monkeypatch) -> None
     for dim in range(t.dim()):
         others = [d for d in range(t.dim()) if d != dim]
         got = importance._power_sums(t, others, p)
-        if others:
-            want = torch.linalg.vector_norm(t, p, dim=others) ** p
-        else:
-            want = t.abs() ** p
+        want = torch.linalg.vector_norm(t, p, dim=others) ** p if others else t.abs() ** p
         assert got.shape == (shape[dim],)
         assert torch.allclose(got, want)

@@ -142,6 +142,20 @@ def test_targets(target):
         assert report["macs"]["after"] == macs(model)  # analytic count == flop counter
 
 
+def test_local_scope_with_a_target_searches_one_uniform_ratio():
+    tv = pytest.importorskip("torchvision")
+    model = tv.models.resnet18(num_classes=10).eval()
+    x = (torch.randn(1, 3, 32, 32),)
+    widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    plan, report = prune(model, x, Channels(target_macs=0.5, scope="local", round_to=4))
+    assert 0.4 <= report["macs"]["after"] / report["macs"]["before"] <= 0.5
+    kept = {
+        n: m.out_channels / widths[n] for n, m in model.named_modules() if isinstance(m, nn.Conv2d)
+    }
+    # one ratio everywhere: every layer keeps the same fraction (up to round_to of 4)
+    assert max(kept.values()) - min(kept.values()) <= 4 / 64
+
+
 def test_failure_mid_apply_restores_everything(monkeypatch):
     model = Net().eval()
     snap = snapshot(model)

@@ -98,8 +98,10 @@ def make_plan(
         leaf = {g.id: g.leaf for g in groups}
         base = measure(analysis)
 
+        scope = config.scope or "global"
+
         def frac(r: float) -> float:
-            c = counts_at(r, "global")
+            c = counts_at(r, scope)
             return measure(analysis, {leaf[k]: n for k, n in c.items()}) / max(base, 1)
 
         lo, hi = 0.0, 0.999
@@ -111,10 +113,10 @@ def make_plan(
                 mid = (lo + hi) / 2
                 lo, hi = (lo, mid) if frac(mid) <= target else (mid, hi)
             lo = hi
-        counts = counts_at(lo, "global")
+        counts = counts_at(lo, scope)
         notes["ratio"] = round(lo, 4)
     else:
-        counts = counts_at(config.ratio, config.scope)
+        counts = counts_at(config.ratio, config.scope or "local")
     plan = PruningPlan(example_inputs=example_inputs)
     for g in groups:
         n = counts[g.id]
