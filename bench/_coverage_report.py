@@ -40,6 +40,29 @@ def _counts(rows: dict[str, dict], tool: str, statuses: tuple[str, ...]) -> list
     return out
 
 
+def _side_by_side(rows: dict[str, dict]) -> list[str]:
+    """Models both tools ran, split by who succeeded (netslim ok = equivalent; TP ok = runs)."""
+    both = {k: v for k, v in rows.items() if "netslim" in v and "tp" in v}
+    cells: dict[tuple[bool, bool], list[str]] = {}
+    for k, v in both.items():
+        key = (v["netslim"]["status"] == "ok", v["tp"]["status"] == "ok")
+        cells.setdefault(key, []).append(k)
+
+    def names(key: tuple[bool, bool]) -> str:
+        found = cells.get(key, [])
+        return f"{len(found)}" + (f": {', '.join(found)}" if found and len(found) <= 40 else "")
+
+    return [
+        f"## Side by side ({len(both)} models run by both tools)",
+        "",
+        f"- both ok: {len(cells.get((True, True), []))}",
+        f"- netslim ok, Torch-Pruning not: {names((True, False))}",
+        f"- Torch-Pruning ok, netslim not: {names((False, True))}",
+        f"- neither: {names((False, False))}",
+        "",
+    ]
+
+
 def write_report(db: dict[str, Any]) -> str:
     rows = dict(sorted(db["results"].items()))
     meta = db.get("meta", {})
@@ -50,7 +73,9 @@ def write_report(db: dict[str, Any]) -> str:
         "# Structural pruning coverage: netslim vs Torch-Pruning 1.6.1",
         "",
         f"{meta.get('machine', '')}; one subprocess per (model, tool), "
-        f"{meta.get('timeout_s', 180):.0f} s limit, random init, eval mode, BatchNorm running "
+        f"{meta.get('timeout_s', 180):.0f} s limit and {meta.get('jobs', 1)} at a time in the "
+        "last slice run (timings are only indicative; `structural_speed.md` times tools on a "
+        "quiet machine), random init, eval mode, BatchNorm running "
         "statistics randomised and all-zero Linear/Conv weights (torchvision ViT heads, some timm "
         "heads) re-drawn small, so the equivalence check is never vacuous (same seed for both "
         "tools). Written by `bench/coverage.py`.",
@@ -110,6 +135,7 @@ def write_report(db: dict[str, Any]) -> str:
             ["family", "total", *TP_STATUS, "ok needing fix-ups"], _counts(rows, "tp", TP_STATUS)
         ),
         "",
+        *_side_by_side(rows),
         "## Failures, mismatches and timeouts",
         "",
     ]
