@@ -292,3 +292,37 @@ def test_groups_are_inspectable():
     members = {f"{m.name}:{m.dim}" for m in g.members}
     assert {"bn0.weight:0", "c1.weight:1", "c2.weight:0", "se2.bias:0", "head.weight:1"} <= members
     assert g.to_dict()["size"] == 16
+
+
+class NormAndRestride(nn.Module):
+    """Cross-covariance style normalisation over the token dim (``F.normalize`` → aten
+    ``linalg_vector_norm(x, 2, dim)``) and a channels-last restride of a pooled map."""
+
+    def __init__(self, restride_ok: bool) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 4)
+        self.restride_ok = restride_ok
+
+    def forward(self, x):
+        h = self.a(x)
+        n = F.normalize(h.flatten(2), dim=-1).view_as(h)  # over positions, not channels
+        p = self.b(n * h).mean((2, 3), keepdim=True)
+        if self.restride_ok:  # (1, C, 1, 1): the same elements whatever the strides
+            p = p.as_strided(p.shape, (p.shape[1], 1, p.shape[1], p.shape[1]))
+        else:  # a (1, C/2, 2, 1) view of (1, C, 1, 1): reinterprets memory
+            p = p.as_strided((1, p.shape[1] // 2, 2, 1), (p.shape[1], 2, 1, 1)).reshape(p.shape)
+        return self.head(p.flatten(1))
+
+
+def test_norm_over_positions_and_plain_restride_keep_channels_prunable():
+    model, plan, report = check(NormAndRestride(True), torch.randn(1, 3, 6, 6))
+    assert model.a.out_channels == 4 and model.b.out_channels == 4
+    assert not any(b["op"] in ("linalg_vector_norm", "as_strided") for b in report["boundaries"])
+
+
+def test_memory_reinterpreting_restride_is_a_boundary():
+    model, _, report = check(NormAndRestride(False), torch.randn(1, 3, 6, 6))
+    assert model.b.out_channels == 8
+    assert any(b["op"] == "as_strided" for b in report["boundaries"])

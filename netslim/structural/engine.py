@@ -135,15 +135,30 @@ def apply_plan(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) 
     analysis = getattr(plan, "_analysis", None)
     if analysis is None or analysis.graph.model is not model or example_inputs is not None:
         analysis = analyze(model, inputs)
-    plan._analysis = None  # the model changes below: never reuse this trace again
     try:
-        report = apply_masks(model, analysis, plan.masks(analysis), inputs)
+        return _apply(model, plan, analysis, inputs)
     except PruningError as exc:
         if not (analysis.graph.on_meta and getattr(exc, "validation", False)):
             raise
-        # the model takes another path on meta tensors than on real ones: trace for real
-        analysis = analyze(model, inputs, meta=False)
-        report = apply_masks(model, analysis, plan.masks(analysis), inputs)
+        # the model may take another path on meta tensors than on real ones: trace for real
+        real = analyze(model, inputs, meta=False)
+        try:
+            masks = plan.masks(real)
+        except PruningError:
+            raise exc from None  # the plan's groups exist only in the meta trace
+        return _apply(model, plan, real, inputs, masks)
+
+
+def _apply(
+    model: nn.Module,
+    plan: PruningPlan,
+    analysis: Analysis,
+    inputs: Any,
+    masks: dict[int, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    plan._analysis = None  # the model changes below: never reuse this trace again
+    masks = plan.masks(analysis) if masks is None else masks
+    report = apply_masks(model, analysis, masks, inputs)
     if plan.example_inputs is None:
         plan.example_inputs = inputs
     report["boundaries"] = [b.to_dict() for b in analysis.graph.boundaries]
@@ -265,11 +280,11 @@ def prune(
     for attempt in range(MAX_REPAIRS + 1):
         plan, notes = make_plan(model, example_inputs, config, analysis, calibration)
         try:
-            report = apply_plan(model, plan)
+            report = _apply(model, plan, analysis, example_inputs)
             break
         except PruningError as exc:
             if analysis.graph.on_meta and getattr(exc, "validation", False):
-                # first retry: the real trace (see ``apply_plan``)
+                # the real trace is the ground truth: remake the plan on it, then repair there
                 analysis = analyze(model, example_inputs, meta=False)
                 continue
             rec = getattr(exc, "record", None)

@@ -162,6 +162,20 @@ def identity(ctx: OpContext) -> None:
             ctx.out(t, ctx.dims(src[0]))
 
 
+@register_rule("as_strided", "as_strided_", "as_strided_copy")
+def restride(ctx: OpContext) -> None:
+    """A restride that keeps the size and has at most one dim longer than 1 maps every element
+    to itself (strides of length-1 dims are never used): e.g. the channels-last restride of a
+    globally pooled ``(N, C, 1, 1)`` map with N = 1. Anything else reinterprets memory."""
+    x, size = ctx.args[0], ctx.args[1]
+    offset = ctx.pos(3)
+    plain = list(size) == list(x.shape) and sum(n > 1 for n in size) <= 1
+    if not plain or offset not in (None, x.storage_offset()):
+        return unknown(ctx)
+    for t in ctx.outputs:
+        ctx.out(t, ctx.dims(x))
+
+
 @register_rule("native_dropout")
 def native_dropout(ctx: OpContext) -> None:
     x = ctx.arg("input")
@@ -755,12 +769,17 @@ def positional_reduction(ctx: OpContext) -> None:
     """Reductions whose value depends on every position (and softmax over a dim)."""
     x = ctx.args[0]
     d = ctx.dims(x)
-    if len(ctx.args) == 1 and ctx.name in ("max", "min", "amax", "amin", "any", "all", "prod"):
+    norm = ctx.name in ("linalg_vector_norm", "norm")  # (self, ord/p, dim, keepdim)
+    over_all = ctx.arg("dim") in (None, [], ()) if norm else len(ctx.args) == 1
+    if over_all and (norm or ctx.name in ("max", "min", "amax", "amin", "any", "all", "prod")):
         ctx.lock(list(d), f"aten.{ctx.name} over all dims")
         for o in ctx.outputs:
             ctx.out_like(o, "reduced")
         return
-    dims = ctx.args[1] if len(ctx.args) > 1 else ctx.arg("dim", ctx.arg("dims"))
+    if norm:
+        dims = ctx.arg("dim")
+    else:
+        dims = ctx.args[1] if len(ctx.args) > 1 else ctx.arg("dim", ctx.arg("dims"))
     if dims is None or isinstance(dims, torch.Tensor):
         return unknown(ctx)
     dims = [dims] if isinstance(dims, int) else list(dims) or list(range(x.dim()))
