@@ -26,8 +26,11 @@ _METHOD_PACKAGES = (
 )
 
 
-def _register_methods() -> None:
-    for name in _METHOD_PACKAGES:
+def _register_methods(config: Any = None) -> None:
+    """Import the method package of ``config``'s own package (``netslim.X.config`` ->
+    ``netslim.X.method``) or, when that is not one of them, every method package."""
+    own = f"{type(config).__module__.rpartition('.')[0]}.method"
+    for name in (own,) if own in _METHOD_PACKAGES else _METHOD_PACKAGES:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -51,7 +54,7 @@ def prune_(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"prune_ expects an nn.Module, got {type(model).__name__}")
-    _register_methods()
+    _register_methods(config)
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     elif example_inputs is not None and not isinstance(example_inputs, dict):
