@@ -260,7 +260,7 @@ def write_docs(tool_rows: list[dict], latency_rows: list[dict]) -> None:
         text.append(
             "\nSeconds: median over fresh copies of the model pruned one after another in one "
             "process (ResNet-50 and ViT-B/16: 5, LLaMA: 2), the first call in brackets (it also "
-            "pays lazy imports and kernel warm-up); the ratio uses the medians. Peak MB is the "
+            "pays lazy imports and kernel warm-up), and the ratios of both. Peak MB is the "
             "largest RSS growth above the RSS after building the model, sampled every 5 ms.\n"
         )
     if latency_rows:
