@@ -267,8 +267,8 @@ def write_docs(tool_rows: list[dict], latency_rows: list[dict]) -> None:
             "pays lazy imports and kernel warm-up), and the ratios of both. Peak MB is the "
             "largest RSS growth above the RSS after building the model, sampled every 5 ms. "
             "Both tools get a 50% ratio but do not remove the same: on ViT-B/16 Torch-Pruning, "
-            "given `num_heads` as in its examples, keeps the embedding width; netslim also "
-            "narrows the residual stream (its `ignore` keeps any module whole).\n"
+            "set up as in its examples, narrows only the MLPs (the last column), while netslim "
+            "also narrows the residual stream; its time covers more work.\n"
         )
     if latency_rows:
         rows = [
