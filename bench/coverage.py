@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -259,6 +260,8 @@ def run_one(tool: str, family: str, name: str, timeout: float) -> dict[str, Any]
     elif "status" not in data:
         data["status"] = "fail_other"
         tail = stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        if proc.returncode == -signal.SIGKILL:  # not our timer: the kernel's OOM killer
+            tail = [f"killed by the OS at {data['peak_rss_mb']:.0f} MB peak RSS (out of memory)"]
         data["error"] = f"worker died in stage {data.get('stage')!r}: {tail[0]}"[:400]
     return data
 
