@@ -120,6 +120,8 @@ def worker_tool(tool: str, name: str) -> dict:
         "first_seconds": runs[0][0],
         "repeats": len(runs),
         "peak_extra_mb": max(m for _, m in runs),
+        "peak_extra_mb_runs": [round(m, 1) for _, m in runs],
+        "seconds_runs": [round(t, 3) for t, _ in runs],
         "params_after": params,
     }
 
