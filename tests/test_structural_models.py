@@ -217,8 +217,9 @@ def test_size_derived_from_another_tensor_is_repaired_by_escalation():
 class _TinyDetector(nn.Module):
     """Scores per anchor, then NMS: every shape after ``nms`` depends on the values."""
 
-    def __init__(self) -> None:
+    def __init__(self, threshold: bool = False) -> None:
         super().__init__()
+        self.threshold = threshold  # x[scores > t] first, as RetinaNet/FCOS/SSD heads do
         self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
         self.score = nn.Conv2d(16, 1, 1)
         self.embed = nn.Linear(16, 4)
@@ -231,13 +232,18 @@ class _TinyDetector(nn.Module):
 
         feats = self.backbone(x)
         scores = self.score(feats).flatten()
-        keep = nms(self.boxes, scores, 0.3)
         per_anchor = feats.flatten(2)[0].T  # (64, 16)
+        boxes = self.boxes
+        if self.threshold:
+            above = scores > scores.mean()
+            scores, boxes, per_anchor = scores[above], boxes[above], per_anchor[above]
+        keep = nms(boxes, scores, 0.3)
         return scores, self.embed(per_anchor[keep])
 
 
-def test_data_dependent_shapes_after_nms_do_not_block_pruning():
-    model = _TinyDetector().eval()
+@pytest.mark.parametrize("threshold", [False, True])
+def test_data_dependent_shapes_after_nms_do_not_block_pruning(threshold: bool):
+    model = _TinyDetector(threshold).eval()
     x = torch.randn(1, 3, 8, 8)
     diff, _, report = prune_and_compare(model, (x,), Channels(ratio=0.5))
     assert diff < 1e-5 and model.backbone[0].out_channels == 8

@@ -22,7 +22,6 @@ from netslim.structural.attrs import Change, plan_changes
 from netslim.structural.groups import Analysis
 from netslim.structural.meta_kernels import meta_shortcut
 from netslim.structural.trace import (
-    DATA_DEPENDENT_OPS,
     _module_stack,
     _no_fastpaths,
     aligned,
@@ -235,7 +234,7 @@ def _check_shapes(
     ev = g.eval_records
     records = [ev[i] for i in aligned([r.name for r in ev])]
     for r, (name, shapes, where) in zip(records, ops, strict=False):
-        if op_key(name) == op_key(r.name) and op_key(name) in DATA_DEPENDENT_OPS:
+        if op_key(name) == op_key(r.name) and r.info.get("data_dependent"):
             # The rest of the forward runs on data-dependent lengths: it only has to finish.
             if failure is not None:
                 raise _Invalid(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from netslim.structural.atoms import CAT, PROD, AlgebraConflict
-from netslim.structural.trace import Boundary, Graph, OpRecord, flatten_tensors
+from netslim.structural.trace import Boundary, Graph, OpRecord, data_dependent, flatten_tensors
 
 Rule = Callable[["OpContext"], None]
 _RULES: dict[str, Rule] = {}
@@ -112,6 +112,8 @@ def apply_rule(graph: Graph, func: Any, args: tuple, kwargs: dict, out: Any) -> 
     for t in ctx.outputs:
         if not graph.has(t):
             ctx.out_like(t, f"output of {ctx.name}")
+    if data_dependent(ctx.name, args):
+        ctx.info["data_dependent"] = True
     graph.records.append(
         OpRecord(
             index=len(graph.records),

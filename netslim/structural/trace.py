@@ -242,6 +242,18 @@ DATA_DEPENDENT_OPS = frozenset(
 )
 
 
+def data_dependent(name: str, args: tuple) -> bool:
+    """Does this call's output length depend on values? Also ``x[mask]`` (``aten.index`` with
+    a boolean index: detection heads keep the scores above a threshold that way)."""
+    if name in DATA_DEPENDENT_OPS:
+        return True
+    if name == "index" and len(args) > 1 and isinstance(args[1], (list, tuple)):
+        return any(
+            isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1]
+        )
+    return False
+
+
 def op_key(name: str) -> str:
     return SAME_OP.get(name, name)
 
