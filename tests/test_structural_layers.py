@@ -326,3 +326,34 @@ def test_memory_reinterpreting_restride_is_a_boundary():
     model, _, report = check(NormAndRestride(False), torch.randn(1, 3, 6, 6))
     assert model.b.out_channels == 8
     assert any(b["op"] == "as_strided" for b in report["boundaries"])
+
+
+class BiasedAttention(nn.Module):
+    """One attention head with a learned float bias as ``attn_mask`` (relative position bias,
+    as in MaxViT) and the default scale, then an MLP: on CPU the attention runs SDPA's math
+    path, where 1/sqrt(head_dim) is a constant the op-level trace cannot see."""
+
+    def __init__(self, dim: int = 32, tokens: int = 6) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = 1, dim
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.bias = nn.Parameter(torch.randn(1, tokens, tokens))
+        self.mlp = nn.Sequential(nn.Linear(dim, 64), nn.GELU(), nn.Linear(64, dim))
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+        x = x + self.proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+        return x + self.mlp(x)
+
+
+def test_default_sdpa_scale_keeps_head_dim_on_the_math_path():
+    model = BiasedAttention()
+    with torch.no_grad():
+        model.qkv.weight.mul_(4)  # large logits: a wrong scale would show clearly
+    model, _, report = check(model, torch.randn(2, 6, 32))
+    assert model.head_dim == 32 and model.mlp[0].out_features == 32
+    assert any("1/sqrt(head_dim)" in b["reason"] for b in report["boundaries"])

@@ -10,6 +10,7 @@ and refines the atoms of its tensor dims on the spot; the trace keeps only light
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -347,7 +348,13 @@ def _eval_forward(model: nn.Module, inputs: Any, graph: Graph, call: Any) -> Any
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        with torch.no_grad(), _no_fastpaths(), _module_stack(model, graph), _Recorder(graph):
+        with (
+            torch.no_grad(),
+            _no_fastpaths(),
+            _attention_scale_facts(graph),
+            _module_stack(model, graph),
+            _Recorder(graph),
+        ):
             return call(model, inputs)
     except AlgebraConflict as exc:  # pragma: no cover - rules catch their own conflicts
         raise ConfigError(f"tracing failed: {exc}") from exc
@@ -360,6 +367,34 @@ def _eval_forward(model: nn.Module, inputs: Any, graph: Graph, call: Any) -> Any
     finally:
         for m, flag in modes.items():
             m.training = flag
+
+
+@contextlib.contextmanager
+def _attention_scale_facts(graph: Graph) -> Iterator[None]:
+    """``F.scaled_dot_product_attention`` divides by sqrt(head_dim) unless given a scale. The
+    fused kernels' rule sees that, but the math path (CPU with some masks, meta) folds the
+    factor into a constant ``mul`` the op-level trace cannot tie to head_dim: record it at the
+    call instead, by keeping head_dim whole (whole heads stay prunable)."""
+    functional = torch.nn.functional
+    inner = functional.scaled_dot_product_attention
+
+    def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        out = inner(q, k, v, *args, **kwargs)
+        scale = kwargs.get("scale", args[3] if len(args) > 3 else None)
+        default = scale is None or math.isclose(float(scale), q.shape[-1] ** -0.5, rel_tol=1e-6)
+        if default and q.dim() and graph.has(q):
+            reason = "SDPA scale equals 1/sqrt(head_dim)"
+            if graph.lock_all(graph.dims(q)[-1:], reason):
+                graph.boundaries.append(
+                    Boundary("scaled_dot_product_attention", graph.module, reason)
+                )
+        return out
+
+    functional.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        functional.scaled_dot_product_attention = inner
 
 
 @contextlib.contextmanager
