@@ -106,9 +106,11 @@ def write_report(db: dict[str, Any]) -> str:
         "original copy and the masked reference used for the check; `prune extra MB` is the "
         "RSS growth during `prune` alone).",
         "",
-        "Reproduce: `make bench-coverage` (all 148 models, both tools, about 4-5 h on 2 shared "
-        "cores), or in slices, e.g. `.venv/bin/python bench/coverage.py --family timm --resume`; "
-        "`--models a,b`, `--tools netslim`, `--report-only`.",
+        "Reproduce: `make bench-coverage` (all 148 models, both tools, one at a time: about 2 h "
+        "on 2 cores, of which netslim 25 min; `--jobs 2` halves it when memory allows, but "
+        "Torch-Pruning alone reaches 23 GB on Swin V2), or in slices, e.g. "
+        "`.venv/bin/python bench/coverage.py --family timm --resume`; `--models a,b`, "
+        "`--tools netslim`, `--report-only`.",
         "",
         "## netslim counts per family",
         "",

@@ -300,7 +300,7 @@ def main() -> None:
     ap.add_argument("--models", help="comma list of model names (or family/name)")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--jobs", type=int, default=1, help="models in parallel (default 1)")
-    ap.add_argument("--timeout", type=float, default=180.0, help="seconds per model and tool")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per model and tool")
     ap.add_argument("--resume", action="store_true", help="skip (model, tool) already in json")
     ap.add_argument("--report-only", action="store_true", help="rewrite docs/coverage.md only")
     args = ap.parse_args()
