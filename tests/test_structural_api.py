@@ -317,3 +317,21 @@ def test_one_shot_prune_frees_the_removed_full_size_tensors():
     gc.collect()
     assert old() is None
     assert take_replacements(model) == {}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_engine_leaves_the_garbage_collector_as_it_found_it(enabled):
+    """The collector is paused while the engine runs; it must come back as it was, also when
+    pruning fails (a disabled collector would leak the user's reference cycles)."""
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        prune(Net().eval(), X, Channels(ratio=0.5))
+        assert gc.isenabled() is enabled
+        with pytest.raises(ConfigError):
+            prune(Net().eval(), X, Channels(ignore=("no_such_module",)))
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

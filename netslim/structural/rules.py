@@ -17,7 +17,14 @@ from typing import Any
 import torch
 
 from netslim.structural.atoms import CAT, PROD, AlgebraConflict
-from netslim.structural.trace import Boundary, Graph, OpRecord, data_dependent, flatten_tensors
+from netslim.structural.trace import (
+    Boundary,
+    Graph,
+    OpRecord,
+    data_dependent,
+    flatten_tensors,
+    scale_follows_head_dim,
+)
 
 Rule = Callable[["OpContext"], None]
 _RULES: dict[str, Rule] = {}
@@ -897,12 +904,9 @@ def sdpa(ctx: OpContext) -> None:
         for a, b in zip(broadcast(ctx, [mask], full), dq[:-1] + [dk[-2]], strict=True):
             if ctx.g.atoms.size(a) == ctx.g.atoms.size(b):
                 ctx.unify(a, b)
-    scale = ctx.bound.get("scale")
-    if scale is None:
-        ctx.lock([dq[-1]], "default SDPA scale depends on head_dim")
-    elif math.isclose(float(scale), 1 / math.sqrt(q.shape[-1]), rel_tol=1e-6):
-        # may be recomputed from the size at run time: keep head_dim (heads stay prunable)
-        ctx.lock([dq[-1]], "SDPA scale equals 1/sqrt(head_dim)")
+    reason = scale_follows_head_dim(ctx.bound.get("scale"), q.shape[-1])
+    if reason is not None:
+        ctx.lock([dq[-1]], reason)
     ctx.kind = "sdpa"
     ctx.info.update(q_heads=hq, kv_heads=hk, head_dim=dq[-1], v_head_dim=dv[-1])
     ctx.info["macs"] = [list(dq) + [dk[-2]], list(dq[:-1]) + [dk[-2], dv[-1]]]

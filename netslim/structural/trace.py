@@ -369,6 +369,17 @@ def _eval_forward(model: nn.Module, inputs: Any, graph: Graph, call: Any) -> Any
             m.training = flag
 
 
+def scale_follows_head_dim(scale: float | None, head_dim: int) -> str | None:
+    """Why attention with this ``scale`` must keep head_dim whole, or None: the default scale
+    is 1/sqrt(head_dim), and an explicit one equal to it may be recomputed from the size at run
+    time (pruning inside heads would then change it; whole heads stay prunable)."""
+    if scale is None:
+        return "the default SDPA scale is 1/sqrt(head_dim)"
+    if math.isclose(float(scale), 1 / math.sqrt(head_dim), rel_tol=1e-6):
+        return "SDPA scale equals 1/sqrt(head_dim)"
+    return None
+
+
 @contextlib.contextmanager
 def _attention_scale_facts(graph: Graph) -> Iterator[None]:
     """``F.scaled_dot_product_attention`` divides by sqrt(head_dim) unless given a scale. The
@@ -381,13 +392,9 @@ def _attention_scale_facts(graph: Graph) -> Iterator[None]:
     def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         out = inner(q, k, v, *args, **kwargs)
         scale = kwargs.get("scale", args[3] if len(args) > 3 else None)
-        default = scale is None or math.isclose(float(scale), q.shape[-1] ** -0.5, rel_tol=1e-6)
-        if default and q.dim() and graph.has(q):
-            reason = "SDPA scale equals 1/sqrt(head_dim)"
-            if graph.lock_all(graph.dims(q)[-1:], reason):
-                graph.boundaries.append(
-                    Boundary("scaled_dot_product_attention", graph.module, reason)
-                )
+        reason = scale_follows_head_dim(scale, q.shape[-1]) if q.dim() else None
+        if reason is not None and graph.has(q) and graph.lock_all(graph.dims(q)[-1:], reason):
+            graph.boundaries.append(Boundary("scaled_dot_product_attention", graph.module, reason))
         return out
 
     functional.scaled_dot_product_attention = sdpa
