@@ -359,3 +359,25 @@ def test_norm_sums_match_vector_norm_on_every_dim(shape, p, monkeypatch) -> None
         want = torch.linalg.vector_norm(t, p, dim=others) ** p if others else t.abs() ** p
         assert got.shape == (shape[dim],)
         assert torch.allclose(got, want)
+
+
+def test_each_tensor_slice_is_scored_once_even_when_skipped() -> None:
+    """Per-index sums are cached per (tensor, dim), skipped tensors (None) included."""
+    from netslim.structural.groups import analyze
+    from netslim.structural.importance import L2Norm
+
+    calls: list[tuple[str, int]] = []
+
+    class CountingL2(L2Norm):
+        def _per_position(self, name, t, dim):
+            calls.append((name, dim))
+            return None if name.endswith("bias") else super()._per_position(name, t, dim)
+
+    model = netslim.build_model("zoo:vgg_small").eval()
+    analysis = analyze(model, (torch.randn(1, 1, 28, 28),))
+    crit, cache = CountingL2(), {}
+    crit.fill_cache(analysis.groups, analysis.graph.tensors, cache)
+    for g in analysis.groups:
+        crit.score(g, analysis.graph.tensors, torch.Generator(), cache)
+    assert calls and len(calls) == len(set(calls))
+    assert any(name.endswith("bias") for name, _ in calls)

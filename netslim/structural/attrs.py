@@ -292,19 +292,14 @@ def _shape_tuples(
         return
 
 
-def _own_dims(p: torch.Tensor, full: str, ctx: Context, dims: list[tuple[int, int]]) -> None:
-    new = ctx.new.get(full)
-    if new is not None:
-        dims.extend(zip(p.shape, new.shape, strict=True))
-
-
 def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[Change]:
     """Int attributes equal to the old size of this module's own parameter dims."""
     dims: list[tuple[int, int]] = []  # (old, new) per param dim of the module and its children
-    own = [("", mod), *mod.named_children()]  # one level down only: cheap on a big root
-    for prefix, m in own:
+    for prefix, m in [("", mod), *mod.named_children()]:  # one level down: cheap on a big root
         for leaf, p in m.named_parameters(recurse=False):
-            _own_dims(p, ".".join(s for s in (where, prefix, leaf) if s), ctx, dims)
+            new = ctx.new.get(".".join(s for s in (where, prefix, leaf) if s))
+            if new is not None:
+                dims.extend(zip(p.shape, new.shape, strict=True))
     if not dims:
         return []
     out = []

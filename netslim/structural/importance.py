@@ -20,7 +20,7 @@ from torch import nn
 from netslim.errors import ConfigError, UnsupportedModelError
 from netslim.importance import Calibration, activation_stats, gradient_stats, input_norms, require
 from netslim.importance.stats import LAYERS, NORMS
-from netslim.structural.groups import Group
+from netslim.structural.groups import Group, Member
 
 CRITERIA: dict[str, type[GroupCriterion]] = {}
 
@@ -61,15 +61,11 @@ class GroupCriterion:
         cache: dict[tuple[str, int], torch.Tensor] | None,
     ) -> torch.Tensor:
         score = torch.zeros(group.size, dtype=torch.float64)
+        cache = {} if cache is None else cache
         for m in group.members:
             if not m.is_param:
                 continue  # running statistics are not learned importance
-            key = (m.name, m.dim)
-            per_pos = None if cache is None else cache.get(key)
-            if per_pos is None:
-                per_pos = self._per_position(m.name, tensors[m.name], m.dim)
-                if cache is not None:
-                    cache[key] = per_pos
+            per_pos = self._cached_position(m, tensors, cache)
             if per_pos is None:
                 continue
             valid = m.index >= 0
@@ -85,8 +81,18 @@ class GroupCriterion:
             return  # scores the group another way
         for g in groups:
             for m in g.members:
-                if m.is_param and (m.name, m.dim) not in cache:
-                    cache[m.name, m.dim] = self._per_position(m.name, tensors[m.name], m.dim)
+                if m.is_param:
+                    self._cached_position(m, tensors, cache)
+
+    def _cached_position(
+        self, m: Member, tensors: dict[str, torch.Tensor], cache: dict
+    ) -> torch.Tensor | None:
+        """``_per_position`` of one member, computed once per (tensor, dim); None (a tensor
+        the criterion skips) is remembered too."""
+        key = (m.name, m.dim)
+        if key not in cache:
+            cache[key] = self._per_position(m.name, tensors[m.name], m.dim)
+        return cache[key]
 
     def _per_position(self, name: str, t: torch.Tensor, dim: int) -> torch.Tensor | None:
         others = [d for d in range(t.dim()) if d != dim % max(t.dim(), 1)]
