@@ -22,6 +22,7 @@ _BUILTIN: dict[str, str] = {
     "layers": "netslim.layers.method:replay_layers",
     "gates": "netslim.layers.method:replay_gates",
     "quantize": "netslim.quantize.dynamic:replay_quantize",
+    "compact": "netslim.structural.compact:replay_compact",
 }
 _REGISTERED: dict[str, Replayer] = {}
 

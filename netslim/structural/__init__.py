@@ -11,11 +11,13 @@ Public API::
     register_module_rule(ModuleType)(fn)           # constraints a module's own code imposes
     register_updater(ModuleType)(fn)               # teach apply a module's size attributes
     prune_and_compare(model, example_inputs, cfg)  # prune + max abs diff vs masked original
+    compact_(model, example_inputs) -> report       # remove dead/constant channels, fold constants
 
 Importing this package registers the ``Channels`` method with ``netslim.prune_``.
 """
 
 from netslim.structural.attrs import register_updater
+from netslim.structural.compact import compact_
 from netslim.structural.config import Channels
 from netslim.structural.engine import apply_plan, make_plan, prune
 from netslim.structural.groups import Group, Member, analyze, groups
@@ -26,7 +28,7 @@ from netslim.structural.rules import OpContext, register_module_rule, register_r
 from netslim.structural.verify import prune_and_compare
 
 __all__ = [
-    "Channels", "Group", "Member", "OpContext", "PruningPlan", "analyze", "apply_plan",
+    "Channels", "Group", "compact_", "Member", "OpContext", "PruningPlan", "analyze", "apply_plan",
     "groups", "make_plan", "masked_reference", "prune", "prune_and_compare", "prune_channels",
     "register_module_rule", "register_rule", "register_updater",
 ]  # fmt: skip

@@ -1,0 +1,232 @@
+"""compact_: dead and constant channels removed physically, constants folded where exact."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import netslim
+from netslim.errors import PruningError
+from netslim.models.spec import build_model
+from netslim.structural import constants
+from netslim.structural.compact import compact_, copy_model
+from netslim.unstructured.masks import attach_mask
+
+
+def _bn_stats(bn: nn.Module, seed: int = 0) -> None:
+    """Non-trivial running statistics, so a cut channel carries a non-zero constant."""
+    gen = torch.Generator().manual_seed(seed)
+    n = bn.num_features
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(n, generator=gen) - 1.0)
+        bn.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+        bn.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+        bn.bias.copy_(torch.rand(n, generator=gen))
+
+
+def _zero_rows(t: torch.Tensor, rows: list[int]) -> None:
+    with torch.no_grad():
+        t[rows] = 0
+
+
+def _check_same(original: nn.Module, model: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        diff = float((original.eval()(x) - model.eval()(x)).abs().max())
+    assert diff <= 1e-5
+    return diff
+
+
+def _how(report: dict) -> dict[int, str]:
+    return {c["index"]: c["how"] for c in report["removed_channels"]}
+
+
+def test_constant_folds_through_conv_without_padding():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 4, 3, bias=False), nn.Flatten(), nn.Linear(4 * 6 * 6, 5),
+    ).eval()  # fmt: skip
+    _bn_stats(model[1])
+    _zero_rows(model[0].weight, [1, 5])
+    with torch.no_grad():  # the bias keeps channel 5 alive only through BN: constant either way
+        model[0].bias[1] = 0.0
+    original = copy.deepcopy(model)
+    x = torch.randn(2, 3, 10, 10)
+    report = compact_(model, (x,))
+    assert model[0].out_channels == 6 and model[3].in_channels == 6
+    assert model[3].bias is not None and report["biases_created"] == ["3"]
+    assert set(_how(report)) == {1, 5}
+    assert all(c["constant"] != 0 for c in report["removed_channels"])
+    assert "3" in report["folded_into"]
+    _check_same(original, model, torch.randn(3, 3, 10, 10))
+
+
+def test_constant_folds_through_linear():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 5)).eval()
+    _zero_rows(model[0].weight, [0, 3, 7])
+    with torch.no_grad():
+        model[0].bias[[0, 3, 7]] = torch.tensor([0.5, -0.2, 0.0])
+    original = copy.deepcopy(model)
+    report = compact_(model, (torch.randn(4, 10),))
+    assert model[0].out_features == 13 and model[2].in_features == 13
+    how = _how(report)
+    assert how[0] == "folded" and how[3] == "dead" and how[7] == "dead"  # relu(-0.2) = 0
+    _check_same(original, model, torch.randn(6, 10))
+
+
+def test_zero_batchnorm_scale_is_a_constant():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(10, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 4)
+    ).eval()  # fmt: skip
+    _bn_stats(model[1])
+    with torch.no_grad():
+        model[1].weight[[2, 9]] = 0.0  # output = relu(beta): a constant whatever the input
+    original = copy.deepcopy(model)
+    report = compact_(model, (torch.randn(4, 10),))
+    assert model[1].num_features == 10 and model[3].in_features == 10
+    assert set(_how(report)) == {2, 9}
+    _check_same(original, model, torch.randn(5, 10))
+
+
+def test_padding_keeps_a_nonzero_constant_and_says_why():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ).eval()  # fmt: skip
+    _bn_stats(model[1])
+    with torch.no_grad():
+        model[1].bias[6] = -5.0  # channel 6: relu(negative) = 0 -> dead, removable despite padding
+    _zero_rows(model[0].weight, [2, 6])
+    original = copy.deepcopy(model)
+    x = torch.randn(2, 3, 8, 8)
+    report = compact_(model, (x,))
+    assert _how(report) == {6: "dead"}
+    kept = [k for k in report["kept"] if k["index"] == 2]
+    assert len(kept) == 1 and "padding" in kept[0]["reason"] and "3" in kept[0]["reason"]
+    assert model[0].out_channels == 7
+    _check_same(original, model, torch.randn(2, 3, 8, 8))
+
+
+def test_replicate_padding_sees_the_same_constant():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 4, 3, padding=1, padding_mode="replicate"),
+    ).eval()  # fmt: skip
+    _bn_stats(model[1])
+    _zero_rows(model[0].weight, [4])
+    original = copy.deepcopy(model)
+    report = compact_(model, (torch.randn(2, 3, 9, 9),))
+    assert _how(report) == {4: "folded"}
+    _check_same(original, model, torch.randn(2, 3, 9, 9))
+
+
+def test_no_dead_channels_leaves_the_model_bit_identical():
+    torch.manual_seed(0)
+    model = build_model("zoo:vgg_small").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    report = compact_(model, (torch.randn(1, 1, 28, 28),))
+    assert report["removed_channels"] == [] and "unchanged" in report["note"]
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
+    assert netslim.core.history.get_history(model) == []
+
+
+def test_coupled_group_is_removed_only_where_every_member_agrees():
+    class Res(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 6, 1)
+            self.b = nn.Conv2d(3, 6, 1)
+            self.head = nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            return self.head(self.a(x) + self.b(x))
+
+    torch.manual_seed(0)
+    model = Res().eval()
+    _zero_rows(model.a.weight, [0, 1])
+    _zero_rows(model.b.weight, [1])  # index 0: b still computes it
+    original = copy.deepcopy(model)
+    report = compact_(model, (torch.randn(2, 3, 5, 5),))
+    assert set(_how(report)) == {1}
+    assert any(k["index"] == 0 and "coupled" in k["reason"] for k in report["kept"])
+    assert model.a.out_channels == 5
+    _check_same(original, model, torch.randn(2, 3, 5, 5))
+
+
+def test_torch_prune_masks_still_attached_structured_and_unstructured():
+    torch.manual_seed(0)
+    model = build_model("zoo:vgg_small").eval()
+    prune.ln_structured(model.features[0], "weight", amount=0.5, n=1, dim=0)
+    prune.l1_unstructured(model.features[3], "weight", amount=0.3)
+    original = copy_model(model)
+    x = torch.randn(1, 1, 28, 28)
+    report = compact_(model, (x,))
+    assert set(report["adopted_masks"]) == {"features.0.weight", "features.3.weight"}
+    assert model.features[0].out_channels == 8 and not hasattr(model.features[0], "weight_orig")
+    assert report["params"]["after"] < report["params"]["before"]
+    _check_same(original, model, torch.randn(2, 1, 28, 28))
+
+
+def test_netslim_structured_mask_is_adopted():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        model[0].bias.zero_()
+    mask = torch.ones(8, 6, dtype=torch.bool)
+    mask[[1, 2]] = False
+    attach_mask(model[0], "weight", mask)
+    original = copy.deepcopy(model)
+    report = compact_(model, (torch.randn(2, 6),))
+    assert report["adopted_masks"] == ["0.weight"]
+    assert model[0].out_features == 6 and model[2].in_features == 6
+    _check_same(original, model, torch.randn(4, 6))
+
+
+def test_an_inexact_fold_is_refused_and_the_model_is_unchanged(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 4, 3, padding=1),
+    ).eval()  # fmt: skip
+    _bn_stats(model[1])
+    _zero_rows(model[0].weight, [2])
+    monkeypatch.setattr(constants, "UNIFORM_RTOL", 10.0)  # pretend padding does not matter
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(PruningError, match="differs from the original"):
+        compact_(model, (torch.randn(2, 3, 8, 8),))
+    assert model[0].out_channels == 8 and model[3].bias is not None
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_save_load_replays_compaction(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("zoo:resnet20").eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            _bn_stats(m, seed=m.num_features)
+        if isinstance(m, nn.Conv2d):
+            prune.ln_structured(m, "weight", amount=0.5, n=1, dim=0)
+            prune.remove(m, "weight")
+    original = copy.deepcopy(model)
+    x = torch.randn(1, 1, 28, 28)
+    report = compact_(model, (x,))
+    assert report["params"]["after"] < report["params"]["before"]
+    netslim.save(model, tmp_path / "out")
+    loaded = netslim.load(tmp_path / "out")
+    assert sum(p.numel() for p in loaded.parameters()) == report["params"]["after"]
+    y = torch.randn(2, 1, 28, 28)
+    _check_same(original, loaded, y)
+    with torch.no_grad():
+        assert torch.equal(loaded(y), model.eval()(y))
