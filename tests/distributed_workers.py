@@ -55,8 +55,8 @@ def _errors(fn) -> str | None:
 def scenarios(out_dir: Path) -> None:
     import netslim.distributed as nd
     from netslim.data import make_loaders
+    from netslim.jobs.pipeline import JobSettings, run_job
     from netslim.models import get_zoo_model
-    from netslim.pipeline import JobSettings, run_job
     from netslim.training import seed_everything, train
     from netslim.unstructured import Unstructured, compute_masks
     from netslim.unstructured.method import apply_masks
@@ -112,7 +112,7 @@ def scenarios(out_dir: Path) -> None:
 
 
 def killjob(kill_after: int, settings_json: str) -> None:
-    from netslim.pipeline import JobSettings, run_job
+    from netslim.jobs.pipeline import JobSettings, run_job
 
     torch.set_num_threads(1)
     saved: list[Path] = []

@@ -217,7 +217,7 @@ def test_wanda_structured_prune_through_api() -> None:
 
 
 def test_slimming_job_end_to_end(tmp_path, model_file) -> None:
-    from netslim.pipeline import JobSettings, run_job
+    from netslim.jobs.pipeline import JobSettings, run_job
 
     settings = JobSettings(
         model=f"py:{model_file}:build",
@@ -270,7 +270,7 @@ def test_sensitivity_scan_propose_and_per_module(tmp_path, model_file) -> None:
 
 
 def test_bad_sensitivity_and_per_module_inputs(tmp_path) -> None:
-    from netslim.pipeline import load_per_module
+    from netslim.jobs.pipeline import load_per_module
     from netslim.sensitivity import scan_sensitivity
 
     with pytest.raises(ConfigError, match="ratios"):
@@ -299,7 +299,7 @@ def test_latency_target_search() -> None:
 
 
 def test_slimming_without_bn_uses_group_lasso(tmp_path) -> None:
-    from netslim.pipeline import JobSettings, _regularizer, run_job
+    from netslim.jobs.pipeline import JobSettings, _regularizer, run_job
 
     settings = JobSettings(
         model="zoo:lenet300",

@@ -10,7 +10,7 @@ import pytest
 from netslim.cli.main import main
 from netslim.compress import decompress
 from netslim.errors import ConfigError
-from netslim.recipe import parse_recipe, run_recipe
+from netslim.jobs.recipe import parse_recipe, run_recipe
 
 pytest.importorskip("yaml")
 

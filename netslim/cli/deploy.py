@@ -1,26 +1,15 @@
-"""``netslim compress``, ``netslim run`` and ``netslim export``, plus ``prune --quantize``:
-their arguments and handlers, kept out of ``netslim.cli.main`` so that file only wires them in."""
+"""``netslim compress``, ``netslim run`` and ``netslim export``: the deployment commands' arguments
+and handlers."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-
-COMMAND_NAMES = ("compress", "run", "export")
-
-
-def add_quantize_flag(prune: argparse.ArgumentParser) -> None:
-    prune.add_argument(
-        "--quantize",
-        default=None,
-        choices=["int8"],
-        help="after fine-tuning, quantize to int8 (dynamic for Linear-only models, static with "
-        "calibration for conv models) and write model_int8.onnx",
-    )
+from typing import Any
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_compress(sub: Any) -> argparse.ArgumentParser:
     from netslim.compress import POSITION_MODES, VALUE_MODES
 
     comp = sub.add_parser(
@@ -31,29 +20,32 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     comp.add_argument("--positions", default="auto", choices=POSITION_MODES)
     comp.add_argument("--level", type=int, default=19, help="zstd level (1-22)")
     comp.add_argument("--out", default=None, help="output file (default DIRECTORY/model.nsz)")
+    return comp
 
+
+def add_run(sub: Any) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a YAML recipe (prune → fine-tune → quantize → ...)")
     run.add_argument("recipe", help="a recipe file; see docs/quantize.md")
+    return run
 
+
+def add_export(sub: Any) -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export a saved model to ONNX (+int8) / torch.export")
     exp.add_argument("directory", help="a saved model directory (or a prune job's directory)")
     exp.add_argument("--out", default=None, help="output folder (default DIRECTORY/export)")
     exp.add_argument("--int8", action="store_true", help="also write an onnxruntime int8 model")
     exp.add_argument("--program", action="store_true", help="also write a torch.export .pt2")
     exp.add_argument("--example-shape", default=None, help="example input shape, e.g. 1,1,28,28")
+    return exp
 
 
 def _model_dir(directory: str) -> Path:
-    from netslim.evaluation import _locate
+    from netslim.jobs.evaluation import locate
 
-    return _locate(Path(directory))[0]
-
-
-def run(args: argparse.Namespace) -> int:
-    return {"compress": _compress, "run": _run, "export": _export}[args.command](args)
+    return locate(Path(directory))[0]
 
 
-def _compress(args: argparse.Namespace) -> int:
+def run_compress(args: argparse.Namespace) -> int:
     from netslim.compress import compress
     from netslim.io import load
 
@@ -69,8 +61,8 @@ def _compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    from netslim.recipe import load_recipe, run_recipe
+def run_recipe(args: argparse.Namespace) -> int:
+    from netslim.jobs.recipe import load_recipe, run_recipe
 
     report = run_recipe(load_recipe(args.recipe))
     for step in report["steps"]:
@@ -83,12 +75,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def run_export(args: argparse.Namespace) -> int:
     from netslim.cli.args import parse_shape
     from netslim.export import export_onnx, export_program, max_abs_diff, quantize_onnx
     from netslim.io import load
+    from netslim.jobs.quantize import quiet_onnxruntime
     from netslim.models.spec import make_example_inputs
-    from netslim.quantize.job import quiet_onnxruntime
 
     model_dir = _model_dir(args.directory)
     model = load(model_dir)

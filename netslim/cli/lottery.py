@@ -1,4 +1,5 @@
-"""``netslim lottery MODEL``: a lottery-ticket search from the command line.
+"""``netslim lottery MODEL``: a lottery-ticket search from the command line (arguments -> a
+:class:`Lottery` config; the job is ``netslim.jobs.lottery``).
 
 Writes ``OUT/lottery.json`` (every round's ticket and controls), ``OUT/lottery.png``,
 ``OUT/checkpoints/`` (resumable: rerun the same command after an interruption) and
@@ -9,12 +10,10 @@ read). Every setting is checked before anything is written.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 from typing import Any
 
-from netslim.cli.args import add_data, add_model, loaders
+from netslim.cli.args import add_data, add_model
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -95,44 +94,22 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from netslim.lottery.data import split_validation
-    from netslim.lottery.export import export_ticket
-    from netslim.lottery.procedure import LotteryRun
-    from netslim.lottery.report import progress_line, write_plot
-    from netslim.models.spec import build_model
-    from netslim.training import seed_everything
+    from netslim.jobs.lottery import lottery_job
 
-    started = time.perf_counter()
     config = _config(args)  # bad settings fail here, before any data is read
     out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-lottery")
-    train, test = loaders(args)
-    size = len(train.dataset) // 10 if args.val_size is None else args.val_size
-    val = None
-    if size > 0:
-        train, val = split_validation(train, size, seed=args.seed)
-    seed_everything(args.seed)
-    model = build_model(args.model)
-
-    def report(rec: dict[str, Any]) -> None:
-        print(progress_line(rec, config.rounds), flush=True)
-
-    search = LotteryRun(
-        model,
+    lottery_job(
+        args.model,
         config,
-        train,
-        val_loader=val,
-        test_loader=test,
-        checkpoint_dir=out / "checkpoints",
-        on_round=report,
-    )  # checks the rewind iteration and any checkpoint there before writing
-    if search.saved:
-        print(f"resuming {out / 'checkpoints'}: {search.saved} round(s) already saved", flush=True)
-    result = search.run()
-    result["settings"] = {k: v for k, v in vars(args).items() if k != "func"}
-    result["seconds"] = round(time.perf_counter() - started, 2)
-    (out / "lottery.json").write_text(json.dumps(result, indent=2))
-    write_plot(result, out / "lottery.png", title=f"{args.model}: lottery ticket search")
-    export_ticket(out / "checkpoints", out / "ticket")
+        data=args.data,
+        batch_size=args.batch_size,
+        limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        seed=args.seed,
+        val_size=args.val_size,
+        out=out,
+        settings={k: v for k, v in vars(args).items() if k != "func"},
+    )
     print(
         f"wrote {out}/lottery.json, lottery.png, the last ticket in {out}/ticket and "
         f"resumable checkpoints in {out}/checkpoints"

@@ -11,7 +11,7 @@ from netslim.io import load
 from netslim.io.artifact import MANIFEST
 
 
-def _locate(directory: Path) -> tuple[Path, dict[str, Any] | None]:
+def locate(directory: Path) -> tuple[Path, dict[str, Any] | None]:
     """Accept either a job directory (report.json + model/) or a bare saved model directory."""
     if (directory / MANIFEST).is_file():
         report_path = directory.parent / "report.json"
@@ -37,7 +37,7 @@ def evaluate_saved(
     from netslim.models.spec import make_example_inputs
     from netslim.training import evaluate
 
-    model_dir, report = _locate(Path(directory))
+    model_dir, report = locate(Path(directory))
     model = load(model_dir)
     settings = (report or {}).get("settings", {})
     data = data or settings.get("data")

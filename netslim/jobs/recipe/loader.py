@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from netslim.errors import ConfigError
-from netslim.recipe.schema import STEPS, RecipeSettings
+from netslim.jobs.recipe.schema import STEPS, RecipeSettings
 
 
 @dataclass

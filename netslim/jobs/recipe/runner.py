@@ -14,12 +14,12 @@ from typing import Any
 from torch import nn
 
 from netslim.errors import ConfigError, NetslimError
-from netslim.recipe.loader import Recipe
-from netslim.recipe.schema import CompressStep, PruneStep, QuantizeStep, RecipeSettings
+from netslim.jobs.recipe.loader import Recipe
+from netslim.jobs.recipe.schema import CompressStep, PruneStep, QuantizeStep, RecipeSettings
 
 
 def _prune_config(settings: RecipeSettings, step: PruneStep) -> Any:
-    from netslim.pipeline import JobSettings, build_config
+    from netslim.jobs.pipeline import JobSettings, build_config
 
     job = JobSettings(
         model=settings.model,
@@ -116,11 +116,11 @@ def _run_step(state: _State, kind: str, step: Any, line: int) -> dict[str, Any]:
         )
         return {"steps": result.steps, "accuracy": state.accuracy(model)}
     if kind == "prune":
-        import netslim
+        from netslim.api import prune_
 
         if state.teacher is None:
             state.teacher = copy.deepcopy(model).eval()
-        summary = netslim.prune_(
+        summary = prune_(
             model, _prune_config(state.settings, step), example_inputs=state.example_inputs
         )
         return {"summary": summary, "accuracy": state.accuracy(model)}
@@ -163,7 +163,7 @@ def _export(state: _State, step: Any) -> dict[str, Any]:
         result["onnx"] = onnx.as_dict()
         if step.int8:
             mode = "static" if state.quant_mode in ("static", "qat") else "dynamic"
-            from netslim.quantize.job import quiet_onnxruntime
+            from netslim.jobs.quantize import quiet_onnxruntime
 
             with quiet_onnxruntime():
                 path = quantize_onnx(

@@ -64,7 +64,7 @@ class JobSettings:
     progress: bool = True
     out: str = "runs/prune"
     seed: int = 0
-    quantize: str | None = None  # "int8": quantize after fine-tuning (netslim.quantize.job)
+    quantize: str | None = None  # "int8": quantize after fine-tuning (netslim.jobs.quantize)
     checkpoint_every: int = 0
     checkpoint_dir: str | None = None
     resume: str | None = None
@@ -423,8 +423,8 @@ def run_job(
 
 
 def _quantize(model, settings, example_inputs, train_loader, test_loader) -> dict[str, Any]:
-    """``--quantize int8``: see ``netslim.quantize.job`` (writes model_int8.onnx to ``out``)."""
-    from netslim.quantize.job import quantize_job
+    """``--quantize int8``: see ``netslim.jobs.quantize`` (writes model_int8.onnx to ``out``)."""
+    from netslim.jobs.quantize import quantize_job
 
     return quantize_job(
         model,
@@ -482,19 +482,3 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "__dict__"):
         return vars(value)
     return str(value)
-
-
-# The main job (`netslim demo`, `make demo`): the reference CNN on Fashion-MNIST, channels removed
-# physically (global L2 ranking), fine-tuned with distillation; about 10 minutes on 2 cores.
-DEMO_ARGS = [
-    "zoo:vgg_small",
-    "--method",
-    "channel",
-    "--ratio",
-    "0.5",
-    "--epochs",
-    "3",
-    "--finetune-epochs",
-    "2",
-    "--distill",
-]

@@ -1,20 +1,16 @@
 """``netslim llm MODEL_DIR --method ... --sparsity S [--nm 2:4] --calib FILE --eval FILE --out DIR``.
 
-Every input is checked (model directory, texts long enough, N:M fits, output directory) before
-the model is loaded, and the output directory only appears once complete.
+Arguments -> an :class:`LLMPrune` config; the job is ``netslim.jobs.llm``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from netslim.errors import ConfigError, DataError, UnsupportedModelError
 
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("llm", help="one-shot pruning of a decoder-only LM, measured by perplexity")
     p.add_argument("model", help="Hugging Face model directory (LLaMA/Mistral/Qwen2/GPT-2 family)")
     p.add_argument(
@@ -35,82 +31,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-tokens", type=int, default=16384, help="evaluate the first N tokens")
     p.add_argument("--stream", action="store_true", help="stream blocks from/to safetensors shards")
     p.add_argument("--out", required=True, help="output directory (Hugging Face layout)")
-
-
-def _check_out(out: str) -> None:
-    from netslim.llm.io import MANIFEST
-
-    path = Path(out)
-    if path.exists() and (
-        not path.is_dir() or (any(path.iterdir()) and not (path / MANIFEST).is_file())
-    ):
-        raise ConfigError(
-            f"{path} exists and is not a netslim LLM output: refusing to overwrite it"
-        )
-
-
-def _tokenizer(model_dir: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UnsupportedModelError(f"{model_dir} has no usable tokenizer: {exc}") from exc
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from netslim.llm import io
-    from netslim.llm.calibration import read_text, token_sequences
+    from netslim.jobs.llm import llm_job
     from netslim.llm.config import LLMPrune
-    from netslim.llm.eval import generate_check, perplexity
-    from netslim.llm.prune import needs_calibration, prune_model
-    from netslim.llm.streaming import prune_streaming
 
     config = LLMPrune(
         method=args.method, sparsity=args.sparsity, nm=args.nm, head_sparsity=args.head_sparsity,
         remove=args.remove, correct=args.correct,
     )  # fmt: skip
-    io.check_model_dir(args.model)
-    _check_out(args.out)
-    tokenizer = _tokenizer(args.model)
-    calib = None
-    if needs_calibration(config):
-        if not args.calib:
-            raise ConfigError(f"--method {config.method} needs --calib FILE (calibration text)")
-        calib = token_sequences(tokenizer, read_text(args.calib), args.seq_len, args.calib_samples)
-    eval_ids = None
-    if args.eval:
-        eval_ids = tokenizer(read_text(args.eval), return_tensors="pt", add_special_tokens=False)[
-            "input_ids"
-        ][0]
-        eval_ids = eval_ids[: args.eval_tokens]
-        if eval_ids.numel() < 2:
-            raise DataError(f"{args.eval} has fewer than 2 tokens")
-
-    def ppl(model: Any) -> dict[str, Any]:
-        return perplexity(model, eval_ids, seq_len=args.seq_len, stride=args.stride)
-
-    dense = None
-    if args.stream:
-        report = prune_streaming(args.model, args.out, config, calib)
-        if eval_ids is not None:
-            pruned = io.load(args.out, dtype=torch.float32)
-            report["perplexity"] = {"pruned": ppl(pruned)}
-            report["generate_ok"] = bool(generate_check(pruned, eval_ids[:8]).numel())
-            io.write_manifest(Path(args.out), report)
-    else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-        if eval_ids is not None:
-            dense = ppl(model)
-        report = prune_model(model, config, calib)
-        if eval_ids is not None:
-            report["perplexity"] = {"dense": dense, "pruned": ppl(model)}
-            report["generate_ok"] = bool(generate_check(model, eval_ids[:8]).numel())
-        io.save(model, args.out, report, tokenizer)
+    report = llm_job(
+        args.model,
+        config,
+        out=args.out,
+        calib=args.calib,
+        eval_text=args.eval,
+        seq_len=args.seq_len,
+        stride=args.stride,
+        calib_samples=args.calib_samples,
+        eval_tokens=args.eval_tokens,
+        stream=args.stream,
+    )
     _print(args, report)
     return 0
 

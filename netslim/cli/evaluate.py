@@ -1,0 +1,41 @@
+"""``netslim eval DIR``: re-measure a saved result (``netslim.jobs.evaluation``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from netslim.cli.args import parse_shape
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    ev = sub.add_parser("eval", help="re-measure a saved result")
+    ev.add_argument("directory", help="a directory written by netslim prune (or its model/ folder)")
+    ev.add_argument(
+        "--data",
+        default=None,
+        help="data to measure accuracy on (default: the one used for pruning)",
+    )
+    ev.add_argument("--limit-test", type=int, default=None)
+    ev.add_argument("--example-shape", type=parse_shape, default=None)
+    ev.add_argument("--no-latency", action="store_true")
+    return ev
+
+
+def run(args: argparse.Namespace) -> int:
+    from netslim.jobs.evaluation import evaluate_saved
+    from netslim.report import before_after_table
+
+    result = evaluate_saved(
+        Path(args.directory),
+        data=args.data,
+        limit_test=args.limit_test,
+        example_shape=args.example_shape,
+        latency=not args.no_latency,
+    )
+    print(json.dumps(result["measured"], indent=2))
+    if "report" in result:
+        print(before_after_table(result["report"]))
+    return 0

@@ -1,0 +1,81 @@
+"""``netslim sensitivity MODEL --data ...``: per-unit accuracy curves, a table, a plot, and a
+``per_module.json`` allocation for ``netslim prune --per-module FILE`` (the job is
+``netslim.jobs.sensitivity``).
+
+Writes ``OUT/sensitivity.json`` (the scan), ``OUT/sensitivity.md`` (table),
+``OUT/sensitivity.png`` (one curve per unit) and ``OUT/per_module.json`` (ratios proposed for
+``--target-macs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from netslim.cli.args import add_data, add_model, parse_shape
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "sensitivity",
+        help="prune each channel group alone at 10-90%%, measure, propose per-module ratios",
+    )
+    add_model(p)
+    add_data(p)
+    p.add_argument("--epochs", type=int, default=2, help="train this long first (0: as built)")
+    p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
+    p.add_argument("--criterion", default="l2", help="structural criterion (l2, bn, taylor, ...)")
+    p.add_argument(
+        "--target-macs", type=float, default=0.5, help="fraction of MACs the proposal keeps"
+    )
+    p.add_argument("--round-to", type=int, default=1)
+    p.add_argument("--ignore", nargs="*", default=[])
+    p.add_argument(
+        "--out", default=None, help="output directory (default runs/<model>-sensitivity)"
+    )
+    p.add_argument("--example-shape", type=parse_shape, default=None, help="e.g. 1,3,224,224")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _ratios(text: str) -> list[float]:
+    from netslim.errors import ConfigError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--ratios must be comma-separated fractions, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from netslim.jobs.sensitivity import sensitivity_job, table
+
+    ratios = _ratios(args.ratios)
+    out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-sensitivity")
+    scan, proposal = sensitivity_job(
+        args.model,
+        ratios=ratios,
+        criterion=args.criterion,
+        data=args.data,
+        batch_size=args.batch_size,
+        limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        seed=args.seed,
+        epochs=args.epochs,
+        lr=args.lr,
+        target_macs=args.target_macs,
+        round_to=args.round_to,
+        ignore=list(args.ignore),
+        example_shape=args.example_shape,
+        progress=not args.no_progress,
+        out=out,
+    )
+    print(table(scan))
+    print(
+        f"\nproposed ratios keep {proposal['macs_fraction']:.3f} of MACs "
+        f"(predicted accuracy drop {proposal['predicted_drop']:.3f}); wrote {out}/per_module.json"
+        f" - use it with: netslim prune {args.model} --method channel --per-module "
+        f"{out}/per_module.json"
+    )
+    return 0

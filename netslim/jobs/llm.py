@@ -1,0 +1,96 @@
+"""The ``netslim llm`` job: check every input, calibrate, prune (in memory or streamed from
+shards), measure perplexity and save in the Hugging Face layout; the output directory only
+appears once complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from netslim.errors import ConfigError, DataError, UnsupportedModelError
+
+
+def _check_out(out: str) -> None:
+    from netslim.llm.io import MANIFEST
+
+    path = Path(out)
+    if path.exists() and (
+        not path.is_dir() or (any(path.iterdir()) and not (path / MANIFEST).is_file())
+    ):
+        raise ConfigError(
+            f"{path} exists and is not a netslim LLM output: refusing to overwrite it"
+        )
+
+
+def _tokenizer(model_dir: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UnsupportedModelError(f"{model_dir} has no usable tokenizer: {exc}") from exc
+
+
+def llm_job(
+    model_dir: str,
+    config: Any,
+    *,
+    out: str,
+    calib: str | None,
+    eval_text: str | None,
+    seq_len: int,
+    stride: int | None,
+    calib_samples: int,
+    eval_tokens: int,
+    stream: bool,
+) -> dict[str, Any]:
+    """Prune the Hugging Face model in ``model_dir`` as ``config`` (an :class:`LLMPrune`) says,
+    measure perplexity on ``eval_text`` and write the result to ``out``; returns the report."""
+    import torch
+
+    from netslim.llm import io
+    from netslim.llm.calibration import read_text, token_sequences
+    from netslim.llm.eval import generate_check, perplexity
+    from netslim.llm.prune import needs_calibration, prune_model
+    from netslim.llm.streaming import prune_streaming
+
+    io.check_model_dir(model_dir)
+    _check_out(out)
+    tokenizer = _tokenizer(model_dir)
+    calib_ids = None
+    if needs_calibration(config):
+        if not calib:
+            raise ConfigError(f"--method {config.method} needs --calib FILE (calibration text)")
+        calib_ids = token_sequences(tokenizer, read_text(calib), seq_len, calib_samples)
+    eval_ids = None
+    if eval_text:
+        eval_ids = tokenizer(read_text(eval_text), return_tensors="pt", add_special_tokens=False)[
+            "input_ids"
+        ][0]
+        eval_ids = eval_ids[:eval_tokens]
+        if eval_ids.numel() < 2:
+            raise DataError(f"{eval_text} has fewer than 2 tokens")
+
+    def ppl(model: Any) -> dict[str, Any]:
+        return perplexity(model, eval_ids, seq_len=seq_len, stride=stride)
+
+    dense = None
+    if stream:
+        report = prune_streaming(model_dir, out, config, calib_ids)
+        if eval_ids is not None:
+            pruned = io.load(out, dtype=torch.float32)
+            report["perplexity"] = {"pruned": ppl(pruned)}
+            report["generate_ok"] = bool(generate_check(pruned, eval_ids[:8]).numel())
+            io.write_manifest(Path(out), report)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        if eval_ids is not None:
+            dense = ppl(model)
+        report = prune_model(model, config, calib_ids)
+        if eval_ids is not None:
+            report["perplexity"] = {"dense": dense, "pruned": ppl(model)}
+            report["generate_ok"] = bool(generate_check(model, eval_ids[:8]).numel())
+        io.save(model, out, report, tokenizer)
+    return report
