@@ -201,7 +201,7 @@ def check_inputs(family: str, inputs: tuple) -> tuple:
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
-    from netslim.structural.trace import flatten_tensors
+    from netslim.structural.graph import flatten_tensors
 
     return flatten_tensors(obj)
 

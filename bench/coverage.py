@@ -67,7 +67,7 @@ def _macs(model: Any, inputs: tuple) -> int | None:
 
 def _shapes(out: Any, family: str) -> list:
     """Output shapes; detection boxes vary in count with the weights, so compare trailing dims."""
-    from netslim.structural.trace import flatten_tensors
+    from netslim.structural.graph import flatten_tensors
 
     ts = flatten_tensors(out)
     if family == "torchvision_det":
@@ -140,7 +140,7 @@ def work_netslim(family: str, name: str, prog: _Progress) -> None:
 def _compared_outputs(runner: Any, module: Any, inputs: Any, family: str) -> Any:
     """What equivalence is checked on. Detection models: the dense head's raw outputs (before
     NMS): which boxes survive NMS flips on float noise when random weights give tied scores."""
-    from netslim.structural.trace import run_model
+    from netslim.structural.forward import run_model
 
     if family != "torchvision_det":
         return run_model(runner, inputs)
@@ -155,7 +155,7 @@ def _compared_outputs(runner: Any, module: Any, inputs: Any, family: str) -> Any
 
 
 def _float_tensors(obj: Any) -> list:
-    from netslim.structural.trace import flatten_tensors
+    from netslim.structural.graph import flatten_tensors
 
     return [t for t in flatten_tensors(obj) if t.is_floating_point() and t.numel()]
 

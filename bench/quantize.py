@@ -35,13 +35,13 @@ from _common import DOCS, Stopwatch, machine_line, markdown_table, write_results
 
 import netslim  # noqa: E402
 from netslim.compress import compress, decompress  # noqa: E402
+from netslim.core.masks import folded_copy  # noqa: E402
 from netslim.data import make_loaders  # noqa: E402
 from netslim.export import export_onnx, quantize_onnx, session  # noqa: E402
 from netslim.export.onnx import run_onnx  # noqa: E402
 from netslim.jobs.quantize import quiet_onnxruntime  # noqa: E402
 from netslim.measure import count_macs, latency_ms  # noqa: E402
 from netslim.quantize import quantize_int8  # noqa: E402
-from netslim.quantize.fold import folded_copy  # noqa: E402
 from netslim.schedules import iterative_ratios  # noqa: E402
 from netslim.training import evaluate, seed_everything, train  # noqa: E402
 from netslim.unstructured import Unstructured  # noqa: E402

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOCS, Stopwatch, machine_line, markdown_table, write_results  # noqa: E402
 
 import netslim  # noqa: E402
+from netslim.core.masks import iter_masks  # noqa: E402
 from netslim.data import make_loaders  # noqa: E402
 from netslim.models.spec import build_model  # noqa: E402
 from netslim.schedules import AGPScheduler, iterative_ratios  # noqa: E402
 from netslim.training import evaluate, seed_everything, train  # noqa: E402
 from netslim.unstructured import Unstructured  # noqa: E402
-from netslim.unstructured.masks import iter_masks  # noqa: E402
 from netslim.unstructured.nm import check_nm  # noqa: E402
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)

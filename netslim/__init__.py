@@ -7,23 +7,21 @@ netslim.save(model, "out/")            # safetensors + JSON, no pickles
 same = netslim.load("out/")
 """
 
+from netslim._version import __version__
 from netslim.api import build_model, load, prune_, save
 from netslim.errors import NetslimError
 
-__version__ = "0.1.0"
-
-__all__ = ["NetslimError", "build_model", "load", "prune_", "save"]
+__all__ = ["NetslimError", "__version__", "build_model", "load", "prune_", "save"]
 
 
 def __getattr__(name: str):
-    # Config classes are imported lazily so `import netslim` stays cheap and method packages stay
-    # independent of each other.
-    lazy = {
-        "Unstructured": "netslim.unstructured.config",
-        "Channels": "netslim.structural.config",
-    }
-    if name in lazy:
-        import importlib
+    # Config classes are imported on first use so `import netslim` stays cheap.
+    if name == "Unstructured":
+        from netslim.unstructured.config import Unstructured
 
-        return getattr(importlib.import_module(lazy[name]), name)
+        return Unstructured
+    if name == "Channels":
+        from netslim.structural.config import Channels
+
+        return Channels
     raise AttributeError(f"module 'netslim' has no attribute {name!r}")

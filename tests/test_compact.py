@@ -10,11 +10,11 @@ from torch import nn
 from torch.nn.utils import prune
 
 import netslim
+from netslim.core.masks import attach_mask
 from netslim.errors import PruningError
 from netslim.models.spec import build_model
 from netslim.structural import constants
 from netslim.structural.compact import compact_, copy_model
-from netslim.unstructured.masks import attach_mask
 
 
 def _bn_stats(bn: nn.Module, seed: int = 0) -> None:

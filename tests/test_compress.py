@@ -19,8 +19,8 @@ from netslim.compress import (
     read_tensors,
     varint,
 )
+from netslim.core.masks import iter_masks
 from netslim.errors import ArtifactError, ConfigError
-from netslim.unstructured.masks import iter_masks
 
 DTYPES = [
     torch.float32,

@@ -270,8 +270,8 @@ def test_sensitivity_scan_propose_and_per_module(tmp_path, model_file) -> None:
 
 
 def test_bad_sensitivity_and_per_module_inputs(tmp_path) -> None:
-    from netslim.jobs.pipeline import load_per_module
     from netslim.sensitivity import scan_sensitivity
+    from netslim.structural.settings import load_per_module
 
     with pytest.raises(ConfigError, match="ratios"):
         scan_sensitivity(mlp([[1.0, 0.0]] * 3), X, lambda m: 1.0, ratios=[1.5])

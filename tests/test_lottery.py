@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 import netslim
 from netslim.cli.main import main
+from netslim.core.masks import iter_masks
 from netslim.data import make_loaders
 from netslim.errors import ConfigError
 from netslim.lottery import (
@@ -21,7 +22,6 @@ from netslim.lottery import (
     export_ticket,
     get_maker,
 )
-from netslim.unstructured.masks import iter_masks
 
 ITERS = 8
 

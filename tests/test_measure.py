@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
+from netslim.core.masks import attach_mask, make_permanent
 from netslim.errors import ConfigError
 from netslim.measure import (
     LatencyStats,
@@ -18,7 +19,6 @@ from netslim.measure import (
     measure,
     saved_size_bytes,
 )
-from netslim.unstructured.masks import attach_mask, make_permanent
 
 
 def mlp() -> nn.Sequential:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from netslim.core.masks import attach_mask
 from netslim.errors import ConfigError
 from netslim.regularization import L1Penalty
-from netslim.unstructured.masks import attach_mask
 
 
 def cnn() -> nn.Sequential:

@@ -12,8 +12,9 @@ from torch import nn
 
 import netslim.structural.apply as apply_mod
 from netslim.core import history
-from netslim.core.registry import PruneContext, handler_for
+from netslim.core.registry import PruneContext
 from netslim.errors import ArtifactError, ConfigError, PruningError
+from netslim.methods import handler_for
 from netslim.structural import (
     Channels,
     PruningPlan,

@@ -13,8 +13,8 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from netslim.core.history import get_history
-from netslim.core.registry import handler_for
 from netslim.errors import ConfigError, PruningError, UnsupportedModelError
+from netslim.methods import handler_for
 from netslim.unstructured import (
     Unstructured,
     WeightMask,
@@ -413,7 +413,7 @@ def test_torch_prune_round_trip_bit_identical() -> None:
 
 
 def test_make_permanent_on_a_deepcopy_leaves_the_original_intact() -> None:
-    from netslim.unstructured.masks import attach_mask, iter_masks, make_permanent
+    from netslim.core.masks import attach_mask, iter_masks, make_permanent
 
     original = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     attach_mask(original[0], "weight", torch.rand(4, 4) > 0.5)

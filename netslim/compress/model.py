@@ -41,7 +41,7 @@ class CompressReport:
 
 
 def _masks_by_key(model: nn.Module) -> dict[str, Tensor]:
-    from netslim.unstructured.masks import iter_masks
+    from netslim.core.masks import iter_masks
 
     return iter_masks(model)
 
@@ -111,7 +111,7 @@ def compress(
     tensors = effective_state_dict(model)
     masks = {k: m for k, m in _masks_by_key(model).items() if k in tensors}
     entries, blobs = encode_state(tensors, masks, values=values, positions=positions)
-    from netslim import __version__
+    from netslim._version import __version__
 
     manifest = {
         "format": FORMAT,

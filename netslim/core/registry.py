@@ -1,18 +1,19 @@
-"""Config type → handler registry behind ``netslim.prune_``.
+"""What a pruning method is, as the method table (``netslim.methods``) sees it.
 
-Each pruning method owns a config dataclass and a handler ``handler(model, config, context)``.
-Registering keeps ``prune_`` a pure dispatcher: adding a method touches only its own package.
+Each method package declares one :class:`MethodSpec` in its ``method`` module: a handler
+``handler(model, config, context)`` per config class, the history kinds it replays, and the mapping of job settings (``netslim prune`` flags) to its config. The table
+imports these specs; ``prune_``, ``netslim.load`` and the prune job read only the table.
+
+:func:`register_method` stays as the extension point for methods outside netslim.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
-
-from netslim.errors import ConfigError
 
 
 @dataclass
@@ -26,22 +27,39 @@ class PruneContext:
 
 
 Handler = Callable[[nn.Module, Any, PruneContext], dict[str, Any]]
-_HANDLERS: dict[type, Handler] = {}
+Replayer = Callable[[nn.Module, dict[str, Any]], None]
+# job settings (``netslim.jobs.pipeline.JobSettings``) and the ratio of this step -> a config
+FromSettings = Callable[[Any, float], Any]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method package's entry in the method table."""
+
+    handlers: Mapping[type, Handler]
+    replays: Mapping[str, Replayer] = field(default_factory=dict)
+    from_settings: FromSettings | None = None
+
+
+_EXTENSIONS: dict[type, Handler] = {}
 
 
 def register_method(config_type: type) -> Callable[[Handler], Handler]:
-    """Decorator: ``@register_method(Unstructured) def _prune(model, cfg, ctx): ...``."""
+    """Decorator for methods outside netslim: ``@register_method(MyConfig) def _prune(...)``."""
 
     def wrap(fn: Handler) -> Handler:
-        _HANDLERS[config_type] = fn
+        _EXTENSIONS[config_type] = fn
         return fn
 
     return wrap
 
 
-def handler_for(config: Any) -> Handler:
+def extension_for(config: Any) -> Handler | None:
     for cls in type(config).__mro__:
-        if cls in _HANDLERS:
-            return _HANDLERS[cls]
-    known = ", ".join(sorted(c.__name__ for c in _HANDLERS)) or "none registered"
-    raise ConfigError(f"no pruning method for config {type(config).__name__!r} (known: {known})")
+        if cls in _EXTENSIONS:
+            return _EXTENSIONS[cls]
+    return None
+
+
+def extension_names() -> list[str]:
+    return [c.__name__ for c in _EXTENSIONS]

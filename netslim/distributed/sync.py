@@ -18,17 +18,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from netslim.core.masks import canonical_name
 from netslim.distributed.env import device, is_initialized, timeout_seconds, world_size
 from netslim.errors import ConfigError, NetslimError
 
 
 class RankMismatchError(NetslimError):
     """Ranks ended a pruning step with different models; continuing would silently diverge."""
-
-
-def canonical_name(name: str) -> str:
-    """``fc.parametrizations.weight.original`` → ``fc.weight``: names that survive masking."""
-    return name.replace("parametrizations.", "").replace(".original", "")
 
 
 def _digest_tensor(digest: bytes) -> Tensor:
@@ -65,7 +61,7 @@ def verify_same(value: Any, what: str) -> None:
 
 def tensor_digests(model: nn.Module, *, include_weights: bool = False) -> dict[str, str]:
     """Per tensor: sha256 of name, shape, dtype, plus the values of masks (and of weights)."""
-    from netslim.unstructured.masks import iter_masks
+    from netslim.core.masks import iter_masks
 
     out: dict[str, str] = {}
     masks = iter_masks(model)
@@ -119,7 +115,7 @@ def broadcast_masks_(model: nn.Module, src: int = 0) -> None:
     """Overwrite every netslim mask with rank ``src``'s: the masks are decided on one rank."""
     if not is_initialized():
         return
-    from netslim.unstructured.masks import iter_masks
+    from netslim.core.masks import iter_masks
 
     masks = iter_masks(model)
     verify_same(sorted(masks), "sets of masked tensors")

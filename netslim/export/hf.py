@@ -101,7 +101,7 @@ def sync_config(model: nn.Module) -> dict[str, tuple[int, int]]:
 def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> dict[str, Any]:
     """``sync_config`` then ``save_pretrained`` (masks folded), loadable by stock
     ``AutoModel.from_pretrained(directory)``. Returns the config changes."""
-    from netslim.quantize.fold import folded_copy
+    from netslim.core.masks import folded_copy
 
     work, _ = folded_copy(model)
     changes = sync_config(work)

@@ -96,7 +96,7 @@ def export_onnx(
     ``check_inputs`` (default: ``example_inputs``) may use another batch size, which also checks
     that the batch dimension stayed dynamic.
     """
-    from netslim.quantize.fold import folded_copy
+    from netslim.core.masks import folded_copy
 
     inputs = _tuple(example_inputs)
     work, _ = folded_copy(model)

@@ -16,8 +16,8 @@ from netslim.errors import UnsupportedModelError
 def export_program(model: nn.Module, example_inputs: Any, path: str | os.PathLike) -> float:
     """Save the exported program to ``path``; returns max |eager − reloaded program| on the
     example inputs (0.0 expected: same kernels)."""
+    from netslim.core.masks import folded_copy
     from netslim.export.onnx import _first_output, _tuple
-    from netslim.quantize.fold import folded_copy
 
     inputs = _tuple(example_inputs)
     work, _ = folded_copy(model)

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from netslim.distributed.sync import all_reduce_scores_, canonical_name
+from netslim.core.masks import canonical_name
+from netslim.distributed.sync import all_reduce_scores_
 from netslim.importance.calibration import Calibration, forward, iter_batches, loss_of
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -111,7 +111,7 @@ def save(
     tensors, packed = _storable_state(model)
     save_file(tensors, str(tmp_path))
     os.replace(tmp_path, out / WEIGHTS)
-    from netslim import __version__
+    from netslim._version import __version__
 
     manifest = {
         "format": FORMAT,

@@ -22,10 +22,10 @@ from torch import nn
 from netslim.errors import ConfigError
 from netslim.io import save
 from netslim.measure import measure
+from netslim.methods import JOB_METHODS, config_from_settings
 from netslim.models.spec import build_model, make_example_inputs
 
 LATENCY_BATCH = 64  # the report times batch 1 and a batch of this size
-METHODS = ("unstructured", "channel", "slimming", "layer", "gate")
 SCHEDULES = ("oneshot", "iterative", "agp")
 
 
@@ -70,8 +70,10 @@ class JobSettings:
     resume: str | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.method not in JOB_METHODS:
+            raise ConfigError(
+                f"unknown method {self.method!r}: choose one of {', '.join(JOB_METHODS)}"
+            )
         if self.schedule not in SCHEDULES:
             raise ConfigError(
                 f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"
@@ -101,64 +103,10 @@ def fingerprint(settings: JobSettings) -> dict[str, Any]:
     return {**values, "world_size": world_size()}
 
 
-def parse_nm(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        n, m = (int(part) for part in text.split(":"))
-    except ValueError:
-        raise ConfigError(f"--nm must look like 2:4, got {text!r}") from None
-    return n, m
-
-
 def build_config(settings: JobSettings, ratio: float | None = None) -> Any:
-    """The method's config object for one pruning step (``ratio`` overrides for schedules)."""
-    ratio = settings.ratio if ratio is None else ratio
-    if settings.method in ("layer", "gate"):
-        from netslim.layers.pipeline import layers_config
-
-        return layers_config(settings, ratio)
-    if settings.method == "unstructured":
-        from netslim.unstructured.config import Unstructured
-
-        return Unstructured(
-            ratio=ratio,
-            scope=settings.scope,
-            criterion=settings.criterion or "l1",
-            nm=parse_nm(settings.nm),
-            ignore=tuple(settings.ignore),
-            seed=settings.seed,
-        )
-    from netslim.structural.config import Channels
-
-    slimming = settings.method == "slimming"
-    return Channels(
-        ratio=ratio,
-        criterion=settings.criterion or ("bn" if slimming else "l2"),
-        target_macs=settings.target_macs,
-        target_latency_ms=settings.target_latency_ms,
-        scope="global" if settings.scope == "global" or slimming else "local",
-        per_module=load_per_module(settings.per_module),
-        ignore=tuple(settings.ignore),
-        round_to=settings.round_to,
-        seed=settings.seed,
-    )
-
-
-def load_per_module(path: str | None) -> dict[str, float]:
-    """``--per-module FILE``: a JSON ``{module: ratio}`` (``netslim sensitivity`` writes one)."""
-    if not path:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--per-module {path}: cannot read a JSON object: {exc}") from None
-    data = data.get("per_module", data) if isinstance(data, dict) else data
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float)) for k, v in data.items()
-    ):
-        raise ConfigError(f"--per-module {path}: expected {{module name: ratio}}")
-    return {k: float(v) for k, v in data.items()}
+    """The method's config object for one pruning step (``ratio`` overrides for schedules);
+    each method package maps the settings to its config (``netslim.methods``)."""
+    return config_from_settings(settings, settings.ratio if ratio is None else ratio)
 
 
 def _regularizer(settings: JobSettings, model: nn.Module, example_inputs: tuple) -> Any:
@@ -443,7 +391,7 @@ def _make_report(
     steps: list[dict[str, Any]],
     model: nn.Module,
 ) -> dict[str, Any]:
-    from netslim.unstructured.masks import sparsity_report
+    from netslim.core.masks import sparsity_report
 
     report: dict[str, Any] = {"settings": asdict(settings)}
     for key in (
@@ -465,9 +413,11 @@ def _make_report(
         if name in widths_after
     }
     report["steps"] = steps
+    from netslim.unstructured.settings import parse_nm
+
     nm = parse_nm(settings.nm)
     if nm is not None:
-        from netslim.unstructured.masks import iter_masks
+        from netslim.core.masks import iter_masks
         from netslim.unstructured.nm import check_nm
 
         report["nm_pattern_holds"] = all(

@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from netslim.core import history
-from netslim.core.registry import PruneContext, register_method
+from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ConfigError
 from netslim.layers.blocks import Block, _probe, resolve_blocks
 from netslim.layers.config import Gates, Layers
@@ -26,6 +26,7 @@ from netslim.layers.gates import (
     gate_states,
 )
 from netslim.layers.removal import remove_blocks
+from netslim.layers.settings import layers_config
 
 LAYERS_KIND = "layers"
 
@@ -43,7 +44,6 @@ def _example(ctx: PruneContext) -> Any:
     )
 
 
-@register_method(Layers)
 def prune_layers(model: nn.Module, config: Layers, ctx: PruneContext) -> dict[str, Any]:
     """Score the candidate blocks, remove the ``count`` least important ones, record it."""
     example = _example(ctx)
@@ -77,7 +77,6 @@ def _channels(model: nn.Module, blocks: list[Block], example: Any) -> list[int]:
     return out
 
 
-@register_method(Gates)
 def prune_gates(model: nn.Module, config: Gates, ctx: PruneContext) -> dict[str, Any]:
     """Attach gates, train weights and gates with the penalty, then bake (static gates)."""
     from netslim.training import train
@@ -164,3 +163,10 @@ def replay_gates(model: nn.Module, record: dict[str, Any]) -> None:
 def _split(name: str) -> tuple[str, int]:
     container, _, index = name.rpartition(".")
     return container, int(index)
+
+
+METHOD = MethodSpec(
+    handlers={Layers: prune_layers, Gates: prune_gates},
+    replays={LAYERS_KIND: replay_layers, "gates": replay_gates},
+    from_settings=layers_config,
+)

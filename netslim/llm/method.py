@@ -6,15 +6,17 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from netslim.core.registry import PruneContext, register_method
+from netslim.core.registry import MethodSpec, PruneContext
 from netslim.llm.config import LLMPrune
 from netslim.llm.prune import prune_model
 
 
-@register_method(LLMPrune)
 def prune_llm(model: nn.Module, config: LLMPrune, ctx: PruneContext) -> dict[str, Any]:
     """Calibration ids come as ``calibration=`` or as the single example input ``(N, seq_len)``."""
     calibration = ctx.extras.get("calibration")
     if calibration is None and ctx.example_inputs and isinstance(ctx.example_inputs[0], Tensor):
         calibration = ctx.example_inputs[0]
     return prune_model(model, config, calibration)
+
+
+METHOD = MethodSpec(handlers={LLMPrune: prune_llm})

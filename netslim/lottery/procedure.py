@@ -21,13 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from netslim.core.history import get_spec, record
+from netslim.core.masks import attach_mask, get_mask
 from netslim.errors import ArtifactError, ConfigError, UnsupportedModelError
 from netslim.lottery.checkpoint import Checkpoints
 from netslim.lottery.config import Lottery
 from netslim.lottery.loop import is_mask_key, phase_seed, train_phase
 from netslim.lottery.makers import get_maker
 from netslim.measure import effective_named_parameters
-from netslim.unstructured.masks import attach_mask, get_mask
 from netslim.unstructured.method import HISTORY_KIND, apply_masks
 from netslim.unstructured.targets import find_targets, prunable_modules
 

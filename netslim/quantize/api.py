@@ -55,7 +55,7 @@ def quantize_int8(
     ``qat_epochs`` of quantization-aware fine-tuning on ``train_loader``. Layers the backend
     cannot quantize stay float and are listed in ``report.kept_float`` (with a warning).
     """
-    from netslim.quantize.fold import folded_copy
+    from netslim.core.masks import folded_copy
 
     _torchao()
     mode = resolve_mode(model, mode)

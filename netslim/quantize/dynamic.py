@@ -43,7 +43,7 @@ def replay_quantize(model: nn.Module, record: dict[str, Any]) -> None:
     model has the int8 tensors (of the right shapes) that the saved values are copied into."""
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    from netslim.unstructured.masks import make_permanent
+    from netslim.core.masks import make_permanent
 
     if record.get("mode") != "dynamic":
         raise ArtifactError(f"cannot replay quantization mode {record.get('mode')!r}")

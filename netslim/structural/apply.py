@@ -19,20 +19,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from netslim._runtime import one_thread
 from netslim.errors import PruningError
 from netslim.structural.attrs import Change, plan_changes
-from netslim.structural.groups import Analysis
-from netslim.structural.meta_kernels import meta_shortcut
-from netslim.structural.trace import (
-    _module_stack,
-    _no_fastpaths,
-    aligned,
-    flatten_tensors,
+from netslim.structural.forward import (
     meta_caller,
     meta_forward,
     meta_state,
-    op_key,
+    module_stack,
+    no_fastpaths,
     run_model,
     to_meta,
 )
+from netslim.structural.graph import aligned, flatten_tensors, op_key
+from netslim.structural.groups import Analysis
+from netslim.structural.meta_kernels import meta_shortcut
 from netslim.training.optim_state import note_replacements
 
 
@@ -205,8 +203,8 @@ def _run_shapes(model: nn.Module, example_inputs: Any, on_meta: bool) -> tuple[_
         with (
             meta_forward(model) if on_meta else contextlib.nullcontext(),
             torch.no_grad(),
-            _no_fastpaths(),
-            _module_stack(model, holder),
+            no_fastpaths(),
+            module_stack(model, holder),
             rec,
         ):
             call(model, inputs)

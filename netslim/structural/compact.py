@@ -22,17 +22,17 @@ from torch.utils._pytree import tree_map
 
 from netslim._runtime import paused_gc
 from netslim.core import history
+from netslim.core.masks import make_permanent
 from netslim.errors import ConfigError, PruningError
 from netslim.measure import count_macs, count_params, latency_ms
 from netslim.measure._call import call, inference
 from netslim.structural import constants as C
 from netslim.structural.config import Channels
 from netslim.structural.engine import apply_plan, candidates
+from netslim.structural.graph import flatten_tensors
 from netslim.structural.groups import Analysis, Group, analyze
 from netslim.structural.method import example_inputs_from
 from netslim.structural.plan import PruningPlan
-from netslim.structural.trace import flatten_tensors
-from netslim.unstructured.masks import make_permanent
 
 KIND = "compact"
 

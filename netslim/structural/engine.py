@@ -14,10 +14,10 @@ from netslim.structural.allocation import global_counts, keep_mask, local_counts
 from netslim.structural.apply import apply_masks
 from netslim.structural.config import Channels
 from netslim.structural.cost import count_macs, count_params
+from netslim.structural.graph import Boundary
 from netslim.structural.groups import Analysis, Group, analyze, build_groups
 from netslim.structural.importance import group_scores, normalized, prepared
 from netslim.structural.plan import PruningPlan
-from netslim.structural.trace import Boundary
 
 
 def _under(module: str, names: tuple[str, ...] | list[str]) -> str | None:

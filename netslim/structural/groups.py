@@ -16,7 +16,8 @@ from torch import nn
 
 from netslim._runtime import one_thread, paused_gc
 from netslim.structural.atoms import PROD
-from netslim.structural.trace import Graph, trace
+from netslim.structural.graph import Graph
+from netslim.structural.trace import trace
 
 
 @dataclass

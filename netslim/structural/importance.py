@@ -20,6 +20,7 @@ from torch import nn
 from netslim.errors import ConfigError, UnsupportedModelError
 from netslim.importance import Calibration, activation_stats, gradient_stats, input_norms, require
 from netslim.importance.stats import LAYERS, NORMS
+from netslim.importance.transforms import lamp_transform
 from netslim.structural.groups import Group, Member
 
 CRITERIA: dict[str, type[GroupCriterion]] = {}
@@ -330,17 +331,6 @@ class LAMP(L2Norm):
 
     def finish(self, score: torch.Tensor) -> torch.Tensor:
         return lamp_transform(score)
-
-
-def lamp_transform(sq: torch.Tensor) -> torch.Tensor:
-    """LAMP scores from squared magnitudes ``sq`` (any shape, scored together)."""
-    flat = sq.flatten().double()
-    order = torch.argsort(flat, stable=True)
-    sorted_sq = flat[order]
-    suffix = torch.flip(torch.cumsum(torch.flip(sorted_sq, [0]), 0), [0])
-    out = torch.empty_like(flat)
-    out[order] = torch.where(suffix > 0, sorted_sq / suffix.clamp_min(1e-300), 0.0)
-    return out.view_as(sq).to(sq.dtype)
 
 
 def get(name: str) -> GroupCriterion:

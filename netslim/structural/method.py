@@ -8,18 +8,18 @@ import torch
 from torch import nn
 
 from netslim.core import history
-from netslim.core.registry import PruneContext, register_method
+from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ArtifactError, ConfigError
 from netslim.importance import calibration_from
 from netslim.structural.config import Channels
 from netslim.structural.engine import apply_plan, prune
+from netslim.structural.graph import flatten_tensors
 from netslim.structural.plan import PruningPlan
-from netslim.structural.trace import flatten_tensors
+from netslim.structural.settings import channels_config
 
 KIND = "structural"
 
 
-@register_method(Channels)
 def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dict[str, Any]:
     inputs = ctx.example_inputs
     if inputs is None:
@@ -73,3 +73,8 @@ def replay_plan(model: nn.Module, record: dict[str, Any]) -> None:
     """``netslim.load``: reshape a freshly built original model exactly as the plan says."""
     plan = PruningPlan.from_dict(record["plan"])
     apply_plan(model, plan, example_inputs_from(record))
+
+
+METHOD = MethodSpec(
+    handlers={Channels: prune_channels}, replays={KIND: replay_plan}, from_settings=channels_config
+)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from netslim.structural.atoms import CAT, PROD, AlgebraConflict
-from netslim.structural.trace import (
+from netslim.structural.graph import (
     Boundary,
     Graph,
     OpRecord,

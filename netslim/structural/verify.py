@@ -10,8 +10,9 @@ from torch import nn
 
 from netslim.structural.config import Channels
 from netslim.structural.engine import prune
+from netslim.structural.forward import run_model
+from netslim.structural.graph import flatten_tensors
 from netslim.structural.reference import masked_reference
-from netslim.structural.trace import flatten_tensors, run_model
 
 
 def max_abs_diff(a: Any, b: Any) -> float:

@@ -88,7 +88,7 @@ def restore_rng(meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
 
 
 def _param_names(model: nn.Module) -> dict[int, str]:
-    from netslim.distributed.sync import canonical_name
+    from netslim.core.masks import canonical_name
 
     return {id(p): canonical_name(n) for n, p in model.named_parameters()}
 

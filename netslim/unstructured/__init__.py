@@ -3,16 +3,7 @@ allocation and ``torch.nn.utils.prune`` interop. Importing it registers the ``Un
 handler with ``netslim.prune_``.
 """
 
-from netslim.unstructured.allocation import compute_masks
-from netslim.unstructured.config import Unstructured
-from netslim.unstructured.criteria import (
-    Criterion,
-    available_criteria,
-    get_criterion,
-    register_criterion,
-)
-from netslim.unstructured.interop import from_torch_prune, to_torch_prune
-from netslim.unstructured.masks import (
+from netslim.core.masks import (
     WeightMask,
     attach_mask,
     detach_mask,
@@ -21,6 +12,11 @@ from netslim.unstructured.masks import (
     make_permanent,
     sparsity_report,
 )
+from netslim.unstructured.allocation import compute_masks
+from netslim.unstructured.config import Unstructured
+from netslim.unstructured.criteria import available_criteria, get_criterion
+from netslim.unstructured.criterion import Criterion, register_criterion
+from netslim.unstructured.interop import from_torch_prune, to_torch_prune
 from netslim.unstructured.method import apply_masks, prune, replay_masks
 from netslim.unstructured.nm import check_nm, nm_mask
 

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from netslim.core.masks import get_mask
 from netslim.errors import ConfigError
 from netslim.unstructured.config import Unstructured
 from netslim.unstructured.criteria import get_criterion
-from netslim.unstructured.masks import get_mask
 from netslim.unstructured.nm import nm_mask
 from netslim.unstructured.targets import Target, find_targets
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from netslim.distributed.sync import canonical_name
+from netslim.core.masks import canonical_name
 from netslim.importance import Calibration, gradient_stats, input_norms, require
-from netslim.structural.importance import lamp_transform
-from netslim.unstructured.criteria import Criterion, register_criterion
+from netslim.importance.transforms import lamp_transform
+from netslim.unstructured.criterion import Criterion, register_criterion
 
 
 @register_criterion("l2")

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from netslim.core.masks import attach_mask, detach_mask, iter_masks
 from netslim.errors import UnsupportedModelError
-from netslim.unstructured.masks import attach_mask, detach_mask, iter_masks
 
 
 def _torch_pruned(model: nn.Module) -> list[tuple[str, nn.Module, str, int]]:

@@ -15,11 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from netslim.core.history import record
-from netslim.core.registry import PruneContext, register_method
+from netslim.core.masks import attach_mask, detach_mask, get_mask, sparsity_report
+from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ArtifactError, ConfigError, NetslimError, PruningError
 from netslim.unstructured.allocation import compute_masks
 from netslim.unstructured.config import Unstructured
-from netslim.unstructured.masks import attach_mask, detach_mask, get_mask, sparsity_report
+from netslim.unstructured.settings import unstructured_config
 
 HISTORY_KIND = "masks"
 
@@ -96,7 +97,6 @@ def record_masks(model: nn.Module, targets: list[str], config: Unstructured) -> 
     record(model, HISTORY_KIND, {"targets": list(targets), "config": config_record(config)})
 
 
-@register_method(Unstructured)
 def prune(
     model: nn.Module, config: Unstructured, ctx: PruneContext | None = None
 ) -> dict[str, Any]:
@@ -123,3 +123,10 @@ def replay_masks(model: nn.Module, step: dict[str, Any]) -> None:
         module, name = _resolve(model, key, ArtifactError)
         ones[key] = torch.ones_like(getattr(module, name), dtype=torch.bool)
     apply_masks(model, ones)
+
+
+METHOD = MethodSpec(
+    handlers={Unstructured: prune},
+    replays={HISTORY_KIND: replay_masks},
+    from_settings=unstructured_config,
+)

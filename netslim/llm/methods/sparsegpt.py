@@ -20,8 +20,8 @@ from netslim._runtime import one_thread
 from netslim.errors import PruningError
 from netslim.llm.calibration import LayerStats
 from netslim.llm.config import LLMPrune
-from netslim.llm.methods import register_llm_method
 from netslim.llm.methods.masks import lowest
+from netslim.llm.methods.registry import register_llm_method
 from netslim.unstructured.nm import nm_mask
 
 

@@ -12,8 +12,8 @@ from torch import Tensor
 
 from netslim.llm.calibration import LayerStats
 from netslim.llm.config import LLMPrune
-from netslim.llm.methods import register_llm_method
 from netslim.llm.methods.masks import select
+from netslim.llm.methods.registry import register_llm_method
 
 
 @register_llm_method("wanda", needs={"sq"})

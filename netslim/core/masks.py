@@ -1,4 +1,6 @@
-"""Masks as ``torch.nn.utils.parametrize`` parametrizations.
+"""Masks as ``torch.nn.utils.parametrize`` parametrizations: a base concept every floor uses
+(unstructured pruning makes them, lottery tickets reuse them, quantization and export fold them,
+distributed runs compare them, checkpoints name tensors through them).
 
 ``module.weight`` becomes ``original * mask``: the optimizer keeps updating ``original`` (same
 Parameter object, so existing optimizers stay valid) while masked entries of the effective
@@ -8,6 +10,7 @@ model rebuilt with empty masks (``attach_mask`` with ones) loads a pruned checkp
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -147,3 +150,21 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
         pruned += zeros
     overall = {"numel": total, "pruned": pruned, "sparsity": pruned / total if total else 0.0}
     return {"layers": layers, "overall": overall}
+
+
+def canonical_name(name: str) -> str:
+    """``fc.parametrizations.weight.original`` → ``fc.weight``: names that survive masking."""
+    return name.replace("parametrizations.", "").replace(".original", "")
+
+
+def folded_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A deployable copy: ``(deep copy with every mask made permanent, folded keys)``; ``model``
+    itself is not changed. ``copy.deepcopy`` keeps parametrized modules on the *same*
+    dynamically created class, and removing a parametrization deletes the weight property from
+    that class, so each parametrized module of the copy gets its own class first."""
+    work = copy.deepcopy(model)
+    for module in work.modules():
+        if parametrize.is_parametrized(module):
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    return work, make_permanent(work)

@@ -1,4 +1,4 @@
-"""The ``netslim prune --method layer|gate`` settings → :class:`Layers` / :class:`Gates`.
+"""``netslim prune --method layer|gate`` settings -> :class:`Layers` / :class:`Gates`.
 
 Kept here so the job runner only gains one branch: the mapping of CLI flags to depth-pruning
 configs is this package's business.

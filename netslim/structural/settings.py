@@ -1,0 +1,43 @@
+"""``netslim prune --method channel|slimming`` settings -> :class:`Channels` (this package's entry
+in the method table maps the job's flags to its config)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from netslim.errors import ConfigError
+from netslim.structural.config import Channels
+
+
+def load_per_module(path: str | None) -> dict[str, float]:
+    """``--per-module FILE``: a JSON ``{module: ratio}`` (``netslim sensitivity`` writes one)."""
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--per-module {path}: cannot read a JSON object: {exc}") from None
+    data = data.get("per_module", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) for k, v in data.items()
+    ):
+        raise ConfigError(f"--per-module {path}: expected {{module name: ratio}}")
+    return {k: float(v) for k, v in data.items()}
+
+
+def channels_config(settings: Any, ratio: float) -> Channels:
+    """``slimming`` is channel pruning ranked by BN scales (``bn``), always global."""
+    slimming = settings.method == "slimming"
+    return Channels(
+        ratio=ratio,
+        criterion=settings.criterion or ("bn" if slimming else "l2"),
+        target_macs=settings.target_macs,
+        target_latency_ms=settings.target_latency_ms,
+        scope="global" if settings.scope == "global" or slimming else "local",
+        per_module=load_per_module(settings.per_module),
+        ignore=tuple(settings.ignore),
+        round_to=settings.round_to,
+        seed=settings.seed,
+    )
