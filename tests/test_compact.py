@@ -160,7 +160,7 @@ def test_coupled_group_is_removed_only_where_every_member_agrees():
     original = copy.deepcopy(model)
     report = compact_(model, (torch.randn(2, 3, 5, 5),))
     assert set(_how(report)) == {1}
-    assert any(k["index"] == 0 and "coupled" in k["reason"] for k in report["kept"])
+    assert any(k["index"] == 0 and k["kind"] == "coupled" for k in report["kept"])
     assert model.a.out_channels == 5
     _check_same(original, model, torch.randn(2, 3, 5, 5))
 
@@ -230,3 +230,33 @@ def test_save_load_replays_compaction(tmp_path):
     _check_same(original, loaded, y)
     with torch.no_grad():
         assert torch.equal(loaded(y), model.eval()(y))
+
+
+def test_cli_compacts_a_saved_model(tmp_path, capsys):
+    from netslim.cli.main import main
+
+    model = build_model("zoo:vgg_small").eval()
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            prune.ln_structured(m, "weight", amount=0.5, n=1, dim=0)
+            prune.remove(m, "weight")
+    netslim.save(model, tmp_path / "in")
+    out = tmp_path / "small"
+    assert main(["compact", str(tmp_path / "in"), "--no-latency", "--out", str(out)]) == 0
+    report = __import__("json").loads((out / "compact.json").read_text())
+    assert report["params"]["after"] < report["params"]["before"]
+    loaded = netslim.load(out / "model")
+    assert sum(p.numel() for p in loaded.parameters()) == report["params"]["after"]
+    assert "removed 112 dead" in capsys.readouterr().out
+
+
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+    from netslim.cli.main import main
+
+    out = tmp_path / "o"
+    assert main(["compact", "not-a-spec", "--out", str(out)]) == 2
+    assert main(["compact", str(tmp_path), "--out", str(out)]) == 2  # no saved model there
+    assert main(["compact", "zoo:vgg_small", "--probes", "-1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("netslim: error:") for line in err)
+    assert not out.exists()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netslim.cli import demo, deploy, evaluate, llm, lottery, prune, sensitivity
+from netslim.cli import compact, demo, deploy, evaluate, llm, lottery, prune, sensitivity
 from netslim.errors import NetslimError
 
 
@@ -38,6 +38,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("export", deploy.add_export, deploy.run_export),
     Command("llm", llm.add_parser, llm.run),
     Command("sensitivity", sensitivity.add_parser, sensitivity.run),
+    Command("compact", compact.add_parser, compact.run),
 )
 
 

@@ -98,9 +98,9 @@ def _capture(model: nn.Module, probes: list[Any], names: set[str]) -> dict[str, 
     return seen
 
 
-def _kept(decision: C.Decision, g: Group, indices: list[int], reason: str) -> None:
+def _kept(decision: C.Decision, g: Group, indices: list[int], kind: str, reason: str) -> None:
     for i in indices:
-        decision.kept.append({"group": g.id, "index": int(i), "reason": reason})
+        decision.kept.append({"group": g.id, "index": int(i), "kind": kind, "reason": reason})
 
 
 def _other_member(g: Group, modules: dict[str, nn.Module]) -> str | None:
@@ -121,14 +121,14 @@ def decide(model: nn.Module, analysis: Analysis, probes: list[Any]) -> C.Decisio
         unused = C.ignored_by_consumers(analysis, g, modules)
         cand = (src | unused).nonzero().flatten().tolist()
         partial = (C.partly_dead(analysis, g, modules) & ~(src | unused)).nonzero().flatten()
-        _kept(decision, g, partial.tolist(), "coupled: another producer of this group computes it")
+        _kept(decision, g, partial.tolist(), "coupled", "another producer of the group computes it")
         if not cand:
             continue
         other = _other_member(g, modules)
         if other is not None:
-            _kept(decision, g, cand, f"{other} is not a conv, linear or BatchNorm")
+            _kept(decision, g, cand, "unsupported", f"{other} is not a conv, linear or BatchNorm")
         elif g.width_stat:
-            _kept(decision, g, cand, "a normalisation averages over these channels")
+            _kept(decision, g, cand, "normalised", "a normalisation averages over these channels")
         else:
             todo.append((g, cand, src, unused))
     consumers = {
@@ -157,11 +157,11 @@ def _decide_group(
         for m in ins:
             mod, seen = modules[m.module], xs.get(m.module, [])
             if not seen:
-                _kept(decision, g, remaining, f"{m.module} did not run on the example inputs")
+                _kept(decision, g, remaining, "not run", f"{m.module} did not run on the inputs")
                 return
             delta, bad = C.fold_check(mod, seen, m, remaining)
             for i in bad:
-                _kept(decision, g, [i], C.why_not(mod, seen, m, i))
+                _kept(decision, g, [i], *C.why_not(mod, seen, m, i))
             if bad:
                 remaining = [i for i in remaining if i not in bad]
                 dropped = True
@@ -170,7 +170,7 @@ def _decide_group(
         if not dropped:
             break
     if len(remaining) >= g.size:  # the engine never empties a group
-        _kept(decision, g, remaining[-1:], "every channel of the group is removable: one stays")
+        _kept(decision, g, remaining[-1:], "last", "every channel is removable: one stays")
         remaining = remaining[:-1]
         return _decide_group(decision, g, remaining, src, unused, modules, xs)
     if not remaining:
@@ -303,3 +303,14 @@ def replay_compact(model: nn.Module, record: dict[str, Any]) -> None:
     for name in record.get("biases", []):
         _add_bias(model.get_submodule(name))
     apply_plan(model, PruningPlan.from_dict(record["plan"]), example_inputs_from(record))
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Counts for tables: channels removed by how (dead / folded / unused), kept by why."""
+    removed: dict[str, int] = {}
+    for c in report.get("removed_channels", []):
+        removed[c["how"]] = removed.get(c["how"], 0) + 1
+    kept: dict[str, int] = {}
+    for k in report.get("kept", []):
+        kept[k["kind"]] = kept.get(k["kind"], 0) + 1
+    return {"removed": removed, "kept": kept}

@@ -169,16 +169,16 @@ def constant_of(mod: nn.Module, x: Tensor, m: Member, index: int) -> float:
     return float(x.movedim(_axis(mod), 0).index_select(0, cols[:1]).flatten()[0])
 
 
-def why_not(mod: nn.Module, xs: list[Tensor], m: Member, index: int) -> str:
-    """Why one channel's contribution at ``mod`` is not a bias (for the report)."""
+def why_not(mod: nn.Module, xs: list[Tensor], m: Member, index: int) -> tuple[str, str]:
+    """Why one channel's contribution at ``mod`` is not a bias: ``(kind, reason)``."""
     idx = torch.tensor([index])
     if all(_interior_uniform(mod, x, m, idx) for x in xs):
         c = constant_of(mod, xs[0], m, index)
-        return (
+        return "padding", (
             f"constant {c:.6g} meets the zero padding of {m.module}: folding it into a bias "
             "would be inexact at the borders"
         )
-    return f"not constant at the input of {m.module} (it varies with the input)"
+    return "varies", f"not constant at the input of {m.module} (it varies with the input)"
 
 
 def fold_check(

@@ -1,0 +1,41 @@
+"""``netslim compact MODEL_OR_DIR``: remove the dead and constant channels of a saved (or
+built) model; the job is ``netslim.jobs.compact``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from netslim.cli.args import MODEL_HELP, parse_shape
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "compact",
+        help="physically remove zero filters / masked or dead channels, folding constants",
+    )
+    p.add_argument("model", help=f"a directory saved by netslim, or {MODEL_HELP}")
+    p.add_argument("--example-shape", type=parse_shape, default=None, help="e.g. 1,3,224,224")
+    p.add_argument(
+        "--probes", type=int, default=2, help="random inputs that check each constant (>= 0)"
+    )
+    p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
+    p.add_argument("--out", default=None, help="output directory (default <input>-compact)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from netslim.jobs.compact import compact_job, default_out, summary_lines
+
+    out = Path(args.out) if args.out else default_out(args.model)
+    report = compact_job(
+        args.model,
+        out,
+        example_shape=args.example_shape,
+        probes=args.probes,
+        latency=not args.no_latency,
+    )
+    print("\n".join(summary_lines(report)))
+    print(f"\nwrote {out}/model and {out}/compact.json")
+    return 0

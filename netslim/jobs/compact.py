@@ -1,0 +1,75 @@
+"""``netslim compact``'s job: load a saved model (or build a spec), compact it, save the
+smaller model and ``compact.json`` (what was removed, folded and kept; params, MACs, latency)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+def load_source(source: str) -> nn.Module:
+    """A saved directory (or a job directory with model/), else a model spec."""
+    from netslim.io import load
+    from netslim.jobs.evaluation import locate
+    from netslim.models.spec import build_model, parse_spec
+
+    path = Path(source)
+    if path.exists():
+        return load(locate(path)[0])
+    parse_spec(source)  # a bad spec fails here, before anything is built
+    return build_model(source)
+
+
+def default_out(source: str) -> Path:
+    """``DIR-compact`` beside a saved directory, ``runs/<spec>-compact`` for a spec."""
+    if Path(source).exists():
+        return Path(f"{source.rstrip('/')}-compact")
+    return Path("runs") / f"{source.replace(':', '-').replace('/', '_')}-compact"
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The report as a few human lines."""
+    from netslim.structural.compact import summary
+
+    s = summary(report)
+    p, m = report["params"], report["macs"]
+    out = [
+        f"parameters {p['before']:,} -> {p['after']:,}   MACs {m['before']:,} -> {m['after']:,}",
+        "removed " + (", ".join(f"{n} {k}" for k, n in s["removed"].items()) or "nothing"),
+    ]
+    if s["kept"]:
+        out.append("kept " + ", ".join(f"{n} ({k})" for k, n in s["kept"].items()))
+    if "latency_ms" in report:
+        lat = report["latency_ms"]
+        out.append(f"latency {lat['before']:.3f} -> {lat.get('after', lat['before']):.3f} ms")
+    out.append(f"max abs difference {report['max_abs_diff']:.3g}")
+    return out
+
+
+def compact_job(
+    source: str,
+    out: Path,
+    *,
+    example_shape: list[int] | None = None,
+    probes: int = 2,
+    latency: bool = True,
+) -> dict[str, Any]:
+    from netslim.errors import ConfigError
+    from netslim.io import save
+    from netslim.models.spec import make_example_inputs
+    from netslim.structural.compact import compact_
+
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
+        raise ConfigError(f"probes must be an int >= 0, got {probes!r}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    model = load_source(source).eval()
+    example = make_example_inputs(model, example_shape)
+    report = compact_(model, example, probes=probes, latency=latency)
+    out.mkdir(parents=True, exist_ok=True)
+    save(model, out / "model")
+    (out / "compact.json").write_text(json.dumps(report, indent=2))
+    return report
