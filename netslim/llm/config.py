@@ -63,6 +63,19 @@ class LLMPrune:
     remove: depth only: number of blocks to remove (overrides ``sparsity``).
     damp: SparseGPT damping as a fraction of the mean Hessian diagonal (paper: 1%).
     blocksize: SparseGPT column block for lazy batch updates and adaptive mask selection (128).
+    owl: per-weight unstructured only: OWL non-uniform block sparsity (Yin et al., 2024) with
+        this maximum shift λ (0: uniform). Blocks with more outlier scores keep more weights;
+        the mean over blocks stays ``sparsity``. N:M fixes every group's count, so not with ``nm``.
+    owl_m: OWL's outlier threshold: a score ``|W|·‖X‖`` above ``owl_m`` × its layer's mean.
+    reconstruct: per-weight methods: optimizer steps per block after pruning that fit the pruned
+        block's output to the dense model's block output on the calibration data (masks fixed;
+        0: off). Each step sees ``reconstruct_batch`` sequences.
+    reconstruct_lr: Adam learning rate of those steps.
+    reconstruct_batch: calibration sequences per reconstruction step.
+    recover: width/depth only: distillation steps from the dense model after pruning (0: off);
+        see :mod:`netslim.llm.distill`. Each step sees ``recover_batch`` sequences.
+    recover_lr: AdamW peak learning rate of the distillation (linear decay to 0).
+    recover_batch: sequences per distillation step.
     """
 
     method: str = "wanda"
@@ -74,6 +87,14 @@ class LLMPrune:
     remove: int | None = None
     damp: float = 0.01
     blocksize: int = 128
+    owl: float = 0.0
+    owl_m: float = 5.0
+    reconstruct: int = 0
+    reconstruct_lr: float = 1e-4
+    reconstruct_batch: int = 8
+    recover: int = 0
+    recover_lr: float = 5e-5
+    recover_batch: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -105,6 +126,33 @@ class LLMPrune:
             or self.blocksize < 1
         ):
             raise ConfigError(f"blocksize must be a positive int, got {self.blocksize!r}")
+
+        for name in ("reconstruct", "reconstruct_batch", "recover", "recover_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
+        if self.reconstruct_batch < 1 or self.recover_batch < 1:
+            raise ConfigError("reconstruct_batch and recover_batch must be >= 1")
+        for name in ("reconstruct_lr", "recover_lr", "owl_m"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+        self.owl = _fraction(self.owl, "owl")
+        if self.owl and (self.method not in WEIGHT_METHODS or self.nm is not None):
+            raise ConfigError(
+                "owl applies to unstructured wanda/sparsegpt/magnitude: N:M fixes every "
+                "group's count, width/depth have their own per-block choices"
+            )
+        if self.owl and not self.owl < self.sparsity <= 1.0 - self.owl:
+            raise ConfigError(
+                f"owl={self.owl} must leave every block's sparsity in (0, 1) around {self.sparsity}"
+            )
+        if self.reconstruct and self.method not in WEIGHT_METHODS:
+            raise ConfigError("reconstruct applies to wanda/sparsegpt/magnitude (per-weight)")
+        if self.recover and self.method in WEIGHT_METHODS:
+            raise ConfigError(
+                "recover applies to width and depth; per-weight methods use reconstruct"
+            )
 
     @property
     def heads(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -19,7 +20,9 @@ from netslim.llm.depth import (
     removal_count,
     remove_blocks,
 )
+from netslim.llm.distill import cycle_batches, distill
 from netslim.llm.methods import get_method
+from netslim.llm.owl import plan_sparsities
 from netslim.llm.sequential import ModelBlocks, WeightStep, run_sequential
 from netslim.llm.width import (
     WidthStep,
@@ -90,6 +93,21 @@ def validate(model: nn.Module, config: LLMPrune, calibration: Tensor | None) -> 
     return fam
 
 
+def weight_step_report(step: WeightStep, owl: dict[str, Any]) -> dict[str, Any]:
+    """What each part of a per-weight run cost (seconds) and, when on, OWL's and the block
+    reconstruction's own figures."""
+    out: dict[str, Any] = {"costs": {k: v for k, v in step.costs.items() if v}}
+    if owl:
+        out["costs"]["owl"] = owl["seconds"]
+        out["owl"] = owl
+    if step.fit:
+        out["reconstruction"] = {
+            "first_loss": [f["first_loss"] for f in step.fit],
+            "last_loss": [f["last_loss"] for f in step.fit],
+        }
+    return out
+
+
 def sparsity_of(model: nn.Module) -> float:
     """Fraction of exact zeros over all block linears."""
     zeros = total = 0
@@ -112,14 +130,21 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def prune_model(
-    model: nn.Module, config: LLMPrune, calibration: Tensor | None = None
+    model: nn.Module,
+    config: LLMPrune,
+    calibration: Tensor | None = None,
+    recovery: Tensor | None = None,
 ) -> dict[str, Any]:
     """Prune ``model`` in place, block by block, and return a JSON-ready report.
 
     ``calibration``: ``(N, seq_len)`` token ids (see ``calibration.token_sequences``); not used
-    by magnitude. All-or-nothing: on any failure the block weights are restored.
+    by magnitude. ``recovery``: token ids for ``config.recover`` distillation steps (default:
+    the calibration ids). All-or-nothing: on any failure the model is restored.
     """
     fam = validate(model, config, calibration)
+    if recovery is not None:
+        check_calibration(recovery, config)
+    teacher = copy.deepcopy(model) if config.recover else None
     model.eval()
     start = time.perf_counter()
     before = {"params": count_params(model), "blocks": len(layers(model, fam))}
@@ -138,8 +163,10 @@ def prune_model(
     try:
         inputs = capture_inputs(model, calibration) if "calibration" in report else None
         if config.method in WEIGHT_METHODS:
-            step = WeightStep(config)
+            sparsities, owl = plan_sparsities(source, inputs, config)
+            step = WeightStep(config, sparsities)
             run_sequential(source, inputs, step)
+            report.update(weight_step_report(step, owl))
         elif config.method == "width":
             step = WidthStep(config, model.config)
             run_sequential(source, inputs, step)
@@ -153,8 +180,19 @@ def prune_model(
             remove_blocks(model, removed)
             report["block_influence"] = step.influence
             report["removed_blocks"] = removed
+        if teacher is not None:
+            assert calibration is not None
+            ids = calibration if recovery is None else recovery
+            batches = cycle_batches(ids, config.recover_batch)
+            report["recovery"] = distill(
+                model, teacher, batches, steps=config.recover, lr=config.recover_lr
+            )
+            report["costs"] = {"recover": report["recovery"]["seconds"]}
     except BaseException:
         source.rollback()
+        if teacher is not None:  # blocks may be gone or reshaped: put the original back whole
+            model.__dict__.clear()
+            model.__dict__.update(teacher.__dict__)
         raise
     source.commit()
     report["sparsity"] = sparsity_of(model)

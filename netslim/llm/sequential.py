@@ -9,7 +9,9 @@ at a time, which is what lets the streaming path keep the rest of the model on d
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import torch
@@ -20,6 +22,7 @@ from netslim.llm.arch import block_linears, layers, set_weight_oi, weight_oi
 from netslim.llm.calibration import BlockInputs, collecting, run_block
 from netslim.llm.config import LLMPrune
 from netslim.llm.methods import get_method
+from netslim.llm.reconstruct import reconstruct_block
 
 
 class BlockSource(Protocol):
@@ -75,13 +78,28 @@ def run_sequential(source: BlockSource, inputs: BlockInputs | None, step: Step) 
 
 
 class WeightStep:
-    """Magnitude / Wanda / SparseGPT on every linear of a block; counts zeros as it goes."""
+    """Magnitude / Wanda / SparseGPT on every linear of a block; counts zeros as it goes.
 
-    def __init__(self, config: LLMPrune):
+    ``sparsities``: one sparsity per block (OWL), else ``config.sparsity`` everywhere. With
+    ``config.reconstruct`` the step also carries the dense model's hidden states alongside the
+    pruned ones and fits each pruned block to the dense block's output
+    (:mod:`netslim.llm.reconstruct`); ``costs`` holds the seconds of each part.
+    """
+
+    def __init__(self, config: LLMPrune, sparsities: list[float] | None = None):
         self.config = config
+        self.sparsities = sparsities
         self.fn, self.needs = get_method(config.method)
         self.zeros = 0
         self.total = 0
+        self.dense_hidden: Tensor | None = None
+        self.costs = {"prune": 0.0, "reconstruct": 0.0, "dense_targets": 0.0}
+        self.fit: list[dict[str, float]] = []
+
+    def _block_config(self, index: int) -> LLMPrune:
+        if self.sparsities is None:
+            return self.config
+        return replace(self.config, sparsity=self.sparsities[index], owl=0.0)
 
     @property
     def needs_data(self) -> bool:
@@ -89,14 +107,40 @@ class WeightStep:
 
     def __call__(self, index: int, block: nn.Module, inputs: BlockInputs | None) -> Tensor | None:
         linears = block_linears(block)
+        config = self._block_config(index)
+        fit = self.config.reconstruct > 0 and inputs is not None
+        target = None
+        if fit:
+            assert inputs is not None
+            start = time.perf_counter()
+            if self.dense_hidden is None:
+                self.dense_hidden = inputs.hidden.clone()
+            target = run_block(block, inputs, self.dense_hidden)  # dense block, dense stream
+            self.costs["dense_targets"] += time.perf_counter() - start
+        start = time.perf_counter()
         stats = {}
         if self.needs and inputs is not None:
             with collecting(block, dict.fromkeys(linears, set(self.needs))) as stats:
                 run_block(block, inputs)
         with torch.no_grad(), one_thread():
             for name, module in linears.items():
-                pruned = self.fn(weight_oi(module).detach().float(), stats.get(name), self.config)
+                pruned = self.fn(weight_oi(module).detach().float(), stats.get(name), config)
                 set_weight_oi(module, pruned)
-                self.zeros += int((pruned == 0).sum())
-                self.total += pruned.numel()
+        self.costs["prune"] += time.perf_counter() - start
+        if fit:
+            assert inputs is not None and target is not None
+            masks = {
+                f"{name}.weight": module.weight.detach() != 0 for name, module in linears.items()
+            }
+            result = reconstruct_block(
+                block, inputs, target, masks, steps=self.config.reconstruct,
+                lr=self.config.reconstruct_lr, batch=self.config.reconstruct_batch, seed=index,
+            )  # fmt: skip
+            self.costs["reconstruct"] += result["seconds"]
+            self.fit.append(result)
+            self.dense_hidden = target
+        for module in linears.values():
+            w = weight_oi(module)
+            self.zeros += int((w == 0).sum())
+            self.total += w.numel()
         return None

@@ -36,7 +36,13 @@ from netslim.llm.io import (
     weight_files,
     write_manifest,
 )
-from netslim.llm.prune import check_calibration, check_nm_shapes, needs_calibration
+from netslim.llm.owl import plan_sparsities
+from netslim.llm.prune import (
+    check_calibration,
+    check_nm_shapes,
+    needs_calibration,
+    weight_step_report,
+)
 from netslim.llm.sequential import WeightStep, run_sequential
 
 INDEX = "model.safetensors.index.json"
@@ -284,9 +290,13 @@ def prune_streaming(
         writer = ShardWriter(tmp)
         block_prefix = f"{fam.prefix}."
         if config.method in WEIGHT_METHODS:
-            step = WeightStep(config)
+            sparsities, owl = plan_sparsities(
+                StreamedBlocks(reader, skeleton, fam, None), inputs, config
+            )
+            step = WeightStep(config, sparsities)
             run_sequential(StreamedBlocks(reader, skeleton, fam, writer), inputs, step)
             report["sparsity"] = step.zeros / max(step.total, 1)
+            report.update(weight_step_report(step, owl))
             kept = list(range(n_blocks))
         else:
             influence = InfluenceStep()

@@ -1,0 +1,196 @@
+"""The LLM quality steps on tiny random models: OWL block sparsities, block reconstruction with
+fixed masks, and distillation recovery after width/depth pruning (reload, all-or-nothing)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import tiny_hf  # noqa: E402
+
+from netslim.errors import ConfigError  # noqa: E402
+from netslim.llm import LLMPrune, prune_model, prune_streaming  # noqa: E402
+from netslim.llm.arch import block_linears, layers  # noqa: E402
+from netslim.llm.distill import cycle_batches, distill  # noqa: E402
+from netslim.llm.owl import owl_sparsities  # noqa: E402
+from netslim.unstructured.nm import check_nm  # noqa: E402
+
+VOCAB = 256
+
+
+def tiny_llama(layers: int = 4) -> torch.nn.Module:
+    return tiny_hf.tiny_llama(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=layers, vocab_size=VOCAB,
+        max_position_embeddings=128, tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def calib() -> torch.Tensor:
+    return torch.randint(0, VOCAB, (8, 32), generator=torch.Generator().manual_seed(1))
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+def _kl(teacher, student, ids) -> float:
+    t = torch.log_softmax(_logits(teacher, ids), -1)
+    s = torch.log_softmax(_logits(student, ids), -1)
+    return float((t.exp() * (t - s)).sum(-1).mean())
+
+
+def test_owl_sparsities_keep_the_mean_and_favour_outlier_blocks():
+    ratios = [0.01, 0.05, 0.02, 0.09]
+    s = owl_sparsities(ratios, 0.5, 0.08)
+    assert sum(s) / len(s) == pytest.approx(0.5)
+    assert max(s) - min(s) == pytest.approx(0.16)
+    assert s.index(min(s)) == 3 and s.index(max(s)) == 0  # most outliers: least pruned
+    assert owl_sparsities([0.1, 0.1], 0.5, 0.08) == [0.5, 0.5]
+
+
+def test_owl_prunes_blocks_unevenly_with_the_same_total(calib):
+    model = tiny_llama()
+    report = prune_model(model, LLMPrune("wanda", 0.5, owl=0.1), calib)
+    planned = report["owl"]["block_sparsity"]
+    assert len(set(round(x, 6) for x in planned)) > 1
+    for block, target in zip(layers(model), planned, strict=True):
+        ws = [m.weight for m in block_linears(block).values()]
+        zeros = sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+        assert zeros == pytest.approx(target, abs=0.01)
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert "owl" in report["costs"]
+
+
+@pytest.mark.parametrize("nm", [None, "2:4", "4:8"])
+def test_reconstruction_keeps_masks_and_fits_the_dense_model(calib, nm):
+    dense = tiny_llama()
+    plain = copy.deepcopy(dense)
+    prune_model(plain, LLMPrune("sparsegpt", nm=nm), calib)
+    fitted = copy.deepcopy(dense)
+    report = prune_model(
+        fitted, LLMPrune("sparsegpt", nm=nm, reconstruct=30, reconstruct_lr=1e-3), calib
+    )
+    # block 0 sees the same inputs either way: same mask; later blocks see the fitted blocks'
+    # outputs, so their masks may differ, but never their zero counts
+    for i, (a, b) in enumerate(zip(layers(plain), layers(fitted), strict=True)):
+        for (name, la), lb in zip(block_linears(a).items(), block_linears(b).values(), strict=True):
+            if i == 0:
+                assert torch.equal(la.weight == 0, lb.weight == 0), name
+            assert int((la.weight == 0).sum()) == int((lb.weight == 0).sum()), name
+            if nm:
+                assert check_nm(lb.weight, *map(int, nm.split(":")))
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.01)
+    first, last = report["reconstruction"]["first_loss"], report["reconstruction"]["last_loss"]
+    assert all(b < a for a, b in zip(first, last, strict=True))
+    assert _kl(dense, fitted, calib) < _kl(dense, plain, calib)
+    assert {"prune", "reconstruct", "dense_targets"} <= set(report["costs"])
+
+
+def test_reconstruct_block_holds_the_mask(calib):
+    from netslim.llm.calibration import capture_inputs, run_block
+    from netslim.llm.reconstruct import reconstruct_block
+
+    model = tiny_llama(layers=1)
+    inputs = capture_inputs(model, calib)
+    block = layers(model)[0]
+    target = run_block(block, inputs)
+    masks = {}
+    with torch.no_grad():
+        for name, m in block_linears(block).items():
+            masks[f"{name}.weight"] = torch.rand_like(m.weight) > 0.5
+            m.weight.mul_(masks[f"{name}.weight"])
+    result = reconstruct_block(block, inputs, target, masks, steps=20, lr=1e-3, batch=4)
+    assert result["last_loss"] < result["first_loss"]
+    for name, m in block_linears(block).items():
+        assert not m.weight[~masks[f"{name}.weight"]].any(), name
+    assert all(p.requires_grad and p.grad is None for p in block.parameters())
+
+
+def test_new_steps_stream_like_in_memory(calib, tmp_path):
+    dense = tiny_llama(layers=3)
+    dense.save_pretrained(tmp_path / "src", max_shard_size="100KB")
+    config = LLMPrune("wanda", 0.5, owl=0.1, reconstruct=5, reconstruct_batch=4)
+    in_memory = copy.deepcopy(dense)
+    prune_model(in_memory, config, calib)
+    report = prune_streaming(tmp_path / "src", tmp_path / "out", config, calib)
+    streamed = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    a, b = in_memory.state_dict(), streamed.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+    assert report["owl"]["block_sparsity"] and "reconstruct" in report["costs"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [LLMPrune("width", 0.25, head_sparsity=0.5), LLMPrune("depth", remove=1)],
+    ids=["width", "depth"],
+)
+def test_recovery_distills_and_reloads(config, calib, tmp_path):
+    dense = tiny_llama()
+    plain = copy.deepcopy(dense)
+    prune_model(plain, config, calib)
+    recovered = copy.deepcopy(dense)
+    rec = copy.copy(config)
+    rec.recover, rec.recover_lr, rec.recover_batch = 40, 3e-3, 4
+    report = prune_model(recovered, rec, calib)
+    assert (
+        report["recovery"]["steps"] == 40
+        and report["recovery"]["loss_last"] < report["recovery"]["loss_first"]
+    )
+    assert _kl(dense, recovered, calib) < _kl(dense, plain, calib)
+    assert recovered.model.embed_tokens.weight.equal(dense.model.embed_tokens.weight)
+    assert all(p.requires_grad for p in recovered.parameters())  # flags as they were
+    recovered.save_pretrained(tmp_path / "r")
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "r").eval()
+    torch.testing.assert_close(_logits(again, calib[:2]), _logits(recovered, calib[:2]))
+    out = again.generate(calib[:1, :5], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape[1] == 9
+
+
+def test_failed_recovery_leaves_the_model_unchanged(calib):
+    model = tiny_llama()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = calib.clone()
+    bad[0, 0] = VOCAB + 5  # out of the embedding's range: fails inside the distillation
+    with pytest.raises(IndexError):
+        prune_model(model, LLMPrune("depth", remove=1, recover=3), calib, recovery=bad)
+    assert model.config.num_hidden_layers == 4 and len(layers(model)) == 4
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before)
+
+
+def test_distill_reads_batches_from_an_iterator(calib):
+    teacher = tiny_llama(layers=2)
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for p in layers(student)[1].parameters():
+            p.mul_(0.5)
+    stream = (calib[i : i + 2] for i in range(0, 8, 2))  # a generator: never all in memory
+    result = distill(student, teacher, stream, steps=4, lr=1e-3, warmup=1)
+    assert result["tokens"] == 4 * 2 * 32
+    batches = cycle_batches(calib, 3)
+    assert [next(batches).shape for _ in range(5)] == [torch.Size([3, 32])] * 5
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="wanda", nm="2:4", owl=0.1), "owl applies"),
+        (dict(method="width", owl=0.1), "owl applies"),
+        (dict(method="wanda", sparsity=0.05, owl=0.1), "must leave every block"),
+        (dict(method="width", reconstruct=2), "reconstruct applies"),
+        (dict(method="sparsegpt", recover=10), "recover applies"),
+        (dict(method="wanda", reconstruct=-1), "non-negative"),
+        (dict(method="wanda", reconstruct_batch=0), ">= 1"),
+        (dict(method="wanda", reconstruct_lr=0.0), "> 0"),
+    ],
+)
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        LLMPrune(**kwargs)
