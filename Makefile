@@ -11,11 +11,13 @@ setup:
 demo: setup
 	$(PY) -m netslim demo --out runs/demo
 
+# CI (.ci/run) runs this: the import contract (pyproject.toml [tool.importlinter]) first, then the tests.
 test: setup
+	.venv/bin/lint-imports
 	$(PY) -m pytest tests
 
 lint: setup
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && .venv/bin/lint-imports
 
 # One command per benchmark; each writes its tables and plots under docs/. Run them one at a time.
 $(addprefix bench-,$(BENCHES)): bench-%: setup

@@ -1,4 +1,5 @@
-"""The public verbs: ``prune_`` (in place, one config object per method), ``save`` and ``load``.
+"""The public verbs: ``prune_`` (in place, one config object per method; ``prune_consistently_``
+under torchrun), ``save`` and ``load``.
 
 ``prune_`` only dispatches: the method table (``netslim.methods``) holds each method's handler
 for its config class, so adding a method never touches this file.
@@ -6,15 +7,17 @@ for its config class, so adding a method never touches this file.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from netslim.core.registry import PruneContext
+from netslim.core.registry import Handler, PruneContext
 from netslim.errors import ConfigError
 from netslim.io import load, save
-from netslim.methods import handler_for
+from netslim.methods import config_and_handler, handler_for
 from netslim.models.spec import build_model
 
 
@@ -32,6 +35,20 @@ def prune_(
     ``example_inputs`` (a tensor or tuple) is needed by methods that trace the model (structural
     pruning, MACs targets); data loaders by criteria or schedules that use data.
     """
+    return _run(
+        handler_for(config), model, config, example_inputs, train_loader, test_loader, extras
+    )
+
+
+def _run(
+    handler: Handler,
+    model: nn.Module,
+    config: Any,
+    example_inputs: Any = None,
+    train_loader: Any = None,
+    test_loader: Any = None,
+    extras: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"prune_ expects an nn.Module, got {type(model).__name__}")
     if isinstance(example_inputs, torch.Tensor):
@@ -42,9 +59,43 @@ def prune_(
         example_inputs=example_inputs,
         train_loader=train_loader,
         test_loader=test_loader,
-        extras=extras,
+        extras=extras or {},
     )
-    return handler_for(config)(model, config, context)
+    return handler(model, config, context)
 
 
-__all__ = ["build_model", "load", "prune_", "save"]
+def prune_consistently_(model: nn.Module, config: Any, **kwargs: Any) -> dict[str, Any]:
+    """``prune_`` on every rank under torchrun, then rank 0's masks everywhere, then a check.
+
+    The config must be equal on every rank (ConfigError otherwise). Unstructured masks are
+    computed on every rank from identical weights and then overwritten with rank 0's, so float
+    ties cannot split the ranks. Structural plans change shapes: they must be deterministic
+    (criteria seeded from the config), and ``verify_consistent`` proves every rank removed
+    the same channels before training goes on.
+    """
+    return _consistently(handler_for(config), model, config, **kwargs)
+
+
+def prune_step_(model: nn.Module, settings: Any, ratio: float, **kwargs: Any) -> dict[str, Any]:
+    """One pruning step of a job (``netslim.jobs.pipeline``): the method table turns the job's
+    settings and this step's ``ratio`` into the method's config and handler, which run as
+    :func:`prune_consistently_` runs them. One call down, so a setting passes each file once."""
+    config, handler = config_and_handler(settings, ratio)
+    return _consistently(handler, model, config, **kwargs)
+
+
+def _consistently(handler: Handler, model: nn.Module, config: Any, **kwargs: Any) -> dict[str, Any]:
+    from netslim.distributed import broadcast_masks_, verify_consistent, verify_same
+
+    described = asdict(config) if is_dataclass(config) else repr(config)
+    verify_same(json.loads(json.dumps(described, default=str)), f"{type(config).__name__} settings")
+    example_inputs = kwargs.pop("example_inputs", None)
+    train_loader = kwargs.pop("train_loader", None)
+    test_loader = kwargs.pop("test_loader", None)
+    summary = _run(handler, model, config, example_inputs, train_loader, test_loader, kwargs)
+    broadcast_masks_(model)
+    verify_consistent(model, what=f"{type(config).__name__} pruning step")
+    return summary
+
+
+__all__ = ["build_model", "load", "prune_", "prune_consistently_", "prune_step_", "save"]

@@ -108,10 +108,16 @@ def method(name: str) -> Method:
 
 def config_from_settings(settings: Any, ratio: float) -> Any:
     """The config of ``settings.method`` for one pruning step (the method's own flag mapping)."""
+    return config_and_handler(settings, ratio)[0]
+
+
+def config_and_handler(settings: Any, ratio: float) -> tuple[Any, Handler]:
+    """The config of ``settings.method`` for one pruning step and the handler that runs it."""
     spec = method(settings.method).load()
     if spec.from_settings is None:
         raise ConfigError(f"method {settings.method!r} has no job settings")
-    return spec.from_settings(settings, ratio)
+    config = spec.from_settings(settings, ratio)
+    return config, spec.handlers[type(config)]
 
 
 def handler_for(config: Any) -> Handler:

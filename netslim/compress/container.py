@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +68,6 @@ def unpack(data: bytes, *, source: str = "data") -> tuple[dict[str, Any], memory
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{source} has a corrupt manifest")
     return manifest, memoryview(raw)[4 + size :]
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary file and rename, so readers never see a half-written artifact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
-    return path
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], memoryview]:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from netslim.compress import container
 from netslim.compress.codec import decode_tensor, encode_tensor
+from netslim.core.files import atomic_write_bytes
 from netslim.core.history import get_history, get_spec, set_history, set_spec
 from netslim.errors import ArtifactError, ConfigError
 from netslim.measure.effective import effective_state_dict
@@ -120,7 +121,7 @@ def compress(
         "history": get_history(model),
         "tensors": entries,
     }
-    out = container.write_atomic(path, container.pack(manifest, blobs, level=level))
+    out = atomic_write_bytes(path, container.pack(manifest, blobs, level=level))
     size = out.stat().st_size
     dense = saved_size_bytes(model)
     total = sum(t.numel() for t in tensors.values() if t.is_floating_point())

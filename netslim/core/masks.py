@@ -11,6 +11,7 @@ model rebuilt with empty masks (``attach_mask`` with ones) loads a pruned checkp
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import torch
@@ -152,9 +153,12 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
     return {"layers": layers, "overall": overall}
 
 
+_ORIGINAL = re.compile(r"\.parametrizations\.([^.]+)\.original$")
+
+
 def canonical_name(name: str) -> str:
     """``fc.parametrizations.weight.original`` → ``fc.weight``: names that survive masking."""
-    return name.replace("parametrizations.", "").replace(".original", "")
+    return _ORIGINAL.sub(r".\1", f".{name}")[1:]
 
 
 def folded_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:

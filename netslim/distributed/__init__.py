@@ -1,5 +1,6 @@
 """Running netslim under torchrun: process group from the environment, DDP wrapping, and checks
-that every rank prunes identically. Everything degrades to a no-op in a single process."""
+that every rank prunes identically (``netslim.api.prune_consistently_`` uses them for one
+pruning step). Everything degrades to a no-op in a single process."""
 
 from netslim.distributed.ddp import rewrap, unwrap, wrap
 from netslim.distributed.env import (
@@ -14,7 +15,6 @@ from netslim.distributed.env import (
     shutdown,
     world_size,
 )
-from netslim.distributed.prune import prune_consistently_
 from netslim.distributed.sync import (
     RankMismatchError,
     all_reduce_scores_,
@@ -40,7 +40,6 @@ __all__ = [
     "local_rank",
     "log",
     "model_fingerprint",
-    "prune_consistently_",
     "rank",
     "rewrap",
     "shutdown",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from netslim.core.files import atomic_write, atomic_write_text
 from netslim.core.history import get_history, get_spec, set_history, set_spec
 from netslim.errors import ArtifactError, ConfigError
 from netslim.io.replay import replay
@@ -106,11 +106,8 @@ def save(
         )
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
     tensors, packed = _storable_state(model)
-    save_file(tensors, str(tmp_path))
-    os.replace(tmp_path, out / WEIGHTS)
+    atomic_write(out / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     from netslim._version import __version__
 
     manifest = {
@@ -123,7 +120,7 @@ def save(
     }
     if packed:
         manifest["packed"] = packed
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
     return out
 
 

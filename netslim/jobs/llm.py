@@ -10,18 +10,6 @@ from typing import Any
 from netslim.errors import ConfigError, DataError, UnsupportedModelError
 
 
-def _check_out(out: str) -> None:
-    from netslim.llm.io import MANIFEST
-
-    path = Path(out)
-    if path.exists() and (
-        not path.is_dir() or (any(path.iterdir()) and not (path / MANIFEST).is_file())
-    ):
-        raise ConfigError(
-            f"{path} exists and is not a netslim LLM output: refusing to overwrite it"
-        )
-
-
 def _tokenizer(model_dir: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -55,7 +43,7 @@ def llm_job(
     from netslim.llm.streaming import prune_streaming
 
     io.check_model_dir(model_dir)
-    _check_out(out)
+    io.check_writable(out)
     tokenizer = _tokenizer(model_dir)
     calib_ids = None
     if needs_calibration(config):

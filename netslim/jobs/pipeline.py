@@ -194,13 +194,16 @@ def _apply_schedule(
 
     Every pruning step runs on every rank with rank 0's decision and is verified to agree.
     """
-    from netslim.distributed import prune_consistently_
+    from netslim.api import prune_step_
     from netslim.schedules import iterative_ratios
 
     def prune_step(ratio: float | None = None) -> dict[str, Any]:
-        config = build_config(settings, ratio)
-        return prune_consistently_(
-            model, config, example_inputs=example_inputs, train_loader=trainer.train_loader
+        return prune_step_(
+            model,
+            settings,
+            settings.ratio if ratio is None else ratio,
+            example_inputs=example_inputs,
+            train_loader=trainer.train_loader,
         )
 
     steps: list[dict[str, Any]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netslim.core.select import fraction_count
 from netslim.errors import ConfigError
 
 CRITERION_NAMES = ("block-influence", "branch-norm", "ablation")
@@ -45,7 +46,7 @@ class Layers:
 
     def count(self, available: int) -> int:
         """How many of ``available`` blocks to remove; at least one block must remain."""
-        count = self.remove if self.remove is not None else round(self.ratio * available)
+        count = self.remove if self.remove is not None else fraction_count(self.ratio, available)
         if count >= available:
             raise ConfigError(
                 f"cannot remove {count} of {available} removable blocks: at least one must remain"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from netslim.core.select import fraction_count
 from netslim.errors import ConfigError, UnsupportedModelError
 from netslim.llm.arch import family, layers, renumber
 from netslim.llm.calibration import BlockInputs, run_block
@@ -39,7 +40,9 @@ def block_influence(x_in: Tensor, x_out: Tensor) -> float:
 
 
 def removal_count(config: LLMPrune, n_layers: int) -> int:
-    count = config.remove if config.remove is not None else round(config.sparsity * n_layers)
+    count = (
+        config.remove if config.remove is not None else fraction_count(config.sparsity, n_layers)
+    )
     if count >= n_layers:
         raise ConfigError(f"cannot remove {count} of {n_layers} blocks: at least one must remain")
     return count

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from netslim.core.files import atomic_directory
 from netslim.errors import ArtifactError, ConfigError, UnsupportedModelError
 from netslim.llm.arch import family_of
 
@@ -28,8 +28,8 @@ MANIFEST = "netslim_llm.json"
 FORMAT = "netslim-llm"
 
 
-def staging_dir(out: str | os.PathLike) -> Path:
-    """A fresh sibling of ``out`` to write into; refuses to replace a non-netslim directory."""
+def check_writable(out: str | os.PathLike) -> None:
+    """Refuse to replace anything but a netslim LLM output (``out`` may also be absent or empty)."""
     target = Path(out)
     if target.exists() and (
         not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).is_file())
@@ -37,19 +37,6 @@ def staging_dir(out: str | os.PathLike) -> Path:
         raise ConfigError(
             f"{target} exists and is not a netslim LLM output: refusing to overwrite it"
         )
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def commit_dir(tmp: Path, out: str | os.PathLike) -> Path:
-    target = Path(out)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return target
 
 
 def write_manifest(directory: Path, report: dict[str, Any]) -> None:
@@ -66,16 +53,13 @@ def save(
     model: nn.Module, out: str | os.PathLike, report: dict[str, Any], tokenizer: Any = None
 ) -> Path:
     """``save_pretrained`` (+ tokenizer, + ``netslim_llm.json``) into ``out``, atomically."""
-    tmp = staging_dir(out)
-    try:
+    check_writable(out)
+    with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         write_manifest(tmp, report)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return commit_dir(tmp, out)
+    return Path(out)
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from netslim.core.files import atomic_directory
 from netslim.errors import ArtifactError, ConfigError, UnsupportedModelError
 from netslim.llm.arch import Family, block_linears, family_of, layers
 from netslim.llm.calibration import capture_inputs
@@ -31,8 +32,7 @@ from netslim.llm.depth import InfluenceStep, choose, new_layer_types, removal_co
 from netslim.llm.io import (
     MANIFEST,
     check_model_dir,
-    commit_dir,
-    staging_dir,
+    check_writable,
     weight_files,
     write_manifest,
 )
@@ -277,8 +277,8 @@ def prune_streaming(
         "family": fam.name,
         "streamed": True,
     }
-    tmp = staging_dir(out)
-    try:
+    check_writable(out)
+    with atomic_directory(out) as tmp:
         inputs = None
         if calibration is not None and needs_calibration(config):
             inputs = _capture(reader, skeleton.config, fam, calibration)
@@ -328,8 +328,4 @@ def prune_streaming(
         report["loader"] = "transformers"
         report["seconds"] = time.perf_counter() - start
         write_manifest(tmp, report)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    commit_dir(tmp, out)
     return report

@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from netslim.core.files import atomic_directory, atomic_write, atomic_write_text
+from netslim.core.rng import capture_rng, restore_rng
 from netslim.errors import ArtifactError, ConfigError
 
 FORMAT = "netslim-lottery"
@@ -55,32 +52,6 @@ def _read(path: Path) -> dict[str, Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{path} is not a readable lottery checkpoint: {exc}") from exc
-
-
-def rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """(tensors, JSON) snapshot of the torch, CUDA, Python and NumPy generators."""
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda.{index}"] = state
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    meta = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-    }
-    return tensors, meta
-
-
-def set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda.")]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 class Checkpoints:
@@ -119,25 +90,18 @@ class Checkpoints:
     def start(self, fingerprint: dict[str, Any], rewind: dict[str, Tensor]) -> None:
         """Write the fingerprint and the rewind weights (once, before round 0 is saved)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        _atomic_tensors(self.directory / REWIND, rewind)
+        atomic_write(self.directory / REWIND, lambda tmp: save_file(_plain(rewind), str(tmp)))
         payload = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint}
-        _atomic_text(self.directory / RUN, json.dumps(payload, indent=2))
+        atomic_write_text(self.directory / RUN, json.dumps(payload, indent=2))
 
     def save_round(self, index: int, model: nn.Module, record: dict[str, Any]) -> Path:
         """Write round ``index`` (weights, masks, RNG, metrics) atomically."""
-        final = self.directory / round_name(index)
-        tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=f".{final.name}-"))
-        try:
+        final = self.directory / round_name(index)  # a stale copy from a crash is replaced
+        with atomic_directory(final) as tmp:
             save_file(_plain(model.state_dict()), str(tmp / MODEL))
-            tensors, meta = rng_state()
+            meta, tensors = capture_rng()
             save_file(_plain(tensors), str(tmp / RNG))
             (tmp / ROUND).write_text(json.dumps({"record": record, "rng": meta}, indent=2))
-            if final.exists():  # a stale, incomplete copy from a crash: replace it
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return final
 
     def rewind(self) -> dict[str, Tensor]:
@@ -151,7 +115,7 @@ class Checkpoints:
 
     def restore_rng(self, index: int) -> None:
         folder = self.directory / round_name(index)
-        set_rng_state(_read(folder / RNG), json.loads((folder / ROUND).read_text())["rng"])
+        restore_rng(json.loads((folder / ROUND).read_text())["rng"], _read(folder / RNG))
 
     def fingerprint(self) -> dict[str, Any]:
         return json.loads((self.directory / RUN).read_text())["fingerprint"]
@@ -175,15 +139,3 @@ def _compare(saved: dict[str, Any], current: dict[str, Any], directory: Path) ->
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(_plain(tensors), str(tmp))
-    os.replace(tmp, path)

@@ -12,7 +12,6 @@ dict has the same keys in every round, checkpoint and control.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from netslim.core.history import get_spec, record
-from netslim.core.masks import attach_mask, get_mask
+from netslim.core.masks import attach_mask, canonical_name, get_mask
 from netslim.errors import ArtifactError, ConfigError, UnsupportedModelError
 from netslim.lottery.checkpoint import Checkpoints
 from netslim.lottery.config import Lottery
@@ -32,7 +31,6 @@ from netslim.unstructured.method import HISTORY_KIND, apply_masks
 from netslim.unstructured.targets import find_targets, prunable_modules
 
 RoundHook = Callable[[dict[str, Any]], None]
-_ORIGINAL = re.compile(r"\.parametrizations\.([^.]+)\.original$")
 
 
 def assign(model: nn.Module, state: dict[str, Tensor]) -> None:
@@ -44,11 +42,6 @@ def assign(model: nn.Module, state: dict[str, Tensor]) -> None:
     with torch.no_grad():
         for key, value in state.items():
             current[key].copy_(value)
-
-
-def plain_key(key: str) -> str:
-    """``a.parametrizations.weight.original`` → ``a.weight`` (the unparametrized name)."""
-    return _ORIGINAL.sub(r".\1", f".{key}")[1:]
 
 
 class LotteryRun:
@@ -287,7 +280,7 @@ class LotteryRun:
         """The trained dense weights of the masked targets, by target key."""
         out = {}
         for key, value in self.dense.items():
-            plain = plain_key(key)
+            plain = canonical_name(key)
             if plain in self.body or plain in self.classifier:
                 out[plain] = value
         return out
@@ -305,7 +298,7 @@ class LotteryRun:
         state = fresh.state_dict()
         out = {}
         for key in self.rewind:
-            plain = plain_key(key)
+            plain = canonical_name(key)
             if plain not in state or state[plain].shape != self.rewind[key].shape:
                 raise ConfigError(f"the reinit factory builds a different model (no {plain!r})")
             out[key] = state[plain]

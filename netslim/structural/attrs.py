@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim.core.names import within
 from netslim.structural.groups import Analysis
 
 HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "nheads")
@@ -330,7 +331,7 @@ def plan_changes(analysis: Analysis, kept: dict[int, int], new: dict[str, torch.
                 changes += upd(mod, where, ctx)
             continue
         mine = list(by_module.get(where, []))
-        if any(m == where or m.startswith(where + ".") for m in changed_modules):
+        if any(within(m, where) for m in changed_modules):
             mine += _generic(mod, where, ctx, {c.attr for c in mine})
         changes += mine
     changes, cfg_changes, notes = _config_changes(model, changes)

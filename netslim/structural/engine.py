@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import torch
 from torch import nn
 
 from netslim._runtime import one_thread, paused_gc
-from netslim.errors import ConfigError, PruningError
+from netslim.core.names import check_module_names, first_within, within
+from netslim.errors import PruningError
 from netslim.structural.allocation import global_counts, keep_mask, local_counts
 from netslim.structural.apply import apply_masks
 from netslim.structural.config import Channels
@@ -20,29 +20,13 @@ from netslim.structural.importance import group_scores, normalized, prepared
 from netslim.structural.plan import PruningPlan
 
 
-def _under(module: str, names: tuple[str, ...] | list[str]) -> str | None:
-    for n in names:
-        if n == "" or module == n or module.startswith(n + "."):
-            return n
-    return None
-
-
-def _check_names(model: nn.Module, names: list[str], what: str) -> None:
-    known = {n for n, _ in model.named_modules()}
-    for n in names:
-        if n not in known:
-            close = difflib.get_close_matches(n, sorted(known), n=3)
-            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-            raise ConfigError(f"{what}: no module named {n!r} in the model{hint}")
-
-
 def candidates(analysis: Analysis, config: Channels) -> list[Group]:
     """Groups the config allows to shrink."""
     out = []
     for g in analysis.groups:
         if (g.within and not config.within_heads) or (g.conv_groups and not config.conv_groups):
             continue
-        if any(_under(m.module, config.ignore) is not None for m in g.members):
+        if any(first_within(m.module, config.ignore) is not None for m in g.members):
             continue
         out.append(g)
     return out
@@ -51,7 +35,7 @@ def candidates(analysis: Analysis, config: Channels) -> list[Group]:
 def _ratio_for(g: Group, config: Channels) -> float | None:
     keys = sorted(config.per_module, key=len, reverse=True)
     for m in g.members:
-        hit = _under(m.module, keys)
+        hit = first_within(m.module, keys)
         if hit is not None:
             return config.per_module[hit]
     return None
@@ -67,8 +51,8 @@ def make_plan(
 ) -> tuple[PruningPlan, dict[str, Any]]:
     """Score and allocate; returns the plan and notes (e.g. an unreachable target).
     ``calibration`` (:class:`netslim.importance.Calibration`) feeds data-driven criteria."""
-    _check_names(model, list(config.ignore), "ignore")
-    _check_names(model, list(config.per_module), "per_module")
+    check_module_names(model, list(config.ignore), "ignore")
+    check_module_names(model, list(config.per_module), "per_module")
     analysis = analysis or analyze(model, example_inputs)
     criterion = prepared(config.criterion, model, calibration)
     groups = [g for g in candidates(analysis, config) if criterion.applies(g)]
@@ -191,11 +175,7 @@ def _module_atoms(analysis: Analysis, rec: Any, got: list | None) -> list[int]:
     applied to the qkv projection), which no single op's dims reveal."""
     if not rec.module:
         return _op_atoms(analysis, rec, got)
-    inside = [
-        r
-        for r in analysis.graph.eval_records
-        if r.module == rec.module or r.module.startswith(rec.module + ".")
-    ]
+    inside = [r for r in analysis.graph.eval_records if within(r.module, rec.module)]
     return [a for r in inside for d in r.ins + r.outs for a in d]
 
 

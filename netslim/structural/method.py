@@ -31,7 +31,7 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
         inputs = (inputs,)
     calibration = calibration_from(ctx, config.calibration_batches)
     if config.target_latency_ms is not None:
-        from netslim.sensitivity.latency import search_latency
+        from netslim.structural.latency_search import search_latency
 
         plan, report = search_latency(
             model, inputs, config.target_latency_ms, config, calibration=calibration

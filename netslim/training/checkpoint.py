@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from netslim.core import rng
+from netslim.core.files import atomic_directory, atomic_write_text
 from netslim.errors import ArtifactError, ConfigError
 
 LATEST = "latest.json"
@@ -45,43 +45,16 @@ STATE_TENSORS = "state.safetensors"
 FORMAT_VERSION = 1
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a synced temporary file and a rename (never half-written)."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-
-
-# ---------------------------------------------------------------- RNG states
-
-
 def capture_rng() -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Python, NumPy and torch (CPU + every GPU) generator states as JSON + tensors."""
-    version, words, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    meta = {
-        "python": [version, list(words), gauss],
-        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
-    }
-    tensors = {"rng/torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda/{index}"] = state
-    return meta, tensors
+    """The shared RNG snapshot (``netslim.core.rng``), its tensors stored under ``rng/``."""
+    meta, tensors = rng.capture_rng()
+    return meta, {f"rng/{key}": value for key, value in tensors.items()}
 
 
 def restore_rng(meta: dict[str, Any], tensors: dict[str, Tensor]) -> None:
-    version, words, gauss = meta["python"]
-    random.setstate((version, tuple(words), gauss))
-    kind, keys, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(tensors["rng/torch"])
-    if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
+    rng.restore_rng(
+        meta, {k.removeprefix("rng/"): v for k, v in tensors.items() if k.startswith("rng/")}
+    )
 
 
 # ---------------------------------------------------------------- optimizer state by name
@@ -354,16 +327,9 @@ class RunCheckpoint:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._serial += 1
         name = f"ckpt-{self._serial:06d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.directory))
-        try:
+        final = self.directory / name  # a copy left by a run killed before `latest` is replaced
+        with atomic_directory(final) as tmp:
             self._write(tmp, model, optimizer, lr_scheduler, position, teacher)
-            final = self.directory / name
-            if final.exists():  # left over from a run killed after the rename, before latest
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         atomic_write_text(self.directory / LATEST, json.dumps({"checkpoint": name}))
         self._prune_old(keep_name=name)
         if self.after_save is not None:

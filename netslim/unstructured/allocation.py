@@ -15,30 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from netslim.core.masks import get_mask
+from netslim.core.select import fraction_count, lowest_k
 from netslim.errors import ConfigError
 from netslim.unstructured.config import Unstructured
 from netslim.unstructured.criteria import get_criterion
 from netslim.unstructured.nm import nm_mask
 from netslim.unstructured.targets import Target, find_targets
-
-
-def lowest_k(scores: Tensor, k: int) -> Tensor:
-    """Bool mask (same shape) of the ``k`` lowest scores; ties go to the lower flat index.
-
-    Uses ``kthvalue`` for the threshold instead of a full sort, so memory stays O(n) even for a
-    global ranking over every weight of a large model.
-    """
-    flat = scores.flatten()
-    drop = torch.zeros_like(flat, dtype=torch.bool)
-    if k <= 0:
-        return drop.view_as(scores)
-    if k >= flat.numel():
-        return ~drop.view_as(scores)
-    threshold = torch.kthvalue(flat, k).values
-    drop = flat < threshold
-    ties = (flat == threshold).nonzero().flatten()
-    drop[ties[: k - int(drop.sum())]] = True
-    return drop.view_as(scores)
 
 
 def _scores(
@@ -67,7 +49,7 @@ def _global(scores: dict[str, Tensor], ratio: float) -> dict[str, Tensor]:
     dtype = reduce(torch.promote_types, (s.dtype for s in scores.values()))
     device = next(iter(scores.values())).device
     flat = torch.cat([s.flatten().to(device=device, dtype=dtype) for s in scores.values()])
-    drop = lowest_k(flat, round(ratio * flat.numel()))
+    drop = lowest_k(flat, fraction_count(ratio, flat.numel()))
     masks, start = {}, 0
     for key, s in scores.items():
         masks[key] = ~drop[start : start + s.numel()].view(s.shape).to(s.device)
@@ -77,10 +59,9 @@ def _global(scores: dict[str, Tensor], ratio: float) -> dict[str, Tensor]:
 
 def _per_row(scores: Tensor, ratio: float) -> Tensor:
     if scores.dim() < 2:
-        return lowest_k(scores, round(ratio * scores.numel()))
+        return lowest_k(scores, fraction_count(ratio, scores.numel()))
     rows = scores.reshape(scores.shape[0], -1)
-    k = round(ratio * rows.shape[1])
-    return torch.stack([lowest_k(r, k) for r in rows]).view_as(scores)
+    return lowest_k(rows, fraction_count(ratio, rows.shape[1]), dim=1).view_as(scores)
 
 
 def compute_masks(
@@ -116,7 +97,9 @@ def compute_masks(
     elif config.scope == "row":  # per output row (Wanda's comparison group)
         masks = {key: ~_per_row(s, config.ratio) for key, s in scores.items()}
     else:
-        masks = {key: ~lowest_k(s, round(config.ratio * s.numel())) for key, s in scores.items()}
+        masks = {
+            key: ~lowest_k(s, fraction_count(config.ratio, s.numel())) for key, s in scores.items()
+        }
     for t in targets:  # monotone: already-masked entries never come back
         existing = get_mask(t.module, t.name)
         if existing is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from netslim.core.names import first_within
 from netslim.errors import ConfigError, UnsupportedModelError
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -32,7 +33,7 @@ def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _ignored(path: str, ignore: Iterable[str]) -> bool:
-    return any(path == name or path.startswith(name + ".") for name in ignore)
+    return first_within(path, ignore) is not None
 
 
 def check_module_names(model: nn.Module, names: Iterable[str]) -> None:

@@ -1,5 +1,7 @@
-"""A CPU latency target for structural pruning: search the MACs fraction whose pruned model
-runs under the target, by measuring (latency is not linear in MACs on real hardware)."""
+"""A CPU latency target for structural pruning (``Channels(target_latency_ms=...)``): search
+the MACs fraction whose pruned model runs under the target, by measuring (latency is not linear
+in MACs on real hardware). It drives the MACs allocation of ``allocation.py`` through the engine,
+so it lives beside it."""
 
 from __future__ import annotations
 

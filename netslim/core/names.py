@@ -1,0 +1,32 @@
+"""Module names as users write them (``ignore=``, ``per_module=``): one matcher and one check,
+so every method reads ``"features.3"`` the same way (the module and everything inside it)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from torch import nn
+
+from netslim.errors import ConfigError
+
+
+def within(path: str, name: str) -> bool:
+    """``path`` is the module ``name`` or inside it (``""`` is the whole model)."""
+    return name == "" or path == name or path.startswith(name + ".")
+
+
+def first_within(path: str, names: Iterable[str]) -> str | None:
+    """The first of ``names`` that ``path`` is :func:`within`, or None."""
+    return next((n for n in names if within(path, n)), None)
+
+
+def check_module_names(model: nn.Module, names: Iterable[str], what: str) -> None:
+    """ConfigError naming the first of ``names`` that is not a module of ``model`` (with the
+    closest real names as a hint)."""
+    known = {n for n, _ in model.named_modules()}
+    for n in names:
+        if n not in known:
+            close = difflib.get_close_matches(n, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise ConfigError(f"{what}: no module named {n!r} in the model{hint}")
