@@ -49,3 +49,31 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def train_dense(
+    spec: str,
+    train_loader: Any,
+    test_loader: Any,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    seed: int | None = 0,
+    label: str | None = None,
+) -> tuple[torch.nn.Module, float, float]:
+    """The dense model a bench compares against: seed, build ``spec``, train ``epochs``,
+    evaluate; ``(model, test accuracy, training seconds)``, printed as ``label`` when given.
+    ``seed=None``: the caller has seeded (and drawn from) the generators already."""
+    from netslim import build_model
+    from netslim.training import evaluate, seed_everything, train
+
+    if seed is not None:
+        seed_everything(seed)
+    model = build_model(spec)
+    with Stopwatch() as sw:
+        if epochs:
+            train(model, train_loader, epochs=epochs, lr=lr, progress=False)
+    accuracy = evaluate(model, test_loader)
+    if label:
+        print(f"{label} dense: {100 * accuracy:.2f}% ({sw.seconds:.0f} s)", flush=True)
+    return model, accuracy, sw.seconds

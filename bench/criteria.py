@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOCS, Stopwatch, machine_line, markdown_table, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    DOCS,
+    Stopwatch,
+    machine_line,
+    markdown_table,
+    train_dense,
+    write_results,
+)
 
 import netslim  # noqa: E402
 from netslim.data import make_loaders  # noqa: E402
@@ -59,13 +66,12 @@ def _finetune(model: nn.Module, loader, steps: int, lr: float) -> None:
 
 def run_cnn(args, train_loader, test_loader) -> dict[str, Any]:
     seed_everything(0)
-    example = torch.randn(1, 1, 28, 28)
-    dense = build_model(f"zoo:{args.cnn}")
-    with Stopwatch() as sw:
-        train(dense, train_loader, epochs=args.dense_epochs, lr=1e-3, progress=False)
-    base_acc = evaluate(dense, test_loader)
+    example = torch.randn(1, 1, 28, 28)  # drawn before the dense model is built, as always
+    dense, base_acc, _ = train_dense(
+        f"zoo:{args.cnn}", train_loader, test_loader, epochs=args.dense_epochs, seed=None,
+        label=args.cnn,
+    )  # fmt: skip
     base_macs = count_macs(dense, (example,))
-    print(f"{args.cnn} dense {100 * base_acc:.2f}% ({sw.seconds:.0f} s)", flush=True)
     cal = Calibration(train_loader, batches=args.cal_batches)
     rows: dict[str, dict[str, Any]] = {}
 
@@ -172,10 +178,9 @@ def _tp_taylor_to_macs(dense: nn.Module, example, keep: float, batches) -> nn.Mo
 
 
 def run_lenet(args, train_loader, test_loader) -> dict[str, Any]:
-    seed_everything(0)
-    dense = build_model("zoo:lenet300")
-    train(dense, train_loader, epochs=args.dense_epochs, lr=1e-3, progress=False)
-    base = evaluate(dense, test_loader)
+    dense, base, _ = train_dense(
+        "zoo:lenet300", train_loader, test_loader, epochs=args.dense_epochs
+    )
     rows = {}
     for crit in UNSTRUCTURED:
         model = copy.deepcopy(dense)

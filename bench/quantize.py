@@ -31,7 +31,14 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOCS, Stopwatch, machine_line, markdown_table, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    DOCS,
+    Stopwatch,
+    machine_line,
+    markdown_table,
+    train_dense,
+    write_results,
+)
 
 import netslim  # noqa: E402
 from netslim.compress import compress, decompress  # noqa: E402
@@ -82,12 +89,9 @@ def _ft(model: nn.Module, loader, epochs: int, lr: float, teacher: nn.Module | N
 
 
 def run_lenet(args, train_loader, test_loader) -> dict[str, Any]:
-    seed_everything(0)
-    dense = netslim.build_model("zoo:lenet300")
-    with Stopwatch() as sw:
-        _ft(dense, train_loader, args.dense_epochs, 1e-3)
-    dense_acc = evaluate(dense, test_loader)
-    print(f"[lenet] dense {100 * dense_acc:.2f}% ({sw.seconds:.0f} s)", flush=True)
+    dense, dense_acc, _ = train_dense(
+        "zoo:lenet300", train_loader, test_loader, epochs=args.dense_epochs, label="[lenet]"
+    )
 
     runs = [prune_and_compress(dense, dense_acc, s, args, train_loader, test_loader)
             for s in args.sparsities]  # fmt: skip

@@ -23,12 +23,11 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOCS, Stopwatch, machine_line, markdown_table, write_results  # noqa: E402
+from _common import DOCS, machine_line, markdown_table, train_dense, write_results  # noqa: E402
 
 import netslim  # noqa: E402
 from netslim.core.masks import iter_masks  # noqa: E402
 from netslim.data import make_loaders  # noqa: E402
-from netslim.models.spec import build_model  # noqa: E402
 from netslim.schedules import AGPScheduler, iterative_ratios  # noqa: E402
 from netslim.training import evaluate, seed_everything, train  # noqa: E402
 from netslim.unstructured import Unstructured  # noqa: E402
@@ -52,12 +51,9 @@ def _finetune(
 
 
 def run_lenet(args, train_loader, test_loader) -> dict:
-    seed_everything(0)
-    dense = build_model("zoo:lenet300")
-    with Stopwatch() as sw:
-        train(dense, train_loader, epochs=args.dense_epochs, lr=1e-3, progress=False)
-    dense_acc = evaluate(dense, test_loader)
-    print(f"LeNet-300-100 dense: {100 * dense_acc:.2f}% ({sw.seconds:.0f} s)", flush=True)
+    dense, dense_acc, _ = train_dense(
+        "zoo:lenet300", train_loader, test_loader, epochs=args.dense_epochs, label="LeNet-300-100"
+    )
     ft = args.finetune_epochs
     lr = args.finetune_lr
     curves: dict[str, dict[float, float]] = {"oneshot": {}, "iterative": {}, "agp": {}}
@@ -152,12 +148,9 @@ def run_lenet(args, train_loader, test_loader) -> dict:
 
 
 def run_vgg_nm(args, train_loader, test_loader) -> dict:
-    seed_everything(0)
-    dense = build_model("zoo:vgg_small")
-    with Stopwatch() as sw:
-        train(dense, train_loader, epochs=args.vgg_epochs, lr=1e-3, progress=False)
-    dense_acc = evaluate(dense, test_loader)
-    print(f"VGG-small dense: {100 * dense_acc:.2f}% ({sw.seconds:.0f} s)", flush=True)
+    dense, dense_acc, _ = train_dense(
+        "zoo:vgg_small", train_loader, test_loader, epochs=args.vgg_epochs, label="VGG-small"
+    )
     result = {"dense": dense_acc, "patterns": {}}
     for n, m in ((2, 4),):
         seed_everything(1)

@@ -43,3 +43,39 @@ def _single_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(previous)
+
+
+class FastJob:
+    """A prune job small enough for a test (synthetic data, a few hundred samples, one epoch
+    each, no latency timing, no progress bars), as ``JobSettings`` or as ``netslim prune`` flags;
+    keyword overrides change any setting."""
+
+    BASE: dict = {
+        "data": "synthetic",
+        "limit_train": 256,
+        "limit_test": 128,
+        "epochs": 1,
+        "finetune_epochs": 1,
+        "latency": False,
+        "progress": False,
+    }
+
+    def settings(self, model: str, **overrides):
+        from netslim.jobs.pipeline import JobSettings
+
+        return JobSettings(model=model, **{**self.BASE, **overrides})
+
+    def flags(self, **overrides) -> list[str]:
+        values = {**self.BASE, **overrides}
+        out: list[str] = []
+        for key, value in values.items():
+            if key in ("latency", "progress"):
+                out += [] if value else [f"--no-{key}"]
+            else:
+                out += [f"--{key.replace('_', '-')}", str(value)]
+        return out
+
+
+@pytest.fixture
+def fast_job() -> FastJob:
+    return FastJob()

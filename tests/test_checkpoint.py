@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FastJob
 from safetensors.torch import load_file
 from torch import nn
 
@@ -200,8 +201,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path: Path) -> None:
 def test_resume_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first = _settings(tmp_path / "a", checkpoint_every=4, schedule="oneshot", finetune_epochs=1)
     run_job(first)
-    fast = ["--data", "synthetic", "--limit-train", "256", "--limit-test", "64", "--epochs", "1",
-            "--finetune-epochs", "1", "--batch-size", "32", "--no-latency", "--no-progress"]  # fmt: skip
+    fast = FastJob().flags(limit_test=64, batch_size=32)
 
     def error(*args: str) -> str:
         assert main(["prune", *args, *fast]) == 2

@@ -8,23 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FastJob
 
 from netslim.cli.main import main
 
-FAST = [
-    "--data",
-    "synthetic",
-    "--limit-train",
-    "256",
-    "--limit-test",
-    "128",
-    "--epochs",
-    "1",
-    "--finetune-epochs",
-    "1",
-    "--no-progress",
-    "--no-latency",
-]
+FAST = FastJob().flags()
 
 
 @pytest.mark.parametrize("command", [[], ["prune"], ["eval"], ["demo"]])

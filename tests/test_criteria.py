@@ -216,23 +216,18 @@ def test_wanda_structured_prune_through_api() -> None:
 # ---- slimming and sensitivity end to end ------------------------------------------------------
 
 
-def test_slimming_job_end_to_end(tmp_path, model_file) -> None:
-    from netslim.jobs.pipeline import JobSettings, run_job
+def test_slimming_job_end_to_end(tmp_path, model_file, fast_job) -> None:
+    from netslim.jobs.pipeline import run_job
 
-    settings = JobSettings(
-        model=f"py:{model_file}:build",
+    settings = fast_job.settings(
+        f"py:{model_file}:build",
         method="slimming",
         ratio=0.25,
         l1_reg=1e-3,
         l1_warmup=2,
-        data="synthetic",
         limit_train=64,
         limit_test=64,
-        epochs=1,
-        finetune_epochs=1,
         batch_size=32,
-        latency=False,
-        progress=False,
         example_shape=[1, 1, 28, 28],
         out=str(tmp_path / "run"),
     )
@@ -298,22 +293,18 @@ def test_latency_target_search() -> None:
     assert model[0].out_features < 256
 
 
-def test_slimming_without_bn_uses_group_lasso(tmp_path) -> None:
-    from netslim.jobs.pipeline import JobSettings, _regularizer, run_job
+def test_slimming_without_bn_uses_group_lasso(tmp_path, fast_job) -> None:
+    from netslim.jobs.pipeline import _regularizer, run_job
 
-    settings = JobSettings(
-        model="zoo:lenet300",
+    settings = fast_job.settings(
+        "zoo:lenet300",
         method="slimming",
         ratio=0.5,
         l1_reg=1e-4,
-        data="synthetic",
         limit_train=64,
         limit_test=64,
-        epochs=1,
         finetune_epochs=0,
         batch_size=32,
-        latency=False,
-        progress=False,
         out=str(tmp_path / "run"),
     )
     model = netslim.build_model("zoo:lenet300")

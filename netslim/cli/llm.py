@@ -1,6 +1,7 @@
 """``netslim llm MODEL_DIR --method ... --sparsity S [--nm 2:4] --calib FILE --eval FILE --out DIR``.
 
-Arguments -> an :class:`LLMPrune` config; the job is ``netslim.jobs.llm``.
+Arguments -> the method family's config (``LLMWeights``, ``LLMWidth``, ``LLMDepth``); the job is
+``netslim.jobs.llm``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from netslim.jobs.llm import llm_job
-    from netslim.llm.config import LLMPrune
+    from netslim.llm.config import config_for
 
-    config = LLMPrune(
-        method=args.method, sparsity=args.sparsity, nm=args.nm, head_sparsity=args.head_sparsity,
+    config = config_for(
+        args.method, sparsity=args.sparsity, nm=args.nm, head_sparsity=args.head_sparsity,
         remove=args.remove, correct=args.correct,
     )  # fmt: skip
     report = llm_job(

@@ -32,14 +32,16 @@ def llm_job(
     eval_tokens: int,
     stream: bool,
 ) -> dict[str, Any]:
-    """Prune the Hugging Face model in ``model_dir`` as ``config`` (an :class:`LLMPrune`) says,
+    """Prune the Hugging Face model in ``model_dir`` as ``config`` (``LLMWeights``, ``LLMWidth`` or
+    ``LLMDepth``) says, through ``netslim.prune_`` (streamed: block by block from the shards),
     measure perplexity on ``eval_text`` and write the result to ``out``; returns the report."""
     import torch
 
+    from netslim.api import prune_
     from netslim.llm import io
     from netslim.llm.calibration import read_text, token_sequences
     from netslim.llm.eval import generate_check, perplexity
-    from netslim.llm.prune import needs_calibration, prune_model
+    from netslim.llm.prune import needs_calibration
     from netslim.llm.streaming import prune_streaming
 
     io.check_model_dir(model_dir)
@@ -76,7 +78,7 @@ def llm_job(
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         if eval_ids is not None:
             dense = ppl(model)
-        report = prune_model(model, config, calib_ids)
+        report = prune_(model, config, calibration=calib_ids)
         if eval_ids is not None:
             report["perplexity"] = {"dense": dense, "pruned": ppl(model)}
             report["generate_ok"] = bool(generate_check(model, eval_ids[:8]).numel())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netslim.core.config import ConfigBase
 from netslim.core.select import fraction_count
 from netslim.errors import ConfigError
 
@@ -13,7 +14,7 @@ ESTIMATORS = ("ste", "hard-concrete")
 
 
 @dataclass
-class Layers:
+class Layers(ConfigBase):
     """Remove ``remove`` blocks (or ``round(ratio * removable)``) with the lowest ``criterion``.
 
     ``blocks`` names the candidate blocks explicitly (dotted module names); otherwise every
@@ -55,7 +56,7 @@ class Layers:
 
 
 @dataclass
-class Gates:
+class Gates(ConfigBase):
     """Learn gates on removable blocks with the task loss plus a penalty on open gates.
 
     ``per_input=False``: one learnable scalar per block, open while ``sigmoid(logit) > 0.5``;

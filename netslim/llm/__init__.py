@@ -2,7 +2,9 @@
 
 Public API::
 
-    LLMPrune(method="wanda"|"sparsegpt"|"magnitude"|"width"|"depth", sparsity=0.5, nm=(2, 4))
+    LLMWeights(method="wanda"|"sparsegpt"|"magnitude", sparsity=0.5, nm=(2, 4))
+    LLMWidth(sparsity=0.25, head_sparsity=0.25) / LLMDepth(remove=2)
+    LLMPrune(method=..., ...)                               # any of them, one config
     netslim.prune_(model, LLMPrune(...), calibration=ids)   # or prune_model(model, cfg, ids)
     prune_streaming(src_dir, out_dir, LLMPrune(...), ids)   # blocks from / to safetensors shards
     token_sequences(tokenizer, text, seq_len, n)            # calibration ids (N, seq_len)
@@ -15,7 +17,7 @@ Importing this package registers ``LLMPrune`` with ``netslim.prune_``.
 
 from netslim.llm import method as _method  # noqa: F401  (registers the prune_ handler)
 from netslim.llm.calibration import capture_inputs, read_text, token_sequences
-from netslim.llm.config import METHODS, LLMPrune
+from netslim.llm.config import METHODS, LLMDepth, LLMPrune, LLMWeights, LLMWidth
 from netslim.llm.depth import block_influence, remove_blocks
 from netslim.llm.eval import generate_check, perplexity, throughput
 from netslim.llm.io import load, save
@@ -24,7 +26,7 @@ from netslim.llm.prune import prune_model
 from netslim.llm.streaming import prune_streaming
 
 __all__ = [
-    "METHODS", "LLMPrune", "block_influence", "capture_inputs", "generate_check", "load",
+    "METHODS", "LLMDepth", "LLMPrune", "LLMWeights", "LLMWidth", "block_influence", "capture_inputs", "generate_check", "load",
     "perplexity", "prune_model", "prune_streaming", "read_text", "register_llm_method",
     "remove_blocks", "save", "throughput", "token_sequences",
 ]  # fmt: skip

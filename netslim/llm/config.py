@@ -1,4 +1,7 @@
-"""``LLMPrune``: one config for every language-model method (what, how much, calibration knobs)."""
+"""Language-model pruning configs: ``LLMWeights`` (per-weight: magnitude, Wanda, SparseGPT),
+``LLMWidth`` (FFN neurons and attention heads) and ``LLMDepth`` (whole blocks). Each accepts
+only its own family's methods and knobs; they share one implementation, :class:`LLMPrune`
+(any method, kept for existing callers), which the block-by-block engine reads."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from netslim.core.config import ConfigBase
 from netslim.errors import ConfigError
 from netslim.unstructured.nm import validate_nm
 
@@ -43,7 +47,7 @@ def _fraction(value: Any, what: str) -> float:
 
 
 @dataclass
-class LLMPrune:
+class LLMPrune(ConfigBase):
     """Prune a decoder-only causal LM one block at a time from calibration activations.
 
     method: ``magnitude`` | ``wanda`` | ``sparsegpt`` (per-weight, same shapes), ``width`` (FFN
@@ -162,3 +166,75 @@ class LLMPrune:
         out = asdict(self)
         out["nm"] = f"{self.nm[0]}:{self.nm[1]}" if self.nm else None
         return out
+
+
+_DEFAULTS: dict[str, Any] = {}
+
+
+def _family_check(config: LLMPrune, family: str, methods: tuple[str, ...], own: set[str]) -> None:
+    """``config`` is one family's: its method is one of ``methods`` and every knob outside
+    ``own`` keeps its default (a knob of another family would be silently ignored)."""
+    if config.method not in methods:
+        raise ConfigError(
+            f"{family} method must be one of {', '.join(methods)}, got {config.method!r}"
+        )
+    if not _DEFAULTS:
+        _DEFAULTS.update(asdict(LLMPrune()))
+    for name, default in _DEFAULTS.items():
+        if name in own or name in ("method", "sparsity", "extra"):
+            continue
+        if getattr(config, name) != default:
+            raise ConfigError(f"{name} does not apply to {family} ({type(config).__name__})")
+
+
+# Knobs of each family (the rest belong to another family and must stay at their defaults).
+WEIGHT_KNOBS = {"nm", "damp", "blocksize", "owl", "owl_m", "reconstruct", "reconstruct_lr",
+                "reconstruct_batch"}  # fmt: skip
+WIDTH_KNOBS = {"head_sparsity", "layer_sparsity", "correct", "recover", "recover_lr",
+               "recover_batch"}  # fmt: skip
+DEPTH_KNOBS = {"remove", "recover", "recover_lr", "recover_batch"}
+
+
+@dataclass
+class LLMWeights(LLMPrune):
+    """Per-weight pruning (same shapes): ``method`` magnitude | wanda | sparsegpt, ``sparsity``
+    of each block's weights or an ``nm`` pattern, and the SparseGPT knobs."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _family_check(self, "per-weight pruning", WEIGHT_METHODS, WEIGHT_KNOBS)
+
+
+@dataclass
+class LLMWidth(LLMPrune):
+    """Width pruning: ``sparsity`` of each block's FFN neurons, ``head_sparsity`` of its KV-head
+    groups, physically removed (``correct`` refits the rows that read them)."""
+
+    method: str = "width"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _family_check(self, "width pruning", ("width",), WIDTH_KNOBS)
+
+
+@dataclass
+class LLMDepth(LLMPrune):
+    """Depth pruning: remove ``remove`` blocks (or ``sparsity`` of them, rounded) with the
+    lowest Block Influence."""
+
+    method: str = "depth"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _family_check(self, "depth pruning", ("depth",), DEPTH_KNOBS)
+
+
+def config_for(method: str, **knobs: Any) -> LLMPrune:
+    """The family config of ``method`` (``netslim llm --method``)."""
+    if method == "width":
+        return LLMWidth(method=method, **knobs)
+    if method == "depth":
+        return LLMDepth(method=method, **knobs)
+    if method in WEIGHT_METHODS:
+        return LLMWeights(method=method, **knobs)
+    raise ConfigError(f"unknown LLM method {method!r}: choose one of {', '.join(METHODS)}")

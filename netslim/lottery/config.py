@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from netslim.core.config import ConfigBase
+from netslim.core.config import choice as _choice
+from netslim.core.config import fraction as _fraction
+from netslim.core.config import integer as _integer
 from netslim.errors import ConfigError
 
 REWINDS = ("weights", "lr")
@@ -23,32 +27,8 @@ SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adam", "sgd")
 
 
-def _fraction(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a number in (0, 1), got {value!r}")
-    low_ok = value >= 0.0 if allow_zero else value > 0.0
-    if not (low_ok and value < 1.0):
-        interval = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ConfigError(f"{name} must be in {interval}, got {value}")
-    return float(value)
-
-
-def _integer(name: str, value: Any, low: int, *, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
-    if value not in options:
-        raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(options)}")
-    return value
-
-
 @dataclass
-class Lottery:
+class Lottery(ConfigBase):
     """One IMP search.
 
     Pruning: ``rounds`` rounds, each removing ``rate`` of the weights still kept, ranked over all
@@ -156,8 +136,4 @@ class Lottery:
 
     def as_record(self) -> dict[str, Any]:
         """Plain JSON values (tuples become lists)."""
-        record = asdict(self)
-        for key, value in record.items():
-            if isinstance(value, tuple):
-                record[key] = list(value)
-        return record
+        return self.to_dict()

@@ -273,6 +273,18 @@ class _Invalid(Exception):
         self.got = got
 
 
+class CheckFailed(PruningError):
+    """The check forward after pruning disagreed with the plan (the model is restored, as for
+    any :class:`PruningError`). ``record``: the traced op that did not follow the new sizes
+    (None when unknown), ``got``: the shapes it produced instead; the engine locks those dims
+    and retries."""
+
+    def __init__(self, message: str, module: str, record: int | None, got: list | None) -> None:
+        super().__init__(message, module)
+        self.record = record
+        self.got = got
+
+
 def apply_masks(
     model: nn.Module, analysis: Analysis, masks: dict[int, torch.Tensor], example_inputs: Any
 ) -> dict[str, Any]:
@@ -295,11 +307,8 @@ def apply_masks(
         validate(model, analysis, kept, example_inputs)
     except _Invalid as exc:
         log.rollback()
-        err = PruningError(str(exc), exc.module or f"<{type(model).__name__}>")
-        err.record = exc.record  # the traced op that did not follow; lets callers retry
-        err.got = exc.got  # the shapes it produced instead
-        err.validation = True  # the check forward disagreed (not a failure while applying)
-        raise err from exc
+        module = exc.module or f"<{type(model).__name__}>"
+        raise CheckFailed(str(exc), module, exc.record, exc.got) from exc
     except Exception as exc:
         log.rollback()
         raise PruningError(f"{type(exc).__name__}: {exc}", current or None) from exc

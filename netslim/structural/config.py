@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from netslim.core.config import ConfigBase
 from netslim.errors import ConfigError
 from netslim.structural.importance import CRITERIA
 
@@ -20,7 +21,7 @@ def _check_ratio(value: float, what: str) -> None:
 
 
 @dataclass
-class Channels:
+class Channels(ConfigBase):
     """Remove channels, filters and attention heads physically.
 
     ratio: fraction of each group's indices removed (``scope="local"``) or of all indices

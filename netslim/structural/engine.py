@@ -11,7 +11,7 @@ from netslim._runtime import one_thread, paused_gc
 from netslim.core.names import check_module_names, first_within, within
 from netslim.errors import PruningError
 from netslim.structural.allocation import global_counts, keep_mask, local_counts
-from netslim.structural.apply import apply_masks
+from netslim.structural.apply import CheckFailed, apply_masks
 from netslim.structural.config import Channels
 from netslim.structural.cost import count_macs, count_params
 from netslim.structural.graph import Boundary
@@ -108,7 +108,7 @@ def make_plan(
             mask = keep_mask(scores[g.id], n)
             plan.keep[g.id] = mask.nonzero().flatten().tolist()
             plan.sizes[g.id] = g.size
-    plan._analysis = analysis  # reused by apply on the same, untouched model
+    plan.traced_on = analysis  # reused by apply on the same, untouched model
     return plan, notes
 
 
@@ -116,13 +116,13 @@ def make_plan(
 def apply_plan(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> dict[str, Any]:
     """Apply ``plan`` to ``model`` in place (re-traced unless the plan was just made on it)."""
     inputs = example_inputs if example_inputs is not None else plan.example_inputs
-    analysis = getattr(plan, "_analysis", None)
+    analysis = plan.traced_on
     if analysis is None or analysis.graph.model is not model or example_inputs is not None:
         analysis = analyze(model, inputs)
     try:
         return _apply(model, plan, analysis, inputs)
-    except PruningError as exc:
-        if not (analysis.graph.on_meta and getattr(exc, "validation", False)):
+    except CheckFailed as exc:
+        if not analysis.graph.on_meta:
             raise
         # the model may take another path on meta tensors than on real ones: trace for real
         real = analyze(model, inputs, meta=False)
@@ -140,7 +140,7 @@ def _apply(
     inputs: Any,
     masks: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    plan._analysis = None  # the model changes below: never reuse this trace again
+    plan.traced_on = None  # the model changes below: never reuse this trace again
     masks = plan.masks(analysis) if masks is None else masks
     report = apply_masks(model, analysis, masks, inputs)
     if plan.example_inputs is None:
@@ -262,18 +262,18 @@ def prune(
         try:
             report = _apply(model, plan, analysis, example_inputs)
             break
-        except PruningError as exc:
-            if analysis.graph.on_meta and getattr(exc, "validation", False):
+        except CheckFailed as exc:
+            if analysis.graph.on_meta:
                 # the real trace is the ground truth: remake the plan on it, then repair there
                 analysis = analyze(model, example_inputs, meta=False)
                 continue
-            rec = getattr(exc, "record", None)
+            rec = exc.record
             if rec is None or attempt == MAX_REPAIRS:
                 raise
             r = analysis.graph.records[rec]
             reason = f"sizes fixed in code: {exc}"
             level = levels.get(rec, 0)
-            got = getattr(exc, "got", None)
+            got = exc.got
             while level < len(_REPAIR_LEVELS):
                 level += 1
                 if _lock_with_twins(analysis, r, _REPAIR_LEVELS[level - 1], got, reason, repaired):

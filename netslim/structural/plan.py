@@ -25,6 +25,8 @@ class PruningPlan:
     keep: dict[str, list[int]] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
     example_inputs: Any = field(default=None, repr=False, compare=False)
+    # The trace the plan was made on: apply reuses it while the model is untouched (not saved).
+    traced_on: Analysis | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

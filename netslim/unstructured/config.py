@@ -7,6 +7,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Literal
 
+from netslim.core.config import ConfigBase
 from netslim.errors import ConfigError
 from netslim.unstructured.criteria import get_criterion
 from netslim.unstructured.nm import validate_nm
@@ -15,7 +16,7 @@ SCOPES = ("global", "layer", "row")
 
 
 @dataclass
-class Unstructured:
+class Unstructured(ConfigBase):
     """Prune individual weights.
 
     ``ratio`` is the target fraction of zeros over the targeted weights (cumulative: masks never

@@ -6,9 +6,7 @@ with the target keys, so ``netslim.load`` can re-attach empty masks before loadi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -77,7 +75,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
 
 def config_record(config: Unstructured) -> dict[str, Any]:
     """The config as plain JSON values (tuples become lists), as history records must be."""
-    return json.loads(json.dumps(asdict(config)))
+    return config.to_dict()
 
 
 def summarize(model: nn.Module, config: Unstructured) -> dict[str, Any]:
