@@ -9,7 +9,6 @@ back, so the model is bit-identical) and surfaces as a ``PruningError`` naming t
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -31,6 +30,7 @@ from netslim.structural.forward import (
 from netslim.structural.graph import aligned, flatten_tensors, op_key
 from netslim.structural.groups import Analysis
 from netslim.structural.meta_kernels import meta_shortcut
+from netslim.structural.module_state import unchanged
 from netslim.training.optim_state import note_replacements
 
 
@@ -201,7 +201,7 @@ def _run_shapes(model: nn.Module, example_inputs: Any, on_meta: bool) -> tuple[_
     failure: Exception | None = None
     try:
         with (
-            meta_forward(model) if on_meta else contextlib.nullcontext(),
+            meta_forward(model) if on_meta else unchanged(model),
             torch.no_grad(),
             no_fastpaths(),
             module_stack(model, holder),

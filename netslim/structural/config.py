@@ -41,7 +41,12 @@ class Channels(ConfigBase):
         measuring them on this machine (slower to plan; the result is machine-specific).
     per_module: ratio override for groups owned by these modules (a group takes the override of
         its first member in parameter order that matches, including parent modules).
-    ignore: modules whose tensors must keep their shapes (unknown names are an error).
+    ignore: modules whose *outputs* keep their width: no channel a listed module (or any
+        module inside it) returns is removed, while its inputs may shrink with the layer
+        before (Torch-Pruning's ``ignored_layers``: ``ignore=("fc",)`` keeps a classifier's
+        classes and still prunes the block that feeds it). Unknown names are an error.
+    freeze: modules left entirely alone: every parameter/buffer of a listed module keeps
+        its shape, inputs included (so the layer feeding it keeps its outputs too).
     round_to: kept counts are rounded up to a multiple of this (e.g. 8 for tensor cores).
     within_heads: also remove channels *inside* attention heads when the heads themselves are
         prunable (by default whole heads are removed and head_dim is kept).
@@ -57,6 +62,7 @@ class Channels(ConfigBase):
     scope: str | None = None  # None: "local" for a ratio, "global" for a target
     per_module: dict[str, float] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
+    freeze: tuple[str, ...] = ()
     round_to: int = 1
     seed: int = 0
     within_heads: bool = False
@@ -91,9 +97,15 @@ class Channels(ConfigBase):
             raise ConfigError("per_module must be a dict {module name: ratio}")
         for name, r in self.per_module.items():
             _check_ratio(r, f"per_module[{name!r}]")
-        if isinstance(self.ignore, str):
-            self.ignore = (self.ignore,)
-        self.ignore = tuple(self.ignore)
+        for name in ("ignore", "freeze"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+                isinstance(v, str) for v in value
+            ):
+                raise ConfigError(f"{name} must list module names, got {value!r}")
+            setattr(self, name, tuple(value))
         if (
             not isinstance(self.round_to, int)
             or isinstance(self.round_to, bool)

@@ -21,14 +21,33 @@ from netslim.structural.plan import PruningPlan
 
 
 def candidates(analysis: Analysis, config: Channels) -> list[Group]:
-    """Groups the config allows to shrink."""
+    """Groups the config allows to shrink: not the outputs of an ``ignore``d module (its
+    inputs may shrink with the layer before), nothing in a ``freeze``d one."""
     out = []
+    kept = _output_leaves(analysis, config.ignore)
+    A = analysis.graph.atoms
     for g in analysis.groups:
         if (g.within and not config.within_heads) or (g.conv_groups and not config.conv_groups):
             continue
-        if any(first_within(m.module, config.ignore) is not None for m in g.members):
+        if A.find(g.leaf) in kept:
+            continue
+        if any(first_within(m.module, config.freeze) is not None for m in g.members):
             continue
         out.append(g)
+    return out
+
+
+def _output_leaves(analysis: Analysis, names: tuple[str, ...]) -> set[int]:
+    """Leaves (roots) of every tensor returned by a module under ``names``: Torch-Pruning's
+    ``ignored_layers`` meaning (a classifier keeps its classes, the block before it shrinks;
+    for a container, every layer inside keeps its outputs, so only its inputs shrink)."""
+    if not names:
+        return set()
+    A = analysis.graph.atoms
+    out: set[int] = set()
+    for module, atoms in analysis.graph.module_outputs.items():
+        if first_within(module, names) is not None:
+            out.update(A.find(leaf) for a in atoms for leaf in A.leaves(a))
     return out
 
 
@@ -52,6 +71,7 @@ def make_plan(
     """Score and allocate; returns the plan and notes (e.g. an unreachable target).
     ``calibration`` (:class:`netslim.importance.Calibration`) feeds data-driven criteria."""
     check_module_names(model, list(config.ignore), "ignore")
+    check_module_names(model, list(config.freeze), "freeze")
     check_module_names(model, list(config.per_module), "per_module")
     analysis = analysis or analyze(model, example_inputs)
     criterion = prepared(config.criterion, model, calibration)

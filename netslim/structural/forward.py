@@ -14,6 +14,9 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
+from netslim.structural.graph import flatten_tensors
+from netslim.structural.module_state import unchanged
+
 
 @contextlib.contextmanager
 def module_stack(model: nn.Module, graph: Any) -> Iterator[None]:
@@ -35,10 +38,17 @@ def module_stack(model: nn.Module, graph: Any) -> Iterator[None]:
         if name is not None:
             stack.append(name)
 
-    def post(mod: nn.Module, _a: Any, _o: Any) -> None:
+    outputs = getattr(graph, "module_outputs", None)  # a Graph (not the check's plain stack)
+
+    def post(mod: nn.Module, _a: Any, out: Any) -> None:
         name = names.get(id(mod))
         if name is not None and stack and stack[-1] == name:
             stack.pop()
+            if outputs is not None:
+                dims = outputs.setdefault(name, [])
+                for t in flatten_tensors(out):
+                    if graph.has(t):
+                        dims.extend(graph.layouts[id(t)][1])
 
     handles = [
         register_module_forward_pre_hook(pre),
@@ -114,46 +124,9 @@ def meta_caller(state: dict[str, torch.Tensor]) -> Any:
 @contextlib.contextmanager
 def meta_forward(model: nn.Module) -> Iterator[None]:
     """Around a forward on meta tensors: the CPU's attention kernel choice, and nothing the
-    forward cached on the modules (rotary tables, masks) left behind as meta tensors."""
-    saved = _attribute_snapshot(model)
-    try:
-        with _cpu_attention_on_meta():
-            yield
-    finally:
-        _drop_meta_leftovers(model, saved)
-
-
-def _attribute_snapshot(model: nn.Module) -> dict[nn.Module, dict[str, Any]]:
-    return {m: dict(vars(m)) for m in model.modules()}
-
-
-def _drop_meta_leftovers(model: nn.Module, saved: dict[nn.Module, dict[str, Any]]) -> None:
-    """Undo what a meta forward cached on the modules (rotary tables, attention-bias caches):
-    a meta tensor left behind would break the next real forward."""
-    for m, before in saved.items():
-        now = vars(m)
-        for key in list(now):
-            if key in ("_parameters", "_buffers", "_modules"):
-                continue
-            value = now[key]
-            if key not in before:
-                if _holds_meta(value):
-                    del now[key]
-            elif value is not before[key] and _holds_meta(value):
-                now[key] = before[key]
-            elif isinstance(value, dict):
-                for k in [k for k, v in value.items() if _holds_meta(v)]:
-                    del value[k]
-
-
-def _holds_meta(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return value.is_meta
-    if isinstance(value, (list, tuple)):
-        return any(_holds_meta(v) for v in value)
-    if isinstance(value, dict):
-        return any(_holds_meta(v) for v in value.values())
-    return False
+    forward cached on the modules (rotary tables, masks, anchors) left behind."""
+    with unchanged(model), _cpu_attention_on_meta():
+        yield
 
 
 @contextlib.contextmanager

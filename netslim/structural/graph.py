@@ -109,6 +109,8 @@ class Graph:
         # records[:n_eval] are the eval forward, op for op (validation and the oracle replay
         # it); later records come from modules that run only in train mode (attrs need them)
         self.n_eval: int | None = None
+        # module path -> atoms of every tensor it returned (``Channels.ignore`` keeps them)
+        self.module_outputs: dict[str, list[int]] = {}
 
     def trace_on(self, twins: dict[str, torch.Tensor]) -> None:
         """The forward will see ``twins[name]`` (meta tensors) in place of the parameters."""

@@ -29,6 +29,7 @@ from netslim.structural.forward import (
 )
 from netslim.structural.graph import Boundary, Graph, flatten_tensors, scale_follows_head_dim
 from netslim.structural.meta_kernels import meta_shortcut
+from netslim.structural.module_state import unchanged
 from netslim.structural.rules import apply_module_rules, apply_rule
 
 
@@ -128,10 +129,16 @@ def trace(model: nn.Module, example_inputs: Any, *, meta: bool = True) -> Graph:
     auxiliary classifier), a second, train-mode forward is traced into the same algebra, so
     pruning keeps those layers consistent and a later train-mode forward still works. The
     model's train/eval flags, buffers (BatchNorm statistics) and RNG are restored afterwards;
-    nothing in it is modified.
+    nothing in it is modified: every module attribute the forwards wrote (cached tables,
+    shapes) is put back (``module_state.unchanged``).
     """
     if example_inputs is None:
         raise ConfigError("structural pruning needs example inputs (a tuple of tensors)")
+    with unchanged(model):
+        return _trace(model, example_inputs, meta)
+
+
+def _trace(model: nn.Module, example_inputs: Any, meta: bool) -> Graph:
     traced = _trace_on_meta(model, example_inputs) if meta else None
     if traced is not None:
         graph, out = traced
