@@ -221,41 +221,56 @@ def _attention_facts(ctx: Context) -> dict[str, list[Change]]:
 
 
 def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str, list[Change]]:
-    """Sizes passed to view/reshape/expand that change: the module that issued the op holds them
-    as int attributes (``self.num_heads``); update those whose value is the old size."""
+    """Sizes passed to view/reshape/expand/split that change: the module that issued the op
+    holds them as int attributes (``self.num_heads``, a CSP block's ``self.c`` in
+    ``x.split((self.c, self.c))``, even when the traced path called ``chunk``); update those
+    whose value is the old size."""
     out: dict[str, list[Change]] = {}
-    model = ctx.graph.model
     for rec in ctx.graph.records:
+        pairs = rec.info.get("split")
         ints = rec.info.get("ints")
-        if rec.kind != "reshape" or not ints or not rec.outs or rec.name == "repeat":
-            continue
-        outs = rec.outs[0]
-        if len(ints) != len(outs):
-            continue
-        _shape_tuples(ctx, rec, ints, outs, taken, out)
-        for c, atom in zip(ints, outs, strict=True):
+        if pairs is None:
+            if rec.kind != "reshape" or not ints or not rec.outs or rec.name == "repeat":
+                continue
+            outs = rec.outs[0]
+            if len(ints) != len(outs):
+                continue
+            _shape_tuples(ctx, rec, ints, outs, taken, out)
+            pairs = list(zip(ints, outs, strict=True))
+        for c, atom in pairs:
             if c < 2 or c != ctx.old_size(atom):
                 continue
             new = ctx.size(atom)
-            if new == c:
-                continue
-            for where in reversed(rec.stack):
-                mod = model.get_submodule(where)
-                hits = [
-                    a for a, v in vars(mod).items()
-                    if type(v) is int and v == c and not a.startswith("_")
-                    and not any(x in a.lower() for x in _SKIP)
-                ]  # fmt: skip
-                if not hits:
-                    continue
-                done = {
-                    (id(ch.target), ch.attr) for ch in taken.get(where, []) + out.get(where, [])
-                }
-                for a in hits:
-                    if (id(mod), a) not in done:
-                        out.setdefault(where, []).append(Change(mod, a, c, new, where))
-                break
+            if new != c:
+                _follow_int(ctx, rec, c, new, taken, out)
     return out
+
+
+def _follow_int(
+    ctx: Context,
+    rec: Any,
+    old: int,
+    new: int,
+    taken: dict[str, list[Change]],
+    out: dict[str, list[Change]],
+) -> None:
+    """Set the int attributes equal to ``old`` in the innermost module of ``rec``'s stack that
+    has any to ``new``."""
+    model = ctx.graph.model
+    for where in reversed(rec.stack):
+        mod = model.get_submodule(where)
+        hits = [
+            a for a, v in vars(mod).items()
+            if type(v) is int and v == old and not a.startswith("_")
+            and not any(x in a.lower() for x in _SKIP)
+        ]  # fmt: skip
+        if not hits:
+            continue
+        done = {(id(ch.target), ch.attr) for ch in taken.get(where, []) + out.get(where, [])}
+        for a in hits:
+            if (id(mod), a) not in done:
+                out.setdefault(where, []).append(Change(mod, a, old, new, where))
+        return
 
 
 def _shape_tuples(

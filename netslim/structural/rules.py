@@ -460,6 +460,10 @@ def split(ctx: OpContext) -> None:
     keep_dim = ctx.name != "unbind"
     parts = [ctx.new(o.shape[dim] if keep_dim else 1) for o in ctx.outputs]
     ctx.refine(d[dim], CAT, parts)
+    if keep_dim:  # the sizes the code asked for: attributes holding them must follow (attrs.py)
+        size = ctx.pos(1)
+        asked = [size] * len(parts) if isinstance(size, int) else list(size or [])
+        ctx.info["split"] = [(int(s), p) for s, p in zip(asked, parts, strict=False)]
     # chunk/split recompute the cut from the size at run time: equal parts stay equal
     sizes = [ctx.g.atoms.size(p) for p in parts]
     for p, sz in zip(parts[1:], sizes[1:], strict=True):
