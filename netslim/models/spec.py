@@ -1,7 +1,8 @@
 """Model specs: one string names how to build the *unpruned* model.
 
 ``zoo:NAME`` (netslim's reference models), ``torchvision:NAME``, ``timm:NAME``, ``hf:PATH`` (a local
-Hugging Face directory, loaded offline) and ``py:FILE.py:FACTORY`` (a function returning the model).
+Hugging Face directory, loaded offline), ``ultralytics:MODEL.yaml`` (a YOLO architecture from its
+yaml, random weights, offline) and ``py:FILE.py:FACTORY`` (a function returning the model).
 The spec is remembered on the model so ``netslim.save``/``load`` can rebuild it and replay what was
 pruned, without pickling Python objects.
 """
@@ -19,7 +20,7 @@ from torch import nn
 from netslim.core.history import get_spec, set_spec
 from netslim.errors import ConfigError, UnsupportedModelError
 
-SCHEMES = ("zoo", "torchvision", "timm", "hf", "py")
+SCHEMES = ("zoo", "torchvision", "timm", "hf", "ultralytics", "py")
 
 
 def parse_spec(source: str) -> tuple[str, str]:
@@ -93,6 +94,25 @@ def _build_hf(path: str, **kwargs: Any) -> nn.Module:
     return transformers.AutoModel.from_pretrained(path, **kwargs)
 
 
+def _build_ultralytics(name: str, **kwargs: Any) -> nn.Module:
+    """``ultralytics.YOLO(NAME.yaml).model``: the architecture only. A ``.pt`` name would make
+    ultralytics download weights, so only yaml files are accepted, and it runs offline."""
+    if not name.endswith((".yaml", ".yml")):
+        raise ConfigError(
+            f"ultralytics:{name}: give an architecture yaml (e.g. ultralytics:yolov8n.yaml); "
+            "netslim never downloads weights"
+        )
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    try:
+        from ultralytics import YOLO
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise UnsupportedModelError("ultralytics is not installed: pip install ultralytics") from exc
+    try:
+        return YOLO(name, **kwargs).model
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"ultralytics:{name}: {exc}") from exc
+
+
 def _build_py(target: str, **kwargs: Any) -> nn.Module:
     file, sep, factory = target.rpartition(":")
     if not sep or not file.endswith(".py"):
@@ -118,6 +138,7 @@ _BUILDERS = {
     "torchvision": _build_torchvision,
     "timm": _build_timm,
     "hf": _build_hf,
+    "ultralytics": _build_ultralytics,
     "py": _build_py,
 }
 
@@ -138,6 +159,8 @@ def default_example_shape(model: nn.Module) -> tuple[int, ...]:
         size = getattr(cfg, "image_size", 224)
         channels = getattr(cfg, "num_channels", 3)
         return (1, channels, size, size)
+    if scheme == "ultralytics":
+        return (1, 3, 640, 640)  # ultralytics' default image size
     return (1, 3, 224, 224)
 
 
