@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from _coverage_added import ADDED, added_models, build_added, tp_ignored_added
 from torch import nn
 
 TIMM_MODELS = [
@@ -78,7 +79,7 @@ def all_models() -> list[tuple[str, str]]:
     out += [("torchvision_det", n) for n in tvm.list_models(module=tvm.detection)]
     out += [("timm", n) for n in TIMM_MODELS]
     out += [("hf", n) for n in HF_MODELS]
-    return out
+    return out + added_models()
 
 
 def _randomize_bn(model: nn.Module) -> None:
@@ -157,7 +158,9 @@ def build(family: str, name: str, seed: int = 0) -> tuple[nn.Module, tuple, dict
     """(model in eval mode, example inputs as a positional tuple, facts about the setup)."""
     torch.manual_seed(seed)
     facts: dict[str, Any] = {}
-    if family == "hf":
+    if f"{family}/{name}" in ADDED:
+        model, inputs = build_added(family, name)
+    elif family == "hf":
         model, inputs = _hf(name)
     elif family == "timm":
         import timm
@@ -197,7 +200,12 @@ def check_inputs(family: str, inputs: tuple) -> tuple:
         return ([torch.rand(inputs[0][0].shape, generator=gen)],)
     if family == "hf" and not inputs[0].is_floating_point():
         return (torch.randint(0, 8000, inputs[0].shape, generator=gen),)
-    return tuple(torch.randn(t.shape, generator=gen) for t in inputs)
+    return tuple(
+        torch.randn(t.shape, generator=gen)
+        if t.is_floating_point()
+        else torch.randint(0, int(t.max()) + 1, t.shape, generator=gen)
+        for t in inputs
+    )
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -211,6 +219,8 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 def tp_ignored(family: str, name: str, model: nn.Module) -> list[nn.Module]:
     """Heads kept whole, as TP's own examples do (the anchor file lists them)."""
+    if f"{family}/{name}" in ADDED:
+        return tp_ignored_added(family, name, model)
     if family == "torchvision_cls":
         n_out = 1000
     elif family == "torchvision_seg":
@@ -261,7 +271,7 @@ def tp_extra(family: str, name: str, model: nn.Module) -> dict[str, Any]:
                 if isinstance(sub, nn.Linear):
                     kv = getattr(m, "num_key_value_heads", None)
                     heads[sub] = kv if proj in ("k_proj", "v_proj") and kv else n
-        if "CausalLM" in name and name != "GPT2LMHeadModel":
+        if "CausalLM" in name and name not in ("GPT2LMHeadModel", "MambaForCausalLM"):
             extra.update(prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=0.5)
             extra["round_to"] = 4
     if heads:

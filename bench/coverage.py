@@ -1,6 +1,6 @@
 """Model coverage of structural pruning, netslim vs Torch-Pruning: docs/coverage.md + results json.
 
-    .venv/bin/python bench/coverage.py [--quick] [--family F[,F]] [--models a,b] [--tools netslim,tp]
+    .venv/bin/python bench/coverage.py [--quick | --added] [--family F[,F]] [--models a,b] [--tools netslim,tp]
                                        [--jobs N] [--timeout S] [--resume] [--report-only]
 
 Every (model, tool) runs in its own subprocess with a time limit; peak RSS is the child's
@@ -283,6 +283,10 @@ def select(args: argparse.Namespace) -> list[tuple[str, str]]:
     from _coverage_models import QUICK, all_models
 
     models = list(QUICK) if args.quick else all_models()
+    if args.added:
+        from _coverage_added import added_models
+
+        models = added_models()
     if args.family:
         fams = set(args.family.split(","))
         models = [m for m in models if m[0] in fams]
@@ -296,6 +300,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--worker", nargs=4, metavar=("TOOL", "FAMILY", "MODEL", "OUT"))
     ap.add_argument("--quick", action="store_true", help="a handful of models, one per family")
+    ap.add_argument("--added", action="store_true", help="only the models added for #18")
     ap.add_argument("--family", help="comma list: torchvision_cls,torchvision_seg,...,timm,hf")
     ap.add_argument("--models", help="comma list of model names (or family/name)")
     ap.add_argument("--tools", default=",".join(TOOLS))
