@@ -106,7 +106,9 @@ def _build_ultralytics(name: str, **kwargs: Any) -> nn.Module:
     try:
         from ultralytics import YOLO
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise UnsupportedModelError("ultralytics is not installed: pip install ultralytics") from exc
+        raise UnsupportedModelError(
+            "ultralytics is not installed: pip install ultralytics"
+        ) from exc
     try:
         return YOLO(name, **kwargs).model
     except (FileNotFoundError, ValueError) as exc:
