@@ -315,27 +315,6 @@ def test_slimming_without_bn_uses_group_lasso(tmp_path, fast_job) -> None:
     assert report["params_after"] < report["params_before"]
 
 
-def test_latency_target_through_prune_and_reload(tmp_path) -> None:
-    """``Channels(target_latency_ms=...)``: the searched plan is recorded and replays on load."""
-
-    def first(m: nn.Module) -> nn.Linear:
-        return next(mod for mod in m.modules() if isinstance(mod, nn.Linear))
-
-    model = netslim.build_model("zoo:lenet300").eval()
-    x = (torch.randn(64, 1, 28, 28),)
-    untouched = copy.deepcopy(model)
-    report = netslim.prune_(untouched, Channels(target_latency_ms=1e6), example_inputs=x)
-    assert "nothing pruned" in report["note"] and first(untouched).out_features == 300
-    dense_ms = latency_ms(model, x, repeats=5).median
-    report = netslim.prune_(model, Channels(target_latency_ms=dense_ms * 0.7), example_inputs=x)
-    assert first(model).out_features < 300 and report["latency"][0]["macs_fraction"] == 1.0
-    netslim.save(model, tmp_path)
-    reloaded = netslim.load(tmp_path)
-    assert torch.equal(reloaded(*x), model(*x))
-    with pytest.raises(ConfigError, match="target_latency_ms"):
-        Channels(target_latency_ms=0)
-
-
 @pytest.mark.parametrize("shape", [(48, 20), (5, 7), (2, 3, 4, 5), (9,)])
 @pytest.mark.parametrize("p", [1, 2])
 def test_norm_sums_match_vector_norm_on_every_dim(shape, p, monkeypatch) -> None:

@@ -14,7 +14,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netslim.cli import compact, demo, deploy, evaluate, llm, lottery, prune, sensitivity
+from netslim.cli import (
+    compact,
+    demo,
+    deploy,
+    evaluate,
+    latency,
+    llm,
+    lottery,
+    prune,
+    sensitivity,
+)
 from netslim.errors import NetslimError
 
 
@@ -39,6 +49,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("llm", llm.add_parser, llm.run),
     Command("sensitivity", sensitivity.add_parser, sensitivity.run),
     Command("compact", compact.add_parser, compact.run),
+    Command("latency", latency.add_parser, latency.run),
 )
 
 

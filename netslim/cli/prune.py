@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from netslim.cli.args import DATA_HELP, MODEL_HELP, add_data, parse_shape
+from netslim.cli.latency import add_time_target_args
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -76,8 +77,17 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="MS",
-        help="channel: prune until the example input runs in MS ms on this CPU (1 thread)",
+        help="channel: widths chosen by a knapsack over this machine's latency table so the "
+        "model runs in MS ms on --runtime (see netslim latency)",
     )
+    prune.add_argument(
+        "--target-speedup",
+        type=float,
+        default=None,
+        metavar="X",
+        help="channel: like --target-latency, X times faster than the unpruned model",
+    )
+    add_time_target_args(prune)
     prune.add_argument(
         "--round-to", type=int, default=1, help="channel: keep channel counts multiples of K"
     )
@@ -155,6 +165,10 @@ def settings_from_args(args: argparse.Namespace):
         distill=args.distill,
         target_macs=args.target_macs,
         target_latency_ms=args.target_latency_ms,
+        target_speedup=args.target_speedup,
+        runtime=args.runtime,
+        threads=args.threads,
+        batch=args.batch,
         round_to=args.round_to,
         remove=args.remove,
         target_open=args.target_open,

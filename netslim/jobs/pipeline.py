@@ -56,7 +56,11 @@ class JobSettings:
     limit_test: int | None = None
     distill: bool = False
     target_macs: float | None = None
-    target_latency_ms: float | None = None  # channel: CPU latency (ms, 1 thread) to prune down to
+    target_latency_ms: float | None = None  # channel: whole-model ms on --runtime to prune down to
+    target_speedup: float | None = None  # channel: times faster than the dense model on --runtime
+    runtime: str = "torch"  # channel time targets: torch | onnxruntime | cuda
+    threads: int = 1  # channel time targets: intra-op threads timed
+    batch: int | None = None  # channel time targets: batch timed (default: the example's)
     round_to: int = 1
     ignore: list[str] = field(default_factory=list)
     example_shape: list[int] | None = None
@@ -197,10 +201,15 @@ def _apply_schedule(
     from netslim.api import prune_step_
     from netslim.schedules import iterative_ratios
 
-    def prune_step(ratio: float | None = None) -> dict[str, Any]:
+    time_steps = _time_targets(model, settings, example_inputs)
+
+    def prune_step(ratio: float | None = None, index: int = 0) -> dict[str, Any]:
+        step = settings
+        if time_steps:  # a time target per iterative round
+            step = replace(settings, target_latency_ms=None, target_speedup=time_steps[index])
         return prune_step_(
             model,
-            settings,
+            step,
             settings.ratio if ratio is None else ratio,
             example_inputs=example_inputs,
             train_loader=trainer.train_loader,
@@ -212,7 +221,7 @@ def _apply_schedule(
         ckpt.stage("finetune", lambda: trainer.finetune(model))
     elif settings.schedule == "iterative":
         for index, ratio in enumerate(iterative_ratios(settings.ratio, max(settings.rounds, 1))):
-            steps.append(ckpt.stage(f"prune:{index}", lambda r=ratio: prune_step(r)))
+            steps.append(ckpt.stage(f"prune:{index}", lambda r=ratio, i=index: prune_step(r, i)))
             ckpt.stage(f"finetune:{index}", lambda: trainer.finetune(model))
     else:  # agp
         if settings.method != "unstructured":
@@ -224,6 +233,26 @@ def _apply_schedule(
         total = len(trainer.train_loader) * settings.finetune_epochs
         steps.append(ckpt.stage("agp", lambda: _run_agp(model, settings, trainer, total, ckpt)))
     return steps
+
+
+def _time_targets(model: nn.Module, settings: JobSettings, example_inputs: tuple) -> list[float]:
+    """Per-round speed-ups of an iterative schedule with a time target: the same factor each
+    round (geometric), so the last round lands on the target; [] when there is none."""
+    if settings.schedule != "iterative" or settings.method not in ("channel", "slimming"):
+        return []
+    if settings.target_speedup is None and settings.target_latency_ms is None:
+        return []
+    rounds = max(settings.rounds, 1)
+    speedup = settings.target_speedup
+    if speedup is None:  # a latency: the dense model's time on the same target first
+        from netslim.structural.latency_alloc import target_of
+        from netslim.structural.latency_table import rebatch
+        from netslim.structural.op_timing import model_ms
+
+        target = target_of(build_config(settings), example_inputs)
+        dense = model_ms(model, rebatch(example_inputs, target.batch), target)
+        speedup = max(1.0, dense / settings.target_latency_ms)
+    return [speedup ** (1 / rounds)] * rounds
 
 
 def _run_agp(

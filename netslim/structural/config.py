@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from netslim.core.config import ConfigBase
 from netslim.errors import ConfigError
 from netslim.structural.importance import CRITERIA
+from netslim.structural.op_timing import check_target
 
 
 def _check_ratio(value: float, what: str) -> None:
@@ -36,9 +37,13 @@ class Channels(ConfigBase):
         ratio is searched to reach it (overrides ``ratio``). Global ranking unless
         ``scope="local"`` is given: then one uniform ratio for every group, which keeps layer
         widths even (often faster per MAC on CPU, usually less accurate).
-    target_latency_ms: median CPU latency (one thread, on the example inputs) to reach. MACs
-        do not map linearly onto time, so the MACs fraction is bisected by pruning copies and
-        measuring them on this machine (slower to plan; the result is machine-specific).
+    target_latency_ms / target_speedup: a time budget on ``runtime`` with ``threads`` threads at
+        ``batch`` (default: the example inputs' batch): whole-model ms, or the dense model's
+        measured time divided by the speed-up. Widths are chosen by a knapsack over a latency
+        table measured on this machine (each conv/linear timed at a grid of widths, cached under
+        ``~/.cache/netslim/latency``), keeping the most importance within the budget on the fast
+        end of each latency staircase (see docs/latency.md). Machine-specific by design.
+    runtime: ``"torch"`` (eager, CPU), ``"onnxruntime"`` (CPU) or ``"cuda"`` for a time target.
     per_module: ratio override for groups owned by these modules (a group takes the override of
         its first member in parameter order that matches, including parent modules).
     ignore: modules whose *outputs* keep their width: no channel a listed module (or any
@@ -59,6 +64,10 @@ class Channels(ConfigBase):
     target_macs: float | None = None
     target_params: float | None = None
     target_latency_ms: float | None = None
+    target_speedup: float | None = None
+    runtime: str = "torch"
+    threads: int = 1
+    batch: int | None = None
     scope: str | None = None  # None: "local" for a ratio, "global" for a target
     per_module: dict[str, float] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
@@ -68,6 +77,11 @@ class Channels(ConfigBase):
     within_heads: bool = False
     conv_groups: bool = False
     calibration_batches: int = 8
+
+    @property
+    def time_target(self) -> bool:
+        """A latency or speed-up target: widths come from the latency table's knapsack."""
+        return self.target_latency_ms is not None or self.target_speedup is not None
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio, "ratio")
@@ -89,7 +103,13 @@ class Channels(ConfigBase):
             isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < math.inf
         ):
             raise ConfigError(f"target_latency_ms must be a positive number of ms, got {v!r}")
-        targets = ("target_macs", "target_params", "target_latency_ms")
+        v = self.target_speedup
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 1.0 <= v < math.inf
+        ):
+            raise ConfigError(f"target_speedup must be a number >= 1 (times faster), got {v!r}")
+        check_target(self.runtime, self.threads, 1 if self.batch is None else self.batch)
+        targets = ("target_macs", "target_params", "target_latency_ms", "target_speedup")
         given = [name for name in targets if getattr(self, name) is not None]
         if len(given) > 1:
             raise ConfigError(f"give one of {', '.join(targets)}, not {' and '.join(given)}")

@@ -97,7 +97,13 @@ def make_plan(
         return {**c, **fixed}
 
     target = config.target_macs if config.target_macs is not None else config.target_params
-    if target is not None:
+    if config.time_target:
+        from netslim.structural.latency_alloc import plan_counts
+
+        counts, notes["latency"] = plan_counts(
+            model, example_inputs, analysis, groups, norm, fixed, config
+        )
+    elif target is not None:
         measure = count_macs if config.target_macs is not None else count_params
         leaf = {g.id: g.leaf for g in groups}
         base = measure(analysis)
@@ -303,6 +309,8 @@ def prune(
             levels[rec] = level
             analysis = Analysis(analysis.graph, build_groups(analysis.graph))
     report["boundaries"] = repaired + report["boundaries"]
+    if "latency" in notes:
+        report["latency"] = notes.pop("latency")
     report["notes"] = report.get("notes", []) + [f"{k}: {v}" for k, v in notes.items()]
     kept = {}
     by_id = {g.id: g for g in analysis.groups}

@@ -30,16 +30,11 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
     if not isinstance(inputs, (tuple, dict)):
         inputs = (inputs,)
     calibration = calibration_from(ctx, config.calibration_batches)
-    if config.target_latency_ms is not None:
-        from netslim.structural.latency_search import search_latency
-
-        plan, report = search_latency(
-            model, inputs, config.target_latency_ms, config, calibration=calibration
-        )
-        if plan is None:  # already fast enough: nothing changed, nothing to record
+    plan, report = prune(model, inputs, config, calibration)
+    if config.time_target:
+        measure_pruned(model, inputs, config, report)
+        if not plan.keep:  # already fast enough: nothing changed, nothing to record
             return report
-    else:
-        plan, report = prune(model, inputs, config, calibration)
     tensors = flatten_tensors(inputs)
     payload = {
         "plan": plan.to_dict(),
@@ -50,6 +45,19 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
         payload["example_keys"] = list(inputs)
     history.record(model, KIND, payload)
     return report
+
+
+def measure_pruned(model: nn.Module, inputs: Any, config: Channels, report: dict) -> None:
+    """Add the measured whole-model time of the pruned model next to the predicted one."""
+    from netslim.structural.latency_alloc import target_of
+    from netslim.structural.latency_table import rebatch
+    from netslim.structural.op_timing import model_ms
+
+    target = target_of(config, inputs)
+    info = report.setdefault("latency", {})
+    info["measured_ms"] = model_ms(model, rebatch(inputs, target.batch), target)
+    if info.get("dense_ms"):
+        info["measured_speedup"] = info["dense_ms"] / info["measured_ms"]
 
 
 def example_inputs_from(record: dict[str, Any]) -> Any:

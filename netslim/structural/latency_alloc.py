@@ -1,0 +1,327 @@
+"""Kept widths under a time budget: a multiple-choice knapsack over the latency table.
+
+Each group chooses one kept width among the fast ends of its cost staircase (multiples of
+``round_to``); its value is the kept importance (the sum of its highest scores, normalised per
+group as global ranking does); its cost is the predicted time of the layers it touches.
+
+A conv's time depends on *two* groups (input and output width), so the cost does not split
+into a sum over groups. It is solved by rounds of a linearisation: with every other group at
+its current width, each group is charged an equal share of each layer it touches (the whole
+layer when it is the layer's only variable group) plus its part of the remainder; the knapsack
+is solved on those costs; the widths move; the exact (pairwise) predicted time of the new
+widths tells how far the linearised budget was off, and the next round's knapsack budget is
+corrected by that much. The best feasible round is then topped up (or, when none fitted, cut
+down) greedily by exact cost, one width step at a time, best value per ms first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from netslim.structural.groups import Analysis, Group
+from netslim.structural.knapsack import fast_end, mckp
+from netslim.structural.latency_table import LatencyTable, build_table, grid
+from netslim.structural.op_timing import Target
+
+
+@dataclass
+class Allocation:
+    counts: dict[str, int]
+    predicted_ms: float
+    budget_ms: float
+    value: float
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    note: str | None = None
+
+
+def candidate_widths(size: int, round_to: int, floor: int) -> list[int]:
+    """Grid widths that are multiples of ``round_to`` (and the full size), at least ``floor``."""
+    base = [w for w in grid(size) if w % round_to == 0 or w == size]
+    if len(base) < 2 and size > round_to:  # round_to coarser than the grid: its own multiples
+        base = [*range(round_to, size, round_to), size]
+    return [w for w in base if w >= floor] or [size]
+
+
+def value_curve(score: torch.Tensor) -> torch.Tensor:
+    """``curve[k-1]``: importance kept with the ``k`` best indices."""
+    return torch.cumsum(torch.sort(score.to(torch.float64), descending=True).values, 0)
+
+
+class _State:
+    """Current widths with the exact predicted time, updated incrementally per group."""
+
+    def __init__(self, table: LatencyTable, counts: dict[str, int]):
+        self.table = table
+        self.counts = dict(counts)
+        self.touch: dict[str, list[int]] = {}
+        for i, layer in enumerate(table.layers):
+            for g in layer.groups:
+                self.touch.setdefault(g, []).append(i)
+        self.act = {g: table.act_weight(g) for g in table.sizes}
+        self.layer_t = [la.time_at(self.counts, table.sizes) for la in table.layers]
+
+    def total(self) -> float:
+        t = self.table
+        act = sum(self.act[g] * (self.counts.get(g, t.sizes[g]) - t.sizes[g]) for g in t.sizes)
+        return t.scale * sum(self.layer_t) + t.remainder_fixed + t.remainder_var * (1 + act)
+
+    def delta(self, gid: str, width: int) -> float:
+        """Exact change of the predicted total if ``gid`` moved to ``width``."""
+        t = self.table
+        trial = {**self.counts, gid: width}
+        d = sum(
+            t.layers[i].time_at(trial, t.sizes) - self.layer_t[i] for i in self.touch.get(gid, [])
+        )
+        return t.scale * d + t.remainder_var * self.act[gid] * (width - self.counts[gid])
+
+    def share_cost(self, gid: str, width: int) -> float:
+        """Linearised cost of ``gid`` at ``width``: equal shares of its layers, others fixed."""
+        t = self.table
+        trial = {**self.counts, gid: width}
+        c = 0.0
+        for i in self.touch.get(gid, []):
+            layer = t.layers[i]
+            c += t.scale * layer.time_at(trial, t.sizes) / len(layer.groups)
+        return c + t.remainder_var * self.act[gid] * width
+
+    def move(self, gid: str, width: int) -> None:
+        self.counts[gid] = width
+        t = self.table
+        for i in self.touch.get(gid, []):
+            self.layer_t[i] = t.layers[i].time_at(self.counts, t.sizes)
+
+
+def allocate(
+    table: LatencyTable,
+    values: dict[str, torch.Tensor],
+    budget_ms: float,
+    *,
+    round_to: int = 1,
+    fixed: dict[str, int] | None = None,
+    rounds: int = 8,
+) -> Allocation:
+    """Counts per group (the keys of ``values``) with predicted time <= ``budget_ms`` and the
+    most kept value; ``fixed`` groups keep the given counts (their time still counts)."""
+    fixed = fixed or {}
+    sizes = table.sizes
+    free = [g for g in values if g not in fixed]
+    floor = {g: min(sizes[g], max(1, round_to)) for g in free}
+    cands = {g: candidate_widths(sizes[g], round_to, floor[g]) for g in free}
+    val = {g: values[g].tolist() for g in free}
+
+    def value_of(counts: dict[str, int]) -> float:
+        return sum(val[g][counts[g] - 1] for g in free)
+
+    state = _State(table, {**{g: sizes[g] for g in sizes}, **fixed})
+    history: list[dict[str, Any]] = []
+    best: dict[str, int] | None = None
+    best_value = -1.0
+    dp_budget = budget_ms
+    for r in range(rounds):
+        opts_w, opts_v, opts_c = [], [], []
+        for g in free:
+            ws = cands[g]
+            cs = [state.share_cost(g, w) for w in ws]
+            keep = fast_end(ws, cs)
+            opts_w.append([ws[i] for i in keep])
+            opts_v.append([val[g][ws[i] - 1] for i in keep])
+            opts_c.append([cs[i] for i in keep])
+        const = state.total() - sum(state.share_cost(g, state.counts[g]) for g in free)
+        picks = mckp(opts_v, opts_c, dp_budget - const)
+        if picks is None:
+            picks = [min(range(len(c)), key=c.__getitem__) for c in opts_c]
+        for g, ws, j in zip(free, opts_w, picks, strict=True):
+            state.move(g, ws[j])
+        total = state.total()
+        value = value_of(state.counts)
+        history.append({"round": r, "predicted_ms": total, "knapsack_budget_ms": dp_budget})
+        if total <= budget_ms and value > best_value:
+            best, best_value = dict(state.counts), value
+        dp_budget += budget_ms - total
+    uniform = _best_uniform(table, free, cands, val, budget_ms, {**sizes, **fixed})
+    if uniform is not None and value_of(uniform) > best_value:
+        best, best_value = uniform, value_of(uniform)
+        history.append({"round": "uniform", "predicted_ms": table.predict(uniform)})
+    if best is not None:
+        state = _State(table, best)
+    _repair(state, free, cands, val, budget_ms)
+    _exchange(state, free, cands, val, budget_ms)
+    counts = {g: state.counts[g] for g in values}
+    total = state.total()
+    note = None
+    if total > budget_ms * (1 + 1e-9):
+        note = (
+            f"unreachable: smallest widths predict {total:.3f} ms for a {budget_ms:.3f} ms budget"
+        )
+    return Allocation(counts, total, budget_ms, value_of(state.counts), history, note)
+
+
+def _best_uniform(
+    table: LatencyTable,
+    free: list[str],
+    cands: dict[str, list[int]],
+    val: dict[str, list[float]],
+    budget: float,
+    start: dict[str, int],
+) -> dict[str, int] | None:
+    """The largest single fraction of every group (each on its own fast-end grid) that fits:
+    a second starting point, as good as uniform pruning by construction."""
+    lo, hi, best = 0.0, 1.0, None
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        counts = dict(start)
+        for g in free:
+            fitting = [w for w in cands[g] if w <= max(1, table.sizes[g] * mid)]
+            counts[g] = fitting[-1] if fitting else cands[g][0]
+        if table.predict(counts) <= budget:
+            best, lo = counts, mid
+        else:
+            hi = mid
+    return best
+
+
+def _exchange(
+    state: _State,
+    free: list[str],
+    cands: dict[str, list[int]],
+    val: dict[str, list[float]],
+    budget: float,
+    passes: int = 4,
+) -> None:
+    """Local search by exact cost: narrow one group by a step and refill greedily; keep the
+    exchange when the kept value grows (escapes what the linearised rounds got stuck on)."""
+
+    def value() -> float:
+        return sum(val[g][state.counts[g] - 1] for g in free)
+
+    for _ in range(passes):
+        improved = False
+        for g in free:
+            smaller = [w for w in cands[g] if w < state.counts[g]]
+            if not smaller:
+                continue
+            before, saved = value(), dict(state.counts)
+            state.move(g, smaller[-1])
+            _repair(state, [h for h in free if h != g], cands, val, budget)
+            if value() > before + 1e-12 and state.total() <= budget:
+                improved = True
+                continue
+            for h, w in saved.items():  # undo
+                if state.counts[h] != w:
+                    state.move(h, w)
+        if not improved:
+            return
+
+
+def _repair(
+    state: _State,
+    free: list[str],
+    cands: dict[str, list[int]],
+    val: dict[str, list[float]],
+    budget: float,
+) -> None:
+    """Cut widths (least value lost per ms saved) until the exact prediction fits, then grow
+    them (most value per ms) while it still fits."""
+
+    def neighbour(g: str, up: bool) -> int | None:
+        ws = cands[g]
+        cur = state.counts[g]
+        if up:
+            bigger = [w for w in ws if w > cur]
+            return bigger[0] if bigger else None
+        smaller = [w for w in ws if w < cur]
+        return smaller[-1] if smaller else None
+
+    total = state.total()
+    while total > budget:
+        best = None
+        for g in free:
+            w = neighbour(g, up=False)
+            if w is None:
+                continue
+            saved = -state.delta(g, w)
+            if saved <= 0:
+                continue
+            lost = val[g][state.counts[g] - 1] - val[g][w - 1]
+            ratio = lost / saved
+            if best is None or ratio < best[0]:
+                best = (ratio, g, w)
+        if best is None:
+            return
+        state.move(best[1], best[2])
+        total = state.total()
+    while True:
+        best = None
+        for g in free:
+            w = neighbour(g, up=True)
+            while w is not None:
+                cost = state.delta(g, w)
+                if total + cost <= budget:
+                    gain = val[g][w - 1] - val[g][state.counts[g] - 1]
+                    ratio = gain / max(cost, 1e-9)
+                    if best is None or ratio > best[0]:
+                        best = (ratio, g, w)
+                    break
+                w = None  # the next step does not fit; larger ones cost more
+        if best is None:
+            return
+        state.move(best[1], best[2])
+        total = state.total()
+
+
+def example_batch(example_inputs: Any) -> int:
+    from netslim.structural.trace import flatten_tensors
+
+    for t in flatten_tensors(example_inputs):
+        if t.dim() >= 1:
+            return int(t.shape[0])
+    return 1
+
+
+def target_of(config: Any, example_inputs: Any) -> Target:
+    batch = config.batch if config.batch is not None else example_batch(example_inputs)
+    return Target(config.runtime, config.threads, batch)
+
+
+def plan_counts(
+    model: nn.Module,
+    example_inputs: Any,
+    analysis: Analysis,
+    groups: list[Group],
+    scores: dict[str, torch.Tensor],
+    fixed: dict[str, int],
+    config: Any,
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """Counts for every group of ``groups`` under ``config``'s time target, and a report:
+    target, budget, dense and predicted ms, table build time."""
+    target = target_of(config, example_inputs)
+    table = build_table(model, example_inputs, analysis, groups, target)
+    if config.target_latency_ms is not None:
+        budget = float(config.target_latency_ms)
+    else:
+        budget = table.dense_ms / float(config.target_speedup)
+    info: dict[str, Any] = {
+        "runtime": target.runtime,
+        "threads": target.threads,
+        "batch": target.batch,
+        "budget_ms": budget,
+        "dense_ms": table.dense_ms,
+        "table_s": round(table.build_s, 3),
+        "table_points_measured": table.measured_points,
+    }
+    sizes = {g.id: g.size for g in groups}
+    if table.predict(fixed) <= budget:
+        info["predicted_ms"] = table.predict(fixed)
+        info["note"] = "already under the target: nothing pruned"
+        return {**sizes, **fixed}, info
+    values = {g: value_curve(s) for g, s in scores.items()}
+    alloc = allocate(table, values, budget, round_to=config.round_to, fixed=fixed)
+    info["predicted_ms"] = alloc.predicted_ms
+    info["rounds"] = alloc.rounds
+    if alloc.note:
+        info["note"] = alloc.note
+    return {**sizes, **alloc.counts, **fixed}, info

@@ -1,0 +1,412 @@
+"""A latency table of a model on a target: the time of every conv/linear layer as a function of
+the kept widths of the groups that set its input and output widths.
+
+How it is measured: each layer is timed *in isolation* with the model's own geometry (kernel,
+stride, input spatial size / tokens, batch) along two lines, input width varied at full output
+width and output width varied at full input width, on a grid of widths fine enough to show the
+staircases (a power-of-two step, at most ~32 points a line, so multiples of 8 on layers up to 256
+wide), plus the corner where both are smallest. A layer whose two widths both shrink is predicted
+as ``o + (x - o)(y - o)/(T - o)``: the time above a fixed overhead ``o`` is the product of the
+two lines' relative times (GEMM-like work is in × out), ``o`` solved from the corner.
+
+What is not a conv or linear (norms, activations, adds, pooling, attention's softmax) is the
+*remainder*: the dense model's measured time minus the predicted layer sum, split into a fixed
+part and a part proportional to the layer outputs' total size, fitted together with a scale on
+the layer sum (isolated timing misses some in-model effects) on three whole-model measurements:
+dense, every group at about half width and at about an eighth. Whole-model times are cached with
+the points, keyed by the model's layer list.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from netslim.measure._call import call, inference
+from netslim.structural import op_timing
+from netslim.structural.groups import Analysis, Group
+from netslim.structural.op_timing import CachedTimer, OpShape, Target
+
+MAX_POINTS = 32
+
+
+def grid(size: int, multiple: int = 1) -> list[int]:
+    """Widths measured for a dim of ``size``: a power-of-two step (times ``multiple``) with at
+    most about ``MAX_POINTS`` points, and ``size`` itself."""
+    units = max(1, size // multiple)
+    step = 1
+    while units / step > MAX_POINTS:
+        step *= 2
+    widths = {w * multiple for w in range(step, units + 1, step)}
+    widths.add(size)
+    return sorted(widths)
+
+
+def lookup(line: dict[int, float], width: int) -> float:
+    """Time at ``width`` from a measured line: the smallest measured width >= ``width`` (a width
+    inside a step costs what the step's right end costs)."""
+    for w in sorted(line):
+        if w >= width:
+            return line[w]
+    return line[max(line)]
+
+
+@dataclass
+class Dim:
+    """A layer width as an affine function of group kept counts: ``fixed + sum(mult * kept)``."""
+
+    full: int
+    fixed: int
+    terms: dict[str, float] = field(default_factory=dict)
+
+    def width(self, kept: dict[str, int], sizes: dict[str, int]) -> int:
+        w = self.fixed + sum(m * kept.get(g, sizes[g]) for g, m in self.terms.items())
+        return max(1, int(round(w)))
+
+
+@dataclass
+class Layer:
+    """One conv/linear call of the model with its measured lines."""
+
+    name: str
+    op: OpShape
+    cin: Dim
+    cout: Dim
+    depthwise: bool
+    out_numel: int  # output elements per output channel (batch x spatial / tokens)
+    in_line: dict[int, float] = field(default_factory=dict)
+    out_line: dict[int, float] = field(default_factory=dict)
+    full_ms: float = 0.0
+    overhead: float = 0.0
+
+    @property
+    def groups(self) -> set[str]:
+        return set(self.cin.terms) | set(self.cout.terms)
+
+    def time(self, cin: int, cout: int) -> float:
+        if self.depthwise:
+            return lookup(self.out_line, cout) if self.out_line else self.full_ms
+        x = lookup(self.in_line, cin) if self.in_line else self.full_ms
+        y = lookup(self.out_line, cout) if self.out_line else self.full_ms
+        if not self.in_line or not self.out_line:
+            return min(x, y)  # one side is fixed: its line is the full time
+        o, top = self.overhead, self.full_ms
+        if top - o <= 1e-12:
+            return top
+        return o + (x - o) * (y - o) / (top - o)
+
+    def time_at(self, kept: dict[str, int], sizes: dict[str, int]) -> float:
+        return self.time(self.cin.width(kept, sizes), self.cout.width(kept, sizes))
+
+
+@dataclass
+class LatencyTable:
+    """Layers with measured lines plus the fitted remainder; predicts whole-model time."""
+
+    target: Target
+    layers: list[Layer]
+    sizes: dict[str, int]
+    scale: float = 1.0  # in-model / isolated layer time
+    remainder_fixed: float = 0.0
+    remainder_var: float = 0.0  # ms at every layer output at full size
+    dense_ms: float = 0.0  # measured dense model
+    act_total: float = 1.0
+    build_s: float = 0.0
+    measured_points: int = 0
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def act_weight(self, gid: str) -> float:
+        """Output elements one kept index of ``gid`` carries, summed over layers."""
+        return sum(layer.cout.terms.get(gid, 0.0) * layer.out_numel for layer in self.layers) / max(
+            self.act_total, 1.0
+        )
+
+    def layer_ms(self, kept: dict[str, int]) -> float:
+        """Sum of the isolated layer times (before ``scale``)."""
+        return sum(layer.time_at(kept, self.sizes) for layer in self.layers)
+
+    def act_fraction(self, kept: dict[str, int]) -> float:
+        total = sum(layer.cout.width(kept, self.sizes) * layer.out_numel for layer in self.layers)
+        return total / max(self.act_total, 1.0)
+
+    def predict(self, kept: dict[str, int] | None = None) -> float:
+        """Predicted whole-model ms with ``kept`` (group id -> kept count; others full)."""
+        kept = kept or {}
+        return (
+            self.scale * self.layer_ms(kept)
+            + self.remainder_fixed
+            + self.remainder_var * self.act_fraction(kept)
+        )
+
+    def lines(self) -> dict[str, dict[str, dict[int, float]]]:
+        """Per layer: its measured lines (for plots)."""
+        return {
+            layer.name: {"in": dict(layer.in_line), "out": dict(layer.out_line)}
+            for layer in self.layers
+        }
+
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _record_calls(model: nn.Module, example_inputs: Any) -> list[tuple[str, nn.Module, tuple]]:
+    """(module name, module, input shape, output shape) of every conv/linear call, in order."""
+    calls: list[tuple[str, nn.Module, tuple]] = []
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Linear, *_CONV)):
+
+            def hook(mod, args, out, name=name):
+                if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+                    calls.append((name, mod, (tuple(args[0].shape), tuple(out.shape))))
+
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with inference(model):
+            call(model, example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+def _dim(
+    analysis: Analysis, owners: dict[tuple[str, int], list[tuple[Group, torch.Tensor]]],
+    name: str, dim: int,
+) -> Dim:  # fmt: skip
+    t = analysis.graph.tensors.get(name)
+    full = int(t.shape[dim]) if t is not None else 0
+    covered = 0
+    terms: dict[str, float] = {}
+    for g, index in owners.get((name, dim), []):
+        n = int((index >= 0).sum())
+        if n:
+            terms[g.id] = terms.get(g.id, 0.0) + n / g.size
+            covered += n
+    return Dim(full=full, fixed=max(0, full - covered), terms=terms)
+
+
+def _owners(groups: list[Group]) -> dict[tuple[str, int], list[tuple[Group, torch.Tensor]]]:
+    out: dict[tuple[str, int], list[tuple[Group, torch.Tensor]]] = {}
+    for g in groups:
+        for m in g.members:
+            if m.is_param:
+                out.setdefault((m.name, m.dim), []).append((g, m.index))
+    return out
+
+
+def rebatch(inputs: Any, batch: int) -> Any:
+    """The example inputs with their leading (batch) dim set to ``batch``."""
+
+    def one(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != batch:
+            return x[:1].expand(batch, *x.shape[1:]).contiguous()
+        return x
+
+    if isinstance(inputs, dict):
+        return {k: one(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return tuple(one(x) for x in inputs)
+    return one(inputs)
+
+
+def find_layers(
+    model: nn.Module, example_inputs: Any, analysis: Analysis, groups: list[Group], batch: int
+) -> list[Layer]:
+    """Every conv/linear call with the groups that set its widths (shapes at ``batch``)."""
+    owners = _owners(groups)
+    layers = []
+    for name, m, (ishape, oshape) in _record_calls(model, rebatch(example_inputs, 1)):
+        wname = f"{name}.weight" if name else "weight"
+        bias = getattr(m, "bias", None) is not None
+        if isinstance(m, nn.Linear):
+            lead = ishape[1:-1]
+            op = OpShape("linear", m.in_features, m.out_features, batch, lead, bias=bias)
+            numel = batch * math.prod(oshape[1:-1]) if len(oshape) > 1 else batch
+            cin, cout = _dim(analysis, owners, wname, 1), _dim(analysis, owners, wname, 0)
+            depthwise = False
+        else:
+            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+            op = OpShape(
+                "conv", m.in_channels, m.out_channels, batch, tuple(ishape[2:]),
+                tuple(m.kernel_size), tuple(m.stride), _padding(m), tuple(m.dilation),
+                m.groups, bias,
+            )  # fmt: skip
+            numel = batch * math.prod(oshape[2:])
+            cout = _dim(analysis, owners, wname, 0)
+            if depthwise:
+                cin = cout
+            else:
+                per = _dim(analysis, owners, wname, 1)
+                g = m.groups
+                cin = Dim(per.full * g, per.fixed * g, {k: v * g for k, v in per.terms.items()})
+        layers.append(Layer(name, op, cin, cout, depthwise, numel))
+    return layers
+
+
+def _padding(m: nn.Module) -> tuple[int, ...]:
+    pad = m.padding
+    if isinstance(pad, str):  # "same" / "valid": the explicit pads the conv would use
+        if pad == "valid":
+            return (0,) * len(m.kernel_size)
+        return tuple(d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation, strict=True))
+    return tuple(pad)
+
+
+def measure_layers(layers: list[Layer], timer: Callable[[OpShape], float]) -> None:
+    """Fill every layer's lines, full time and overhead with ``timer(op) -> ms``."""
+    for layer in layers:
+        op = layer.op
+        layer.full_ms = timer(op)
+        if layer.depthwise:
+            if layer.cout.terms:
+                layer.out_line = {w: timer(op.with_widths(w, w, w)) for w in grid(op.cout)}
+            continue
+        mult = op.groups
+        if layer.cin.terms:
+            layer.in_line = {w: timer(op.with_widths(w, op.cout)) for w in grid(op.cin, mult)}
+        if layer.cout.terms:
+            layer.out_line = {w: timer(op.with_widths(op.cin, w)) for w in grid(op.cout, mult)}
+        if layer.in_line and layer.out_line:
+            a_w, b_w = min(layer.in_line), min(layer.out_line)
+            a, b = layer.in_line[a_w], layer.out_line[b_w]
+            c = timer(op.with_widths(a_w, b_w))
+            top = layer.full_ms
+            den = top + c - a - b
+            o = (c * top - a * b) / den if abs(den) > 1e-12 else 0.0
+            layer.overhead = min(max(o, 0.0), min(a, b, c))
+
+
+def model_key(model: nn.Module, layers: list[Layer], target: Target) -> str:
+    text = type(model).__name__ + ";" + ";".join(f"{la.name}={la.op.key()}" for la in layers)
+    text += ";" + str(sum(p.numel() for p in model.parameters()))
+    return "model|" + hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def small_widths(groups: list[Group], round_to: int = 8) -> dict[str, int]:
+    """About an eighth of every group (at least ``round_to``): the overhead-dominated point."""
+    return {g.id: min(g.size, max(round_to, (g.size // 8) // round_to * round_to)) for g in groups}
+
+
+def half_widths(groups: list[Group], round_to: int = 8) -> dict[str, int]:
+    """About half of every group, rounded up to ``round_to`` (the calibration point)."""
+    out = {}
+    for g in groups:
+        k = int(math.ceil(g.size / 2 / round_to) * round_to) if g.size > round_to else g.size
+        out[g.id] = min(g.size, max(1, k))
+    return out
+
+
+def build_table(
+    model: nn.Module,
+    example_inputs: Any,
+    analysis: Analysis,
+    groups: list[Group],
+    target: Target,
+    *,
+    timer: Callable[[OpShape], float] | None = None,
+    whole: Callable[[nn.Module, Any], float] | None = None,
+    pruned_copy: Callable[[dict[str, int]], nn.Module] | None = None,
+) -> LatencyTable:
+    """Measure (or load from the cache) the table of ``model`` on ``target``.
+
+    ``timer`` / ``whole``: injectable measuring functions (tests use synthetic clocks);
+    ``pruned_copy(kept)``: a copy of the model with those kept counts (the calibration point),
+    by default made with the structural engine."""
+    import time
+
+    start = time.perf_counter()
+    cached = CachedTimer(target, timer)
+    layers = find_layers(model, example_inputs, analysis, groups, target.batch)
+    sizes = {g.id: g.size for g in groups}
+    measure_layers(layers, cached)
+    table = LatencyTable(target, layers, sizes)
+    table.act_total = sum(la.cout.full * la.out_numel for la in layers)
+    whole = whole or (lambda m, x: op_timing.model_ms(m, x, target))
+    inputs = rebatch(example_inputs, target.batch)
+    key = model_key(model, layers, target)
+    make = pruned_copy or _engine_copy(model, example_inputs)
+    points = {"dense": {}, "half": half_widths(groups), "small": small_widths(groups)}
+    measured = {
+        name: _cached_whole(
+            cached, f"{key}|{name}", lambda k=kept: whole(make(k) if k else model, inputs)
+        )
+        for name, kept in points.items()
+    }
+    fit_remainder(table, measured, points)
+    cached.save()
+    table.build_s = time.perf_counter() - start
+    table.measured_points = cached.measured
+    return table
+
+
+def _cached_whole(cached: CachedTimer, key: str, measure: Callable[[], float]) -> float:
+    hit = cached.cache.get(key)
+    if hit is None:
+        hit = measure()
+        cached.cache.put(key, hit)
+        cached.measured += 1
+    return hit
+
+
+def _engine_copy(model: nn.Module, example_inputs: Any):
+    def make(kept: dict[str, int]) -> nn.Module:
+        from netslim.structural.engine import apply_plan
+        from netslim.structural.groups import analyze
+        from netslim.structural.plan import PruningPlan
+
+        trial = copy.deepcopy(model)
+        analysis = analyze(trial, example_inputs)
+        plan = PruningPlan(example_inputs=example_inputs)
+        for g in analysis.groups:
+            if g.id in kept and kept[g.id] < g.size:
+                plan.keep[g.id] = list(range(kept[g.id]))
+                plan.sizes[g.id] = g.size
+        apply_plan(trial, plan, example_inputs)
+        return trial
+
+    return make
+
+
+def fit_remainder(
+    table: LatencyTable, measured: dict[str, float], points: dict[str, dict[str, int]]
+) -> None:
+    """Fit ``measured = scale * layers + fixed + var * output_size`` on the calibration points.
+
+    ``scale`` absorbs what isolated timing misses inside the model (weights evicted from cache
+    by the other layers); ``fixed`` is the per-op overhead of everything that is not a conv or
+    linear, ``var`` their size-proportional work. Three points fit it exactly; a fit outside
+    sane bounds falls back to scale 1 and the dense/half pair."""
+    import numpy as np
+
+    names = list(points)
+    layer = np.array([table.layer_ms(points[n]) for n in names])
+    act = np.array([table.act_fraction(points[n]) for n in names])
+    y = np.array([measured[n] for n in names])
+    a = np.stack([layer, np.ones_like(layer), act], 1)
+    try:
+        scale, fixed, var = np.linalg.lstsq(a, y, rcond=None)[0]
+    except np.linalg.LinAlgError:
+        scale, fixed, var = math.nan, math.nan, math.nan
+    if not (0.7 <= scale <= 1.6 and fixed >= 0 and var >= 0):
+        scale = 1.0
+        r = y - layer
+        var = (r[0] - r[1]) / (1 - act[1]) if act[1] < 0.999 else 0.0
+        var = min(max(var, 0.0), max(r[0], 0.0))
+        fixed = r[0] - var
+    table.scale = float(scale)
+    table.remainder_fixed = float(fixed)
+    table.remainder_var = float(var)
+    table.dense_ms = float(measured["dense"])
+    table.calibration = {
+        n: {"measured_ms": float(y[i]), "layers_ms": float(layer[i]), "act_fraction": float(act[i])}
+        for i, n in enumerate(names)
+    }
+    table.calibration["fit"] = {"scale": table.scale, "fixed_ms": fixed, "var_ms": var}

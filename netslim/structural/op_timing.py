@@ -1,0 +1,391 @@
+"""Time one convolution or linear layer at given widths on a runtime, with an on-disk cache.
+
+A latency table is built from many such points (a layer at a grid of kept widths). Points are
+keyed by everything that changes the time (op shape, runtime, threads, machine, library
+versions), so models that share layer shapes share measurements, and a second planning run on
+the same machine measures nothing.
+
+Runtimes: ``torch`` (eager on CPU, ``threads`` intra-op threads), ``onnxruntime`` (CPU
+execution provider, the op as a one-node graph) and ``cuda`` (eager on the first GPU, timed
+with synchronisation; a clear error when no GPU is visible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netslim.errors import ConfigError, UnsupportedModelError
+
+RUNTIMES = ("torch", "onnxruntime", "cuda")
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """One conv/linear call: widths, the geometry that does not change, and the leading dims.
+
+    ``spatial``: a conv's input spatial size, or a linear's input dims between batch and
+    features (tokens); ``groups``: a conv's group count (a depthwise conv has groups == cin)."""
+
+    kind: str  # "conv" | "linear"
+    cin: int
+    cout: int
+    batch: int
+    spatial: tuple[int, ...] = ()
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    groups: int = 1
+    bias: bool = True
+
+    def key(self) -> str:
+        geo = ",".join(
+            "x".join(map(str, v))
+            for v in (self.spatial, self.kernel, self.stride, self.padding, self.dilation)
+        )
+        return f"{self.kind}|{self.cin}|{self.cout}|{self.batch}|{geo}|g{self.groups}|b{int(self.bias)}"
+
+    def with_widths(self, cin: int, cout: int, groups: int | None = None) -> OpShape:
+        d = asdict(self)
+        d.update(cin=cin, cout=cout, groups=self.groups if groups is None else groups)
+        return OpShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the time is measured: runtime, intra-op threads, batch size."""
+
+    runtime: str = "torch"
+    threads: int = 1
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        check_target(self.runtime, self.threads, self.batch)
+
+    def key(self) -> str:
+        """The cache key: this target on this machine with these library versions."""
+        parts = [
+            self.runtime,
+            f"t{self.threads}",
+            f"b{self.batch}",
+            _cpu_name(),
+            f"{os.cpu_count()}cpu",
+            f"torch{torch.__version__}",
+        ]
+        if self.runtime == "onnxruntime":
+            parts.append(f"ort{_ort_version()}")
+        if self.runtime == "cuda" and torch.cuda.is_available():
+            parts.append(torch.cuda.get_device_name(0))
+        return "|".join(parts)
+
+
+def check_target(runtime: Any, threads: Any, batch: Any) -> None:
+    """ConfigError for an unknown runtime or a non-positive thread count or batch."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    for name, v in (("threads", threads), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{name} must be a positive int, got {v!r}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except ImportError:
+        return "none"
+
+
+def cache_dir() -> Path:
+    """``$NETSLIM_CACHE_DIR/latency`` or ``~/.cache/netslim/latency``."""
+    root = os.environ.get("NETSLIM_CACHE_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "netslim"
+    return base / "latency"
+
+
+class PointCache:
+    """Measured points of one target, one JSON file; merged on save (parallel runs add)."""
+
+    def __init__(self, target: Target, directory: Path | None = None):
+        self.target = target
+        digest = hashlib.sha1(target.key().encode()).hexdigest()[:16]
+        self.path = (directory or cache_dir()) / f"{digest}.json"
+        self.points: dict[str, float] = {}
+        self.dirty = False
+        if self.path.exists():
+            try:
+                self.points = json.loads(self.path.read_text()).get("points", {})
+            except (OSError, ValueError):
+                self.points = {}  # a corrupt cache is re-measured, never trusted
+
+    def get(self, key: str) -> float | None:
+        return self.points.get(key)
+
+    def put(self, key: str, ms: float) -> None:
+        self.points[key] = ms
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        merged = dict(self.points)
+        if self.path.exists():
+            with contextlib.suppress(OSError, ValueError):
+                merged = {**json.loads(self.path.read_text()).get("points", {}), **self.points}
+        payload = {"target": self.target.key(), "points": merged}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle)
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+def median_ms(
+    fn: Callable[[], Any],
+    sync: Callable[[], None] = lambda: None,
+    *,
+    samples: int = 7,
+    min_sample_s: float = 3e-4,
+) -> float:
+    """Median time of one ``fn()`` call: a warm-up call, then ``samples`` timed batches of
+    calls, each long enough (``min_sample_s``) that the clock's resolution does not matter."""
+    fn()
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    once = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, min(200, int(min_sample_s / once)))
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync()
+        times.append((time.perf_counter() - start) / inner)
+    return statistics.median(times) * 1e3
+
+
+def _torch_module(op: OpShape) -> tuple[nn.Module, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    if op.kind == "linear":
+        module: nn.Module = nn.Linear(op.cin, op.cout, bias=op.bias)
+        x = torch.randn(op.batch, *op.spatial, op.cin, generator=gen)
+    else:
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(op.spatial)]
+        module = conv(
+            op.cin, op.cout, op.kernel, op.stride, op.padding, op.dilation, op.groups, op.bias
+        )
+        x = torch.randn(op.batch, op.cin, *op.spatial, generator=gen)
+    return module.eval(), x
+
+
+def time_torch(op: OpShape, threads: int, device: str = "cpu") -> float:
+    module, x = _torch_module(op)
+    module, x = module.to(device), x.to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return median_ms(lambda: module(x), sync)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _onnx_graph(op: OpShape):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits, nodes = [], []
+    if op.kind == "linear":
+        w = rng.standard_normal((op.cin, op.cout), dtype=np.float32)
+        inits.append(numpy_helper.from_array(w, "W"))
+        shape = [op.batch, *op.spatial, op.cin]
+        out = "y" if not op.bias else "mm"
+        nodes.append(helper.make_node("MatMul", ["x", "W"], [out]))
+        if op.bias:
+            inits.append(numpy_helper.from_array(np.zeros(op.cout, np.float32), "B"))
+            nodes.append(helper.make_node("Add", ["mm", "B"], ["y"]))
+    else:
+        w = rng.standard_normal((op.cout, op.cin // op.groups, *op.kernel), dtype=np.float32)
+        inits.append(numpy_helper.from_array(w, "W"))
+        ins = ["x", "W"]
+        if op.bias:
+            inits.append(numpy_helper.from_array(np.zeros(op.cout, np.float32), "B"))
+            ins.append("B")
+        shape = [op.batch, op.cin, *op.spatial]
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                ins,
+                ["y"],
+                kernel_shape=list(op.kernel),
+                strides=list(op.stride),
+                pads=list(op.padding) * 2,
+                dilations=list(op.dilation),
+                group=op.groups,
+            )
+        )
+    graph = helper.make_graph(
+        nodes,
+        "op",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString(), shape
+
+
+def ort_session(model: bytes | str, threads: int):
+    """An onnxruntime CPU session with ``threads`` intra-op threads (one inter-op)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise UnsupportedModelError(
+            "runtime 'onnxruntime' needs onnxruntime: pip install netslim[export]"
+        ) from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def time_onnxruntime(op: OpShape, threads: int) -> float:
+    import numpy as np
+
+    data, shape = _onnx_graph(op)
+    sess = ort_session(data, threads)
+    x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
+    return median_ms(lambda: sess.run(None, {"x": x}))
+
+
+def require_cuda() -> None:
+    if not torch.cuda.is_available():
+        raise ConfigError("runtime 'cuda' needs a CUDA GPU and none is visible to torch")
+
+
+def op_timer(target: Target) -> Callable[[OpShape], float]:
+    """The measuring function of ``target``'s runtime (no cache)."""
+    if target.runtime == "cuda":
+        require_cuda()
+        return lambda op: time_torch(op, target.threads, "cuda")
+    if target.runtime == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise UnsupportedModelError(
+                "runtime 'onnxruntime' needs onnxruntime: pip install netslim[export]"
+            ) from exc
+        return lambda op: time_onnxruntime(op, target.threads)
+    return lambda op: time_torch(op, target.threads)
+
+
+class CachedTimer:
+    """``timer(op) -> ms`` through the disk cache; ``measured`` counts real measurements."""
+
+    def __init__(self, target: Target, timer: Callable[[OpShape], float] | None = None):
+        self.target = target
+        self.cache = PointCache(target)
+        self.timer = timer or op_timer(target)
+        self.measured = 0
+
+    def __call__(self, op: OpShape) -> float:
+        key = op.key()
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.timer(op)
+            self.cache.put(key, hit)
+            self.measured += 1
+        return hit
+
+    def save(self) -> None:
+        self.cache.save()
+
+
+def model_ms(model: nn.Module, inputs: Any, target: Target, samples: int = 7) -> float:
+    """Median whole-model forward time on ``target`` (eval mode, no autograd)."""
+    from netslim.measure._call import call, inference
+
+    if target.runtime == "onnxruntime":
+        return _onnx_model_ms(model, inputs, target, samples)
+    device = "cuda" if target.runtime == "cuda" else "cpu"
+    if device == "cuda":
+        require_cuda()
+        model = copy.deepcopy(model).to(device)
+        inputs = _to(inputs, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    old = torch.get_num_threads()
+    torch.set_num_threads(target.threads)
+    try:
+        with inference(model):
+            return median_ms(lambda: call(model, inputs), sync, samples=samples)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _to(inputs: Any, device: str) -> Any:
+    if isinstance(inputs, dict):
+        return {k: _to(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return tuple(_to(x, device) for x in inputs)
+    return inputs.to(device) if isinstance(inputs, torch.Tensor) else inputs
+
+
+def _onnx_model_ms(model: nn.Module, inputs: Any, target: Target, samples: int) -> float:
+    import contextlib
+    import io
+
+    import numpy as np
+
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        was = model.training
+        model.eval()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+                program = torch.onnx.export(model, args, dynamo=True, verbose=False)
+        except Exception as exc:
+            raise UnsupportedModelError(
+                f"ONNX export for runtime 'onnxruntime' failed: {type(exc).__name__}: {exc!s:.200}"
+            ) from exc
+        finally:
+            model.train(was)
+        program.save(str(path))
+        sess = ort_session(str(path), target.threads)
+    feeds = {
+        i.name: np.asarray(x.detach().cpu()) for i, x in zip(sess.get_inputs(), args, strict=True)
+    }
+    return median_ms(lambda: sess.run(None, feeds), samples=samples)

@@ -1,0 +1,367 @@
+"""Latency-aware structural pruning: knapsack, staircases, table, allocation (synthetic clocks).
+
+No test here reads the wall clock: op and whole-model times come from deterministic functions
+of the shapes, with staircases of 8 channels like a vectorised kernel."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import netslim
+from netslim.errors import ConfigError
+from netslim.structural import op_timing
+from netslim.structural.config import Channels
+from netslim.structural.engine import candidates
+from netslim.structural.groups import analyze
+from netslim.structural.knapsack import fast_end, mckp, staircase_steps
+from netslim.structural.latency_alloc import allocate, value_curve
+from netslim.structural.latency_table import build_table, grid, lookup
+from netslim.structural.op_timing import OpShape, Target
+
+
+def _brute(values, costs, budget):
+    best = None
+    for pick in itertools.product(*[range(len(v)) for v in values]):
+        c = sum(costs[i][j] for i, j in enumerate(pick))
+        if c <= budget:
+            v = sum(values[i][j] for i, j in enumerate(pick))
+            if best is None or v > best:
+                best = v
+    return best
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_knapsack_matches_brute_force(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randint(1, 4)
+    values = [[rng.randint(0, 20) for _ in range(rng.randint(1, 4))] for _ in range(n)]
+    costs = [[rng.randint(0, 12) for _ in v] for v in values]
+    budget = rng.randint(0, 30)
+    picks = mckp(values, costs, budget, unit=1.0)
+    best = _brute(values, costs, budget)
+    if best is None:
+        assert picks is None
+        return
+    assert picks is not None
+    assert sum(costs[i][j] for i, j in enumerate(picks)) <= budget
+    assert sum(values[i][j] for i, j in enumerate(picks)) == best
+
+
+def test_knapsack_float_costs_always_fit() -> None:
+    rng = random.Random(0)
+    for _ in range(50):
+        values = [[rng.random() for _ in range(5)] for _ in range(6)]
+        costs = [[rng.random() * 3 for _ in range(5)] for _ in range(6)]
+        budget = sum(min(c) for c in costs) + rng.random() * 4
+        picks = mckp(values, costs, budget, bins=200)
+        assert picks is not None
+        assert sum(costs[i][j] for i, j in enumerate(picks)) <= budget + 1e-9
+        # within one cost step per item of the exact optimum
+        step = (budget - sum(min(c) for c in costs)) / 200
+        exact = _brute(values, costs, budget - len(costs) * step)
+        if exact is not None:
+            assert sum(values[i][j] for i, j in enumerate(picks)) >= exact - 1e-9
+
+
+def _stairs(w: int, period: int = 8) -> float:
+    return 1.0 + math.ceil(w / period)
+
+
+def test_fast_end_of_synthetic_staircases() -> None:
+    widths = list(range(1, 41))
+    costs = [_stairs(w) for w in widths]
+    ends = [widths[i] for i in fast_end(widths, costs)]
+    assert ends == [8, 16, 24, 32, 40]
+    assert staircase_steps(widths, costs) == [9, 17, 25, 33]
+    # noise inside a step: a tolerance keeps the step's right end only
+    noisy = [c * (1 + 0.01 * ((w * 7) % 3 - 1)) for w, c in zip(widths, costs, strict=True)]
+    assert [widths[i] for i in fast_end(widths, noisy, tol=0.03)] == [8, 16, 24, 32, 40]
+    # a cliff (width 12 slower than 16): 12 is dominated, never offered
+    cliff = {**dict(zip(widths, costs, strict=True)), 12: 9.0}
+    ends = [widths[i] for i in fast_end(widths, [cliff[w] for w in widths])]
+    assert 12 not in ends and 16 in ends
+
+
+def test_grid_and_lookup() -> None:
+    assert grid(16) == list(range(1, 17))
+    g = grid(2048)
+    assert g[0] == 64 and g[-1] == 2048 and len(g) == 32 and all(w % 64 == 0 for w in g)
+    assert grid(100, multiple=4)[-1] == 100
+    assert all(w % 4 == 0 for w in grid(100, multiple=4))
+    line = {8: 1.0, 16: 2.0, 24: 3.0}
+    assert lookup(line, 9) == 2.0 and lookup(line, 16) == 2.0 and lookup(line, 99) == 3.0
+
+
+# --- a synthetic target: 8-wide staircases in both widths, a per-op overhead ---------------
+
+
+def fake_op_ms(op: OpShape) -> float:
+    space = math.prod(op.spatial) * math.prod(op.kernel or (1,))
+    cin = op.cin // op.groups
+    return 0.01 + 1e-6 * space * op.batch * 8 * math.ceil(cin / 8) * 8 * math.ceil(op.cout / 8)
+
+
+def fake_model_ms(model: nn.Module, inputs, target: Target) -> float:
+    """Sum of ``fake_op_ms`` over the model's layers as they are, plus 0.05 ms per norm."""
+    from netslim.structural.latency_table import _record_calls
+
+    total = 0.0
+    for _, m, (ishape, _o) in _record_calls(model, inputs):
+        if isinstance(m, nn.Linear):
+            op = OpShape("linear", m.in_features, m.out_features, target.batch, ishape[1:-1])
+        else:
+            op = OpShape(
+                "conv", m.in_channels, m.out_channels, target.batch, ishape[2:], m.kernel_size,
+                m.stride, m.padding, m.dilation, m.groups,
+            )  # fmt: skip
+        total += fake_op_ms(op)
+    norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    return total + 0.05 * norms
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.c2, self.b2 = nn.Conv2d(32, 48, 3, padding=1), nn.BatchNorm2d(48)
+        self.dw = nn.Conv2d(48, 48, 3, padding=1, groups=48)
+        self.c3 = nn.Conv2d(48, 24, 1)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.c2(x)))
+        x = self.c3(torch.relu(self.dw(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.fixture
+def fake_clock(monkeypatch, tmp_path):
+    calls = {"ops": 0}
+
+    def timer(target):
+        def t(op):
+            calls["ops"] += 1
+            return fake_op_ms(op)
+
+        return t
+
+    monkeypatch.setenv("NETSLIM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(op_timing, "op_timer", timer)
+    monkeypatch.setattr(op_timing, "model_ms", fake_model_ms)
+    return calls
+
+
+def _table(model, x, target=None):
+    analysis = analyze(model, x)
+    groups = candidates(analysis, Channels())
+    return analysis, groups, build_table(model, x, analysis, groups, target or Target())
+
+
+def test_table_predicts_the_synthetic_target(fake_clock) -> None:
+    torch.manual_seed(0)
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    _, groups, table = _table(model, x)
+    assert {la.name for la in table.layers} == {"c1", "c2", "dw", "c3", "fc"}
+    dw = next(la for la in table.layers if la.name == "dw")
+    assert dw.depthwise and dw.cin is dw.cout
+    assert abs(table.predict() - fake_model_ms(model, x, Target())) < 1e-9
+    rng = random.Random(0)
+    for _ in range(5):  # arbitrary kept widths: the prediction follows the pruned model
+        kept = {g.id: rng.choice(grid(g.size)) for g in groups}
+        pruned = _prune_to(model, x, kept)
+        measured = fake_model_ms(pruned, x, Target())
+        assert abs(table.predict(kept) - measured) / measured < 0.01
+    # the cache: a second build measures nothing
+    before = fake_clock["ops"]
+    _, _, again = _table(model, x)
+    assert fake_clock["ops"] == before and again.measured_points == 0
+    assert again.predict() == table.predict()
+
+
+def _prune_to(model, x, kept):
+    from netslim.structural.latency_table import _engine_copy
+
+    return _engine_copy(model, x)(kept)
+
+
+def test_allocation_fits_budget_on_fast_ends(fake_clock) -> None:
+    torch.manual_seed(0)
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    _, groups, table = _table(model, x)
+    gen = torch.Generator().manual_seed(0)
+    values = {g.id: value_curve(torch.rand(g.size, generator=gen)) for g in groups}
+    for frac in (0.8, 0.5, 0.35):
+        budget = table.predict() * frac
+        alloc = allocate(table, values, budget)
+        assert alloc.predicted_ms <= budget + 1e-9
+        assert abs(alloc.predicted_ms - table.predict(alloc.counts)) < 1e-9
+        for g in groups:  # a width inside an 8-step would cost the same as the step's end
+            n = alloc.counts[g.id]
+            assert n % 8 == 0 or n == g.size, (g.id, n)
+        # no uniform choice of fast ends under the budget keeps more value
+        for w in (8, 16, 24, 32, 40, 48):
+            kept = {g.id: min(g.size, w) for g in groups}
+            if table.predict(kept) <= budget:
+                uniform = sum(float(values[g][kept[g] - 1]) for g in values)
+                assert alloc.value >= uniform - 1e-9
+
+
+def test_allocation_matches_exhaustive_search_on_two_groups(fake_clock) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.ReLU())
+    model.append(nn.Conv2d(16, 4, 1))
+    x = (torch.randn(1, 3, 10, 10),)
+    _, groups, table = _table(model.eval(), x)
+    assert len(groups) == 2
+    gen = torch.Generator().manual_seed(1)
+    values = {g.id: value_curve(torch.rand(g.size, generator=gen)) for g in groups}
+    budget = table.predict() * 0.55
+    alloc = allocate(table, values, budget)
+    a, b = groups
+    best = max(
+        float(values[a.id][i - 1] + values[b.id][j - 1])
+        for i in range(1, 17)
+        for j in range(1, 17)
+        if table.predict({a.id: i, b.id: j}) <= budget
+    )
+    assert alloc.value == pytest.approx(best)
+
+
+def test_channels_time_target_through_prune_and_reload(fake_clock, tmp_path) -> None:
+    torch.manual_seed(0)
+    model, x = netslim.build_model("zoo:lenet300").eval(), (torch.randn(4, 1, 28, 28),)
+    dense = fake_model_ms(model, x, Target(batch=4))
+    untouched = copy.deepcopy(model)
+    report = netslim.prune_(untouched, Channels(target_latency_ms=dense * 2), example_inputs=x)
+    assert "nothing pruned" in report["latency"]["note"]
+    assert [p.shape for p in untouched.parameters()] == [p.shape for p in model.parameters()]
+    report = netslim.prune_(model, Channels(target_speedup=2.0), example_inputs=x)
+    info = report["latency"]
+    assert info["predicted_ms"] <= dense / 2 + 1e-9
+    assert info["measured_ms"] == pytest.approx(info["predicted_ms"], rel=0.01)
+    assert info["measured_speedup"] >= 1.98
+    netslim.save(model, tmp_path / "m")
+    reloaded = netslim.load(tmp_path / "m")
+    assert torch.equal(reloaded(*x), model(*x))
+
+
+def test_round_to_is_kept(fake_clock) -> None:
+    torch.manual_seed(0)
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    netslim.prune_(model, Channels(target_speedup=1.6, round_to=16), example_inputs=x)
+    for m in (model.c1, model.c2):
+        assert m.out_channels % 16 == 0 or m.out_channels in (32, 48)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"target_speedup": 0.5}, "target_speedup"),
+        ({"target_speedup": True}, "target_speedup"),
+        ({"target_latency_ms": -1}, "target_latency_ms"),
+        ({"target_speedup": 2, "target_macs": 0.5}, "not"),
+        ({"target_speedup": 2, "runtime": "tpu"}, "runtime"),
+        ({"target_speedup": 2, "threads": 0}, "threads"),
+        ({"target_speedup": 2, "batch": 0}, "batch"),
+    ],
+)
+def test_bad_time_targets(kwargs, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Channels(**kwargs)
+
+
+def test_cuda_runtime_without_gpu_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="cuda"):
+        op_timing.op_timer(Target("cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_runtime_times_a_layer() -> None:
+    op = OpShape("conv", 16, 32, 2, (8, 8), (3, 3), (1, 1), (1, 1), (1, 1))
+    assert op_timing.op_timer(Target("cuda"))(op) > 0
+
+
+def test_onnxruntime_op_graph_matches_torch() -> None:
+    """The one-node ONNX graphs compute what the layer computes (shape and arithmetic)."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    from onnx import numpy_helper
+
+    for op in (
+        OpShape("conv", 8, 16, 2, (6, 6), (3, 3), (2, 2), (1, 1), (1, 1), groups=1),
+        OpShape("conv", 8, 8, 1, (5, 5), (3, 3), (1, 1), (1, 1), (1, 1), groups=8),
+        OpShape("linear", 12, 5, 3, (4,)),
+    ):
+        data, shape = op_timing._onnx_graph(op)
+        sess = op_timing.ort_session(data, 1)
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        got = sess.run(None, {"x": x})[0]
+        import onnx
+
+        w = {
+            i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(data).graph.initializer
+        }
+        xt = torch.from_numpy(x)
+        if op.kind == "linear":
+            want = xt @ torch.from_numpy(w["W"]) + torch.from_numpy(w["B"])
+        else:
+            want = torch.nn.functional.conv2d(
+                xt, torch.from_numpy(w["W"]), torch.from_numpy(w["B"]), op.stride, op.padding,
+                op.dilation, op.groups,
+            )  # fmt: skip
+        assert np.allclose(got, want.numpy(), atol=1e-4)
+
+
+FAST = ["--data", "synthetic", "--limit-train", "64", "--limit-test", "64", "--epochs", "0"]
+FAST += ["--finetune-epochs", "0", "--no-progress", "--no-latency", "--method", "channel"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target-speedup", "0.5"], "target_speedup"),
+        (["--target-speedup", "2", "--runtime", "tpu"], "runtime"),
+        (["--target-speedup", "2", "--threads", "0"], "threads"),
+        (["--target-speedup", "2", "--batch", "-3"], "batch"),
+        (["--target-speedup", "2", "--target-macs", "0.5"], "not target_macs and target_speedup"),
+        (["--target-latency", "0"], "target_latency_ms"),
+    ],
+)
+def test_cli_time_target_bad_values(args, message, tmp_path, capsys) -> None:
+    from netslim.cli.main import main
+
+    out = tmp_path / "out"
+    code = main(["prune", "zoo:lenet300", *FAST, *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("netslim: error:") and "\n" not in err
+    assert message in err
+    assert not out.exists()
+
+
+def test_cli_prune_to_speedup_and_latency_command(fake_clock, tmp_path, capsys) -> None:
+    import json
+
+    from netslim.cli.main import main
+
+    out = tmp_path / "job"
+    code = main(["prune", "zoo:lenet300", *FAST, "--target-speedup", "1.5", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["target_speedup"] == 1.5
+    assert report["params_after"] < report["params_before"]
+    code = main(["latency", "zoo:lenet300", "--batch", "4", "--out", str(tmp_path / "lat")])
+    assert code == 0
+    table = json.loads((tmp_path / "lat" / "latency_table.json").read_text())
+    assert {la["name"] for la in table["layers"]} == {"1", "3", "5"}
+    assert (tmp_path / "lat" / "latency_table.png").stat().st_size > 0
+    assert main(["latency", "zoo:lenet300", "--runtime", "tpu"]) == 2
+    assert "runtime" in capsys.readouterr().err
