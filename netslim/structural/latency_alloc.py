@@ -16,6 +16,7 @@ down) greedily by exact cost, one width step at a time, best value per ms first.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,14 @@ from torch import nn
 
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.knapsack import fast_end, mckp
-from netslim.structural.latency_table import LatencyTable, build_table, grid
+from netslim.structural.latency_table import LatencyTable, add_check, build_table, grid
 from netslim.structural.op_timing import Target
+
+# Plan checks: the pruned model of a plan is measured and, when the prediction is off by more
+# than the tolerance, added to the remainder fit and the knapsack re-solved (at most CHECKS
+# measurements; each is cached, so planning again for the same target measures nothing).
+CHECKS = 3
+CHECK_TOLERANCE = 0.03
 
 
 @dataclass
@@ -319,7 +326,28 @@ def plan_counts(
         info["note"] = "already under the target: nothing pruned"
         return {**sizes, **fixed}, info
     values = {g: value_curve(s) for g, s in scores.items()}
+    start = time.perf_counter()
     alloc = allocate(table, values, budget, round_to=config.round_to, fixed=fixed)
+    info["knapsack_s"] = time.perf_counter() - start
+    checks = []
+    for _ in range(CHECKS):  # measure the plan's pruned model; refit and re-solve when off
+        kept = {**sizes, **alloc.counts, **fixed}
+        if table.measure_kept is None:
+            break
+        start = time.perf_counter()
+        measured = table.measure_kept(kept)
+        checks.append(
+            {"predicted_ms": alloc.predicted_ms, "measured_ms": measured,
+             "seconds": time.perf_counter() - start}
+        )  # fmt: skip
+        if abs(measured / alloc.predicted_ms - 1) <= CHECK_TOLERANCE:
+            break
+        add_check(table, kept, measured)
+        start = time.perf_counter()
+        alloc = allocate(table, values, budget, round_to=config.round_to, fixed=fixed)
+        info["knapsack_s"] += time.perf_counter() - start
+    info["checks"] = checks
+    info["fit"] = table.calibration.get("fit")
     info["predicted_ms"] = alloc.predicted_ms
     info["rounds"] = alloc.rounds
     if alloc.note:

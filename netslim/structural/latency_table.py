@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,6 +122,9 @@ class LatencyTable:
     build_s: float = 0.0
     measured_points: int = 0
     calibration: dict[str, Any] = field(default_factory=dict)
+    measure_kept: Callable[[dict[str, int]], float] | None = None  # set by build_table
+    _points: dict[str, dict[str, int]] = field(default_factory=dict)
+    _measured: dict[str, float] = field(default_factory=dict)
 
     def act_weight(self, gid: str) -> float:
         """Output elements one kept index of ``gid`` carries, summed over layers."""
@@ -344,7 +348,26 @@ def build_table(
     cached.save()
     table.build_s = time.perf_counter() - start
     table.measured_points = cached.measured
+
+    def measure_kept(kept: dict[str, int]) -> float:
+        """Whole-model ms of a copy with ``kept`` counts (cached by the counts)."""
+        tag = hashlib.sha1(json.dumps(sorted(kept.items())).encode()).hexdigest()[:16]
+        ms = _cached_whole(cached, f"{key}|plan|{tag}", lambda: whole(make(kept), inputs))
+        cached.save()
+        return ms
+
+    table.measure_kept = measure_kept
+    table._points, table._measured = points, measured
     return table
+
+
+def add_check(table: LatencyTable, kept: dict[str, int], measured_ms: float) -> None:
+    """Refit the remainder with one more measured point (a plan's pruned model): the model is
+    then exact where the allocation is looking."""
+    name = f"check{len(table._points)}"
+    table._points[name] = dict(kept)
+    table._measured[name] = measured_ms
+    fit_remainder(table, table._measured, table._points, weight={name: 3.0})
 
 
 def _cached_whole(cached: CachedTimer, key: str, measure: Callable[[], float]) -> float:
@@ -376,7 +399,10 @@ def _engine_copy(model: nn.Module, example_inputs: Any):
 
 
 def fit_remainder(
-    table: LatencyTable, measured: dict[str, float], points: dict[str, dict[str, int]]
+    table: LatencyTable,
+    measured: dict[str, float],
+    points: dict[str, dict[str, int]],
+    weight: dict[str, float] | None = None,
 ) -> None:
     """Fit ``measured = scale * layers + fixed + var * output_size`` on the calibration points.
 
@@ -391,11 +417,12 @@ def fit_remainder(
     act = np.array([table.act_fraction(points[n]) for n in names])
     y = np.array([measured[n] for n in names])
     a = np.stack([layer, np.ones_like(layer), act], 1)
-    try:
-        scale, fixed, var = np.linalg.lstsq(a, y, rcond=None)[0]
+    w = np.array([(weight or {}).get(n, 1.0) / max(y[i], 1e-9) for i, n in enumerate(names)])
+    try:  # relative errors: every point counts the same whatever its time
+        scale, fixed, var = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)[0]
     except np.linalg.LinAlgError:
         scale, fixed, var = math.nan, math.nan, math.nan
-    if not (0.7 <= scale <= 1.6 and fixed >= 0 and var >= 0):
+    if not (0.7 <= scale <= 1.6 and fixed >= 0 and var >= 0) and len(names) == 3:
         scale = 1.0
         r = y - layer
         var = (r[0] - r[1]) / (1 - act[1]) if act[1] < 0.999 else 0.0
@@ -404,6 +431,8 @@ def fit_remainder(
     table.scale = float(scale)
     table.remainder_fixed = float(fixed)
     table.remainder_var = float(var)
+    if not (0.5 <= scale <= 2.0 and fixed >= -0.5 * y[0] and var >= 0):
+        scale, fixed, var = 1.0, y[0] - layer[0], 0.0  # nothing sane fits: a constant offset
     table.dense_ms = float(measured["dense"])
     table.calibration = {
         n: {"measured_ms": float(y[i]), "layers_ms": float(layer[i]), "act_fraction": float(act[i])}

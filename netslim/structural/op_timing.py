@@ -183,6 +183,10 @@ def median_ms(
     sync()
     once = max(time.perf_counter() - start, 1e-7)
     inner = max(1, min(200, int(min_sample_s / once)))
+    if once > 0.05:  # long calls vary less and cost more: fewer samples
+        samples = min(samples, 3)
+    elif once > 0.005:
+        samples = min(samples, 5)
     times = []
     for _ in range(samples):
         start = time.perf_counter()

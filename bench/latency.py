@@ -1,0 +1,419 @@
+"""Latency-aware structural pruning against MACs-driven allocations, side by side: writes
+docs/latency.md and docs/latency_*.png.
+
+    .venv/bin/python bench/latency.py --part speed     # under /work/bin/quiet (timing)
+    .venv/bin/python bench/latency.py --part accuracy  # trains: under /work/bin/cpu
+    .venv/bin/python bench/latency.py --part report    # docs from the saved json of both
+
+Speed part, per model x runtime x threads x batch: netslim's knapsack over the latency table at
+2x and 3x speed-up targets (``Channels(target_speedup=...)``), then at the *same MACs* as each of
+those plans: Torch-Pruning 1.6.1 global L2 (``global_pruning=True``), Torch-Pruning uniform with
+round_to=8, and netslim's MACs-driven global allocation (``Channels(target_macs=...)``). All
+variants and the dense model are timed interleaved (``--rounds`` rounds, median), and the table
+is built from an empty cache (its build time is the first plan's; the second plan reads it).
+
+Accuracy part (Fashion-MNIST, resnet56 and vgg_small): train dense, then at 2x and 3x measured
+speed-up (batch 16, 1 thread, eager) prune with netslim's latency knapsack, and with each
+Torch-Pruning variant at the ratio whose *measured* latency matches netslim's pruned model;
+fine-tune every variant with the same budget; 3 seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DOCS, RESULTS, machine_line, markdown_table, write_results  # noqa: E402
+
+SPEED_MODELS = ("resnet50", "mobilenet_v2", "vit_b_16", "vgg_small", "resnet56")
+TARGETS = (2.0, 3.0)
+
+
+def build(name: str) -> tuple[nn.Module, torch.Tensor, int]:
+    torch.manual_seed(0)
+    if name in ("vgg_small", "resnet56"):
+        import netslim
+
+        return netslim.build_model(f"zoo:{name}").eval(), torch.randn(1, 1, 28, 28), 10
+    import torchvision
+
+    model = torchvision.models.get_model(name, weights=None).eval()
+    return model, torch.randn(1, 3, 224, 224), 1000
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _macs(model: nn.Module, x: torch.Tensor) -> int:
+    from netslim.measure import count_macs
+
+    return count_macs(model, (x,))
+
+
+def _time_all(variants: dict, x: torch.Tensor, target, rounds: int) -> dict[str, float]:
+    """Median over ``rounds`` interleaved passes of every variant's whole-model time."""
+    from netslim.structural.op_timing import model_ms
+
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for label, model in variants.items():
+            times[label].append(model_ms(model, (x,), target, samples=5))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _tp_variant(dense: nn.Module, x1: torch.Tensor, keep: float, outputs: int, kind: str):
+    from _peers import tp_prune_to_macs
+
+    extra = {"global_pruning": True} if kind == "global" else None
+    round_to = 8 if kind == "uniform_r8" else None
+    model, frac = tp_prune_to_macs(
+        copy.deepcopy(dense), x1, keep, num_outputs=outputs, round_to=round_to, extra=extra
+    )
+    return model.eval(), frac
+
+
+def speed_rows(name: str, runtime: str, threads: int, batch: int, rounds: int) -> list[dict]:
+    import netslim
+    from netslim.structural import Channels
+    from netslim.structural.op_timing import Target
+
+    dense, x1, outputs = build(name)
+    x = x1.expand(batch, *x1.shape[1:]).contiguous()
+    base = _macs(dense, x1)
+    target = Target(runtime, threads, batch)
+    rows, variants, meta = [], {"dense": dense}, {}
+    for sp in TARGETS:
+        ours = copy.deepcopy(dense)
+        start = time.perf_counter()
+        cfg = Channels(target_speedup=sp, runtime=runtime, threads=threads, batch=batch)
+        report = netslim.prune_(ours, cfg, example_inputs=(x1,))
+        plan_s = time.perf_counter() - start
+        info = report["latency"]
+        keep = _macs(ours, x1) / base
+        label = f"netslim latency {sp:g}x"
+        variants[label] = ours.eval()
+        meta[label] = {"macs_kept": keep, "plan_s": plan_s, **info}
+        print(f"  {name} {runtime} t{threads} b{batch} {label}: plan {plan_s:.1f}s "
+              f"pred {info['predicted_ms']:.2f} meas {info['measured_ms']:.2f} "
+              f"macs x{1 / keep:.2f}", flush=True)  # fmt: skip
+        for kind in ("global", "uniform_r8"):
+            try:
+                model, frac = _tp_variant(dense, x1, keep, outputs, kind)
+            except Exception as exc:  # a peer failing is a result, not a crash
+                print(f"  torch-pruning {kind} failed: {exc!s:.200}", flush=True)
+                continue
+            variants[f"TP {kind} @{sp:g}x MACs"] = model
+            meta[f"TP {kind} @{sp:g}x MACs"] = {"macs_kept": frac}
+        macs_model = copy.deepcopy(dense)
+        netslim.prune_(macs_model, Channels(target_macs=keep), example_inputs=(x1,))
+        variants[f"netslim MACs @{sp:g}x MACs"] = macs_model.eval()
+        meta[f"netslim MACs @{sp:g}x MACs"] = {"macs_kept": _macs(macs_model, x1) / base}
+    times = _time_all(variants, x, target, rounds)
+    for label, ms in times.items():
+        m = meta.get(label, {"macs_kept": 1.0})
+        speedup = times["dense"] / ms
+        rows.append({
+            "model": name, "runtime": runtime, "threads": threads, "batch": batch,
+            "variant": label, "latency_ms": ms, "speedup": speedup,
+            "macs_reduction": 1 / m["macs_kept"], "efficiency": speedup * m["macs_kept"],
+            **{k: v for k, v in m.items() if k != "rounds"},
+        })  # fmt: skip
+    return rows
+
+
+def run_speed(args: argparse.Namespace) -> None:
+    cache = tempfile.mkdtemp(prefix="netslim-latency-cache-")
+    os.environ["NETSLIM_CACHE_DIR"] = cache  # every table is built from scratch in this run
+    out = RESULTS / "latency_speed.json"
+    done = json.loads(out.read_text()) if out.exists() and args.append else {"rows": []}
+    done.setdefault("uptime", []).append({"before": _uptime()})
+    for name in args.models:
+        for runtime in args.runtimes:
+            for threads in args.threads:
+                for batch in args.batch:
+                    if runtime == "cuda" and not torch.cuda.is_available():
+                        print("  cuda: no GPU visible, skipped", flush=True)
+                        continue
+                    key = (name, runtime, threads, batch)
+                    done["rows"] = [
+                        r
+                        for r in done["rows"]
+                        if (r["model"], r["runtime"], r["threads"], r["batch"]) != key
+                    ]
+                    done["rows"] += speed_rows(name, runtime, threads, batch, args.rounds)
+                    write_results("latency_speed", done)
+    done["uptime"][-1]["after"] = _uptime()
+    done["machine"] = machine_line()
+    write_results("latency_speed", done)
+
+
+# --- accuracy at equal measured latency ------------------------------------------------------
+
+
+def _loaders(limit_train: int, seed: int):
+    from netslim.data import make_loaders
+
+    return make_loaders("fashion-mnist", batch_size=128, limit_train=limit_train, seed=seed)
+
+
+def _train(model: nn.Module, loader, epochs: int, lr: float, seed: int) -> None:
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    steps = epochs * len(loader)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    model.train()
+    for _ in range(epochs):
+        for xb, yb in loader:
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+            sched.step()
+    model.eval()
+
+
+def _accuracy(model: nn.Module, loader) -> float:
+    correct = total = 0
+    with torch.no_grad():
+        for xb, yb in loader:
+            correct += (model(xb).argmax(1) == yb).sum().item()
+            total += yb.numel()
+    return 100.0 * correct / total
+
+
+def _tp_at_latency(dense, x1, x, target, goal_ms: float, kind: str):
+    """Torch-Pruning's uniform ratio bisected so its *measured* latency matches ``goal_ms``."""
+    from _peers import classifier_layers, tp_prune
+
+    from netslim.structural.op_timing import model_ms
+
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(7):
+        mid = (lo + hi) / 2
+        trial = copy.deepcopy(dense)
+        extra = {"global_pruning": True} if kind == "global" else None
+        tp_prune(
+            trial, x1, mid, ignored=classifier_layers(trial, 10),
+            round_to=8 if kind == "uniform_r8" else None, extra=extra,
+        )  # fmt: skip
+        ms = model_ms(trial.eval(), (x,), target)
+        if best is None or abs(ms - goal_ms) < abs(best[1] - goal_ms):
+            best = (trial, ms, mid)
+        lo, hi = (lo, mid) if ms <= goal_ms else (mid, hi)
+    return best
+
+
+def run_accuracy(args: argparse.Namespace) -> None:
+    import netslim
+    from netslim.structural import Channels
+    from netslim.structural.op_timing import Target, model_ms
+
+    torch.set_num_threads(1)
+    target = Target("torch", 1, args.acc_batch)
+    out = RESULTS / "latency_accuracy.json"
+    rows = json.loads(out.read_text())["rows"] if out.exists() and args.append else []
+    meta = {"uptime_before": _uptime(), "epochs": args.epochs, "finetune": args.finetune_epochs}
+    for name in args.acc_models:
+        for seed in args.seeds:
+            if any(r["model"] == name and r["seed"] == seed for r in rows):
+                continue
+            train, test = _loaders(args.limit_train, seed)
+            torch.manual_seed(seed)
+            dense = netslim.build_model(f"zoo:{name}")
+            _train(dense, train, args.epochs, 0.05, seed)
+            x1 = torch.randn(1, 1, 28, 28)
+            x = x1.expand(args.acc_batch, 1, 28, 28).contiguous()
+            dense_acc = _accuracy(dense, test)
+            dense_ms = model_ms(dense, (x,), target)
+            for sp in TARGETS:
+                ours = copy.deepcopy(dense)
+                cfg = Channels(target_speedup=sp, batch=args.acc_batch, criterion=args.criterion)
+                netslim.prune_(ours, cfg, example_inputs=(x1,), train_loader=train)
+                ours_ms = model_ms(ours.eval(), (x,), target)
+                variants = {"netslim latency": (ours, ours_ms)}
+                for kind in ("global", "uniform_r8"):
+                    model, ms, _ = _tp_at_latency(dense, x1, x, target, ours_ms, kind)
+                    variants[f"TP {kind}"] = (model, ms)
+                for label, (model, ms) in variants.items():
+                    _train(model, train, args.finetune_epochs, 0.01, seed)
+                    acc = _accuracy(model, test)
+                    row = {
+                        "model": name, "seed": seed, "target": sp, "variant": label,
+                        "latency_ms": ms, "dense_ms": dense_ms, "speedup": dense_ms / ms,
+                        "accuracy": acc, "dense_accuracy": dense_acc,
+                    }  # fmt: skip
+                    print(f"  {row}", flush=True)
+                    rows.append(row)
+                    write_results("latency_accuracy", {"rows": rows, "meta": meta})
+    meta["uptime_after"] = _uptime()
+    write_results("latency_accuracy", {"rows": rows, "meta": meta})
+
+
+# --- docs --------------------------------------------------------------------------------------
+
+
+def write_docs() -> None:
+    speed = RESULTS / "latency_speed.json"
+    acc = RESULTS / "latency_accuracy.json"
+    text = ["# Latency-aware structural pruning\n"]
+    text.append(
+        "Generated by `bench/latency.py` (`--part speed` under `/work/bin/quiet`, "
+        "`--part accuracy` under `/work/bin/cpu`, `--part report`). How it works: "
+        "see the end of this page.\n"
+    )
+    if speed.exists():
+        data = json.loads(speed.read_text())
+        text.append(f"Machine: {data.get('machine', '?')}. Load (`uptime`) around the timing runs:\n")
+        for u in data.get("uptime", []):
+            text.append(f"- before: `{u.get('before')}`; after: `{u.get('after', '?')}`")
+        text.append("")
+        text += _speed_sections(data["rows"])
+    if acc.exists():
+        text += _accuracy_section(json.loads(acc.read_text()))
+    text.append(METHOD)
+    (DOCS / "latency.md").write_text("\n".join(text) + "\n")
+    print(f"wrote {DOCS / 'latency.md'}")
+
+
+def _speed_sections(rows: list[dict]) -> list[str]:
+    out = ["## Speed-up reached, speed-up per MACs reduction, side by side\n"]
+    out.append(
+        "Per model, runtime, threads and batch: netslim's latency knapsack at 2x and 3x speed-up "
+        "targets (`Channels(target_speedup=X)`), then Torch-Pruning global L2, Torch-Pruning "
+        "uniform round_to=8 and netslim's MACs-driven allocation at the same MACs as netslim's "
+        "plan. *reached* = measured speed-up / target; *pred err* = predicted / measured - 1 "
+        "(measured here: the interleaved median below, not the prune-time measurement); "
+        "*efficiency* = speed-up / MACs reduction. Table s: building the table from an empty "
+        "cache (first plan); plan s: the second plan of the same model, table cached.\n"
+    )
+    headers = ["model", "runtime", "threads", "batch", "variant", "ms", "speed-up",
+               "reached", "pred err", "MACs red.", "efficiency", "table s", "plan s"]  # fmt: skip
+    table = []
+    for r in rows:
+        sp = r["variant"].split()[-1].rstrip("x") if r["variant"].startswith("netslim lat") else None
+        reached = f"{r['speedup'] / float(sp):.3f}" if sp else "-"
+        pred = f"{r['predicted_ms'] / r['latency_ms'] - 1:+.3f}" if "predicted_ms" in r else "-"
+        table.append([
+            r["model"], r["runtime"], r["threads"], r["batch"], r["variant"],
+            f"{r['latency_ms']:.2f}", f"{r['speedup']:.2f}x", reached, pred,
+            f"{r['macs_reduction']:.2f}x", f"{r['efficiency']:.2f}",
+            f"{r['table_s']:.1f}" if "table_s" in r else "-",
+            f"{r['plan_s']:.1f}" if "plan_s" in r and sp == "3" else "-",
+        ])  # fmt: skip
+    out.append(markdown_table(headers, table))
+    out.append("")
+    return out
+
+
+def _accuracy_section(data: dict) -> list[str]:
+    rows = data["rows"]
+    meta = data.get("meta", {})
+    out = ["## Accuracy at equal measured latency (Fashion-MNIST)\n"]
+    out.append(
+        f"Dense trained {meta.get('epochs')} epochs, every pruned variant fine-tuned "
+        f"{meta.get('finetune')} epoch(s) with the same schedule; latency at batch 16, 1 thread, "
+        "eager. Torch-Pruning's ratio is bisected until its measured latency matches netslim's "
+        f"pruned model. Load: `{meta.get('uptime_before')}` / `{meta.get('uptime_after')}`.\n"
+    )
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["target"], r["variant"]), []).append(r)
+    table = []
+    for (model, sp, variant), rs in groups.items():
+        accs = [r["accuracy"] for r in rs]
+        table.append([
+            model, f"{sp:g}x", variant, len(rs),
+            f"{statistics.mean(r['speedup'] for r in rs):.2f}x",
+            f"{statistics.mean(accs):.2f}", " / ".join(f"{a:.2f}" for a in accs),
+            f"{statistics.mean(r['dense_accuracy'] for r in rs):.2f}",
+        ])  # fmt: skip
+    out.append(markdown_table(
+        ["model", "target", "variant", "seeds", "measured speed-up", "accuracy %",
+         "per seed", "dense %"], table,
+    ))  # fmt: skip
+    out.append("")
+    return out
+
+
+METHOD = """## How the latency table and the allocation work
+
+**Table.** `netslim.structural.latency_table.build_table`: every conv/linear *call* of the model
+(forward hooks on the real example input) is timed in isolation with its own geometry (kernel,
+stride, padding, groups, input spatial size or tokens, batch) on the target runtime: torch eager
+on CPU with N intra-op threads, onnxruntime CPU (the op as a one-node ONNX graph), or CUDA
+(synchronised; a clear error without a GPU). Two lines per layer, input width varied at full
+output width and output width varied at full input width, on a power-of-two grid of at most ~32
+widths (every multiple of 8 up to 256 channels), plus the corner where both are smallest. A
+depthwise conv has one line (its width sets input, output and group count). Points are cached
+in `~/.cache/netslim/latency/` (`NETSLIM_CACHE_DIR`), keyed by op shape, runtime, threads,
+batch, CPU model, core count and torch / onnxruntime versions; models that share layer shapes
+share points. A layer whose two widths both shrink is predicted as `o + (x-o)(y-o)/(T-o)` (the
+time above a fixed overhead `o` is the product of the two lines' relative times, `o` solved from
+the corner). Everything else (norms, activations, adds, pooling, attention softmax) is the
+remainder, fitted with a scale on the layer sum on three whole-model measurements (dense, all
+groups at about 1/2 and about 1/8 of their width): `measured = scale * layers + fixed + var *
+output size`.
+
+**Allocation.** `netslim.structural.latency_alloc.allocate`: every group chooses a kept width
+among the fast ends of its staircase (a width is offered only when every larger width costs
+more: a width inside a step costs what the step's right end costs), multiples of `round_to`.
+Value: the sum of its highest importance scores (any `Channels` criterion, normalised per group
+as global ranking does). Cost: predicted time. A conv's time depends on two groups (input and
+output width), so the cost is not a sum over groups; it is solved in rounds: with every other
+group at its current width, a group is charged an equal share of each layer it touches (the whole
+layer when it is the layer's only variable group) plus its part of the remainder; a
+multiple-choice knapsack (dynamic programming over the cost axis in 4000 steps, costs rounded
+up, so the choice always fits) picks the widths; the exact pairwise prediction of the new widths
+corrects the next round's knapsack budget (8 rounds). The best feasible round (or the best
+uniform fraction of fast ends, if it keeps more value) is then repaired by exact cost: widths are
+cut (least value lost per ms saved) until it fits, grown (most value per ms) while it fits, and
+one-step exchanges (narrow one group, refill the others greedily) are kept while they add value.
+
+**Interfaces.** `Channels(target_latency_ms=..., target_speedup=..., runtime=, threads=,
+batch=)`; `netslim prune --method channel --target-latency MS | --target-speedup X [--runtime
+torch|onnxruntime|cuda] [--threads N] [--batch B]`; `netslim latency MODEL` writes the table
+(json) and a plot of the slowest layers' staircases; `--schedule iterative` with a time target
+prunes by the same speed-up factor each round. Every report carries `latency`: budget, dense,
+predicted and measured ms of the pruned model. The MACs-driven allocation (`target_macs`) is
+unchanged.
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--part", choices=("speed", "accuracy", "report"), default="report")
+    p.add_argument("--models", nargs="*", default=list(SPEED_MODELS))
+    p.add_argument("--runtimes", nargs="*", default=["torch", "onnxruntime"])
+    p.add_argument("--threads", nargs="*", type=int, default=[1, 2])
+    p.add_argument("--batch", nargs="*", type=int, default=[1, 16])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--append", action="store_true", help="keep rows of earlier runs")
+    p.add_argument("--acc-models", nargs="*", default=["resnet56", "vgg_small"])
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--limit-train", type=int, default=10000)
+    p.add_argument("--acc-batch", type=int, default=16)
+    p.add_argument("--criterion", default="l2")
+    args = p.parse_args()
+    if args.part == "speed":
+        run_speed(args)
+    elif args.part == "accuracy":
+        run_accuracy(args)
+    write_docs()
+
+
+if __name__ == "__main__":
+    main()
