@@ -275,7 +275,9 @@ def write_docs() -> None:
     )
     if speed.exists():
         data = json.loads(speed.read_text())
-        text.append(f"Machine: {data.get('machine', '?')}. Load (`uptime`) around the timing runs:\n")
+        text.append(
+            f"Machine: {data.get('machine', '?')}. Load (`uptime`) around the timing runs:\n"
+        )
         for u in data.get("uptime", []):
             text.append(f"- before: `{u.get('before')}`; after: `{u.get('after', '?')}`")
         text.append("")
@@ -294,23 +296,34 @@ def _speed_sections(rows: list[dict]) -> list[str]:
         "targets (`Channels(target_speedup=X)`), then Torch-Pruning global L2, Torch-Pruning "
         "uniform round_to=8 and netslim's MACs-driven allocation at the same MACs as netslim's "
         "plan. *reached* = measured speed-up / target; *pred err* = predicted / measured - 1 "
-        "(measured here: the interleaved median below, not the prune-time measurement); "
+        "(measured here: the interleaved median below, not the prune-time measurement; the "
+        "prediction is the table's after the plan checks refit it); *first pred err*: the "
+        "table's prediction of the first plan against its measurement, before any refit; "
         "*efficiency* = speed-up / MACs reduction. Table s: building the table from an empty "
-        "cache (first plan); plan s: the second plan of the same model, table cached.\n"
+        "cache (first plan); plan s: the second plan of the same model, table cached (includes "
+        "measuring its plan checks); knapsack s: the solver alone.\n"
     )
     headers = ["model", "runtime", "threads", "batch", "variant", "ms", "speed-up",
-               "reached", "pred err", "MACs red.", "efficiency", "table s", "plan s"]  # fmt: skip
+               "reached", "pred err", "first pred err", "MACs red.", "efficiency", "table s",
+               "plan s", "knapsack s"]  # fmt: skip
     table = []
     for r in rows:
-        sp = r["variant"].split()[-1].rstrip("x") if r["variant"].startswith("netslim lat") else None
+        sp = (
+            r["variant"].split()[-1].rstrip("x") if r["variant"].startswith("netslim lat") else None
+        )
         reached = f"{r['speedup'] / float(sp):.3f}" if sp else "-"
         pred = f"{r['predicted_ms'] / r['latency_ms'] - 1:+.3f}" if "predicted_ms" in r else "-"
+        checks = r.get("checks") or []
+        first = (
+            f"{checks[0]['predicted_ms'] / checks[0]['measured_ms'] - 1:+.3f}" if checks else "-"
+        )
         table.append([
             r["model"], r["runtime"], r["threads"], r["batch"], r["variant"],
-            f"{r['latency_ms']:.2f}", f"{r['speedup']:.2f}x", reached, pred,
+            f"{r['latency_ms']:.2f}", f"{r['speedup']:.2f}x", reached, pred, first,
             f"{r['macs_reduction']:.2f}x", f"{r['efficiency']:.2f}",
             f"{r['table_s']:.1f}" if "table_s" in r else "-",
             f"{r['plan_s']:.1f}" if "plan_s" in r and sp == "3" else "-",
+            f"{r['knapsack_s']:.2f}" if "knapsack_s" in r else "-",
         ])  # fmt: skip
     out.append(markdown_table(headers, table))
     out.append("")

@@ -9,6 +9,7 @@ import copy
 import itertools
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -365,3 +366,17 @@ def test_cli_prune_to_speedup_and_latency_command(fake_clock, tmp_path, capsys) 
     assert (tmp_path / "lat" / "latency_table.png").stat().st_size > 0
     assert main(["latency", "zoo:lenet300", "--runtime", "tpu"]) == 2
     assert "runtime" in capsys.readouterr().err
+
+
+def test_iterative_schedule_splits_a_speedup_per_round(fake_clock) -> None:
+    from netslim.jobs.pipeline import JobSettings, _time_targets
+
+    model, x = netslim.build_model("zoo:lenet300").eval(), (torch.randn(2, 1, 28, 28),)
+    settings = JobSettings(
+        model="zoo:lenet300", method="channel", schedule="iterative", rounds=3, target_speedup=8.0
+    )
+    assert _time_targets(model, settings, x) == pytest.approx([2.0, 2.0, 2.0])
+    dense = fake_model_ms(model, x, Target(batch=2))
+    settings = replace(settings, target_speedup=None, target_latency_ms=dense / 4)
+    assert _time_targets(model, settings, x) == pytest.approx([4 ** (1 / 3)] * 3)
+    assert _time_targets(model, replace(settings, schedule="oneshot"), x) == []
