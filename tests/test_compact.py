@@ -260,3 +260,22 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("netslim: error:") for line in err)
     assert not out.exists()
+
+
+def test_zero_tol_snaps_channels_a_penalty_shrank():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():  # channel 4's whole unit (row, bias, consumer column) is tiny
+        model[0].weight[4] *= 1e-8
+        model[0].bias[4] = 1e-9
+        model[2].weight[:, 4] *= 1e-8
+    x = (torch.randn(2, 6),)
+    exact = compact_(copy.deepcopy(model), x)
+    assert exact["removed_channels"] == []
+    original = copy.deepcopy(model)
+    report = compact_(model, x, zero_tol=1e-6)
+    assert report["snapped"]["channels"] == 1 and report["snapped"]["max_abs_diff"] < 1e-6
+    assert model[0].out_features == 7
+    _check_same(original, model, torch.randn(4, 6))
+    with pytest.raises(netslim.errors.ConfigError, match="zero_tol"):
+        compact_(model, x, zero_tol=-1.0)

@@ -20,6 +20,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--probes", type=int, default=2, help="random inputs that check each constant (>= 0)"
     )
+    p.add_argument(
+        "--zero-tol",
+        type=float,
+        default=0.0,
+        help="treat channels whose whole parameter unit has L2 norm <= this as zero "
+        "(for penalties such as group lasso that shrink without reaching 0; default exact 0)",
+    )
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
     p.add_argument("--out", default=None, help="output directory (default <input>-compact)")
     return p
@@ -34,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         out,
         example_shape=args.example_shape,
         probes=args.probes,
+        zero_tol=args.zero_tol,
         latency=not args.no_latency,
     )
     print("\n".join(summary_lines(report)))

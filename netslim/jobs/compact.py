@@ -45,6 +45,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if "latency_ms" in report:
         lat = report["latency_ms"]
         out.append(f"latency {lat['before']:.3f} -> {lat.get('after', lat['before']):.3f} ms")
+    snap = report.get("snapped")
+    if snap:
+        out.append(
+            f"snapped {snap['channels']} channels with unit norm <= {snap['zero_tol']:g} to zero"
+            f" (largest {snap['largest_norm']:.3g}; output moved by {snap.get('max_abs_diff', 0):.3g})"
+        )
     out.append(f"max abs difference {report['max_abs_diff']:.3g}")
     return out
 
@@ -56,6 +62,7 @@ def compact_job(
     example_shape: list[int] | None = None,
     probes: int = 2,
     latency: bool = True,
+    zero_tol: float = 0.0,
 ) -> dict[str, Any]:
     from netslim.errors import ConfigError
     from netslim.io import save
@@ -64,11 +71,13 @@ def compact_job(
 
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
         raise ConfigError(f"probes must be an int >= 0, got {probes!r}")
+    if isinstance(zero_tol, bool) or not isinstance(zero_tol, (int, float)) or not zero_tol >= 0:
+        raise ConfigError(f"--zero-tol must be a number >= 0, got {zero_tol!r}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
     model = load_source(source).eval()
     example = make_example_inputs(model, example_shape)
-    report = compact_(model, example, probes=probes, latency=latency)
+    report = compact_(model, example, probes=probes, latency=latency, zero_tol=zero_tol)
     out.mkdir(parents=True, exist_ok=True)
     save(model, out / "model")
     (out / "compact.json").write_text(json.dumps(report, indent=2))

@@ -187,6 +187,35 @@ def _decide_group(
         decision.channels.append({"group": g.id, "index": int(i), "how": how, "constant": c})
 
 
+def snap_small_channels(model: nn.Module, analysis: Analysis, zero_tol: float) -> dict[str, Any]:
+    """Zero every channel whose whole unit (all parameter slices it owns in its group: rows,
+    BN entries, consumer columns; the group-lasso unit) has L2 norm <= ``zero_tol``."""
+    params = dict(model.named_parameters())
+    count, largest = 0, 0.0
+    with torch.no_grad():
+        for g in candidates(analysis, Channels()):
+            members = [m for m in g.members if m.is_param and m.name in params]
+            sq = torch.zeros(g.size, dtype=torch.float64)
+            for m in members:
+                t = params[m.name].detach().movedim(m.dim, 0)
+                valid = (m.index >= 0).nonzero().flatten()
+                rows = t.index_select(0, valid.to(t.device)).reshape(len(valid), -1)
+                sq.index_add_(0, m.index[valid], rows.double().pow(2).sum(1).cpu())
+            norms = sq.sqrt()
+            small = (norms <= zero_tol) & (norms > 0)
+            if not bool(small.any()):
+                continue
+            count += int(small.sum())
+            largest = max(largest, float(norms[small].max()))
+            for m in members:
+                hit = torch.isin(m.index, small.nonzero().flatten())
+                t = params[m.name]
+                shape = [1] * t.dim()
+                shape[m.dim] = t.shape[m.dim]
+                t.mul_((~hit).to(t.dtype).to(t.device).view(shape))
+    return {"channels": count, "largest_norm": largest, "zero_tol": zero_tol}
+
+
 def _add_bias(module: nn.Module) -> bool:
     """Give a bias-free conv/linear a zero bias (True if one was created)."""
     if getattr(module, "bias", None) is not None:
@@ -230,16 +259,23 @@ def compact_(
     seed: int = 0,
     rtol: float = 1e-5,
     latency: bool = False,
+    zero_tol: float = 0.0,
 ) -> dict[str, Any]:
     """Remove every exactly dead or constant channel of ``model`` in place; returns the report.
 
     ``probes`` random inputs beside ``example_inputs`` check that each channel is constant where
     it is consumed; the compacted model must match the original's outputs within ``rtol`` of
-    their largest magnitude, else nothing changes (``PruningError``). ``latency=True`` times
+    their largest magnitude, else nothing changes (``PruningError``). ``zero_tol > 0`` first
+    sets to exact zero every channel whose whole unit (every parameter slice it owns, as group
+    lasso groups them) has L2 norm <= ``zero_tol``, for penalties that shrink channels without
+    reaching zero; the equality is then checked against that snapped model and the difference
+    to the original is reported as ``snapped.max_abs_diff``. ``latency=True`` times
     both models (batch of the example inputs, one thread). Rebuild optimizers afterwards: the
     model's submodules are new objects.
     """
     inputs = _inputs(example_inputs)
+    if isinstance(zero_tol, bool) or not isinstance(zero_tol, (int, float)) or not zero_tol >= 0:
+        raise ConfigError(f"zero_tol must be a number >= 0, got {zero_tol!r}")
     runs = probe_inputs(inputs, probes, seed)
     before = {"params": count_params(model), "macs": count_macs(model, inputs)}
     work = copy_model(model)
@@ -248,6 +284,9 @@ def compact_(
     if latency:
         report["latency_ms"] = {"before": latency_ms(work, inputs).median}
     analysis = analyze(work, inputs)
+    original = _outputs(model, runs)
+    if zero_tol > 0:
+        report["snapped"] = snap_small_channels(work, analysis, zero_tol)
     decision = decide(work, analysis, runs)
     report.update(removed_channels=decision.channels, kept=decision.kept)
     report["folded_into"] = sorted(decision.folds)
@@ -256,14 +295,14 @@ def compact_(
                       macs={"before": before["macs"], "after": before["macs"]}, max_abs_diff=0.0)  # fmt: skip
         report["note"] = "no dead or constant channel can be removed: the model is unchanged"
         return report
-    reference = _outputs(model, runs)
+    reference = _outputs(work, runs) if zero_tol > 0 else original
     created = []
     with torch.no_grad():
         for name, delta in decision.folds.items():
             mod = work.get_submodule(name)
             if _add_bias(mod):
                 created.append(name)
-            mod.bias.add_(delta.to(mod.bias.dtype))
+            mod.bias.add_(delta.to(mod.bias.device, mod.bias.dtype))
     plan = PruningPlan(
         keep={g: sorted(set(range(decision.sizes[g])) - set(r)) for g, r in decision.removed.items()},
         sizes=dict(decision.sizes),
@@ -276,6 +315,8 @@ def compact_(
             f"the compacted model differs from the original by {diff:.3g} (allowed "
             f"{rtol * max(1.0, scale):.3g}); nothing was changed", f"<{type(model).__name__}>"
         )  # fmt: skip
+    if zero_tol > 0:
+        report["snapped"]["max_abs_diff"] = _max_diff(original, _outputs(work, runs))
     _replace(model, work)
     tensors = flatten_tensors(inputs)
     payload = {

@@ -128,7 +128,7 @@ def response(mod: nn.Module, x: Tensor, m: Member, indices: Tensor) -> Tensor:
     axis = _axis(mod)
     shape = [1] * x.dim()
     shape[axis] = x.shape[axis]
-    xr = x.double() * cols.to(torch.float64).view(shape)
+    xr = x.double() * cols.to(x.device, torch.float64).view(shape)
     w = mod.weight.detach().double()
     if isinstance(mod, _ConvNd):
         y = mod._conv_forward(xr, w, None).movedim(1, -1)
@@ -152,7 +152,9 @@ def _interior_uniform(mod: nn.Module, x: Tensor, m: Member, indices: Tensor) -> 
     shape = [1] * x.dim()
     shape[1] = x.shape[1]
     y = mod._conv_forward(
-        x.double() * cols.to(torch.float64).view(shape), mod.weight.detach().double(), None
+        x.double() * cols.to(x.device, torch.float64).view(shape),
+        mod.weight.detach().double(),
+        None,
     )
     for d, p in enumerate(pads):
         if p:
@@ -166,7 +168,7 @@ def _interior_uniform(mod: nn.Module, x: Tensor, m: Member, indices: Tensor) -> 
 def constant_of(mod: nn.Module, x: Tensor, m: Member, index: int) -> float:
     """The value channel ``index`` holds at the consumer's input (first position)."""
     cols = (m.index == index).nonzero().flatten()
-    return float(x.movedim(_axis(mod), 0).index_select(0, cols[:1]).flatten()[0])
+    return float(x.movedim(_axis(mod), 0).index_select(0, cols[:1].to(x.device)).flatten()[0])
 
 
 def why_not(mod: nn.Module, xs: list[Tensor], m: Member, index: int) -> tuple[str, str]:
@@ -191,9 +193,9 @@ def fold_check(
     idx = torch.tensor(indices, dtype=torch.long)
     rows = [response(mod, x, m, idx) for x in xs]
     if _uniform(rows):
-        return rows[0].mean(0), []
+        return rows[0].mean(0).cpu(), []
     bad = [i for i in indices if not _uniform([response(mod, x, m, torch.tensor([i])) for x in xs])]
     good = torch.tensor([i for i in indices if i not in bad], dtype=torch.long)
     if good.numel() == 0:
         return None, bad
-    return response(mod, xs[0], m, good).mean(0), bad
+    return response(mod, xs[0], m, good).mean(0).cpu(), bad
