@@ -33,3 +33,7 @@ class ArtifactError(NetslimError):
 
 class DataError(NetslimError):
     """A data source is missing or unreadable; the message says how to get it."""
+
+
+class UntrustedCodeError(ArtifactError):
+    """Rebuilding a model would run Python code from a file; the caller has not consented."""

@@ -59,7 +59,7 @@ class Method:
 
 
 TABLE: tuple[Method, ...] = (
-    Method("unstructured", _unstructured, replays=("masks",)),
+    Method("unstructured", _unstructured, replays=("masks", "fold")),
     Method("channel", _structural, replays=("structural",)),
     Method("slimming", _structural),
     Method("layer", _layers, replays=("layers", "gates")),

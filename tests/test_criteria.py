@@ -234,7 +234,7 @@ def test_slimming_job_end_to_end(tmp_path, model_file, fast_job) -> None:
     report = run_job(settings)
     assert report["settings"]["method"] == "slimming"
     assert report["params_after"] < report["params_before"]
-    model = netslim.load(tmp_path / "run" / "model")
+    model = netslim.load(tmp_path / "run" / "model", trust_code=True)
     assert model[1].num_features < 8  # BN channels were removed
 
 

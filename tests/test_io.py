@@ -25,7 +25,7 @@ def test_round_trip_is_exact(model_file: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         model[1].running_mean.uniform_(-1, 1)
     netslim.save(model, tmp_path / "out")
-    loaded = netslim.load(tmp_path / "out")
+    loaded = netslim.load(tmp_path / "out", trust_code=True)
     assert torch.equal(_outputs(model), _outputs(loaded))
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert manifest["spec"]["kwargs"] == {"width": 12}
@@ -37,7 +37,7 @@ def test_round_trip_in_fresh_process(model_file: Path, tmp_path: Path) -> None:
     torch.save(_outputs(model), tmp_path / "expected.pt")
     code = (
         "import torch, netslim;"
-        f"m = netslim.load({str(tmp_path / 'out')!r});"
+        f"m = netslim.load({str(tmp_path / 'out')!r}, trust_code=True);"
         "x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1));"
         f"e = torch.load({str(tmp_path / 'expected.pt')!r}, weights_only=True);"
         "assert torch.equal(m(x), e)"
@@ -62,14 +62,14 @@ def test_corrupt_weights_are_detected(model_file: Path, tmp_path: Path) -> None:
     data[-10] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="checksum"):
-        netslim.load(tmp_path / "out")
+        netslim.load(tmp_path / "out", trust_code=True)
 
 
 def test_corrupt_manifest(model_file: Path, tmp_path: Path) -> None:
     netslim.save(netslim.build_model(f"py:{model_file}:build"), tmp_path / "out")
     (tmp_path / "out" / MANIFEST).write_text("{not json")
     with pytest.raises(ArtifactError, match="corrupt"):
-        netslim.load(tmp_path / "out")
+        netslim.load(tmp_path / "out", trust_code=True)
 
 
 def test_unknown_history_kind(model_file: Path, tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_unknown_history_kind(model_file: Path, tmp_path: Path) -> None:
     manifest["history"] = [{"kind": "teleport"}]
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="teleport"):
-        netslim.load(tmp_path / "out")
+        netslim.load(tmp_path / "out", trust_code=True)
 
 
 def test_weights_not_fitting_the_model(model_file: Path, tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_weights_not_fitting_the_model(model_file: Path, tmp_path: Path) -> None
     manifest["spec"]["kwargs"] = {"width": 16}
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="do not fit"):
-        netslim.load(tmp_path / "out")
+        netslim.load(tmp_path / "out", trust_code=True)
 
 
 def test_tied_weights_save(model_file: Path, tmp_path: Path) -> None:
@@ -103,6 +103,6 @@ def test_tied_weights_save(model_file: Path, tmp_path: Path) -> None:
     )
     model = netslim.build_model(f"py:{path}:build")
     netslim.save(model, tmp_path / "out")
-    loaded = netslim.load(tmp_path / "out")
+    loaded = netslim.load(tmp_path / "out", trust_code=True)
     assert loaded[0].weight is loaded[1].weight
     assert torch.equal(loaded[0].weight, model[0].weight)

@@ -168,24 +168,27 @@ def _fill(model: nn.Module, decoded: dict[str, tuple[Tensor, Tensor | None]], so
     return state
 
 
-def decompress(path: str | os.PathLike) -> nn.Module:
+def decompress(path: str | os.PathLike, *, trust_code: bool = False) -> nn.Module:
     """Rebuild the model from ``path``: spec → replay history → load tensors (eval mode).
 
     Everything is verified and decoded before the model is built, and the model is returned
-    only once every tensor fits, so a corrupt file never yields a partly loaded model.
+    only once every tensor fits, so a corrupt file never yields a partly loaded model. A
+    ``py:`` spec runs its file only with ``trust_code=True`` (as ``netslim.load``).
     """
     from netslim.io.replay import replay
-    from netslim.models.spec import build_model
+    from netslim.models.spec import build_from_spec, code_to_run
 
     manifest, area = container.read(path)
     source = str(path)
     if manifest.get("format") != FORMAT or not isinstance(manifest.get("tensors"), list):
         raise ArtifactError(f"{source} is not a netslim compressed model")
-    decoded = decode_state(manifest, area, source)
     spec = manifest.get("spec") or {}
-    if "source" not in spec:
+    if not isinstance(spec, dict) or "source" not in spec:
         raise ArtifactError(f"{source} has no model spec")
-    model = build_model(spec["source"], **spec.get("kwargs", {}))
+    if code_to_run(spec) and not trust_code:
+        build_from_spec(spec, origin=source)  # raises, naming the file, before decoding
+    decoded = decode_state(manifest, area, source)
+    model = build_from_spec(spec, trust_code=trust_code, origin=source)
     replay(model, manifest.get("history", []))
     state = _fill(model, decoded, source)
     try:

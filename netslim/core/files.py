@@ -41,15 +41,43 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """``with atomic_directory(final) as tmp:`` fill ``tmp`` (beside ``final``); on success it
-    replaces ``final`` (a stale copy is removed first), on failure it is removed."""
+    replaces ``final`` as a whole, on failure it is removed. The swap is one
+    ``renameat2(RENAME_EXCHANGE)`` on Linux, so a process killed at any point (even SIGKILL)
+    leaves the previous ``final`` intact; the staging folder it leaves is removed by the next
+    write of the same directory."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
+    for stale in final.parent.glob(f".{final.name}.staging-*"):  # a killed writer's
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.staging-"))
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _replace_dir(staging: Path, final: Path) -> None:
+    if not final.exists():
+        os.replace(staging, final)
+    elif _exchange(staging, final):
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the old contents
+    else:  # no atomic exchange here: two renames, a window of one system call
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.staging-old-"))
+        os.replace(final, old / "x")
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2``); False where the OS offers no such call."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

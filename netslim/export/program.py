@@ -19,10 +19,11 @@ def export_program(model: nn.Module, example_inputs: Any, path: str | os.PathLik
     from netslim.core.masks import folded_copy
     from netslim.export.onnx import _first_output, _tuple
 
-    inputs = _tuple(example_inputs)
+    inputs = tuple(_batch_of_two(x) for x in _tuple(example_inputs))
     work, _ = folded_copy(model)
     work.eval()
-    dims = tuple({0: torch.export.Dim.AUTO} if x.dim() else None for x in inputs)
+    # a batch of one would be specialised to 1 (torch.export's 0/1 rule): trace with two rows
+    dims = tuple({0: torch.export.Dim("batch", min=1)} if x.dim() else None for x in inputs)
     try:
         program = torch.export.export(work, inputs, dynamic_shapes=dims)
     except Exception as exc:
@@ -37,3 +38,9 @@ def export_program(model: nn.Module, example_inputs: Any, path: str | os.PathLik
         a = _first_output(work(*inputs))
         b = _first_output(reloaded(*inputs))
     return float((a - b).abs().max())
+
+
+def _batch_of_two(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == 1:
+        return x.expand(2, *x.shape[1:]).clone()
+    return x

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from netslim.core.files import atomic_write, atomic_write_text
+from netslim.core.files import atomic_directory, atomic_write, atomic_write_text
 from netslim.core.history import get_history, get_spec, set_history, set_spec
 from netslim.errors import ArtifactError, ConfigError
+from netslim.io import sparse as sparse_io
 from netslim.io.replay import replay
 
 FORMAT = "netslim"
@@ -85,12 +87,17 @@ def _load_packed(model: nn.Module, state: dict[str, torch.Tensor], packed: dict)
 
 
 def save(
-    model: nn.Module, directory: str | os.PathLike, *, spec: dict[str, Any] | None = None
+    model: nn.Module,
+    directory: str | os.PathLike,
+    *,
+    spec: dict[str, Any] | None = None,
+    sparse: bool = True,
 ) -> Path:
     """Write ``model`` (spec + history + safetensors weights) to ``directory``.
 
-    Files are written to a temporary name and renamed, so an interrupted save never leaves a
-    half-written artifact that ``load`` would accept.
+    The directory is written whole and swapped into place (``netslim.core.files.atomic_directory``): a save that
+    is interrupted, even by SIGKILL, leaves the previous artifact there intact. Mostly-zero
+    weights are stored as a bitmap plus values (``sparse=False`` stores every tensor dense).
     """
     spec = spec or get_spec(model)
     if spec is None and isinstance(model, torch.fx.GraphModule):
@@ -105,9 +112,10 @@ def save(
             "spec={'source': 'py:FILE.py:FACTORY'} so that load() can rebuild it"
         )
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"cannot save to {out}: it exists and is not a directory")
     tensors, packed = _storable_state(model)
-    atomic_write(out / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    stored, sparse_keys = _sparse_form(tensors) if sparse else (tensors, {})
     from netslim._version import __version__
 
     manifest = {
@@ -116,12 +124,46 @@ def save(
         "netslim_version": __version__,
         "spec": spec,
         "history": get_history(model),
-        "files": {WEIGHTS: _sha256(out / WEIGHTS)},
     }
     if packed:
         manifest["packed"] = packed
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    if sparse_keys:
+        manifest["sparse"] = sparse_keys
+    ours = {MANIFEST, WEIGHTS}
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        # someone else's folder: write our two files into it (each atomically, manifest last)
+        _write_files(out, stored, manifest)
+        return out
+    with atomic_directory(out) as staging:
+        if out.is_dir():  # files someone put beside the artifact stay with it
+            for entry in out.iterdir():
+                if entry.name not in ours:
+                    copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                    copy(entry, staging / entry.name)
+        _write_files(staging, stored, manifest)
     return out
+
+
+def _write_files(directory: Path, tensors: dict[str, torch.Tensor], manifest: dict) -> None:
+    weights = atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    manifest = {**manifest, "files": {WEIGHTS: _sha256(weights)}}
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2))
+
+
+def _sparse_form(
+    tensors: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """Mostly-zero tensors as bitmap + values (``netslim.io.sparse``); returns their shapes."""
+    out: dict[str, torch.Tensor] = {}
+    shapes: dict[str, list[int]] = {}
+    for key, tensor in tensors.items():
+        parts = sparse_io.pack(key, tensor)
+        if parts is None:
+            out[key] = tensor
+        else:
+            out.update(parts)
+            shapes[key] = list(tensor.shape)
+    return out, shapes
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -148,9 +190,14 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def load(directory: str | os.PathLike) -> nn.Module:
-    """Rebuild a model saved with :func:`save`, in eval mode, with its history attached."""
-    from netslim.models.spec import build_model
+def load(directory: str | os.PathLike, *, trust_code: bool = False) -> nn.Module:
+    """Rebuild a model saved with :func:`save`, in eval mode, with its history attached.
+
+    A model whose spec is ``py:FILE:FACTORY`` is rebuilt by running FILE: that happens only with
+    ``trust_code=True``; otherwise :class:`~netslim.errors.UntrustedCodeError` names the file,
+    before anything is imported or read beyond the manifest.
+    """
+    from netslim.models.spec import build_from_spec
 
     path = Path(directory)
     manifest = read_manifest(path)
@@ -160,13 +207,22 @@ def load(directory: str | os.PathLike) -> nn.Module:
     expected = manifest["files"].get(WEIGHTS)
     if expected and _sha256(weights_path) != expected:
         raise ArtifactError(f"{weights_path} does not match its checksum: the file is corrupt")
+    from netslim.models.spec import code_to_run
+
+    if not trust_code and isinstance(manifest["spec"], dict) and code_to_run(manifest["spec"]):
+        build_from_spec(manifest["spec"], origin=str(path / MANIFEST))  # raises: names the file
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{weights_path} is not readable safetensors: {exc}") from exc
 
+    sparse_keys = manifest.get("sparse", {})
+    if not isinstance(sparse_keys, dict):
+        raise ArtifactError(f"{path / MANIFEST}: 'sparse' is not an object")
+    for key, shape in sparse_keys.items():
+        state[key] = sparse_io.unpack(state, key, shape)
     spec = manifest["spec"]
-    model = build_model(spec["source"], **spec.get("kwargs", {}))
+    model = build_from_spec(spec, trust_code=trust_code, origin=str(path / MANIFEST))
     replay(model, manifest["history"])
     try:
         packed = manifest.get("packed", {})

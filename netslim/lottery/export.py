@@ -36,8 +36,11 @@ def export_ticket(
     *,
     round: int | None = None,
     weights: str = "trained",
+    trust_code: bool = False,
 ) -> Path:
-    """Write round ``round`` (default: the last saved) of the search to ``out``."""
+    """Write round ``round`` (default: the last saved) of the search to ``out``.
+
+    A ``py:`` model spec in the checkpoints runs its file only with ``trust_code=True``."""
     if weights not in WEIGHTS:
         raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     count = saved_rounds(checkpoint_dir)
@@ -54,9 +57,9 @@ def export_ticket(
             "the searched model has no netslim spec, so load() could not rebuild it: build it "
             "with netslim.build_model, or save the live model with netslim.save(model, dir, spec=...)"
         )
-    from netslim.models.spec import build_model
+    from netslim.models.spec import build_from_spec
 
-    model = build_model(spec["source"], **spec.get("kwargs", {}))
+    model = build_from_spec(spec, trust_code=trust_code, origin=str(checkpoint_dir))
     targets = list(model_info["masked"])
     ones = {}
     for key in targets:

@@ -59,7 +59,7 @@ def measure(
         "latency_ms": None,
         "latency_iqr_ms": None,
         "latency_batch_ms": None,
-        "size_bytes": saved_size_bytes(model),
+        "size_bytes": saved_size_bytes(model, sparse=True),  # as netslim.save writes it
         "accuracy": None,
         "widths": layer_widths(model),
     }

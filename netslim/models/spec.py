@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from netslim.core.history import get_spec, set_spec
-from netslim.errors import ConfigError, UnsupportedModelError
+from netslim.errors import ArtifactError, ConfigError, UnsupportedModelError, UntrustedCodeError
 
 SCHEMES = ("zoo", "torchvision", "timm", "hf", "ultralytics", "py")
 
@@ -35,11 +35,53 @@ def parse_spec(source: str) -> tuple[str, str]:
 
 
 def build_model(source: str, **kwargs: Any) -> nn.Module:
-    """Build the model named by ``source`` (random or packaged weights; never from a hub)."""
+    """Build the model named by ``source`` (random or packaged weights; never from a hub).
+
+    A ``py:`` spec imports and runs its file: that is the caller's choice when they name it
+    themselves. Specs read from a file someone else wrote go through :func:`build_from_spec`.
+    """
     scheme, rest = parse_spec(source)
+    if scheme == "hf" and kwargs.get("trust_remote_code"):
+        raise ConfigError(
+            f"{source}: trust_remote_code=True would run Python code from the model directory; "
+            "netslim never passes it (load the model yourself if you trust that code)"
+        )
     model = _BUILDERS[scheme](rest, **kwargs)
     set_spec(model, {"source": source, "kwargs": kwargs})
     return model
+
+
+def code_to_run(spec: dict[str, Any]) -> str | None:
+    """The file a spec would import and run when built (``py:FILE:FACTORY``), else ``None``."""
+    source = str(spec.get("source", ""))
+    scheme, _, rest = source.partition(":")
+    if scheme == "py":
+        return rest.rpartition(":")[0] or rest
+    return None
+
+
+def build_from_spec(
+    spec: Any, *, trust_code: bool = False, origin: str = "the artifact"
+) -> nn.Module:
+    """Rebuild a model from a spec read from a file (``netslim.json``, ``.nsz``, a recipe).
+
+    Nothing from such a file runs as code without consent: a ``py:`` spec (or a Hugging Face
+    spec asking for remote code) is refused unless ``trust_code`` is true, and the error names
+    the file that would have run, before anything is imported.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("source"), str):
+        raise ArtifactError(f"{origin} has no model spec")
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ArtifactError(f"{origin}: the spec's kwargs are not a JSON object")
+    code = code_to_run(spec)
+    if code is not None and not trust_code:
+        raise UntrustedCodeError(
+            f"{origin} would import and run {code} to rebuild the model ({spec['source']}); "
+            "nothing was run. If you trust that file, pass trust_code=True "
+            "(command line: --trust-code)"
+        )
+    return build_model(spec["source"], **kwargs)
 
 
 def _build_zoo(name: str, **kwargs: Any) -> nn.Module:
@@ -85,7 +127,8 @@ def _build_hf(path: str, **kwargs: Any) -> nn.Module:
     if not Path(path, "config.json").is_file():
         raise ConfigError(f"hf:{path} is not a local Hugging Face model directory (no config.json)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config = transformers.AutoConfig.from_pretrained(path)
+    kwargs["trust_remote_code"] = False  # code in the model directory never runs (build_model)
+    config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
     archs = getattr(config, "architectures", None) or []
     for arch in archs:
         cls = getattr(transformers, arch, None)

@@ -393,8 +393,13 @@ class RunCheckpoint:
         if self._loaded_dir is None or not (self._loaded_dir / name).is_dir():
             return None
         from netslim.io import load
+        from netslim.io.artifact import read_manifest
 
-        return load(self._loaded_dir / name).train()
+        # the model this run was started with may be a py: spec the user named themselves; a
+        # checkpoint naming any other code file is not run without consent (netslim.load)
+        spec = read_manifest(self._loaded_dir / name).get("spec") or {}
+        ours = isinstance(spec, dict) and spec.get("source") == self.fingerprint.get("model")
+        return load(self._loaded_dir / name, trust_code=ours).train()
 
 
 def _save_model(model: nn.Module, directory: Path) -> None:

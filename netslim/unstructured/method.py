@@ -123,8 +123,29 @@ def replay_masks(model: nn.Module, step: dict[str, Any]) -> None:
     apply_masks(model, ones)
 
 
+FOLD_KIND = "fold"
+
+
+def fold_masks(model: nn.Module) -> list[str]:
+    """Fold every mask into its weight for good and record it, so the saved model is plain
+    weights with exact zeros (small on disk, sparse in ``parameters()`` after ``load``)."""
+    from netslim.core.masks import make_permanent
+
+    keys = make_permanent(model)
+    if keys:
+        record(model, FOLD_KIND, {"keys": keys})
+    return keys
+
+
+def replay_fold(model: nn.Module, step: dict[str, Any]) -> None:
+    """``netslim.load``: the recorded masks were folded; fold the re-attached empty ones."""
+    from netslim.core.masks import make_permanent
+
+    make_permanent(model)
+
+
 METHOD = MethodSpec(
     handlers={Unstructured: prune},
-    replays={HISTORY_KIND: replay_masks},
+    replays={HISTORY_KIND: replay_masks, FOLD_KIND: replay_fold},
     from_settings=unstructured_config,
 )
