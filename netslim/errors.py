@@ -37,3 +37,10 @@ class DataError(NetslimError):
 
 class UntrustedCodeError(ArtifactError):
     """Rebuilding a model would run Python code from a file; the caller has not consented."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something the user should know but that is not an error."""
+    import sys
+
+    print(f"netslim: warning: {message}", file=sys.stderr, flush=True)

@@ -139,3 +139,13 @@ def handler_for(config: Any) -> Handler:
     raise ConfigError(
         f"no pruning method for config {type(config).__name__!r} (known: {', '.join(sorted(names))})"
     )
+
+
+def settings_read_by(name: str) -> frozenset[str]:
+    """The job settings ``--method name`` reads beyond the job-level ones (its package says)."""
+    return method(name).load().flags.get(name, frozenset())
+
+
+def methods_reading(setting: str) -> list[str]:
+    """The job methods that read ``setting`` (for error messages)."""
+    return [name for name in JOB_METHODS if setting in settings_read_by(name)]

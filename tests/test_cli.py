@@ -43,7 +43,7 @@ def test_python_dash_m() -> None:
         (["zoo:lenet300", "--nm", "two:four"], "2:4"),
         (["zoo:lenet300", "--schedule", "sometimes"], "schedule"),
         (["zoo:lenet300", "--data", "/no/such/dir"], "/no/such/dir"),
-        (["zoo:lenet5", "--method", "channel", "--target-latency", "-1"], "target_latency_ms"),
+        (["zoo:lenet5", "--method", "channel", "--target-latency", "-1"], "--target-latency"),
         (
             ["zoo:lenet5", "--method", "channel", "--target-latency", "1", "--target-macs", "0.5"],
             "not target_macs and target_latency_ms",

@@ -4,7 +4,8 @@ once so ``prune``, ``lottery`` and ``sensitivity`` spell and validate them the s
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import math
+from typing import Any, NoReturn
 
 MODEL_HELP = "zoo:NAME | torchvision:NAME | timm:NAME | hf:PATH | py:FILE.py:FACTORY"
 DATA_HELP = "fashion-mnist | digits | synthetic | DIR with IDX files"
@@ -20,31 +21,175 @@ def parse_shape(text: str) -> list[int]:
         ) from None
     if not dims or any(d <= 0 for d in dims):
         raise argparse.ArgumentTypeError(f"shape dims must be positive, got {text!r}")
+    if math.prod(dims) > MAX_EXAMPLE_NUMEL:
+        raise argparse.ArgumentTypeError(
+            f"shape {text!r} has more than {MAX_EXAMPLE_NUMEL:,} elements"
+        )
     return dims
+
+
+MAX_EXAMPLE_NUMEL = 1 << 26  # 256 MB of float32: an example input, not a data set
+_MAX_INT = 1 << 31
+
+
+def add_trust_code(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow rebuilding a model whose spec is py:FILE:FACTORY, which runs FILE: only for "
+        "artifacts whose code you trust",
+    )
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="trained weights for the model: a .safetensors file or a PyTorch state dict "
+        "(read with weights_only=True, so no pickled code runs)",
+    )
 
 
-def add_data(
-    p: argparse.ArgumentParser,
-    *,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    data_help: str = DATA_HELP,
-) -> None:
-    """``--data --lr --batch-size --limit-train --limit-test --seed`` (defaults per command)."""
-    p.add_argument("--data", default="fashion-mnist", help=data_help)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--batch-size", type=int, default=batch_size)
+# One vocabulary: every training command spells these the same and starts from the same values.
+DEFAULTS: dict[str, Any] = {"lr": 1e-3, "batch_size": 128, "seed": 0, "epochs": 2}
+EPOCHS_HELP = "training epochs before pruning (0: use the model as built or as --weights gives it)"
+
+
+def add_data(p: argparse.ArgumentParser, *, data_help: str = DATA_HELP) -> None:
+    """``--data --lr --batch-size --limit-train --limit-test --seed``, same defaults everywhere."""
     p.add_argument(
-        "--limit-train", type=int, default=None, help="use a fixed subset of N training samples"
+        "--data",
+        default="auto",
+        help=f"{data_help} (auto: Fashion-MNIST for zoo models; other models need --data)",
+    )
+    p.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"], help="learning rate")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=DEFAULTS["batch_size"], help="batch size"
     )
     p.add_argument(
-        "--limit-test", type=int, default=None, help="use a fixed subset of N test samples"
+        "--limit-train",
+        type=positive_int,
+        default=None,
+        help="use a fixed subset of N training samples (default: all)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--limit-test",
+        type=positive_int,
+        default=None,
+        help="use a fixed subset of N test samples (default: all)",
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=DEFAULTS["seed"], help="random seed")
+
+
+def add_fraction(p: argparse.ArgumentParser, *, default: float, help: str) -> None:
+    """``--ratio``: the fraction removed, in every command (``--rate``/``--sparsity`` still
+    work, with a deprecation warning)."""
+    p.add_argument("--ratio", type=fraction, default=default, help=help)
+    for old in ("--rate", "--sparsity"):
+        p.add_argument(
+            old,
+            dest="ratio",
+            type=fraction,
+            action=Deprecated,
+            new="--ratio",
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
+
+
+class Deprecated(argparse.Action):
+    """An old spelling: stores into the new flag's destination and says so on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: Any):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
+        from netslim.errors import warn
+
+        warn(f"{option_string} is deprecated: use {self.new}")
+        setattr(namespace, self.dest, values)
+
+
+def _number(kind: type, text: str, ok: Any, what: str) -> Any:
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(int, text, lambda v: 1 <= v < _MAX_INT, "an integer >= 1")
+
+
+def nonnegative_int(text: str) -> int:
+    return _number(int, text, lambda v: 0 <= v < _MAX_INT, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(float, text, lambda v: v > 0, "a number > 0")
+
+
+def nonnegative_float(text: str) -> float:
+    return _number(float, text, lambda v: v >= 0, "a number >= 0")
+
+
+def fraction(text: str) -> float:
+    """A fraction removed: in [0, 1)."""
+    return _number(float, text, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+
+
+def kept_fraction(text: str) -> float:
+    """A fraction kept (e.g. of MACs): in (0, 1]."""
+    return _number(float, text, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
+
+
+def choice(*names: str, what: str = "value") -> Any:
+    """An enum-like flag: one of ``names`` (the error lists them)."""
+
+    def parse(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {text!r}: choose one of {', '.join(names)}"
+            )
+        return text
+
+    parse.__name__ = "choice"
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit code 2 (no usage block); ``--help`` shows every
+    default."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        first = message.splitlines()[0] if message else "invalid arguments"
+        self.exit(2, f"netslim: error: {self.prog.partition(' ')[2] or self.prog}: {first}\n")
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (unless the help already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+            and not (isinstance(default, list) and not default)
+        ):
+            text += " (default: %(default)s)"
+        return text
 
 
 def loaders(args: argparse.Namespace) -> tuple[Any, Any]:

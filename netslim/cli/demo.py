@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from netslim.cli import prune
+from netslim.cli.args import Parser
 
 # The reference CNN on Fashion-MNIST, channels removed physically (global L2 ranking),
 # fine-tuned with distillation; about 10 minutes on 2 cores.
@@ -28,14 +29,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "demo",
         help="the main job: train the reference CNN on Fashion-MNIST, prune, fine-tune, report",
     )
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--data", default="fashion-mnist")
-    demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--out", default="runs/demo", help="output directory")
+    demo.add_argument("--data", default="fashion-mnist", help="data set")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress output")
     return demo
 
 
 def run(args: argparse.Namespace) -> int:
-    parser = argparse.ArgumentParser(prog="netslim prune")
+    parser = Parser(prog="netslim prune")
     prune.add_arguments(parser)
     argv = [*DEMO_ARGS, "--data", args.data, "--out", args.out]
     return prune.run(parser.parse_args(argv + (["--no-progress"] if args.no_progress else [])))

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from netslim.cli.args import add_trust_code
+
 
 def add_compress(sub: Any) -> argparse.ArgumentParser:
     from netslim.compress import POSITION_MODES, VALUE_MODES
@@ -16,10 +18,26 @@ def add_compress(sub: Any) -> argparse.ArgumentParser:
         "compress", help="write a compressed artifact (sparse positions + int8/fp16 values + zstd)"
     )
     comp.add_argument("directory", help="a saved model directory (or a prune job's directory)")
-    comp.add_argument("--values", default="int8-channel", choices=VALUE_MODES)
-    comp.add_argument("--positions", default="auto", choices=POSITION_MODES)
-    comp.add_argument("--level", type=int, default=19, help="zstd level (1-22)")
-    comp.add_argument("--out", default=None, help="output file (default DIRECTORY/model.nsz)")
+    comp.add_argument(
+        "--values",
+        default="int8-channel",
+        choices=VALUE_MODES,
+        help="how non-zero values are stored: exact is lossless; int8-channel (one scale per "
+        "output channel) and the others are lossy",
+    )
+    comp.add_argument(
+        "--positions", default="auto", choices=POSITION_MODES, help="how zero positions are stored"
+    )
+    comp.add_argument(
+        "--level",
+        type=int,
+        choices=range(1, 23),
+        default=19,
+        help="zstd level (1-22)",
+        metavar="1..22",
+    )
+    comp.add_argument("--out", default=None, help="output file (default: DIRECTORY/model.nsz)")
+    add_trust_code(comp)
     return comp
 
 
@@ -32,10 +50,11 @@ def add_run(sub: Any) -> argparse.ArgumentParser:
 def add_export(sub: Any) -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export a saved model to ONNX (+int8) / torch.export")
     exp.add_argument("directory", help="a saved model directory (or a prune job's directory)")
-    exp.add_argument("--out", default=None, help="output folder (default DIRECTORY/export)")
+    exp.add_argument("--out", default=None, help="output folder (default: DIRECTORY/export)")
     exp.add_argument("--int8", action="store_true", help="also write an onnxruntime int8 model")
     exp.add_argument("--program", action="store_true", help="also write a torch.export .pt2")
     exp.add_argument("--example-shape", default=None, help="example input shape, e.g. 1,1,28,28")
+    add_trust_code(exp)
     return exp
 
 
@@ -50,13 +69,19 @@ def run_compress(args: argparse.Namespace) -> int:
     from netslim.io import load
 
     model_dir = _model_dir(args.directory)
-    out = Path(args.out) if args.out else model_dir / "model.nsz"
+    out = Path(args.out) if args.out else Path(args.directory) / "model.nsz"
     report = compress(
-        load(model_dir), out, values=args.values, positions=args.positions, level=args.level
+        load(model_dir, trust_code=args.trust_code),
+        out,
+        values=args.values,
+        positions=args.positions,
+        level=args.level,
     )
     print(
         f"wrote {report.path}: {report.bytes} bytes, {report.ratio:.1f}x smaller than the dense "
-        f"float32 checkpoint ({report.dense_fp32_bytes} bytes); weight sparsity {report.sparsity:.1%}"
+        f"float32 checkpoint ({report.dense_fp32_bytes} bytes); values {report.values}"
+        f"{' (lossless)' if report.values == 'exact' else ' (lossy)'}; weight sparsity "
+        f"{report.sparsity:.1%}"
     )
     return 0
 
@@ -83,8 +108,8 @@ def run_export(args: argparse.Namespace) -> int:
     from netslim.models.spec import make_example_inputs
 
     model_dir = _model_dir(args.directory)
-    model = load(model_dir)
-    out = Path(args.out) if args.out else model_dir / "export"
+    model = load(model_dir, trust_code=args.trust_code)
+    out = Path(args.out) if args.out else Path(args.directory) / "export"
     shape = parse_shape(args.example_shape) if args.example_shape else None
     inputs = make_example_inputs(model, shape)
     result = {"onnx": export_onnx(model, inputs, out / "model.onnx").as_dict()}

@@ -7,20 +7,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-from netslim.cli.args import parse_shape
+from netslim.cli.args import add_trust_code, parse_shape, positive_int
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="re-measure a saved result")
-    ev.add_argument("directory", help="a directory written by netslim prune (or its model/ folder)")
+    ev.add_argument(
+        "directory",
+        help="a directory written by netslim prune, its model/ folder, or a .nsz file "
+        "written by netslim compress",
+    )
     ev.add_argument(
         "--data",
         default=None,
         help="data to measure accuracy on (default: the one used for pruning)",
     )
-    ev.add_argument("--limit-test", type=int, default=None)
-    ev.add_argument("--example-shape", type=parse_shape, default=None)
-    ev.add_argument("--no-latency", action="store_true")
+    ev.add_argument(
+        "--limit-test", type=positive_int, default=None, help="measure on N test samples"
+    )
+    ev.add_argument("--example-shape", type=parse_shape, default=None, help="example input shape")
+    ev.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    add_trust_code(ev)
     return ev
 
 
@@ -34,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         limit_test=args.limit_test,
         example_shape=args.example_shape,
         latency=not args.no_latency,
+        trust_code=args.trust_code,
     )
     print(json.dumps(result["measured"], indent=2))
     if "report" in result:

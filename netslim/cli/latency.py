@@ -19,14 +19,19 @@ from netslim.cli.args import MODEL_HELP, parse_shape
 
 def add_time_target_args(p: argparse.ArgumentParser) -> None:
     """``--runtime --threads --batch``: where a latency table is measured (prune and latency)."""
+    from netslim.cli.args import choice, positive_int
+
     p.add_argument(
         "--runtime",
+        type=choice("torch", "onnxruntime", "cuda", what="runtime"),
         default="torch",
         help="where time is measured: torch (eager CPU) | onnxruntime (CPU) | cuda",
     )
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads for the timing")
     p.add_argument(
-        "--batch", type=int, default=None, help="batch size timed (default: the example's)"
+        "--threads", type=positive_int, default=1, help="intra-op threads for the timing"
+    )
+    p.add_argument(
+        "--batch", type=positive_int, default=None, help="batch size timed (default: the example's)"
     )
 
 

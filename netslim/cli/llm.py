@@ -1,4 +1,4 @@
-"""``netslim llm MODEL_DIR --method ... --sparsity S [--nm 2:4] --calib FILE --eval FILE --out DIR``.
+"""``netslim llm MODEL_DIR --method ... --ratio R [--nm 2:4] --calib FILE --eval FILE --out DIR``.
 
 Arguments -> the method family's config (``LLMWeights``, ``LLMWidth``, ``LLMDepth``); the job is
 ``netslim.jobs.llm``.
@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from netslim.cli.args import add_fraction
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("llm", help="one-shot pruning of a decoder-only LM, measured by perplexity")
@@ -17,7 +19,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--method", default="wanda", help="wanda | sparsegpt | magnitude | width | depth"
     )
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction removed, in [0, 1)")
+    add_fraction(p, default=0.5, help="fraction removed, in [0, 1)")
     p.add_argument("--nm", default=None, help="N:M pattern for wanda/sparsegpt/magnitude, e.g. 2:4")
     p.add_argument("--head-sparsity", type=float, default=None, help="width: fraction of KV groups")
     p.add_argument("--remove", type=int, default=None, help="depth: number of blocks to remove")
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from netslim.llm.config import config_for
 
     config = config_for(
-        args.method, sparsity=args.sparsity, nm=args.nm, head_sparsity=args.head_sparsity,
+        args.method, sparsity=args.ratio, nm=args.nm, head_sparsity=args.head_sparsity,
         remove=args.remove, correct=args.correct,
     )  # fmt: skip
     report = llm_job(

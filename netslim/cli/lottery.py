@@ -13,7 +13,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from netslim.cli.args import add_data, add_model
+from netslim.cli.args import (
+    DEFAULTS,
+    Deprecated,
+    add_data,
+    add_model,
+    choice,
+    fraction,
+    nonnegative_int,
+    positive_int,
+)
+from netslim.errors import ConfigError
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -22,12 +32,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="find a lottery ticket: iterative magnitude pruning with rewinding, plus controls",
     )
     add_model(p)
-    add_data(p, lr=1.2e-3, batch_size=60)  # Frankle & Carbin's LeNet-300-100 setting
-    p.add_argument("--rounds", type=int, default=5, help="pruning rounds K")
+    add_data(p)
+    p.add_argument("--rounds", type=positive_int, default=5, help="pruning rounds K")
     p.add_argument(
-        "--rate", type=float, default=0.2, help="fraction of the remaining weights pruned per round"
+        "--ratio",
+        type=fraction,
+        default=0.5,
+        help="fraction of the weights removed after all rounds (each round removes "
+        "1-(1-ratio)^(1/K) of the weights still kept)",
     )
-    p.add_argument("--scope", default="layer", help="layer | global")
+    p.add_argument(
+        "--rate",
+        dest="rate_per_round",
+        type=fraction,
+        action=Deprecated,
+        new="--ratio (the fraction removed after all rounds)",
+        default=None,
+        help=argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "--scope", type=choice("global", "layer"), default="global", help="global | layer"
+    )
     p.add_argument(
         "--classifier-rate",
         type=float,
@@ -49,12 +74,31 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         help="run controls each round: reinit random_mask magnitude (no names = all three)",
     )
-    p.add_argument("--epochs", type=int, default=1, help="training epochs per round")
+    p.add_argument(
+        "--epochs",
+        type=nonnegative_int,
+        default=DEFAULTS["epochs"],
+        help="training epochs before each pruning round",
+    )
     p.add_argument(
         "--iterations", type=int, default=None, help="training steps per round (overrides epochs)"
     )
     p.add_argument("--optimizer", default="adam", help="adam | sgd")
-    p.add_argument("--schedule", default="constant", help="constant | cosine")
+    p.add_argument(
+        "--lr-schedule",
+        type=choice("constant", "cosine"),
+        default="constant",
+        help="learning-rate schedule: constant | cosine",
+    )
+    p.add_argument(
+        "--schedule",
+        dest="lr_schedule",
+        type=choice("constant", "cosine"),
+        action=Deprecated,
+        new="--lr-schedule (--schedule is the pruning schedule in netslim prune)",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     p.add_argument(
         "--eval-every", type=int, default=None, help="validate every N steps (default T/10)"
     )
@@ -76,7 +120,7 @@ def _config(args: argparse.Namespace):
         controls = tuple(args.controls) or CONTROLS
     return Lottery(
         rounds=args.rounds,
-        rate=args.rate,
+        rate=args.rate_per_round or 1 - (1 - args.ratio) ** (1 / args.rounds),
         scope=args.scope,
         classifier_rate=args.classifier_rate,
         masks=args.masks,
@@ -86,7 +130,7 @@ def _config(args: argparse.Namespace):
         epochs=args.epochs,
         optimizer=args.optimizer,
         lr=args.lr,
-        schedule=args.schedule,
+        schedule=args.lr_schedule,
         eval_every=args.eval_every,
         controls=controls,
         seed=args.seed,
@@ -95,13 +139,19 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from netslim.jobs.lottery import lottery_job
+    from netslim.jobs.pipeline import check_out, resolve_data
 
     config = _config(args)  # bad settings fail here, before any data is read
     out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-lottery")
+    check_out(str(out))
+    data = resolve_data(args.data, args.model)
+    if data is None:
+        raise ConfigError("netslim lottery trains in every round: give --data")
     lottery_job(
         args.model,
         config,
-        data=args.data,
+        weights=args.weights,
+        data=data,
         batch_size=args.batch_size,
         limit_train=args.limit_train,
         limit_test=args.limit_test,

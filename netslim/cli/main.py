@@ -25,6 +25,7 @@ from netslim.cli import (
     prune,
     sensitivity,
 )
+from netslim.cli.args import Parser
 from netslim.errors import NetslimError
 
 
@@ -54,9 +55,7 @@ COMMANDS: tuple[Command, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="netslim", description="Model pruning and network slimming for PyTorch."
-    )
+    parser = Parser(prog="netslim", description="Model pruning and network slimming for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add(sub)
@@ -64,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # bad arguments: argparse has printed the one line
+        if exc.code:
+            return int(exc.code) if isinstance(exc.code, int) else 2
+        raise
     runner = {command.name: command.run for command in COMMANDS}[args.command]
     try:
         return runner(args)

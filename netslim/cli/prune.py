@@ -6,26 +6,47 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from netslim.cli.args import DATA_HELP, MODEL_HELP, add_data, parse_shape
+from netslim.cli.args import (
+    DATA_HELP,
+    DEFAULTS,
+    EPOCHS_HELP,
+    add_data,
+    add_fraction,
+    add_model,
+    choice,
+    kept_fraction,
+    nonnegative_float,
+    nonnegative_int,
+    parse_shape,
+    positive_float,
+    positive_int,
+)
 from netslim.cli.latency import add_time_target_args
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
     add_data(p, data_help=f"{DATA_HELP} | none")
+    p.add_argument("--epochs", type=nonnegative_int, default=DEFAULTS["epochs"], help=EPOCHS_HELP)
     p.add_argument(
-        "--epochs", type=int, default=2, help="training epochs before pruning (untrained models)"
-    )
-    p.add_argument(
-        "--finetune-epochs", type=int, default=1, help="fine-tuning epochs after each pruning step"
+        "--finetune-epochs",
+        type=nonnegative_int,
+        default=1,
+        help="fine-tuning epochs after each pruning step",
     )
     p.add_argument(
         "--distill",
         action="store_true",
         help="fine-tune with knowledge distillation from the unpruned model",
     )
+    p.add_argument(
+        "--dense-baseline",
+        action="store_true",
+        help="also train a dense copy for the extra epochs the pruned model gets, and report "
+        "its accuracy (otherwise the report says that 'after' had more training)",
+    )
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--out", default=None, help="output directory (default runs/<model>-<method>)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars and epoch lines")
+    p.add_argument("--out", default=None, help="output directory (default: runs/<model>-<method>)")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -35,32 +56,54 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def add_arguments(prune: argparse.ArgumentParser) -> None:
-    """Every ``netslim prune`` argument (also used by ``netslim demo``)."""
-    prune.add_argument("model", help=MODEL_HELP)
+    """Every ``netslim prune`` argument (also used by ``netslim demo``). Which method reads
+    which flag is the method packages' business (``MethodSpec.flags``): a flag the chosen
+    method does not read is an error naming it."""
+    from netslim.jobs.pipeline import SCHEDULES
+    from netslim.methods import JOB_METHODS
+
+    add_model(prune)
     prune.add_argument(
-        "--method", default="unstructured", help="unstructured | channel | slimming | layer | gate"
+        "--method",
+        type=choice(*JOB_METHODS, what="method"),
+        default="unstructured",
+        help=" | ".join(JOB_METHODS),
     )
-    prune.add_argument("--ratio", type=float, default=0.5, help="fraction to remove, in [0, 1)")
+    add_fraction(prune, default=0.5, help="fraction removed (weights, channels or blocks)")
     prune.add_argument(
-        "--scope", default="global", help="global | layer (unstructured); global | local (channel)"
+        "--scope",
+        default="global",
+        help="global | layer (unstructured); global | local (channel); slimming is global",
     )
     prune.add_argument(
         "--criterion",
         default=None,
-        help="unstructured: l1 l2 lamp random taylor fisher wanda; channel: l1 l2 lamp fpgm "
-        "bn random taylor fisher wanda apoz activation (data-driven ones read --data); "
-        "block-influence | branch-norm | ablation (layer)",
+        help="unstructured: l1 l2 lamp random taylor fisher wanda (default l1); channel: l1 l2 "
+        "lamp fpgm bn random taylor fisher wanda apoz activation (default l2; slimming: bn); "
+        "layer: block-influence | branch-norm | ablation (default block-influence); "
+        "data-driven ones read --data",
     )
-    prune.add_argument("--nm", default=None, help="N:M semi-structured sparsity, e.g. 2:4")
-    prune.add_argument("--schedule", default="oneshot", help="oneshot | iterative | agp")
+    prune.add_argument("--nm", default=None, help="unstructured: N:M sparsity, e.g. 2:4")
     prune.add_argument(
-        "--rounds", type=int, default=3, help="pruning rounds for --schedule iterative"
+        "--schedule",
+        type=choice(*SCHEDULES, what="schedule"),
+        default="oneshot",
+        help="pruning schedule: " + " | ".join(SCHEDULES) + " (agp: unstructured only)",
     )
     prune.add_argument(
-        "--l1-reg", type=float, default=0.0, help="L1 penalty lambda during training"
+        "--rounds", type=positive_int, default=3, help="pruning rounds of --schedule iterative"
     )
     prune.add_argument(
-        "--l1-warmup", type=int, default=0, help="slimming: steps over which --l1-reg ramps up"
+        "--l1-reg",
+        type=nonnegative_float,
+        default=0.0,
+        help="L1 penalty during training (slimming: on BN scales; needed for network slimming)",
+    )
+    prune.add_argument(
+        "--l1-warmup",
+        type=nonnegative_int,
+        default=0,
+        help="slimming: steps over which --l1-reg ramps up",
     )
     prune.add_argument(
         "--per-module",
@@ -69,12 +112,15 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
         help="channel/slimming: JSON {module: ratio}, e.g. from netslim sensitivity",
     )
     prune.add_argument(
-        "--target-macs", type=float, default=None, help="channel: keep this fraction of MACs"
+        "--target-macs",
+        type=kept_fraction,
+        default=None,
+        help="channel: keep this fraction of MACs",
     )
     prune.add_argument(
         "--target-latency",
         dest="target_latency_ms",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="MS",
         help="channel: widths chosen by a knapsack over this machine's latency table so the "
@@ -82,21 +128,27 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
     )
     prune.add_argument(
         "--target-speedup",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="X",
         help="channel: like --target-latency, X times faster than the unpruned model",
     )
     add_time_target_args(prune)
     prune.add_argument(
-        "--round-to", type=int, default=1, help="channel: keep channel counts multiples of K"
+        "--round-to",
+        type=positive_int,
+        default=1,
+        help="channel: keep channel counts multiples of K",
     )
     prune.add_argument(
-        "--remove", type=int, default=None, help="layer: remove N blocks (instead of --ratio)"
+        "--remove",
+        type=positive_int,
+        default=None,
+        help="layer: remove N blocks (instead of --ratio)",
     )
     prune.add_argument(
         "--target-open",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="gate: blocks left open after gate training (default: half)",
     )
@@ -105,22 +157,37 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
         action="store_true",
         help="gate: decide per sample which blocks run (closed blocks are skipped at batch 1)",
     )
-    prune.add_argument("--ignore", nargs="*", default=[], help="module names never pruned")
+    prune.add_argument(
+        "--ignore",
+        nargs="*",
+        default=[],
+        metavar="MODULE",
+        help="modules whose outputs keep their width (unstructured: left unpruned); for channel "
+        "pruning their inputs may still shrink with the layer before, as Torch-Pruning's "
+        "ignored_layers (see --freeze)",
+    )
+    prune.add_argument(
+        "--keep-masks",
+        action="store_true",
+        help="unstructured: save the masks attached (to resume pruning) instead of folding "
+        "them into sparse weights",
+    )
     prune.add_argument(
         "--example-shape",
         type=parse_shape,
         default=None,
-        help="example input shape, e.g. 1,3,224,224",
+        help="example input shape, e.g. 1,3,224,224 (default: one sample of --data, else the "
+        "model's usual input)",
     )
     add_training_args(prune)
     prune.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=nonnegative_int,
         default=0,
         help="save a resumable checkpoint every N training steps (0: off)",
     )
     prune.add_argument(
-        "--checkpoint-dir", default=None, help="where checkpoints go (default OUT/checkpoints)"
+        "--checkpoint-dir", default=None, help="where checkpoints go (default: OUT/checkpoints)"
     )
     prune.add_argument(
         "--resume",
@@ -133,14 +200,14 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
         default=None,
         choices=["int8"],
         help="after fine-tuning, quantize to int8 (dynamic for Linear-only models, static with "
-        "calibration for conv models) and write model_int8.onnx",
+        "calibration for conv models), write model_int8.onnx and the compressed model.nsz",
     )
 
 
 def settings_from_args(args: argparse.Namespace):
     from netslim.jobs.pipeline import JobSettings
 
-    data = None if args.data in (None, "none") else args.data
+    data = args.data
     method = args.method
     out = args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-{method}"
     return JobSettings(
@@ -183,6 +250,9 @@ def settings_from_args(args: argparse.Namespace):
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         quantize=args.quantize,
+        weights=args.weights,
+        keep_masks=args.keep_masks,
+        dense_baseline=args.dense_baseline,
     )
 
 

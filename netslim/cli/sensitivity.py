@@ -13,7 +13,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from netslim.cli.args import add_data, add_model, parse_shape
+from netslim.cli.args import (
+    DEFAULTS,
+    EPOCHS_HELP,
+    add_data,
+    add_model,
+    kept_fraction,
+    nonnegative_int,
+    parse_shape,
+    positive_int,
+)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -23,19 +32,36 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     add_model(p)
     add_data(p)
-    p.add_argument("--epochs", type=int, default=2, help="train this long first (0: as built)")
-    p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
+    p.add_argument("--epochs", type=nonnegative_int, default=DEFAULTS["epochs"], help=EPOCHS_HELP)
+    p.add_argument(
+        "--ratios",
+        default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+        help="the --ratio values each unit is pruned at, alone",
+    )
     p.add_argument("--criterion", default="l2", help="structural criterion (l2, bn, taylor, ...)")
     p.add_argument(
-        "--target-macs", type=float, default=0.5, help="fraction of MACs the proposal keeps"
+        "--target-macs", type=kept_fraction, default=0.5, help="fraction of MACs the proposal keeps"
     )
-    p.add_argument("--round-to", type=int, default=1)
-    p.add_argument("--ignore", nargs="*", default=[])
     p.add_argument(
-        "--out", default=None, help="output directory (default runs/<model>-sensitivity)"
+        "--round-to", type=positive_int, default=1, help="keep channel counts multiples of K"
     )
-    p.add_argument("--example-shape", type=parse_shape, default=None, help="e.g. 1,3,224,224")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--ignore",
+        nargs="*",
+        default=[],
+        metavar="MODULE",
+        help="modules whose outputs keep their width",
+    )
+    p.add_argument(
+        "--out", default=None, help="output directory (default: runs/<model>-sensitivity)"
+    )
+    p.add_argument(
+        "--example-shape",
+        type=parse_shape,
+        default=None,
+        help="example input shape, e.g. 1,3,224,224",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide per-unit progress lines")
     return p
 
 
@@ -49,15 +75,22 @@ def _ratios(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netslim.errors import ConfigError
+    from netslim.jobs.pipeline import check_out, resolve_data
     from netslim.jobs.sensitivity import sensitivity_job, table
 
     ratios = _ratios(args.ratios)
     out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-sensitivity")
+    check_out(str(out))
+    data = resolve_data(args.data, args.model)
+    if data is None:
+        raise ConfigError("netslim sensitivity measures accuracy: give --data")
     scan, proposal = sensitivity_job(
         args.model,
+        weights=args.weights,
         ratios=ratios,
         criterion=args.criterion,
-        data=args.data,
+        data=data,
         batch_size=args.batch_size,
         limit_train=args.limit_train,
         limit_test=args.limit_test,

@@ -39,6 +39,9 @@ class MethodSpec:
     handlers: Mapping[type, Handler]
     replays: Mapping[str, Replayer] = field(default_factory=dict)
     from_settings: FromSettings | None = None
+    # method name -> the job settings (``netslim prune`` flags) that method reads beyond the
+    # job-level ones; any other method setting given to it is an error naming the method
+    flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 _EXTENSIONS: dict[type, Handler] = {}

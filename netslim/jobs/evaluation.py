@@ -32,13 +32,22 @@ def evaluate_saved(
     limit_test: int | None = None,
     example_shape: list[int] | None = None,
     latency: bool = True,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     from netslim.measure import measure
     from netslim.models.spec import make_example_inputs
     from netslim.training import evaluate
 
-    model_dir, report = locate(Path(directory))
-    model = load(model_dir)
+    path = Path(directory)
+    if path.is_file() and path.suffix == ".nsz":  # a compressed artifact (netslim compress)
+        from netslim.compress import decompress
+
+        model = decompress(path, trust_code=trust_code)
+        report_path = path.parent / "report.json"
+        report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    else:
+        model_dir, report = locate(path)
+        model = load(model_dir, trust_code=trust_code)
     settings = (report or {}).get("settings", {})
     data = data or settings.get("data")
     shape = example_shape or settings.get("example_shape")

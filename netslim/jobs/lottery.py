@@ -21,6 +21,7 @@ def lottery_job(
     val_size: int | None,
     out: Path,
     settings: dict[str, Any],
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """Run the search ``config`` (a :class:`netslim.lottery.Lottery`) on ``model_spec``; hold out
     ``val_size`` training samples for early stopping (default 10 %). ``settings`` is recorded."""
@@ -42,6 +43,10 @@ def lottery_job(
         train, val = split_validation(train, size, seed=seed)
     seed_everything(seed)
     model = build_model(model_spec)
+    if weights:
+        from netslim.models.weights import load_weights
+
+        load_weights(model, weights)
 
     def report(rec: dict[str, Any]) -> None:
         print(progress_line(rec, config.rounds), flush=True)

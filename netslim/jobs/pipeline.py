@@ -12,14 +12,15 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from netslim.errors import ConfigError
+from netslim.core.masks import folded_copy, iter_masks
+from netslim.errors import ConfigError, warn
 from netslim.io import save
 from netslim.measure import measure
 from netslim.methods import JOB_METHODS, config_from_settings
@@ -47,7 +48,7 @@ class JobSettings:
     remove: int | None = None  # layer: remove N blocks (instead of --ratio)
     target_open: int | None = None  # gate: blocks left open (default: half)
     per_input: bool = False  # gate: a per-sample gating head per block (conditional compute)
-    data: str | None = "fashion-mnist"
+    data: str | None = "auto"  # auto: the data set that fits the model family (zoo: Fashion-MNIST)
     epochs: int = 2
     finetune_epochs: int = 1
     lr: float = 1e-3
@@ -72,6 +73,9 @@ class JobSettings:
     checkpoint_every: int = 0
     checkpoint_dir: str | None = None
     resume: str | None = None
+    weights: str | None = None  # trained weights for the spec (safetensors or a state dict)
+    keep_masks: bool = False  # unstructured: save masks attached instead of folded weights
+    dense_baseline: bool = False  # also fine-tune a dense copy with the pruned model's budget
 
     def __post_init__(self) -> None:
         if self.method not in JOB_METHODS:
@@ -93,6 +97,55 @@ class JobSettings:
             raise ConfigError(f"unknown --quantize {self.quantize!r}: the only choice is int8")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint-every must be >= 0, got {self.checkpoint_every}")
+        self._check_method_settings()
+
+    def _check_method_settings(self) -> None:
+        """A setting the chosen method does not read is an error naming the method (each
+        method package lists what it reads: ``netslim.methods``), as is a schedule it lacks."""
+        from netslim.methods import methods_reading, settings_read_by
+
+        read = settings_read_by(self.method)
+        for f in fields(self):
+            if f.name in JOB_LEVEL or f.name in read or getattr(self, f.name) == _default(f):
+                continue
+            users = ", ".join(methods_reading(f.name)) or "no method"
+            raise ConfigError(
+                f"{flag_name(f.name)} does not apply to --method {self.method} "
+                f"(it applies to: {users})"
+            )
+        if self.rounds != _DEFAULTS["rounds"] and self.schedule != "iterative":
+            raise ConfigError("--rounds applies to --schedule iterative")
+        if self.schedule == "agp" and self.method != "unstructured":
+            raise ConfigError("the agp schedule is available for --method unstructured")
+        if self.method in ("layer", "gate") and self.schedule != "oneshot":
+            raise ConfigError(f"--method {self.method} runs one-shot (no --schedule)")
+        if self.method == "slimming" and self.l1_reg == 0:
+            warn(
+                "--method slimming without --l1-reg trains no sparsity penalty: channels are "
+                "ranked by the BN scales as trained (network slimming uses e.g. --l1-reg 1e-4)"
+            )
+
+
+# Settings every method reads: the rest belong to methods (``MethodSpec.flags``).
+JOB_LEVEL = frozenset(
+    {"model", "method", "schedule", "data", "epochs", "finetune_epochs", "lr", "batch_size"}
+    | {"limit_train", "limit_test", "distill", "example_shape", "latency", "progress", "out"}
+    | {"seed", "quantize", "checkpoint_every", "checkpoint_dir", "resume", "weights"}
+    | {"dense_baseline"}
+)
+_FLAG_NAMES = {"target_latency_ms": "--target-latency", "latency": "--no-latency"}
+
+
+def flag_name(setting: str) -> str:
+    """The ``netslim prune`` flag of a job setting (report names are CLI names)."""
+    return _FLAG_NAMES.get(setting, "--" + setting.replace("_", "-"))
+
+
+def _default(f: Any) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+_DEFAULTS = {f.name: _default(f) for f in fields(JobSettings)}
 
 
 # Settings that change where files go or what is shown, never the result.
@@ -326,8 +379,15 @@ def run_job(
     verify_same(fingerprint(settings), "job settings")
     seed_everything(settings.seed)
     build_config(settings)  # validate the method settings before spending time on training
+    check_out(settings.out)
+    if settings.checkpoint_dir:
+        check_out(settings.checkpoint_dir, flag="--checkpoint-dir")
+    settings = replace(settings, data=resolve_data(settings.data, settings.model))
     model = build_model(settings.model)
-    example_inputs = make_example_inputs(model, settings.example_shape)
+    if settings.weights:
+        from netslim.models.weights import load_weights
+
+        load_weights(model, settings.weights)
 
     train_loader = test_loader = None
     if settings.data:
@@ -340,6 +400,8 @@ def run_job(
             limit_test=settings.limit_test,
             seed=settings.seed,
         )
+    example_inputs = make_example_inputs(model, settings.example_shape or _data_shape(train_loader))
+    check_inputs(model, example_inputs, settings, train_loader)
 
     ckpt = _open_checkpoint(settings, on_checkpoint)
     if ckpt.resuming:
@@ -380,16 +442,29 @@ def run_job(
         if ckpt.skipped("teacher"):
             trainer.teacher = ckpt.load_model("teacher").eval()
         ckpt.stage("teacher", lambda: setattr(trainer, "teacher", copy.deepcopy(model).eval()))
+    baseline = None
+    if settings.dense_baseline and is_main():
+        baseline = _dense_baseline(model, settings, train_loader, test_loader)
     steps = _apply_schedule(model, settings, trainer, example_inputs, ckpt)
     # DDP keeps replicas equal; proving it costs one hash per rank and catches any drift.
     if world_size() > 1:
         final = verify_consistent(model, what="job", include_weights=True)
         log(f"final model fingerprint {final[:16]}")
-    after = snapshot(model)
+    masks = _masks_summary(settings, model)
+    # what is deployed: unstructured masks folded into the weights (measured and saved so;
+    # --keep-masks saves them attached, and the numbers still describe the folded model)
+    if settings.method == "unstructured" and not settings.keep_masks:
+        from netslim.unstructured.method import fold_masks
 
-    report = _make_report(settings, before, after, steps, model)
+        fold_masks(model)
+    after = snapshot(folded_copy(model)[0] if iter_masks(model) else model)
+
+    report = _make_report(settings, before, after, steps, masks)
+    report["budget"] = _budget(settings, baseline)
+    report["warnings"] = _warnings(steps)
     if settings.quantize and is_main():
         report["quantize"] = _quantize(model, settings, example_inputs, train_loader, test_loader)
+        report.update(_compressed(model, settings))
     report["seconds"] = round(time.perf_counter() - started, 2)
     if is_main():
         out = Path(settings.out)
@@ -400,6 +475,82 @@ def run_job(
         write_plot(report, out / "report.png")
     barrier()
     return report
+
+
+def _extra_epochs(settings: JobSettings) -> int:
+    """Training the pruned model gets after the 'before' measurement."""
+    if settings.method == "gate":
+        return settings.epochs  # gates and weights train together inside the pruning step
+    rounds = settings.rounds if settings.schedule == "iterative" else 1
+    return settings.finetune_epochs * rounds
+
+
+def _dense_baseline(
+    model: nn.Module, settings: JobSettings, train_loader: Any, test_loader: Any
+) -> dict[str, Any] | None:
+    """``--dense-baseline``: the unpruned model trained for the same extra epochs the pruned
+    one gets, so 'after' is compared with a dense model of the same budget."""
+    from netslim.training import evaluate
+
+    if train_loader is None or test_loader is None:
+        raise ConfigError("--dense-baseline trains and measures: give --data")
+    dense = copy.deepcopy(model)
+    extra = _extra_epochs(settings)
+    _Trainer(settings, train_loader).fit(dense, extra)
+    return {"accuracy": evaluate(dense, test_loader), "extra_epochs": extra}
+
+
+def _budget(settings: JobSettings, baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """What 'before' and 'after' were trained with, said plainly in the report."""
+    extra = _extra_epochs(settings)
+    before = (
+        "the model as built or loaded (gate training happens in the pruning step)"
+        if settings.method == "gate"
+        else f"the dense model after {settings.epochs} training epoch(s)"
+    )
+    budget: dict[str, Any] = {
+        "before": before,
+        "after": f"pruned, with {extra} more training epoch(s) than 'before'",
+        "dense_baseline": baseline,
+    }
+    if baseline is None and extra:
+        budget["note"] = (
+            f"the dense model did not get those {extra} extra epoch(s), so part of any accuracy "
+            "change is training, not pruning: pass --dense-baseline to train a dense copy with "
+            "the same budget"
+        )
+    return budget
+
+
+def _warnings(steps: list[dict[str, Any]]) -> list[str]:
+    """Results the user should not read as success without a second look."""
+    from netslim.errors import warn
+
+    found = []
+    for step in steps:
+        opened, target = step.get("open_after_training"), step.get("target_open")
+        if opened is not None and target is not None and opened != target:
+            found.append(
+                f"gate training left {opened} gates open, not the target {target}: the {target} "
+                "blocks with the highest gate logits were kept anyway (train longer with "
+                "--epochs, or check the result)"
+            )
+    for message in found:
+        warn(message)
+    return found
+
+
+def _compressed(model: nn.Module, settings: JobSettings) -> dict[str, Any]:
+    """``--quantize int8`` also writes ``model.nsz``: the sparse positions and the int8 values
+    (one scale per output channel, as the run's int8 model uses), zstd on top."""
+    from netslim.compress import compress
+
+    result = compress(model, Path(settings.out) / "model.nsz", values="int8-channel")
+    return {
+        "compressed": result.as_dict(),
+        "compressed_bytes": result.bytes,
+        "dense_fp32_bytes": result.dense_fp32_bytes,
+    }
 
 
 def _quantize(model, settings, example_inputs, train_loader, test_loader) -> dict[str, Any]:
@@ -421,10 +572,8 @@ def _make_report(
     before: dict[str, Any],
     after: dict[str, Any],
     steps: list[dict[str, Any]],
-    model: nn.Module,
+    masks: dict[str, Any],
 ) -> dict[str, Any]:
-    from netslim.core.masks import sparsity_report
-
     report: dict[str, Any] = {"settings": asdict(settings)}
     for key in (
         "params",
@@ -437,25 +586,109 @@ def _make_report(
     ):
         report[f"{key}_before"] = before.get(key)
         report[f"{key}_after"] = after.get(key)
-    report["sparsity"] = sparsity_report(model)
+    report.update(masks)
     widths_before, widths_after = before.get("widths", {}), after.get("widths", {})
     report["widths"] = {
         name: [widths_before[name], widths_after[name]]
         for name in widths_before
         if name in widths_after
     }
-    report["steps"] = steps
+    # report names are CLI names (the method packages say "gates"/"layers")
+    report["steps"] = [
+        {**s, "method": _CLI_NAMES.get(s["method"], s["method"])} if "method" in s else s
+        for s in steps
+    ]
+    return report
+
+
+_CLI_NAMES = {"gates": "gate", "layers": "layer", "structural": "channel"}
+
+
+def _masks_summary(settings: JobSettings, model: nn.Module) -> dict[str, Any]:
+    """Per-tensor sparsity (and whether the N:M pattern holds), read from the masks."""
+    from netslim.core.masks import sparsity_report
     from netslim.unstructured.settings import parse_nm
 
+    summary: dict[str, Any] = {"sparsity": sparsity_report(model)}
     nm = parse_nm(settings.nm)
     if nm is not None:
-        from netslim.core.masks import iter_masks
         from netslim.unstructured.nm import check_nm
 
-        report["nm_pattern_holds"] = all(
+        summary["nm_pattern_holds"] = all(
             check_nm(mask.float(), *nm) for mask in iter_masks(model).values()
         )
-    return report
+    return summary
+
+
+# zoo models take 1x28x28 images and 10 classes: every built-in data set fits them
+_DEFAULT_DATA = {"zoo": "fashion-mnist"}
+
+
+def resolve_data(data: str | None, model: str) -> str | None:
+    """``auto`` (the default) -> the data set that fits the model family, or a clear error."""
+    if data != "auto":
+        return None if data in (None, "none") else data
+    scheme = model.partition(":")[0]
+    if scheme in _DEFAULT_DATA:
+        return _DEFAULT_DATA[scheme]
+    raise ConfigError(
+        f"{model} has no default data set: give --data (an image folder DIR, hf:PATH, "
+        "fashion-mnist, digits, synthetic) or --data none to prune without training or accuracy"
+    )
+
+
+def check_out(out: str, flag: str = "--out") -> None:
+    """The output directory must be creatable: checked before any work."""
+    path = Path(out)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {out}: {parent} exists and is not a directory")
+            break
+
+
+def _data_shape(loader: Any) -> list[int] | None:
+    """The example shape the data implies: one sample of the training set."""
+    if loader is None:
+        return None
+    sample = loader.dataset[0][0]
+    return [1, *sample.shape] if isinstance(sample, torch.Tensor) else None
+
+
+def check_inputs(
+    model: nn.Module, example_inputs: tuple, settings: JobSettings, loader: Any
+) -> None:
+    """One forward on the example inputs (and on one sample of the data): a shape that does not
+    fit is one line naming the flag, before any training."""
+    from netslim.measure._call import inference
+
+    def runs(inputs: tuple) -> str | None:
+        try:
+            with inference(model):
+                model(*inputs)
+        except Exception as exc:  # any failure of the user's model on these inputs
+            text = str(exc).strip().splitlines()
+            return text[0] if text else type(exc).__name__
+        return None
+
+    error = runs(example_inputs)
+    if error is not None:
+        shape = ",".join(str(d) for d in example_inputs[0].shape)
+        raise ConfigError(
+            f"the example input {shape} does not fit {settings.model} ({error}): "
+            "give --example-shape matching the model's input"
+        )
+    if loader is not None and not isinstance(loader.dataset[0][0], torch.Tensor):
+        return
+    if loader is not None:
+        sample = loader.dataset[0][0].unsqueeze(0)
+        error = runs((sample,))
+        if error is not None:
+            shape = ",".join(str(d) for d in sample.shape)
+            raise ConfigError(
+                f"--data {settings.data} gives inputs of shape {shape}, which do not fit "
+                f"{settings.model} ({error}): give --data that fits the model"
+            )
 
 
 def _json_default(value: Any) -> Any:

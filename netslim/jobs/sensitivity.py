@@ -58,6 +58,7 @@ def sensitivity_job(
     example_shape: list[int] | None,
     progress: bool,
     out: Path,
+    weights: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns ``(scan, proposal)`` after writing the four files to ``out``."""
     from netslim.data import make_loaders
@@ -70,6 +71,10 @@ def sensitivity_job(
     get(criterion)  # unknown names fail before any training
     seed_everything(seed)
     model = build_model(model_spec)
+    if weights:
+        from netslim.models.weights import load_weights
+
+        load_weights(model, weights)
     example = make_example_inputs(model, example_shape)
     train_loader, test_loader = make_loaders(
         data, batch_size=batch_size, limit_train=limit_train, limit_test=limit_test, seed=seed

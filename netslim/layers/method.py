@@ -26,7 +26,7 @@ from netslim.layers.gates import (
     gate_states,
 )
 from netslim.layers.removal import remove_blocks
-from netslim.layers.settings import layers_config
+from netslim.layers.settings import FLAGS, layers_config
 
 LAYERS_KIND = "layers"
 
@@ -169,4 +169,5 @@ METHOD = MethodSpec(
     handlers={Layers: prune_layers, Gates: prune_gates},
     replays={LAYERS_KIND: replay_layers, "gates": replay_gates},
     from_settings=layers_config,
+    flags=FLAGS,
 )

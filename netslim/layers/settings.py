@@ -11,6 +11,12 @@ from typing import Any
 from netslim.errors import ConfigError
 from netslim.layers.config import Gates, Layers
 
+# the job settings (``netslim prune`` flags) each method reads; others are refused
+FLAGS = {
+    "layer": frozenset({"ratio", "remove", "criterion"}),
+    "gate": frozenset({"target_open", "per_input"}),
+}
+
 
 def layers_config(settings: Any, ratio: float) -> Layers | Gates:
     """``--method layer``: ``--remove N`` wins over ``--ratio``; ``--criterion`` picks the score.

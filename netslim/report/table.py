@@ -42,4 +42,19 @@ def before_after_table(report: dict[str, Any]) -> str:
             f"{label:28} {_fmt(before, pattern, key):>16} {_fmt(after, pattern, key):>16}  "
             f"{_ratio(before, after, key)}"
         )
+    if report.get("compressed_bytes"):
+        dense, packed = report["dense_fp32_bytes"], report["compressed_bytes"]
+        lines.append(
+            f"{'compressed model.nsz (bytes)':28} {dense:>16,} {packed:>16,}  "
+            f"{dense / packed:.2f}x smaller than dense float32 ({report['compressed']['values']})"
+        )
+    budget = report.get("budget") or {}
+    if budget.get("dense_baseline"):
+        base = budget["dense_baseline"]
+        lines.append(
+            f"{'dense, same extra budget (%)':28} {'':>16} {100 * base['accuracy']:>16.2f}  "
+            f"{base['extra_epochs']} more epoch(s) than 'before', not pruned"
+        )
+    elif budget.get("note"):
+        lines.append(f"note: {budget['note']}")
     return "\n".join(lines)

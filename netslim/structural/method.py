@@ -15,7 +15,7 @@ from netslim.structural.config import Channels
 from netslim.structural.engine import apply_plan, prune
 from netslim.structural.graph import flatten_tensors
 from netslim.structural.plan import PruningPlan
-from netslim.structural.settings import channels_config
+from netslim.structural.settings import FLAGS, channels_config
 
 KIND = "structural"
 
@@ -84,5 +84,8 @@ def replay_plan(model: nn.Module, record: dict[str, Any]) -> None:
 
 
 METHOD = MethodSpec(
-    handlers={Channels: prune_channels}, replays={KIND: replay_plan}, from_settings=channels_config
+    handlers={Channels: prune_channels},
+    replays={KIND: replay_plan},
+    from_settings=channels_config,
+    flags=FLAGS,
 )

@@ -27,9 +27,26 @@ def load_per_module(path: str | None) -> dict[str, float]:
     return {k: float(v) for k, v in data.items()}
 
 
+_CHANNEL_FLAGS = frozenset(
+    {"ratio", "criterion", "target_macs", "target_latency_ms", "per_module", "round_to"}
+    | {"ignore", "l1_reg", "rounds", "target_speedup", "runtime", "threads", "batch"}
+)
+# the job settings (``netslim prune`` flags) each method reads; others are refused
+FLAGS = {
+    "channel": _CHANNEL_FLAGS | {"scope"},
+    "slimming": _CHANNEL_FLAGS | {"l1_warmup"},  # always global: no --scope
+}
+SCOPES = ("global", "local")
+
+
 def channels_config(settings: Any, ratio: float) -> Channels:
     """``slimming`` is channel pruning ranked by BN scales (``bn``), always global."""
     slimming = settings.method == "slimming"
+    if settings.scope not in SCOPES:
+        raise ConfigError(
+            f"--scope {settings.scope!r} is not a scope of --method {settings.method}: "
+            f"choose one of {', '.join(SCOPES)}"
+        )
     return Channels(
         ratio=ratio,
         criterion=settings.criterion or ("bn" if slimming else "l2"),

@@ -126,7 +126,13 @@ def train(
     signature = _signature(model)
     started = time.perf_counter()
     show = progress and is_main()
-    with _modes_restored(model), _modes_restored(teacher), _progress(show, planned) as bar:
+    epoch_log = _EpochLog(model) if show and not sys.stderr.isatty() else None
+    with (
+        _modes_restored(model),
+        _modes_restored(teacher),
+        _progress(show, planned) as bar,
+        epoch_log or contextlib.nullcontext(),
+    ):
         model.train()
         if teacher is not None:
             teacher.eval()
@@ -144,6 +150,8 @@ def train(
                 if max_steps is not None and result.steps >= max_steps:
                     break
                 inputs, labels = _unpack(batch, device)
+                if epoch_log is not None:
+                    epoch_log.labels = labels
                 loss = _objective(
                     net, model, inputs, labels, regularizer, teacher, kd_alpha, kd_temperature
                 )
@@ -182,6 +190,8 @@ def train(
                     f"training diverged (loss {mean}) in epoch {epoch + 1}; lower lr or the regularizer"
                 )
             result.losses.append(mean)
+            if epoch_log is not None:
+                epoch_log.line(epoch, epochs, mean)
     del net
     result.seconds = time.perf_counter() - started
     return result
@@ -432,6 +442,49 @@ class _NoBar:
     def set_description(self, desc: str) -> None: ...
 
     def set_postfix(self, **kwargs: Any) -> None: ...
+
+
+class _EpochLog:
+    """Outside a terminal (a log file, CI): one line per epoch with the mean loss, the accuracy
+    on the training batches (read from the model's own outputs by a forward hook) and the time."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.labels: Tensor | None = None
+        self.correct = self.seen = 0
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> _EpochLog:
+        self.handle = self.model.register_forward_hook(self._count)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+    def _count(self, module: nn.Module, args: Any, output: Any) -> None:
+        logits = getattr(output, "logits", output)
+        labels = self.labels
+        if (
+            isinstance(logits, Tensor)
+            and labels is not None
+            and logits.dim() == 2
+            and labels.dim() == 1
+            and logits.shape[0] == labels.shape[0]
+        ):
+            self.correct += int((logits.detach().argmax(-1) == labels).sum())
+            self.seen += labels.numel()
+        self.labels = None  # one count per batch (a teacher or a second forward is not counted)
+
+    def line(self, epoch: int, epochs: int, loss: float) -> None:
+        accuracy = f", train accuracy {self.correct / self.seen:.2%}" if self.seen else ""
+        seconds = time.perf_counter() - self.started
+        print(
+            f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}{accuracy}, {seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.correct = self.seen = 0
+        self.started = time.perf_counter()
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ArtifactError, ConfigError, NetslimError, PruningError
 from netslim.unstructured.allocation import compute_masks
 from netslim.unstructured.config import Unstructured
-from netslim.unstructured.settings import unstructured_config
+from netslim.unstructured.settings import FLAGS, unstructured_config
 
 HISTORY_KIND = "masks"
 
@@ -132,6 +132,11 @@ def fold_masks(model: nn.Module) -> list[str]:
     from netslim.core.masks import make_permanent
 
     keys = make_permanent(model)
+    with torch.no_grad():
+        for key in keys:  # original * 0 is -0.0 for negative originals: store plain zeros
+            path, _, name = key.rpartition(".")
+            tensor = getattr(model.get_submodule(path) if path else model, name)
+            tensor.masked_fill_(tensor == 0, 0.0)
     if keys:
         record(model, FOLD_KIND, {"keys": keys})
     return keys
@@ -148,4 +153,5 @@ METHOD = MethodSpec(
     handlers={Unstructured: prune},
     replays={HISTORY_KIND: replay_masks, FOLD_KIND: replay_fold},
     from_settings=unstructured_config,
+    flags=FLAGS,
 )

@@ -20,6 +20,14 @@ def parse_nm(text: str | None) -> tuple[int, int] | None:
     return n, m
 
 
+# the job settings (``netslim prune`` flags) this method reads; others are refused
+FLAGS = {
+    "unstructured": frozenset(
+        {"ratio", "scope", "criterion", "nm", "ignore", "l1_reg", "rounds", "keep_masks"}
+    )
+}
+
+
 def unstructured_config(settings: Any, ratio: float) -> Unstructured:
     return Unstructured(
         ratio=ratio,

@@ -1,0 +1,280 @@
+"""The command line checks every input before any work: flags that do not apply to the chosen
+method, invalid values for any flag, shapes that do not fit the model, output paths. Each is
+exit code 2 and one line on stderr, with nothing written. Runs in-process (``main(argv)``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from netslim.cli.main import build_parser, main
+from netslim.methods import JOB_METHODS, settings_read_by
+
+# A valid, tiny job: anything it does beyond parsing would train for a fraction of a second.
+BASE = [
+    "zoo:lenet300",
+    "--data",
+    "synthetic",
+    "--limit-train",
+    "64",
+    "--limit-test",
+    "64",
+    "--epochs",
+    "0",
+    "--finetune-epochs",
+    "0",
+    "--no-latency",
+    "--no-progress",
+]
+
+# A value that changes each method setting away from its default (a flag given on purpose).
+METHOD_FLAGS: dict[str, list[str]] = {
+    "ratio": ["--ratio", "0.3"],
+    "scope": ["--scope", "layer"],
+    "criterion": ["--criterion", "l1"],
+    "nm": ["--nm", "2:4"],
+    "rounds": ["--rounds", "2"],
+    "l1_reg": ["--l1-reg", "1e-4"],
+    "l1_warmup": ["--l1-warmup", "5"],
+    "per_module": ["--per-module", "per_module.json"],
+    "target_macs": ["--target-macs", "0.5"],
+    "target_latency_ms": ["--target-latency", "1.0"],
+    "target_speedup": ["--target-speedup", "1.5"],
+    "runtime": ["--runtime", "onnxruntime"],
+    "threads": ["--threads", "2"],
+    "batch": ["--batch", "4"],
+    "round_to": ["--round-to", "8"],
+    "remove": ["--remove", "1"],
+    "target_open": ["--target-open", "2"],
+    "per_input": ["--per-input"],
+    "ignore": ["--ignore", "1"],
+    "keep_masks": ["--keep-masks"],
+}
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def _not_applicable() -> list[tuple[str, str]]:
+    pairs = []
+    for method in JOB_METHODS:
+        read = settings_read_by(method)
+        pairs += [(method, s) for s in METHOD_FLAGS if s not in read]
+    return pairs
+
+
+def test_every_method_setting_is_covered() -> None:
+    read = set().union(*(settings_read_by(m) for m in JOB_METHODS))
+    assert read == set(METHOD_FLAGS)
+
+
+@pytest.mark.parametrize(("method", "setting"), _not_applicable())
+def test_a_flag_for_another_method_is_an_error(
+    method: str, setting: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["prune", *BASE, "--method", method, *METHOD_FLAGS[setting], "--out", str(out)]
+    code, err = _run(argv, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if "warning" not in line]
+    assert len(lines) == 1 and f"--method {method}" in lines[0], err
+    assert METHOD_FLAGS[setting][0] in lines[0]
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_same_fraction_flag_and_defaults_in_every_command() -> None:
+    """#22: one vocabulary: --ratio for the fraction removed; shared flags share defaults."""
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    defaults: dict[str, dict[str, object]] = {}
+    for name in ("prune", "lottery", "llm", "sensitivity"):
+        actions = {opt: a for a in subs[name]._actions for opt in a.option_strings}
+        defaults[name] = {opt: a.default for opt, a in actions.items()}
+        if name != "sensitivity":  # scans many ratios (--ratios) instead of removing one
+            assert actions["--ratio"].default == 0.5, name
+            for old in ("--rate", "--sparsity"):  # deprecated spellings of the same flag
+                assert old not in actions or actions[old].dest == actions["--ratio"].dest
+    for flag in ("--lr", "--batch-size", "--seed", "--epochs", "--data", "--weights"):
+        values = {n: d[flag] for n, d in defaults.items() if flag in d}
+        assert len(values) >= 3 and len(set(map(repr, values.values()))) == 1, (flag, values)
+    assert defaults["prune"]["--schedule"] == "oneshot"  # lottery's is --lr-schedule
+    assert "--schedule" not in {
+        opt
+        for a in subs["lottery"]._actions
+        if a.help != argparse.SUPPRESS
+        for opt in a.option_strings
+    }
+
+
+def test_deprecated_spelling_warns_and_works(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["prune", "zoo:lenet300", "--rate", "0.3"])
+    assert args.ratio == 0.3 and "--rate is deprecated" in capsys.readouterr().err
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: 0.5)", "(default: oneshot)", "(default: 0.001)", "(default: 128)"):
+        assert shown in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--example-shape", "2,3,28,28"], "example input"),
+        (["--out", "FILE"], "not a directory"),
+        (["--weights", "missing.safetensors"], "--weights"),
+        (["--method", "unstructured", "--nm", "x:y"], "--nm"),
+    ],
+)
+def test_inputs_checked_before_work(
+    extra: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "FILE").write_text("x")
+    extra = [str(tmp_path / e) if e in ("FILE", "missing.safetensors") else e for e in extra]
+    argv = ["prune", "zoo:lenet5", *BASE[1:], *extra]
+    if "--out" not in extra:
+        argv += ["--out", str(tmp_path / "out")]
+    code, err = _run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_models_without_a_default_data_set_ask_for_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torchvision")
+    code, err = _run(["prune", "torchvision:resnet18", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "--data" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+_text = st.text(alphabet="abcxyz:/,.-_09", min_size=1, max_size=8)
+_negative = st.integers(max_value=-1).map(str)
+_bad_fraction = st.one_of(
+    st.floats(min_value=1.0, max_value=1e9).map(str),
+    st.floats(max_value=-1e-6, min_value=-1e9).map(str),
+    st.sampled_from(["nan", "inf", "-inf", "half"]),
+)
+# flag -> (extra arguments that make the flag apply, a strategy of invalid values)
+INVALID: dict[str, tuple[list[str], object]] = {
+    "--method": ([], _text.filter(lambda t: t not in JOB_METHODS)),
+    "--ratio": ([], _bad_fraction),
+    "--scope": ([], _text.filter(lambda t: t not in ("global", "layer", "row"))),
+    "--criterion": ([], _text),
+    "--nm": ([], _text.filter(lambda t: ":" not in t)),
+    "--schedule": ([], _text),
+    "--rounds": (["--schedule", "iterative"], st.integers(max_value=0).map(str)),
+    "--l1-reg": ([], st.floats(max_value=-1e-9, min_value=-1e9).map(str)),
+    "--l1-warmup": (["--method", "slimming"], _negative),
+    "--per-module": (["--method", "channel"], st.just("missing.json")),
+    "--target-macs": (["--method", "channel"], _bad_fraction.filter(lambda t: t != "1.0")),
+    "--target-latency": (["--method", "channel"], st.sampled_from(["0", "-1", "nan", "x"])),
+    "--round-to": (["--method", "channel"], st.integers(max_value=0).map(str)),
+    "--target-speedup": (["--method", "channel"], st.sampled_from(["0", "-2", "nan", "x"])),
+    "--runtime": (["--method", "channel"], _text),
+    "--threads": (["--method", "channel"], st.integers(max_value=0).map(str)),
+    "--batch": (["--method", "channel"], st.integers(max_value=0).map(str)),
+    "--remove": (["--method", "layer"], st.integers(max_value=0).map(str)),
+    "--target-open": (["--method", "gate"], _negative),
+    "--ignore": ([], st.just("no.such.module")),
+    "--example-shape": ([], st.sampled_from(["2,3,28,28", "0,1", "a,b", "1,1,7", ""])),
+    "--data": ([], st.sampled_from(["no-such-data", "/no/such/dir"])),
+    "--lr": ([], st.sampled_from(["0", "-1", "nan", "inf", "fast"])),
+    "--batch-size": ([], st.integers(max_value=0).map(str)),
+    "--limit-train": ([], st.integers(max_value=0).map(str)),
+    "--limit-test": ([], st.integers(max_value=0).map(str)),
+    "--seed": ([], _negative),
+    "--epochs": ([], _negative),
+    "--finetune-epochs": ([], _negative),
+    "--out": ([], st.just("FILE")),
+    "--checkpoint-every": ([], _negative),
+    "--checkpoint-dir": ([], st.just("FILE")),
+    "--resume": ([], st.just("/no/such/checkpoints")),
+    "--quantize": ([], _text.filter(lambda t: t != "int8")),
+    "--weights": ([], st.sampled_from(["missing.pt", "FILE"])),
+}
+
+
+def test_every_prune_flag_is_fuzzed() -> None:
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    flags = {
+        a.option_strings[0]
+        for a in subs["prune"]._actions
+        if a.option_strings and a.help != argparse.SUPPRESS and a.nargs != 0
+    } - {"-h"}
+    assert flags <= set(INVALID), flags - set(INVALID)
+
+
+@hypothesis.settings(
+    max_examples=80, derandomize=True, deadline=None, database=None, print_blob=False
+)
+@hypothesis.given(
+    st.sampled_from(sorted(INVALID)).flatmap(
+        lambda flag: INVALID[flag][1].map(lambda value: (flag, value))
+    )
+)
+def test_invalid_values_exit_2_with_one_line(tmp_path_factory, flag_value) -> None:
+    """#18: no invalid CLI value reaches a traceback; nothing is written."""
+    import contextlib
+    import io
+
+    flag, value = flag_value
+    tmp = tmp_path_factory.mktemp("fuzz")
+    (tmp / "FILE").write_text("not a directory, not weights")
+    value = str(tmp / value) if value in ("FILE", "missing.json", "missing.pt") else value
+    out = tmp / "out"
+    argv = ["prune", *BASE, *INVALID[flag][0], "--out", str(out), f"{flag}={value}"]
+    if flag == "--out":
+        argv = [a for a in argv if a not in ("--out", str(out))]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    lines = [line for line in err.getvalue().splitlines() if "warning" not in line]
+    assert code == 2, (argv, err.getvalue())
+    assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
+    assert not out.exists() and sorted(p.name for p in tmp.iterdir()) == ["FILE"]
+
+
+def test_sparse_int8_run_writes_compressed_artifact_and_folds_masks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#19: --quantize int8 on a 95% sparse model: model.nsz with the run's int8 values,
+    compressed_bytes in report.json and the table, >= 20x smaller than dense float32; the
+    saved model is the folded one (what was measured), sparse in parameters()."""
+    pytest.importorskip("torchao")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("zstandard")
+    import json
+
+    import netslim
+
+    out = tmp_path / "out"
+    argv = ["prune", *BASE, "--ratio", "0.95", "--quantize", "int8", "--out", str(out)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    ratio = report["dense_fp32_bytes"] / report["compressed_bytes"]
+    assert ratio >= 20 and (out / "model.nsz").stat().st_size == report["compressed_bytes"]
+    assert "compressed model.nsz" in table and f"{ratio:.2f}x smaller than dense float32" in table
+    assert report["compressed"]["values"] == "int8-channel"
+    model = netslim.load(out / "model")
+    assert not any(".parametrizations." in k for k in model.state_dict())
+    zeros = sum(int((p == 0).sum()) for p in model.parameters())
+    assert zeros >= report["sparsity"]["overall"]["pruned"] > 0
+    assert report["size_bytes_after"] < 0.2 * report["size_bytes_before"]
