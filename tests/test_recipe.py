@@ -103,7 +103,9 @@ def test_prune_quantize_int8_cli(tmp_path: Path) -> None:
     assert main(args) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     quant = report["quantize"]
-    assert quant["int8"]["mode"] == "dynamic" and quant["int8"]["masks_folded"]
+    # the finished unstructured run folded its masks before quantizing (nothing left to fold)
+    assert quant["int8"]["mode"] == "dynamic" and quant["int8"]["masks_folded"] == []
+    assert report["sparsity"]["overall"]["sparsity"] == pytest.approx(0.9, abs=0.01)
     assert abs(quant["accuracy_int8"] - report["accuracy_after"]) < 0.05
     assert (tmp_path / "model_int8.onnx").is_file()
     assert quant["onnx"]["max_abs_diff"] < 1e-4

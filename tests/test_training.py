@@ -150,11 +150,19 @@ def test_zero_epochs_is_a_no_op(loaders) -> None:
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
-def test_no_progress_output_when_not_a_tty(loaders, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_line_per_epoch_when_not_a_tty(loaders, capsys: pytest.CaptureFixture[str]) -> None:
+    """#19: in a log (no terminal) one line per epoch: loss, training accuracy, seconds."""
+    import re
+
     model, train_loader = _fresh()
-    train(model, train_loader, epochs=1, max_steps=2, progress=True)
+    train(model, train_loader, epochs=2, progress=True)
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == ""
+    lines = captured.err.splitlines()
+    assert captured.out == "" and len(lines) == 2
+    pattern = r"epoch (\d)/2: loss \d+\.\d{4}, train accuracy \d+\.\d\d%, \d+\.\d s"
+    assert [re.fullmatch(pattern, line).group(1) for line in lines] == ["1", "2"]
+    train(model, train_loader, epochs=1, max_steps=2, progress=False)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(

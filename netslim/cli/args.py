@@ -144,6 +144,11 @@ def fraction(text: str) -> float:
     return _number(float, text, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 
 
+def positive_fraction(text: str) -> float:
+    """A fraction removed that must remove something: in (0, 1)."""
+    return _number(float, text, lambda v: 0 < v < 1, "a fraction in (0, 1)")
+
+
 def kept_fraction(text: str) -> float:
     """A fraction kept (e.g. of MACs): in (0, 1]."""
     return _number(float, text, lambda v: 0 < v <= 1, "a fraction in (0, 1]")

@@ -19,8 +19,8 @@ from netslim.cli.args import (
     add_data,
     add_model,
     choice,
-    fraction,
     nonnegative_int,
+    positive_fraction,
     positive_int,
 )
 from netslim.errors import ConfigError
@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=positive_int, default=5, help="pruning rounds K")
     p.add_argument(
         "--ratio",
-        type=fraction,
+        type=positive_fraction,
         default=0.5,
         help="fraction of the weights removed after all rounds (each round removes "
         "1-(1-ratio)^(1/K) of the weights still kept)",
@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--rate",
         dest="rate_per_round",
-        type=fraction,
+        type=positive_fraction,
         action=Deprecated,
         new="--ratio (the fraction removed after all rounds)",
         default=None,
@@ -120,7 +120,11 @@ def _config(args: argparse.Namespace):
         controls = tuple(args.controls) or CONTROLS
     return Lottery(
         rounds=args.rounds,
-        rate=args.rate_per_round or 1 - (1 - args.ratio) ** (1 / args.rounds),
+        rate=(
+            args.rate_per_round
+            if args.rate_per_round is not None
+            else 1 - (1 - args.ratio) ** (1 / args.rounds)
+        ),
         scope=args.scope,
         classifier_rate=args.classifier_rate,
         masks=args.masks,
