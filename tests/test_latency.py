@@ -334,7 +334,7 @@ FAST += ["--finetune-epochs", "0", "--no-progress", "--no-latency", "--method", 
         (["--target-speedup", "2", "--threads", "0"], "threads"),
         (["--target-speedup", "2", "--batch", "-3"], "batch"),
         (["--target-speedup", "2", "--target-macs", "0.5"], "not target_macs and target_speedup"),
-        (["--target-latency", "0"], "target_latency_ms"),
+        (["--target-latency", "0"], "--target-latency"),  # report names = CLI names
     ],
 )
 def test_cli_time_target_bad_values(args, message, tmp_path, capsys) -> None:
