@@ -51,6 +51,7 @@ METHOD_FLAGS: dict[str, list[str]] = {
     "target_open": ["--target-open", "2"],
     "per_input": ["--per-input"],
     "ignore": ["--ignore", "1"],
+    "freeze": ["--freeze", "1"],
     "keep_masks": ["--keep-masks"],
 }
 
@@ -190,6 +191,7 @@ INVALID: dict[str, tuple[list[str], object]] = {
     "--remove": (["--method", "layer"], st.integers(max_value=0).map(str)),
     "--target-open": (["--method", "gate"], _negative),
     "--ignore": ([], st.just("no.such.module")),
+    "--freeze": (["--method", "channel"], st.just("no.such.module")),
     "--example-shape": ([], st.sampled_from(["2,3,28,28", "0,1", "a,b", "1,1,7", ""])),
     "--data": ([], st.sampled_from(["no-such-data", "/no/such/dir"])),
     "--lr": ([], st.sampled_from(["0", "-1", "nan", "inf", "fast"])),
@@ -279,3 +281,40 @@ def test_sparse_int8_run_writes_compressed_artifact_and_folds_masks(
     zeros = sum(int((p == 0).sum()) for p in model.parameters())
     assert zeros >= report["sparsity"]["overall"]["pruned"] > 0
     assert report["size_bytes_after"] < 0.2 * report["size_bytes_before"]
+
+
+@pytest.mark.slow
+def test_prune_your_own_resnet18_weights(tmp_path: Path) -> None:
+    """#22 bar: prune torchvision:resnet18 --weights W.safetensors --method channel --ratio 0.5
+    --data none --example-shape 1,3,64,64: the given weights are pruned (the same pruning of
+    the same weights through the API gives the same model) and the reloaded model matches."""
+    torchvision = pytest.importorskip("torchvision")
+    import torch
+    from safetensors.torch import save_file
+
+    import netslim
+    from netslim.models.weights import load_weights
+
+    torch.manual_seed(1)
+    trained = torchvision.models.resnet18()
+    with torch.no_grad():
+        for module in trained.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):  # not the init values: "trained"
+                module.weight.uniform_(0.5, 1.5)
+                module.running_mean.uniform_(-0.1, 0.1)
+    save_file(trained.state_dict(), str(tmp_path / "W.safetensors"))
+    out = tmp_path / "out"
+    argv = ["prune", "torchvision:resnet18", "--weights", str(tmp_path / "W.safetensors")]
+    argv += ["--method", "channel", "--ratio", "0.5", "--data", "none"]
+    argv += ["--example-shape", "1,3,64,64", "--no-latency", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    reloaded = netslim.load(out / "model")
+
+    by_api = load_weights(netslim.build_model("torchvision:resnet18"), tmp_path / "W.safetensors")
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    netslim.prune_(
+        by_api, netslim.Channels(ratio=0.5, scope="global", criterion="l2"), example_inputs=(x,)
+    )
+    assert reloaded.conv1.out_channels < 64
+    batch = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(reloaded(batch), by_api.eval()(batch), rtol=0, atol=0)

@@ -167,6 +167,14 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
         "ignored_layers (see --freeze)",
     )
     prune.add_argument(
+        "--freeze",
+        nargs="*",
+        default=[],
+        metavar="MODULE",
+        help="channel/slimming: modules left entirely alone, inputs included (so the layer "
+        "feeding them keeps its outputs too)",
+    )
+    prune.add_argument(
         "--keep-masks",
         action="store_true",
         help="unstructured: save the masks attached (to resume pruning) instead of folding "
@@ -241,6 +249,7 @@ def settings_from_args(args: argparse.Namespace):
         target_open=args.target_open,
         per_input=args.per_input,
         ignore=list(args.ignore),
+        freeze=list(args.freeze),
         example_shape=args.example_shape,
         latency=not args.no_latency,
         progress=not args.no_progress,

@@ -63,7 +63,8 @@ class JobSettings:
     threads: int = 1  # channel time targets: intra-op threads timed
     batch: int | None = None  # channel time targets: batch timed (default: the example's)
     round_to: int = 1
-    ignore: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)  # outputs keep their width (see Channels)
+    freeze: list[str] = field(default_factory=list)  # channel: modules left whole, inputs too
     example_shape: list[int] | None = None
     latency: bool = True
     progress: bool = True

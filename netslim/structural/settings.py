@@ -29,7 +29,7 @@ def load_per_module(path: str | None) -> dict[str, float]:
 
 _CHANNEL_FLAGS = frozenset(
     {"ratio", "criterion", "target_macs", "target_latency_ms", "per_module", "round_to"}
-    | {"ignore", "l1_reg", "rounds", "target_speedup", "runtime", "threads", "batch"}
+    | {"ignore", "freeze", "l1_reg", "rounds", "target_speedup", "runtime", "threads", "batch"}
 )
 # the job settings (``netslim prune`` flags) each method reads; others are refused
 FLAGS = {
@@ -59,6 +59,7 @@ def channels_config(settings: Any, ratio: float) -> Channels:
         scope="global" if settings.scope == "global" or slimming else "local",
         per_module=load_per_module(settings.per_module),
         ignore=tuple(settings.ignore),
+        freeze=tuple(getattr(settings, "freeze", ())),
         round_to=settings.round_to,
         seed=settings.seed,
     )
