@@ -318,3 +318,72 @@ def test_prune_your_own_resnet18_weights(tmp_path: Path) -> None:
     assert reloaded.conv1.out_channels < 64
     batch = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(reloaded(batch), by_api.eval()(batch), rtol=0, atol=0)
+
+
+# The other training commands: a valid tiny base and invalid values for each of their flags.
+OTHER_BASES = {
+    "lottery": ["zoo:lenet300", "--data", "synthetic", "--limit-train", "64"]
+    + ["--limit-test", "32", "--rounds", "1", "--epochs", "0"],
+    "sensitivity": ["zoo:lenet5", "--data", "synthetic", "--limit-train", "64"]
+    + ["--limit-test", "32", "--epochs", "0", "--no-progress", "--ratios", "0.5"],
+}
+OTHER_INVALID: dict[tuple[str, str], object] = {
+    ("lottery", "--ratio"): st.sampled_from(["0", "1", "-0.5", "nan", "x"]),
+    ("lottery", "--rounds"): st.integers(max_value=0).map(str),
+    ("lottery", "--scope"): _text,
+    ("lottery", "--classifier-rate"): _bad_fraction,
+    ("lottery", "--masks"): _text,
+    ("lottery", "--rewind"): _text,
+    ("lottery", "--rewind-iter"): _negative,
+    ("lottery", "--controls"): st.just("astrology"),
+    ("lottery", "--epochs"): _negative,
+    ("lottery", "--iterations"): st.integers(max_value=0).map(str),
+    ("lottery", "--optimizer"): _text,
+    ("lottery", "--lr-schedule"): _text,
+    ("lottery", "--eval-every"): st.integers(max_value=0).map(str),
+    ("lottery", "--val-size"): _negative,
+    ("lottery", "--lr"): st.sampled_from(["0", "-1", "nan", "inf"]),
+    ("lottery", "--batch-size"): st.integers(max_value=0).map(str),
+    ("lottery", "--data"): st.sampled_from(["no-such-data", "/no/such/dir"]),
+    ("lottery", "--weights"): st.sampled_from(["missing.pt", "FILE"]),
+    ("lottery", "--out"): st.just("FILE"),
+    ("sensitivity", "--ratios"): st.sampled_from(["a,b", "1.5", "-0.1", ""]),
+    ("sensitivity", "--criterion"): _text,
+    ("sensitivity", "--target-macs"): _bad_fraction,
+    ("sensitivity", "--round-to"): st.integers(max_value=0).map(str),
+    ("sensitivity", "--example-shape"): st.sampled_from(["2,3,28,28", "0,1", "a"]),
+    ("sensitivity", "--epochs"): _negative,
+    ("sensitivity", "--seed"): _negative,
+    ("sensitivity", "--weights"): st.sampled_from(["missing.pt", "FILE"]),
+    ("sensitivity", "--out"): st.just("FILE"),
+}
+
+
+@hypothesis.settings(
+    max_examples=60, derandomize=True, deadline=None, database=None, print_blob=False
+)
+@hypothesis.given(
+    st.sampled_from(sorted(OTHER_INVALID)).flatmap(
+        lambda key: OTHER_INVALID[key].map(lambda value: (*key, value))
+    )
+)
+def test_invalid_values_of_other_commands_exit_2(tmp_path_factory, case) -> None:
+    import contextlib
+    import io
+
+    command, flag, value = case
+    tmp = tmp_path_factory.mktemp("fuzz")
+    (tmp / "FILE").write_text("not a directory, not weights")
+    value = str(tmp / value) if value in ("FILE", "missing.pt") else value
+    out = tmp / "out"
+    argv = [command, *OTHER_BASES[command], "--out", str(out), f"{flag}={value}"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    lines = [line for line in err.getvalue().splitlines() if "warning" not in line]
+    assert code == 2, (argv, err.getvalue())
+    assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
+    assert not out.exists() and sorted(p.name for p in tmp.iterdir()) == ["FILE"]

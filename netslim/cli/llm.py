@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from netslim.cli.args import add_fraction
+from netslim.cli.args import add_fraction, fraction, positive_int
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -21,17 +21,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     add_fraction(p, default=0.5, help="fraction removed, in [0, 1)")
     p.add_argument("--nm", default=None, help="N:M pattern for wanda/sparsegpt/magnitude, e.g. 2:4")
-    p.add_argument("--head-sparsity", type=float, default=None, help="width: fraction of KV groups")
-    p.add_argument("--remove", type=int, default=None, help="depth: number of blocks to remove")
+    p.add_argument(
+        "--head-sparsity", type=fraction, default=None, help="width: fraction of KV groups"
+    )
+    p.add_argument(
+        "--remove", type=positive_int, default=None, help="depth: number of blocks to remove"
+    )
     p.add_argument(
         "--correct", action="store_true", help="width: least-squares refit (needs many tokens)"
     )
     p.add_argument("--calib", default=None, help="calibration text file (UTF-8)")
     p.add_argument("--eval", default=None, help="evaluation text file for perplexity")
-    p.add_argument("--seq-len", type=int, default=256, help="calibration and evaluation window")
-    p.add_argument("--stride", type=int, default=None, help="perplexity stride (default seq-len)")
-    p.add_argument("--calib-samples", type=int, default=64, help="calibration sequences")
-    p.add_argument("--eval-tokens", type=int, default=16384, help="evaluate the first N tokens")
+    p.add_argument(
+        "--seq-len", type=positive_int, default=256, help="calibration and evaluation window"
+    )
+    p.add_argument(
+        "--stride", type=positive_int, default=None, help="perplexity stride (default seq-len)"
+    )
+    p.add_argument("--calib-samples", type=positive_int, default=64, help="calibration sequences")
+    p.add_argument(
+        "--eval-tokens", type=positive_int, default=16384, help="evaluate the first N tokens"
+    )
     p.add_argument("--stream", action="store_true", help="stream blocks from/to safetensors shards")
     p.add_argument("--out", required=True, help="output directory (Hugging Face layout)")
     return p

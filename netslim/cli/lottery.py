@@ -19,6 +19,7 @@ from netslim.cli.args import (
     add_data,
     add_model,
     choice,
+    fraction,
     nonnegative_int,
     positive_fraction,
     positive_int,
@@ -55,18 +56,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--classifier-rate",
-        type=float,
+        type=fraction,
         default=None,
         help="per-round rate of the output layer (default rate/2; 0 keeps it dense)",
     )
-    p.add_argument("--masks", default="magnitude", help="magnitude | channel-l1 | channel-l2")
+    p.add_argument(
+        "--masks",
+        type=choice("magnitude", "channel-l1", "channel-l2", what="mask maker"),
+        default="magnitude",
+        help="magnitude | channel-l1 | channel-l2",
+    )
     p.add_argument(
         "--rewind",
+        type=choice("weights", "lr", what="rewind"),
         default="weights",
         help="weights (reset survivors to iteration k) | lr (keep weights, replay the lr schedule)",
     )
     p.add_argument(
-        "--rewind-iter", type=int, default=0, help="k: rewind to this iteration (0 = init)"
+        "--rewind-iter",
+        type=nonnegative_int,
+        default=0,
+        help="k: rewind to this iteration (0 = init)",
     )
     p.add_argument(
         "--controls",
@@ -81,9 +91,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="training epochs before each pruning round",
     )
     p.add_argument(
-        "--iterations", type=int, default=None, help="training steps per round (overrides epochs)"
+        "--iterations",
+        type=positive_int,
+        default=None,
+        help="training steps per round (overrides epochs)",
     )
-    p.add_argument("--optimizer", default="adam", help="adam | sgd")
+    p.add_argument(
+        "--optimizer",
+        type=choice("adam", "sgd", what="optimizer"),
+        default="adam",
+        help="adam | sgd",
+    )
     p.add_argument(
         "--lr-schedule",
         type=choice("constant", "cosine"),
@@ -100,11 +118,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help=argparse.SUPPRESS,
     )
     p.add_argument(
-        "--eval-every", type=int, default=None, help="validate every N steps (default T/10)"
+        "--eval-every",
+        type=positive_int,
+        default=None,
+        help="validate every N steps (default T/10)",
     )
     p.add_argument(
         "--val-size",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="training samples held out for early stopping (default 10%%; 0 = use the test set)",
     )
