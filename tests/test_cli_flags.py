@@ -387,3 +387,25 @@ def test_invalid_values_of_other_commands_exit_2(tmp_path_factory, case) -> None
     assert code == 2, (argv, err.getvalue())
     assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
     assert not out.exists() and sorted(p.name for p in tmp.iterdir()) == ["FILE"]
+
+
+def test_eval_reads_every_artifact_a_command_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#22: eval takes the job directory, a .nsz from compress and an ONNX export."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("zstandard")
+    import json
+
+    out = tmp_path / "out"
+    assert main(["prune", *BASE, "--ratio", "0.8", "--out", str(out)]) == 0
+    accuracy = json.loads((out / "report.json").read_text())["accuracy_after"]
+    assert main(["compress", str(out), "--values", "exact"]) == 0
+    assert (out / "model.nsz").is_file()  # where compress's help says
+    assert main(["export", str(out)]) == 0
+    assert (out / "export" / "model.onnx").is_file()  # where export's help says
+    capsys.readouterr()
+    for target in (out, out / "model.nsz", out / "export"):
+        assert main(["eval", str(target), "--no-latency"]) == 0, target
+        measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+        assert measured["accuracy"] == pytest.approx(accuracy, abs=1e-9), target

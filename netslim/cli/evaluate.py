@@ -14,8 +14,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="re-measure a saved result")
     ev.add_argument(
         "directory",
-        help="a directory written by netslim prune, its model/ folder, or a .nsz file "
-        "written by netslim compress",
+        help="a directory written by netslim prune, its model/ folder, a .nsz file written by "
+        "netslim compress, or an ONNX export (a .onnx file or netslim export's folder)",
     )
     ev.add_argument(
         "--data",

@@ -39,6 +39,11 @@ def evaluate_saved(
     from netslim.training import evaluate
 
     path = Path(directory)
+    onnx = _onnx_file(path)
+    if onnx is not None:  # an export (netslim export DIR, prune --quantize int8)
+        return evaluate_onnx(
+            onnx, data=data, limit_test=limit_test, example_shape=example_shape, latency=latency
+        )
     if path.is_file() and path.suffix == ".nsz":  # a compressed artifact (netslim compress)
         from netslim.compress import decompress
 
@@ -59,6 +64,81 @@ def evaluate_saved(
     measured = measure(
         model, make_example_inputs(model, shape), loader=loader, evaluate=evaluate, latency=latency
     )
+    result: dict[str, Any] = {"measured": measured}
+    if report is not None:
+        result["report"] = report
+    return result
+
+
+def _onnx_file(path: Path) -> Path | None:
+    if path.is_file() and path.suffix == ".onnx":
+        return path
+    if path.is_dir() and not (path / MANIFEST).is_file() and (path / "model.onnx").is_file():
+        return path / "model.onnx"
+    return None
+
+
+def _job_report(onnx: Path) -> dict[str, Any] | None:
+    """The report.json of the job the export came from (OUT/ or OUT/export/)."""
+    for folder in (onnx.parent, onnx.parent.parent):
+        if (folder / "report.json").is_file():
+            return json.loads((folder / "report.json").read_text())
+    return None
+
+
+def evaluate_onnx(
+    onnx: Path,
+    *,
+    data: str | None = None,
+    limit_test: int | None = None,
+    example_shape: list[int] | None = None,
+    latency: bool = True,
+) -> dict[str, Any]:
+    """Accuracy (onnxruntime on the test split), median latency and file size of an export."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from netslim.export.onnx import run_onnx, session
+
+    try:
+        sess = session(onnx)
+    except Exception as exc:  # onnxruntime's own errors for unreadable files
+        raise ArtifactError(f"{onnx} is not a readable ONNX model: {exc}") from None
+    report = _job_report(onnx)
+    settings = (report or {}).get("settings", {})
+    data = data or settings.get("data")
+    measured: dict[str, Any] = {"format": "onnx", "path": str(onnx)}
+    measured["size_bytes"] = onnx.stat().st_size
+    loader = None
+    if data:
+        from netslim.data import make_loaders
+
+        _, loader = make_loaders(data, limit_test=limit_test or settings.get("limit_test"))
+    if loader is not None:
+        correct = seen = 0
+        for batch in loader:
+            inputs, labels = batch[0], batch[1]
+            try:
+                logits = run_onnx(sess, (inputs,))[0]
+            except Exception:  # an export with a fixed batch dimension: one row at a time
+                logits = np.concatenate([run_onnx(sess, (row[None],))[0] for row in inputs])
+            correct += int((torch.from_numpy(logits).argmax(-1) == labels).sum())
+            seen += labels.numel()
+        measured["accuracy"] = correct / seen if seen else None
+    if latency:
+        shape = example_shape or settings.get("example_shape")
+        if shape is None:
+            dims = sess.get_inputs()[0].shape
+            shape = [d if isinstance(d, int) else 1 for d in dims]
+        x = torch.randn(*shape)
+        times = []
+        for _ in range(25):
+            started = time.perf_counter()
+            run_onnx(sess, (x,))
+            times.append(1e3 * (time.perf_counter() - started))
+        measured["latency_ms"] = float(np.median(times[5:]))
     result: dict[str, Any] = {"measured": measured}
     if report is not None:
         result["report"] = report
