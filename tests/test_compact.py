@@ -279,3 +279,27 @@ def test_zero_tol_snaps_channels_a_penalty_shrank():
     _check_same(original, model, torch.randn(4, 6))
     with pytest.raises(netslim.errors.ConfigError, match="zero_tol"):
         compact_(model, x, zero_tol=-1.0)
+
+
+def test_group_lasso_prox_zeroes_whole_units_and_compact_removes_them():
+    from netslim.regularization import GroupLassoPenalty
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = (torch.randn(2, 6),)
+    with torch.no_grad():  # channel 2's unit (row, bias, consumer column) is small
+        model[0].weight[2] *= 0.01
+        model[0].bias[2] *= 0.01
+        model[2].weight[:, 2] *= 0.01
+    penalty = GroupLassoPenalty(0.1, model, x)
+    before = penalty._unit_norms(dict(model.named_parameters()))[0].detach()
+    tau = float(before[2]) + 1e-3
+    assert penalty.prox_(model, tau) == 1
+    after = penalty._unit_norms(dict(model.named_parameters()))[0]
+    assert after[2] == 0 and model[2].weight[:, 2].abs().sum() == 0
+    keep = torch.arange(8) != 2
+    assert torch.allclose(after[keep], before[keep] - tau, atol=1e-5)
+    original = copy.deepcopy(model)
+    report = compact_(model, x)
+    assert model[0].out_features == 7 and len(report["removed_channels"]) == 1
+    _check_same(original, model, torch.randn(4, 6))

@@ -41,6 +41,37 @@ class GroupLassoPenalty(Penalty):
             k for k, g in enumerate(groups) for m in g.members if m.is_param and m.name in params
         ]
 
+    def _unit_norms(self, params: dict[str, Tensor]) -> list[Tensor]:
+        device = next(iter(params.values())).device
+        sq = [torch.zeros(n, device=device) for n in self.group_sizes]
+        for (name, dim, pos, index), k in zip(self.slices, self._owner, strict=True):
+            t = params[name]
+            rows = t.movedim(dim, 0).index_select(0, pos.to(device))
+            sq[k] = sq[k].index_add(
+                0, index.to(device), rows.reshape(rows.shape[0], -1).pow(2).sum(1)
+            )
+        return [s.sqrt() for s in sq]
+
+    @torch.no_grad()
+    def prox_(self, model: nn.Module, tau: float) -> int:
+        """Proximal step of ``tau·Σ‖θ_{g,i}‖₂`` (group soft-thresholding): every unit shrinks
+        by ``tau`` in norm and a unit with norm <= ``tau`` becomes exactly zero, which the
+        subgradient in the loss never reaches. Call it after each optimizer step with
+        ``tau = lr·λ`` (and leave the penalty out of the loss); returns the zero units."""
+        params = dict(model.named_parameters())
+        norms = self._unit_norms(params)
+        scale = [
+            torch.clamp(1 - tau / n.clamp_min(torch.finfo(n.dtype).tiny), min=0) for n in norms
+        ]
+        for (name, dim, pos, index), k in zip(self.slices, self._owner, strict=True):
+            t = params[name]
+            f = torch.ones(t.shape[dim], dtype=t.dtype, device=t.device)
+            f[pos.to(t.device)] = scale[k][index.to(t.device)].to(t.dtype)
+            shape = [1] * t.dim()
+            shape[dim] = t.shape[dim]
+            t.mul_(f.view(shape))
+        return int(sum(int((s == 0).sum()) for s in scale))
+
     def __call__(self, model: nn.Module) -> Tensor:
         if self.lam == 0:
             return torch.zeros((), device=next(model.parameters()).device)
