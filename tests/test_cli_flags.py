@@ -135,6 +135,7 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
         (["--out", "FILE"], "not a directory"),
         (["--weights", "missing.safetensors"], "--weights"),
         (["--method", "unstructured", "--nm", "x:y"], "--nm"),
+        (["--method", "unstructured", "--nm", "2:4"], "--ignore 0 3"),  # every misfit at once
     ],
 )
 def test_inputs_checked_before_work(

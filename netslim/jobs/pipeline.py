@@ -672,6 +672,10 @@ def check_inputs(
             return text[0] if text else type(exc).__name__
         return None
 
+    if settings.method == "unstructured" and settings.nm:
+        from netslim.unstructured.allocation import check_nm_fit
+
+        check_nm_fit(model, build_config(settings))
     error = runs(example_inputs)
     if error is not None:
         shape = ",".join(str(d) for d in example_inputs[0].shape)

@@ -64,6 +64,34 @@ def _per_row(scores: Tensor, ratio: float) -> Tensor:
     return lowest_k(rows, fraction_count(ratio, rows.shape[1]), dim=1).view_as(scores)
 
 
+def check_nm_fit(model: nn.Module, config: Unstructured) -> list[Any]:
+    """The targets of ``config``; with N:M, every layer whose input width M does not divide is
+    named in one error (all at once, before any work), with how to leave them out."""
+    targets = find_targets(
+        model,
+        ignore=config.ignore,
+        include_classifier=config.include_classifier,
+        include_bias=config.include_bias,
+    )
+    if config.nm is None:
+        return targets
+    n, m = config.nm
+    targets = [t for t in targets if t.name != "bias"]  # N:M is defined for weight matrices
+    misfits = [
+        (t, getattr(t.module, t.name).shape[1])
+        for t in targets
+        if getattr(t.module, t.name).dim() < 2 or getattr(t.module, t.name).shape[1] % m
+    ]
+    if misfits:
+        names = [t.module_name for t, _ in misfits]
+        widths = ", ".join(f"{t.key} ({width})" for t, width in misfits)
+        raise ConfigError(
+            f"{n}:{m} sparsity needs input widths divisible by {m}; these are not: {widths}. "
+            f"Leave them out: --ignore {' '.join(names)} (Python: ignore={tuple(names)!r})"
+        )
+    return targets
+
+
 def compute_masks(
     model: nn.Module, config: Unstructured, calibration: Any = None
 ) -> dict[str, Tensor]:
@@ -73,22 +101,7 @@ def compute_masks(
         raise ConfigError(
             f"compute_masks expects an Unstructured config, got {type(config).__name__}"
         )
-    targets = find_targets(
-        model,
-        ignore=config.ignore,
-        include_classifier=config.include_classifier,
-        include_bias=config.include_bias,
-    )
-    if config.nm is not None:
-        n, m = config.nm
-        targets = [t for t in targets if t.name != "bias"]  # N:M is defined for weight matrices
-        for t in targets:
-            width = getattr(t.module, t.name).shape[1]
-            if width % m:
-                raise ConfigError(
-                    f"{t.key}: input width {width} is not divisible by M={m} for {n}:{m} sparsity "
-                    f"(leave the layer out with ignore=({t.module_name!r},))"
-                )
+    targets = check_nm_fit(model, config)
     scores = _scores(model, targets, config, calibration)
     if config.nm is not None:
         masks = {key: nm_mask(s, *config.nm) for key, s in scores.items()}
