@@ -190,3 +190,20 @@ def test_exported_program_has_a_dynamic_batch(tmp_path: Path) -> None:
     for batch in (1, 4):
         x = torch.randn(batch, 1, 28, 28)
         torch.testing.assert_close(program(x), model(x))
+
+
+def test_recipe_naming_code_needs_trust_code(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("yaml")
+    from netslim.cli.main import main
+
+    code = tmp_path / "evil.py"
+    code.write_text(MARKER_MODEL)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model: py:{code}:build\ndata: synthetic\nout: {tmp_path / 'out'}\n"
+        "steps:\n  - prune: {method: unstructured, ratio: 0.5}\n"
+    )
+    assert main(["run", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "evil.py" in err and "--trust-code" in err and "\n" not in err
+    assert not code.with_suffix(".ran").exists() and not (tmp_path / "out").exists()

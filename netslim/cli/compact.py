@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from netslim.cli.args import MODEL_HELP, parse_shape
+from netslim.cli.args import MODEL_HELP, add_trust_code, parse_shape
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -28,7 +28,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(for penalties such as group lasso that shrink without reaching 0; default exact 0)",
     )
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
-    p.add_argument("--out", default=None, help="output directory (default <input>-compact)")
+    p.add_argument("--out", default=None, help="output directory (default: <input>-compact)")
+    add_trust_code(p)
     return p
 
 
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         probes=args.probes,
         zero_tol=args.zero_tol,
         latency=not args.no_latency,
+        trust_code=args.trust_code,
     )
     print("\n".join(summary_lines(report)))
     print(f"\nwrote {out}/model and {out}/compact.json")

@@ -44,6 +44,7 @@ def add_compress(sub: Any) -> argparse.ArgumentParser:
 def add_run(sub: Any) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a YAML recipe (prune → fine-tune → quantize → ...)")
     run.add_argument("recipe", help="a recipe file; see docs/quantize.md")
+    add_trust_code(run)
     return run
 
 
@@ -88,8 +89,13 @@ def run_compress(args: argparse.Namespace) -> int:
 
 def run_recipe(args: argparse.Namespace) -> int:
     from netslim.jobs.recipe import load_recipe, run_recipe
+    from netslim.models.spec import build_from_spec, code_to_run
 
-    report = run_recipe(load_recipe(args.recipe))
+    recipe = load_recipe(args.recipe)
+    spec = {"source": recipe.settings.model}
+    if code_to_run(spec) and not args.trust_code:  # a recipe is a file someone may have sent
+        build_from_spec(spec, origin=f"recipe {args.recipe}")  # raises, naming the file
+    report = run_recipe(recipe)
     for step in report["steps"]:
         acc = step.get("accuracy")
         extra = f" accuracy {100 * acc:.2f}%" if isinstance(acc, float) else ""

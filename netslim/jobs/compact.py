@@ -10,15 +10,16 @@ from typing import Any
 from torch import nn
 
 
-def load_source(source: str) -> nn.Module:
-    """A saved directory (or a job directory with model/), else a model spec."""
+def load_source(source: str, *, trust_code: bool = False) -> nn.Module:
+    """A saved directory (or a job directory with model/), else a model spec. A saved ``py:``
+    spec runs its file only with ``trust_code`` (a spec typed on the command line is consent)."""
     from netslim.io import load
     from netslim.jobs.evaluation import locate
     from netslim.models.spec import build_model, parse_spec
 
     path = Path(source)
     if path.exists():
-        return load(locate(path)[0])
+        return load(locate(path)[0], trust_code=trust_code)
     parse_spec(source)  # a bad spec fails here, before anything is built
     return build_model(source)
 
@@ -63,6 +64,7 @@ def compact_job(
     probes: int = 2,
     latency: bool = True,
     zero_tol: float = 0.0,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     from netslim.errors import ConfigError
     from netslim.io import save
@@ -75,7 +77,7 @@ def compact_job(
         raise ConfigError(f"--zero-tol must be a number >= 0, got {zero_tol!r}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    model = load_source(source).eval()
+    model = load_source(source, trust_code=trust_code).eval()
     example = make_example_inputs(model, example_shape)
     report = compact_(model, example, probes=probes, latency=latency, zero_tol=zero_tol)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ unit never reaches its neighbours through shared consumer columns.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,7 +57,8 @@ def scan_sensitivity(
     rows = []
     baseline = float(evaluate(model))
     base_macs = None
-    for key, gids in found.items():
+    started = time.perf_counter()
+    for index, (key, gids) in enumerate(found.items()):
         accs, macs = [], []
         for r in ratios:
             per = dict.fromkeys(found, 0.0) | {key: r}
@@ -67,6 +69,7 @@ def scan_sensitivity(
             accs.append(float(evaluate(trial)))
             macs.append(report["macs"]["after"])
         rows.append({"module": key, "groups": gids, "accuracy": accs, "macs": macs})
-        if log:
-            log(f"{key}: " + " ".join(f"{a:.3f}" for a in accs))
+        if log:  # progress only: the table of accuracies is printed once, at the end
+            seconds = time.perf_counter() - started
+            log(f"unit {index + 1}/{len(found)} scanned ({key}), {seconds:.0f} s")
     return {"baseline": baseline, "ratios": ratios, "macs": base_macs, "units": rows}
