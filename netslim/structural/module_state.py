@@ -24,8 +24,6 @@ from torch import nn
 
 from netslim.errors import PruningError
 
-_MUTABLE = (dict, list, set)
-
 
 class _Saved:
     """One module's attribute dict: the objects, the contents of mutable containers, and a copy
@@ -69,7 +67,7 @@ class _Saved:
         for v in items:
             self._walk(v, params)
 
-    def restore(self, module: nn.Module) -> list[str]:
+    def restore(self, module: nn.Module) -> list[torch.Tensor]:
         """Put everything back; returns the parameters the forward wrote in place."""
         now = vars(module)
         for key in [k for k in now if k not in self.attrs]:
