@@ -124,7 +124,13 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["prune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("(default: 0.5)", "(default: oneshot)", "(default: 0.001)", "(default: 128)"):
+    for shown in (
+        "(default: 0.5)",
+        "(default: oneshot)",
+        "(default: 0.001)",
+        "(default: 128)",
+        "random seed (default: 0)",
+    ):
         assert shown in text
 
 

@@ -189,7 +189,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             action.option_strings
-            and default not in (None, False, argparse.SUPPRESS)
+            and not any(default is skip for skip in (None, False, argparse.SUPPRESS))
             and "default" not in text
             and not (isinstance(default, list) and not default)
         ):
