@@ -411,8 +411,9 @@ def fit_remainder(
 
     ``scale`` absorbs what isolated timing misses inside the model (weights evicted from cache
     by the other layers); ``fixed`` is the per-op overhead of everything that is not a conv or
-    linear, ``var`` their size-proportional work. Three points fit it exactly; a fit outside
-    sane bounds falls back to scale 1 and the dense/half pair."""
+    linear, ``var`` their size-proportional work. Three points fit it exactly, more by relative
+    least squares; a fit outside sane bounds falls back to scale 1 (remainder fitted alone), then
+    to a constant offset."""
     import numpy as np
 
     names = list(points)
@@ -425,17 +426,17 @@ def fit_remainder(
         scale, fixed, var = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)[0]
     except np.linalg.LinAlgError:
         scale, fixed, var = math.nan, math.nan, math.nan
-    if not (0.7 <= scale <= 1.6 and fixed >= 0 and var >= 0) and len(names) == 3:
-        scale = 1.0
-        r = y - layer
-        var = (r[0] - r[1]) / (1 - act[1]) if act[1] < 0.999 else 0.0
-        var = min(max(var, 0.0), max(r[0], 0.0))
-        fixed = r[0] - var
-    table.scale = float(scale)
-    table.remainder_fixed = float(fixed)
-    table.remainder_var = float(var)
+    if not (0.7 <= scale <= 1.6 and fixed >= 0 and var >= 0):  # scale 1, remainder only
+        scale, r = 1.0, (y - layer) * w
+        fixed, var = np.linalg.lstsq(a[:, 1:] * w[:, None], r, rcond=None)[0]
+        if var < 0:
+            var, fixed = 0.0, float(np.sum(r * w) / np.sum(w * w))
     if not (0.5 <= scale <= 2.0 and fixed >= -0.5 * y[0] and var >= 0):
         scale, fixed, var = 1.0, y[0] - layer[0], 0.0  # nothing sane fits: a constant offset
+    scale, fixed, var = float(scale), float(fixed), float(var)
+    table.scale = scale
+    table.remainder_fixed = float(fixed)
+    table.remainder_var = float(var)
     table.dense_ms = float(measured["dense"])
     table.calibration = {
         n: {"measured_ms": float(y[i]), "layers_ms": float(layer[i]), "act_fraction": float(act[i])}
