@@ -8,7 +8,10 @@ import math
 from typing import Any, NoReturn
 
 MODEL_HELP = "zoo:NAME | torchvision:NAME | timm:NAME | hf:PATH | py:FILE.py:FACTORY"
-DATA_HELP = "fashion-mnist | digits | synthetic | DIR with IDX files"
+DATA_HELP = (
+    "fashion-mnist | digits | synthetic | DIR with IDX files | DIR of image class folders "
+    "(train/ and val/, or one tree split by --val-split) | hf:DIR (datasets.save_to_disk)"
+)
 
 
 def parse_shape(text: str) -> list[int]:
@@ -195,6 +198,25 @@ class DefaultsFormatter(argparse.HelpFormatter):
         ):
             text += " (default: %(default)s)"
         return text
+
+
+def add_data_source(p: argparse.ArgumentParser) -> None:
+    """``--val-split`` and the ``hf:`` column names: how to read an image folder or ``hf:`` set."""
+    p.add_argument(
+        "--val-split",
+        type=positive_fraction,
+        default=None,
+        metavar="FRACTION",
+        help="image folder or hf: set without a validation split: hold out this fraction of "
+        "each class (default 0.2)",
+    )
+    for kind in ("image", "text", "label"):
+        p.add_argument(
+            f"--{kind}-column",
+            default=None,
+            metavar="NAME",
+            help=f"hf: data sets: the {kind} column (default: detected from the features)",
+        )
 
 
 def loaders(args: argparse.Namespace) -> tuple[Any, Any]:

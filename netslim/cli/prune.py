@@ -11,6 +11,7 @@ from netslim.cli.args import (
     DEFAULTS,
     EPOCHS_HELP,
     add_data,
+    add_data_source,
     add_fraction,
     add_model,
     choice,
@@ -26,6 +27,7 @@ from netslim.cli.latency import add_time_target_args
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
     add_data(p, data_help=f"{DATA_HELP} | none")
+    add_data_source(p)
     p.add_argument("--epochs", type=nonnegative_int, default=DEFAULTS["epochs"], help=EPOCHS_HELP)
     p.add_argument(
         "--finetune-epochs",
@@ -231,6 +233,10 @@ def settings_from_args(args: argparse.Namespace):
         l1_warmup=args.l1_warmup,
         per_module=args.per_module,
         data=data,
+        val_split=args.val_split,
+        image_column=args.image_column,
+        text_column=args.text_column,
+        label_column=args.label_column,
         epochs=args.epochs,
         finetune_epochs=args.finetune_epochs,
         lr=args.lr,

@@ -1,8 +1,12 @@
-"""One entry point for every data source: a name (or an IDX directory) → normalised tensors.
+"""One entry point for every data source: a ``--data`` spec → normalised tensors.
 
-All sources yield 1×28×28 images and 10 classes so any zoo model runs on any of them. Images are
-normalised with fixed per-data-set statistics (not the statistics of the requested subset), so a
-subset, the full set and the test split all see the same input scaling.
+Specs: a built-in name, a directory of MNIST-style IDX files, an image-folder tree
+(:mod:`netslim.data.folder`) or ``hf:PATH``, a ``datasets.save_to_disk`` directory
+(:mod:`netslim.data.hf`). The built-in sets yield 1×28×28 images and 10 classes so any zoo model
+runs on any of them; they are normalised with fixed per-data-set statistics (not the statistics of
+the requested subset), so a subset, the full set and the test split all see the same scaling.
+Folders and ``hf:`` sets are preprocessed as the model expects (:mod:`netslim.data.preprocess`),
+so their loaders take the model; their test split is the folder's val/ (or held-out) split.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,13 +38,26 @@ _STATS = {
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a model needs to know about a data set."""
+    """What a model needs to know about a data set (``input_shape`` of one sample)."""
 
     name: str
-    input_shape: tuple[int, int, int] = (1, 28, 28)
+    input_shape: tuple[int, ...] = (1, 28, 28)
     num_classes: int = 10
     mean: float = 0.0
     std: float = 1.0
+    preprocessing: str = "fixed per-data-set mean/std"
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Settings only some sources read: ``--val-split`` (folders, ``hf:`` sets without a
+    validation split) and the column names and token length of ``hf:`` sets."""
+
+    val_split: float | None = None
+    image_column: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    max_length: int = 128
 
 
 class ImageDataset(TensorDataset):
@@ -53,7 +71,17 @@ class ImageDataset(TensorDataset):
 def _resolve(
     name_or_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None
 ) -> tuple[str, Path | None]:
-    """``(kind, directory)``: kind is a built-in name or ``"idx"`` for a user directory."""
+    """``(kind, directory)``: a built-in name, ``"idx"``, ``"folder"`` or ``"hf"``."""
+    if isinstance(name_or_dir, str) and name_or_dir.startswith("hf:"):
+        if root is not None:
+            raise ConfigError("root= applies only to 'fashion-mnist'")
+        path = Path(name_or_dir[3:]).expanduser()
+        if not name_or_dir[3:].strip() or not path.is_dir():
+            raise ConfigError(
+                f"--data {name_or_dir}: expected hf:DIR, a directory written by "
+                "datasets' save_to_disk"
+            )
+        return "hf", path
     if isinstance(name_or_dir, str):
         key = name_or_dir.strip().lower().replace("_", "-")
         if key in DATASET_NAMES:
@@ -68,7 +96,10 @@ def _resolve(
         )
     path = Path(name_or_dir).expanduser()
     if str(name_or_dir).strip() and path.is_dir():  # Path("") would mean the current directory
-        return "idx", path
+        from netslim.data.folder import looks_like_folder
+
+        has_idx = any(path.glob("train-images-idx3-ubyte*"))
+        return ("folder" if not has_idx and looks_like_folder(path) else "idx"), path
     text = str(name_or_dir)
     names = ", ".join(repr(n) for n in DATASET_NAMES)
     looks_like_path = (
@@ -80,14 +111,44 @@ def _resolve(
         what = f"directory {text!r} does not exist"
     else:
         what = f"unknown data set {text!r}"
-    raise ConfigError(f"{what}; use one of {names} or a directory holding MNIST-style IDX files")
+    raise ConfigError(
+        f"{what}; use one of {names}, a directory holding MNIST-style IDX files or image class "
+        "folders (train/ and val/), or hf:DIR"
+    )
+
+
+def data_kind(name_or_dir: str | os.PathLike[str]) -> str:
+    """``"fashion-mnist"``, ``"digits"``, ``"synthetic"``, ``"idx"``, ``"folder"`` or ``"hf"``."""
+    return _resolve(name_or_dir, None)[0]
 
 
 def dataset_info(
-    name_or_dir: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+    name_or_dir: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    options: DataOptions | None = None,
 ) -> DataInfo:
-    """Shape, class count and normalisation of a data set (a directory: from its training split)."""
+    """Shape, class count and normalisation of a data set (a directory: from its training split).
+
+    For folders and ``hf:`` image sets the shape is the data's usual one before the model's
+    preprocessing; the loaders' ``dataset.info`` holds the shape after it.
+    """
     kind, directory = _resolve(name_or_dir, root)
+    options = options or DataOptions()
+    if kind == "folder":
+        from netslim.data.folder import scan_folder
+
+        tree = scan_folder(directory, options.val_split)
+        return DataInfo(
+            str(directory),
+            input_shape=(tree.channels, *tree.size),
+            num_classes=len(tree.classes),
+            preprocessing=f"image folder ({tree.layout})",
+        )
+    if kind == "hf":
+        from netslim.data.hf import hf_info
+
+        return hf_info(directory, options)
     if kind != "idx":
         mean, std = _STATS[kind]
         return DataInfo(kind, mean=mean, std=std)
@@ -154,19 +215,33 @@ def load_dataset(
     limit: int | None = None,
     seed: int = 0,
     root: str | os.PathLike[str] | None = None,
-) -> ImageDataset:
-    """Normalised ``float32`` images ``N×1×H×W`` and ``int64`` labels of one split.
+    model: torch.nn.Module | None = None,
+    options: DataOptions | None = None,
+) -> torch.utils.data.Dataset:
+    """Normalised ``float32`` inputs and ``int64`` labels of one split; ``dataset.info`` says
+    the input shape.
 
     ``name_or_dir`` is ``"fashion-mnist"`` (from ``root``, default the Debian package's
-    directory), ``"digits"``, ``"synthetic"``, or a directory of MNIST-style IDX files.
-    ``limit`` keeps a class-balanced subset chosen by ``seed``; ``seed`` changes nothing else
-    (the synthetic task and the digits split are fixed, so test scores stay comparable).
+    directory), ``"digits"``, ``"synthetic"``, a directory of MNIST-style IDX files, an image
+    folder tree or ``hf:DIR``; the last two are preprocessed for ``model`` (``"test"`` is their
+    validation split). ``limit`` keeps a class-balanced subset chosen by ``seed``; ``seed`` changes
+    nothing else (the synthetic task, the digits split and the folders' held-out split are fixed,
+    so test scores stay comparable).
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     _check_limit(limit, "limit")
-    info = dataset_info(name_or_dir, root=root)
     kind, directory = _resolve(name_or_dir, root)
+    options = options or DataOptions()
+    if kind == "folder":
+        from netslim.data.folder import load_folder_split
+
+        return load_folder_split(directory, split, options, model, limit=limit, seed=seed)
+    if kind == "hf":
+        from netslim.data.hf import load_hf_split
+
+        return load_hf_split(directory, split, options, model, limit=limit, seed=seed)
+    info = dataset_info(name_or_dir, root=root)
     if kind == "digits":
         images, labels = load_digits_split(split)
     elif kind == "synthetic":
@@ -192,8 +267,10 @@ def make_loaders(
     limit_test: int | None = None,
     seed: int = 0,
     root: str | os.PathLike[str] | None = None,
+    model: torch.nn.Module | None = None,
+    options: DataOptions | None = None,
 ) -> tuple[DataLoader, DataLoader]:
-    """``(train, test)`` loaders.
+    """``(train, test)`` loaders (``model`` and ``options``: see :func:`load_dataset`).
 
     The training order depends only on ``seed`` and the epoch (``loader.sampler.set_epoch``,
     which :func:`netslim.training.train` calls), never on the global RNG, so runs repeat and
@@ -214,8 +291,9 @@ def make_loaders(
             f"{world} processes (each loads batch_size / {world}); pick e.g. "
             f"{max(world, batch_size // world * world)}"
         )
-    train_set = load_dataset(name_or_dir, "train", limit=limit_train, seed=seed, root=root)
-    test_set = load_dataset(name_or_dir, "test", limit=limit_test, seed=seed, root=root)
+    common = {"seed": seed, "root": root, "model": model, "options": options}
+    train_set = load_dataset(name_or_dir, "train", limit=limit_train, **common)
+    test_set = load_dataset(name_or_dir, "test", limit=limit_test, **common)
     sampler = ResumableSampler(train_set, num_replicas=world, rank=rank(), seed=seed)
     # Its own generator: creating an iterator then never draws from the global RNG.
     generator = torch.Generator().manual_seed(seed)
@@ -224,3 +302,8 @@ def make_loaders(
     )
     test_loader = DataLoader(test_set, batch_size=batch_size, shuffle=False)
     return train_loader, test_loader
+
+
+def loader_info(loader: Any) -> DataInfo | None:
+    """The :class:`DataInfo` of a loader made by :func:`make_loaders` (None for other loaders)."""
+    return getattr(getattr(loader, "dataset", None), "info", None)

@@ -58,9 +58,28 @@ def evaluate_saved(
     shape = example_shape or settings.get("example_shape")
     loader = None
     if data:
-        from netslim.data import make_loaders
+        from torch.utils.data import DataLoader
 
-        _, loader = make_loaders(data, limit_test=limit_test or settings.get("limit_test"))
+        from netslim.data import DataOptions, load_dataset, loader_info
+        from netslim.data.datasets import data_kind
+
+        options = DataOptions(
+            **{
+                k: settings[k]
+                for k in ("val_split", "image_column", "text_column", "label_column")
+                if k in settings
+            }
+        )
+        test_set = load_dataset(
+            data,
+            "test",
+            limit=limit_test or settings.get("limit_test"),
+            model=model,
+            options=options,
+        )
+        loader = DataLoader(test_set, batch_size=128, shuffle=False)
+        if shape is None and data_kind(data) in ("folder", "hf"):
+            shape = (1, *loader_info(loader).input_shape)
     measured = measure(
         model, make_example_inputs(model, shape), loader=loader, evaluate=evaluate, latency=latency
     )

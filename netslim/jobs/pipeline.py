@@ -49,6 +49,10 @@ class JobSettings:
     target_open: int | None = None  # gate: blocks left open (default: half)
     per_input: bool = False  # gate: a per-sample gating head per block (conditional compute)
     data: str | None = "auto"  # auto: the data set that fits the model family (zoo: Fashion-MNIST)
+    val_split: float | None = None  # folders / hf: sets without a validation split
+    image_column: str | None = None  # hf: sets (detected when None)
+    text_column: str | None = None
+    label_column: str | None = None
     epochs: int = 2
     finetune_epochs: int = 1
     lr: float = 1e-3
@@ -384,23 +388,11 @@ def run_job(
     if settings.checkpoint_dir:
         check_out(settings.checkpoint_dir, flag="--checkpoint-dir")
     settings = replace(settings, data=resolve_data(settings.data, settings.model))
-    model = build_model(settings.model)
+    model, train_loader, test_loader = _model_and_data(settings)
     if settings.weights:
         from netslim.models.weights import load_weights
 
         load_weights(model, settings.weights)
-
-    train_loader = test_loader = None
-    if settings.data:
-        from netslim.data import make_loaders
-
-        train_loader, test_loader = make_loaders(
-            settings.data,
-            batch_size=settings.batch_size,
-            limit_train=settings.limit_train,
-            limit_test=settings.limit_test,
-            seed=settings.seed,
-        )
     example_inputs = make_example_inputs(model, settings.example_shape or _data_shape(train_loader))
     check_inputs(model, example_inputs, settings, train_loader)
 
@@ -463,6 +455,7 @@ def run_job(
     report = _make_report(settings, before, after, steps, masks)
     report["budget"] = _budget(settings, baseline)
     report["warnings"] = _warnings(steps)
+    report["data"] = _data_summary(settings, train_loader, test_loader)
     if settings.quantize and is_main():
         report["quantize"] = _quantize(model, settings, example_inputs, train_loader, test_loader)
         report.update(_compressed(model, settings))
@@ -551,6 +544,59 @@ def _compressed(model: nn.Module, settings: JobSettings) -> dict[str, Any]:
         "compressed": result.as_dict(),
         "compressed_bytes": result.bytes,
         "dense_fp32_bytes": result.dense_fp32_bytes,
+    }
+
+
+def data_options(settings: JobSettings) -> Any:
+    from netslim.data import DataOptions
+
+    return DataOptions(
+        val_split=settings.val_split,
+        image_column=settings.image_column,
+        text_column=settings.text_column,
+        label_column=settings.label_column,
+    )
+
+
+def _model_and_data(settings: JobSettings) -> tuple[nn.Module, Any, Any]:
+    """The model (a zoo model sized for the data's classes and channels) and its loaders."""
+    if not settings.data:
+        return build_model(settings.model), None, None
+    from netslim.data import dataset_info, make_loaders
+    from netslim.data.datasets import data_kind
+    from netslim.models.spec import data_kwargs
+
+    options = data_options(settings)
+    kwargs = {}
+    if data_kind(settings.data) in ("folder", "hf"):
+        kwargs = data_kwargs(settings.model, dataset_info(settings.data, options=options))
+    model = build_model(settings.model, **kwargs)
+    train_loader, test_loader = make_loaders(
+        settings.data,
+        batch_size=settings.batch_size,
+        limit_train=settings.limit_train,
+        limit_test=settings.limit_test,
+        seed=settings.seed,
+        model=model,
+        options=options,
+    )
+    return model, train_loader, test_loader
+
+
+def _data_summary(settings: JobSettings, train_loader: Any, test_loader: Any) -> dict[str, Any]:
+    """What the model was trained and scored on: sizes, classes, input shape, preprocessing."""
+    from netslim.data import loader_info
+
+    info = loader_info(test_loader)
+    if info is None:
+        return {"source": settings.data}
+    return {
+        "source": settings.data,
+        "train_samples": len(train_loader.dataset),
+        "test_samples": len(test_loader.dataset),
+        "num_classes": info.num_classes,
+        "input_shape": list(info.input_shape),
+        "preprocessing": info.preprocessing,
     }
 
 

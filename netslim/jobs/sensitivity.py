@@ -77,7 +77,12 @@ def sensitivity_job(
         load_weights(model, weights)
     example = make_example_inputs(model, example_shape)
     train_loader, test_loader = make_loaders(
-        data, batch_size=batch_size, limit_train=limit_train, limit_test=limit_test, seed=seed
+        data,
+        batch_size=batch_size,
+        limit_train=limit_train,
+        limit_test=limit_test,
+        seed=seed,
+        model=model,  # image folders and hf: sets get the model's preprocessing
     )
     if epochs:
         train(model, train_loader, epochs=epochs, lr=lr, progress=progress)

@@ -218,3 +218,17 @@ def make_example_inputs(model: nn.Module, shape: tuple[int, ...] | None = None) 
     if vocab and len(shape) == 2:
         return (torch.randint(0, int(vocab), shape, generator=generator),)
     return (torch.randn(shape, generator=generator),)
+
+
+def data_kwargs(source: str, info: Any) -> dict[str, int]:
+    """Build arguments that fit a zoo model to the data (``info``: a ``netslim.data.DataInfo``):
+    its class count and image channels, when they differ from the zoo's 10 and 1. Other specs
+    keep their own head: labels below its size train as they are."""
+    if parse_spec(source)[0] != "zoo" or len(info.input_shape) != 3:
+        return {}
+    kwargs = {}
+    if info.num_classes != 10:
+        kwargs["num_classes"] = int(info.num_classes)
+    if info.input_shape[0] != 1:
+        kwargs["in_channels"] = int(info.input_shape[0])
+    return kwargs
