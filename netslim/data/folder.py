@@ -72,15 +72,28 @@ def _scan(directory: Path, what: str) -> dict[str, list[Path]]:
     return classes
 
 
-def _split(per_class: dict[str, list[Path]], ratio: float) -> tuple[dict, dict]:
-    """Hold out ``ratio`` of every class (at least one image when a class has two or more)."""
+def holdout(labels: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(train, val)`` indices holding out ``ratio`` of every class (at least one image
+    of a class with two or more), chosen with a fixed seed."""
     rng = np.random.default_rng(SPLIT_SEED)
+    train, val = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        order = rng.permutation(members)
+        n = len(members)
+        held = min(n - 1, max(1, round(ratio * n))) if n > 1 else 0
+        val.append(order[:held])
+        train.append(order[held:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _split(per_class: dict[str, list[Path]], ratio: float) -> tuple[dict, dict]:
+    """Hold out ``ratio`` of every class (see :func:`holdout`)."""
     train, val = {}, {}
     for name, files in per_class.items():
-        order = rng.permutation(len(files))
-        held = min(len(files) - 1, max(1, round(ratio * len(files)))) if len(files) > 1 else 0
-        val[name] = [files[i] for i in sorted(order[:held])]
-        train[name] = [files[i] for i in sorted(order[held:])]
+        kept, held = holdout(np.zeros(len(files), dtype=np.int64), ratio)
+        train[name] = [files[i] for i in kept]
+        val[name] = [files[i] for i in held]
     return train, val
 
 

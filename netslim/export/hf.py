@@ -100,11 +100,19 @@ def sync_config(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> dict[str, Any]:
     """``sync_config`` then ``save_pretrained`` (masks folded), loadable by stock
-    ``AutoModel.from_pretrained(directory)``. Returns the config changes."""
+    ``AutoModel.from_pretrained(directory)``. Returns the config changes. When the config cannot
+    express the pruned shapes, saves through :mod:`netslim.export.hf_shapes` instead (reloads
+    with the stock ``from_pretrained`` once that module is imported) and returns its record."""
     from netslim.core.masks import folded_copy
 
     work, _ = folded_copy(model)
-    changes = sync_config(work)
+    try:
+        changes = sync_config(work)
+    except UnsupportedModelError:
+        # Per-layer widths or BERT-style heads: record the shapes in a netslim_<type> config.
+        from netslim.export.hf_shapes import save_pretrained_shaped
+
+        return save_pretrained_shaped(work, directory)
     out = Path(directory)
     work.save_pretrained(out)
     return {field: list(pair) for field, pair in changes.items()}

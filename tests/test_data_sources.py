@@ -1,0 +1,167 @@
+"""``--data`` beyond the built-in sets: image-folder trees and ``hf:`` datasets directories, made
+in a temporary directory; preprocessing follows the model; the CLI runs end to end on a folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from netslim.data import DataOptions, dataset_info, load_dataset, loader_info, make_loaders
+from netslim.errors import ConfigError, DataError
+from netslim.models.spec import build_model
+
+PIL = pytest.importorskip("PIL.Image")
+CLASSES = ("ant", "bee", "cow")
+
+
+def _image(label: int, rng: np.random.Generator, size=(20, 24), mode="L") -> PIL.Image:
+    """A noisy image whose bright stripe position says the class (learnable in a few steps)."""
+    pixels = rng.integers(0, 60, size, dtype=np.uint8)
+    pixels[:, label * 6 : label * 6 + 6] += 150
+    image = PIL.fromarray(pixels, "L")
+    return image if mode == "L" else image.convert(mode)
+
+
+def _tree(root: Path, splits=(("train", 8), ("val", 3)), mode="L") -> Path:
+    rng = np.random.default_rng(0)
+    for split, count in splits:
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name if split else root / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                _image(label, rng, mode=mode).save(folder / f"{i}.png")
+    return root
+
+
+def test_folder_train_val_tree(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "tree")
+    info = dataset_info(str(root))
+    assert (info.num_classes, info.input_shape) == (3, (1, 20, 24))
+    model = build_model("zoo:lenet5", num_classes=3)
+    train, test = make_loaders(str(root), batch_size=4, model=model)
+    assert (len(train.dataset), len(test.dataset)) == (24, 9)
+    # A zoo model gets its 28x28 input, normalised with statistics measured on the data.
+    assert loader_info(test).input_shape == (1, 28, 28)
+    images = train.dataset.tensors[0]
+    assert abs(float(images.mean())) < 0.1 and abs(float(images.std()) - 1) < 0.1
+    # Labels follow the sorted class folders.
+    assert sorted(set(test.dataset.tensors[1].tolist())) == [0, 1, 2]
+    assert test.dataset.tensors[1][0] == 0
+
+
+def test_folder_split_ratio_and_bad_input(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "flat", splits=((None, 10),))
+    train = load_dataset(str(root), "train", options=DataOptions(val_split=0.3))
+    test = load_dataset(str(root), "test", options=DataOptions(val_split=0.3))
+    assert (len(train), len(test)) == (21, 9)  # 3 of every 10 held out, per class
+    assert len(load_dataset(str(root), "test")) == 6  # default 0.2
+    with pytest.raises(ConfigError, match="val-split"):
+        dataset_info(str(root), options=DataOptions(val_split=1.5))
+    tree = _tree(tmp_path / "tree")
+    with pytest.raises(ConfigError, match="val-split applies"):
+        dataset_info(str(tree), options=DataOptions(val_split=0.2))
+    for split in ("train", "val"):
+        (tmp_path / "empty" / split / "x").mkdir(parents=True)
+    with pytest.raises(DataError, match="no class folders"):
+        dataset_info(str(tmp_path / "empty"))
+
+
+def test_preprocessing_follows_the_model(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    root = _tree(tmp_path / "rgb", mode="RGB")
+    timm_model = build_model("timm:resnet18", num_classes=3)
+    test = load_dataset(str(root), "test", model=timm_model)
+    assert test.info.input_shape == (3, 224, 224) and "timm" in test.info.preprocessing
+    plain = build_model("torchvision:resnet18", num_classes=3)
+    test = load_dataset(str(root), "test", model=plain)
+    assert test.info.input_shape == (3, 20, 24)  # the data's own size, no weights named
+    from netslim.data.preprocess import _torchvision_weights
+
+    preset = _torchvision_weights("ResNet18_Weights.IMAGENET1K_V1")
+    out = preset.transform(_image(0, np.random.default_rng(0), mode="RGB"))
+    assert out.shape == (3, 224, 224) and preset.input_shape == (3, 224, 224)
+
+
+def test_cli_prunes_on_a_folder_and_scores_its_val_split(tmp_path: Path, capsys) -> None:
+    from netslim.cli.main import main
+
+    root = _tree(tmp_path / "tree", mode="RGB")
+    out = tmp_path / "run"
+    code = main(
+        ["prune", "zoo:lenet5", "--method", "channel", "--ratio", "0.5", "--data", str(root),
+         "--epochs", "1", "--finetune-epochs", "1", "--batch-size", "8", "--no-latency",
+         "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["test_samples"] == 9 and report["data"]["num_classes"] == 3
+    assert report["data"]["input_shape"] == [3, 28, 28]
+    import netslim
+
+    model = netslim.load(out / "model")  # rebuilt for 3 classes and 3 channels from its spec
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 3)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--no-latency"]) == 0
+    measured = json.loads(capsys.readouterr().out.split("\n\n")[0].rsplit("}", 1)[0] + "}")
+    assert measured["accuracy"] == pytest.approx(report["accuracy_after"])
+
+
+datasets = pytest.importorskip("datasets")
+
+
+def test_hf_image_dataset_without_validation_split(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = [i % 3 for i in range(30)]
+    features = datasets.Features(
+        {"img": datasets.Image(), "kind": datasets.ClassLabel(names=list(CLASSES))}
+    )
+    data = datasets.Dataset.from_dict(
+        {"img": [_image(y, rng) for y in labels], "kind": labels}, features=features
+    )
+    data.save_to_disk(str(tmp_path / "imgs"))
+    spec = f"hf:{tmp_path / 'imgs'}"
+    info = dataset_info(spec)
+    assert (info.num_classes, info.input_shape) == (3, (1, 20, 24))
+    train, test = make_loaders(spec, batch_size=4, model=build_model("zoo:lenet5", num_classes=3))
+    assert (len(train.dataset), len(test.dataset)) == (24, 6)
+    assert loader_info(train).input_shape == (1, 28, 28)
+    with pytest.raises(ConfigError, match="--label-column 'nope'"):
+        dataset_info(spec, options=DataOptions(label_column="nope"))
+
+
+def _tiny_text_model(directory: Path) -> str:
+    transformers = pytest.importorskip("transformers")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "very", "a"]
+    (directory / "vocab.txt").parent.mkdir(parents=True)
+    (directory / "vocab.txt").write_text("\n".join(words) + "\n")
+    transformers.BertTokenizer(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=32, num_labels=2,
+        architectures=["BertForSequenceClassification"],
+    )  # fmt: skip
+    transformers.BertForSequenceClassification(config).save_pretrained(directory)
+    return f"hf:{directory}"
+
+
+def test_hf_text_dataset_is_tokenised_with_the_models_tokenizer(tmp_path: Path) -> None:
+    texts = ["a good film", "a very bad film", "good", "bad bad", "very good film", "bad"]
+    labels = [1, 0, 1, 0, 1, 0]
+    split = datasets.Dataset.from_dict({"sentence": texts, "label": labels})
+    datasets.DatasetDict({"train": split, "validation": split.select(range(2))}).save_to_disk(
+        str(tmp_path / "text")
+    )
+    spec = f"hf:{tmp_path / 'text'}"
+    model = build_model(_tiny_text_model(tmp_path / "model"))
+    train, test = make_loaders(spec, batch_size=2, model=model)
+    ids, y = next(iter(test))
+    assert ids.shape == (2, 6)  # [CLS] a very bad film [SEP]: the longest training sentence
+    assert ids[0].tolist() == [2, 9, 5, 7, 3, 0] and y.tolist() == [1, 0]
+    assert loader_info(train).num_classes == 2
+    with pytest.raises(ConfigError, match="tokenizer"):
+        make_loaders(spec, model=build_model("zoo:lenet5"))
