@@ -12,14 +12,14 @@ so their loaders take the model; their test split is the folder's val/ (or held-
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
+from netslim.data.base import DataInfo, DataOptions, ImageDataset, subset_indices
 from netslim.data.digits import load_digits_split
 from netslim.data.fashion import FASHION_MNIST_DIR, idx_files, load_idx_split
 from netslim.data.synthetic import load_synthetic_split
@@ -34,38 +34,6 @@ _STATS = {
     "digits": (0.3056, 0.3251),
     "synthetic": (0.5056, 0.2952),
 }
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a model needs to know about a data set (``input_shape`` of one sample)."""
-
-    name: str
-    input_shape: tuple[int, ...] = (1, 28, 28)
-    num_classes: int = 10
-    mean: float = 0.0
-    std: float = 1.0
-    preprocessing: str = "fixed per-data-set mean/std"
-
-
-@dataclass(frozen=True)
-class DataOptions:
-    """Settings only some sources read: ``--val-split`` (folders, ``hf:`` sets without a
-    validation split) and the column names and token length of ``hf:`` sets."""
-
-    val_split: float | None = None
-    image_column: str | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    max_length: int = 128
-
-
-class ImageDataset(TensorDataset):
-    """A ``TensorDataset(images, labels)`` that also carries its :class:`DataInfo`."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DataInfo):
-        super().__init__(images, labels)
-        self.info = info
 
 
 def _resolve(
@@ -182,25 +150,6 @@ def _idx_stats(directory: Path) -> tuple[float, float]:
         std = float(((counts * (values - mean) ** 2).sum() / total) ** 0.5)
         _IDX_STATS[key] = (mean, std if std > 1e-6 else 1.0)
     return _IDX_STATS[key]
-
-
-def subset_indices(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``limit`` samples drawn class by class, so small subsets stay balanced.
-
-    Samples are ranked within their class in a seeded random order; taking the lowest ranks
-    first yields a round-robin over classes. Same ``labels``, ``limit`` and ``seed`` → same set.
-    """
-    n = len(labels)
-    if limit >= n:
-        return np.arange(n)
-    perm = np.random.default_rng(seed).permutation(n)
-    shuffled = labels[perm]
-    by_class = np.argsort(shuffled, kind="stable")
-    grouped = shuffled[by_class]
-    rank = np.empty(n, dtype=np.int64)
-    rank[by_class] = np.arange(n) - np.searchsorted(grouped, grouped, side="left")
-    chosen = np.lexsort((np.arange(n), rank))[:limit]
-    return np.sort(perm[chosen])
 
 
 def _check_limit(limit: int | None, what: str) -> None:

@@ -200,7 +200,7 @@ def load_folder_split(
     seed: int = 0,
 ) -> Any:
     """One split (``"test"`` is the validation split) preprocessed for ``model``."""
-    from netslim.data.datasets import DataInfo, subset_indices
+    from netslim.data.base import DataInfo, subset_indices
     from netslim.data.images import image_dataset, open_image
 
     tree = scan_folder(root, options.val_split)

@@ -146,7 +146,7 @@ def _num_classes(train: Any, label: str) -> int:
 
 def hf_info(path: Path, options: Any) -> Any:
     """The :class:`DataInfo` of ``hf:path`` (images: their usual shape before preprocessing)."""
-    from netslim.data.datasets import DataInfo
+    from netslim.data.base import DataInfo
 
     train, _, kind, column, label, layout = _split_pair(path, options)
     if kind == "image":
@@ -186,7 +186,7 @@ def load_hf_split(
     seed: int = 0,
 ) -> Any:
     """One split (``"test"``: the validation split) as model inputs and labels."""
-    from netslim.data.datasets import DataInfo, ImageDataset, subset_indices
+    from netslim.data.base import DataInfo, ImageDataset, subset_indices
 
     train, val, kind, column, label, layout = _split_pair(path, options)
     dataset = train if split == "train" else val

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from netslim.data.datasets import DataInfo, ImageDataset
+from netslim.data.base import DataInfo, ImageDataset
 from netslim.data.preprocess import ImagePreprocess
 
 PRELOAD_BYTES = 1 << 30
