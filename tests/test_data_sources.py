@@ -165,3 +165,39 @@ def test_hf_text_dataset_is_tokenised_with_the_models_tokenizer(tmp_path: Path) 
     assert loader_info(train).num_classes == 2
     with pytest.raises(ConfigError, match="tokenizer"):
         make_loaders(spec, model=build_model("zoo:lenet5"))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--val-split", "0.2"], "--val-split applies to image folders"),
+        (["--text-column", "x"], "--text-column applies to hf: data sets"),
+    ],
+)
+def test_data_source_flags_that_do_not_apply_are_refused(tmp_path: Path, capsys, flags, message):
+    from netslim.cli.main import main
+
+    out = tmp_path / "run"
+    args = ["prune", "zoo:lenet300", "--data", "synthetic", "--out", str(out), *flags]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_prunes_a_text_model_on_an_hf_text_set(tmp_path: Path) -> None:
+    from netslim.cli.main import main
+
+    texts = ["a good film", "a very bad film", "good", "bad bad", "very good film", "bad"] * 2
+    split = datasets.Dataset.from_dict({"text": texts, "label": [1, 0, 1, 0, 1, 0] * 2})
+    split.save_to_disk(str(tmp_path / "text"))  # no validation split: --val-split holds out
+    model = _tiny_text_model(tmp_path / "model")
+    out = tmp_path / "run"
+    code = main(
+        ["prune", model, "--method", "unstructured", "--ratio", "0.5", "--data",
+         f"hf:{tmp_path / 'text'}", "--val-split", "0.5", "--epochs", "1", "--finetune-epochs",
+         "0", "--batch-size", "4", "--no-latency", "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["test_samples"] == 6 and report["data"]["input_shape"][0] in (5, 6)
+    assert 0.0 <= report["accuracy_after"] <= 1.0

@@ -567,6 +567,7 @@ def _model_and_data(settings: JobSettings) -> tuple[nn.Module, Any, Any]:
     from netslim.models.spec import data_kwargs
 
     options = data_options(settings)
+    _check_data_flags(settings, data_kind(settings.data))
     kwargs = {}
     if data_kind(settings.data) in ("folder", "hf"):
         kwargs = data_kwargs(settings.model, dataset_info(settings.data, options=options))
@@ -581,6 +582,18 @@ def _model_and_data(settings: JobSettings) -> tuple[nn.Module, Any, Any]:
         options=options,
     )
     return model, train_loader, test_loader
+
+
+def _check_data_flags(settings: JobSettings, kind: str) -> None:
+    """``--val-split`` reads folders and ``hf:`` sets, the column flags ``hf:`` sets only."""
+    if settings.val_split is not None and kind not in ("folder", "hf"):
+        raise ConfigError(
+            f"--val-split applies to image folders and hf: data sets, not {settings.data!r}"
+        )
+    for name in ("image_column", "text_column", "label_column"):
+        if getattr(settings, name) is not None and kind != "hf":
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} applies to hf: data sets, not {settings.data!r}")
 
 
 def _data_summary(settings: JobSettings, train_loader: Any, test_loader: Any) -> dict[str, Any]:
