@@ -133,8 +133,8 @@ def test_trainer_callback_removes_heads_and_ffn_mid_training(tmp_path: Path) -> 
 
 
 def test_trainer_callback_agp_unstructured(tmp_path: Path) -> None:
+    from netslim.core.masks import sparsity_report
     from netslim.integrations.hf_trainer import NetslimCallback
-    from netslim.unstructured.masks import sparsity_report
 
     model = _tiny_classifier()
     callback = NetslimCallback(
