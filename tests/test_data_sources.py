@@ -136,9 +136,9 @@ def test_hf_image_dataset_without_validation_split(tmp_path: Path) -> None:
 def _tiny_text_model(directory: Path) -> str:
     transformers = pytest.importorskip("transformers")
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "very", "a"]
-    (directory / "vocab.txt").parent.mkdir(parents=True)
-    (directory / "vocab.txt").write_text("\n".join(words) + "\n")
-    transformers.BertTokenizer(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    directory.mkdir(parents=True)
+    vocab = {word: index for index, word in enumerate(words)}
+    transformers.BertTokenizer(vocab=vocab).save_pretrained(directory)
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
