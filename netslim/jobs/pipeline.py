@@ -560,14 +560,14 @@ def data_options(settings: JobSettings) -> Any:
 
 def _model_and_data(settings: JobSettings) -> tuple[nn.Module, Any, Any]:
     """The model (a zoo model sized for the data's classes and channels) and its loaders."""
-    if not settings.data:
-        return build_model(settings.model), None, None
     from netslim.data import dataset_info, make_loaders
     from netslim.data.datasets import data_kind
     from netslim.models.spec import data_kwargs
 
+    _check_data_flags(settings, data_kind(settings.data) if settings.data else "none")
+    if not settings.data:
+        return build_model(settings.model), None, None
     options = data_options(settings)
-    _check_data_flags(settings, data_kind(settings.data))
     kwargs = {}
     if data_kind(settings.data) in ("folder", "hf"):
         kwargs = data_kwargs(settings.model, dataset_info(settings.data, options=options))
@@ -588,12 +588,12 @@ def _check_data_flags(settings: JobSettings, kind: str) -> None:
     """``--val-split`` reads folders and ``hf:`` sets, the column flags ``hf:`` sets only."""
     if settings.val_split is not None and kind not in ("folder", "hf"):
         raise ConfigError(
-            f"--val-split applies to image folders and hf: data sets, not {settings.data!r}"
+            f"--val-split applies to image folders and hf: data sets, not {settings.data or 'none'!r}"
         )
     for name in ("image_column", "text_column", "label_column"):
         if getattr(settings, name) is not None and kind != "hf":
             flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} applies to hf: data sets, not {settings.data!r}")
+            raise ConfigError(f"{flag} applies to hf: data sets, not {settings.data or 'none'!r}")
 
 
 def _data_summary(settings: JobSettings, train_loader: Any, test_loader: Any) -> dict[str, Any]:
