@@ -137,6 +137,7 @@ JOB_LEVEL = frozenset(
     | {"limit_train", "limit_test", "distill", "example_shape", "latency", "progress", "out"}
     | {"seed", "quantize", "checkpoint_every", "checkpoint_dir", "resume", "weights"}
     | {"dense_baseline"}
+    | {"val_split", "image_column", "text_column", "label_column"}  # read by the data source
 )
 _FLAG_NAMES = {"target_latency_ms": "--target-latency", "latency": "--no-latency"}
 
