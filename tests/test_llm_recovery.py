@@ -4,6 +4,7 @@ fixed masks, and distillation recovery after width/depth pruning (reload, all-or
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -194,3 +195,38 @@ def test_distill_reads_batches_from_an_iterator(calib):
 def test_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         LLMPrune(**kwargs)
+
+
+def test_streaming_refuses_recovery_before_any_work(calib, tmp_path):
+    dense = tiny_llama(layers=2)
+    dense.save_pretrained(tmp_path / "src")
+    with pytest.raises(ConfigError, match="run it in memory"):
+        prune_streaming(
+            tmp_path / "src", tmp_path / "out", LLMPrune("depth", remove=1, recover=2), calib
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_new_steps(tmp_path, capsys):
+    from test_llm import _write_model_dir
+
+    from netslim.cli.main import main
+
+    src = _write_model_dir(tmp_path / "m")
+    text = tmp_path / "calib.txt"
+    text.write_text("In the beginning God created the heaven and the earth. " * 20)
+    common = ["--calib", str(text), "--seq-len", "32", "--calib-samples", "4"]
+    out = tmp_path / "out"
+    args = ["llm", str(src), "--method", "wanda", "--owl", "0.1", "--reconstruct", "2", *common]
+    assert main([*args, "--out", str(out)]) == 0
+    report = json.loads((out / "netslim_llm.json").read_text())["report"]
+    assert report["config"]["owl"] == 0.1 and "reconstruct" in report["costs"]
+    rec = tmp_path / "rec"
+    assert main(["llm", str(src), "--method", "depth", "--remove", "1", "--recover", "2", *common,
+                 "--out", str(rec)]) == 0  # fmt: skip
+    report = json.loads((rec / "netslim_llm.json").read_text())["report"]
+    assert report["recovery"]["steps"] == 2
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(["llm", str(src), "--nm", "2:4", "--owl", "0.1", *common, "--out", str(bad)]) == 2
+    assert "owl applies" in capsys.readouterr().err and not bad.exists()

@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from netslim.cli.args import add_fraction, fraction, positive_int
+from netslim.cli.args import add_fraction, fraction, nonnegative_int, positive_int
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -30,6 +30,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--correct", action="store_true", help="width: least-squares refit (needs many tokens)"
     )
+    p.add_argument(
+        "--owl", type=fraction, default=0.0,
+        help="unstructured per-weight methods: OWL non-uniform block sparsity, max shift λ (0.08)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reconstruct", type=nonnegative_int, default=0,
+        help="per-weight methods: optimizer steps per block fitting it to the dense model (8)",
+    )  # fmt: skip
+    p.add_argument(
+        "--recover", type=nonnegative_int, default=0,
+        help="width/depth: distillation steps from the dense model on the calibration text (100)",
+    )  # fmt: skip
     p.add_argument("--calib", default=None, help="calibration text file (UTF-8)")
     p.add_argument("--eval", default=None, help="evaluation text file for perplexity")
     p.add_argument(
@@ -53,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_for(
         args.method, sparsity=args.ratio, nm=args.nm, head_sparsity=args.head_sparsity,
-        remove=args.remove, correct=args.correct,
+        remove=args.remove, correct=args.correct, owl=args.owl, reconstruct=args.reconstruct,
+        recover=args.recover,
     )  # fmt: skip
     report = llm_job(
         args.model,

@@ -52,6 +52,9 @@ def llm_job(
         if not calib:
             raise ConfigError(f"--method {config.method} needs --calib FILE (calibration text)")
         calib_ids = token_sequences(tokenizer, read_text(calib), seq_len, calib_samples)
+    recovery_ids = None
+    if getattr(config, "recover", 0) and calib:  # distillation reads every window of the text
+        recovery_ids = token_sequences(tokenizer, read_text(calib), seq_len)
     eval_ids = None
     if eval_text:
         eval_ids = tokenizer(read_text(eval_text), return_tensors="pt", add_special_tokens=False)[
@@ -78,7 +81,7 @@ def llm_job(
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         if eval_ids is not None:
             dense = ppl(model)
-        report = prune_(model, config, calibration=calib_ids)
+        report = prune_(model, config, calibration=calib_ids, recovery=recovery_ids)
         if eval_ids is not None:
             report["perplexity"] = {"dense": dense, "pruned": ppl(model)}
             report["generate_ok"] = bool(generate_check(model, eval_ids[:8]).numel())

@@ -12,11 +12,12 @@ from netslim.llm.prune import prune_model
 
 
 def prune_llm(model: nn.Module, config: LLMPrune, ctx: PruneContext) -> dict[str, Any]:
-    """Calibration ids come as ``calibration=`` or as the single example input ``(N, seq_len)``."""
+    """Calibration ids come as ``calibration=`` or as the single example input ``(N, seq_len)``;
+    ``recovery=`` ids feed ``recover`` distillation (default: the calibration ids)."""
     calibration = ctx.extras.get("calibration")
     if calibration is None and ctx.example_inputs and isinstance(ctx.example_inputs[0], Tensor):
         calibration = ctx.example_inputs[0]
-    return prune_model(model, config, calibration)
+    return prune_model(model, config, calibration, ctx.extras.get("recovery"))
 
 
 METHOD = MethodSpec(handlers={LLMPrune: prune_llm})

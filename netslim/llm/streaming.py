@@ -259,6 +259,10 @@ def prune_streaming(
         raise ConfigError(
             "width pruning changes shapes across the model: run it in memory (no --stream)"
         )
+    if config.recover:
+        raise ConfigError(
+            "recovery trains the whole model against the dense one: run it in memory (no --stream)"
+        )
     check_calibration(calibration, config)
     reader = ShardReader(src)
     skeleton = _skeleton(model_config)
