@@ -7,12 +7,21 @@ safetensors directory under ``.cache/``) and Debian ``bible-kjv-text`` (``bible`
 ``docs/llm.md`` and ``docs/results/llm.json`` (``--quick``: a tiny budget that only checks the
 script runs; it prints its table and writes nothing under docs/).
 
-What it measures, all in one run on this machine (CPU, ``--threads``, default 1):
-1. Perplexity at 50% unstructured sparsity for magnitude / Wanda / SparseGPT, and 2:4 / 4:8
-   for the three, with dense in the same table (calibration: Genesis–Deuteronomy; evaluation:
-   a fixed slice from the start of Matthew).
-2. Width (25% of FFN neurons and of KV-head groups, no refit) and depth (remove 4
-   and 8 of 30 blocks by Block Influence): perplexity, parameters, CPU tokens/s vs dense.
+llm-compressor (the peer) pins an older torch/transformers: install it beside the project's
+torch with ``pip install -c constraints --no-deps llmcompressor==0.14.0.1 compressed-tensors
+loguru datasets`` plus ``datasets``' own dependencies (dill, multiprocess, pandas, pyarrow,
+xxhash); its rows report the error if it is missing.
+
+What it measures on this machine (CPU, ``--threads``, default 1), in three parts that can run
+as separate processes (``--part weights|structure|streaming``, then ``--part docs``):
+1. Perplexity at 50% unstructured sparsity for magnitude / Wanda / SparseGPT, and 2:4 / 4:8,
+   with dense in the same table (calibration: Genesis–Deuteronomy; evaluation: a fixed slice
+   from the start of Matthew); llm-compressor's Wanda and SparseGPT on the same ids, evaluator
+   and threads, interleaved with ours for the prune times; SparseGPT with OWL and/or block
+   reconstruction.
+2. Width (25% of FFN neurons and of KV-head groups) and depth (remove 4 and 8 of 30 blocks by
+   Block Influence), width and depth -4 also with distillation recovery: perplexity,
+   parameters, CPU tokens/s vs dense.
 3. Peak RSS of the streaming path (blocks from/to safetensors shards) on the 135M model and on
    a 1.1B LLaMA-style model (TinyLlama shapes) with random bf16 weights, vs the model size.
 4. Torch-Pruning's LLM recipe (magnitude width pruning of heads, FFN *and* hidden size with
