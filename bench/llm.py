@@ -623,7 +623,7 @@ def bars(results: dict[str, Any]) -> list[list[Any]]:
     for prefix, limit in (("width", 2.0), ("depth", 1.4)):
         row = next((r for r in st if r["name"].startswith(prefix) and "recovery" in r), None)
         add(f"{row['name'] if row else prefix + ' + recovery'} / dense",
-            row["ppl"] / st[0]["ppl"] if row else None, limit)  # fmt: skip
+            row["ppl"] / st[0]["ppl"] if row and st else None, limit)  # fmt: skip
     pattern = "50% unstructured"
     ours = _find(w, tool="netslim", name="sparsegpt", pattern=pattern)
     theirs = _find(w, tool="llm-compressor", name="sparsegpt", pattern=pattern)
@@ -666,7 +666,7 @@ def write_docs(results: dict[str, Any], write: bool = True) -> str:
         if "reload" in r
     ]
     st = results["structure"]
-    d0 = st[0]
+    d0 = st[0] if st else {**w[0], "decode_tok_s": 1.0}
     struct_table = markdown_table(
         ["model", "params (M)", "blocks", "perplexity", "vs dense", "prefill tok/s", "decode tok/s",
          "decode speed-up", "seconds"],
@@ -702,7 +702,14 @@ def write_docs(results: dict[str, Any], write: bool = True) -> str:
             for r in results["streaming"]
         ],
     )  # fmt: skip
-    width = next(r for r in st if r["name"].startswith("width"))
+    width = next((r for r in st if r["name"].startswith("width")), None)
+    width_note = (
+        f"""Width: {width["name"]} → FFN {width["intermediate_size"]}, {width["heads"]} heads / {width["kv_heads"]}
+KV heads (a GQA group goes whole; with 3 groups, 25% rounds to one whole group), no refit; physically
+removed by `netslim.structural` and written to the config (loader: {width["loader"]})."""
+        if width
+        else "The structure part did not finish in this run: no width/depth rows."
+    )
     depth_removed = {r["name"]: r["removed"] for r in st if "removed" in r}
     owl_row = next((r for r in w if "owl" in r), None)
     owl_note = (
@@ -710,6 +717,10 @@ def write_docs(results: dict[str, Any], write: bool = True) -> str:
         + ", ".join(f"{x:.2f}" for x in owl_row["owl"]["block_sparsity"])
         + "."
         if owl_row else ""
+    )  # fmt: skip
+    missing_note = (
+        f" Parts missing from this run (not measured): {', '.join(results['missing_parts'])}."
+        if results.get("missing_parts") else ""
     )  # fmt: skip
     parts_note = "; ".join(
         f"{p} {results[p + '_run']['machine']}, {results[p + '_run']['seconds'] / 60:.0f} min"
@@ -767,9 +778,7 @@ needs sparse tensor cores).
 
 {struct_table}
 
-Width: {width["name"]} → FFN {width["intermediate_size"]}, {width["heads"]} heads / {width["kv_heads"]}
-KV heads (a GQA group goes whole; with 3 groups, 25% rounds to one whole group), no refit; physically
-removed by `netslim.structural` and written to the config (loader: {width["loader"]}). Depth:
+{width_note} Depth:
 Block Influence (ShortGPT) from one calibration pass; removed blocks {depth_removed}.
 {rec_note} "seconds" includes the recovery.
 {tp_note} It is compared at about the same parameter count as our width row.
@@ -792,7 +801,7 @@ model's own size.
 Reproduce: `.venv/bin/python bench/llm.py` (needs `llmcompressor==0.14.0.1`, `compressed-tensors`,
 `datasets`, `loguru` installed with `--no-deps`) (≈ {results["seconds"] / 60:.0f} min of one core on this
 machine). The three parts (`--part weights|structure|streaming`, then `--part docs`) can run as
-separate processes at the same commit and settings; this run's parts: {parts_note}.
+separate processes at the same commit and settings; this run's parts: {parts_note}.{missing_note}
 """
     if write:
         (DOCS / "llm.md").write_text(text)
@@ -907,8 +916,13 @@ def _part_file(part: str, quick: bool) -> Path:
 def assemble(args) -> None:
     """docs/llm.md and docs/results/llm.json from the three parts' results (same commit and
     settings; each part records its own machine line and duration)."""
-    parts = {p: json.loads(_part_file(p, args.quick).read_text()) for p in PARTS}
-    results: dict[str, Any] = {"settings": parts["weights"]["settings"]}
+    parts = {p: json.loads(_part_file(p, args.quick).read_text()) for p in PARTS
+             if _part_file(p, args.quick).is_file()}  # fmt: skip
+    missing = [p for p in PARTS if p not in parts]
+    if "weights" in missing:
+        sys.exit("the weights part has no results yet: run it first")
+    results: dict[str, Any] = {"settings": parts["weights"]["settings"], "missing_parts": missing}
+    results.update(structure=[], streaming=[], torch_pruning={"error": "the part did not run"})
     for part, data in parts.items():
         if data["settings"] != results["settings"]:
             sys.exit(f"part {part} ran with other settings: re-run it")
