@@ -68,8 +68,8 @@ EVAL_RANGE = "Matt1:1-John21:25"
 # development run; the evaluation text is never used to choose them).
 OWL_LAMBDA, OWL_M = 0.08, 5.0
 RECONSTRUCT_STEPS, RECONSTRUCT_BATCH, RECONSTRUCT_LR = 8, 4, 1e-3
-STREAM_RECONSTRUCT = 4  # steps per block in the streaming memory rows (half the batch)
-RECOVER_STEPS, RECOVER_BATCH, RECOVER_LR = 100, 2, 2e-4
+STREAM_RECONSTRUCT = 2  # steps per block in the streaming memory rows (peak memory, not quality)
+RECOVER_STEPS, RECOVER_BATCH, RECOVER_LR = 50, 2, 2e-4
 TINYLLAMA = dict(
     hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
     num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048,
