@@ -162,59 +162,76 @@ def reload_check(model, prompt: torch.Tensor) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def weight_rows(dense, calib, eval_ids, prompt, args) -> list[dict[str, Any]]:
-    """Per pattern: magnitude, then llm-compressor and netslim interleaved (Wanda, SparseGPT)
-    so both tools' prune times see the same machine load, then SparseGPT with the new steps."""
+def weight_plan(args) -> list[tuple[str | None, str, str, dict[str, Any]]]:
+    """(pattern, tool, method, new-step settings) in the order they run: what the bars need
+    first (each tool's SparseGPT back to back for the prune times, the best new rows), then
+    the rest, so a run cut short still holds the bars' figures."""
+    plan: list[tuple[str | None, str, str, dict[str, Any]]] = []
+    for nm in [p for p in (None, "2:4") if p is None or p in args.nm]:
+        if nm in args.llmc_patterns:
+            plan.append((nm, "llm-compressor", "sparsegpt", {}))
+        plan.append((nm, "netslim", "sparsegpt", {}))
+        if nm in args.llmc_patterns:
+            plan.append((nm, "llm-compressor", "wanda", {}))
+        plan.append((nm, "netslim", "sparsegpt", improved(nm, args)))
+    new = improved(None, args)
+    plan += [
+        (None, "netslim", "wanda", {}),
+        (None, "netslim", "sparsegpt", {"owl": new["owl"], "owl_m": new["owl_m"]}),
+        (None, "netslim", "sparsegpt", {k: v for k, v in new.items() if "owl" not in k}),
+    ]
+    for nm in args.nm:
+        if nm != "2:4":
+            plan += [
+                (nm, "netslim", "sparsegpt", {}),
+                (nm, "netslim", "sparsegpt", improved(nm, args)),
+            ]
+    for nm in args.nm:
+        plan += [(nm, "netslim", m, {}) for m in args.nm_methods[nm] if m != "sparsegpt"]
+    plan.append((None, "netslim", "magnitude", {}))
+    return plan
+
+
+def weight_rows(dense, calib, eval_ids, prompt, args, save=None) -> list[dict[str, Any]]:
+    """Every row of :func:`weight_plan`; llm-compressor runs in a child process. ``save(rows)``
+    is called after each row (a run cut short keeps what it measured)."""
     rows = [{"name": "dense", "tool": "-", "pattern": "-", **_ppl_row(dense, eval_ids, args),
              "seconds": 0.0}]  # fmt: skip
-    for nm in [None, *args.nm]:
+    for nm, tool, method, extra in weight_plan(args):
         pattern = nm or "50% unstructured"
-        methods = ["magnitude", "wanda", "sparsegpt"] if nm is None else args.nm_methods[nm]
-        runs: list[tuple[str, str, dict[str, Any]]] = []
-        if "magnitude" in methods:
-            runs.append(("netslim", "magnitude", {}))
-        for method in ("wanda", "sparsegpt"):
-            if nm in args.llmc_patterns:
-                runs.append(("llm-compressor", method, {}))
-            if method in methods:
-                runs.append(("netslim", method, {}))
-        new = improved(nm, args)
-        if nm is None:
-            runs.append(("netslim", "sparsegpt", {"owl": new["owl"], "owl_m": new["owl_m"]}))
-            runs.append(("netslim", "sparsegpt", {k: v for k, v in new.items() if "owl" not in k}))
-        runs.append(("netslim", "sparsegpt", new))
-        for tool, method, extra in runs:
-            if tool == "llm-compressor":
-                row = llmc_row(method, nm or "0:0", calib, eval_ids, args)
-                row.update(name=method, tool=tool, pattern=pattern)
-                if "error" in row:
-                    print(f"  {row['error']}", flush=True)
-                    rows.append(row)
-                    continue
-            else:
-                model = copy.deepcopy(dense)
-                load = _load()
-                report = prune_model(model, LLMPrune(method, 0.5, nm=nm, **extra), calib)
-                name = (
-                    method
-                    + ("+OWL" if extra.get("owl") else "")
-                    + ("+reconstruction" if extra.get("reconstruct") else "")
-                )
-                row = {"name": name, "tool": tool, "pattern": pattern,
-                       **_ppl_row(model, eval_ids, args), "sparsity": report["sparsity"],
-                       "seconds": report["seconds"], "costs": report.get("costs", {}),
-                       "load": [load, _load()]}  # fmt: skip
-                if extra:
-                    row["settings"] = extra
-                    row["reload"] = reload_check(model, prompt)
-                    if "owl" in report:
-                        row["owl"] = report["owl"]
-                del model
-            print(
-                f"  {tool:14s} {row['name']:28s} {pattern:17s} ppl {row['ppl']:.2f} "
-                f"({row['seconds']:.0f} s)", flush=True,
-            )  # fmt: skip
-            rows.append(row)
+        if tool == "llm-compressor":
+            row = llmc_row(method, nm or "0:0", calib, eval_ids, args)
+            row.update(name=method, tool=tool, pattern=pattern)
+            if "error" in row:
+                print(f"  {row['error']}", flush=True)
+                rows.append(row)
+                continue
+        else:
+            model = copy.deepcopy(dense)
+            load = _load()
+            report = prune_model(model, LLMPrune(method, 0.5, nm=nm, **extra), calib)
+            name = (
+                method
+                + ("+OWL" if extra.get("owl") else "")
+                + ("+reconstruction" if extra.get("reconstruct") else "")
+            )
+            row = {"name": name, "tool": tool, "pattern": pattern,
+                   **_ppl_row(model, eval_ids, args), "sparsity": report["sparsity"],
+                   "seconds": report["seconds"], "costs": report.get("costs", {}),
+                   "load": [load, _load()]}  # fmt: skip
+            if extra:
+                row["settings"] = extra
+                row["reload"] = reload_check(model, prompt)
+                if "owl" in report:
+                    row["owl"] = report["owl"]
+            del model
+        print(
+            f"  {tool:14s} {row['name']:28s} {pattern:17s} ppl {row['ppl']:.2f} "
+            f"({row['seconds']:.0f} s)", flush=True,
+        )  # fmt: skip
+        rows.append(row)
+        if save is not None:
+            save(rows)
     return rows
 
 
@@ -226,7 +243,9 @@ def _ppl_row(model, eval_ids, args) -> dict[str, Any]:
     }
 
 
-def structure_rows(dense, calib, recovery, eval_ids, prompt, args) -> list[dict[str, Any]]:
+def structure_rows(
+    dense, calib, recovery, eval_ids, prompt, args, save=None
+) -> list[dict[str, Any]]:
     def row(name: str, model, seconds: float, extra: dict | None = None) -> dict[str, Any]:
         out = {
             "name": name,
@@ -240,9 +259,12 @@ def structure_rows(dense, calib, recovery, eval_ids, prompt, args) -> list[dict[
         print(
             f"  {name:18s} ppl {out['ppl']:.2f}  decode {out['decode_tok_s']:.1f} tok/s", flush=True
         )
+        if save is not None:
+            save([*rows, out])
         return out
 
-    rows = [row("dense", dense, 0.0)]
+    rows: list[dict[str, Any]] = []
+    rows.append(row("dense", dense, 0.0))
     for steps in (0, args.recover):
         width = copy.deepcopy(dense)
         cfg = LLMPrune("width", args.width, head_sparsity=args.width, recover=steps,
@@ -640,7 +662,8 @@ def bars(results: dict[str, Any]) -> list[list[Any]]:
 
 def write_docs(results: dict[str, Any], write: bool = True) -> str:
     s = results["settings"]
-    w = results["weights"]
+    order = {"-": 0, "50% unstructured": 1, "2:4": 2, "4:8": 3}
+    w = sorted(results["weights"], key=lambda r: order.get(r["pattern"], 9))  # stable: run order
     base = w[0]["ppl"]
 
     def vs_llmc(r: dict[str, Any]) -> str:
@@ -724,6 +747,7 @@ removed by `netslim.structural` and written to the config (loader: {width["loade
     )  # fmt: skip
     parts_note = "; ".join(
         f"{p} {results[p + '_run']['machine']}, {results[p + '_run']['seconds'] / 60:.0f} min"
+        + (" (cut short: only the rows shown were measured)" if results[p + "_run"].get("cut_short") else "")
         for p in PARTS if p + "_run" in results
     )  # fmt: skip
     text = f"""# Pruning language models: one-shot calibration pruning, width and depth
@@ -878,15 +902,20 @@ def main() -> None:
     for part in PARTS if args.part == "all" else (args.part,):
         part_start = time.perf_counter()
         out: dict[str, Any] = {"machine": machine_line(), "settings": settings}
+
+        def save(rows: list, key: str = part, out: dict = out, start: float = part_start) -> None:
+            partial = {**out, key: rows, "seconds": time.perf_counter() - start, "partial": True}
+            _part_file(key, args.quick).write_text(json.dumps(partial, default=str))
+
         if part == "weights":
             print("per-weight methods:", flush=True)
-            out["weights"] = weight_rows(load_model(path), calib, eval_ids, prompt, args)
+            out["weights"] = weight_rows(load_model(path), calib, eval_ids, prompt, args, save)
         elif part == "structure":
             print("width / depth:", flush=True)
             dense = load_model(path)
             recovery = token_sequences(tok, kjv(CALIB_RANGE), args.recover_seq_len)
             out["structure"], width_model = structure_rows(
-                dense, calib, recovery, eval_ids, prompt, args
+                dense, calib, recovery, eval_ids, prompt, args, save
             )
             target = count_params(width_model)
             del width_model, dense
