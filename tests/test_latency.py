@@ -19,7 +19,7 @@ import netslim
 from netslim.errors import ConfigError
 from netslim.structural import op_timing
 from netslim.structural.config import Channels
-from netslim.structural.engine import candidates
+from netslim.structural.engine import candidates, pruned_copies
 from netslim.structural.groups import analyze
 from netslim.structural.knapsack import fast_end, mckp, staircase_steps
 from netslim.structural.latency_alloc import allocate, value_curve
@@ -163,7 +163,10 @@ def fake_clock(monkeypatch, tmp_path):
 def _table(model, x, target=None):
     analysis = analyze(model, x)
     groups = candidates(analysis, Channels())
-    return analysis, groups, build_table(model, x, analysis, groups, target or Target())
+    table = build_table(
+        model, x, analysis, groups, target or Target(), pruned_copy=pruned_copies(model, x)
+    )
+    return analysis, groups, table
 
 
 def test_table_predicts_the_synthetic_target(fake_clock) -> None:
@@ -188,9 +191,8 @@ def test_table_predicts_the_synthetic_target(fake_clock) -> None:
 
 
 def _prune_to(model, x, kept):
-    from netslim.structural.latency_table import _engine_copy
 
-    return _engine_copy(model, x)(kept)
+    return pruned_copies(model, x)(kept)
 
 
 def test_allocation_fits_budget_on_fast_ends(fake_clock) -> None:

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_target(args.runtime, args.threads, 1 if args.batch is None else args.batch)
     from netslim.models.spec import build_model, make_example_inputs
     from netslim.structural.config import Channels
-    from netslim.structural.engine import candidates
+    from netslim.structural.engine import candidates, pruned_copies
     from netslim.structural.groups import analyze
     from netslim.structural.latency_alloc import target_of
     from netslim.structural.latency_table import build_table
@@ -60,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     config = Channels(runtime=args.runtime, threads=args.threads, batch=args.batch)
     target = target_of(config, inputs)
     analysis = analyze(model, inputs)
-    table = build_table(model, inputs, analysis, candidates(analysis, config), target)
+    groups = candidates(analysis, config)
+    table = build_table(
+        model, inputs, analysis, groups, target, pruned_copy=pruned_copies(model, inputs)
+    )
     out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-latency")
     out.mkdir(parents=True, exist_ok=True)
     payload = table_dict(table)

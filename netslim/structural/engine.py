@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -101,7 +103,14 @@ def make_plan(
         from netslim.structural.latency_alloc import plan_counts
 
         counts, notes["latency"] = plan_counts(
-            model, example_inputs, analysis, groups, norm, fixed, config
+            model,
+            example_inputs,
+            analysis,
+            groups,
+            norm,
+            fixed,
+            config,
+            pruned_copy=pruned_copies(model, example_inputs),
         )
     elif target is not None:
         measure = count_macs if config.target_macs is not None else count_params
@@ -320,3 +329,21 @@ def prune(
     report["macs"] = {"before": before[1], "after": count_macs(analysis, kept)}
     report["groups"] = {"prunable": len(analysis.groups), "pruned": len(plan.keep)}
     return plan, report
+
+
+def pruned_copies(model: nn.Module, example_inputs: Any) -> Callable[[dict[str, int]], nn.Module]:
+    """``make(kept)``: a copy of ``model`` whose groups keep their first ``kept[group]`` indices
+    (the latency table's calibration points)."""
+
+    def make(kept: dict[str, int]) -> nn.Module:
+        trial = copy.deepcopy(model)
+        analysis = analyze(trial, example_inputs)
+        plan = PruningPlan(example_inputs=example_inputs)
+        for g in analysis.groups:
+            if g.id in kept and kept[g.id] < g.size:
+                plan.keep[g.id] = list(range(kept[g.id]))
+                plan.sizes[g.id] = g.size
+        apply_plan(trial, plan, example_inputs)
+        return trial
+
+    return make

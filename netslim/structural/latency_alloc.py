@@ -17,6 +17,7 @@ down) greedily by exact cost, one width step at a time, best value per ms first.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,11 +303,14 @@ def plan_counts(
     scores: dict[str, torch.Tensor],
     fixed: dict[str, int],
     config: Any,
+    *,
+    pruned_copy: Callable[[dict[str, int]], nn.Module],
 ) -> tuple[dict[str, int], dict[str, Any]]:
     """Counts for every group of ``groups`` under ``config``'s time target, and a report:
-    target, budget, dense and predicted ms, table build time."""
+    target, budget, dense and predicted ms, table build time. ``pruned_copy``: see
+    :func:`~netslim.structural.latency_table.build_table`."""
     target = target_of(config, example_inputs)
-    table = build_table(model, example_inputs, analysis, groups, target)
+    table = build_table(model, example_inputs, analysis, groups, target, pruned_copy=pruned_copy)
     if config.target_latency_ms is not None:
         budget = float(config.target_latency_ms)
     else:

@@ -19,7 +19,6 @@ the points, keyed by the model's layer list.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -317,13 +316,13 @@ def build_table(
     *,
     timer: Callable[[OpShape], float] | None = None,
     whole: Callable[[nn.Module, Any], float] | None = None,
-    pruned_copy: Callable[[dict[str, int]], nn.Module] | None = None,
+    pruned_copy: Callable[[dict[str, int]], nn.Module],
 ) -> LatencyTable:
     """Measure (or load from the cache) the table of ``model`` on ``target``.
 
     ``timer`` / ``whole``: injectable measuring functions (tests use synthetic clocks);
-    ``pruned_copy(kept)``: a copy of the model with those kept counts (the calibration point),
-    by default made with the structural engine."""
+    ``pruned_copy(kept)``: a copy of the model with those kept counts (the calibration point;
+    ``netslim.structural.engine.pruned_copies`` makes them with the engine, which calls this)."""
     import time
 
     start = time.perf_counter()
@@ -336,7 +335,7 @@ def build_table(
     whole = whole or (lambda m, x: op_timing.model_ms(m, x, target))
     inputs = rebatch(example_inputs, target.batch)
     key = model_key(model, layers, target)
-    make = pruned_copy or _engine_copy(model, example_inputs)
+    make = pruned_copy
     points = {"dense": {}, "half": half_widths(groups), "small": small_widths(groups)}
 
     def twice(kept: dict[str, int]) -> float:  # a calibration point: the better of two passes
@@ -380,25 +379,6 @@ def _cached_whole(cached: CachedTimer, key: str, measure: Callable[[], float]) -
         cached.cache.put(key, hit)
         cached.measured += 1
     return hit
-
-
-def _engine_copy(model: nn.Module, example_inputs: Any):
-    def make(kept: dict[str, int]) -> nn.Module:
-        from netslim.structural.engine import apply_plan
-        from netslim.structural.groups import analyze
-        from netslim.structural.plan import PruningPlan
-
-        trial = copy.deepcopy(model)
-        analysis = analyze(trial, example_inputs)
-        plan = PruningPlan(example_inputs=example_inputs)
-        for g in analysis.groups:
-            if g.id in kept and kept[g.id] < g.size:
-                plan.keep[g.id] = list(range(kept[g.id]))
-                plan.sizes[g.id] = g.size
-        apply_plan(trial, plan, example_inputs)
-        return trial
-
-    return make
 
 
 def fit_remainder(
