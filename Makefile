@@ -1,6 +1,6 @@
 PY := .venv/bin/python
 
-BENCHES := unstructured structural_speed coverage criteria layers lottery quantize llm distributed image_folder integrations
+BENCHES := unstructured structural_speed coverage criteria layers lottery quantize llm distributed image_folder integrations recovery
 
 .PHONY: setup demo test lint llm-weights $(addprefix bench-,$(BENCHES))
 

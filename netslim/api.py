@@ -85,7 +85,12 @@ def prune_step_(model: nn.Module, settings: Any, ratio: float, **kwargs: Any) ->
 
 
 def _consistently(handler: Handler, model: nn.Module, config: Any, **kwargs: Any) -> dict[str, Any]:
-    from netslim.distributed import broadcast_masks_, verify_consistent, verify_same
+    from netslim.distributed import (
+        broadcast_masks_,
+        broadcast_state_,
+        verify_consistent,
+        verify_same,
+    )
 
     described = asdict(config) if is_dataclass(config) else repr(config)
     verify_same(json.loads(json.dumps(described, default=str)), f"{type(config).__name__} settings")
@@ -94,6 +99,8 @@ def _consistently(handler: Handler, model: nn.Module, config: Any, **kwargs: Any
     test_loader = kwargs.pop("test_loader", None)
     summary = _run(handler, model, config, example_inputs, train_loader, test_loader, kwargs)
     broadcast_masks_(model)
+    if getattr(config, "reconstruct", False):  # refitted on each rank's own batches
+        broadcast_state_(model)
     verify_consistent(model, what=f"{type(config).__name__} pruning step")
     return summary
 

@@ -143,6 +143,15 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
         help="channel: keep channel counts multiples of K",
     )
     prune.add_argument(
+        "--reconstruct",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="unstructured/channel/slimming: after pruning, refit the pruned layers by least "
+        "squares to the dense model's outputs on --data batches (no labels; BN re-estimated). "
+        "Default: on for channel/slimming, and for unstructured without fine-tuning "
+        "(docs/recovery.md)",
+    )
+    prune.add_argument(
         "--remove",
         type=positive_int,
         default=None,
@@ -251,6 +260,7 @@ def settings_from_args(args: argparse.Namespace):
         threads=args.threads,
         batch=args.batch,
         round_to=args.round_to,
+        reconstruct=args.reconstruct,
         remove=args.remove,
         target_open=args.target_open,
         per_input=args.per_input,

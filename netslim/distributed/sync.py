@@ -127,6 +127,22 @@ def broadcast_masks_(model: nn.Module, src: int = 0) -> None:
             mask.copy_(buffer)
 
 
+def broadcast_state_(model: nn.Module, src: int = 0) -> None:
+    """Overwrite every parameter and buffer with rank ``src``'s values: weights refitted on each
+    rank's own calibration batches (reconstruction) would otherwise differ between ranks."""
+    if not is_initialized():
+        return
+    state = model.state_dict()
+    verify_same(sorted((k, list(v.shape)) for k, v in state.items()), "model state layout")
+    with torch.no_grad():
+        for key in sorted(state):
+            tensor = state[key]
+            buffer = tensor.to(device())
+            dist.broadcast(buffer, src)
+            if buffer is not tensor:
+                tensor.copy_(buffer)
+
+
 def all_reduce_scores_(scores: Mapping[str, Tensor], op: str = "mean") -> None:
     """Sum or average data-dependent importance scores over ranks, in place, in key order.
 

@@ -69,6 +69,8 @@ class JobSettings:
     round_to: int = 1
     ignore: list[str] = field(default_factory=list)  # outputs keep their width (see Channels)
     freeze: list[str] = field(default_factory=list)  # channel: modules left whole, inputs too
+    # least-squares refit after pruning (docs/recovery.md); None: on where the bench shows it wins
+    reconstruct: bool | None = None
     example_shape: list[int] | None = None
     latency: bool = True
     progress: bool = True
@@ -100,6 +102,15 @@ class JobSettings:
             raise ConfigError(f"l1-reg must be >= 0, got {self.l1_reg}")
         if self.quantize not in (None, "int8"):
             raise ConfigError(f"unknown --quantize {self.quantize!r}: the only choice is int8")
+        if self.reconstruct is None and self.method in RECONSTRUCTING:
+            self.reconstruct = default_reconstruct(self)
+        if self.reconstruct and self.method not in RECONSTRUCTING:
+            raise ConfigError(
+                f"--reconstruct refits pruned layers of unstructured/channel/slimming pruning, "
+                f"not --method {self.method}"
+            )
+        if self.reconstruct and not self.data:
+            raise ConfigError("--reconstruct needs calibration batches: give --data")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint-every must be >= 0, got {self.checkpoint_every}")
         self._check_method_settings()
@@ -152,6 +163,20 @@ def _default(f: Any) -> Any:
 
 
 _DEFAULTS = {f.name: _default(f) for f in fields(JobSettings)}
+
+
+RECONSTRUCTING = ("unstructured", "channel", "slimming")  # methods that read --reconstruct
+
+
+def default_reconstruct(settings: JobSettings) -> bool:
+    """What docs/recovery.md measured: reconstruction wins for channel pruning with or without
+    fine-tuning (vgg_small, resnet56), and for unstructured masks when no fine-tuning follows
+    (after fine-tuning it is a wash there). It needs calibration data."""
+    if not settings.data:
+        return False
+    if settings.method in ("channel", "slimming"):
+        return True
+    return settings.method == "unstructured" and settings.finetune_epochs == 0
 
 
 # Settings that change where files go or what is shown, never the result.
@@ -209,9 +234,11 @@ class _Trainer:
         train_loader: Any,
         teacher: nn.Module | None = None,
         checkpoint: Any = None,
+        test_loader: Any = None,
     ):
         self.settings = settings
         self.train_loader = train_loader
+        self.test_loader = test_loader  # accuracy right after each pruning step
         self.teacher = teacher
         self.checkpoint = checkpoint
 
@@ -266,13 +293,18 @@ def _apply_schedule(
         step = settings
         if time_steps:  # a time target per iterative round
             step = replace(settings, target_latency_ms=None, target_speedup=time_steps[index])
-        return prune_step_(
+        summary = prune_step_(
             model,
             step,
             settings.ratio if ratio is None else ratio,
             example_inputs=example_inputs,
             train_loader=trainer.train_loader,
         )
+        if trainer.test_loader is not None:  # shown beside the fine-tuned accuracy
+            from netslim.training import evaluate
+
+            summary["accuracy_after_prune"] = evaluate(model, trainer.test_loader)
+        return summary
 
     steps: list[dict[str, Any]] = []
     if settings.schedule == "oneshot":
@@ -401,7 +433,7 @@ def run_job(
     if ckpt.resuming:
         model = ckpt.load_model()
         log(f"resuming from {ckpt.latest()}")
-    trainer = _Trainer(settings, train_loader, checkpoint=ckpt)
+    trainer = _Trainer(settings, train_loader, checkpoint=ckpt, test_loader=test_loader)
     regularizer = _regularizer(settings, model, example_inputs)
     on_step = getattr(regularizer, "step", None)
     ckpt.stage(
@@ -659,6 +691,8 @@ def _make_report(
         {**s, "method": _CLI_NAMES.get(s["method"], s["method"])} if "method" in s else s
         for s in steps
     ]
+    pruned = [s["accuracy_after_prune"] for s in steps if "accuracy_after_prune" in s]
+    report["accuracy_after_prune"] = pruned[-1] if pruned else None
     return report
 
 

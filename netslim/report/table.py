@@ -34,10 +34,18 @@ def _ratio(before: Any, after: Any, key: str) -> str:
 
 
 def before_after_table(report: dict[str, Any]) -> str:
-    """A fixed-width text table; ``report`` holds ``<key>_before`` / ``<key>_after`` entries."""
+    """A fixed-width text table; ``report`` holds ``<key>_before`` / ``<key>_after`` entries
+    (and ``accuracy_after_prune``: the accuracy right after pruning, before fine-tuning)."""
     lines = [f"{'':28} {'before':>16} {'after':>16}  change"]
     for label, key, pattern in ROWS:
         before, after = report.get(f"{key}_before"), report.get(f"{key}_after")
+        if key == "accuracy" and report.get("accuracy_after_prune") is not None:
+            pruned = report["accuracy_after_prune"]
+            lines.append(
+                f"{'  right after pruning':28} {_fmt(before, pattern, key):>16} "
+                f"{_fmt(pruned, pattern, key):>16}  {_ratio(before, pruned, key)}"
+            )
+            label = "  after fine-tuning"
         lines.append(
             f"{label:28} {_fmt(before, pattern, key):>16} {_fmt(after, pattern, key):>16}  "
             f"{_ratio(before, after, key)}"

@@ -57,6 +57,10 @@ class Channels(ConfigBase):
         prunable (by default whole heads are removed and head_dim is kept).
     conv_groups: also remove whole groups of grouped convolutions / GroupNorm (by default the
         group count is kept and channels are removed evenly inside every group).
+    reconstruct: after removal, refit every conv/linear that lost input channels by least
+        squares so its outputs on ``calibration_batches`` batches of ``prune_(...,
+        train_loader=...)`` match the dense model's (no labels used), then re-estimate
+        BatchNorm statistics on them.
     """
 
     ratio: float = 0.5
@@ -77,6 +81,7 @@ class Channels(ConfigBase):
     within_heads: bool = False
     conv_groups: bool = False
     calibration_batches: int = 8
+    reconstruct: bool = False
 
     @property
     def time_target(self) -> bool:
@@ -85,6 +90,8 @@ class Channels(ConfigBase):
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio, "ratio")
+        if not isinstance(self.reconstruct, bool):
+            raise ConfigError(f"reconstruct must be True or False, got {self.reconstruct!r}")
         if self.criterion not in CRITERIA:
             raise ConfigError(
                 f"unknown criterion {self.criterion!r} (choose from {', '.join(CRITERIA)})"

@@ -30,7 +30,10 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
     if not isinstance(inputs, (tuple, dict)):
         inputs = (inputs,)
     calibration = calibration_from(ctx, config.calibration_batches)
-    plan, report = prune(model, inputs, config, calibration)
+    if config.reconstruct:
+        plan, report = _prune_reconstructed(model, inputs, config, calibration)
+    else:
+        plan, report = prune(model, inputs, config, calibration)
     if config.time_target:
         measure_pruned(model, inputs, config, report)
         if not plan.keep:  # already fast enough: nothing changed, nothing to record
@@ -58,6 +61,34 @@ def measure_pruned(model: nn.Module, inputs: Any, config: Channels, report: dict
     info["measured_ms"] = model_ms(model, rebatch(inputs, target.batch), target)
     if info.get("dense_ms"):
         info["measured_speedup"] = info["dense_ms"] / info["measured_ms"]
+
+
+def _prune_reconstructed(model: nn.Module, inputs: Any, config: Channels, calibration: Any):
+    """Prune a copy, refit its consumers against ``model`` (the dense original), then apply the
+    same plan to ``model`` and load the copy's values: a failure leaves ``model`` unchanged."""
+    import copy
+
+    from netslim.reconstruct import calibration_batches, reconstruct, supported
+    from netslim.training.optim_state import take_replacements
+
+    batches = calibration_batches(model, calibration)
+    work = copy.deepcopy(model)
+    take_replacements(work)  # start from no pending swaps on the copy
+    before = list(work.parameters())  # alive, so the swap notes can be read back
+    plan, report = prune(work, inputs, config, calibration)
+    if not plan.keep:  # a latency target already met: nothing to prune or refit
+        return plan, report
+    chosen = {id(new[0]): new[1] for new in take_replacements(work).values() if new is not None}
+    del before
+    targets = {}
+    for name, module in work.named_modules():
+        sel = dict(chosen.get(id(getattr(module, "weight", None)), ()))
+        if 1 in sel and supported(module):  # a consumer: it lost input channels
+            targets[name] = (sel.get(0), None)
+    report["reconstruction"] = reconstruct(work, model, targets, batches)
+    apply_plan(model, plan, inputs)
+    model.load_state_dict(work.state_dict())
+    return plan, report
 
 
 def example_inputs_from(record: dict[str, Any]) -> Any:

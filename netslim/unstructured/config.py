@@ -26,6 +26,11 @@ class Unstructured(ConfigBase):
     batches of ``prune_(..., train_loader=...)``. ``nm=(N, M)`` keeps N of every M consecutive
     inputs instead and ignores ``ratio`` and ``scope``. ``ignore`` names modules to leave alone;
     the last Linear/Conv (the classifier) is left alone unless ``include_classifier``.
+    ``reconstruct=True`` then updates the surviving weights of every masked Linear/Conv2d, layer
+    after layer, so its outputs on ``calibration_batches`` batches of the loader match the dense
+    model's (the optimal-brain-surgeon update for the chosen mask; no labels used).
+    ``prune_(..., reference=dense)`` makes every step of a schedule aim at the original model's
+    outputs instead of the previous step's.
     """
 
     ratio: float = 0.5
@@ -37,6 +42,7 @@ class Unstructured(ConfigBase):
     seed: int = 0
     include_classifier: bool = False
     calibration_batches: int = 8
+    reconstruct: bool = False
 
     def __post_init__(self) -> None:
         ratio = self.ratio
@@ -65,6 +71,6 @@ class Unstructured(ConfigBase):
             raise ConfigError(f"ignore must list module names, got {self.ignore!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        for flag in ("include_bias", "include_classifier"):
+        for flag in ("include_bias", "include_classifier", "reconstruct"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")

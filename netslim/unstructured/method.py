@@ -105,9 +105,42 @@ def prune(
 
         calibration = calibration_from(ctx, config.calibration_batches)
     masks = compute_masks(model, config, calibration)
+    fitted = None
+    if config.reconstruct:
+        reference = ctx.extras.get("reference") if ctx is not None else None
+        fitted = _reconstructed(model, masks, calibration, reference)
     apply_masks(model, masks)
+    if fitted is not None:
+        model.load_state_dict(fitted[0])  # same keys and shapes: the masked copy's new values
     record_masks(model, list(masks), config)
-    return summarize(model, config)
+    summary = summarize(model, config)
+    if fitted is not None:
+        summary["reconstruction"] = fitted[1]
+    return summary
+
+
+def _reconstructed(
+    model: nn.Module, masks: Mapping[str, Tensor], calibration: Any, reference: Any = None
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Mask a copy, refit its masked convs/linears against ``reference`` (default: ``model``
+    as it was before this step; a schedule passes ``prune_(..., reference=dense)`` so that
+    every step aims at the original outputs); the copy's state and the report. The model itself
+    is untouched, so a failure here leaves it as it was."""
+    import copy
+
+    from netslim.reconstruct import calibration_batches, reconstruct, supported
+
+    batches = calibration_batches(model, calibration)
+    work = copy.deepcopy(model)
+    apply_masks(work, masks)
+    targets = {}
+    for key in masks:
+        name, _, leaf = key.rpartition(".")
+        module = work.get_submodule(name)
+        if leaf == "weight" and supported(module):
+            targets[name] = (None, get_mask(module, "weight"))
+    report = reconstruct(work, model if reference is None else reference, targets, batches)
+    return work.state_dict(), report
 
 
 def replay_masks(model: nn.Module, step: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ def parse_nm(text: str | None) -> tuple[int, int] | None:
 FLAGS = {
     "unstructured": frozenset(
         {"ratio", "scope", "criterion", "nm", "ignore", "l1_reg", "rounds", "keep_masks"}
+        | {"reconstruct"}
     )
 }
 
@@ -36,4 +37,5 @@ def unstructured_config(settings: Any, ratio: float) -> Unstructured:
         nm=parse_nm(settings.nm),
         ignore=tuple(settings.ignore),
         seed=settings.seed,
+        reconstruct=getattr(settings, "reconstruct", False),
     )

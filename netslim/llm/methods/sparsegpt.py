@@ -17,27 +17,12 @@ import torch
 from torch import Tensor
 
 from netslim._runtime import one_thread
-from netslim.errors import PruningError
 from netslim.llm.calibration import LayerStats
 from netslim.llm.config import LLMPrune
 from netslim.llm.methods.masks import lowest
 from netslim.llm.methods.registry import register_llm_method
+from netslim.reconstruct.linalg import inverse_cholesky
 from netslim.unstructured.nm import nm_mask
-
-
-def inverse_cholesky(hessian: Tensor, damp: float) -> Tensor:
-    """Upper Cholesky factor of ``(H + λ·mean(diag H)·I)⁻¹``; more damping if H is singular."""
-    mean_diag = float(hessian.diagonal().mean())
-    for factor in (1.0, 10.0, 100.0):
-        h = hessian.clone()
-        h.diagonal().add_(damp * factor * mean_diag)
-        lower, info = torch.linalg.cholesky_ex(h)
-        if int(info) == 0:
-            inv = torch.cholesky_inverse(lower)
-            upper, info = torch.linalg.cholesky_ex(inv, upper=True)
-            if int(info) == 0:
-                return upper
-    raise PruningError("the calibration Hessian is not positive definite even with 100x damping")
 
 
 @register_llm_method("sparsegpt", needs={"gram"})

@@ -1,0 +1,653 @@
+"""Accuracy kept for the same cut: layer-wise reconstruction and recovery recipes against one-shot
++ plain fine-tuning, Torch-Pruning and ``torch.nn.utils.prune``. Writes docs/recovery.md and
+docs/results/recovery.json.
+
+    .venv/bin/python bench/recovery.py [--quick] [--part lenet quantize vgg resnet56] [--seeds 0 1 2]
+
+Every variant of a part sees the same dense model, the same calibration batches and the same
+fine-tuning batches in the same order (the loader's generator is reseeded before each fine-tune),
+for each seed (the seed sets the dense model's initialisation and data order).
+
+1. lenet: LeNet-300-100 on Fashion-MNIST, 15 dense epochs (Adam 1e-3), global L1 masks at 95 %
+   and 98 % (classifier kept dense, as in docs/unstructured.md), 5 fine-tuning epochs with
+   distillation from the dense model (Adam 1e-3, cosine; the budget of docs/unstructured.md).
+   Variants: ``torch.nn.utils.prune.global_unstructured`` (masks identical to netslim's plain
+   one-shot), netslim with reconstruction, stepwise reconstruction (the mask raised in 4 steps on
+   calibration data, each followed by reconstruction), and gradual pruning inside the budget
+   (4 prune+reconstruct steps, the learning rate rewound to 1e-3 at each, distillation). Also
+   one-shot at 90 % without fine-tuning.
+   quantize: the prune + int8 + compressed artifact at 95 % with docs/quantize.md's protocol,
+   plain and reconstructed rounds.
+2. vgg: vgg_small, the protocol of docs/criteria.md (3 dense epochs, global ranking to a MACs
+   target, 200 fine-tuning steps, same batches): Torch-Pruning (l2, BN scale) with plain and with
+   distilled fine-tuning, netslim plain, netslim with reconstruction + distillation; one-shot at
+   2x without fine-tuning, with and without reconstruction.
+3. resnet56: the data of docs/layers.md (6000 training / 2000 test images, 3 dense epochs), 2x
+   fewer MACs, 2 fine-tuning epochs; Torch-Pruning l2, netslim plain, netslim reconstruct + KD
+   (an epoch of ResNet-56 costs minutes on one core: run with ``--seeds 0`` to fit the hour).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DOCS, RESULTS, Stopwatch, machine_line, markdown_table, write_results  # noqa: E402
+
+import netslim  # noqa: E402
+from netslim.data import make_loaders  # noqa: E402
+from netslim.measure import count_macs  # noqa: E402
+from netslim.models.spec import build_model  # noqa: E402
+from netslim.schedules import iterative_ratios  # noqa: E402
+from netslim.structural import Channels  # noqa: E402
+from netslim.training import evaluate, seed_everything, train  # noqa: E402
+from netslim.unstructured import Unstructured  # noqa: E402
+
+TMP = Path(tempfile.gettempdir()) / "netslim-recovery-bench"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _finetune(
+    model: nn.Module,
+    loader,
+    *,
+    epochs: int = 1,
+    steps: int | None = None,
+    lr: float = 1e-3,
+    teacher: nn.Module | None = None,
+) -> None:
+    """Same batches in the same order for every variant: only the pruning and recipe differ."""
+    loader.generator.manual_seed(1)
+    if epochs and (steps is None or steps > 0):
+        train(model, loader, epochs=epochs, max_steps=steps, lr=lr, teacher=teacher, progress=False)
+
+
+def _dense(spec: str, loader, epochs: int, seed: int) -> nn.Module:
+    seed_everything(seed)
+    loader.generator.manual_seed(100 + seed)
+    model = build_model(spec)
+    train(model, loader, epochs=epochs, lr=1e-3, progress=False)
+    return model
+
+
+def _try(rows: dict, key: str, fn: Callable[[], dict[str, Any]]) -> None:
+    try:
+        with Stopwatch() as sw:
+            rows[key] = fn()
+        rows[key]["seconds"] = round(sw.seconds, 1)
+    except Exception as exc:  # noqa: BLE001 - record and go on
+        rows[key] = {"error": f"{type(exc).__name__}: {exc}"}
+        traceback.print_exc()
+
+
+# ---- 1. LeNet-300-100 unstructured -------------------------------------------------------------
+
+
+def _fc_layers(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """Every Linear but the classifier: the targets of ``Unstructured`` by default."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return [(m, "weight") for m in linears[:-1]]
+
+
+def lenet_variants(args, train_loader) -> dict[str, Callable[[nn.Module, nn.Module, float], float]]:
+    """name -> fn(model, dense, sparsity) that prunes + recovers ``model`` in place and returns
+    the accuracy right after pruning (before any fine-tuning), or None."""
+    ft = args.lenet_ft_epochs
+
+    def torch_prune_ft(model, dense, sp):
+        torch_prune.global_unstructured(
+            _fc_layers(model), pruning_method=torch_prune.L1Unstructured, amount=sp
+        )
+        one = evaluate(model, args.test_loader)
+        _finetune(model, train_loader, epochs=ft, teacher=dense)
+        return one
+
+    def reconstruct_ft(model, dense, sp):
+        cfg = Unstructured(ratio=sp, scope="global", reconstruct=True)
+        netslim.prune_(model, cfg, train_loader=train_loader)
+        one = evaluate(model, args.test_loader)
+        _finetune(model, train_loader, epochs=ft, teacher=dense)
+        return one
+
+    def stepwise_ft(model, dense, sp):
+        # the mask rises in 4 steps on calibration data alone, each step reconstructed: later
+        # steps rank weights that already absorbed the earlier removals
+        for ratio in iterative_ratios(sp, 4):
+            cfg = Unstructured(ratio=ratio, scope="global", reconstruct=True)
+            netslim.prune_(model, cfg, train_loader=train_loader, reference=dense)
+        one = evaluate(model, args.test_loader)
+        _finetune(model, train_loader, epochs=ft, teacher=dense)
+        return one
+
+    def gradual_rewind(model, dense, sp):
+        # 4 prune+reconstruct steps inside the same budget; each trains with the learning rate
+        # rewound to its initial value (Renda et al. 2020) and distillation from the dense model
+        one = None
+        per_round = [1] * (ft - 1)
+        per_round[-1] += 1  # 5 epochs -> 1, 1, 1, 2
+        for ratio, epochs in zip(iterative_ratios(sp, len(per_round)), per_round, strict=True):
+            cfg = Unstructured(ratio=ratio, scope="global", reconstruct=True)
+            netslim.prune_(model, cfg, train_loader=train_loader, reference=dense)
+            one = evaluate(model, args.test_loader) if one is None else one
+            _finetune(model, train_loader, epochs=epochs, teacher=dense)
+        return None
+
+    return {
+        "torch.nn.utils.prune + FT": torch_prune_ft,
+        "netslim reconstruct + FT": reconstruct_ft,
+        "netslim stepwise reconstruct + FT": stepwise_ft,
+        "netslim gradual + rewind + KD": gradual_rewind,
+    }
+
+
+def run_lenet(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
+    dense = _dense("zoo:lenet300", train_loader, args.lenet_dense_epochs, seed)
+    dense_acc = evaluate(dense, test_loader)
+    log(f"[lenet s{seed}] dense {100 * dense_acc:.2f}%")
+    out: dict[str, Any] = {"dense": dense_acc, "rows": {}, "oneshot": {}}
+    variants = lenet_variants(args, train_loader)
+    for sp in args.lenet_sparsities:
+        for name, fn in variants.items():
+
+            def one(fn=fn, sp=sp) -> dict[str, Any]:
+                seed_everything(1)
+                model = copy.deepcopy(dense)
+                pruned = fn(model, dense, sp)
+                return {"pruned": pruned, "accuracy": evaluate(model, test_loader)}
+
+            key = f"{sp:.2f} {name}"
+            _try(out["rows"], key, one)
+            r = out["rows"][key]
+            if "accuracy" in r:
+                log(f"[lenet s{seed}] {key}: {100 * r['accuracy']:.2f}% ({r['seconds']} s)")
+    # one-shot, no fine-tuning, with and without reconstruction
+    for sp in args.oneshot_sparsities:
+        plain = copy.deepcopy(dense)
+        torch_prune.global_unstructured(
+            _fc_layers(plain), pruning_method=torch_prune.L1Unstructured, amount=sp
+        )
+        rec = copy.deepcopy(dense)
+        netslim.prune_(
+            rec, Unstructured(ratio=sp, scope="global", reconstruct=True), train_loader=train_loader
+        )
+        out["oneshot"][f"{sp:.2f}"] = {
+            "plain": evaluate(plain, test_loader),
+            "reconstruct": evaluate(rec, test_loader),
+        }
+        log(f"[lenet s{seed}] one-shot {sp}: {out['oneshot'][f'{sp:.2f}']}")
+    return out
+
+
+def run_quantize(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
+    """Prune + int8 + compressed artifact with docs/quantize.md's protocol (15 dense epochs;
+    global L1 with the classifier included, 8 geometric prune rounds x 5 distilled epochs; the
+    decoded model's accuracy; bytes against the dense float32 artifact), each round plain or
+    reconstructed against the dense model."""
+    from netslim.compress import compress, decompress
+
+    dense = _dense("zoo:lenet300", train_loader, args.lenet_dense_epochs, seed)
+    dense_acc = evaluate(dense, test_loader)
+    log(f"[quantize s{seed}] dense {100 * dense_acc:.2f}%")
+    TMP.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, Any] = {}
+    for sp in args.artifact_sparsities:
+        for rec in (False, True):
+            seed_everything(1)
+            model = copy.deepcopy(dense)
+            for ratio in iterative_ratios(sp, args.artifact_rounds):
+                cfg = Unstructured(
+                    ratio=ratio, scope="global", include_classifier=True, reconstruct=rec
+                )
+                netslim.prune_(model, cfg, train_loader=train_loader, reference=dense)
+                _finetune(model, train_loader, epochs=args.lenet_ft_epochs, teacher=dense)
+            path = TMP / f"lenet-{seed}-{sp}-{rec}.nsz"
+            report = compress(model, path, values="int8")
+            acc = evaluate(decompress(path), test_loader)
+            key = f"{sp:.2f} {'reconstruct' if rec else 'plain'}"
+            rows[key] = {"bytes": report.bytes, "ratio": report.ratio, "accuracy": acc}
+            log(f"[quantize s{seed}] {key}: {report.ratio:.1f}x, {100 * acc:.2f}%")
+    return {"dense": dense_acc, "rows": rows}
+
+
+# ---- 2./3. structured: vgg_small and resnet56 ---------------------------------------------------
+
+
+def _tp(dense: nn.Module, example, keep: float, importance: str) -> nn.Module:
+    from _peers import tp_prune_to_macs
+
+    model, _ = tp_prune_to_macs(
+        copy.deepcopy(dense), example, keep, num_outputs=10, importance=importance
+    )
+    return model
+
+
+def _netslim_channels(dense, example, keep, loader, *, reconstruct: bool, criterion: str):
+    model = copy.deepcopy(dense)
+    cfg = Channels(criterion=criterion, target_macs=keep, scope="global", reconstruct=reconstruct)
+    netslim.prune_(model, cfg, example_inputs=example, train_loader=loader)
+    return model
+
+
+def run_structured(
+    args, spec: str, train_loader, test_loader, seed: int, *, dense_epochs: int, budget: dict
+) -> dict[str, Any]:
+    """``budget``: ``{"steps": N}`` or ``{"epochs": N}`` of fine-tuning, the same for all."""
+    example = torch.randn(1, 1, 28, 28)
+    dense = _dense(spec, train_loader, dense_epochs, seed)
+    dense_acc = evaluate(dense, test_loader)
+    base_macs = count_macs(dense, (example,))
+    log(f"[{spec} s{seed}] dense {100 * dense_acc:.2f}%")
+    out: dict[str, Any] = {"dense": dense_acc, "rows": {}, "oneshot": {}}
+    crit = args.channel_criterion
+    steps = budget.get("steps")
+    epochs = budget.get("epochs", 1)
+
+    def finish(model: nn.Module, teacher: nn.Module | None) -> dict[str, Any]:
+        pruned = evaluate(model, test_loader)
+        _finetune(model, train_loader, epochs=epochs, steps=steps, teacher=teacher)
+        macs = count_macs(model, (example,)) / base_macs
+        return {"pruned": pruned, "accuracy": evaluate(model, test_loader), "macs": macs}
+
+    for r in budget["reductions"]:
+        keep = 1 / r
+        variants: dict[str, Callable[[], dict[str, Any]]] = {}
+        for imp in args.tp_importance if budget.get("peers_kd") else args.tp_importance[:1]:
+            variants[f"tp-{imp} + FT"] = lambda imp=imp, keep=keep: finish(
+                _tp(dense, example, keep, imp), None
+            )
+            if budget.get("peers_kd"):
+                variants[f"tp-{imp} + KD FT"] = lambda imp=imp, keep=keep: finish(
+                    _tp(dense, example, keep, imp), dense
+                )
+        variants[f"netslim {crit} + FT"] = lambda keep=keep: finish(
+            _netslim_channels(
+                dense, example, keep, train_loader, reconstruct=False, criterion=crit
+            ),
+            None,
+        )
+        variants[f"netslim {crit} reconstruct + KD FT"] = lambda keep=keep: finish(
+            _netslim_channels(dense, example, keep, train_loader, reconstruct=True, criterion=crit),
+            dense,
+        )
+        for name, fn in variants.items():
+            key = f"{r}x {name}"
+            seed_everything(1)
+            _try(out["rows"], key, fn)
+            row = out["rows"][key]
+            if "accuracy" in row:
+                log(
+                    f"[{spec} s{seed}] {key}: {100 * row['accuracy']:.2f}% "
+                    f"(pruned {100 * row['pruned']:.2f}%, MACs {row['macs']:.3f}, {row['seconds']} s)"
+                )
+    for r in budget.get("oneshot", ()):
+        res = {}
+        for rec in (False, True):
+            model = _netslim_channels(
+                dense, example, 1 / r, train_loader, reconstruct=rec, criterion=crit
+            )
+            res["reconstruct" if rec else "plain"] = evaluate(model, test_loader)
+        out["oneshot"][f"{r}x"] = res
+        log(f"[{spec} s{seed}] one-shot {r}x: {res}")
+    return out
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def _stats(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = 100 * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def _mean(values: list[float]) -> float:
+    return 100 * statistics.fmean(values) if values else float("nan")
+
+
+def _collect(part: list[dict[str, Any]], key: str, field: str = "accuracy") -> list[float]:
+    return [s["rows"][key][field] for s in part if field in s["rows"].get(key, {})]
+
+
+def _variant_table(part: list[dict[str, Any]]) -> tuple[str, dict[str, float]]:
+    dense = [s["dense"] for s in part]
+    keys = list(dict.fromkeys(k for s in part for k in s["rows"]))
+    rows, means = [], {}
+    for k in keys:
+        acc = _collect(part, k)
+        pruned = [
+            s["rows"][k]["pruned"] for s in part if s["rows"].get(k, {}).get("pruned") is not None
+        ]
+        macs = _collect(part, k, "macs")
+        loss = [d - a for d, a in zip(dense, acc, strict=False)] if len(acc) == len(dense) else []
+        means[k] = _mean(acc)
+        errors = [s["rows"][k]["error"][:50] for s in part if "error" in s["rows"].get(k, {})]
+        rows.append(
+            [
+                k,
+                _stats(pruned),
+                _stats(acc) if acc else (errors[0] if errors else "-"),
+                f"{_mean(loss):.2f}" if loss else "-",
+                f"{statistics.fmean(macs):.3f}" if macs else "",
+            ]
+        )
+    head = ["variant", "right after pruning %", "fine-tuned %", "loss vs dense (pts)", "MACs"]
+    return markdown_table(head, rows), means
+
+
+def write_docs(
+    results: dict[str, Any], args, target: Path = DOCS / "recovery.md"
+) -> list[tuple[str, str, str]]:
+    lines = [
+        "# Recovery: keeping accuracy for the same cut",
+        "",
+        "`bench/recovery.py` (parts run separately under one CPU slot each; every part states "
+        "its own run). Accuracies are means ± standard deviation over the seeds; each seed "
+        "trains its own dense model, and every variant of that seed starts from it with the "
+        "same calibration batches (8 of the training loader, labels unused) and the same "
+        "fine-tuning batches in the same order.",
+        "",
+        "API: `Channels(..., reconstruct=True)`, `Unstructured(..., reconstruct=True)` with "
+        "`prune_(model, cfg, train_loader=loader)`; CLI `netslim prune ... --reconstruct` (the "
+        "report prints the accuracy right after pruning beside the fine-tuned one). "
+        "Reconstruction: layers refitted in forward order against the dense model's outputs "
+        "(the inputs come from the pruned model, so each solve also absorbs the error from "
+        "below); channel pruning refits every consumer of a pruned channel group by ridge "
+        "least squares (convolutions unfolded, ≤ 4096 positions per batch) and re-estimates "
+        "BatchNorm; masks get the exact optimal-brain-surgeon update of each row's surviving "
+        "weights (OBC), masks unchanged.",
+        "",
+    ]
+    bars: list[tuple[str, str, str]] = []
+    lenet = results.get("lenet")
+    if lenet:
+        seeds = lenet["seeds"]
+        dense = [s["dense"] for s in seeds]
+        table, means = _variant_table(seeds)
+        lines += [
+            "## LeNet-300-100, Fashion-MNIST, global L1 masks",
+            "",
+            f"Run: {lenet['machine']}; seeds {lenet['seed_ids']}. Dense {_stats(dense)}% "
+            f"({lenet['settings']}).",
+            "",
+            table,
+            "",
+        ]
+        d = _mean(dense)
+        for sp, bar in (("0.95", 0.5), ("0.98", 2.0)):
+            best = max(
+                ((k, v) for k, v in means.items() if k.startswith(sp) and "netslim" in k),
+                key=lambda kv: kv[1],
+                default=(None, float("nan")),
+            )
+            loss = d - best[1]
+            bars.append(
+                (
+                    f"LeNet-300-100 {float(sp):.0%} global, 5 FT epochs: loses ≤ {bar} pt",
+                    f"{loss:.2f} pt ({best[0]})",
+                    "met" if loss <= bar else f"MISSED by {loss - bar:.2f} pt",
+                )
+            )
+        one = []
+        for sp in lenet["seeds"][0]["oneshot"]:
+            plain = [s["oneshot"][sp]["plain"] for s in seeds]
+            rec = [s["oneshot"][sp]["reconstruct"] for s in seeds]
+            closed = (_mean(rec) - _mean(plain)) / max(d - _mean(plain), 1e-9)
+            one.append([f"{float(sp):.0%}", _stats(plain), _stats(rec), f"{100 * closed:.0f}%"])
+            bars.append(
+                (
+                    f"LeNet-300-100 {float(sp):.0%} one-shot: ≥ half the gap to dense closed",
+                    f"{100 * closed:.0f}% closed ({_mean(plain):.2f} → {_mean(rec):.2f}, dense {d:.2f})",
+                    "met" if closed >= 0.5 else "MISSED",
+                )
+            )
+        lines += [
+            "One-shot, no fine-tuning (`torch.nn.utils.prune` masks = netslim's plain masks):",
+            "",
+            markdown_table(["sparsity", "plain %", "reconstructed %", "gap to dense closed"], one),
+            "",
+        ]
+    quant = results.get("quantize")
+    if quant:
+        seeds = quant["seeds"]
+        d = _mean([s["dense"] for s in seeds])
+        art = []
+        for key in seeds[0]["rows"]:
+            ratio = statistics.fmean(s["rows"][key]["ratio"] for s in seeds)
+            acc = [s["rows"][key]["accuracy"] for s in seeds]
+            loss = d - _mean(acc)
+            art.append([key, f"{ratio:.1f}x", _stats(acc), f"{loss:.2f}"])
+            bars.append(
+                (
+                    f"LeNet-300-100 {key} + int8 + compressed: ≥ 40x at ≤ 0.5 pt",
+                    f"{ratio:.1f}x at {loss:.2f} pt",
+                    "met" if ratio >= 40 and loss <= 0.5 else "MISSED",
+                )
+            )
+        lines += [
+            "## LeNet-300-100: prune + int8 + compressed artifact",
+            "",
+            f"Run: {quant['machine']}; seeds {quant['seed_ids']}. Dense "
+            f"{_stats([s['dense'] for s in seeds])}% ({quant['settings']}). Values int8 "
+            "(`netslim.compress`, one scale per tensor); accuracy of the model decoded from the "
+            "artifact; size against the dense float32 artifact, as in docs/quantize.md.",
+            "",
+            markdown_table(
+                ["sparsity, rounds", "smaller", "decoded accuracy %", "loss (pts)"], art
+            ),
+            "",
+        ]
+    for name, title in (("vgg", "vgg_small"), ("resnet56", "resnet56")):
+        part = results.get(name)
+        if not part:
+            continue
+        seeds = part["seeds"]
+        dense = [s["dense"] for s in seeds]
+        table, means = _variant_table(seeds)
+        d = _mean(dense)
+        lines += [
+            f"## {title}, Fashion-MNIST, channels removed to a MACs target",
+            "",
+            f"Run: {part['machine']}; seeds {part['seed_ids']}. Dense {_stats(dense)}% "
+            f"({part['settings']}).",
+            "",
+            table,
+            "",
+        ]
+        for r in part["reductions"]:
+            ours = {k: v for k, v in means.items() if k.startswith(f"{r}x netslim")}
+            peers = {k: v for k, v in means.items() if k.startswith(f"{r}x tp-")}
+            if not ours:
+                continue
+            best_k, best = max(ours.items(), key=lambda kv: kv[1])
+            if name == "vgg" and peers:
+                peer_k, peer = max(peers.items(), key=lambda kv: kv[1])
+                need = {4: 0.5, 8: 1.0}.get(r)
+                if need is not None:
+                    gain = best - peer
+                    bars.append(
+                        (
+                            f"vgg_small {r}x, 200 steps: ≥ best Torch-Pruning + {need} pt",
+                            f"{gain:+.2f} pt ({best:.2f} vs {peer_k} {peer:.2f})",
+                            "met" if gain >= need else f"MISSED by {need - gain:.2f} pt",
+                        )
+                    )
+            if name == "resnet56":
+                gap = d - best
+                bars.append(
+                    (
+                        f"resnet56 {r}x, ≤ 2 FT epochs: within 0.5 pt of dense",
+                        f"{gap:.2f} pt below dense ({best_k})",
+                        "met" if gap <= 0.5 else f"MISSED by {gap - 0.5:.2f} pt",
+                    )
+                )
+        one = []
+        for r, _ in seeds[0]["oneshot"].items():
+            plain = [s["oneshot"][r]["plain"] for s in seeds]
+            rec = [s["oneshot"][r]["reconstruct"] for s in seeds]
+            closed = (_mean(rec) - _mean(plain)) / max(d - _mean(plain), 1e-9)
+            one.append([r, _stats(plain), _stats(rec), f"{100 * closed:.0f}%"])
+            bars.append(
+                (
+                    f"{title} {r} one-shot: ≥ half the gap to dense closed",
+                    f"{100 * closed:.0f}% closed ({_mean(plain):.2f} → {_mean(rec):.2f}, dense {d:.2f})",
+                    "met" if closed >= 0.5 else "MISSED",
+                )
+            )
+        if one:
+            lines += [
+                "One-shot, no fine-tuning:",
+                "",
+                markdown_table(["MACs cut", "plain %", "reconstructed %", "gap closed"], one),
+                "",
+            ]
+    lines += ["## The bars of issue #16", "", markdown_table(["bar", "measured", ""], bars), ""]
+    lines += FINDINGS
+    target.write_text("\n".join(lines))
+    return bars
+
+
+FINDINGS = [
+    "## What wins, and the defaults",
+    "",
+    "- Channel pruning: reconstruction is the difference. Right after pruning it keeps most of "
+    "the dense accuracy where plain removal collapses to near chance, and the advantage "
+    "survives the short fine-tuning budget (vgg_small, resnet56 above). Distillation alone "
+    "does not explain it: Torch-Pruning with the same distilled fine-tuning is no better than "
+    "with plain fine-tuning. `netslim prune --method channel|slimming` therefore reconstructs "
+    "by default (with `--data`; `--no-reconstruct` turns it off).",
+    "- Unstructured masks: reconstruction (the exact OBS update per row) turns a collapsed "
+    "one-shot model into a usable one, so `--method unstructured` with `--finetune-epochs 0` "
+    "reconstructs by default. After 5 distilled epochs every recipe lands within a few tenths "
+    "of a point of plain one-shot + fine-tuning (the fine-tuning forgets the starting point); "
+    "gradual pruning with learning-rate rewinding inside the same budget was no better. The "
+    "LeNet-300-100 95 % / 98 % bars are not met by any recipe tried here. With "
+    "docs/quantize.md's long schedule (8 prune rounds x 5 distilled epochs) reconstructing "
+    "every round even hurt (1.4 pt lost against 0.6 plain): fine-tuning from weights refitted "
+    "on 8 calibration batches ends lower. So unstructured pruning followed by fine-tuning is "
+    "left unreconstructed by default.",
+    "- The MACs of Torch-Pruning's rows come from its uniform-ratio search (0.254 / 0.118 of "
+    "the dense MACs); netslim's global ranking lands at 0.246 / 0.122: the 8x comparison "
+    "gives netslim about 3 % more MACs, the 4x one gives it 3 % fewer.",
+    "",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget to check the script runs")
+    parser.add_argument("--part", nargs="+", default=["lenet", "quantize", "vgg", "resnet56"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--report-only", action="store_true", help="re-render docs from the JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one CPU slot
+    q = args.quick
+    args.lenet_dense_epochs, args.lenet_ft_epochs = (1, 2) if q else (15, 5)
+    args.lenet_sparsities = (0.95,) if q else (0.95, 0.98)
+    args.oneshot_sparsities = (0.9,)
+    args.artifact_sparsities, args.artifact_rounds = (0.95,), 2 if q else 8
+    args.tp_importance = ("l2",) if q else ("l2", "bn")
+    args.channel_criterion = "l2"
+    limit = 2000 if q else None
+    previous = RESULTS / "recovery.json"
+    results: dict[str, Any] = {}
+    if previous.exists() and not q:  # a run of some parts keeps the others from the last run
+        results = json.loads(previous.read_text())
+    if not args.report_only:
+        for part in args.part:
+            if part == "resnet56":
+                train_loader, test_loader = make_loaders(
+                    "fashion-mnist",
+                    batch_size=128,
+                    limit_train=1000 if q else 6000,
+                    limit_test=500 if q else 2000,
+                    seed=0,
+                )
+            else:
+                train_loader, test_loader = make_loaders(
+                    "fashion-mnist", batch_size=128, limit_train=limit, limit_test=limit
+                )
+            args.test_loader = test_loader
+            seeds = []
+            for seed in args.seeds:
+                if part == "lenet":
+                    seeds.append(run_lenet(args, train_loader, test_loader, seed))
+                    settings = (
+                        f"{args.lenet_dense_epochs} dense epochs, {args.lenet_ft_epochs} "
+                        "fine-tuning epochs with distillation, Adam 1e-3 cosine, batch 128"
+                    )
+                elif part == "quantize":
+                    seeds.append(run_quantize(args, train_loader, test_loader, seed))
+                    settings = (
+                        f"{args.lenet_dense_epochs} dense epochs; global L1, classifier included, "
+                        f"{args.artifact_rounds} prune rounds x {args.lenet_ft_epochs} distilled "
+                        "epochs (Adam 1e-3 cosine), as docs/quantize.md"
+                    )
+                elif part == "vgg":
+                    budget = {
+                        "steps": 5 if q else 200,
+                        "reductions": (4, 8),
+                        "oneshot": (2,),
+                        "peers_kd": True,
+                    }
+                    seeds.append(
+                        run_structured(
+                            args, "zoo:vgg_small", train_loader, test_loader, seed,
+                            dense_epochs=1 if q else 3, budget=budget,
+                        )
+                    )  # fmt: skip
+                    settings = (
+                        f"{1 if q else 3} dense epochs; {budget['steps']} fine-tuning steps, "
+                        "Adam 1e-3 cosine, batch 128, as docs/criteria.md"
+                    )
+                elif part == "resnet56":
+                    budget = {"epochs": 1 if q else 2, "reductions": (2,)}
+                    seeds.append(
+                        run_structured(
+                            args, "zoo:resnet56", train_loader, test_loader, seed,
+                            dense_epochs=1 if q else 3, budget=budget,
+                        )
+                    )  # fmt: skip
+                    settings = (
+                        "6000 training / 2000 test images, 3 dense epochs as docs/layers.md; "
+                        f"{budget['epochs']} fine-tuning epochs, Adam 1e-3 cosine"
+                    )
+                else:
+                    parser.error(f"unknown part {part!r}")
+            if previous.exists() and not q:  # another part may have finished meanwhile
+                results = json.loads(previous.read_text())
+            results[part] = {
+                "machine": machine_line(),
+                "seed_ids": args.seeds,
+                "settings": settings,
+                "seeds": seeds,
+                "reductions": [2] if part == "resnet56" else [4, 8],
+            }
+            if not q:
+                write_results("recovery", results)
+    target = TMP / "recovery.md" if q else DOCS / "recovery.md"
+    TMP.mkdir(parents=True, exist_ok=True)
+    for bar in write_docs(results, args, target):
+        log(" | ".join(bar))
+
+
+if __name__ == "__main__":
+    main()
