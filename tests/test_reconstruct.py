@@ -306,6 +306,6 @@ def test_job_default_reconstructs_where_the_bench_shows_it_wins():
     assert resolved(method="channel", reconstruct=False) is False
     assert resolved(method="unstructured", finetune_epochs=1) is False
     assert resolved(method="unstructured", finetune_epochs=0) is True
-    assert resolved(method="layer") is False
+    assert resolved(method="layer") is None  # not a setting of layer pruning
     with pytest.raises(ConfigError, match="--data"):
         resolved(method="unstructured", reconstruct=True, data=None)

@@ -109,7 +109,7 @@ class JobSettings:
                 f"--reconstruct refits pruned layers of unstructured/channel/slimming pruning, "
                 f"not --method {self.method}"
             )
-        if self.reconstruct and not self.data:
+        if self.reconstruct and self.data in (None, "none"):
             raise ConfigError("--reconstruct needs calibration batches: give --data")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint-every must be >= 0, got {self.checkpoint_every}")
@@ -172,7 +172,7 @@ def default_reconstruct(settings: JobSettings) -> bool:
     """What docs/recovery.md measured: reconstruction wins for channel pruning with or without
     fine-tuning (vgg_small, resnet56), and for unstructured masks when no fine-tuning follows
     (after fine-tuning it is a wash there). It needs calibration data."""
-    if not settings.data:
+    if settings.data in (None, "none"):
         return False
     if settings.method in ("channel", "slimming"):
         return True
