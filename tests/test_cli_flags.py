@@ -53,6 +53,7 @@ METHOD_FLAGS: dict[str, list[str]] = {
     "ignore": ["--ignore", "1"],
     "freeze": ["--freeze", "1"],
     "keep_masks": ["--keep-masks"],
+    "reconstruct": ["--reconstruct"],
 }
 
 
