@@ -170,7 +170,7 @@ RECONSTRUCTING = ("unstructured", "channel", "slimming")  # methods that read --
 
 def default_reconstruct(settings: JobSettings) -> bool:
     """What docs/recovery.md measured: reconstruction wins for channel pruning with or without
-    fine-tuning (vgg_small, resnet56), and for unstructured masks when no fine-tuning follows
+    fine-tuning (vgg_small), and for unstructured masks when no fine-tuning follows
     (after fine-tuning it is a wash there). It needs calibration data."""
     if settings.data in (None, "none"):
         return False
