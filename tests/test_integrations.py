@@ -44,6 +44,19 @@ def test_session_plans_each_schedule() -> None:
         PruningSession(Unstructured(ratio=0.5), schedule="cubic")
 
 
+def test_example_from_batch_drops_labels_and_keeps_keyword_inputs() -> None:
+    from collections import UserDict
+
+    from netslim.integrations.session import example_from_batch
+
+    ids = torch.arange(12).reshape(4, 3)
+    batch = UserDict({"input_ids": ids, "attention_mask": ids > 0, "labels": torch.zeros(4)})
+    example = example_from_batch(batch)  # transformers' BatchEncoding is a UserDict
+    assert type(example) is dict and set(example) == {"input_ids", "attention_mask"}
+    assert torch.equal(example["input_ids"], ids[:2])
+    assert torch.equal(example_from_batch((ids, torch.zeros(4)))[0], ids[:2])
+
+
 def _mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(

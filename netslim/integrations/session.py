@@ -23,6 +23,7 @@ neurons) remove physically, so each step removes ``1 - (1 - s_t) / (1 - s_prev)`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,7 +54,7 @@ _LABEL_KEYS = ("labels", "label", "label_ids")
 def example_from_batch(batch: Any, rows: int = 2) -> Any:
     """The inputs of a training batch (labels dropped), cut to ``rows`` samples: what a
     structural trace needs, taken from the data the framework is already feeding."""
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):  # a dict, or transformers' BatchEncoding (a UserDict)
         return {k: v[:rows] for k, v in batch.items() if k not in _LABEL_KEYS}
     if isinstance(batch, (tuple, list)):
         return (batch[0][:rows],)
