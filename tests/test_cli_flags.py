@@ -215,6 +215,11 @@ INVALID: dict[str, tuple[list[str], object]] = {
     "--resume": ([], st.just("/no/such/checkpoints")),
     "--quantize": ([], _text.filter(lambda t: t != "int8")),
     "--weights": ([], st.sampled_from(["missing.pt", "FILE"])),
+    "--val-split": ([], _bad_fraction),
+    # the column flags name columns of an hf: data set: with any other --data they are refused
+    "--image-column": ([], _text),
+    "--text-column": ([], _text),
+    "--label-column": ([], _text),
 }
 
 
