@@ -282,12 +282,58 @@ def write_docs() -> None:
             text.append(f"- before: `{u.get('before')}`; after: `{u.get('after', '?')}`")
         text.append("")
         text += _speed_sections(data["rows"])
+        if plot_speed(data["rows"]):
+            text.append("![speed-up vs MACs reduction](latency_speed.png)\n")
+        if (DOCS / "latency_resnet50_table.png").exists():
+            text.append(
+                "ResNet-50's table (batch 1, 1 thread, eager; `netslim latency`, read from this "
+                "run's cache): time against kept output channels of its slowest layers, the fast "
+                "end of each step marked.\n\n![ResNet-50 latency table](latency_resnet50_table.png)\n"
+            )
     if acc.exists():
         text += _accuracy_section(json.loads(acc.read_text()))
     text.append(RUN_NOTES)
     text.append(METHOD)
     (DOCS / "latency.md").write_text("\n".join(text) + "\n")
     print(f"wrote {DOCS / 'latency.md'}")
+
+
+def plot_speed(rows: list[dict]) -> Path | None:
+    """Speed-up against MACs reduction, one panel per model x batch, one marker per variant."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    panels = sorted({(r["model"], r["batch"]) for r in rows if r["runtime"] == "torch"})
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    styles = {"netslim latency": "o", "TP global": "s", "TP uniform_r8": "^", "netslim MACs": "x"}
+    for ax, (model, batch) in zip(axes[0], panels, strict=True):
+        for r in rows:
+            if (r["model"], r["batch"], r["runtime"]) != (model, batch, "torch"):
+                continue
+            kind = next((k for k in styles if r["variant"].startswith(k)), None)
+            if kind is None:
+                continue
+            ax.plot(r["macs_reduction"], r["speedup"], styles[kind], label=kind)
+        top = max(r["macs_reduction"] for r in rows if r["model"] == model) * 1.05
+        ax.plot([1, top], [1, top], "--", color="grey", linewidth=0.8, label="speed-up = MACs")
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles, strict=True))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_title(f"{model}, batch {batch}, 1 thread, eager", fontsize=9)
+        ax.set_xlabel("MACs reduction")
+        ax.set_ylabel("measured speed-up")
+    fig.tight_layout()
+    path = DOCS / "latency_speed.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _bars(rows: list[dict]) -> list[str]:
