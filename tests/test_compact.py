@@ -303,3 +303,25 @@ def test_group_lasso_prox_zeroes_whole_units_and_compact_removes_them():
     report = compact_(model, x)
     assert model[0].out_features == 7 and len(report["removed_channels"]) == 1
     _check_same(original, model, torch.randn(4, 6))
+
+
+def test_training_with_group_lasso_zeroes_units_that_compact_removes():
+    """The trainer applies a proximal penalty after each step (not through the loss), so the
+    channels group lasso drives down reach exactly zero and compact_ removes exactly those."""
+    from netslim.regularization import GroupLassoPenalty
+    from netslim.training.trainer import train
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    x = (torch.randn(2, 6),)
+    data = [(torch.randn(32, 6), torch.randint(0, 3, (32,))) for _ in range(20)]
+    penalty = GroupLassoPenalty(0.5, model, x)
+    train(model, data, epochs=2, lr=0.05, optimizer="sgd", regularizer=penalty, progress=False)
+    norms = penalty._unit_norms(dict(model.named_parameters()))[0]
+    zeroed = int((norms == 0).sum())
+    assert 0 < zeroed < 16  # some whole units exactly zero, not all
+    model.eval()
+    original = copy.deepcopy(model)
+    compact_(model, x)
+    assert model[0].out_features == 16 - zeroed
+    _check_same(original, model, torch.randn(4, 6))

@@ -1,7 +1,8 @@
 """The training and evaluation loops shared by every schedule, fine-tune and demo.
 
 Hooks rather than subclasses: a ``regularizer(model)`` term is added to the loss (L1, BN
-slimming), ``on_step(step)`` runs after each optimizer step (AGP updates masks there) and a
+slimming), or, for a penalty with a proximal step ``prox_(model, tau)`` (group lasso), applied
+after each optimizer step with ``tau = lr * lam`` so whole units reach exactly zero; ``on_step(step)`` runs after each optimizer step (AGP updates masks there) and a
 ``teacher`` turns on knowledge distillation. The loop only reads ``model.parameters()`` once and
 never rebuilds them, so masks held in ``torch.nn.utils.parametrize`` parametrizations keep
 working: the masked product is recomputed in every forward and its zeros get zero gradient.
@@ -97,6 +98,10 @@ def train(
     for name, hook in (("regularizer", regularizer), ("on_step", on_step)):
         if hook is not None and not callable(hook):
             raise ConfigError(f"{name} must be callable, got {type(hook).__name__}")
+    # A penalty with a proximal step (group lasso) is applied after each optimizer step instead
+    # of through the loss: its subgradient only shrinks units, the prox sets them exactly to 0.
+    proximal = regularizer if callable(getattr(regularizer, "prox_", None)) else None
+    in_loss = None if proximal is not None else regularizer
     resume = checkpoint.begin_training() if checkpoint is not None else None
     if resume is not None:
         _load_weights(model, resume["model_state"])
@@ -153,11 +158,13 @@ def train(
                 if epoch_log is not None:
                     epoch_log.labels = labels
                 loss = _objective(
-                    net, model, inputs, labels, regularizer, teacher, kd_alpha, kd_temperature
+                    net, model, inputs, labels, in_loss, teacher, kd_alpha, kd_temperature
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if proximal is not None:
+                    proximal.prox_(model, opt.param_groups[0]["lr"] * proximal.lam)
                 if sched is not None and planned is not None:
                     sched.step()
                 result.steps += 1
