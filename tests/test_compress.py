@@ -227,6 +227,12 @@ def test_cli_compress(pruned_lenet, tmp_path: Path, capsys) -> None:
     netslim.save(pruned_lenet, tmp_path / "model")
     assert main(["compress", str(tmp_path / "model"), "--values", "float16"]) == 0
     assert "smaller than the dense float32" in capsys.readouterr().out
-    assert decompress(tmp_path / "model" / "model.nsz") is not None
+    back = decompress(tmp_path / "model" / "model.nsz")
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():  # float16 values: close to the original, and the zeros stay zeros
+        torch.testing.assert_close(back(x), pruned_lenet.eval()(x), atol=1e-2, rtol=1e-2)
+    for (name, got), want in zip(back.named_parameters(), pruned_lenet.parameters(), strict=True):
+        if name.endswith("weight"):
+            assert torch.equal(got == 0, want == 0), name
     (tmp_path / "model" / "model.nsz").write_bytes(b"NSLZ\x00junk")
     assert main(["compress", str(tmp_path / "nothing")]) == 2

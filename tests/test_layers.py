@@ -137,12 +137,15 @@ def test_bad_input_leaves_model_unchanged() -> None:
         netslim.prune_(model, Layers(remove=1, blocks=("fc",)), example_inputs=X)
     with pytest.raises(ConfigError):
         Layers(remove=1, ratio=0.5)
-    assert model.state_dict().keys() == state.keys()
+    after = model.state_dict()
+    assert after.keys() == state.keys()
+    assert all(torch.equal(after[k], v) for k, v in state.items())
     assert len(model.layer2) == 3
     lenet = build_model("zoo:lenet300")
     with pytest.raises(UnsupportedModelError, match="no removable block"):
         netslim.prune_(lenet, Gates(epochs=0), example_inputs=X)
-    assert not any(True for _ in lenet.named_modules() if "gate" in type(_).__name__.lower())
+    assert not any("gate" in type(m).__name__.lower() for _, m in lenet.named_modules())
+    assert not gate_modules(lenet)
 
 
 def _synthetic(n: int = 64):
@@ -340,10 +343,21 @@ def test_cli_layer_and_gate(tmp_path, capsys) -> None:
     args = ["prune", "zoo:resnet20", "--method", "gate", "--per-input", "--target-open", "5"]
     assert main([*args, "--epochs", "1", "--out", str(out), *common]) == 0
     routed = netslim.load(out / "model").eval()
+    # per-sample routing survived save and load: all 9 blocks are still routed, each sees the
+    # sample, and closing one router's head skips exactly that block
+    gates = gate_modules(routed)
+    assert len(gates) == 9 and all(hasattr(g, "head") for g in gates.values())
     executed_blocks(routed, reset=True)
     with torch.no_grad():
         routed(torch.randn(1, 1, 28, 28))
-    assert 0 <= executed_blocks(routed) <= 9  # per-sample routing survived save and load
+    assert all(g.seen == 1 for g in gates.values())
+    assert 1 <= executed_blocks(routed, reset=True) <= 9
+    first = next(iter(gates.values()))
+    with torch.no_grad():
+        first.head.bias.fill_(-1.0)
+        first.head.weight.zero_()
+        routed(torch.randn(1, 1, 28, 28))
+    assert first.seen == 1 and first.executed == 0
     assert (
         main(
             [

@@ -114,8 +114,17 @@ def test_pipeline_llama(config, calib, eval_ids):
 )
 def test_pipeline_gpt2(config, calib, tmp_path):
     model = tiny_gpt2()
+    blocks = len(model.transformer.h)
     report = prune_model(model, config, calib)
     assert report["family"] == "gpt2"
+    if config.method == "depth":
+        assert len(model.transformer.h) == blocks - 1
+    else:  # the weights measured, not the report: a no-op prune leaves them dense
+        weights = _linears(model)
+        zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+        assert zeros == pytest.approx(0.5, abs=0.01)
+        if config.nm:
+            assert all(check_nm(w, *config.nm) for w in weights)
     assert generate_check(model, calib[0, :5]).numel() == 8
     save(model, tmp_path / "out", report)
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()

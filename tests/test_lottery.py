@@ -213,7 +213,9 @@ def test_global_scope_controls_and_random_mask_per_layer(loaders) -> None:
 def test_channel_masks_run_imp(loaders) -> None:
     run = _run(loaders, masks="channel-l2", rounds=2, controls=("random_mask",))
     result = run.run()
-    for key, mask in iter_masks(run.model).items():
+    masks = iter_masks(run.model)
+    assert masks and any(not bool(m.all()) for m in masks.values())
+    for key, mask in masks.items():
         rows = mask.reshape(mask.shape[0], -1)
         assert (rows.all(dim=1) | ~rows.any(dim=1)).all(), key
     layers = result["rounds"][-1]["layers"]

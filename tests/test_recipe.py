@@ -82,7 +82,10 @@ def test_recipe_end_to_end_via_cli(tmp_path: Path, capsys) -> None:
     assert steps["quantize"]["report"]["quantized"] == ["1", "3", "5"]
     assert abs(steps["quantize"]["accuracy"] - steps["finetune"]["accuracy"]) < 0.05
     assert steps["compress"]["ratio"] > 10
-    assert decompress(tmp_path / "out" / "model.nsz") is not None
+    back = decompress(tmp_path / "out" / "model.nsz")
+    weights = [p for n, p in back.named_parameters() if n.endswith("weight")]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.9, abs=0.01)  # the pruned model came back, not a dense one
     assert (tmp_path / "out" / "model" / "netslim.json").is_file()
 
 

@@ -116,6 +116,7 @@ def test_more_torchvision(name):
     size = 80 if name == "inception_v3" else 32
     diff, _, report = prune_and_compare(model, (torch.randn(1, 3, size, size),))
     assert diff <= TOL and not report["boundaries"]
+    assert report["params"]["after"] < report["params"]["before"]
 
 
 class _AuxNet(nn.Module):

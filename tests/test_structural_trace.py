@@ -39,8 +39,9 @@ def test_meta_trace_finds_the_groups_the_real_trace_finds(kind: str) -> None:
     else:
         model, inputs = getattr(torchvision.models, kind)().eval(), (torch.randn(1, 3, 64, 64),)
     assert _signature(model, inputs)
-    diff, _, _ = prune_and_compare(model, inputs, Channels(ratio=0.5))
+    diff, _, report = prune_and_compare(model, inputs, Channels(ratio=0.5))
     assert diff < 1e-5
+    assert report["params"]["after"] < report["params"]["before"]
 
 
 class _NeedsValues(nn.Module):

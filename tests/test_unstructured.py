@@ -88,6 +88,7 @@ def test_masks_survive_optimizer_step() -> None:
         opt.zero_grad()
         model(torch.randn(8, 16)).pow(2).sum().backward()
         opt.step()
+    assert masks and all(pruned(m) > 0 for m in masks.values())
     for key, mask in masks.items():
         layer = model.get_submodule(key.rpartition(".")[0])
         assert torch.equal(layer.weight[~mask], torch.zeros(pruned(mask)))
