@@ -199,7 +199,10 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resume_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the calls without --out must never write runs/ into the repo
     first = _settings(tmp_path / "a", checkpoint_every=4, schedule="oneshot", finetune_epochs=1)
     run_job(first)
     fast = FastJob().flags(limit_test=64, batch_size=32)

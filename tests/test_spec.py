@@ -36,6 +36,8 @@ def test_hf_spec_needs_a_local_directory(tmp_path: Path) -> None:
 
 
 def test_torchvision_and_timm_specs() -> None:
+    pytest.importorskip("torchvision")
+    pytest.importorskip("timm")
     model = build_model("torchvision:resnet18", num_classes=7)
     (x,) = make_example_inputs(model)
     assert tuple(x.shape) == (1, 3, 224, 224)

@@ -244,6 +244,7 @@ class _TinyDetector(nn.Module):
 
 @pytest.mark.parametrize("threshold", [False, True])
 def test_data_dependent_shapes_after_nms_do_not_block_pruning(threshold: bool):
+    pytest.importorskip("torchvision")
     model = _TinyDetector(threshold).eval()
     x = torch.randn(1, 3, 8, 8)
     diff, _, report = prune_and_compare(model, (x,), Channels(ratio=0.5))

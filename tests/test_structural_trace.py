@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from netslim.structural import Channels, prune_and_compare
@@ -37,6 +36,7 @@ def test_meta_trace_finds_the_groups_the_real_trace_finds(kind: str) -> None:
     if kind in ("bert", "llama"):
         model, inputs = _tiny_hf(kind)
     else:
+        torchvision = pytest.importorskip("torchvision")
         model, inputs = getattr(torchvision.models, kind)().eval(), (torch.randn(1, 3, 64, 64),)
     assert _signature(model, inputs)
     diff, _, report = prune_and_compare(model, inputs, Channels(ratio=0.5))
