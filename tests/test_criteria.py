@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,6 @@ from torch import nn
 import netslim
 from netslim.errors import ConfigError, DataError, UnsupportedModelError
 from netslim.importance import Calibration
-from netslim.measure import latency_ms
 from netslim.regularization import BNScalePenalty, GroupLassoPenalty
 from netslim.structural import Channels
 from netslim.structural.engine import make_plan
@@ -278,9 +278,18 @@ def test_bad_sensitivity_and_per_module_inputs(tmp_path) -> None:
         Channels(calibration_batches=0)
 
 
-def test_latency_target_search() -> None:
+def _fake_latency_ms(model: nn.Module, example_inputs, **_) -> SimpleNamespace:
+    """A deterministic clock for the search: 1 ms per 10k parameters (what the search needs is a
+    cost that falls as channels go; wall-clock time on shared cores is neither)."""
+    return SimpleNamespace(median=sum(p.numel() for p in model.parameters()) / 1e4)
+
+
+def test_latency_target_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    import netslim.structural.latency_search as search
     from netslim.sensitivity import prune_to_latency
 
+    monkeypatch.setattr(search, "latency_ms", _fake_latency_ms)
+    latency_ms = _fake_latency_ms
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
     model.append(nn.Linear(256, 2))
     x = (torch.randn(64, 64),)
