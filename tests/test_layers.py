@@ -343,15 +343,15 @@ def test_cli_layer_and_gate(tmp_path, capsys) -> None:
     args = ["prune", "zoo:resnet20", "--method", "gate", "--per-input", "--target-open", "5"]
     assert main([*args, "--epochs", "1", "--out", str(out), *common]) == 0
     routed = netslim.load(out / "model").eval()
-    # per-sample routing survived save and load: all 9 blocks are still routed, each sees the
-    # sample, and closing one router's head skips exactly that block
+    # per-sample routing survived save and load: the 7 skippable blocks (9 less the two that
+    # change shape) are still routed, each sees the sample, and closing a router skips its block
     gates = gate_modules(routed)
-    assert len(gates) == 9 and all(hasattr(g, "head") for g in gates.values())
+    assert len(gates) == 7 and all(hasattr(g, "head") for g in gates.values())
     executed_blocks(routed, reset=True)
     with torch.no_grad():
         routed(torch.randn(1, 1, 28, 28))
     assert all(g.seen == 1 for g in gates.values())
-    assert 1 <= executed_blocks(routed, reset=True) <= 9
+    assert 0 <= executed_blocks(routed, reset=True) <= 7
     first = next(iter(gates.values()))
     with torch.no_grad():
         first.head.bias.fill_(-1.0)
