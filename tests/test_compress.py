@@ -231,8 +231,11 @@ def test_cli_compress(pruned_lenet, tmp_path: Path, capsys) -> None:
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():  # float16 values: close to the original, and the zeros stay zeros
         torch.testing.assert_close(back(x), pruned_lenet.eval()(x), atol=1e-2, rtol=1e-2)
-    for (name, got), want in zip(back.named_parameters(), pruned_lenet.parameters(), strict=True):
-        if name.endswith("weight"):
-            assert torch.equal(got == 0, want == 0), name
+    linears = [
+        (a.weight, b.weight)
+        for a, b in zip(back.modules(), pruned_lenet.modules(), strict=True)
+        if isinstance(a, torch.nn.Linear)
+    ]
+    assert len(linears) == 3 and all(torch.equal(a == 0, b == 0) for a, b in linears)
     (tmp_path / "model" / "model.nsz").write_bytes(b"NSLZ\x00junk")
     assert main(["compress", str(tmp_path / "nothing")]) == 2
