@@ -37,6 +37,7 @@ class Mutant:
     old: str
     new: str
     tests: tuple[str, ...]
+    also: tuple[tuple[str, str, str], ...] = ()  # more (path, old, new) patches of one mutant
 
 
 MUTANTS = (
@@ -71,6 +72,21 @@ MUTANTS = (
         "                    if getattr(mod, n, None) == old and old != new:\n",
         "                    if False:\n",
         ("tests/test_structural_trace.py::test_meta_trace_finds_the_groups_the_real_trace_finds",),
+    ),
+    Mutant(
+        "b4",
+        "attention heads: b1 and b3 together (both set nn.MultiheadAttention's num_heads)",
+        "netslim/structural/attrs.py",
+        "            heads = ctx.size(d[1][0])\n",
+        "            heads = heads\n",
+        ("tests/test_structural_layers.py::test_embedding_norms_mha_tied_weights",),
+        (
+            (
+                "netslim/structural/attrs.py",
+                "                    if getattr(mod, n, None) == old and old != new:\n",
+                "                    if False:\n",
+            ),
+        ),
     ),
     Mutant(
         "c1",
@@ -157,11 +173,12 @@ def main() -> int:
         for m in chosen:
             where = Path(tmp) / f"mutant_{m.key}"
             _copy(where)
-            target = where / m.path
-            text = target.read_text()
-            if text.count(m.old) != 1:
-                raise SystemExit(f"mutant {m.key}: its patch matches {text.count(m.old)} times")
-            target.write_text(text.replace(m.old, m.new))
+            for path, old, new in ((m.path, m.old, m.new), *m.also):
+                target = where / path
+                text = target.read_text()
+                if text.count(old) != 1:
+                    raise SystemExit(f"mutant {m.key}: a patch matches {text.count(old)} times")
+                target.write_text(text.replace(old, new))
             rc, line, secs = _pytest(where, m.tests, stop=True, timeout=args.timeout)
             verdict = "killed" if rc == 1 else ("SURVIVED" if rc == 0 else f"exit {rc}")
             print(f"{m.key}: {verdict} ({secs:.0f} s) {line}", flush=True)

@@ -149,6 +149,9 @@ def pruned_lenet() -> torch.nn.Module:
         if isinstance(module, torch.nn.Linear):
             torch.nn.init.normal_(module.bias, std=0.1)
     netslim.prune_(model, netslim.Unstructured(ratio=0.95))
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros > 0.9, "the fixture must be pruned: every test below relies on its zeros"
     return model
 
 
