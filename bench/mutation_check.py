@@ -94,7 +94,7 @@ MUTANTS = (
         "netslim/io/replay.py",
         '        replayer_for(step["kind"])(model, step)\n',
         '        replayer_for(step["kind"])\n',
-        ("tests/test_io.py", "tests/test_checkpoint.py"),
+        ("tests/test_save_load_matrix.py", "tests/test_io.py"),
     ),
     Mutant(
         "c2",
@@ -102,7 +102,7 @@ MUTANTS = (
         "netslim/io/replay.py",
         "    for index, step in enumerate(history):\n",
         "    for index, step in enumerate(history[:1]):\n",
-        ("tests/test_io.py", "tests/test_checkpoint.py", "tests/test_layers.py"),
+        ("tests/test_save_load_matrix.py", "tests/test_io.py", "tests/test_layers.py"),
     ),
     Mutant(
         "d",
