@@ -194,3 +194,26 @@ def test_lightning_callback_prunes_channels_during_fit(tmp_path: Path) -> None:
     assert [h["step"] for h in callback.history] == [0, 2]
     assert module.net[0].out_features == 8
     _adam_state_matches(trainer.optimizers[0], module)
+
+
+def test_uniform_head_count_the_config_cannot_build_reloads(tmp_path: Path) -> None:
+    """3 of 4 heads per layer: the engine writes 3 into the config, which BERT cannot build
+    (32 is not a multiple of 3); the save records the shapes and the reload is exact."""
+    from netslim.api import prune_
+    from netslim.export import save_pretrained_pruned
+
+    model = _tiny_classifier().eval()
+    batch = _Tokens()[0]
+    inputs = {k: batch[k][None] for k in ("input_ids", "attention_mask")}
+    config = Channels(ratio=0.25, scope="local", ignore=("bert.embeddings", "bert.pooler"))
+    prune_(model, config, example_inputs=inputs)
+    assert [layer.attention.self.num_attention_heads for layer in model.bert.encoder.layer] == [
+        3,
+        3,
+    ]
+    save_pretrained_pruned(model, tmp_path / "pruned")
+    import netslim.export.hf_shapes  # noqa: F401
+
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**inputs).logits, model(**inputs).logits)

@@ -62,8 +62,11 @@ def inferred_sizes(model: nn.Module) -> dict[str, int]:
 
 
 def _shape_mismatches(model: nn.Module, config: Any) -> list[str]:
-    with torch.device("meta"):
-        fresh = type(model)(config)
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(config)
+    except ValueError as exc:  # e.g. hidden_size not a multiple of the new head count
+        return [f"the config does not build: {exc}"]
     expected = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
     actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return [

@@ -181,11 +181,25 @@ def shaped_config(model: nn.Module) -> Any:
         values.pop("netslim_shapes", None)
         values.pop("netslim_attrs", None)
         plain = stock_config(**values)
+    _restore_stock_heads(model, plain)
     shapes, attrs = _differences(model, plain)
     config_cls = register_family(model_type)
     values = plain.to_dict()
     values.pop("model_type", None)
     return config_cls(netslim_shapes=shapes, netslim_attrs=attrs, **values)
+
+
+def _restore_stock_heads(model: nn.Module, config: Any) -> None:
+    """The structural engine writes a uniform new head count into ``config``; a BERT-style
+    config then derives a wrong head size (or cannot build at all), so the stock count
+    ``hidden_size / head size`` is put back and the per-layer heads go to ``netslim_attrs``."""
+    hidden = getattr(config, "hidden_size", None)
+    size = next(
+        (m.attention_head_size for m in model.modules() if hasattr(m, "attention_head_size")),
+        None,
+    )
+    if hidden and size and hasattr(config, "num_attention_heads") and hidden % size == 0:
+        config.num_attention_heads = hidden // size
 
 
 def save_pretrained_shaped(model: nn.Module, directory: str | os.PathLike) -> dict[str, Any]:
