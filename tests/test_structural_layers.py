@@ -204,6 +204,8 @@ def test_embedding_norms_mha_tied_weights():
     assert model.head.weight is model.emb.weight
     assert model.emb.embedding_dim == model.attn.embed_dim == model.ln.normalized_shape[0]
     assert model.attn.num_heads * model.attn.head_dim == model.attn.embed_dim
+    # the attention itself was pruned (whole heads, head_dim kept), not only the MLP
+    assert (model.attn.num_heads, model.attn.head_dim, model.attn.embed_dim) == (2, 8, 16)
     model.train()(torch.randint(0, 50, (3, 5)))  # still runs, other shapes, train mode
 
 
