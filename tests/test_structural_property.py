@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -123,5 +123,7 @@ def test_random_networks_prune_exactly(spec, ratio, scope, seed):
         model, (x,), Channels(ratio=ratio, scope=scope, criterion="random", seed=seed)
     )
     assert diff <= 1e-5, (spec, report["boundaries"])
-    assert report["params"]["after"] < report["params"]["before"]  # something was pruned
     assert sum(p.numel() for p in model.parameters()) == report["params"]["after"]
+    # Some small nets cannot lose a channel at this ratio (groups, shuffles); those examples are
+    # rejected, so a no-op prune rejects every example and Hypothesis fails as Unsatisfiable.
+    assume(report["params"]["after"] < report["params"]["before"])
