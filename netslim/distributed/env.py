@@ -8,7 +8,9 @@ helper here degrades to the single-process answer, so callers never branch on "d
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gc
 import os
 import sys
 
@@ -78,6 +80,12 @@ def init_from_env() -> bool:
 def shutdown() -> None:
     """Leave the group if :func:`init_from_env` created it (a caller's own group stays)."""
     if _OWNED["value"] and is_initialized():
+        # Release DDP wrappers (their reducers hold the group) while it is still alive, and let
+        # no rank tear the group down while another still uses it: either made a rank abort at
+        # exit ("terminate called without an active exception") on a loaded machine.
+        gc.collect()
+        with contextlib.suppress(RuntimeError):  # a rank that left early: nothing to wait for
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
         dist.destroy_process_group()
     _OWNED["value"] = False
 
