@@ -41,7 +41,8 @@ class GroupLassoPenalty(Penalty):
             k for k, g in enumerate(groups) for m in g.members if m.is_param and m.name in params
         ]
 
-    def _unit_norms(self, params: dict[str, Tensor]) -> list[Tensor]:
+    def _unit_squares(self, params: dict[str, Tensor]) -> list[Tensor]:
+        """Per group, the squared L2 norm of every channel unit (all slices it owns)."""
         device = next(iter(params.values())).device
         sq = [torch.zeros(n, device=device) for n in self.group_sizes]
         for (name, dim, pos, index), k in zip(self.slices, self._owner, strict=True):
@@ -50,7 +51,10 @@ class GroupLassoPenalty(Penalty):
             sq[k] = sq[k].index_add(
                 0, index.to(device), rows.reshape(rows.shape[0], -1).pow(2).sum(1)
             )
-        return [s.sqrt() for s in sq]
+        return sq
+
+    def _unit_norms(self, params: dict[str, Tensor]) -> list[Tensor]:
+        return [s.sqrt() for s in self._unit_squares(params)]
 
     @torch.no_grad()
     def prox_(self, model: nn.Module, tau: float) -> int:
@@ -75,13 +79,5 @@ class GroupLassoPenalty(Penalty):
     def __call__(self, model: nn.Module) -> Tensor:
         if self.lam == 0:
             return torch.zeros((), device=next(model.parameters()).device)
-        params = dict(model.named_parameters())
-        device = next(iter(params.values())).device
-        sq = [torch.zeros(n, device=device) for n in self.group_sizes]
-        for (name, dim, pos, index), k in zip(self.slices, self._owner, strict=True):
-            t = params[name]
-            rows = t.movedim(dim, 0).index_select(0, pos.to(device))
-            sq[k] = sq[k].index_add(
-                0, index.to(device), rows.reshape(rows.shape[0], -1).pow(2).sum(1)
-            )
+        sq = self._unit_squares(dict(model.named_parameters()))
         return self.lam * torch.stack([(s + 1e-12).sqrt().sum() for s in sq]).sum()
