@@ -177,6 +177,8 @@ _bad_fraction = st.one_of(
     st.floats(max_value=-1e-6, min_value=-1e9).map(str),
     st.sampled_from(["nan", "inf", "-inf", "half"]),
 )
+# A fraction *kept* (``kept_fraction``, e.g. --target-macs) is in (0, 1]: 1.0 keeps everything.
+_bad_kept_fraction = _bad_fraction.filter(lambda t: t != "1.0")
 # flag -> (extra arguments that make the flag apply, a strategy of invalid values)
 INVALID: dict[str, tuple[list[str], object]] = {
     "--method": ([], _text.filter(lambda t: t not in JOB_METHODS)),
@@ -189,7 +191,7 @@ INVALID: dict[str, tuple[list[str], object]] = {
     "--l1-reg": ([], st.floats(max_value=-1e-9, min_value=-1e9).map(str)),
     "--l1-warmup": (["--method", "slimming"], _negative),
     "--per-module": (["--method", "channel"], st.just("missing.json")),
-    "--target-macs": (["--method", "channel"], _bad_fraction.filter(lambda t: t != "1.0")),
+    "--target-macs": (["--method", "channel"], _bad_kept_fraction),
     "--target-latency": (["--method", "channel"], st.sampled_from(["0", "-1", "nan", "x"])),
     "--round-to": (["--method", "channel"], st.integers(max_value=0).map(str)),
     "--target-speedup": (["--method", "channel"], st.sampled_from(["0", "-2", "nan", "x"])),
@@ -362,7 +364,7 @@ OTHER_INVALID: dict[tuple[str, str], object] = {
     ("lottery", "--out"): st.just("FILE"),
     ("sensitivity", "--ratios"): st.sampled_from(["a,b", "1.5", "-0.1", ""]),
     ("sensitivity", "--criterion"): _text,
-    ("sensitivity", "--target-macs"): _bad_fraction,
+    ("sensitivity", "--target-macs"): _bad_kept_fraction,
     ("sensitivity", "--round-to"): st.integers(max_value=0).map(str),
     ("sensitivity", "--example-shape"): st.sampled_from(["2,3,28,28", "0,1", "a"]),
     ("sensitivity", "--epochs"): _negative,
