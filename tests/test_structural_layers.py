@@ -250,6 +250,39 @@ def test_vit_style_attention_heads():
     assert model.qkv.out_features == 3 * model.heads * model.head_dim
 
 
+def test_sdpa_attention_head_facts_follow_in_hf_bert_and_llama():
+    """HF attention calls SDPA and reshapes with -1 (``view(*shape, -1, head_size)``,
+    ``reshape(*shape, -1)``): its forward never reads ``all_head_size`` or the config's head
+    counts, so outputs stay equal even when those facts go stale. Check them directly: whole
+    heads went, and every head fact on the module and the config describes the new weights
+    (code that re-slices or rebuilds a layer from them must see the pruned shapes)."""
+    import tiny_hf  # skips this test without transformers
+
+    ids = torch.randint(0, 50, (2, 6))
+    bert = tiny_hf.tiny_bert(vocab_size=50)
+    bert, _, _ = check(bert, ids)
+    for layer in bert.encoder.layer:
+        att = layer.attention.self
+        assert att.num_attention_heads == 2  # 2 of 4 heads removed, head size kept
+        assert att.attention_head_size == 8
+        inner = att.num_attention_heads * att.attention_head_size
+        assert att.all_head_size == inner == att.query.out_features == att.value.out_features
+        assert layer.attention.output.dense.in_features == inner
+    assert bert.config.num_attention_heads == 2
+
+    llama = tiny_hf.tiny_llama(vocab_size=50)
+    llama, _, _ = check(llama, ids)
+    cfg = llama.config
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads) == (2, 1)  # of 4 and 2
+    for layer in llama.model.layers:
+        att = layer.self_attn
+        assert att.head_dim == cfg.head_dim == 8
+        assert att.q_proj.out_features == cfg.num_attention_heads * att.head_dim
+        assert att.k_proj.out_features == att.v_proj.out_features == cfg.num_key_value_heads * 8
+        assert att.num_key_value_groups == cfg.num_attention_heads // cfg.num_key_value_heads
+        assert att.o_proj.in_features == att.q_proj.out_features
+
+
 class SharedConv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
