@@ -24,7 +24,7 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   echo "setup: installing Python packages into $VENV (first run takes a few minutes)"
   "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored: it is neither" || true
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev,vision,hf,plots,export,bench]" 2>&1 | grep -v "is ignored: it is neither" || true
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev,vision,hf,plots,export,bench,data]" 2>&1 | grep -v "is ignored: it is neither" || true
   "$VENV/bin/python" -c "import torch, torchvision, netslim" || { echo "setup: install failed" >&2; exit 1; }
   echo "$want" > "$STAMP"
 fi
