@@ -132,3 +132,11 @@ def test_measure_summary_with_accuracy() -> None:
     )
     assert custom["accuracy"] == 0.25 and custom["latency_ms"] is None
     assert measure(model, torch.randn(1, 10), latency=False)["accuracy"] is None
+
+
+def test_batch_timing_only_for_samples_up_to_an_imagenet_image() -> None:
+    conv = nn.Conv2d(3, 2, 1)
+    small = measure(conv, torch.randn(1, 3, 32, 32), latency_batch=4)
+    assert small["latency_batch_ms"] is not None and small["latency_batch_ms"] > 0
+    large = measure(conv, torch.randn(1, 3, 225, 225), latency_batch=4)  # over 3x224x224
+    assert large["latency_ms"] > 0 and large["latency_batch_ms"] is None

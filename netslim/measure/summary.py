@@ -75,12 +75,17 @@ def measure(
     return result
 
 
+# Largest sample the batch timing repeats (an ImageNet image): a batch of 64 640-px images takes
+# minutes to time on a CPU, and on inputs that large a batch of one already measures the model.
+BATCH_TIMING_MAX_SAMPLE = 3 * 224 * 224
+
+
 def _batched(example_inputs: Any, batch: int | None) -> tuple[torch.Tensor] | None:
     """The single float example input repeated to ``batch`` rows, when that is meaningful."""
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     if not batch or len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor):
         return None
     (x,) = inputs
-    if not x.is_floating_point() or x.dim() < 2:
+    if not x.is_floating_point() or x.dim() < 2 or x[:1].numel() > BATCH_TIMING_MAX_SAMPLE:
         return None
     return (x[:1].expand(batch, *x.shape[1:]).contiguous(),)
