@@ -100,8 +100,11 @@ def fast_job() -> FastJob:
 # -- no-op pruning check (`pytest --noop-prune`) -------------------------------------------------
 # Every netslim.prune_ / prune_consistently_ / prune_step_ call prunes a deep copy and returns its
 # real summary, leaving the caller's model untouched. A test that still passes while it pruned
-# this way checks the report, not the model: the run lists those tests at the end.
+# this way checks the report, not the model: the run lists those tests at the end. A test whose
+# point is that nothing changes (bad input refused before any work) is marked
+# ``@pytest.mark.noop_ok(reason)``: listed apart with its reason, and flagged if it never prunes.
 _NOOP_PASSED: list[str] = []
+_NOOP_EXEMPT: list[str] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -126,7 +129,16 @@ def _noop_prune(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         return real(handler, copy.deepcopy(model), config, *args, **kwargs)
 
     monkeypatch.setattr(api, "_run", on_a_copy)
+    # Python child processes (CLI runs, torchrun ranks) get the same no-op: tests/noop_site
+    child_log = Path(tempfile.mkdtemp(prefix="netslim-noop-")) / "calls"
+    site = Path(__file__).parent / "noop_site"
+    monkeypatch.setenv("NETSLIM_NOOP_PRUNE_LOG", str(child_log))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    )
     yield
+    if child_log.exists():
+        calls += [f"{name} in a child process" for name in child_log.read_text().split()]
     request.node.stash[_NOOP_CALLS] = calls
 
 
@@ -137,12 +149,16 @@ _NOOP_CALLS = pytest.StashKey[list]()
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
-    if report.when == "teardown" and item.stash.get(_NOOP_CALLS, None):
+    if report.when == "teardown" and item.config.getoption("--noop-prune"):
+        calls = item.stash.get(_NOOP_CALLS, None)
+        exempt = item.get_closest_marker("noop_ok")
         passed = getattr(item, "_netslim_call_passed", False)
-        if passed:
-            _NOOP_PASSED.append(
-                f"{item.nodeid} ({', '.join(sorted(set(item.stash[_NOOP_CALLS])))})"
-            )
+        if exempt is not None and passed:
+            reason = exempt.args[0] if exempt.args else exempt.kwargs.get("reason", "")
+            state = "prunes" if calls else "NEVER PRUNES: drop the marker"
+            _NOOP_EXEMPT.append(f"{item.nodeid} ({state}): {reason}")
+        elif calls and passed:
+            _NOOP_PASSED.append(f"{item.nodeid} ({', '.join(sorted(set(calls)))})")
     if report.when == "call":
         item._netslim_call_passed = report.passed
 
@@ -152,4 +168,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         return
     terminalreporter.section("tests that pass although prune_ was a no-op")
     for line in _NOOP_PASSED or ["(none)"]:
+        terminalreporter.write_line(line)
+    terminalreporter.section("exempt: marked noop_ok (nothing may change)")
+    for line in _NOOP_EXEMPT or ["(none)"]:
         terminalreporter.write_line(line)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FastJob
+from pruned import zero_fraction
 
 from netslim.cli.main import main
 
@@ -105,6 +106,9 @@ def test_prune_with_quantize_int8_writes_torch_and_onnx_int8(tmp_path: Path) -> 
     report = json.loads((out / "report.json").read_text())
     reloaded = netslim.load(out / "model_int8")
     assert type(reloaded[1].weight).__name__ != "Parameter"
+    int8 = [m.weight.qdata for m in reloaded.modules() if hasattr(m, "weight")]
+    assert len(int8) == 3
+    assert (zeros := zero_fraction(int8)) > 0.45, zeros  # the default ratio, 0.5
     with torch.no_grad():
         assert reloaded(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert (out / "model_int8.onnx").stat().st_size > 0

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from pruned import param_count
 from torch import nn
 
 import netslim
@@ -154,6 +155,7 @@ def test_structured_taylor_ranks_by_loss_change() -> None:
     assert kept(model, "l2") == [0, 2]
 
 
+@pytest.mark.noop_ok("a data criterion without data is refused before anything is pruned")
 def test_data_criteria_need_data_and_batches() -> None:
     model = mlp([[1.0, 0.0]] * 3)
     for crit in ("taylor", "fisher", "wanda", "apoz", "activation"):
@@ -262,6 +264,21 @@ def test_sensitivity_scan_propose_and_per_module(tmp_path, model_file) -> None:
     assert report["macs"]["after"] / report["macs"]["before"] == pytest.approx(
         scan["proposal"]["macs_fraction"], rel=1e-6
     )
+    # the model itself, counted by torch's flop counter, not the report
+    dense = netslim.build_model(f"py:{model_file}:build")
+    assert _flops(model) / _flops(dense) == pytest.approx(
+        scan["proposal"]["macs_fraction"], rel=1e-6
+    )
+    assert param_count(model) == report["params"]["after"] < param_count(dense)
+
+
+def _flops(model: nn.Module) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.randn(1, 1, 28, 28))
+    return counter.get_total_flops()
 
 
 def test_bad_sensitivity_and_per_module_inputs(tmp_path) -> None:

@@ -104,6 +104,10 @@ def test_cli_prunes_on_a_folder_and_scores_its_val_split(tmp_path: Path, capsys)
 
     model = netslim.load(out / "model")  # rebuilt for 3 classes and 3 channels from its spec
     assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 3)
+    from pruned import param_count
+
+    dense = build_model("zoo:lenet5", num_classes=3, in_channels=3)
+    assert param_count(model) < 0.6 * param_count(dense)  # channels went (ratio 0.5)
     capsys.readouterr()
     assert main(["eval", str(out), "--no-latency"]) == 0
     measured = json.loads(capsys.readouterr().out.split("\n\n")[0].rsplit("}", 1)[0] + "}")
@@ -201,3 +205,9 @@ def test_cli_prunes_a_text_model_on_an_hf_text_set(tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["test_samples"] == 6 and report["data"]["input_shape"][0] in (5, 6)
     assert 0.0 <= report["accuracy_after"] <= 1.0
+    from pruned import weights, zero_fraction
+
+    import netslim
+
+    saved = zero_fraction(weights(netslim.load(out / "model", trust_code=True), (torch.nn.Linear,)))
+    assert saved > 0.4, saved  # ratio 0.5 of the prunable weights

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pruned import weights, zero_fraction
 from torch import nn
 
 import netslim
@@ -45,6 +46,7 @@ def _shrunk_vgg() -> nn.Module:
 def _masked_lenet() -> nn.Module:
     model = netslim.build_model("zoo:lenet300")
     netslim.prune_(model, netslim.Unstructured(ratio=0.9))
+    assert (zeros := zero_fraction(weights(model))) > 0.85, zeros  # the model, not a report
     return model
 
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from pruned import param_count
 from torch import nn
 
 import netslim
@@ -247,6 +248,8 @@ def test_channels_time_target_through_prune_and_reload(fake_clock, tmp_path) -> 
     assert "nothing pruned" in report["latency"]["note"]
     assert [p.shape for p in untouched.parameters()] == [p.shape for p in model.parameters()]
     report = netslim.prune_(model, Channels(target_speedup=2.0), example_inputs=x)
+    assert param_count(model) == report["params"]["after"] < param_count(untouched)
+    assert fake_model_ms(model, x, Target(batch=4)) <= dense / 2 + 1e-9  # the model itself
     info = report["latency"]
     assert info["predicted_ms"] <= dense / 2 + 1e-9
     assert info["measured_ms"] == pytest.approx(info["predicted_ms"], rel=0.01)
@@ -262,6 +265,7 @@ def test_round_to_is_kept(fake_clock) -> None:
     netslim.prune_(model, Channels(target_speedup=1.6, round_to=16), example_inputs=x)
     for m in (model.c1, model.c2):
         assert m.out_channels % 16 == 0 or m.out_channels in (32, 48)
+    assert (model.c1.out_channels, model.c2.out_channels) != (32, 48)  # something went
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,7 @@ def test_prune_removes_zero_branch_first_and_replays(criterion: str, tmp_path) -
         assert torch.allclose(loaded(X), expected, atol=1e-6)
 
 
+@pytest.mark.noop_ok("bad configs are refused: the model must stay unchanged either way")
 def test_bad_input_leaves_model_unchanged() -> None:
     model = _resnet20()
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -13,6 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import tiny_hf  # noqa: E402
+from pruned import zero_fraction  # noqa: E402
 
 import netslim  # noqa: E402
 from netslim.errors import ConfigError, DataError, UnsupportedModelError  # noqa: E402
@@ -26,6 +27,7 @@ from netslim.llm import (  # noqa: E402
     save,
     token_sequences,
 )
+from netslim.llm.arch import layers  # noqa: E402
 from netslim.llm.calibration import LayerStats  # noqa: E402
 from netslim.llm.io import MANIFEST  # noqa: E402
 from netslim.llm.methods.sparsegpt import sparsegpt  # noqa: E402
@@ -104,6 +106,12 @@ def test_pipeline_llama(config, calib, eval_ids):
         assert all(bool(((w == 0).sum(1) == w.shape[1] // 2).all()) for w in _linears(model))
     if config.method in ("width", "depth"):
         assert report["params"]["after"] < report["params"]["before"]
+    # the model itself, not the report
+    if config.method in ("width", "depth"):
+        dense = sum(p.numel() for p in tiny_llama().parameters())
+        assert sum(p.numel() for p in model.parameters()) == report["params"]["after"] < dense
+    else:
+        assert zero_fraction(_linears(model)) == pytest.approx(0.5, abs=0.01)
     ppl = perplexity(model, eval_ids, seq_len=32, stride=16)
     assert torch.isfinite(torch.tensor(ppl["ppl"])) and ppl["tokens_scored"] == 159
     assert generate_check(model, calib[0, :5]).numel() == 8
@@ -280,6 +288,8 @@ def test_cli(tmp_path, capsys):
     assert "perplexity protocol: windows of 32 tokens" in printed and "from_pretrained" in printed
     assert "generate(): ok" in printed
     assert json.loads((out / MANIFEST).read_text())["report"]["perplexity"]["pruned"]["ppl"] > 0
+    saved = _linears(load(out))
+    assert all(check_nm(w, 2, 4) for w in saved) and zero_fraction(saved) == 0.5
     assert (
         main(
             [
@@ -298,6 +308,7 @@ def test_cli(tmp_path, capsys):
         == 0
     )
     assert "streamed from disk" in capsys.readouterr().out
+    assert load(out).config.num_hidden_layers == len(layers(load(out))) == 1  # of 2
 
     short = tmp_path / "short.txt"
     short.write_text("tiny")

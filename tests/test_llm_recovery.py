@@ -221,11 +221,19 @@ def test_cli_new_steps(tmp_path, capsys):
     assert main([*args, "--out", str(out)]) == 0
     report = json.loads((out / "netslim_llm.json").read_text())["report"]
     assert report["config"]["owl"] == 0.1 and "reconstruct" in report["costs"]
+    from pruned import zero_fraction
+    from test_llm import _linears
+
+    from netslim.llm import load
+
+    saved = zero_fraction(_linears(load(out)))
+    assert saved == pytest.approx(report["config"]["sparsity"], abs=0.02), saved
     rec = tmp_path / "rec"
     assert main(["llm", str(src), "--method", "depth", "--remove", "1", "--recover", "2", *common,
                  "--out", str(rec)]) == 0  # fmt: skip
     report = json.loads((rec / "netslim_llm.json").read_text())["report"]
     assert report["recovery"]["steps"] == 2
+    assert len(load(rec).model.layers) == 1  # of 2
     capsys.readouterr()
     bad = tmp_path / "bad"
     assert main(["llm", str(src), "--nm", "2:4", "--owl", "0.1", *common, "--out", str(bad)]) == 2

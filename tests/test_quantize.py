@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pruned import param_count, weights, zero_fraction
 from torch import nn
 
 import netslim
@@ -41,6 +42,7 @@ def test_dynamic_int8_pruned_mlp_is_close(loaders) -> None:
 def test_static_int8_pruned_cnn_is_close(loaders) -> None:
     model = _trained("zoo:lenet5", loaders)
     netslim.prune_(model, netslim.Unstructured(ratio=0.5))
+    assert (zeros := zero_fraction(weights(model))) > 0.45, zeros
     example = (torch.randn(2, 1, 28, 28),)
     quantized, report = quantize_int8(model, example_inputs=example, calibration=loaders[0])
     assert report.mode == "static" and len(report.quantized) == 5 and not report.kept_float
@@ -106,7 +108,9 @@ def test_dynamic_int8_saves_and_reloads_exactly(tmp_path) -> None:
 
     model = netslim.build_model("zoo:lenet300").eval()
     x = torch.randn(4, 1, 28, 28)
+    dense = param_count(model)
     netslim.prune_(model, Channels(ratio=0.25), example_inputs=(x,))
+    assert param_count(model) < 0.8 * dense
     netslim.prune_(model, Unstructured(ratio=0.5))
     quantized, report = quantize_int8(model, mode="dynamic")
     netslim.save(quantized, tmp_path)
@@ -115,6 +119,9 @@ def test_dynamic_int8_saves_and_reloads_exactly(tmp_path) -> None:
     with torch.no_grad():
         assert torch.equal(reloaded(x), quantized(x))
     assert len(report.quantized) == 3
+    int8 = [m.weight.qdata for m in reloaded.modules() if hasattr(m, "weight")]
+    assert len(int8) == 3
+    assert (zeros := zero_fraction(int8)) > 0.45, zeros  # masks kept
 
 
 def test_static_int8_graph_save_says_how_to_deploy(tmp_path) -> None:

@@ -95,6 +95,10 @@ def test_pruned_yolo_predicts_exports_and_reloads(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # ultralytics writes its export next to the working directory
     model = netslim.build_model("ultralytics:yolov8n.yaml")
     netslim.prune_(model, Channels(ratio=0.5), example_inputs=X)
+    dense = netslim.build_model("ultralytics:yolov8n.yaml")
+    assert sum(p.numel() for p in model.parameters()) < 0.6 * sum(
+        p.numel() for p in dense.parameters()
+    )
     netslim.save(model, tmp_path / "pruned")
     again = netslim.load(tmp_path / "pruned")
     for a, b in zip(outputs(model, X), outputs(again, X), strict=True):
