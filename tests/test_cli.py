@@ -68,6 +68,7 @@ def test_eval_of_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "holds no netslim model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_prune_job_end_to_end_then_eval_in_fresh_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -94,6 +95,7 @@ def test_prune_job_end_to_end_then_eval_in_fresh_process(
     assert abs(measured["accuracy"] - report["accuracy_after"]) < 1e-9
 
 
+@pytest.mark.slow
 def test_prune_with_quantize_int8_writes_torch_and_onnx_int8(tmp_path: Path) -> None:
     """``--quantize int8`` on a Linear-only model: dynamic int8, saved as a reloadable netslim
     directory beside the ONNX int8 file; the reloaded model scores what the job reported."""

@@ -405,6 +405,7 @@ def test_invalid_values_of_other_commands_exit_2(tmp_path_factory, case) -> None
     assert not out.exists() and sorted(p.name for p in tmp.iterdir()) == ["FILE"]
 
 
+@pytest.mark.slow
 def test_eval_reads_every_artifact_a_command_writes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

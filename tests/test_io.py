@@ -31,6 +31,7 @@ def test_round_trip_is_exact(model_file: Path, tmp_path: Path) -> None:
     assert manifest["spec"]["kwargs"] == {"width": 12}
 
 
+@pytest.mark.slow
 def test_round_trip_in_fresh_process(model_file: Path, tmp_path: Path) -> None:
     model = netslim.build_model(f"py:{model_file}:build")
     netslim.save(model, tmp_path / "out")

@@ -156,6 +156,7 @@ def _synthetic(n: int = 64):
     return [(x[i : i + 16], y[i : i + 16]) for i in range(0, n, 16)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["ste", "hard-concrete"])
 def test_gate_training_moves_gates_and_bakes(estimator: str, tmp_path) -> None:
     model = _resnet20()
@@ -279,6 +280,7 @@ def test_hf_llama_generate_after_removal(tmp_path) -> None:
     assert torch.equal(loaded.generate(ids, max_new_tokens=4, do_sample=False), out)
 
 
+@pytest.mark.slow
 def test_cli_layer_and_gate(tmp_path, capsys) -> None:
     from netslim.cli.main import main
 
