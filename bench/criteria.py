@@ -93,7 +93,9 @@ def run_cnn(args, train_loader, test_loader) -> dict[str, Any]:
                 with Stopwatch() as sw:
                     netslim.prune_(
                         model,
-                        Channels(criterion=crit, target_macs=1 / r, scope="global"),
+                        Channels(
+                            criterion=crit, target_macs=1 / r, scope="global", reconstruct=False
+                        ),
                         example_inputs=example,
                         train_loader=cal.loader,
                     )
@@ -186,7 +188,12 @@ def run_lenet(args, train_loader, test_loader) -> dict[str, Any]:
         model = copy.deepcopy(dense)
         netslim.prune_(
             model,
-            Unstructured(ratio=0.95, criterion=crit, calibration_batches=args.cal_batches),
+            Unstructured(
+                ratio=0.95,
+                criterion=crit,
+                calibration_batches=args.cal_batches,
+                reconstruct=False,  # the criteria alone (prune_ with data would refit)
+            ),
             train_loader=train_loader,
         )
         oneshot = evaluate(model, test_loader)
@@ -288,7 +295,7 @@ def run_minilm(args) -> dict[str, Any]:
         for nm in (None, (2, 4)):
             if nm and (scope == "global" or args.quick):
                 continue
-            cfg = Unstructured(ratio=0.5, criterion=crit, scope=scope, nm=nm)
+            cfg = Unstructured(ratio=0.5, criterion=crit, scope=scope, nm=nm, reconstruct=False)
             label = f"unstructured {crit} {'2:4' if nm else '50% ' + scope}"
             one(label, lambda m, c=cfg: _unstructured(m, c, cal_batches))
 
@@ -297,7 +304,9 @@ def run_minilm(args) -> dict[str, Any]:
     heads = {f"encoder.layer.{i}.attention.self": 0.25 for i in layers}
     for crit in args.minilm_criteria:
         for label, per in (("ffn50", ffn), ("ffn50+heads25", ffn | heads))[args.quick :]:
-            cfg = Channels(ratio=0.0, criterion=crit, per_module=per, calibration_batches=8)
+            cfg = Channels(
+                ratio=0.0, criterion=crit, per_module=per, calibration_batches=8, reconstruct=False
+            )
             one(
                 f"structured {label} {crit}",
                 lambda m, c=cfg: netslim.prune_(

@@ -190,7 +190,12 @@ def main() -> None:
 
         pruned = fresh_model()
         callback = NetslimCallback(
-            Channels(ratio=args.ratio, scope="local", ignore=("bert.embeddings", "bert.pooler")),
+            Channels(
+                ratio=args.ratio,
+                scope="local",
+                ignore=("bert.embeddings", "bert.pooler"),
+                reconstruct=False,  # as measured (a session with data would refit channels)
+            ),
             schedule="iterative",
             rounds=2,
             end_step=None,
@@ -268,7 +273,8 @@ from netslim.integrations.hf_trainer import NetslimCallback
 from netslim.structural.config import Channels
 
 callback = NetslimCallback(
-    Channels(ratio={args["ratio"]}, scope="local", ignore=("bert.embeddings", "bert.pooler")),
+    Channels(ratio={args["ratio"]}, scope="local", ignore=("bert.embeddings", "bert.pooler"),
+             reconstruct=False),
     schedule="iterative", rounds=2,
 )
 Trainer(model=model, args=training_args, train_dataset=train, data_collator=collator,

@@ -239,7 +239,12 @@ def run_accuracy(args: argparse.Namespace) -> None:
             dense_ms = model_ms(dense, (x,), target)
             for sp in TARGETS:
                 ours = copy.deepcopy(dense)
-                cfg = Channels(target_speedup=sp, batch=args.acc_batch, criterion=args.criterion)
+                cfg = Channels(
+                    target_speedup=sp,
+                    batch=args.acc_batch,
+                    criterion=args.criterion,
+                    reconstruct=False,  # as measured: plain removal beside Torch-Pruning
+                )
                 netslim.prune_(ours, cfg, example_inputs=(x1,), train_loader=train)
                 ours_ms = model_ms(ours.eval(), (x,), target)
                 variants = {"netslim latency": (ours, ours_ms)}

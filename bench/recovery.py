@@ -540,11 +540,12 @@ FINDINGS = [
     "the dense accuracy where plain removal collapses to near chance, and the advantage "
     "survives the short fine-tuning budget (the tables above). Distillation alone "
     "does not explain it: Torch-Pruning with the same distilled fine-tuning is no better than "
-    "with plain fine-tuning. `netslim prune --method channel|slimming` therefore reconstructs "
-    "by default (with `--data`; `--no-reconstruct` turns it off).",
+    "with plain fine-tuning. `netslim prune --method channel|slimming` and `prune_(model, "
+    "Channels(...), train_loader=loader)` therefore reconstruct by default (with calibration "
+    "data; `--no-reconstruct` / `reconstruct=False` turns it off).",
     "- Unstructured masks: reconstruction (the exact OBS update per row) turns a collapsed "
-    "one-shot model into a usable one, so `--method unstructured` with `--finetune-epochs 0` "
-    "reconstructs by default. After 5 distilled epochs every recipe lands within a few tenths "
+    "one-shot model into a usable one, so `--method unstructured` with `--finetune-epochs 0`, "
+    "and `prune_` with a loader (it never fine-tunes), reconstruct by default. After 5 distilled epochs every recipe lands within a few tenths "
     "of a point of plain one-shot + fine-tuning (the fine-tuning forgets the starting point); "
     "gradual pruning with learning-rate rewinding inside the same budget was no better. The "
     "LeNet-300-100 95 % / 98 % bars are not met by any recipe tried here. With "
@@ -552,6 +553,12 @@ FINDINGS = [
     "every round even hurt (1.4 pt lost against 0.6 plain): fine-tuning from weights refitted "
     "on 8 calibration batches ends lower. So unstructured pruning followed by fine-tuning is "
     "left unreconstructed by default.",
+    "- One default for the API and the CLI: `reconstruct=None` (auto) in `Channels` and "
+    "`Unstructured` and an absent `--reconstruct` resolve through one rule, "
+    "`netslim.reconstruct.auto_reconstruct`: channel/slimming reconstruct whenever calibration "
+    "batches are given (`train_loader=` or `--data`), unstructured when they are given and no "
+    "fine-tuning follows in the same call (a `PruningSession` inside a training loop counts as "
+    "fine-tuning). `reconstruct=True` without data is an error.",
     "- The MACs of Torch-Pruning's rows come from its uniform-ratio search (0.254 / 0.118 of "
     "the dense MACs); netslim's global ranking lands at 0.246 / 0.122: the 8x comparison "
     "gives netslim about 3 % more MACs, the 4x one gives it 3 % fewer.",

@@ -99,7 +99,9 @@ def _consistently(handler: Handler, model: nn.Module, config: Any, **kwargs: Any
     test_loader = kwargs.pop("test_loader", None)
     summary = _run(handler, model, config, example_inputs, train_loader, test_loader, kwargs)
     broadcast_masks_(model)
-    if getattr(config, "reconstruct", False):  # refitted on each rank's own batches
+    # refitted on each rank's own batches; an auto (None) config resolves inside the handler,
+    # whose summary then carries the reconstruction report
+    if getattr(config, "reconstruct", False) or "reconstruction" in summary:
         broadcast_state_(model)
     verify_consistent(model, what=f"{type(config).__name__} pruning step")
     return summary

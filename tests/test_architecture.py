@@ -137,3 +137,51 @@ def test_cli_and_api_give_the_same_model(tmp_path: Path, flags: list[str], confi
     else:
         dense = netslim.build_model("zoo:lenet5")
         assert param_count(by_cli) < 0.8 * param_count(dense)  # ratio 0.4 of the channels
+
+
+@pytest.mark.parametrize(
+    ("flags", "config"),
+    [
+        (
+            ["--method", "channel", "--ratio", "0.4", "--scope", "global"],
+            lambda **kw: netslim.Channels(ratio=0.4, scope="global", criterion="l2", **kw),
+        ),
+        (
+            ["--method", "unstructured", "--ratio", "0.7", "--scope", "layer"],
+            lambda **kw: netslim.Unstructured(ratio=0.7, scope="layer", criterion="l1", **kw),
+        ),
+    ],
+)
+def test_cli_and_api_reconstruct_alike_by_default(tmp_path: Path, flags: list[str], config):
+    """With data and no fine-tuning both refit by default (one rule: ``auto_reconstruct``), on
+    the same calibration batches: equal tensors, and not the plain model's."""
+    from netslim.data import make_loaders
+    from netslim.models.spec import make_example_inputs
+    from netslim.training import seed_everything
+    from netslim.unstructured.method import fold_masks
+
+    data = ["--data", "synthetic", "--limit-train", "64", "--limit-test", "32"]
+    data += ["--batch-size", "16", "--epochs", "0", "--finetune-epochs", "0"]
+    out = tmp_path / "cli"
+    argv = ["prune", "zoo:lenet5", *flags, *data, "--no-latency", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    by_cli = netslim.load(out / "model")
+
+    def by_api(**kw):
+        seed_everything(0)
+        model = netslim.build_model("zoo:lenet5")
+        train_loader, _ = make_loaders(
+            "synthetic", batch_size=16, limit_train=64, limit_test=32, seed=0, model=model
+        )
+        example = make_example_inputs(model, [1, *train_loader.dataset[0][0].shape])
+        netslim.prune_(model, config(**kw), example_inputs=example, train_loader=train_loader)
+        if "unstructured" in flags:  # a finished unstructured CLI run saves its masks folded
+            fold_masks(model)
+        return model.state_dict()
+
+    cli_state, api_state = by_cli.state_dict(), by_api()
+    assert list(cli_state) == list(api_state)
+    for key, tensor in api_state.items():
+        assert torch.equal(cli_state[key], tensor), key
+    plain = by_api(reconstruct=False)
+    assert any(not torch.equal(plain[k], v) for k, v in api_state.items())

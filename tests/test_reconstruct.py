@@ -158,7 +158,7 @@ def test_unstructured_reconstruction_lowers_error_keeps_masks(nm):
     batches = _batches()
     plain, rec = copy.deepcopy(dense), copy.deepcopy(dense)
     cfg = dict(ratio=0.8, scope="layer", include_classifier=True, nm=nm)
-    netslim.prune_(plain, Unstructured(**cfg), train_loader=batches)
+    netslim.prune_(plain, Unstructured(**cfg, reconstruct=False), train_loader=batches)
     report = netslim.prune_(rec, Unstructured(**cfg, reconstruct=True), train_loader=batches)
     masks_plain, masks_rec = iter_masks(plain), iter_masks(rec)
     assert masks_plain.keys() == masks_rec.keys() == {"0.weight", "2.weight", "4.weight"}
@@ -185,7 +185,9 @@ def test_channel_reconstruction_lowers_error_keeps_shapes_and_reestimates_bn():
     with torch.no_grad():  # BN statistics that do not match the data: re-estimation fixes them
         dense[1].running_mean.fill_(0.3)
     plain, rec = copy.deepcopy(dense), copy.deepcopy(dense)
-    netslim.prune_(plain, Channels(ratio=0.5), example_inputs=example, train_loader=batches)
+    netslim.prune_(
+        plain, Channels(ratio=0.5, reconstruct=False), example_inputs=example, train_loader=batches
+    )
     report = netslim.prune_(
         rec, Channels(ratio=0.5, reconstruct=True), example_inputs=example, train_loader=batches
     )
@@ -225,6 +227,145 @@ def test_reconstruct_flag_is_validated():
         Unstructured(reconstruct="yes")
     with pytest.raises(ConfigError, match="reconstruct"):
         Channels(reconstruct=1)
+    for value in (None, True, False):  # None: auto; the dict round trip keeps each
+        for cls in (Unstructured, Channels):
+            config = cls(reconstruct=value)
+            assert cls.from_dict(config.to_dict()) == config
+    assert Unstructured().reconstruct is None and Channels().reconstruct is None
+
+
+# ---- one default for the API and the command line -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "finetunes", "expected"),
+    [
+        ("channel", True, False, True),
+        ("channel", True, True, True),
+        ("slimming", True, True, True),
+        ("channel", False, False, False),
+        ("slimming", False, True, False),
+        ("unstructured", True, False, True),
+        ("unstructured", True, True, False),
+        ("unstructured", False, False, False),
+        ("unstructured", False, True, False),
+    ],
+)
+def test_auto_reconstruct_table(kind, data, finetunes, expected):
+    from netslim.reconstruct import auto_reconstruct
+
+    def decide(requested):
+        return auto_reconstruct(
+            requested, method_kind=kind, has_calibration=data, finetunes_after=finetunes
+        )
+
+    assert decide(None) is expected
+    assert decide(False) is False  # explicit off always wins
+    if data:
+        assert decide(True) is True
+    else:
+        with pytest.raises(ConfigError, match="train_loader=loader.*--data"):
+            decide(True)
+
+
+def test_auto_reconstruct_refuses_unknown_kinds_and_values():
+    from netslim.reconstruct import auto_reconstruct
+
+    with pytest.raises(ConfigError, match="layer"):
+        auto_reconstruct(None, method_kind="layer", has_calibration=True, finetunes_after=False)
+    with pytest.raises(ConfigError, match="reconstruct must be"):
+        auto_reconstruct(1, method_kind="channel", has_calibration=True, finetunes_after=False)
+
+
+def _dense_gap(model: nn.Module, dense: nn.Module, batches) -> float:
+    with torch.no_grad():
+        model.eval(), dense.eval()
+        return sum(float((model(x) - dense(x)).norm()) for x, _ in batches)
+
+
+@pytest.mark.parametrize("method", ["unstructured", "channel"])
+def test_api_with_a_loader_reconstructs_by_default(method):
+    """``prune_`` with calibration batches refits as ``netslim prune --data`` does: the default
+    gives the reconstruct=True model, not the plain one, and it is closer to the dense outputs
+    on the calibration batches."""
+    dense = _cnn()
+    batches = _batches(3, (8, 3, 12, 12))
+    with torch.no_grad():  # BN statistics of the data, as a trained model has
+        dense[1].momentum = None
+        for x, _ in batches:
+            dense.train()(x)
+    example = torch.randn(1, 3, 12, 12)
+    models = {}
+    reports = {}
+    for value in (None, True, False):
+        if method == "unstructured":
+            config = Unstructured(ratio=0.7, scope="layer", reconstruct=value)
+        else:
+            config = Channels(ratio=0.5, reconstruct=value)
+        models[value] = copy.deepcopy(dense)
+        reports[value] = netslim.prune_(
+            models[value], config, example_inputs=example, train_loader=batches
+        )
+    auto, on, off = (models[v].state_dict() for v in (None, True, False))
+    assert all(torch.equal(auto[k], on[k]) for k in on)
+    assert any(not torch.equal(auto[k], off[k]) for k in off)
+    assert "reconstruction" in reports[None] and "reconstruction" not in reports[False]
+    gap = {v: _dense_gap(models[v], dense, batches) for v in (None, False)}
+    assert gap[None] < gap[False]
+    if method == "unstructured":  # the record says what was done, not "auto"
+        assert reports[None]["config"]["reconstruct"] is True
+
+
+@pytest.mark.parametrize("method", ["unstructured", "channel"])
+def test_api_without_a_loader_does_not_reconstruct(method):
+    dense = _cnn()
+    example = torch.randn(1, 3, 12, 12)
+    models = {}
+    for value in (None, False):
+        if method == "unstructured":
+            config = Unstructured(ratio=0.7, scope="layer", reconstruct=value)
+        else:
+            config = Channels(ratio=0.5, reconstruct=value)
+        models[value] = copy.deepcopy(dense)
+        report = netslim.prune_(models[value], config, example_inputs=example)
+        assert "reconstruction" not in report
+    auto, off = models[None].state_dict(), models[False].state_dict()
+    assert list(auto) == list(off) and all(torch.equal(auto[k], off[k]) for k in off)
+    from pruned import param_count, weights, zero_fraction
+
+    if method == "unstructured":  # both pruned (equal because both stayed dense would pass)
+        assert zero_fraction(weights(models[None])) > 0.6
+    else:
+        assert param_count(models[None]) < 0.8 * param_count(dense)
+
+
+def test_session_resolves_auto_as_a_job_that_fine_tunes():
+    """A training-loop session fine-tunes after each prune: channels refit with data,
+    unstructured masks do not (the job's rule with --finetune-epochs > 0)."""
+    from netslim.integrations.session import _resolve_reconstruct
+
+    loader = _batches(2)
+    assert _resolve_reconstruct(Channels(), loader).reconstruct is True
+    assert _resolve_reconstruct(Channels(), None).reconstruct is False
+    assert _resolve_reconstruct(Unstructured(), loader).reconstruct is False
+    assert _resolve_reconstruct(Unstructured(reconstruct=True), loader).reconstruct is True
+    assert _resolve_reconstruct(Channels(reconstruct=False), loader).reconstruct is False
+
+
+def test_masks_records_keep_the_resolved_flag_and_load(tmp_path):
+    """The history records the resolved ``reconstruct`` (False without data, as every record
+    saved before the auto default did; True with a loader); both replay to the same tensors."""
+    from netslim.core.history import get_history
+
+    for loader in (None, [(torch.randn(16, 1, 28, 28), torch.zeros(16, dtype=torch.long))]):
+        model = netslim.build_model("zoo:lenet300")
+        netslim.prune_(model, Unstructured(ratio=0.5), train_loader=loader)
+        assert get_history(model)[-1]["config"]["reconstruct"] is (loader is not None)
+        out = tmp_path / ("plain" if loader is None else "refit")
+        netslim.save(model, out)
+        state = netslim.load(out).state_dict()
+        assert list(state) == list(model.state_dict())
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
 # ---- the command line ------------------------------------------------------------------------

@@ -148,8 +148,8 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
         default=None,
         help="unstructured/channel/slimming: after pruning, refit the pruned layers by least "
         "squares to the dense model's outputs on --data batches (no labels; BN re-estimated). "
-        "Default: on for channel/slimming, and for unstructured without fine-tuning "
-        "(docs/recovery.md)",
+        "Default (the API's too, reconstruct=None): with --data, on for channel/slimming, and "
+        "for unstructured when --finetune-epochs is 0 (docs/recovery.md)",
     )
     prune.add_argument(
         "--remove",

@@ -67,6 +67,26 @@ def _is_structural(config: Any) -> bool:
     return isinstance(config, Channels)
 
 
+def _resolve_reconstruct(config: Any, calibration: Any) -> Any:
+    """Training goes on after every prune of a session, so an auto (``None``) ``reconstruct``
+    resolves as the prune job's does with fine-tuning (``auto_reconstruct(...,
+    finetunes_after=True)``: channels refit with data, unstructured masks do not), not as a
+    lone ``prune_`` call, after which nothing fine-tunes."""
+    from netslim.reconstruct import auto_reconstruct
+    from netslim.unstructured.config import Unstructured
+
+    structural = _is_structural(config)
+    if not (structural or isinstance(config, Unstructured)) or config.reconstruct is not None:
+        return config
+    refit = auto_reconstruct(
+        None,
+        method_kind="channel" if structural else "unstructured",
+        has_calibration=calibration is not None,
+        finetunes_after=True,
+    )
+    return replace(config, reconstruct=refit)
+
+
 @dataclass
 class PruningSession:
     """When and how much to prune during training; see the module docstring.
@@ -222,6 +242,7 @@ class PruningSession:
             if _is_structural(config):
                 applied = 1.0 - (1.0 - ratio) / (1.0 - self._reached)
             config = replace(config, ratio=applied)
+        config = _resolve_reconstruct(config, self.prune_kwargs.get("calibration", train_loader))
         example = self.example_inputs if self.example_inputs is not None else example_inputs
         take_replacements(model)  # only the swaps of this prune are handed over
         summary = prune_(

@@ -25,6 +25,7 @@ from netslim.io import save
 from netslim.measure import measure
 from netslim.methods import JOB_METHODS, config_from_settings
 from netslim.models.spec import build_model, make_example_inputs
+from netslim.reconstruct.policy import auto_reconstruct
 
 LATENCY_BATCH = 64  # the report times batch 1 and a batch of this size
 SCHEDULES = ("oneshot", "iterative", "agp")
@@ -69,7 +70,7 @@ class JobSettings:
     round_to: int = 1
     ignore: list[str] = field(default_factory=list)  # outputs keep their width (see Channels)
     freeze: list[str] = field(default_factory=list)  # channel: modules left whole, inputs too
-    # least-squares refit after pruning (docs/recovery.md); None: on where the bench shows it wins
+    # least-squares refit after pruning (docs/recovery.md); None: auto, the API's default rule
     reconstruct: bool | None = None
     example_shape: list[int] | None = None
     latency: bool = True
@@ -102,15 +103,13 @@ class JobSettings:
             raise ConfigError(f"l1-reg must be >= 0, got {self.l1_reg}")
         if self.quantize not in (None, "int8"):
             raise ConfigError(f"unknown --quantize {self.quantize!r}: the only choice is int8")
-        if self.reconstruct is None and self.method in RECONSTRUCTING:
-            self.reconstruct = default_reconstruct(self)
         if self.reconstruct and self.method not in RECONSTRUCTING:
             raise ConfigError(
                 f"--reconstruct refits pruned layers of unstructured/channel/slimming pruning, "
                 f"not --method {self.method}"
             )
-        if self.reconstruct and self.data in (None, "none"):
-            raise ConfigError("--reconstruct needs calibration batches: give --data")
+        if self.method in RECONSTRUCTING:
+            self.reconstruct = resolve_reconstruct(self)
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint-every must be >= 0, got {self.checkpoint_every}")
         self._check_method_settings()
@@ -168,15 +167,19 @@ _DEFAULTS = {f.name: _default(f) for f in fields(JobSettings)}
 RECONSTRUCTING = ("unstructured", "channel", "slimming")  # methods that read --reconstruct
 
 
-def default_reconstruct(settings: JobSettings) -> bool:
-    """What docs/recovery.md measured: reconstruction wins for channel pruning with or without
-    fine-tuning (vgg_small), and for unstructured masks when no fine-tuning follows
-    (after fine-tuning it is a wash there). It needs calibration data."""
-    if settings.data in (None, "none"):
-        return False
-    if settings.method in ("channel", "slimming"):
-        return True
-    return settings.method == "unstructured" and settings.finetune_epochs == 0
+def resolve_reconstruct(settings: JobSettings) -> bool:
+    """``--reconstruct`` as given, else the API's auto default (``auto_reconstruct``, the one
+    rule for both): the job has calibration batches with ``--data`` and fine-tunes after
+    pruning when ``--finetune-epochs`` > 0. ``--reconstruct`` without data is one line."""
+    has_data = settings.data not in (None, "none")
+    if settings.reconstruct and not has_data:
+        raise ConfigError("--reconstruct needs calibration batches: give --data")
+    return auto_reconstruct(
+        settings.reconstruct,
+        method_kind=settings.method,
+        has_calibration=has_data,
+        finetunes_after=settings.finetune_epochs > 0,
+    )
 
 
 # Settings that change where files go or what is shown, never the result.

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from netslim.core.config import ConfigBase
 from netslim.errors import ConfigError
+from netslim.reconstruct.policy import check_requested
 from netslim.structural.importance import CRITERIA
 from netslim.structural.op_timing import check_target
 
@@ -60,7 +61,10 @@ class Channels(ConfigBase):
     reconstruct: after removal, refit every conv/linear that lost input channels by least
         squares so its outputs on ``calibration_batches`` batches of ``prune_(...,
         train_loader=...)`` match the dense model's (no labels used), then re-estimate
-        BatchNorm statistics on them.
+        BatchNorm statistics on them. ``None`` (the default, as on the command line): on
+        whenever ``prune_`` gets calibration batches, off without them
+        (``netslim.reconstruct.auto_reconstruct``; docs/recovery.md measured why). ``True``
+        without data is an error; ``False`` prunes by plain removal.
     """
 
     ratio: float = 0.5
@@ -81,7 +85,7 @@ class Channels(ConfigBase):
     within_heads: bool = False
     conv_groups: bool = False
     calibration_batches: int = 8
-    reconstruct: bool = False
+    reconstruct: bool | None = None
 
     @property
     def time_target(self) -> bool:
@@ -90,8 +94,7 @@ class Channels(ConfigBase):
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio, "ratio")
-        if not isinstance(self.reconstruct, bool):
-            raise ConfigError(f"reconstruct must be True or False, got {self.reconstruct!r}")
+        check_requested(self.reconstruct)
         if self.criterion not in CRITERIA:
             raise ConfigError(
                 f"unknown criterion {self.criterion!r} (choose from {', '.join(CRITERIA)})"

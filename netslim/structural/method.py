@@ -11,6 +11,7 @@ from netslim.core import history
 from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ArtifactError, ConfigError
 from netslim.importance import calibration_from
+from netslim.reconstruct.policy import auto_reconstruct
 from netslim.structural.config import Channels
 from netslim.structural.engine import apply_plan, prune
 from netslim.structural.graph import flatten_tensors
@@ -30,7 +31,13 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
     if not isinstance(inputs, (tuple, dict)):
         inputs = (inputs,)
     calibration = calibration_from(ctx, config.calibration_batches)
-    if config.reconstruct:
+    refit = auto_reconstruct(  # None: on with calibration batches (prune_ never fine-tunes)
+        config.reconstruct,
+        method_kind="channel",
+        has_calibration=calibration is not None,
+        finetunes_after=False,
+    )
+    if refit:
         plan, report = _prune_reconstructed(model, inputs, config, calibration)
     else:
         plan, report = prune(model, inputs, config, calibration)

@@ -63,5 +63,5 @@ def channels_config(settings: Any, ratio: float) -> Channels:
         freeze=tuple(getattr(settings, "freeze", ())),
         round_to=settings.round_to,
         seed=settings.seed,
-        reconstruct=getattr(settings, "reconstruct", False),
+        reconstruct=getattr(settings, "reconstruct", None),
     )

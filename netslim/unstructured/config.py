@@ -9,6 +9,7 @@ from typing import Literal
 
 from netslim.core.config import ConfigBase
 from netslim.errors import ConfigError
+from netslim.reconstruct.policy import check_requested
 from netslim.unstructured.criteria import get_criterion
 from netslim.unstructured.nm import validate_nm
 
@@ -28,7 +29,10 @@ class Unstructured(ConfigBase):
     the last Linear/Conv (the classifier) is left alone unless ``include_classifier``.
     ``reconstruct=True`` then updates the surviving weights of every masked Linear/Conv2d, layer
     after layer, so its outputs on ``calibration_batches`` batches of the loader match the dense
-    model's (the optimal-brain-surgeon update for the chosen mask; no labels used).
+    model's (the optimal-brain-surgeon update for the chosen mask; no labels used). The default
+    ``reconstruct=None`` is the command line's: on when ``prune_`` gets calibration batches (it
+    never fine-tunes afterwards), off without them (``netslim.reconstruct.auto_reconstruct``;
+    docs/recovery.md measured why). ``True`` without data is an error; ``False`` only masks.
     ``prune_(..., reference=dense)`` makes every step of a schedule aim at the original model's
     outputs instead of the previous step's.
     """
@@ -42,7 +46,7 @@ class Unstructured(ConfigBase):
     seed: int = 0
     include_classifier: bool = False
     calibration_batches: int = 8
-    reconstruct: bool = False
+    reconstruct: bool | None = None
 
     def __post_init__(self) -> None:
         ratio = self.ratio
@@ -71,6 +75,7 @@ class Unstructured(ConfigBase):
             raise ConfigError(f"ignore must list module names, got {self.ignore!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        for flag in ("include_bias", "include_classifier", "reconstruct"):
+        check_requested(self.reconstruct)
+        for flag in ("include_bias", "include_classifier"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")

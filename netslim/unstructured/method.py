@@ -7,6 +7,7 @@ with the target keys, so ``netslim.load`` can re-attach empty masks before loadi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from netslim.core.history import record
 from netslim.core.masks import attach_mask, detach_mask, get_mask, sparsity_report
 from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ArtifactError, ConfigError, NetslimError, PruningError
+from netslim.reconstruct.policy import auto_reconstruct
 from netslim.unstructured.allocation import compute_masks
 from netslim.unstructured.config import Unstructured
 from netslim.unstructured.settings import FLAGS, unstructured_config
@@ -98,15 +100,25 @@ def record_masks(model: nn.Module, targets: list[str], config: Unstructured) -> 
 def prune(
     model: nn.Module, config: Unstructured, ctx: PruneContext | None = None
 ) -> dict[str, Any]:
-    """Mask the lowest-scoring weights per ``config``; the model is unchanged if this raises."""
+    """Mask the lowest-scoring weights per ``config``; the model is unchanged if this raises.
+
+    ``reconstruct=None`` resolves here (``auto_reconstruct``: on with calibration batches, as
+    nothing fine-tunes inside this call); the record and summary carry the resolved value."""
     calibration = None
     if ctx is not None:
         from netslim.importance import calibration_from
 
         calibration = calibration_from(ctx, config.calibration_batches)
+    refit = auto_reconstruct(
+        config.reconstruct,
+        method_kind="unstructured",
+        has_calibration=calibration is not None,
+        finetunes_after=False,
+    )
+    config = replace(config, reconstruct=refit)
     masks = compute_masks(model, config, calibration)
     fitted = None
-    if config.reconstruct:
+    if refit:
         reference = ctx.extras.get("reference") if ctx is not None else None
         fitted = _reconstructed(model, masks, calibration, reference)
     apply_masks(model, masks)

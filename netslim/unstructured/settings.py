@@ -37,5 +37,5 @@ def unstructured_config(settings: Any, ratio: float) -> Unstructured:
         nm=parse_nm(settings.nm),
         ignore=tuple(settings.ignore),
         seed=settings.seed,
-        reconstruct=getattr(settings, "reconstruct", False),
+        reconstruct=getattr(settings, "reconstruct", None),
     )

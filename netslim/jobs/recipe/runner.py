@@ -33,6 +33,7 @@ def _prune_config(settings: RecipeSettings, step: PruneStep) -> Any:
         round_to=step.round_to,
         ignore=list(step.ignore),
         seed=settings.seed,
+        data=None,  # a recipe's prune step gets no loader: reconstruction stays off (auto)
     )
     return build_config(job)
 
