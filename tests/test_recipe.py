@@ -113,3 +113,22 @@ def test_prune_quantize_int8_cli(tmp_path: Path) -> None:
     assert abs(quant["accuracy_int8"] - report["accuracy_after"]) < 0.05
     assert (tmp_path / "model_int8.onnx").is_file()
     assert quant["onnx"]["max_abs_diff"] < 1e-4
+
+
+def test_recipe_prunes_channels(tmp_path: Path) -> None:
+    """A recipe's prune step gets no loader, so the auto reconstruct default stays off there
+    (it used to resolve on, as for a job with data, and then failed for lack of batches)."""
+    path = tmp_path / "recipe.yaml"
+    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
+    path.write_text(text.replace("method: unstructured, ratio: 0.9", "method: channel, ratio: 0.5"))
+    run_recipe(parse_recipe(path.read_text(), str(path)))
+    report = json.loads((tmp_path / "out" / "recipe_report.json").read_text())
+    prune = next(s for s in report["steps"] if s["step"] == "prune")
+    assert "reconstruction" not in prune["summary"]
+    assert prune["summary"]["params"]["after"] < prune["summary"]["params"]["before"]
+    from pruned import param_count
+
+    import netslim
+
+    saved = netslim.load(tmp_path / "out" / "model")  # the model itself, not the summary
+    assert param_count(saved) < 0.8 * param_count(netslim.build_model("zoo:lenet300"))
