@@ -33,7 +33,10 @@ def prune_(
     """Prune ``model`` in place as ``config`` says and return a summary of what changed.
 
     ``example_inputs`` (a tensor or tuple) is needed by methods that trace the model (structural
-    pruning, MACs targets); data loaders by criteria or schedules that use data.
+    pruning, MACs targets); data loaders by criteria or schedules that use data. Given
+    calibration batches (``train_loader=``), ``Channels`` and ``Unstructured`` also refit the
+    pruned layers unless their ``reconstruct=False`` (the auto default that ``netslim prune
+    --data`` uses: ``netslim.reconstruct.auto_reconstruct``).
     """
     return _run(
         handler_for(config), model, config, example_inputs, train_loader, test_loader, extras

@@ -19,6 +19,8 @@ Schedules (the sparsity targets are cumulative, of the model the session started
 
 Unstructured configs re-mask at the cumulative ratio. Structural configs (channels, heads, FFN
 neurons) remove physically, so each step removes ``1 - (1 - s_t) / (1 - s_prev)`` of what is left.
+An auto ``reconstruct`` (``None``) resolves as for a prune job that fine-tunes: channels are
+refitted on the framework's batches, masks are not (``netslim.reconstruct.auto_reconstruct``).
 """
 
 from __future__ import annotations
