@@ -50,6 +50,14 @@ MUTANTS = (
         ("tests/test_structural_layers.py::test_residual_add_and_squeeze_excitation",),
     ),
     Mutant(
+        "a2",
+        "residual add: as a, run against the hand-sliced oracle alone (shares no engine code)",
+        "netslim/structural/rules.py",
+        "            elif s != 1:\n                ctx.unify(cur, a)\n",
+        "            elif s != 1 and not ctx.name.startswith('add'):\n                ctx.unify(cur, a)\n",
+        ("tests/test_oracle.py",),
+    ),
+    Mutant(
         "b1",
         "attention heads: nn.MultiheadAttention keeps its old num_heads after head pruning",
         "netslim/structural/attrs.py",

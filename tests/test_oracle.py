@@ -1,0 +1,150 @@
+"""An oracle that shares no code with the engine: a small residual CNN whose channels to remove
+are fixed by construction, and the smaller model built by hand (plain torch: the same class at
+the smaller widths, every tensor sliced with ``index_select`` from a table written here). The
+model netslim prunes must equal it: same layers and widths, the same tensors bit for bit, the
+same outputs. The equivalence tests elsewhere compare with ``masked_reference``, which builds
+its masks from the engine's own analysis; a coupling error shared by both would pass them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import netslim
+from netslim.structural import Channels
+
+WIDTHS = {"R": 8, "A": 8, "B": 16, "C": 16}  # residual stream, block 1 inside, block 2 in/out
+# The plan: half of every group goes; which half differs per group (and is not a prefix).
+REMOVE = {
+    "R": [1, 4, 6, 7],
+    "A": [0, 3, 5, 6],
+    "B": [1, 2, 4, 7, 8, 11, 13, 14],
+    "C": list(range(0, 16, 2)),
+}
+
+
+class TinyResNet(nn.Module):
+    """stem, an identity block (add), a down-sampling block with a 1x1 projection (add), fc."""
+
+    def __init__(self, R: int = 8, A: int = 8, B: int = 16, C: int = 16, classes: int = 5):
+        super().__init__()
+        conv = lambda i, o, k=3, s=1: nn.Conv2d(i, o, k, s, padding=k // 2, bias=False)  # noqa: E731
+        self.stem, self.bn0 = conv(3, R), nn.BatchNorm2d(R)
+        self.b1c1, self.b1bn1 = conv(R, A), nn.BatchNorm2d(A)
+        self.b1c2, self.b1bn2 = conv(A, R), nn.BatchNorm2d(R)
+        self.b2c1, self.b2bn1 = conv(R, B, s=2), nn.BatchNorm2d(B)
+        self.b2c2, self.b2bn2 = conv(B, C), nn.BatchNorm2d(C)
+        self.short, self.shortbn = conv(R, C, k=1, s=2), nn.BatchNorm2d(C)
+        self.fc = nn.Linear(C, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn0(self.stem(x)))
+        x = F.relu(x + self.b1bn2(self.b1c2(F.relu(self.b1bn1(self.b1c1(x))))))
+        y = self.b2bn2(self.b2c2(F.relu(self.b2bn1(self.b2c1(x)))))
+        x = F.relu(y + self.shortbn(self.short(x)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+# Which group indexes each tensor's dim 0 (outputs) and dim 1 (inputs); None: not pruned.
+# Written from the architecture, not from netslim: the adds tie stem/b1c2 and b2c2/short.
+SLICES = {
+    "stem.weight": ("R", None),
+    "b1c1.weight": ("A", "R"),
+    "b1c2.weight": ("R", "A"),
+    "b2c1.weight": ("B", "R"),
+    "b2c2.weight": ("C", "B"),
+    "short.weight": ("C", "R"),
+    "fc.weight": (None, "C"),
+    "fc.bias": (None, None),
+}
+for _bn, _g in {
+    "bn0": "R",
+    "b1bn1": "A",
+    "b1bn2": "R",
+    "b2bn1": "B",
+    "b2bn2": "C",
+    "shortbn": "C",
+}.items():
+    for _leaf in ("weight", "bias", "running_mean", "running_var"):
+        SLICES[f"{_bn}.{_leaf}"] = (_g, None)
+    SLICES[f"{_bn}.num_batches_tracked"] = (None, None)
+# The residual branch's side of each add: its conv gets the opposite scaling and its BN the
+# same gamma and beta on every channel (see _build).
+BRANCH_CONVS, BRANCH_BNS = ("b1c2.weight", "b2c2.weight"), ("b1bn2", "b2bn2")
+
+
+def _kept(group: str) -> torch.Tensor:
+    return torch.tensor([i for i in range(WIDTHS[group]) if i not in REMOVE[group]])
+
+
+def _build(dead: bool) -> TinyResNet:
+    """Random weights and BN statistics; the indices in REMOVE are made the least important.
+
+    dead: their slices are zero in every tensor (the channels compute nothing), so removing
+    them must leave the output unchanged. Otherwise their slices are scaled by 0.01, except in
+    the conv on the residual branch's side of each add, whose *kept* outputs are scaled by 0.3
+    instead (that branch's BN is the same on every channel): ranked alone, that side would
+    remove the other half, so only a group coupled across the add picks REMOVE."""
+    torch.manual_seed(0)
+    model = TinyResNet()
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                if name in BRANCH_BNS and not dead:
+                    m.weight.fill_(1.0)
+                    m.bias.fill_(0.2)
+        state = model.state_dict()
+        for name, dims in SLICES.items():
+            if "running" in name or (not dead and name.split(".")[0] in BRANCH_BNS):
+                continue
+            for dim, group in enumerate(dims):
+                if group is None:
+                    continue
+                if dead:
+                    idx, scale = torch.tensor(REMOVE[group]), 0.0
+                elif name in BRANCH_CONVS and dim == 0:  # the add's branch side: reversed
+                    idx, scale = _kept(group), 0.3
+                else:
+                    idx, scale = torch.tensor(REMOVE[group]), 0.01
+                state[name].index_copy_(dim, idx, state[name].index_select(dim, idx) * scale)
+    return model.eval()
+
+
+def _hand_sliced(model: TinyResNet) -> TinyResNet:
+    small = TinyResNet(**{g: WIDTHS[g] - len(REMOVE[g]) for g in WIDTHS})
+    state = {}
+    for name, tensor in model.state_dict().items():
+        for dim, group in enumerate(SLICES[name]):
+            if group is not None:
+                tensor = tensor.index_select(dim, _kept(group))
+        state[name] = tensor
+    small.load_state_dict(state, strict=True)
+    return small.eval()
+
+
+@pytest.mark.parametrize("dead", [False, True], ids=["least-important", "dead"])
+def test_pruned_residual_net_equals_the_hand_sliced_one(dead: bool) -> None:
+    model = _build(dead)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        original = model(x)
+    want = _hand_sliced(model)
+    netslim.prune_(model, Channels(ratio=0.5, criterion="l2"), example_inputs=(x,))
+    assert repr(model) == repr(want)  # every layer at the hand-computed width
+    got_state, want_state = model.state_dict(), want.state_dict()
+    assert list(got_state) == list(want_state)
+    for name, tensor in want_state.items():
+        assert torch.equal(got_state[name], tensor), name
+    with torch.no_grad():
+        got, hand = model(x), want(x)
+    assert torch.equal(got, hand)
+    if dead:  # removing channels that compute nothing changes nothing
+        torch.testing.assert_close(got, original, rtol=0, atol=1e-6)
+    else:  # the removed channels did contribute: got == hand is not got == original
+        assert (got - original).abs().max() > 1e-4
