@@ -148,3 +148,81 @@ def test_pruned_residual_net_equals_the_hand_sliced_one(dead: bool) -> None:
         torch.testing.assert_close(got, original, rtol=0, atol=1e-6)
     else:  # the removed channels did contribute: got == hand is not got == original
         assert (got - original).abs().max() > 1e-4
+
+
+# -- an attention block: whole heads and MLP units, sliced by hand ---------------------------------
+HEADS, HEAD_SIZE, DIM, HIDDEN = 3, 4, 12, 16
+GONE_HEADS, GONE_UNITS = [1], [0, 2, 3, 6, 9, 10, 12, 15]  # kept: heads 0 and 2, 8 units
+
+
+class TinyBlock(nn.Module):
+    """Pre-norm transformer block, HF-style attention (q/k/v, heads by attribute, SDPA)."""
+
+    def __init__(self, heads: int = HEADS, hidden: int = HIDDEN) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = heads, HEAD_SIZE
+        inner = heads * HEAD_SIZE
+        self.embed, self.ln1, self.ln2 = nn.Linear(5, DIM), nn.LayerNorm(DIM), nn.LayerNorm(DIM)
+        self.q, self.k, self.v = nn.Linear(DIM, inner), nn.Linear(DIM, inner), nn.Linear(DIM, inner)
+        self.o = nn.Linear(inner, DIM)
+        self.fc1, self.fc2 = nn.Linear(DIM, hidden), nn.Linear(hidden, DIM)
+        self.out = nn.Linear(DIM, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        b, n, _ = x.shape
+        h = self.ln1(x)
+        q, k, v = (
+            p(h).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            for p in (self.q, self.k, self.v)
+        )
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        x = x + self.o(y)
+        x = x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+        return self.out(x.mean(1))
+
+
+def _head_rows(heads: list[int]) -> torch.Tensor:
+    return torch.tensor([h * HEAD_SIZE + i for h in heads for i in range(HEAD_SIZE)])
+
+
+KEPT_ROWS = _head_rows([h for h in range(HEADS) if h not in GONE_HEADS])
+KEPT_UNITS = torch.tensor([u for u in range(HIDDEN) if u not in GONE_UNITS])
+# (tensor, dim, kept indices along it): everything the removal touches, written by hand
+BLOCK_SLICES = [(f"{p}.{leaf}", 0, KEPT_ROWS) for p in "qkv" for leaf in ("weight", "bias")]
+BLOCK_SLICES += [("o.weight", 1, KEPT_ROWS), ("fc1.weight", 0, KEPT_UNITS)]
+BLOCK_SLICES += [("fc1.bias", 0, KEPT_UNITS), ("fc2.weight", 1, KEPT_UNITS)]
+
+
+def test_pruned_attention_block_equals_the_hand_sliced_one() -> None:
+    """Head 1 of 3 and 8 of 16 MLP units are made the least important (their slices x0.02);
+    the model width (the residual stream) is kept through ``per_module``."""
+    torch.manual_seed(0)
+    model = TinyBlock().eval()
+    with torch.no_grad():
+        for m in (model.ln1, model.ln2):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.5, 0.5)
+        state = model.state_dict()
+        for name, dim, kept in BLOCK_SLICES:
+            t = state[name]
+            gone = torch.tensor([i for i in range(t.shape[dim]) if i not in kept.tolist()])
+            t.index_copy_(dim, gone, t.index_select(dim, gone) * 0.02)
+    want = TinyBlock(heads=HEADS - len(GONE_HEADS), hidden=HIDDEN - len(GONE_UNITS)).eval()
+    sliced = dict(model.state_dict())
+    for name, dim, kept in BLOCK_SLICES:
+        sliced[name] = sliced[name].index_select(dim, kept)
+    want.load_state_dict(sliced, strict=True)
+
+    x = torch.randn(2, 6, 5)
+    config = Channels(ratio=0.5, criterion="l2", per_module={"embed": 0.0})
+    netslim.prune_(model, config, example_inputs=(x,))
+    assert repr(model) == repr(want)
+    assert (model.num_heads, model.head_dim) == (2, HEAD_SIZE)
+    got_state = model.state_dict()
+    assert list(got_state) == list(want.state_dict())
+    for name, tensor in want.state_dict().items():
+        assert torch.equal(got_state[name], tensor), name
+    with torch.no_grad():
+        assert torch.equal(model(x), want(x))
+        assert model(torch.randn(3, 4, 5)).shape == (3, 3)
