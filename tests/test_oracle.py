@@ -7,6 +7,8 @@ its masks from the engine's own analysis; a coupling error shared by both would 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -194,9 +196,8 @@ BLOCK_SLICES += [("o.weight", 1, KEPT_ROWS), ("fc1.weight", 0, KEPT_UNITS)]
 BLOCK_SLICES += [("fc1.bias", 0, KEPT_UNITS), ("fc2.weight", 1, KEPT_UNITS)]
 
 
-def test_pruned_attention_block_equals_the_hand_sliced_one() -> None:
-    """Head 1 of 3 and 8 of 16 MLP units are made the least important (their slices x0.02);
-    the model width (the residual stream) is kept through ``per_module``."""
+def _block() -> TinyBlock:
+    """Head 1 of 3 and 8 of 16 MLP units made the least important (their slices x0.02)."""
     torch.manual_seed(0)
     model = TinyBlock().eval()
     with torch.no_grad():
@@ -208,15 +209,27 @@ def test_pruned_attention_block_equals_the_hand_sliced_one() -> None:
             t = state[name]
             gone = torch.tensor([i for i in range(t.shape[dim]) if i not in kept.tolist()])
             t.index_copy_(dim, gone, t.index_select(dim, gone) * 0.02)
+    return model
+
+
+def _hand_sliced_block(model: TinyBlock) -> TinyBlock:
     want = TinyBlock(heads=HEADS - len(GONE_HEADS), hidden=HIDDEN - len(GONE_UNITS)).eval()
     sliced = dict(model.state_dict())
     for name, dim, kept in BLOCK_SLICES:
         sliced[name] = sliced[name].index_select(dim, kept)
     want.load_state_dict(sliced, strict=True)
+    return want
 
+
+# the model width (the residual stream) is kept through per_module
+BLOCK_CONFIG = Channels(ratio=0.5, criterion="l2", per_module={"embed": 0.0})
+
+
+def test_pruned_attention_block_equals_the_hand_sliced_one() -> None:
+    model = _block()
+    want = _hand_sliced_block(model)
     x = torch.randn(2, 6, 5)
-    config = Channels(ratio=0.5, criterion="l2", per_module={"embed": 0.0})
-    netslim.prune_(model, config, example_inputs=(x,))
+    netslim.prune_(model, BLOCK_CONFIG, example_inputs=(x,))
     assert repr(model) == repr(want)
     assert (model.num_heads, model.head_dim) == (2, HEAD_SIZE)
     got_state = model.state_dict()
@@ -226,3 +239,46 @@ def test_pruned_attention_block_equals_the_hand_sliced_one() -> None:
     with torch.no_grad():
         assert torch.equal(model(x), want(x))
         assert model(torch.randn(3, 4, 5)).shape == (3, 3)
+
+
+# -- the equivalence tests' own oracle, against masks applied by hand -------------------------------
+def _masked_by_hand(kind: str, model: nn.Module) -> nn.Module:
+    """The full-width model with every slice of a removed channel zeroed (from the tables above;
+    a zero BN gamma and beta make a channel output exactly 0, whatever its statistics)."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if kind == "resnet":
+        for name, dims in SLICES.items():
+            if "running" in name:
+                continue
+            for dim, group in enumerate(dims):
+                if group is not None:
+                    state[name].index_fill_(dim, torch.tensor(REMOVE[group]), 0.0)
+    else:
+        for name, dim, kept in BLOCK_SLICES:
+            gone = [i for i in range(state[name].shape[dim]) if i not in kept.tolist()]
+            state[name].index_fill_(dim, torch.tensor(gone), 0.0)
+    masked = type(model)().eval()
+    masked.load_state_dict(state, strict=True)
+    return masked
+
+
+@pytest.mark.parametrize("kind", ["resnet", "block"])
+def test_masked_reference_equals_masks_applied_by_hand(kind: str) -> None:
+    """``masked_reference`` (what every structural equivalence test compares with) builds its
+    masks from the engine's analysis; here the same plan's masks are applied by hand."""
+    from netslim.structural import masked_reference, prune
+
+    if kind == "resnet":
+        model, x, config = _build(dead=False), torch.randn(4, 3, 16, 16), Channels(ratio=0.5)
+    else:
+        model, x, config = _block(), torch.randn(2, 6, 5), BLOCK_CONFIG
+    hand = _masked_by_hand(kind, model)
+    original = copy.deepcopy(model)
+    plan, _ = prune(model, (x,), config)
+    reference = masked_reference(original, plan, (x,))
+    with torch.no_grad():
+        want, got = hand(x), reference(x)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        # unmasked, the output differs by more than 10x that tolerance: the check can fail
+        assert (want - original(x)).abs().max() > 1e-5
+        torch.testing.assert_close(model(x), want, rtol=0, atol=1e-5)  # and the pruned model
