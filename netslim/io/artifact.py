@@ -184,10 +184,15 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
             f"{manifest_path} has format version {manifest.get('version')}, "
             f"this netslim reads version {FORMAT_VERSION}"
         )
-    for key in ("spec", "history", "files"):
+    for key, kind in (("spec", (dict, str)), ("history", list), ("files", dict)):
         if key not in manifest:
             raise ArtifactError(f"{manifest_path} lacks {key!r}")
+        if not isinstance(manifest[key], kind):
+            raise ArtifactError(f"{manifest_path}: {key!r} is not {_KIND_NAMES[key]}")
     return manifest
+
+
+_KIND_NAMES = {"spec": "a model spec", "history": "a list of steps", "files": "an object"}
 
 
 def load(directory: str | os.PathLike, *, trust_code: bool = False) -> nn.Module:

@@ -34,6 +34,6 @@ def replayer_for(kind: str) -> Replayer:
 
 def replay(model: nn.Module, history: list[dict[str, Any]]) -> None:
     for index, step in enumerate(history):
-        if not isinstance(step, dict) or "kind" not in step:
+        if not isinstance(step, dict) or not isinstance(step.get("kind"), str):
             raise ArtifactError(f"history step {index} is malformed: {step!r:.80}")
         replayer_for(step["kind"])(model, step)

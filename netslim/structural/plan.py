@@ -36,6 +36,8 @@ class PruningPlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruningPlan:
+        if not isinstance(data, dict) or not isinstance(data.get("groups"), dict):
+            raise ArtifactError("malformed pruning plan: not an object with a 'groups' object")
         try:
             if int(data.get("version", VERSION)) != VERSION:
                 raise ArtifactError(f"unsupported plan version {data.get('version')!r}")
@@ -45,7 +47,7 @@ class PruningPlan:
                 keep[gid] = sorted(int(i) for i in g["keep"])
                 if not keep[gid] or keep[gid][-1] >= sizes[gid] or keep[gid][0] < 0:
                     raise ArtifactError(f"plan group {gid!r}: kept indices out of range")
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ArtifactError(f"malformed pruning plan: {exc}") from exc
         return cls(keep, sizes)
 
