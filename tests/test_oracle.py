@@ -282,3 +282,63 @@ def test_masked_reference_equals_masks_applied_by_hand(kind: str) -> None:
         # unmasked, the output differs by more than 10x that tolerance: the check can fail
         assert (want - original(x)).abs().max() > 1e-5
         torch.testing.assert_close(model(x), want, rtol=0, atol=1e-5)  # and the pruned model
+
+
+# -- vgg_small: conv stages and the flatten that ties each last channel to 7x7 classifier inputs --
+VGG_CFG = (8, "M", 16, "M", 12)  # 28 -> 14 -> 7: the classifier reads 12 x 49 inputs
+VGG_GONE = ([0, 3, 4, 6], [1, 2, 5, 7, 9, 10, 12, 15], [0, 1, 4, 8, 10, 11])  # half of each conv
+
+
+def _vgg_slices(model: nn.Module) -> list[tuple[str, int, list[int]]]:
+    """(tensor, dim, kept indices) for every tensor the plan touches, derived by hand: conv i's
+    rows, its BN, conv i+1's columns; the last stage's channel c owns classifier columns
+    c*49 .. c*49+48 (flatten is channel-major)."""
+    convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
+    out = []
+    for stage, (i, gone) in enumerate(zip(convs, VGG_GONE, strict=True)):
+        kept = [c for c in range(model.features[i].out_channels) if c not in gone]
+        out.append((f"features.{i}.weight", 0, kept))
+        out += [(f"features.{i + 1}.{leaf}", 0, kept) for leaf in ("weight", "bias")]
+        out += [(f"features.{i + 1}.{leaf}", 0, kept) for leaf in ("running_mean", "running_var")]
+        if stage + 1 < len(convs):
+            out.append((f"features.{convs[stage + 1]}.weight", 1, kept))
+        else:
+            out.append(("classifier.weight", 1, [c * 49 + p for c in kept for p in range(49)]))
+    return out
+
+
+def test_pruned_vgg_small_equals_the_hand_sliced_one() -> None:
+    torch.manual_seed(0)
+    model = netslim.build_model("zoo:vgg_small", cfg=VGG_CFG).eval()
+    slices = _vgg_slices(model)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+        state = model.state_dict()
+        for name, dim, kept in slices:  # the removed indices made the least important
+            if "running" not in name:
+                t = state[name]
+                gone = torch.tensor([i for i in range(t.shape[dim]) if i not in kept])
+                t.index_copy_(dim, gone, t.index_select(dim, gone) * 0.01)
+    widths = iter(
+        c - len(g) for c, g in zip((c for c in VGG_CFG if c != "M"), VGG_GONE, strict=True)
+    )
+    small_cfg = tuple(c if c == "M" else next(widths) for c in VGG_CFG)
+    want = netslim.build_model("zoo:vgg_small", cfg=small_cfg).eval()
+    sliced = dict(model.state_dict())
+    for name, dim, kept in slices:
+        sliced[name] = sliced[name].index_select(dim, torch.tensor(kept))
+    want.load_state_dict(sliced, strict=True)
+
+    x = torch.randn(2, 1, 28, 28)
+    netslim.prune_(model, Channels(ratio=0.5, criterion="l2"), example_inputs=(x,))
+    assert repr(model) == repr(want)
+    got_state = model.state_dict()
+    for name, tensor in want.state_dict().items():
+        assert torch.equal(got_state[name], tensor), name
+    with torch.no_grad():
+        assert torch.equal(model(x), want(x))
