@@ -71,6 +71,14 @@ def test_onnx_parity(which: str, model_file: Path, tmp_path: Path) -> None:
     )
     assert report.max_abs_diff < 1e-4
     assert netslim.unstructured.iter_masks(model) or which == "vgg-hand-shrunk"  # argument intact
+    # the file itself against the user's model, in onnxruntime directly (not export's own diff)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    x = torch.randn(7, 1, 28, 28)
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), model(x), rtol=0, atol=1e-4)
 
 
 def test_onnx_int8_static_runs_and_is_close(tmp_path: Path) -> None:
@@ -95,7 +103,9 @@ def test_torch_export_program(tmp_path: Path) -> None:
     model = _masked_lenet()
     assert export_program(model, torch.randn(3, 1, 28, 28), tmp_path / "m.pt2") == 0.0
     program = torch.export.load(str(tmp_path / "m.pt2")).module()
-    assert program(torch.randn(6, 1, 28, 28)).shape == (6, 10)
+    x = torch.randn(6, 1, 28, 28)
+    with torch.no_grad():  # the loaded program against the user's (masked) model
+        torch.testing.assert_close(program(x), model(x), rtol=0, atol=1e-6)
 
 
 transformers = pytest.importorskip("transformers")
