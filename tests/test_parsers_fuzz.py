@@ -82,7 +82,9 @@ def saved_manifest(tmp_path_factory) -> tuple[Path, dict]:
     netslim.prune_(model, netslim.Unstructured(ratio=0.5))
     where = tmp_path_factory.mktemp("artifact")
     netslim.save(model, where)
-    return where, json.loads((where / "netslim.json").read_text())
+    manifest = json.loads((where / "netslim.json").read_text())
+    assert [step["kind"] for step in manifest["history"]] == ["structural", "masks"]
+    return where, manifest
 
 
 def _replace_at(value, path: list, new):
