@@ -354,7 +354,19 @@ def test_cli_layer_and_gate(tmp_path, capsys) -> None:
     with torch.no_grad():
         routed(torch.randn(1, 1, 28, 28))
     assert all(g.seen == 1 for g in gates.values())
-    assert 0 <= executed_blocks(routed, reset=True) <= 7
+    executed_blocks(routed, reset=True)
+    saved = {n: (g.head.weight.clone(), g.head.bias.clone()) for n, g in gates.items()}
+    for bias, executed in ((1.0, 7), (-1.0, 0)):  # every router open, then every one closed
+        with torch.no_grad():
+            for g in gates.values():
+                g.head.weight.zero_()
+                g.head.bias.fill_(bias)
+            routed(torch.randn(2, 1, 28, 28))
+        assert executed_blocks(routed, reset=True) == executed
+    with torch.no_grad():
+        for n, g in gates.items():
+            g.head.weight.copy_(saved[n][0])
+            g.head.bias.copy_(saved[n][1])
     first = next(iter(gates.values()))
     with torch.no_grad():
         first.head.bias.fill_(-1.0)
