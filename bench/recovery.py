@@ -425,7 +425,7 @@ def write_docs(
         dense = [s["dense"] for s in seeds]
         table, means = _variant_table(seeds)
         lines += [
-            "## LeNet-300-100, Fashion-MNIST, global L1 masks",
+            "## LeNet-300-100, Fashion-MNIST, global masks (L1; LAMP where named)",
             "",
             f"Run: {lenet['machine']}; seeds {lenet['seed_ids']}. Dense {_stats(dense)}% "
             f"({lenet['settings']}).",
@@ -589,8 +589,15 @@ FINDINGS = [
     "one-shot model into a usable one, so `--method unstructured` with `--finetune-epochs 0`, "
     "and `prune_` with a loader (it never fine-tunes), reconstruct by default. After 5 distilled epochs every recipe lands within a few tenths "
     "of a point of plain one-shot + fine-tuning (the fine-tuning forgets the starting point); "
-    "gradual pruning with learning-rate rewinding inside the same budget was no better. The "
-    "LeNet-300-100 95 % / 98 % bars are not met by any recipe tried here. With "
+    "gradual pruning with learning-rate rewinding inside the same budget was no better. "
+    "What moves the fine-tuned accuracy is the fine-tuning itself: at lr 1e-2 instead of 1e-3 "
+    "(chosen on a validation split of the training set, see `LENET_HOT_LR`) every mask gains "
+    "0.8-2.3 pt. LAMP masks add 0.2 pt at 95 % and lose 0.2 pt at 98 % against global L1 at "
+    "that lr; `torch.nn.utils.prune`'s masks (identical to netslim's global L1) fine-tuned the "
+    "same way are the best 98 % row. So the 98 % bar is met by a learning rate any tool can "
+    "use, not by a netslim-only step, and the 95 % bar is still missed (0.73 pt lost). The CLI "
+    "keeps lr 1e-3 as its fine-tuning default: the higher rate was measured on this one MLP "
+    "only, and Adam at 1e-2 is too hot for most convolutional nets. With "
     "docs/quantize.md's long schedule (8 prune rounds x 5 distilled epochs) reconstructing "
     "every round even hurt (1.4 pt lost against 0.6 plain): fine-tuning from weights refitted "
     "on 8 calibration batches ends lower. So unstructured pruning followed by fine-tuning is "
