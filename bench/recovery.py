@@ -240,7 +240,7 @@ def run_quantize(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
     """Prune + int8 + compressed artifact with docs/quantize.md's protocol (15 dense epochs;
     global L1 with the classifier included, 8 geometric prune rounds x 5 distilled epochs; the
     decoded model's accuracy; bytes against the dense float32 artifact), each round plain or
-    reconstructed against the dense model."""
+    reconstructed against the dense model, and plain with the LeNet recipe's fine-tuning lr."""
     from netslim.compress import compress, decompress
 
     dense = _dense("zoo:lenet300", train_loader, args.lenet_dense_epochs, seed)
@@ -248,8 +248,10 @@ def run_quantize(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
     log(f"[quantize s{seed}] dense {100 * dense_acc:.2f}%")
     TMP.mkdir(parents=True, exist_ok=True)
     rows: dict[str, Any] = {}
+    variants = {"plain": (False, 1e-3), "reconstruct": (True, 1e-3),
+                f"plain, FT lr {LENET_HOT_LR:g}": (False, LENET_HOT_LR)}  # fmt: skip
     for sp in args.artifact_sparsities:
-        for rec in (False, True):
+        for name, (rec, lr) in variants.items():
             seed_everything(1)
             model = copy.deepcopy(dense)
             for ratio in iterative_ratios(sp, args.artifact_rounds):
@@ -257,11 +259,11 @@ def run_quantize(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
                     ratio=ratio, scope="global", include_classifier=True, reconstruct=rec
                 )
                 netslim.prune_(model, cfg, train_loader=train_loader, reference=dense)
-                _finetune(model, train_loader, epochs=args.lenet_ft_epochs, teacher=dense)
-            path = TMP / f"lenet-{seed}-{sp}-{rec}.nsz"
+                _finetune(model, train_loader, epochs=args.lenet_ft_epochs, lr=lr, teacher=dense)
+            path = TMP / f"lenet-{seed}-{sp}-{rec}-{lr:g}.nsz"
             report = compress(model, path, values="int8")
             acc = evaluate(decompress(path), test_loader)
-            key = f"{sp:.2f} {'reconstruct' if rec else 'plain'}"
+            key = f"{sp:.2f} {name}"
             rows[key] = {"bytes": report.bytes, "ratio": report.ratio, "accuracy": acc}
             log(f"[quantize s{seed}] {key}: {report.ratio:.1f}x, {100 * acc:.2f}%")
     return {"dense": dense_acc, "rows": rows}
