@@ -657,6 +657,21 @@ def bars(results: dict[str, Any]) -> list[list[Any]]:
         add(f"whole one-shot run, {best['name'] if best else 'reconstruction'} (the row above) / "
             "llm-compressor SparseGPT",
             best["seconds"] / theirs["seconds"] if best else None, 2.0)  # fmt: skip
+    checked = [r for r in w + st if "reload" in r]
+    bad = [r["name"] for r in checked
+           if not r["reload"]["generated"] or r["reload"]["max_logit_diff"] > 1e-4]  # fmt: skip
+    out.append([
+        f"new-step results reload with stock from_pretrained and generate ({len(checked)} checked)",
+        f"{len(checked) - len(bad)} of {len(checked)}" + (f" (failed: {', '.join(bad)})" if bad else ""),
+        "all", "met" if checked and not bad else "MISSED",
+    ])  # fmt: skip
+    stream = results.get("streaming", [])
+    for plain in (r for r in stream if r["path"] == "stream" and r.get("method") == "wanda"):
+        new = _find(stream, model=plain["model"], path="stream", method="wanda+new")
+        # "keeps its memory figures": the new steps may not raise the streamed peak beyond the
+        # few-percent spread of repeated plain runs (limit 1.10x)
+        add(f"streaming peak RSS with the new steps / without, {plain['model']}",
+            new["peak_rss_mb"] / plain["peak_rss_mb"] if new else None, 1.10)  # fmt: skip
     return out
 
 
@@ -745,6 +760,14 @@ removed by `netslim.structural` and written to the config (loader: {width["loade
         f" Parts missing from this run (not measured): {', '.join(results['missing_parts'])}."
         if results.get("missing_parts") else ""
     )  # fmt: skip
+    loads = [x for r in results["weights"] for x in (r.get("load") or [])]
+    load_note = (
+        f" The 1-minute load average around the per-weight rows ranged {min(loads):.1f}-"
+        f"{max(loads):.1f} on the 2 cores (other benches and test runs shared the machine), so "
+        "the prune times are noisier than the ±15% above; each tool pair ran back to back."
+        if loads
+        else ""
+    )
     parts_note = "; ".join(
         f"{p} {results[p + '_run']['machine']}, {results[p + '_run']['seconds'] / 60:.0f} min"
         + (" (cut short: only the rows shown were measured)" if results[p + "_run"].get("cut_short") else "")
@@ -825,7 +848,7 @@ model's own size.
 Reproduce: `.venv/bin/python bench/llm.py` (needs `llmcompressor==0.14.0.1`, `compressed-tensors`,
 `datasets`, `loguru` installed with `--no-deps`) (≈ {results["seconds"] / 60:.0f} min of one core on this
 machine). The three parts (`--part weights|structure|streaming`, then `--part docs`) can run as
-separate processes at the same commit and settings; this run's parts: {parts_note}.{missing_note}
+separate processes at the same commit and settings; this run's parts: {parts_note}.{missing_note}{load_note}
 """
     if write:
         (DOCS / "llm.md").write_text(text)
