@@ -454,8 +454,7 @@ RUN_NOTES = """## What this run covers, and what it does not
 
 - Run conditions (2026-11-30): the two CPU slots were held by other engineers' long training
   chains for most of the session, so `--part speed` ran holding **one** slot
-  (`flock /tmp/netslim-cpu.1`) while a training job used the other core, not under
-  `/work/bin/quiet`. Every timing is the lower quartile of its samples and the variants are timed
+  while a training job used the other core, not alone on an idle machine. Every timing is the lower quartile of its samples and the variants are timed
   interleaved (3 rounds, median), but single measurements moved by up to 70% during the run (see
   the plan checks in `docs/results/latency_speed.json`: one ResNet-50 plan measured 75.9, 61.9
   and 44.3 ms). Treat single figures as +-10%.
