@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim.core.masks import canonical_name
 from netslim.core.names import within
 from netslim.structural.groups import Analysis
 
@@ -63,14 +64,18 @@ class Context:
         self.analysis = analysis
         self.graph = analysis.graph
         self.kept = kept
-        self.new = new
+        # keyed by the names that survive masking: ``fc.weight`` is the one updaters read
+        self.new = {canonical_name(n): t for n, t in new.items()}
+        self.tensors = analysis.tensors
         self.conv_groups: dict[str, int] = {}
         self.norm_groups: dict[str, int] = {}
         self.norm_shapes: dict[str, list[int]] = {}
         for rec in self.graph.records:
             weight = rec.info.get("weight") if rec.kind == "conv" else None
-            if weight and rec.info.get("groups") is not None:
-                self.conv_groups[weight.rpartition(".")[0]] = rec.info["groups"]
+            if rec.kind == "conv" and rec.info.get("groups") is not None:
+                # a masked weight reaches the conv as ``original * mask``, which has no name
+                where = weight.rpartition(".")[0] if weight else rec.module
+                self.conv_groups[where] = rec.info["groups"]
             if rec.info.get("stat") == "group_norm":
                 self.norm_groups[rec.module] = rec.info["groups"]
             if rec.info.get("stat") == "layer_norm" and rec.ins:
@@ -86,7 +91,7 @@ class Context:
         name = f"{module}.{leaf}" if module else leaf
         if name in self.new:
             return self.new[name]
-        return self.graph.tensors.get(name)
+        return self.tensors.get(name)
 
 
 def _set(mod: nn.Module, where: str, **values: Any) -> list[Change]:
@@ -177,7 +182,8 @@ def _prelu(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
 def _mha(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
     w = ctx.tensor(where, "out_proj.weight")
     embed = w.shape[0]
-    old_inner = ctx.graph.tensors[f"{where}.out_proj.weight"]
+    names = (f"{where}.out_proj.weight", f"{where}.out_proj.parametrizations.weight.original")
+    old_inner = next(ctx.graph.tensors[n] for n in names if n in ctx.graph.tensors)
     layout = ctx.graph.layouts.get(id(old_inner))
     heads = mod.num_heads
     if layout is not None:
@@ -308,11 +314,22 @@ def _shape_tuples(
         return
 
 
+def _own_tensors(m: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``m``'s own parameters under the names that survive masking: a masked ``weight`` lives
+    in ``m.parametrizations.weight.original``, not among ``m``'s direct parameters."""
+    out = list(m.named_parameters(recurse=False))
+    for leaf, plist in getattr(m, "parametrizations", {}).items():
+        original = getattr(plist, "original", None)
+        if isinstance(original, torch.Tensor):
+            out.append((leaf, original))
+    return out
+
+
 def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[Change]:
     """Int attributes equal to the old size of this module's own parameter dims."""
     dims: list[tuple[int, int]] = []  # (old, new) per param dim of the module and its children
     for prefix, m in [("", mod), *mod.named_children()]:  # one level down: cheap on a big root
-        for leaf, p in m.named_parameters(recurse=False):
+        for leaf, p in _own_tensors(m):
             new = ctx.new.get(".".join(s for s in (where, prefix, leaf) if s))
             if new is not None:
                 dims.extend(zip(p.shape, new.shape, strict=True))
@@ -334,7 +351,7 @@ def plan_changes(analysis: Analysis, kept: dict[int, int], new: dict[str, torch.
     """All attribute changes, plus notes on config values that could not be updated."""
     ctx = Context(analysis, kept, new)
     model = analysis.graph.model
-    changed_modules = {n.rpartition(".")[0] for n in new}
+    changed_modules = {n.rpartition(".")[0] for n in ctx.new}
     changes: list[Change] = []
     by_module = _attention_facts(ctx)
     for where, extra in _reshape_constants(ctx, by_module).items():

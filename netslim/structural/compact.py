@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_map
 
 from netslim._runtime import paused_gc
 from netslim.core import history
-from netslim.core.masks import make_permanent
+from netslim.core.masks import canonical_name, make_permanent
 from netslim.errors import ConfigError, PruningError
 from netslim.measure import count_macs, count_params, latency_ms
 from netslim.measure._call import call, inference
@@ -190,7 +190,7 @@ def _decide_group(
 def snap_small_channels(model: nn.Module, analysis: Analysis, zero_tol: float) -> dict[str, Any]:
     """Zero every channel whose whole unit (all parameter slices it owns in its group: rows,
     BN entries, consumer columns; the group-lasso unit) has L2 norm <= ``zero_tol``."""
-    params = dict(model.named_parameters())
+    params = {canonical_name(n): p for n, p in model.named_parameters()}  # group member names
     count, largest = 0, 0.0
     with torch.no_grad():
         for g in candidates(analysis, Channels()):

@@ -77,7 +77,7 @@ def _first_seen(analysis: Analysis) -> dict[str, int]:
 def dead_sources(analysis: Analysis, g: Group, modules: dict[str, nn.Module]) -> Tensor:
     """Indices whose every producer is cut: a zero row, or a zero scale in the BatchNorm that
     follows it in forward order (before the next producer of the group)."""
-    tensors = analysis.graph.tensors
+    tensors = analysis.tensors
     order = _first_seen(analysis)
     producers = sorted(
         (m for m in g.members if role(modules, m) == "out"), key=lambda m: order.get(m.module, 0)
@@ -104,7 +104,7 @@ def ignored_by_consumers(analysis: Analysis, g: Group, modules: dict[str, nn.Mod
     consumers = [m for m in g.members if role(modules, m) == "in"]
     out = torch.ones(g.size, dtype=torch.bool) if consumers else torch.zeros(g.size, dtype=bool)
     for c in consumers:
-        out &= zero_per_index(analysis.graph.tensors[c.name], c, g.size)
+        out &= zero_per_index(analysis.tensors[c.name], c, g.size)
     return out
 
 
@@ -113,7 +113,7 @@ def partly_dead(analysis: Analysis, g: Group, modules: dict[str, nn.Module]) -> 
     out = torch.zeros(g.size, dtype=torch.bool)
     for p in g.members:
         if role(modules, p) == "out":
-            out |= zero_per_index(analysis.graph.tensors[p.name], p, g.size)
+            out |= zero_per_index(analysis.tensors[p.name], p, g.size)
     return out
 
 

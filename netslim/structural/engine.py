@@ -79,7 +79,7 @@ def make_plan(
     criterion = prepared(config.criterion, model, calibration)
     groups = [g for g in candidates(analysis, config) if criterion.applies(g)]
     gen = torch.Generator().manual_seed(config.seed)
-    tensors = analysis.graph.tensors
+    tensors = analysis.tensors  # masked weights as the forward sees them
     cache: dict = {}
     criterion.fill_cache(groups, tensors, cache)  # the big reductions, on every thread
     with one_thread():

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim.core.masks import WeightMask, canonical_name
 from netslim.structural.atoms import Atoms
 
 
@@ -104,6 +105,12 @@ class Graph:
         for name, b in model.named_buffers(remove_duplicate=False):
             if b is not None:
                 self._register(name, b, False)
+        # netslim's bool weight masks: sliced with their weight, never locked as index buffers
+        self.mask_names = {
+            f"{path}.mask" if path else "mask"
+            for path, m in model.named_modules()
+            if isinstance(m, WeightMask)
+        }
         self.used: list[str] = []  # canonical names of params/buffers met in the trace
         self.model_outputs: list[list[int]] = []
         # records[:n_eval] are the eval forward, op for op (validation and the oracle replay
@@ -130,6 +137,20 @@ class Graph:
         self.tensor_names = self._real_names
         self.traced = self.tensors
 
+    def effective(self) -> dict[str, torch.Tensor]:
+        """Every tensor under the name that survives masking (``fc.weight``, not
+        ``fc.parametrizations.weight.original``), holding what the forward computes with: a
+        masked weight is ``original * mask``, so scores and zero checks see the masked values."""
+        out: dict[str, torch.Tensor] = {}
+        for name, t in self.tensors.items():
+            plain = canonical_name(name)
+            if plain != name:
+                path, _, leaf = plain.rpartition(".")
+                with torch.no_grad():
+                    t = getattr(self.model.get_submodule(path), leaf).detach()
+            out[plain] = t
+        return out
+
     @property
     def eval_records(self) -> list[OpRecord]:
         return self.records if self.n_eval is None else self.records[: self.n_eval]
@@ -153,7 +174,8 @@ class Graph:
         if names is not None and self.traced[names[0]] is t:
             name = names[0]
             integral = not (t.is_floating_point() or t.is_complex())
-            lock = "integer buffer (indices/masks)" if integral else None
+            index_buffer = integral and name not in self.mask_names
+            lock = "integer buffer (indices/masks)" if index_buffer else None
             atoms = [self.atoms.new(s, lock) for s in t.shape]
             self.used.append(name)
         else:

@@ -9,12 +9,14 @@ member, the positions whose leaf index is ``i``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch import nn
 
 from netslim._runtime import one_thread, paused_gc
+from netslim.core.masks import canonical_name
 from netslim.structural.atoms import PROD
 from netslim.structural.graph import Graph
 from netslim.structural.trace import trace
@@ -22,7 +24,9 @@ from netslim.structural.trace import trace
 
 @dataclass
 class Member:
-    """One tensor dim of a group: ``index[p]`` is the group index at position ``p`` (-1: none)."""
+    """One tensor dim of a group: ``index[p]`` is the group index at position ``p`` (-1: none).
+    ``name`` is the one that survives masking (``fc.weight`` for a masked weight, whose storage
+    is ``fc.parametrizations.weight.original``): ``Analysis.tensors[name]`` holds its values."""
 
     name: str
     dim: int
@@ -72,6 +76,11 @@ class Analysis:
 
     graph: Graph
     groups: list[Group]
+
+    @cached_property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Member name -> the tensor the forward computes with (``Graph.effective``)."""
+        return self.graph.effective()
 
     def group(self, gid: str) -> Group:
         for g in self.groups:
@@ -163,6 +172,7 @@ def build_groups(graph: Graph) -> list[Group]:
             _roles(graph, a, free, major, minor, conv, grouped, heads)
     groups: dict[int, Group] = {}
     for (name, d), m in maps.items():
+        plain = canonical_name(name)  # a masked weight's group is named as the plain one
         # numbered among all non-trivial leaves (free or not), so ids do not depend on locks
         here = [leaf for leaf in m if A.size(leaf) > 1]
         for k, leaf in enumerate(here):
@@ -170,12 +180,12 @@ def build_groups(graph: Graph) -> list[Group]:
                 continue
             g = groups.get(leaf)
             if g is None:
-                gid = f"{name}:{d}" + (f"#{k}" if len(here) > 1 else "")
+                gid = f"{plain}:{d}" + (f"#{k}" if len(here) > 1 else "")
                 g = groups[leaf] = Group(
                     gid, leaf, A.size(leaf), structure=leaf in major,
                     within=leaf in minor, width_stat=leaf in stat, conv_groups=leaf in grouped,
                 )  # fmt: skip
-            g.members.append(Member(name, d, m[leaf], graph.is_param[name]))
+            g.members.append(Member(plain, d, m[leaf], graph.is_param[name]))
     return list(groups.values())
 
 

@@ -184,7 +184,7 @@ def _dim(
     analysis: Analysis, owners: dict[tuple[str, int], list[tuple[Group, torch.Tensor]]],
     name: str, dim: int,
 ) -> Dim:  # fmt: skip
-    t = analysis.graph.tensors.get(name)
+    t = analysis.tensors.get(name)
     full = int(t.shape[dim]) if t is not None else 0
     covered = 0
     terms: dict[str, float] = {}
