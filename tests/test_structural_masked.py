@@ -122,3 +122,25 @@ def test_size_attributes_follow_masked_children() -> None:
         attach_mask(layer, "weight", torch.rand(layer.weight.shape) > 0.3)
     prune(model, (torch.randn(2, 6),), Channels(ratio=0.25))
     assert model.fc.out_features == model.out.in_features == model.hidden == 12
+
+
+def test_torch_prune_masks_are_refused_before_anything_changes() -> None:
+    """``torch.nn.utils.prune`` keeps its mask in a forward hook that channel pruning cannot
+    slice: one error naming the tensor and the way out, the model untouched; converted to
+    netslim masks, the same model prunes."""
+    from torch.nn.utils import prune as torch_prune
+
+    from netslim.errors import UnsupportedModelError
+    from netslim.unstructured import from_torch_prune
+
+    torch.manual_seed(0)
+    model, x = _mlp(), torch.randn(2, 6)
+    torch_prune.l1_unstructured(model[2], "weight", 0.5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UnsupportedModelError, match=r"^2\.weight: .*from_torch_prune"):
+        prune(model, (x,), Channels(ratio=0.25))
+    after = model.state_dict()
+    assert list(after) == list(state) and all(torch.equal(after[k], state[k]) for k in state)
+    from_torch_prune(model)
+    _, report = prune(model, (x,), Channels(ratio=0.25))
+    assert report["params"]["after"] < report["params"]["before"]

@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 from netslim._runtime import one_thread, paused_gc
 from netslim.core.names import check_module_names, first_within, within
-from netslim.errors import PruningError
+from netslim.errors import PruningError, UnsupportedModelError
 from netslim.structural.allocation import global_counts, keep_mask, local_counts
 from netslim.structural.apply import CheckFailed, apply_masks
 from netslim.structural.config import Channels
@@ -62,6 +63,20 @@ def _ratio_for(g: Group, config: Channels) -> float | None:
     return None
 
 
+def refuse_torch_prune(model: nn.Module) -> None:
+    """Channels slices netslim's masks with their weights, but a ``torch.nn.utils.prune`` mask
+    lives in a forward hook whose stale ``weight`` attribute no updater can size: refuse it up
+    front, naming the tensor, rather than fail half-way."""
+    for path, module in model.named_modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                key = f"{path}.{hook._tensor_name}" if path else hook._tensor_name
+                raise UnsupportedModelError(
+                    f"{key}: masked by torch.nn.utils.prune, which channel pruning cannot "
+                    "slice; convert it first with netslim.unstructured.from_torch_prune(model)"
+                )
+
+
 @paused_gc()
 def make_plan(
     model: nn.Module,
@@ -72,6 +87,7 @@ def make_plan(
 ) -> tuple[PruningPlan, dict[str, Any]]:
     """Score and allocate; returns the plan and notes (e.g. an unreachable target).
     ``calibration`` (:class:`netslim.importance.Calibration`) feeds data-driven criteria."""
+    refuse_torch_prune(model)
     check_module_names(model, list(config.ignore), "ignore")
     check_module_names(model, list(config.freeze), "freeze")
     check_module_names(model, list(config.per_module), "per_module")
@@ -150,6 +166,7 @@ def make_plan(
 @paused_gc()
 def apply_plan(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> dict[str, Any]:
     """Apply ``plan`` to ``model`` in place (re-traced unless the plan was just made on it)."""
+    refuse_torch_prune(model)
     inputs = example_inputs if example_inputs is not None else plan.example_inputs
     analysis = plan.traced_on
     if analysis is None or analysis.graph.model is not model or example_inputs is not None:
