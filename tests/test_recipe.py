@@ -132,3 +132,26 @@ def test_recipe_prunes_channels(tmp_path: Path) -> None:
 
     saved = netslim.load(tmp_path / "out" / "model")  # the model itself, not the summary
     assert param_count(saved) < 0.8 * param_count(netslim.build_model("zoo:lenet300"))
+
+
+def test_recipe_unstructured_then_channels_shrinks_the_masked_model(tmp_path: Path) -> None:
+    """A channel step after a masking step prunes the masked layers (it used to find no group
+    and leave the model as it was), and the saved model reloads with its masks, same outputs."""
+    import netslim
+    from netslim.core.masks import iter_masks
+
+    path = tmp_path / "recipe.yaml"
+    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
+    steps = "method: unstructured, ratio: 0.5}\n  - prune: {method: channel, ratio: 0.5"
+    path.write_text(text.replace("method: unstructured, ratio: 0.9", steps))
+    run_recipe(parse_recipe(path.read_text(), str(path)))
+    report = json.loads((tmp_path / "out" / "recipe_report.json").read_text())
+    channel = [s for s in report["steps"] if s["step"] == "prune"][1]["summary"]
+    assert channel["params"]["after"] < 0.8 * channel["params"]["before"]
+    saved = netslim.load(tmp_path / "out" / "model")
+    masks = iter_masks(saved)
+    assert masks and all(int(m.count_nonzero()) < m.numel() for m in masks.values())
+    x = torch.randn(4, 1, 28, 28)
+    again = netslim.load(tmp_path / "out" / "model")
+    with torch.no_grad():
+        assert torch.equal(saved.eval()(x), again.eval()(x))
