@@ -7,7 +7,6 @@ told apart by value; the property still holds there."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
@@ -104,14 +103,6 @@ target = st.one_of(
     st.sampled_from([0.5, 0.7]).map(lambda f: {"target_params": f}),
     st.sampled_from([0.5, 0.7]).map(lambda f: {"target_macs": f}),
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
