@@ -5,6 +5,8 @@ exit code 2 and one line on stderr, with nothing written. Runs in-process (``mai
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 from pathlib import Path
 
 import pytest
@@ -247,9 +249,6 @@ def test_every_prune_flag_is_fuzzed() -> None:
 )
 def test_invalid_values_exit_2_with_one_line(tmp_path_factory, flag_value) -> None:
     """#18: no invalid CLI value reaches a traceback; nothing is written."""
-    import contextlib
-    import io
-
     flag, value = flag_value
     tmp = tmp_path_factory.mktemp("fuzz")
     (tmp / "FILE").write_text("not a directory, not weights")
@@ -258,16 +257,7 @@ def test_invalid_values_exit_2_with_one_line(tmp_path_factory, flag_value) -> No
     argv = ["prune", *BASE, *INVALID[flag][0], "--out", str(out), f"{flag}={value}"]
     if flag == "--out":
         argv = [a for a in argv if a not in ("--out", str(out))]
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    lines = [line for line in err.getvalue().splitlines() if "warning" not in line]
-    assert code == 2, (argv, err.getvalue())
-    assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
-    assert not out.exists() and sorted(p.name for p in tmp.iterdir()) == ["FILE"]
+    _assert_refused_before_work(argv, out, tmp)
 
 
 def test_sparse_int8_run_writes_compressed_artifact_and_folds_masks(
@@ -384,25 +374,13 @@ OTHER_INVALID: dict[tuple[str, str], object] = {
     )
 )
 def test_invalid_values_of_other_commands_exit_2(tmp_path_factory, case) -> None:
-    import contextlib
-    import io
-
     command, flag, value = case
     tmp = tmp_path_factory.mktemp("fuzz")
     (tmp / "FILE").write_text("not a directory, not weights")
     value = str(tmp / value) if value in ("FILE", "missing.pt") else value
     out = tmp / "out"
     argv = [command, *OTHER_BASES[command], "--out", str(out), f"{flag}={value}"]
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    lines = [line for line in err.getvalue().splitlines() if "warning" not in line]
-    assert code == 2, (argv, err.getvalue())
-    assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
-    assert not out.exists() and sorted(p.name for p in tmp.iterdir()) == ["FILE"]
+    _assert_refused_before_work(argv, out, tmp)
 
 
 @pytest.mark.slow
@@ -432,3 +410,18 @@ def test_eval_reads_every_artifact_a_command_writes(
         assert main(["eval", str(target), "--no-latency"]) == 0, target
         measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
         assert measured["accuracy"] == pytest.approx(accuracy, abs=1e-9), target
+
+
+def _assert_refused_before_work(argv: list[str], out, tmp) -> None:
+    """``netslim ARGV`` exits 2 with one stderr line, no traceback, and writes nothing: no
+    ``out`` directory, ``tmp`` still holds only the decoy ``FILE``."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    lines = [line for line in err.getvalue().splitlines() if "warning" not in line]
+    assert code == 2, (argv, err.getvalue())
+    assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
+    assert not out.exists() and sorted(p.name for p in tmp.iterdir()) == ["FILE"]
