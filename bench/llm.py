@@ -67,7 +67,7 @@ EVAL_RANGE = "Matt1:1-John21:25"
 # The new steps' settings (chosen on the calibration data's own reconstruction loss and a
 # development run; the evaluation text is never used to choose them).
 OWL_LAMBDA, OWL_M = 0.08, 5.0
-RECONSTRUCT_STEPS, RECONSTRUCT_BATCH, RECONSTRUCT_LR = 8, 4, 1e-3
+RECONSTRUCT_STEPS, RECONSTRUCT_BATCH, RECONSTRUCT_LR = 16, 4, 1e-3
 STREAM_RECONSTRUCT = 2  # steps per block in the streaming memory rows (peak memory, not quality)
 RECOVER_STEPS, RECOVER_BATCH, RECOVER_LR = 50, 2, 2e-4
 TINYLLAMA = dict(
@@ -139,6 +139,11 @@ def improved(nm: str | None, args) -> dict[str, Any]:
     return kw
 
 
+def recovered(args) -> dict[str, Any]:
+    """Distillation recovery after pruning: the same settings for every row that has it."""
+    return dict(recover=args.recover, recover_batch=args.recover_batch, recover_lr=args.recover_lr)
+
+
 def reload_check(model, prompt: torch.Tensor) -> dict[str, Any]:
     """Save with ``save_pretrained``, reload with stock ``from_pretrained``, compare logits on
     the prompt and ``generate()`` from the reloaded model."""
@@ -174,6 +179,8 @@ def weight_plan(args) -> list[tuple[str | None, str, str, dict[str, Any]]]:
         if nm in args.llmc_patterns:
             plan.append((nm, "llm-compressor", "wanda", {}))
         plan.append((nm, "netslim", "sparsegpt", improved(nm, args)))
+        if args.recover:  # the one-shot result, then distilled with its masks fixed
+            plan.append((nm, "netslim", "sparsegpt", {**improved(nm, args), **recovered(args)}))
     new = improved(None, args)
     plan += [
         (None, "netslim", "wanda", {}),
@@ -192,9 +199,10 @@ def weight_plan(args) -> list[tuple[str | None, str, str, dict[str, Any]]]:
     return plan
 
 
-def weight_rows(dense, calib, eval_ids, prompt, args, save=None) -> list[dict[str, Any]]:
-    """Every row of :func:`weight_plan`; llm-compressor runs in a child process. ``save(rows)``
-    is called after each row (a run cut short keeps what it measured)."""
+def weight_rows(dense, calib, recovery, eval_ids, prompt, args, save=None) -> list[dict[str, Any]]:
+    """Every row of :func:`weight_plan`; llm-compressor runs in a child process. ``recovery``:
+    the token ids of the distillation rows. ``save(rows)`` is called after each row (a run cut
+    short keeps what it measured)."""
     rows = [{"name": "dense", "tool": "-", "pattern": "-", **_ppl_row(dense, eval_ids, args),
              "seconds": 0.0}]  # fmt: skip
     for nm, tool, method, extra in weight_plan(args):
@@ -209,11 +217,12 @@ def weight_rows(dense, calib, eval_ids, prompt, args, save=None) -> list[dict[st
         else:
             model = copy.deepcopy(dense)
             load = _load()
-            report = prune_model(model, LLMPrune(method, 0.5, nm=nm, **extra), calib)
+            report = prune_model(model, LLMPrune(method, 0.5, nm=nm, **extra), calib, recovery)
             name = (
                 method
                 + ("+OWL" if extra.get("owl") else "")
                 + ("+reconstruction" if extra.get("reconstruct") else "")
+                + (f" + recovery ({extra['recover']} steps)" if extra.get("recover") else "")
             )
             row = {"name": name, "tool": tool, "pattern": pattern,
                    **_ppl_row(model, eval_ids, args), "sparsity": report["sparsity"],
@@ -224,6 +233,8 @@ def weight_rows(dense, calib, eval_ids, prompt, args, save=None) -> list[dict[st
                 row["reload"] = reload_check(model, prompt)
                 if "owl" in report:
                     row["owl"] = report["owl"]
+                if "recovery" in report:
+                    row["recovery"] = report["recovery"]
             del model
         print(
             f"  {tool:14s} {row['name']:28s} {pattern:17s} ppl {row['ppl']:.2f} "
@@ -620,6 +631,10 @@ def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
     return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
 
 
+def _is_recovered(name: str) -> bool:
+    return "recovery" in name
+
+
 def bars(results: dict[str, Any]) -> list[list[Any]]:
     """Issue #17's bars, each with the measured figure and whether it holds."""
     w, st = results["weights"], results["structure"]
@@ -637,11 +652,18 @@ def bars(results: dict[str, Any]) -> list[list[Any]]:
 
     for pattern, limit in (("50% unstructured", 1.5), ("2:4", 2.2)):
         best = _llmc_best(w, pattern)
-        ours = min((r for r in w if r["tool"] == "netslim" and r["pattern"] == pattern
-                    and "+" in r["name"]), key=lambda r: r["ppl"], default=None)  # fmt: skip
-        add(f"{pattern}: ours / llm-compressor best ({best['name'] if best else '-'})",
-            ours["ppl"] / best["ppl"] if ours and best else None, 0.85)  # fmt: skip
-        add(f"{pattern}: ours / dense", ours["ppl"] / dense if ours else None, limit)
+        # one-shot (calibration only) and, separately, the same model after distillation
+        for kind, pick in (
+            ("one-shot", lambda n: "recovery" not in n),
+            ("+ recovery", _is_recovered),
+        ):
+            ours = min((r for r in w if r["tool"] == "netslim" and r["pattern"] == pattern
+                        and "+" in r["name"] and pick(r["name"])), key=lambda r: r["ppl"],
+                       default=None)  # fmt: skip
+            what = f"{pattern}, {kind} ({ours['name'] if ours else '-'})"
+            add(f"{what}: ours / llm-compressor best ({best['name'] if best else '-'})",
+                ours["ppl"] / best["ppl"] if ours and best else None, 0.85)  # fmt: skip
+            add(f"{what}: ours / dense", ours["ppl"] / dense if ours else None, limit)
     for prefix, limit in (("width", 2.0), ("depth", 1.4)):
         row = next((r for r in st if r["name"].startswith(prefix) and "recovery" in r), None)
         add(f"{row['name'] if row else prefix + ' + recovery'} / dense",
@@ -652,7 +674,7 @@ def bars(results: dict[str, Any]) -> list[list[Any]]:
     if ours and theirs and "seconds" in theirs:
         add("SparseGPT prune seconds / llm-compressor's", ours["seconds"] / theirs["seconds"], 1.0)
         full = [r for r in w if r["tool"] == "netslim" and r["pattern"] == pattern
-                and "reconstruction" in r["name"]]  # fmt: skip
+                and "reconstruction" in r["name"] and not _is_recovered(r["name"])]  # fmt: skip
         best = min(full, key=lambda r: r["ppl"], default=None)
         add(f"whole one-shot run, {best['name'] if best else 'reconstruction'} (the row above) / "
             "llm-compressor SparseGPT",
@@ -712,7 +734,7 @@ def write_docs(results: dict[str, Any], write: bool = True) -> str:
           r["prefill_tok_s"], r["decode_tok_s"], f"x{r['decode_tok_s'] / d0['decode_tok_s']:.2f}",
           r["seconds"]] for r in st + [results["torch_pruning"]] if "error" not in r],
     )  # fmt: skip
-    rec = next((r["recovery"] for r in st if "recovery" in r), None)
+    rec = next((r["recovery"] for r in st + w if "recovery" in r), None)
     rec_note = (
         f"Recovery: {rec['steps']} AdamW steps of {s['recover_batch']} sequences × "
         f"{s['recover_seq_len']} tokens ({rec['tokens']} tokens, each seen once) drawn from all "
@@ -720,7 +742,7 @@ def write_docs(results: dict[str, Any], write: bool = True) -> str:
         f"peak lr {rec['lr']:g} with 10 warm-up steps and linear decay, loss KL(dense ‖ pruned) on "
         "next-token distributions, embeddings and tied head frozen. Its own cost: "
         + ", ".join(f"{r['name']} {r['recovery']['seconds']:.0f} s (KL {r['recovery']['loss_first']:.3f} → "
-                    f"{r['recovery']['loss_last']:.3f})" for r in st if "recovery" in r) + "."
+                    f"{r['recovery']['loss_last']:.3f})" for r in w + st if "recovery" in r) + "."
         if rec else "No recovery run."
     )  # fmt: skip
     tp = results["torch_pruning"]
@@ -817,6 +839,12 @@ states) to the dense model's hidden states at the block's output, pruned weights
 reconstruction steps. {owl_note} Settings were chosen on a development text ({DEV_RANGE}),
 not on the evaluation text. Reload check (save_pretrained → stock `from_pretrained` →
 `generate()`): {"; ".join(reloads) or "-"}.
+
+**Rows with `+ recovery`** are not one-shot: the one-shot row's model is then distilled from the
+dense model exactly as the width and depth rows below are (same steps, tokens, learning rate;
+see "Recovery" there), with its masks fixed: pruned weights get no update and stay zero, so the
+sparsity and the 2:4 pattern are unchanged. The bars list the one-shot and the recovered figure
+separately.
 
 On CPU, zeros do not make dense kernels faster: these rows change quality, not speed (2:4
 needs sparse tensor cores).
@@ -920,7 +948,8 @@ def main() -> None:
         "calib_range": CALIB_RANGE, "eval_range": EVAL_RANGE, "owl": args.owl, "owl_m": args.owl_m,
         "reconstruct": args.reconstruct, "reconstruct_batch": args.reconstruct_batch,
         "reconstruct_lr": args.reconstruct_lr, "recover_batch": args.recover_batch,
-        "recover_seq_len": args.recover_seq_len, "llmc_version": _version("llmcompressor"),
+        "recover_seq_len": args.recover_seq_len, "recover": args.recover,
+        "recover_lr": args.recover_lr, "llmc_version": _version("llmcompressor"),
     }  # fmt: skip
     for part in PARTS if args.part == "all" else (args.part,):
         part_start = time.perf_counter()
@@ -932,7 +961,10 @@ def main() -> None:
 
         if part == "weights":
             print("per-weight methods:", flush=True)
-            out["weights"] = weight_rows(load_model(path), calib, eval_ids, prompt, args, save)
+            recovery = token_sequences(tok, kjv(CALIB_RANGE), args.recover_seq_len)
+            out["weights"] = weight_rows(
+                load_model(path), calib, recovery, eval_ids, prompt, args, save
+            )
         elif part == "structure":
             print("width / depth:", flush=True)
             dense = load_model(path)

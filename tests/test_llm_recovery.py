@@ -93,7 +93,8 @@ def test_reconstruction_keeps_masks_and_fits_the_dense_model(calib, nm):
     assert {"prune", "reconstruct", "dense_targets"} <= set(report["costs"])
 
 
-def test_reconstruct_block_holds_the_mask(calib):
+@pytest.mark.parametrize("optimizer, lr", [("adam", 1e-3), ("adafactor", 1e-2)])
+def test_reconstruct_block_holds_the_mask(calib, optimizer, lr):
     from netslim.llm.calibration import capture_inputs, run_block
     from netslim.llm.reconstruct import reconstruct_block
 
@@ -106,17 +107,28 @@ def test_reconstruct_block_holds_the_mask(calib):
         for name, m in block_linears(block).items():
             masks[f"{name}.weight"] = torch.rand_like(m.weight) > 0.5
             m.weight.mul_(masks[f"{name}.weight"])
-    result = reconstruct_block(block, inputs, target, masks, steps=20, lr=1e-3, batch=4)
+    result = reconstruct_block(
+        block, inputs, target, masks, steps=20, lr=lr, batch=4, optimizer=optimizer
+    )
     assert result["last_loss"] < result["first_loss"]
     for name, m in block_linears(block).items():
         assert not m.weight[~masks[f"{name}.weight"]].any(), name
     assert all(p.requires_grad and p.grad is None for p in block.parameters())
+    # no step hook is left behind: a later backward keeps its gradients
+    before = {n: p.detach().clone() for n, p in block.named_parameters()}
+    out = block(inputs.hidden, *inputs.args, **inputs.kwargs)
+    (out[0] if isinstance(out, tuple) else out).sum().backward()
+    assert all(p.grad is not None for p in block.parameters())
+    assert all(torch.equal(before[n], p) for n, p in block.named_parameters())
 
 
-def test_new_steps_stream_like_in_memory(calib, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adam", "adafactor"])
+def test_new_steps_stream_like_in_memory(calib, tmp_path, optimizer):
     dense = tiny_llama(layers=3)
     dense.save_pretrained(tmp_path / "src", max_shard_size="100KB")
-    config = LLMPrune("wanda", 0.5, owl=0.1, reconstruct=5, reconstruct_batch=4)
+    config = LLMPrune(
+        "wanda", 0.5, owl=0.1, reconstruct=5, reconstruct_batch=4, reconstruct_optimizer=optimizer
+    )
     in_memory = copy.deepcopy(dense)
     prune_model(in_memory, config, calib)
     report = prune_streaming(tmp_path / "src", tmp_path / "out", config, calib)
@@ -154,6 +166,32 @@ def test_recovery_distills_and_reloads(config, calib, tmp_path):
     assert out.shape[1] == 9
 
 
+@pytest.mark.parametrize("nm", [None, "2:4"], ids=["unstructured", "2:4"])
+def test_per_weight_recovery_keeps_the_masks(nm, calib, tmp_path):
+    dense = tiny_llama()
+    plain = copy.deepcopy(dense)
+    prune_model(plain, LLMPrune("sparsegpt", 0.5, nm=nm), calib)
+    recovered = copy.deepcopy(dense)
+    config = LLMPrune("sparsegpt", 0.5, nm=nm, recover=40, recover_lr=3e-3, recover_batch=4)
+    report = prune_model(recovered, config, calib)
+    assert report["recovery"]["loss_last"] < report["recovery"]["loss_first"]
+    assert {"recover", "prune"} <= report["costs"].keys()
+    changed = 0
+    for block_p, block_r in zip(layers(plain), layers(recovered), strict=True):
+        for (name, a), b in zip(
+            block_linears(block_p).items(), block_linears(block_r).values(), strict=True
+        ):
+            assert torch.equal(a.weight == 0, b.weight == 0), name  # the same zeros, exactly
+            changed += int(not torch.equal(a.weight, b.weight))
+            if nm:
+                assert check_nm(b.weight.detach(), 2, 4)
+    assert changed and report["sparsity"] == pytest.approx(0.5)
+    assert _kl(dense, recovered, calib) < _kl(dense, plain, calib)
+    recovered.save_pretrained(tmp_path / "r")
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "r").eval()
+    torch.testing.assert_close(_logits(again, calib[:2]), _logits(recovered, calib[:2]))
+
+
 def test_failed_recovery_leaves_the_model_unchanged(calib):
     model = tiny_llama()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -186,10 +224,10 @@ def test_distill_reads_batches_from_an_iterator(calib):
         (dict(method="width", owl=0.1), "owl applies"),
         (dict(method="wanda", sparsity=0.05, owl=0.1), "must leave every block"),
         (dict(method="width", reconstruct=2), "reconstruct applies"),
-        (dict(method="sparsegpt", recover=10), "recover applies"),
         (dict(method="wanda", reconstruct=-1), "non-negative"),
         (dict(method="wanda", reconstruct_batch=0), ">= 1"),
         (dict(method="wanda", reconstruct_lr=0.0), "> 0"),
+        (dict(method="wanda", reconstruct_optimizer="sgd"), "reconstruct_optimizer must be"),
     ],
 )
 def test_bad_settings(kwargs, match):

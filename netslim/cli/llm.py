@@ -40,7 +40,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--recover", type=nonnegative_int, default=0,
-        help="width/depth: distillation steps from the dense model on the calibration text (100)",
+        help="distillation steps from the dense model on the calibration text (50); per-weight "
+        "methods keep their masks",
     )  # fmt: skip
     p.add_argument("--calib", default=None, help="calibration text file (UTF-8)")
     p.add_argument("--eval", default=None, help="evaluation text file for perplexity")

@@ -11,6 +11,7 @@ from typing import Any
 
 from netslim.core.config import ConfigBase
 from netslim.errors import ConfigError
+from netslim.llm.reconstruct import OPTIMIZERS
 from netslim.unstructured.nm import validate_nm
 
 WEIGHT_METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -76,8 +77,12 @@ class LLMPrune(ConfigBase):
         0: off). Each step sees ``reconstruct_batch`` sequences.
     reconstruct_lr: Adam learning rate of those steps.
     reconstruct_batch: calibration sequences per reconstruction step.
-    recover: width/depth only: distillation steps from the dense model after pruning (0: off);
-        see :mod:`netslim.llm.distill`. Each step sees ``recover_batch`` sequences.
+    reconstruct_optimizer: ``adam`` or ``adafactor`` — the memory-light one for the streaming
+        path (factored moments, one gradient alive at a time; its lr is relative to each
+        tensor's RMS). See :mod:`netslim.llm.reconstruct`.
+    recover: distillation steps from the dense model after pruning (0: off); see
+        :mod:`netslim.llm.distill`. Each step sees ``recover_batch`` sequences. Per-weight
+        methods keep their masks: pruned weights stay zero.
     recover_lr: AdamW peak learning rate of the distillation (linear decay to 0).
     recover_batch: sequences per distillation step.
     """
@@ -96,6 +101,7 @@ class LLMPrune(ConfigBase):
     reconstruct: int = 0
     reconstruct_lr: float = 1e-4
     reconstruct_batch: int = 8
+    reconstruct_optimizer: str = "adam"
     recover: int = 0
     recover_lr: float = 5e-5
     recover_batch: int = 2
@@ -151,12 +157,13 @@ class LLMPrune(ConfigBase):
             raise ConfigError(
                 f"owl={self.owl} must leave every block's sparsity in (0, 1) around {self.sparsity}"
             )
+        if self.reconstruct_optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"reconstruct_optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                f"got {self.reconstruct_optimizer!r}"
+            )
         if self.reconstruct and self.method not in WEIGHT_METHODS:
             raise ConfigError("reconstruct applies to wanda/sparsegpt/magnitude (per-weight)")
-        if self.recover and self.method in WEIGHT_METHODS:
-            raise ConfigError(
-                "recover applies to width and depth; per-weight methods use reconstruct"
-            )
 
     @property
     def heads(self) -> float:
@@ -189,7 +196,8 @@ def _family_check(config: LLMPrune, family: str, methods: tuple[str, ...], own: 
 
 # Knobs of each family (the rest belong to another family and must stay at their defaults).
 WEIGHT_KNOBS = {"nm", "damp", "blocksize", "owl", "owl_m", "reconstruct", "reconstruct_lr",
-                "reconstruct_batch"}  # fmt: skip
+                "reconstruct_batch", "reconstruct_optimizer", "recover", "recover_lr",
+                "recover_batch"}  # fmt: skip
 WIDTH_KNOBS = {"head_sparsity", "layer_sparsity", "correct", "recover", "recover_lr",
                "recover_batch"}  # fmt: skip
 DEPTH_KNOBS = {"remove", "recover", "recover_lr", "recover_batch"}

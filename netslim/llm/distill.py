@@ -8,6 +8,10 @@ so the text can be streamed and never needs to be in memory whole; the teacher's
 computed per batch and dropped. The embeddings (tied to the output head in most small LMs)
 stay frozen, the blocks and the final norm train; shapes never change, so the result still
 reloads with stock ``AutoModelForCausalLM.from_pretrained``.
+
+The same distillation recovers per-weight (unstructured, N:M) pruning with its masks fixed:
+gradients of pruned weights are zeroed before the step, so Adam's moments there stay zero and
+the weights are re-zeroed after every step (the sparsity pattern, 2:4 included, never changes).
 """
 
 from __future__ import annotations
@@ -65,9 +69,13 @@ def distill(
     lr: float = 5e-5,
     warmup: int = 10,
     clip: float = 1.0,
+    masks: dict[nn.Parameter, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train ``student`` toward ``teacher`` for ``steps`` batches of token ids; AdamW with a
-    linear warm-up then linear decay to 0. Returns the losses and the seconds spent."""
+    linear warm-up then linear decay to 0. ``masks``: parameter → keep-mask (True = may
+    change); masked-out entries stay exactly as they are. Returns the losses and the seconds
+    spent."""
+    masks = masks or {}
     start = time.perf_counter()
     params = trainable(student)
     flags = {id(p): p.requires_grad for p in student.parameters()}
@@ -93,8 +101,14 @@ def distill(
                 loss = kd_loss(student(input_ids=ids, use_cache=False).logits, target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+            for p, keep in masks.items():
+                if p.grad is not None:
+                    p.grad.mul_(keep)
             torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+            with torch.no_grad():
+                for p, keep in masks.items():
+                    p.mul_(keep)
             sched.step()
             losses.append(float(loss.detach()))
             tokens += ids.numel()

@@ -108,6 +108,15 @@ def weight_step_report(step: WeightStep, owl: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def pruned_masks(model: nn.Module) -> dict[nn.Parameter, Tensor]:
+    """Keep-masks (weight != 0) of every block linear: what per-weight pruning left."""
+    return {
+        m.weight: m.weight.detach() != 0
+        for block in layers(model)
+        for m in block_linears(block).values()
+    }
+
+
 def sparsity_of(model: nn.Module) -> float:
     """Fraction of exact zeros over all block linears."""
     zeros = total = 0
@@ -185,9 +194,10 @@ def prune_model(
             ids = calibration if recovery is None else recovery
             batches = cycle_batches(ids, config.recover_batch)
             report["recovery"] = distill(
-                model, teacher, batches, steps=config.recover, lr=config.recover_lr
-            )
-            report["costs"] = {"recover": report["recovery"]["seconds"]}
+                model, teacher, batches, steps=config.recover, lr=config.recover_lr,
+                masks=pruned_masks(model) if config.method in WEIGHT_METHODS else None,
+            )  # fmt: skip
+            report.setdefault("costs", {})["recover"] = report["recovery"]["seconds"]
     except BaseException:
         source.rollback()
         if teacher is not None:  # blocks may be gone or reshaped: put the original back whole

@@ -9,11 +9,20 @@ the *dense* model's block produces at that depth on the same calibration sequenc
 the dense model's hidden states, not the dense block applied to pruned inputs, so each block
 also absorbs part of the error that reached it. Pruned weights stay exactly zero: their
 gradients are masked and they are re-zeroed after every step.
+
+Adam keeps two full-size moments per weight and the backward pass a full-size gradient: three
+copies of the block beside the block itself, which on the streaming path (one block in memory
+at a time) is most of the peak. ``optimizer="adafactor"`` is the memory-light choice: torch's
+Adafactor keeps factored second moments (a row and a column vector per matrix) and no first
+moment, and each parameter is stepped from its gradient hook the moment its gradient is ready,
+then the gradient is dropped, so at most one gradient is alive at a time. Its ``lr`` is a
+*relative* step (scaled by each tensor's RMS), not Adam's absolute one.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +35,52 @@ def _output(block: nn.Module, hidden: Tensor, inputs: BlockInputs) -> Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
+OPTIMIZERS = ("adam", "adafactor")
+
+
+def _stepper(
+    params: dict[str, nn.Parameter], masks: dict[str, Tensor], lr: float, optimizer: str
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(step, close)``: ``step()`` runs after each backward pass; ``close()`` frees the state.
+
+    Adam steps every parameter at once after the backward pass. Adafactor steps each parameter
+    inside the backward pass (``register_post_accumulate_grad_hook``) and drops its gradient."""
+
+    def masked(name: str, p: nn.Parameter) -> None:
+        if name in masks and p.grad is not None:
+            p.grad.mul_(masks[name])
+
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params.values(), lr=lr, foreach=False)
+
+        def step() -> None:
+            for name, p in params.items():
+                masked(name, p)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step, lambda: opt.state.clear()
+
+    per_param = {n: torch.optim.Adafactor([p], lr=lr, foreach=False) for n, p in params.items()}
+
+    def hook(name: str) -> Callable[[Tensor], None]:
+        def run(p: Tensor) -> None:
+            masked(name, params[name])
+            per_param[name].step()
+            p.grad = None
+
+        return run
+
+    handles = [p.register_post_accumulate_grad_hook(hook(n)) for n, p in params.items()]
+
+    def close() -> None:
+        for h in handles:
+            h.remove()
+        per_param.clear()
+
+    return (lambda: None), close
+
+
 def reconstruct_block(
     block: nn.Module,
     inputs: BlockInputs,
@@ -36,9 +91,11 @@ def reconstruct_block(
     lr: float,
     batch: int,
     seed: int = 0,
+    optimizer: str = "adam",
 ) -> dict[str, float]:
-    """Fit ``block(inputs.hidden)`` to ``target`` (both ``(N, L, D)``) with Adam for ``steps``
-    steps of ``batch`` sequences; ``masks``: parameter name → keep-mask (True = trainable).
+    """Fit ``block(inputs.hidden)`` to ``target`` (both ``(N, L, D)``) with ``optimizer``
+    (``adam`` | ``adafactor``, see the module doc) for ``steps`` steps of ``batch`` sequences;
+    ``masks``: parameter name → keep-mask (True = trainable).
 
     Returns the loss of the first and of the last step and the seconds spent. The block's
     parameters keep their ``requires_grad`` flags as they were.
@@ -51,10 +108,11 @@ def reconstruct_block(
     n = inputs.hidden.shape[0]
     order = torch.randperm(n, generator=gen)
     dtype = next(block.parameters()).dtype
+    close: Callable[[], None] | None = None
     try:
         for p in params.values():
             p.requires_grad_(True)
-        opt = torch.optim.Adam(params.values(), lr=lr, foreach=False)
+        step, close = _stepper(params, masks, lr, optimizer)
         with torch.enable_grad():
             pos = 0
             for _ in range(steps):
@@ -64,18 +122,16 @@ def reconstruct_block(
                 pos += batch
                 out = _batched(block, inputs.hidden[idx].to(dtype), inputs)
                 loss = torch.nn.functional.mse_loss(out.float(), target[idx])
-                opt.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
                 loss.backward()
-                for name, mask in masks.items():
-                    if params[name].grad is not None:
-                        params[name].grad.mul_(mask)
-                opt.step()
+                del out, loss
+                step()
                 with torch.no_grad():
                     for name, mask in masks.items():
                         params[name].mul_(mask)
-        del opt
     finally:
+        if close is not None:
+            close()
         for name, p in params.items():
             p.requires_grad_(flags[name])
             p.grad = None

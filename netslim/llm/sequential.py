@@ -135,6 +135,7 @@ class WeightStep:
             result = reconstruct_block(
                 block, inputs, target, masks, steps=self.config.reconstruct,
                 lr=self.config.reconstruct_lr, batch=self.config.reconstruct_batch, seed=index,
+                optimizer=self.config.reconstruct_optimizer,
             )  # fmt: skip
             self.costs["reconstruct"] += result["seconds"]
             self.fit.append(result)
