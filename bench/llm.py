@@ -791,7 +791,8 @@ removed by `netslim.structural` and written to the config (loader: {width["loade
         else ""
     )
     parts_note = "; ".join(
-        f"{p} {results[p + '_run']['machine']}, {results[p + '_run']['seconds'] / 60:.0f} min"
+        f"{p} {results[p + '_run']['machine']}, commit {results[p + '_run'].get('commit', '?')}, "
+        f"{results[p + '_run']['seconds'] / 60:.0f} min"
         + (" (cut short: only the rows shown were measured)" if results[p + "_run"].get("cut_short") else "")
         for p in PARTS if p + "_run" in results
     )  # fmt: skip
@@ -876,7 +877,7 @@ model's own size.
 Reproduce: `.venv/bin/python bench/llm.py` (needs `llmcompressor==0.14.0.1`, `compressed-tensors`,
 `datasets`, `loguru` installed with `--no-deps`) (≈ {results["seconds"] / 60:.0f} min of one core on this
 machine). The three parts (`--part weights|structure|streaming`, then `--part docs`) can run as
-separate processes at the same commit and settings; this run's parts: {parts_note}.{missing_note}{load_note}
+separate processes with the same settings; this run's parts: {parts_note}.{missing_note}{load_note}
 """
     if write:
         (DOCS / "llm.md").write_text(text)
@@ -953,7 +954,7 @@ def main() -> None:
     }  # fmt: skip
     for part in PARTS if args.part == "all" else (args.part,):
         part_start = time.perf_counter()
-        out: dict[str, Any] = {"machine": machine_line(), "settings": settings}
+        out: dict[str, Any] = {"machine": machine_line(), "settings": settings, "commit": _commit()}
 
         def save(rows: list, key: str = part, out: dict = out, start: float = part_start) -> None:
             partial = {**out, key: rows, "seconds": time.perf_counter() - start, "partial": True}
@@ -992,6 +993,16 @@ def main() -> None:
 PARTS = ("weights", "structure", "streaming")
 
 
+def _commit() -> str:
+    """The short commit the part ran at (parts may run at different commits; the doc says which)."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
 def _part_file(part: str, quick: bool) -> Path:
     CACHE.mkdir(exist_ok=True)
     return CACHE / f"llm-part-{part}{'-quick' if quick else ''}.json"
@@ -1011,9 +1022,11 @@ def assemble(args) -> None:
         if data["settings"] != results["settings"]:
             sys.exit(f"part {part} ran with other settings: re-run it")
         results.update(
-            {k: v for k, v in data.items() if k not in ("settings", "machine", "seconds")}
+            {k: v for k, v in data.items() if k not in ("settings", "machine", "seconds", "commit")}
         )
-        results[f"{part}_run"] = {"machine": data["machine"], "seconds": data["seconds"]}
+        results[f"{part}_run"] = {
+            "machine": data["machine"], "seconds": data["seconds"], "commit": data.get("commit")
+        }  # fmt: skip
     results["machine"] = parts["weights"]["machine"]
     results["seconds"] = sum(d["seconds"] for d in parts.values())
     if args.quick:
