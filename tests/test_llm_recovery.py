@@ -276,3 +276,27 @@ def test_cli_new_steps(tmp_path, capsys):
     bad = tmp_path / "bad"
     assert main(["llm", str(src), "--nm", "2:4", "--owl", "0.1", *common, "--out", str(bad)]) == 2
     assert "owl applies" in capsys.readouterr().err and not bad.exists()
+    light = tmp_path / "light"
+    args = ["llm", str(src), "--method", "wanda", "--reconstruct", "2", "--stream",
+            "--reconstruct-optimizer", "adafactor", "--recover", "0", *common, "--out", str(light)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((light / "netslim_llm.json").read_text())["report"]
+    assert report["config"]["reconstruct_optimizer"] == "adafactor" and report["streamed"]
+    args[args.index("adafactor")] = "sgd"
+    assert main([*args[:-1], str(bad)]) == 2 and not bad.exists()
+    sparse = tmp_path / "sparse"
+    args = [
+        "llm",
+        str(src),
+        "--method",
+        "sparsegpt",
+        "--recover",
+        "2",
+        *common,
+        "--out",
+        str(sparse),
+    ]
+    assert main(args) == 0
+    report = json.loads((sparse / "netslim_llm.json").read_text())["report"]
+    assert report["recovery"]["steps"] == 2
+    assert zero_fraction(_linears(load(sparse))) == pytest.approx(0.5, abs=0.02)

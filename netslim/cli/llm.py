@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from netslim.cli.args import add_fraction, fraction, nonnegative_int, positive_int
+from netslim.llm.reconstruct import OPTIMIZERS
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -37,6 +38,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--reconstruct", type=nonnegative_int, default=0,
         help="per-weight methods: optimizer steps per block fitting it to the dense model (8)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reconstruct-optimizer", choices=OPTIMIZERS, default="adam",
+        help="adafactor: memory-light reconstruction for --stream (lr relative to each tensor)",
     )  # fmt: skip
     p.add_argument(
         "--recover", type=nonnegative_int, default=0,
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_for(
         args.method, sparsity=args.ratio, nm=args.nm, head_sparsity=args.head_sparsity,
         remove=args.remove, correct=args.correct, owl=args.owl, reconstruct=args.reconstruct,
-        recover=args.recover,
+        reconstruct_optimizer=args.reconstruct_optimizer, recover=args.recover,
     )  # fmt: skip
     report = llm_job(
         args.model,
