@@ -2,7 +2,9 @@
 docs/latency.md and docs/latency_*.png.
 
     .venv/bin/python bench/latency.py --part speed     # timing: run it alone on the machine
-    .venv/bin/python bench/latency.py --part accuracy  # trains: may share the machine
+    .venv/bin/python bench/latency.py --part accuracy --stage train     # may share the machine
+    .venv/bin/python bench/latency.py --part accuracy --stage plan      # timing: run it alone
+    .venv/bin/python bench/latency.py --part accuracy --stage finetune  # may share the machine
     .venv/bin/python bench/latency.py --part report    # docs from the saved json of both
 
 Speed part, per model x runtime x threads x batch: netslim's knapsack over the latency table at
@@ -215,53 +217,130 @@ def _tp_at_latency(dense, x1, x, target, goal_ms: float, kind: str):
     return best
 
 
+ACC_DIR = DOCS.parent / ".cache" / "latency-accuracy"
+
+
+def _acc_file(name: str, seed: int, what: str) -> Path:
+    return ACC_DIR / f"{name}-s{seed}-{what}.pt"
+
+
 def run_accuracy(args: argparse.Namespace) -> None:
+    """Three stages, so that only the one that measures time needs the machine to itself:
+    ``train`` (dense models), ``plan`` (prune every variant to equal *measured* latency: run it
+    alone), ``finetune`` (the same fine-tuning for every variant). ``all`` runs them in turn."""
+    torch.set_num_threads(1)
+    ACC_DIR.mkdir(parents=True, exist_ok=True)
+    stages = ("train", "plan", "finetune") if args.stage == "all" else (args.stage,)
+    for stage in stages:
+        for name in args.acc_models:
+            for seed in args.seeds:
+                {"train": _stage_train, "plan": _stage_plan, "finetune": _stage_finetune}[stage](
+                    args, name, seed
+                )
+
+
+def _stage_train(args: argparse.Namespace, name: str, seed: int) -> None:
+    import netslim
+
+    path = _acc_file(name, seed, "dense")
+    if path.exists():
+        return
+    train, _ = _loaders(args.limit_train, seed)
+    torch.manual_seed(seed)
+    dense = netslim.build_model(f"zoo:{name}")
+    _train(dense, train, args.epochs, 0.05, seed)
+    torch.save(dense.state_dict(), path)
+    print(f"[train] {name} seed {seed}", flush=True)
+
+
+def _stage_plan(args: argparse.Namespace, name: str, seed: int) -> None:
     import netslim
     from netslim.structural import Channels
     from netslim.structural.op_timing import Target, model_ms
 
-    torch.set_num_threads(1)
+    path = _acc_file(name, seed, "variants")
+    if path.exists():
+        return
     target = Target("torch", 1, args.acc_batch)
+    train, _ = _loaders(args.limit_train, seed)
+    dense = netslim.build_model(f"zoo:{name}")
+    dense.load_state_dict(torch.load(_acc_file(name, seed, "dense")))
+    dense.eval()
+    x1 = torch.randn(1, 1, 28, 28)
+    x = x1.expand(args.acc_batch, 1, 28, 28).contiguous()
+    plan = {"dense_ms": model_ms(dense, (x,), target), "uptime": _uptime(), "variants": {}}
+    for sp in TARGETS:
+        ours = copy.deepcopy(dense)
+        # netslim's defaults: with a loader, channels are reconstructed (labels unused)
+        cfg = Channels(target_speedup=sp, batch=args.acc_batch, criterion=args.criterion)
+        netslim.prune_(ours, cfg, example_inputs=(x1,), train_loader=train)
+        ours_ms = model_ms(ours.eval(), (x,), target)
+        plan["variants"][(sp, "netslim latency")] = (ours, ours_ms)
+        for kind in ("global", "uniform_r8"):
+            model, ms, _ = _tp_at_latency(dense, x1, x, target, ours_ms, kind)
+            plan["variants"][(sp, f"TP {kind}")] = (model, ms)
+        print(f"[plan] {name} seed {seed} {sp:g}x: " + ", ".join(
+            f"{v} {plan['dense_ms'] / ms:.2f}x" for (t, v), (_, ms) in plan["variants"].items()
+            if t == sp), flush=True)  # fmt: skip
+    plan["uptime_after"] = _uptime()
+    for (sp, label), (model, _) in plan["variants"].items():  # the saved state rebuilds it
+        with torch.no_grad():
+            again = _resized(name, model.state_dict()).eval()(x1)
+            assert torch.allclose(again, model.eval()(x1), atol=1e-5), (name, sp, label)
+    plan["variants"] = {k: (m.state_dict(), ms) for k, (m, ms) in plan["variants"].items()}
+    torch.save(plan, path)
+
+
+def _resized(name: str, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The zoo model with every tensor (and the layer attributes that describe it) taking the
+    shape saved in ``state``: how a pruned variant is rebuilt from its state dict alone."""
+    import netslim
+
+    model = netslim.build_model(f"zoo:{name}")
+    for key, value in state.items():
+        owner, _, attr = key.rpartition(".")
+        module = model.get_submodule(owner)
+        if isinstance(getattr(module, attr), nn.Parameter):
+            setattr(module, attr, nn.Parameter(value.clone()))
+        else:
+            module._buffers[attr] = value.clone()
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.out_channels = module.weight.shape[0]
+            module.in_channels = module.weight.shape[1] * module.groups
+        elif isinstance(module, nn.BatchNorm2d):
+            module.num_features = module.weight.shape[0]
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
+    return model
+
+
+def _stage_finetune(args: argparse.Namespace, name: str, seed: int) -> None:
+    import netslim
+
     out = RESULTS / "latency_accuracy.json"
-    if out.exists() and not args.append:
-        out.unlink()
-    rows = _saved_rows(out)
-    meta = {"uptime_before": _uptime(), "epochs": args.epochs, "finetune": args.finetune_epochs,
-            "limit_train": args.limit_train, "batch": args.acc_batch}  # fmt: skip
-    for name in args.acc_models:
-        for seed in args.seeds:
-            if any(r["model"] == name and r["seed"] == seed for r in rows):
-                continue
-            train, test = _loaders(args.limit_train, seed)
-            torch.manual_seed(seed)
-            dense = netslim.build_model(f"zoo:{name}")
-            _train(dense, train, args.epochs, 0.05, seed)
-            x1 = torch.randn(1, 1, 28, 28)
-            x = x1.expand(args.acc_batch, 1, 28, 28).contiguous()
-            dense_acc = _accuracy(dense, test)
-            dense_ms = model_ms(dense, (x,), target)
-            for sp in TARGETS:
-                ours = copy.deepcopy(dense)
-                # netslim's defaults: with a loader, channels are reconstructed (labels unused)
-                cfg = Channels(target_speedup=sp, batch=args.acc_batch, criterion=args.criterion)
-                netslim.prune_(ours, cfg, example_inputs=(x1,), train_loader=train)
-                ours_ms = model_ms(ours.eval(), (x,), target)
-                variants = {"netslim latency": (ours, ours_ms)}
-                for kind in ("global", "uniform_r8"):
-                    model, ms, _ = _tp_at_latency(dense, x1, x, target, ours_ms, kind)
-                    variants[f"TP {kind}"] = (model, ms)
-                for label, (model, ms) in variants.items():
-                    _train(model, train, args.finetune_epochs, 0.01, seed)
-                    acc = _accuracy(model, test)
-                    row = {
-                        "model": name, "seed": seed, "target": sp, "variant": label,
-                        "latency_ms": ms, "dense_ms": dense_ms, "speedup": dense_ms / ms,
-                        "accuracy": acc, "dense_accuracy": dense_acc,
-                    }  # fmt: skip
-                    print(f"  {row}", flush=True)
-                    rows = _save_row(out, row, meta)
-    meta["uptime_after"] = _uptime()
-    _save_row(out, None, meta)
+    done = {(r["target"], r["variant"]) for r in _saved_rows(out)
+            if r["model"] == name and r["seed"] == seed}  # fmt: skip
+    plan = torch.load(_acc_file(name, seed, "variants"))
+    train, test = _loaders(args.limit_train, seed)
+    dense = netslim.build_model(f"zoo:{name}")
+    dense.load_state_dict(torch.load(_acc_file(name, seed, "dense")))
+    dense_acc = _accuracy(dense.eval(), test)
+    meta = {"epochs": args.epochs, "finetune": args.finetune_epochs,
+            "limit_train": args.limit_train, "batch": args.acc_batch,
+            "uptime_before": plan["uptime"], "uptime_after": plan["uptime_after"]}  # fmt: skip
+    for (sp, label), (state, ms) in plan["variants"].items():
+        if (sp, label) in done:
+            continue
+        model = _resized(name, state)
+        _train(model, train, args.finetune_epochs, 0.01, seed)
+        row = {
+            "model": name, "seed": seed, "target": sp, "variant": label,
+            "latency_ms": ms, "dense_ms": plan["dense_ms"], "speedup": plan["dense_ms"] / ms,
+            "accuracy": _accuracy(model, test), "dense_accuracy": dense_acc,
+        }  # fmt: skip
+        print(f"  {row}", flush=True)
+        _save_row(out, row, meta)
 
 
 def _saved_rows(path: Path) -> list[dict]:
@@ -277,8 +356,8 @@ def _save_row(path: Path, row: dict | None, meta: dict) -> list[dict]:
     rows += [row] if row is not None else []
     metas = json.loads(path.read_text()).get("meta", {}) if path.exists() else {}
     metas = metas if "runs" in metas else {"runs": []}
-    metas["runs"] = [m for m in metas["runs"] if m.get("uptime_before") != meta["uptime_before"]]
-    metas["runs"].append(meta)
+    if meta not in metas["runs"]:
+        metas["runs"].append(meta)
     write_results("latency_accuracy", {"rows": rows, "meta": metas})
     return rows
 
@@ -588,6 +667,8 @@ def main() -> None:
     p.add_argument("--limit-train", type=int, default=10000)
     p.add_argument("--acc-batch", type=int, default=16)
     p.add_argument("--criterion", default="l2")
+    p.add_argument("--stage", choices=("all", "train", "plan", "finetune"), default="all",
+                   help="accuracy part: 'plan' measures latency, run it alone on the machine")  # fmt: skip
     args = p.parse_args()
     if args.part == "speed":
         run_speed(args)
