@@ -67,13 +67,15 @@ EVAL_RANGE = "Matt1:1-John21:25"
 # The new steps' settings (chosen on the calibration data's own reconstruction loss and a
 # development run; the evaluation text is never used to choose them).
 OWL_LAMBDA, OWL_M = 0.08, 5.0
-RECONSTRUCT_STEPS, RECONSTRUCT_BATCH, RECONSTRUCT_LR = 16, 4, 1e-3
+# batch and lr are the library's defaults (set from these development runs)
+RECONSTRUCT_STEPS = 16
+RECONSTRUCT_BATCH, RECONSTRUCT_LR = LLMPrune.reconstruct_batch, LLMPrune.reconstruct_lr
 STREAM_RECONSTRUCT = 2  # steps per block in the streaming memory rows (peak memory, not quality)
 # the memory-light reconstruction (``reconstruct_optimizer="adafactor"``) and its relative lr,
 # chosen on the development text
 LIGHT = "wanda+new/adafactor"
 LIGHT_LR = 1e-2
-RECOVER_STEPS, RECOVER_BATCH, RECOVER_LR = 50, 2, 2e-4
+RECOVER_STEPS, RECOVER_BATCH, RECOVER_LR = 50, LLMPrune.recover_batch, LLMPrune.recover_lr
 TINYLLAMA = dict(
     hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
     num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048,

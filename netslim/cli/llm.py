@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--reconstruct", type=nonnegative_int, default=0,
-        help="per-weight methods: optimizer steps per block fitting it to the dense model (8)",
+        help="per-weight methods: optimizer steps per block fitting it to the dense model (16)",
     )  # fmt: skip
     p.add_argument(
         "--reconstruct-optimizer", choices=OPTIMIZERS, default="adam",

@@ -75,7 +75,8 @@ class LLMPrune(ConfigBase):
     reconstruct: per-weight methods: optimizer steps per block after pruning that fit the pruned
         block's output to the dense model's block output on the calibration data (masks fixed;
         0: off). Each step sees ``reconstruct_batch`` sequences.
-    reconstruct_lr: Adam learning rate of those steps.
+    reconstruct_lr: Adam learning rate of those steps (the defaults of the reconstruction and
+        recovery knobs are the settings bench/llm.py chose on a development text).
     reconstruct_batch: calibration sequences per reconstruction step.
     reconstruct_optimizer: ``adam`` or ``adafactor`` — the memory-light one for the streaming
         path (factored moments, one gradient alive at a time; its lr is relative to each
@@ -99,11 +100,11 @@ class LLMPrune(ConfigBase):
     owl: float = 0.0
     owl_m: float = 5.0
     reconstruct: int = 0
-    reconstruct_lr: float = 1e-4
-    reconstruct_batch: int = 8
+    reconstruct_lr: float = 1e-3
+    reconstruct_batch: int = 4
     reconstruct_optimizer: str = "adam"
     recover: int = 0
-    recover_lr: float = 5e-5
+    recover_lr: float = 2e-4
     recover_batch: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
