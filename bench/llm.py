@@ -645,6 +645,12 @@ def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
     return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
 
 
+def _loads(row: dict[str, Any] | None) -> str:
+    """The 1-minute load average before and after a row, as ``a-b``."""
+    load = (row or {}).get("load") or []
+    return "-".join(f"{v:.1f}" for v in load) or "?"
+
+
 def _is_recovered(name: str) -> bool:
     return "recovery" in name
 
@@ -691,7 +697,7 @@ def bars(results: dict[str, Any]) -> list[list[Any]]:
                 and "reconstruction" in r["name"] and not _is_recovered(r["name"])]  # fmt: skip
         best = min(full, key=lambda r: r["ppl"], default=None)
         add(f"whole one-shot run, {best['name'] if best else 'reconstruction'} (the row above) / "
-            "llm-compressor SparseGPT",
+            f"llm-compressor SparseGPT (1-min load {_loads(best)} against {_loads(theirs)})",
             best["seconds"] / theirs["seconds"] if best else None, 2.0)  # fmt: skip
     checked = [r for r in w + st if "reload" in r]
     bad = [r["name"] for r in checked
