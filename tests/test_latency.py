@@ -354,6 +354,40 @@ def test_cli_time_target_bad_values(args, message, tmp_path, capsys) -> None:
     assert not out.exists()
 
 
+def test_refresh_remeasures_a_table_cached_under_load(fake_clock, monkeypatch) -> None:
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    sizes = {g.id: g.size for g in candidates(analyze(model, x), Channels())}
+    monkeypatch.setattr(op_timing, "op_timer", lambda target: lambda op: 3 * fake_op_ms(op))
+    _, _, loaded = _table(model, x)  # measured while something else ran: every op 3x slower
+    monkeypatch.setattr(op_timing, "op_timer", lambda target: fake_op_ms)
+    _, _, cached = _table(model, x)
+    assert cached.measured_points == 0  # the cache cannot tell: it serves the loaded points
+    assert cached.layer_ms(sizes) == pytest.approx(loaded.layer_ms(sizes))
+    analysis = analyze(model, x)
+    groups = candidates(analysis, Channels())
+    fresh = build_table(
+        model, x, analysis, groups, Target(), pruned_copy=pruned_copies(model, x), refresh=True
+    )
+    assert fresh.measured_points > 0
+    assert fresh.layer_ms(sizes) == pytest.approx(loaded.layer_ms(sizes) / 3)
+    _, _, again = _table(model, x)  # the refreshed points replaced the loaded ones on disk
+    assert again.measured_points == 0
+    assert again.layer_ms(sizes) == pytest.approx(fresh.layer_ms(sizes))
+
+
+def test_stale_table_warning() -> None:
+    from netslim.structural.latency_alloc import stale_table_warning
+
+    assert stale_table_warning([]) is None
+    assert stale_table_warning([{"predicted_ms": 10.0, "measured_ms": 11.0}]) is None
+    checks = [
+        {"predicted_ms": 10.0, "measured_ms": 20.0},
+        {"predicted_ms": 10.0, "measured_ms": 5.0},
+    ]
+    message = stale_table_warning(checks)
+    assert message and "-50%" in message and "--refresh" in message
+
+
 def test_cli_prune_to_speedup_and_latency_command(fake_clock, tmp_path, capsys) -> None:
     import json
 
@@ -370,6 +404,11 @@ def test_cli_prune_to_speedup_and_latency_command(fake_clock, tmp_path, capsys) 
     table = json.loads((tmp_path / "lat" / "latency_table.json").read_text())
     assert {la["name"] for la in table["layers"]} == {"1", "3", "5"}
     assert (tmp_path / "lat" / "latency_table.png").stat().st_size > 0
+    capsys.readouterr()
+    refreshed = ["latency", "zoo:lenet300", "--batch", "4", "--out", str(tmp_path / "lat")]
+    assert main(refreshed) == 0 and " 0 points measured" in capsys.readouterr().out
+    assert main([*refreshed, "--refresh"]) == 0
+    assert " 0 points measured" not in capsys.readouterr().out
     assert main(["latency", "zoo:lenet300", "--runtime", "tpu"]) == 2
     assert "runtime" in capsys.readouterr().err
 

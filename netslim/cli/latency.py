@@ -40,6 +40,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--example-shape", type=parse_shape, default=None, help="e.g. 1,3,224,224")
     add_time_target_args(p)
+    p.add_argument(
+        "--refresh", action="store_true",
+        help="measure every point again, replacing the cached table (after the load changed)",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="output directory (default runs/<model>-latency)")
     return p
 
@@ -62,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
     analysis = analyze(model, inputs)
     groups = candidates(analysis, config)
     table = build_table(
-        model, inputs, analysis, groups, target, pruned_copy=pruned_copies(model, inputs)
-    )
+        model, inputs, analysis, groups, target, pruned_copy=pruned_copies(model, inputs),
+        refresh=args.refresh,
+    )  # fmt: skip
     out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-latency")
     out.mkdir(parents=True, exist_ok=True)
     payload = table_dict(table)

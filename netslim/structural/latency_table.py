@@ -317,8 +317,10 @@ def build_table(
     timer: Callable[[OpShape], float] | None = None,
     whole: Callable[[nn.Module, Any], float] | None = None,
     pruned_copy: Callable[[dict[str, int]], nn.Module],
+    refresh: bool = False,
 ) -> LatencyTable:
-    """Measure (or load from the cache) the table of ``model`` on ``target``.
+    """Measure (or load from the cache) the table of ``model`` on ``target``; ``refresh``:
+    measure everything again and replace the cached points.
 
     ``timer`` / ``whole``: injectable measuring functions (tests use synthetic clocks);
     ``pruned_copy(kept)``: a copy of the model with those kept counts (the calibration point;
@@ -326,7 +328,7 @@ def build_table(
     import time
 
     start = time.perf_counter()
-    cached = CachedTimer(target, timer)
+    cached = CachedTimer(target, timer, refresh=refresh)
     layers = find_layers(model, example_inputs, analysis, groups, target.batch)
     sizes = {g.id: g.size for g in groups}
     measure_layers(layers, cached)

@@ -130,15 +130,19 @@ def cache_dir() -> Path:
 
 
 class PointCache:
-    """Measured points of one target, one JSON file; merged on save (parallel runs add)."""
+    """Measured points of one target, one JSON file; merged on save (parallel runs add).
 
-    def __init__(self, target: Target, directory: Path | None = None):
+    ``refresh``: read nothing, measure every point again and let the new values replace the
+    cached ones on save (a table measured while other work loaded the machine is wrong for a
+    quiet one, and the key cannot tell them apart)."""
+
+    def __init__(self, target: Target, directory: Path | None = None, *, refresh: bool = False):
         self.target = target
         digest = hashlib.sha1(target.key().encode()).hexdigest()[:16]
         self.path = (directory or cache_dir()) / f"{digest}.json"
         self.points: dict[str, float] = {}
         self.dirty = False
-        if self.path.exists():
+        if self.path.exists() and not refresh:
             try:
                 self.points = json.loads(self.path.read_text()).get("points", {})
             except (OSError, ValueError):
@@ -329,9 +333,15 @@ def op_timer(target: Target) -> Callable[[OpShape], float]:
 class CachedTimer:
     """``timer(op) -> ms`` through the disk cache; ``measured`` counts real measurements."""
 
-    def __init__(self, target: Target, timer: Callable[[OpShape], float] | None = None):
+    def __init__(
+        self,
+        target: Target,
+        timer: Callable[[OpShape], float] | None = None,
+        *,
+        refresh: bool = False,
+    ):
         self.target = target
-        self.cache = PointCache(target)
+        self.cache = PointCache(target, refresh=refresh)
         self.timer = timer or op_timer(target)
         self.measured = 0
 
