@@ -605,8 +605,18 @@ RUN_NOTES = """## What this run covers, and what it does not
   Torch-Pruning global L2, Torch-Pruning uniform round_to=8 and netslim's MACs allocation at the
   same MACs. **Not run** for lack of CPU time: ViT-B/16, vgg_small and resnet56 speed rows, ONNX
   Runtime and 2 threads (the code paths exist: `--runtimes onnxruntime --threads 2`; the ORT path
-  was exercised on LeNet-5), and the `--part accuracy` (Fashion-MNIST, 3 seeds) study: no
-  accuracy figure is claimed here.
+  was exercised on LeNet-5).
+- Accuracy part (2026-11-30): `--stage train` 11:06-11:40 UTC beside the LLM bench (load 2-3);
+  `--stage plan` 12:11-12:24 UTC alone on the machine (`quiet`, load 1.0), from a latency table
+  rebuilt in an empty cache directory; `--stage finetune` from 12:25 UTC beside the recovery
+  bench (load 2; fine-tuning does not time anything). A first `plan` attempt, killed, read a
+  table cached at 11:10 while three jobs shared the two cores: its resnet56 plans reached 1.03x
+  for a 2x target, because every point was measured slow. The cache key cannot see the load,
+  so `netslim latency MODEL --refresh` now rebuilds a table, and a plan whose measured check
+  still misses its prediction by more than 15% warns with that advice.
+- Uniform round_to=8 cannot reach 3x on resnet56 or vgg_small (its bisection stops near 2x:
+  16-channel layers rounded to 8 keep at least half), so at 3x it is slower than the others
+  and is left out of the equal-latency bar (listed in the table).
 - The knapsack maximises kept importance per ms, not MACs: where per-op overhead dominates
   (MobileNetV2 at batch 1, eager) a 3x time target removes far more MACs than 3x, so its
   speed-up per MACs reduction is low by construction; compare the variants' *speed-ups* at equal
@@ -655,7 +665,8 @@ one-step exchanges (narrow one group, refill the others greedily) are kept while
 **Interfaces.** `Channels(target_latency_ms=..., target_speedup=..., runtime=, threads=,
 batch=)`; `netslim prune --method channel --target-latency MS | --target-speedup X [--runtime
 torch|onnxruntime|cuda] [--threads N] [--batch B]`; `netslim latency MODEL` writes the table
-(json) and a plot of the slowest layers' staircases; `--schedule iterative` with a time target
+(json) and a plot of the slowest layers' staircases (`--refresh` measures it again, replacing the
+cached points: run it on a quiet machine); `--schedule iterative` with a time target
 prunes by the same speed-up factor each round. Every report carries `latency`: budget, dense,
 predicted and measured ms of the pruned model. The MACs-driven allocation (`target_macs`) is
 unchanged.
