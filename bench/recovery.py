@@ -498,7 +498,7 @@ def write_docs(
             bars.append(
                 (
                     f"LeNet-300-100 {key} + int8 + compressed: ≥ 40x at ≤ 0.5 pt",
-                    f"{ratio:.1f}x at {loss:.2f} pt",
+                    f"{ratio:.1f}x at {loss:.3f} pt",
                     "met" if ratio >= 40 and loss <= 0.5 else "MISSED",
                 )
             )
