@@ -630,10 +630,12 @@ RUN_NOTES = """## What this run covers, and what it does not
   (-18.8 pt at 2x; at 3x it overshoots to 3.26x and no Torch-Pruning variant is within 10%).
   The cause is visible in the widths the plan stage saved: at 2x (seed 0) the knapsack cut
   the first stage's residual channels, one group shared by the stem and 18 convolutions, from
-  16 to 1. Global ranking divides each group's scores by their mean (`normalized`), so a
-  group's total value is its channel count however many layers it feeds, while its time is
-  the sum over those layers: a group many layers share looks cheap to shrink. Next: weigh a
-  group's value by the layers it feeds, or give each group a floor, and re-run both parts.
+  16 to 1. Its objective is additive: shrinking a group loses the (mean-normalised, here
+  nearly flat) scores of the dropped channels, whatever width remains, while the time saved is
+  counted in every layer the group feeds; nothing in it sees that one channel starves 18
+  layers. Weighting a group's value by the number of layers it feeds was tried outside this
+  bench and did not stop it (seed 0 still kept 1 channel), so it was not kept. Next: a floor
+  per group (the role of Torch-Pruning's `max_pruning_ratio`), then re-run both parts.
 - Uniform round_to=8 cannot reach 3x on resnet56 or vgg_small (its bisection stops near 2x:
   16-channel layers rounded to 8 keep at least half), so at 3x it is slower than the others
   and is left out of the equal-latency bar (listed in the table).
