@@ -228,15 +228,30 @@ def test_allocation_matches_exhaustive_search_on_two_groups(fake_clock) -> None:
     gen = torch.Generator().manual_seed(1)
     values = {g.id: value_curve(torch.rand(g.size, generator=gen)) for g in groups}
     budget = table.predict() * 0.55
-    alloc = allocate(table, values, budget)
     a, b = groups
-    best = max(
-        float(values[a.id][i - 1] + values[b.id][j - 1])
-        for i in range(1, 17)
-        for j in range(1, 17)
-        if table.predict({a.id: i, b.id: j}) <= budget
-    )
-    assert alloc.value == pytest.approx(best)
+    for min_keep in (0.0, 0.25):
+        alloc = allocate(table, values, budget, min_keep=min_keep)
+        low = max(1, math.ceil(16 * min_keep))
+        best = max(
+            float(values[a.id][i - 1] + values[b.id][j - 1])
+            for i in range(low, 17)
+            for j in range(low, 17)
+            if table.predict({a.id: i, b.id: j}) <= budget
+        )
+        assert alloc.value == pytest.approx(best)
+        assert min(alloc.counts.values()) >= low
+
+
+def test_a_tight_budget_keeps_the_floor_of_every_group(fake_clock) -> None:
+    torch.manual_seed(0)
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    _, groups, table = _table(model, x)
+    values = {g.id: value_curve(torch.ones(g.size)) for g in groups}
+    budget = table.predict() * 0.05
+    floored = allocate(table, values, budget)
+    assert all(floored.counts[g.id] >= math.ceil(0.25 * g.size) for g in groups)
+    unfloored = allocate(table, values, budget, min_keep=0.0)
+    assert min(unfloored.counts[g.id] / g.size for g in groups) < 0.25
 
 
 def test_channels_time_target_through_prune_and_reload(fake_clock, tmp_path) -> None:
