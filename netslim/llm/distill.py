@@ -66,13 +66,14 @@ def distill(
     batches: Iterable[Tensor],
     *,
     steps: int,
-    lr: float = 5e-5,
+    lr: float,
     warmup: int = 10,
     clip: float = 1.0,
     masks: dict[nn.Parameter, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train ``student`` toward ``teacher`` for ``steps`` batches of token ids; AdamW with a
-    linear warm-up then linear decay to 0. ``masks``: parameter → keep-mask (True = may
+    linear warm-up then linear decay to 0 from the peak ``lr`` (no default here: the one
+    default is ``LLMPrune.recover_lr``). ``masks``: parameter → keep-mask (True = may
     change); masked-out entries stay exactly as they are. Returns the losses and the seconds
     spent."""
     masks = masks or {}
