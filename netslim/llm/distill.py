@@ -10,8 +10,7 @@ stay frozen, the blocks and the final norm train; shapes never change, so the re
 reloads with stock ``AutoModelForCausalLM.from_pretrained``.
 
 The same distillation recovers per-weight (unstructured, N:M) pruning with its masks fixed:
-gradients of pruned weights are zeroed before the step, so Adam's moments there stay zero and
-the weights are re-zeroed after every step (the sparsity pattern, 2:4 included, never changes).
+the sparsity pattern, 2:4 included, never changes (:mod:`netslim.llm.fixed_masks`).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from netslim.llm.arch import layers
+from netslim.llm.fixed_masks import Masks, mask_grads, reapply
 
 
 def cycle_batches(ids: Tensor, batch: int, seed: int = 0) -> Iterator[Tensor]:
@@ -69,7 +69,7 @@ def distill(
     lr: float,
     warmup: int = 10,
     clip: float = 1.0,
-    masks: dict[nn.Parameter, Tensor] | None = None,
+    masks: Masks | None = None,
 ) -> dict[str, Any]:
     """Train ``student`` toward ``teacher`` for ``steps`` batches of token ids; AdamW with a
     linear warm-up then linear decay to 0 from the peak ``lr`` (no default here: the one
@@ -102,14 +102,10 @@ def distill(
                 loss = kd_loss(student(input_ids=ids, use_cache=False).logits, target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-            for p, keep in masks.items():
-                if p.grad is not None:
-                    p.grad.mul_(keep)
+            mask_grads(masks)
             torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
-            with torch.no_grad():
-                for p, keep in masks.items():
-                    p.mul_(keep)
+            reapply(masks)
             sched.step()
             losses.append(float(loss.detach()))
             tokens += ids.numel()

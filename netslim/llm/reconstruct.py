@@ -8,7 +8,8 @@ follow-ups): the *pruned* block, fed what the already pruned blocks produce, is 
 the *dense* model's block produces at that depth on the same calibration sequences. Targets are
 the dense model's hidden states, not the dense block applied to pruned inputs, so each block
 also absorbs part of the error that reached it. Pruned weights stay exactly zero: their
-gradients are masked and they are re-zeroed after every step.
+gradients are masked and they are re-zeroed after every step
+(:mod:`netslim.llm.fixed_masks`).
 
 Adam keeps two full-size moments per weight and the backward pass a full-size gradient: three
 copies of the block beside the block itself, which on the streaming path (one block in memory
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from netslim.llm.calibration import BlockInputs
+from netslim.llm.fixed_masks import Masks, mask_grad, mask_grads, reapply
 
 
 def _output(block: nn.Module, hidden: Tensor, inputs: BlockInputs) -> Tensor:
@@ -39,39 +41,36 @@ OPTIMIZERS = ("adam", "adafactor")
 
 
 def _stepper(
-    params: dict[str, nn.Parameter], masks: dict[str, Tensor], lr: float, optimizer: str
+    params: list[nn.Parameter], masks: Masks, lr: float, optimizer: str
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """``(step, close)``: ``step()`` runs after each backward pass; ``close()`` frees the state.
 
     Adam steps every parameter at once after the backward pass. Adafactor steps each parameter
     inside the backward pass (``register_post_accumulate_grad_hook``) and drops its gradient."""
-
-    def masked(name: str, p: nn.Parameter) -> None:
-        if name in masks and p.grad is not None:
-            p.grad.mul_(masks[name])
-
     if optimizer == "adam":
-        opt = torch.optim.Adam(params.values(), lr=lr, foreach=False)
+        opt = torch.optim.Adam(params, lr=lr, foreach=False)
 
         def step() -> None:
-            for name, p in params.items():
-                masked(name, p)
+            mask_grads(masks)
             opt.step()
             opt.zero_grad(set_to_none=True)
 
         return step, lambda: opt.state.clear()
 
-    per_param = {n: torch.optim.Adafactor([p], lr=lr, foreach=False) for n, p in params.items()}
-
-    def hook(name: str) -> Callable[[Tensor], None]:
+    def hook(opt: torch.optim.Optimizer) -> Callable[[Tensor], None]:
         def run(p: Tensor) -> None:
-            masked(name, params[name])
-            per_param[name].step()
+            if p in masks:
+                mask_grad(p, masks[p])
+            opt.step()
             p.grad = None
 
         return run
 
-    handles = [p.register_post_accumulate_grad_hook(hook(n)) for n, p in params.items()]
+    per_param = [torch.optim.Adafactor([p], lr=lr, foreach=False) for p in params]
+    handles = [
+        p.register_post_accumulate_grad_hook(hook(o))
+        for p, o in zip(params, per_param, strict=True)
+    ]
 
     def close() -> None:
         for h in handles:
@@ -85,7 +84,7 @@ def reconstruct_block(
     block: nn.Module,
     inputs: BlockInputs,
     target: Tensor,
-    masks: dict[str, Tensor],
+    masks: Masks,
     *,
     steps: int,
     lr: float,
@@ -95,14 +94,15 @@ def reconstruct_block(
 ) -> dict[str, float]:
     """Fit ``block(inputs.hidden)`` to ``target`` (both ``(N, L, D)``) with ``optimizer``
     (``adam`` | ``adafactor``, see the module doc) for ``steps`` steps of ``batch`` sequences;
-    ``masks``: parameter name → keep-mask (True = trainable).
+    ``masks``: parameter → keep-mask (True = trainable), held fixed
+    (:mod:`netslim.llm.fixed_masks`).
 
     Returns the loss of the first and of the last step and the seconds spent. The block's
     parameters keep their ``requires_grad`` flags as they were.
     """
     start = time.perf_counter()
-    params = dict(block.named_parameters())
-    flags = {name: p.requires_grad for name, p in params.items()}
+    params = list(block.parameters())
+    flags = [p.requires_grad for p in params]
     losses: list[float] = []
     gen = torch.Generator().manual_seed(seed)
     n = inputs.hidden.shape[0]
@@ -110,7 +110,7 @@ def reconstruct_block(
     dtype = next(block.parameters()).dtype
     close: Callable[[], None] | None = None
     try:
-        for p in params.values():
+        for p in params:
             p.requires_grad_(True)
         step, close = _stepper(params, masks, lr, optimizer)
         with torch.enable_grad():
@@ -126,14 +126,12 @@ def reconstruct_block(
                 loss.backward()
                 del out, loss
                 step()
-                with torch.no_grad():
-                    for name, mask in masks.items():
-                        params[name].mul_(mask)
+                reapply(masks)
     finally:
         if close is not None:
             close()
-        for name, p in params.items():
-            p.requires_grad_(flags[name])
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
             p.grad = None
     return {
         "first_loss": losses[0] if losses else 0.0,

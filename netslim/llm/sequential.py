@@ -129,9 +129,7 @@ class WeightStep:
         self.costs["prune"] += time.perf_counter() - start
         if fit:
             assert inputs is not None and target is not None
-            masks = {
-                f"{name}.weight": module.weight.detach() != 0 for name, module in linears.items()
-            }
+            masks = {module.weight: module.weight.detach() != 0 for module in linears.values()}
             result = reconstruct_block(
                 block, inputs, target, masks, steps=self.config.reconstruct,
                 lr=self.config.reconstruct_lr, batch=self.config.reconstruct_batch, seed=index,
