@@ -639,7 +639,10 @@ FINDINGS = [
     "- int8 artifact: the criterion, classifier and lr were chosen on a validation split (see "
     "`ARTIFACT_VARIANTS`); the LAMP row's sparsity (94.8 %) is the lowest whose artifact is 40x "
     "with a 3 % margin, found from the artifact's size alone (the bar fixes the size, not the "
-    "sparsity; at 95 % the run of 98daa98 gave 42.5x at 0.503 pt). In the run of commit 8150853, fine-tuning the 8 rounds at the LeNet "
+    "sparsity). It did not help: 41.0x at 0.650 pt lost, against 42.5x at 0.503 pt at 95 % in the "
+    "run of 98daa98 (same seeds, dense models and rounds). A 0.2 pt lower sparsity is lost in "
+    "the spread of this 8-round recipe, about 0.15 pt between neighbouring settings, and the "
+    "bar stays MISSED. In the run of commit 8150853, fine-tuning the 8 rounds at the LeNet "
     "recipe's lr 1e-2 collapsed the float model, and reconstructing every round lost 1.4 pt; "
     "both were dropped. The int8 step itself costs almost nothing here: compare the float and "
     "the decoded columns.",
