@@ -902,9 +902,13 @@ so not comparable with the rows above); the 1.1B model's weights are random.
 The 1.1B-class model has TinyLlama's shapes (hidden 2048, FFN 5632, 32 heads / 4 KV heads,
 vocab 32000) with random bf16 weights written block by block; blocks are pruned in float32
 and written back in bf16. "Above baseline" subtracts the peak RSS of a process that only
-imports the stack. After each block the freed heap is handed back to the OS (`malloc_trim`):
-without it glibc kept freed block-sized buffers resident and the 1.1B run peaked at about the
-model's own size.
+imports the stack. Two allocator settings keep the peak near what is alive
+(`netslim.llm.heap`, glibc only): after each block the freed heap is handed back to the OS
+(`malloc_trim`; without it the 1.1B run peaked at about the model's own size), and during the
+pass buffers of 4 MiB or more are mapped and unmapped whole (`mallopt(M_MMAP_THRESHOLD)`;
+glibc's dynamic threshold otherwise rises to 32 MiB after the first large free, and the dead
+temporaries of one block's pruning and reconstruction stayed resident: on the 1.1B shapes with
+Adafactor the peak was 1751 MB, 1.18x the plain stream, in the run of 149c36b).
 
 Reproduce: `.venv/bin/python bench/llm.py` (needs `llmcompressor==0.14.0.1`, `compressed-tensors`,
 `datasets`, `loguru` installed with `--no-deps`) (≈ {results["seconds"] / 60:.0f} min of one core on this

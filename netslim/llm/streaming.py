@@ -2,7 +2,9 @@
 are pruned with the same sequential loop as in memory, and are written to new shards.
 
 Peak memory is one block (in float32 for the arithmetic), the calibration activations and the
-method's statistics, plus the embedding briefly while block 0's inputs are captured. Shapes
+method's statistics, plus the embedding briefly while block 0's inputs are captured; large
+temporaries are mapped and unmapped whole so freed ones do not stay resident
+(:mod:`netslim.llm.heap`). Shapes
 are read from the safetensors headers, so every check runs before any block is loaded, and
 the output goes to a temporary directory renamed only when complete. Width pruning changes
 tensor shapes across the model and runs in memory only.
@@ -29,6 +31,7 @@ from netslim.llm.arch import Family, block_linears, family_of, layers
 from netslim.llm.calibration import capture_inputs
 from netslim.llm.config import WEIGHT_METHODS, LLMPrune
 from netslim.llm.depth import InfluenceStep, choose, new_layer_types, removal_count
+from netslim.llm.heap import large_buffers_mapped, return_freed_memory
 from netslim.llm.io import (
     MANIFEST,
     check_model_dir,
@@ -155,29 +158,7 @@ class StreamedBlocks:
             }
             self.writer.write(tensors, f"block-{index:05d}")
         block.to_empty(device="meta")
-        _return_freed_memory()
-
-
-def _return_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc only). glibc raises its mmap threshold after
-    large frees, so later block-sized tensors come from the heap and, once freed, stay in the
-    process's RSS: over a pass that grows toward the model's size, which streaming exists to
-    avoid."""
-    import ctypes
-    import ctypes.util
-
-    global _LIBC
-    if _LIBC is None:
-        name = ctypes.util.find_library("c")
-        try:
-            _LIBC = ctypes.CDLL(name) if name else False
-        except OSError:
-            _LIBC = False
-    if _LIBC and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
+        return_freed_memory()
 
 
 def _skeleton(config: Any) -> nn.Module:
@@ -282,7 +263,7 @@ def prune_streaming(
         "streamed": True,
     }
     check_writable(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out) as tmp, large_buffers_mapped():
         inputs = None
         if calibration is not None and needs_calibration(config):
             inputs = _capture(reader, skeleton.config, fam, calibration)
