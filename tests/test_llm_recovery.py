@@ -18,6 +18,7 @@ from netslim.llm import LLMPrune, prune_model, prune_streaming  # noqa: E402
 from netslim.llm.arch import block_linears, layers  # noqa: E402
 from netslim.llm.distill import cycle_batches, distill  # noqa: E402
 from netslim.llm.owl import owl_sparsities  # noqa: E402
+from netslim.llm.reconstruct import DEFAULT_LR  # noqa: E402
 from netslim.unstructured.nm import check_nm  # noqa: E402
 
 VOCAB = 256
@@ -217,6 +218,26 @@ def test_distill_reads_batches_from_an_iterator(calib):
     assert [next(batches).shape for _ in range(5)] == [torch.Size([3, 32])] * 5
 
 
+def test_reconstruction_defaults_follow_the_storage_path():
+    auto = LLMPrune("sparsegpt", reconstruct=4)
+    memory, stream = auto.resolved(streaming=False), auto.resolved(streaming=True)
+    assert (memory.reconstruct_optimizer, memory.reconstruct_lr) == ("adam", DEFAULT_LR["adam"])
+    assert (stream.reconstruct_optimizer, stream.reconstruct_lr) == (
+        "adafactor", DEFAULT_LR["adafactor"],
+    )  # fmt: skip
+    chosen = LLMPrune("sparsegpt", reconstruct_optimizer="adafactor", reconstruct_lr=5e-3)
+    assert chosen.resolved(streaming=False) == chosen  # what the user set is kept
+    width = LLMPrune("width", 0.25)
+    assert width.resolved(streaming=False) is width  # no reconstruction knobs there
+
+
+def test_in_memory_report_shows_what_ran(calib):
+    model = tiny_llama(layers=2)
+    report = prune_model(model, LLMPrune("wanda", 0.5, reconstruct=1), calib)
+    assert report["config"]["reconstruct_optimizer"] == "adam"
+    assert report["config"]["reconstruct_lr"] == DEFAULT_LR["adam"]
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -278,12 +299,20 @@ def test_cli_new_steps(tmp_path, capsys):
     assert "owl applies" in capsys.readouterr().err and not bad.exists()
     light = tmp_path / "light"
     args = ["llm", str(src), "--method", "wanda", "--reconstruct", "2", "--stream",
-            "--reconstruct-optimizer", "adafactor", "--recover", "0", *common, "--out", str(light)]  # fmt: skip
-    assert main(args) == 0
+            "--recover", "0", *common, "--out", str(light)]  # fmt: skip
+    assert main(args) == 0  # streaming picks the memory-light optimizer and its own lr
     report = json.loads((light / "netslim_llm.json").read_text())["report"]
-    assert report["config"]["reconstruct_optimizer"] == "adafactor" and report["streamed"]
-    args[args.index("adafactor")] = "sgd"
-    assert main([*args[:-1], str(bad)]) == 2 and not bad.exists()
+    assert report["streamed"]
+    assert report["config"]["reconstruct_optimizer"] == "adafactor"
+    assert report["config"]["reconstruct_lr"] == DEFAULT_LR["adafactor"]
+    chosen = tmp_path / "chosen"
+    assert main([*args[:-1], str(chosen), "--reconstruct-optimizer", "adam",
+                 "--reconstruct-lr", "3e-4"]) == 0  # fmt: skip
+    report = json.loads((chosen / "netslim_llm.json").read_text())["report"]
+    assert report["config"]["reconstruct_optimizer"] == "adam"
+    assert report["config"]["reconstruct_lr"] == 3e-4
+    for flag, value in (("--reconstruct-optimizer", "sgd"), ("--reconstruct-lr", "0")):
+        assert main([*args[:-1], str(bad), flag, value]) == 2 and not bad.exists()
     sparse = tmp_path / "sparse"
     args = [
         "llm",

@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from netslim.cli.args import add_fraction, fraction, nonnegative_int, positive_int
+from netslim.cli.args import add_fraction, fraction, nonnegative_int, positive_float, positive_int
 from netslim.llm.reconstruct import OPTIMIZERS
 
 
@@ -40,12 +40,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="per-weight methods: optimizer steps per block fitting it to the dense model (16)",
     )  # fmt: skip
     p.add_argument(
-        "--reconstruct-optimizer", choices=OPTIMIZERS, default="adam",
-        help="adafactor: memory-light reconstruction for --stream (lr relative to each tensor)",
+        "--reconstruct-optimizer", choices=OPTIMIZERS, default=None,
+        help="default: adafactor with --stream (memory-light, lr relative to each tensor), "
+        "adam otherwise",
+    )  # fmt: skip
+    p.add_argument(
+        "--reconstruct-lr", type=positive_float, default=None,
+        help="reconstruction learning rate (default: the optimizer's, adam 1e-3, adafactor 1e-2)",
     )  # fmt: skip
     p.add_argument(
         "--recover", type=nonnegative_int, default=0,
-        help="distillation steps from the dense model on the calibration text (50); per-weight "
+        help="distillation steps from the dense model on the calibration text (100); per-weight "
         "methods keep their masks",
     )  # fmt: skip
     p.add_argument("--calib", default=None, help="calibration text file (UTF-8)")
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_for(
         args.method, sparsity=args.ratio, nm=args.nm, head_sparsity=args.head_sparsity,
         remove=args.remove, correct=args.correct, owl=args.owl, reconstruct=args.reconstruct,
-        reconstruct_optimizer=args.reconstruct_optimizer, recover=args.recover,
+        reconstruct_optimizer=args.reconstruct_optimizer, reconstruct_lr=args.reconstruct_lr,
+        recover=args.recover,
     )  # fmt: skip
     report = llm_job(
         args.model,

@@ -6,12 +6,12 @@ only its own family's methods and knobs; they share one implementation, :class:`
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from netslim.core.config import ConfigBase
 from netslim.errors import ConfigError
-from netslim.llm.reconstruct import OPTIMIZERS
+from netslim.llm.reconstruct import DEFAULT_LR, OPTIMIZERS
 from netslim.unstructured.nm import validate_nm
 
 WEIGHT_METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -75,12 +75,14 @@ class LLMPrune(ConfigBase):
     reconstruct: per-weight methods: optimizer steps per block after pruning that fit the pruned
         block's output to the dense model's block output on the calibration data (masks fixed;
         0: off). Each step sees ``reconstruct_batch`` sequences.
-    reconstruct_lr: Adam learning rate of those steps (the defaults of the reconstruction and
-        recovery knobs are the settings bench/llm.py chose on a development text).
+    reconstruct_lr: learning rate of those steps; ``None``: the optimizer's own default
+        (``netslim.llm.reconstruct.DEFAULT_LR``; the defaults of the reconstruction and recovery
+        knobs are the settings bench/llm.py chose on a development text).
     reconstruct_batch: calibration sequences per reconstruction step.
-    reconstruct_optimizer: ``adam`` or ``adafactor`` — the memory-light one for the streaming
-        path (factored moments, one gradient alive at a time; its lr is relative to each
-        tensor's RMS). See :mod:`netslim.llm.reconstruct`.
+    reconstruct_optimizer: ``adam`` or ``adafactor``, the memory-light one (factored moments,
+        one gradient alive at a time; its lr is relative to each tensor's RMS). ``None``:
+        ``adafactor`` on the streaming path, where one block is all that is in memory and Adam's
+        state would be most of the peak, ``adam`` in memory. See :mod:`netslim.llm.reconstruct`.
     recover: distillation steps from the dense model after pruning (0: off); see
         :mod:`netslim.llm.distill`. Each step sees ``recover_batch`` sequences. Per-weight
         methods keep their masks: pruned weights stay zero.
@@ -100,9 +102,9 @@ class LLMPrune(ConfigBase):
     owl: float = 0.0
     owl_m: float = 5.0
     reconstruct: int = 0
-    reconstruct_lr: float = 1e-3
+    reconstruct_lr: float | None = None
     reconstruct_batch: int = 4
-    reconstruct_optimizer: str = "adam"
+    reconstruct_optimizer: str | None = None
     recover: int = 0
     recover_lr: float = 2e-4
     recover_batch: int = 2
@@ -146,6 +148,8 @@ class LLMPrune(ConfigBase):
             raise ConfigError("reconstruct_batch and recover_batch must be >= 1")
         for name in ("reconstruct_lr", "recover_lr", "owl_m"):
             value = getattr(self, name)
+            if value is None and name == "reconstruct_lr":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
         self.owl = _fraction(self.owl, "owl")
@@ -158,13 +162,23 @@ class LLMPrune(ConfigBase):
             raise ConfigError(
                 f"owl={self.owl} must leave every block's sparsity in (0, 1) around {self.sparsity}"
             )
-        if self.reconstruct_optimizer not in OPTIMIZERS:
+        if self.reconstruct_optimizer is not None and self.reconstruct_optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"reconstruct_optimizer must be one of {', '.join(OPTIMIZERS)}, "
                 f"got {self.reconstruct_optimizer!r}"
             )
         if self.reconstruct and self.method not in WEIGHT_METHODS:
             raise ConfigError("reconstruct applies to wanda/sparsegpt/magnitude (per-weight)")
+
+    def resolved(self, *, streaming: bool) -> LLMPrune:
+        """This config with the automatic reconstruction settings filled in (per-weight methods
+        only; the other families have no reconstruction): the optimizer for the storage path
+        and its default learning rate. Reports then show what ran."""
+        if self.method not in WEIGHT_METHODS:
+            return self
+        optimizer = self.reconstruct_optimizer or ("adafactor" if streaming else "adam")
+        lr = DEFAULT_LR[optimizer] if self.reconstruct_lr is None else self.reconstruct_lr
+        return replace(self, reconstruct_optimizer=optimizer, reconstruct_lr=lr)
 
     @property
     def heads(self) -> float:

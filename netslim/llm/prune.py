@@ -151,6 +151,7 @@ def prune_model(
     the calibration ids). All-or-nothing: on any failure the model is restored.
     """
     fam = validate(model, config, calibration)
+    config = config.resolved(streaming=False)
     if recovery is not None:
         check_calibration(recovery, config)
     teacher = copy.deepcopy(model) if config.recover else None

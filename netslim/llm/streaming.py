@@ -245,6 +245,7 @@ def prune_streaming(
             "recovery trains the whole model against the dense one: run it in memory (no --stream)"
         )
     check_calibration(calibration, config)
+    config = config.resolved(streaming=True)
     reader = ShardReader(src)
     skeleton = _skeleton(model_config)
     n_blocks = len(layers(skeleton, fam))
