@@ -838,7 +838,7 @@ tokens of {EVAL_RANGE}, non-overlapping windows of {s["seq_len"]} tokens (stride
 {s["seq_len"]}), {d0["protocol"]["tokens_scored"]} tokens scored. Throughput: one forward of a
 {s["prompt_tokens"]}-token prompt (prefill) and greedy `generate()` of {s["new_tokens"]} tokens with the
 KV cache (decode), median of {s["repeats"]}, {s["threads"]} CPU threads. Everything below comes from one
-commit with one set of settings (three parts, see the end).
+set of settings (three parts, each with the commit it ran at, see the end).
 
 ## Issue #17's bars
 
