@@ -647,7 +647,7 @@ RUN_NOTES = """## What this run covers, and what it does not
   nearly flat) scores whatever width remains, while the time saved counts in every layer the
   group feeds. Weighting a group's value by the layers it feeds did not stop it (checked
   outside the bench); a floor does: every group now keeps at least a quarter of its channels
-  under a time target (`MIN_KEEP`, the role of Torch-Pruning's `max_pruning_ratio`). The
+  under a time target (`MIN_KEEP_FRACTION`, the role of Torch-Pruning's `max_pruning_ratio`). The
   accuracy table above is with the floor: all four accuracy bars are met (resnet56
   +4.82 / +10.92 pt, vgg_small +1.51 / +6.61 pt at 2x / 3x over the best Torch-Pruning
   variant at equal measured latency; netslim's models are also as fast or faster).

@@ -229,9 +229,9 @@ def test_allocation_matches_exhaustive_search_on_two_groups(fake_clock) -> None:
     values = {g.id: value_curve(torch.rand(g.size, generator=gen)) for g in groups}
     budget = table.predict() * 0.55
     a, b = groups
-    for min_keep in (0.0, 0.25):
-        alloc = allocate(table, values, budget, min_keep=min_keep)
-        low = max(1, math.ceil(16 * min_keep))
+    for fraction in (0.0, 0.25):
+        alloc = allocate(table, values, budget, min_fraction=fraction)
+        low = max(1, math.ceil(16 * fraction))
         best = max(
             float(values[a.id][i - 1] + values[b.id][j - 1])
             for i in range(low, 17)
@@ -250,7 +250,7 @@ def test_a_tight_budget_keeps_the_floor_of_every_group(fake_clock) -> None:
     budget = table.predict() * 0.05
     floored = allocate(table, values, budget)
     assert all(floored.counts[g.id] >= math.ceil(0.25 * g.size) for g in groups)
-    unfloored = allocate(table, values, budget, min_keep=0.0)
+    unfloored = allocate(table, values, budget, min_fraction=0.0)
     assert min(unfloored.counts[g.id] / g.size for g in groups) < 0.25
 
 

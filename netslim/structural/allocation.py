@@ -13,8 +13,10 @@ import math
 import torch
 
 
-def min_keep(size: int, round_to: int) -> int:
-    return min(size, max(1, round_to))
+def min_keep(size: int, round_to: int, fraction: float = 0.0) -> int:
+    """The fewest indices a group of ``size`` may keep: one, ``round_to``, and ``fraction`` of
+    it (a floor some allocations add), but never more than it has."""
+    return min(size, max(1, round_to, math.ceil(fraction * size - 1e-9)))
 
 
 def round_keep(kept: int, size: int, round_to: int) -> int:

@@ -16,7 +16,6 @@ down) greedily by exact cost, one width step at a time, best value per ms first.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim.structural.allocation import min_keep
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.knapsack import fast_end, mckp
 from netslim.structural.latency_table import LatencyTable, add_check, build_table, grid
@@ -41,7 +41,7 @@ CHECK_TOLERANCE = 0.03
 # remains, while the time saved counts in every layer the group feeds, so without a floor it
 # starved residual streams first (resnet56 at 2x kept 1 of 16 stage-1 channels and lost 19 pt
 # after fine-tuning). Torch-Pruning's ``max_pruning_ratio`` plays the same role.
-MIN_KEEP = 0.25
+MIN_KEEP_FRACTION = 0.25
 # Still this far off after the refits: the cached table does not describe the machine now
 # (typically measured while other work loaded it); the report says so, with the fix.
 STALE_TOLERANCE = 0.15
@@ -139,15 +139,15 @@ def allocate(
     round_to: int = 1,
     fixed: dict[str, int] | None = None,
     rounds: int = 8,
-    min_keep: float = MIN_KEEP,
+    min_fraction: float = MIN_KEEP_FRACTION,
 ) -> Allocation:
     """Counts per group (the keys of ``values``) with predicted time <= ``budget_ms`` and the
     most kept value; ``fixed`` groups keep the given counts (their time still counts); every
-    free group keeps at least ``min_keep`` of its indices (and ``round_to``)."""
+    free group keeps at least ``min_fraction`` of its indices (and ``round_to``)."""
     fixed = fixed or {}
     sizes = table.sizes
     free = [g for g in values if g not in fixed]
-    floor = {g: min(sizes[g], max(1, round_to, math.ceil(min_keep * sizes[g]))) for g in free}
+    floor = {g: min_keep(sizes[g], round_to, min_fraction) for g in free}
     cands = {g: candidate_widths(sizes[g], round_to, floor[g]) for g in free}
     val = {g: values[g].tolist() for g in free}
 
