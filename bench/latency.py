@@ -626,11 +626,17 @@ RUN_NOTES = """## What this run covers, and what it does not
   MobileNetV2 (ResNet-50 batch 1 0.84 / 0.73; MobileNetV2 0.27-0.70): the knapsack keeps the
   most importance per ms and removes more MACs than the speed-up it gains where time is not
   proportional to MACs.
-- Covered: ResNet-50 and MobileNetV2, torch eager, 1 thread, batch 1 and 16, against
-  Torch-Pruning global L2, Torch-Pruning uniform round_to=8 and netslim's MACs allocation at the
-  same MACs. **Not run** for lack of CPU time: ViT-B/16, vgg_small and resnet56 speed rows, ONNX
+- Covered: ResNet-50 and MobileNetV2 (13:41-13:50 UTC), vgg_small and resnet56 on 28x28
+  inputs (15:22 UTC, `--append`, alone on the machine, load 0.8-1.0), torch eager, 1 thread,
+  batch 1 and 16, against Torch-Pruning global L2, Torch-Pruning uniform round_to=8 and
+  netslim's MACs allocation at the same MACs. **Not run** for lack of CPU time: ViT-B/16, ONNX
   Runtime and 2 threads (the code paths exist: `--runtimes onnxruntime --threads 2`; the ORT path
   was exercised on LeNet-5).
+- vgg_small and resnet56 at batch 1 take 0.6 and 5.4 ms, mostly per-op overhead: the 3x
+  targets are out of reach there (2.37x and 2.08x; at batch 1 resnet56 reaches 1.82x of 2x),
+  and every variant removing the same MACs lands within a few percent. At batch 16 both reach
+  2x and 3x (vgg_small 1.98x / 3.04x, resnet56 2.00x / 3.09x), and at 3x netslim's plan is
+  faster than every variant at the same MACs (resnet56 10.02 ms against 11.91-11.92 ms).
 - Accuracy part (2026-11-30): `--stage train` 11:06-11:40 UTC beside the LLM bench (load 2-3);
   `--stage plan` 13:02-13:13 UTC alone on the machine (`quiet`, load about 1), from a latency
   table rebuilt in an empty cache directory; `--stage finetune` 13:13-13:26 UTC, one process per
