@@ -626,12 +626,24 @@ RUN_NOTES = """## What this run covers, and what it does not
   MobileNetV2 (ResNet-50 batch 1 0.84 / 0.73; MobileNetV2 0.27-0.70): the knapsack keeps the
   most importance per ms and removes more MACs than the speed-up it gains where time is not
   proportional to MACs.
-- Covered: ResNet-50 and MobileNetV2 (13:41-13:50 UTC), vgg_small and resnet56 on 28x28
-  inputs (15:22 UTC, `--append`, alone on the machine, load 0.8-1.0), torch eager, 1 thread,
-  batch 1 and 16, against Torch-Pruning global L2, Torch-Pruning uniform round_to=8 and
-  netslim's MACs allocation at the same MACs. **Not run** for lack of CPU time: ViT-B/16, ONNX
-  Runtime and 2 threads (the code paths exist: `--runtimes onnxruntime --threads 2`; the ORT path
-  was exercised on LeNet-5).
+- Covered, each `--append` run alone on the machine: ResNet-50 and MobileNetV2, torch eager, 1
+  thread, batch 1 and 16 (13:41-13:50 UTC); vgg_small and resnet56 on 28x28 inputs, the same
+  (15:22 UTC); ResNet-50 and MobileNetV2 on ONNX Runtime, 1 thread, batch 1 (15:23-15:29 UTC);
+  ResNet-50 and MobileNetV2, torch eager, 2 threads, batch 1 and 16 (15:29-15:35 UTC). All
+  against Torch-Pruning global L2, Torch-Pruning uniform round_to=8 and netslim's MACs
+  allocation at the same MACs. **Not run** for lack of CPU time: ViT-B/16, ONNX Runtime at
+  batch 16 and with 2 threads.
+- ONNX Runtime (tables from one-node graphs per op): netslim's plan reaches 2.02x / 3.08x on
+  MobileNetV2 and 1.93x / 2.92x on ResNet-50. Irregular widths cost far more there than in
+  eager: at the same MACs, Torch-Pruning global and netslim's MACs allocation are slower than
+  the dense model on MobileNetV2 at 2x (7.24 and 8.06 ms against 6.13), while Torch-Pruning
+  uniform round_to=8 matches netslim's plan at 2x and is faster at 3x (ResNet-50 15.54 against
+  17.65 ms, MobileNetV2 1.91 against 1.99 ms).
+- Two threads: ResNet-50 reaches 2.05x / 2.95x at batch 1 and 2.60x / 3.72x at batch 16 (the
+  fastest variant in every row); MobileNetV2 at batch 16 2.02x / 2.93x, at batch 1 only 1.49x /
+  2.15x: its plan was made against a dense time measured at 17.4 ms (prediction 8.72 ms for 2x)
+  while the interleaved run here measured the dense model at 14.64 ms. With both cores busy,
+  anything else the machine does lands in the timing.
 - vgg_small and resnet56 at batch 1 take 0.6 and 5.4 ms, mostly per-op overhead: the 3x
   targets are out of reach there (2.37x and 2.08x; at batch 1 resnet56 reaches 1.82x of 2x),
   and every variant removing the same MACs lands within a few percent. At batch 16 both reach
