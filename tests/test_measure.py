@@ -140,3 +140,27 @@ def test_batch_timing_only_for_samples_up_to_an_imagenet_image() -> None:
     assert small["latency_batch_ms"] is not None and small["latency_batch_ms"] > 0
     large = measure(conv, torch.randn(1, 3, 225, 225), latency_batch=4)  # over 3x224x224
     assert large["latency_ms"] > 0 and large["latency_batch_ms"] is None
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("fastpath", [True, False])
+def test_macs_count_multihead_attention_in_eval(fastpath):
+    """The fused inference path of nn.MultiheadAttention is counted like the regular one."""
+    tokens, dim, heads = 10, 16, 4
+    model = _SelfAttention(dim, heads).eval()
+    expected = 4 * tokens * dim * dim + 2 * tokens * tokens * dim  # q, k, v, out; scores, mix
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(fastpath)
+    try:
+        assert count_macs(model, torch.randn(1, tokens, dim)) == expected
+        assert torch.backends.mha.get_fastpath_enabled() is fastpath  # the setting is restored
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
