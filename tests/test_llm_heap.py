@@ -39,10 +39,15 @@ def test_threshold_is_put_back_when_the_pass_fails(libc):
     assert [c[1][1] for c in libc.calls] == [1 << 20, heap.GLIBC_MAX_MMAP_THRESHOLD]
 
 
-def test_without_glibc_nothing_is_called(monkeypatch):
+def test_without_glibc_the_pass_still_runs(monkeypatch):
     monkeypatch.setattr(heap, "_LIBC", False)
+    ran = []
     with heap.large_buffers_mapped():
-        heap.return_freed_memory()  # no error, nothing to call
+        heap.return_freed_memory()
+        ran.append(True)
+    assert ran == [True]
+    with pytest.raises(RuntimeError, match="block 1"), heap.large_buffers_mapped():
+        raise RuntimeError("block 1 failed")  # errors pass through unchanged
 
 
 def test_streaming_sets_the_policy(libc, tmp_path):

@@ -146,10 +146,11 @@ class LLMPrune(ConfigBase):
                 raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
         if self.reconstruct_batch < 1 or self.recover_batch < 1:
             raise ConfigError("reconstruct_batch and recover_batch must be >= 1")
-        for name in ("reconstruct_lr", "recover_lr", "owl_m"):
+        positive = ("recover_lr", "owl_m") + (
+            () if self.reconstruct_lr is None else ("reconstruct_lr",)
+        )
+        for name in positive:
             value = getattr(self, name)
-            if value is None and name == "reconstruct_lr":
-                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
         self.owl = _fraction(self.owl, "owl")

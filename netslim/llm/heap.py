@@ -3,10 +3,9 @@
 glibc serves a large buffer from ``mmap`` and unmaps it on free, but each such free raises its
 mmap threshold (up to 32 MiB), so later block-sized temporaries come from the heap instead and,
 once freed, stay resident until the heap is trimmed. Within one block's pruning and
-reconstruction that is hundreds of MB of dead buffers: on TinyLlama's shapes the streamed peak
-was 1776 MB with glibc's default policy and 1372 MB with a fixed 4 MiB threshold (bench/llm.py's
-streaming rows hold the committed figures). Between blocks, freed heap pages go back with
-``malloc_trim``.
+reconstruction that is hundreds of MB of dead buffers, growing from block to block (the
+streaming rows of docs/llm.md, from bench/llm.py, give the peaks with and without). Between
+blocks, freed heap pages go back with ``malloc_trim``.
 """
 
 from __future__ import annotations

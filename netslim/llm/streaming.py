@@ -4,9 +4,9 @@ are pruned with the same sequential loop as in memory, and are written to new sh
 Peak memory is one block (in float32 for the arithmetic), the calibration activations and the
 method's statistics, plus the embedding briefly while block 0's inputs are captured; large
 temporaries are mapped and unmapped whole so freed ones do not stay resident
-(:mod:`netslim.llm.heap`). Shapes
-are read from the safetensors headers, so every check runs before any block is loaded, and
-the output goes to a temporary directory renamed only when complete. Width pruning changes
+(:mod:`netslim.llm.heap`). Shapes are read from the safetensors headers, so every check runs
+before any block is loaded, and the output goes to a temporary directory renamed only when
+complete. Width pruning changes
 tensor shapes across the model and runs in memory only.
 """
 
