@@ -155,6 +155,24 @@ def test_sparsegpt_reconstruction_beats_masking():
         assert err_sparsegpt < 0.9 * err_masked
 
 
+def test_layer_stats_sums_match_float64_across_flushes():
+    """The float32 partial sums are folded into the float64 totals every FLUSH_TOKENS tokens
+    and on read: the Gram matrix and the squares match a float64 reference to float32 accuracy."""
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(3, 700, 16, generator=gen) for _ in range(5)]  # crosses 2 flushes
+    stats = LayerStats(16, {"gram", "sq"})
+    for x in batches:
+        stats.add(x)
+    xs = torch.cat([x.reshape(-1, 16) for x in batches]).double()
+    assert stats.tokens == xs.shape[0]
+    torch.testing.assert_close(stats.gram, xs.t() @ xs, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(stats.sq, (xs * xs).sum(0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(stats.hessian(), (2 / xs.shape[0] * xs.t() @ xs).float())
+    stats.add(batches[0])  # adding after a read keeps counting
+    xs = torch.cat([xs, batches[0].reshape(-1, 16).double()])
+    torch.testing.assert_close(stats.gram, xs.t() @ xs, rtol=1e-4, atol=1e-4)
+
+
 def test_width_gqa_and_config(calib, tmp_path):
     model = tiny_llama()
     report = prune_model(model, LLMPrune("width", 0.25, head_sparsity=0.5), calib)

@@ -94,6 +94,22 @@ def test_reconstruction_keeps_masks_and_fits_the_dense_model(calib, nm):
     assert {"prune", "reconstruct", "dense_targets"} <= set(report["costs"])
 
 
+def test_owl_pass_targets_equal_recomputed_ones(calib, monkeypatch):
+    """With OWL on, the dense pass's kept block outputs replace the dense forward per block:
+    the result is the same, bit for bit, as recomputing them (the fallback when too big)."""
+    from netslim.llm import prune as llm_prune
+
+    dense = tiny_llama()
+    cfg = LLMPrune("sparsegpt", 0.5, owl=0.1, reconstruct=5, reconstruct_lr=1e-3)
+    kept, recomputed = copy.deepcopy(dense), copy.deepcopy(dense)
+    fast = prune_model(kept, cfg, calib)
+    monkeypatch.setattr(llm_prune, "KEEP_TARGETS_BYTES", 0)
+    slow = prune_model(recomputed, cfg, calib)
+    assert "dense_targets" not in fast["costs"] and slow["costs"]["dense_targets"] > 0
+    for a, b in zip(kept.parameters(), recomputed.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("optimizer, lr", [("adam", 1e-3), ("adafactor", 1e-2)])
 def test_reconstruct_block_holds_the_mask(calib, optimizer, lr):
     from netslim.llm.calibration import capture_inputs, run_block

@@ -138,24 +138,46 @@ class LayerStats:
 
     ``sq``: Σ x_j² per input feature (Wanda's ‖X_j‖₂²); ``gram``: Σ x xᵀ (SparseGPT's Hessian
     up to the factor 2/n, also the normal equations of the least-squares width correction).
-    Float64 accumulation keeps the sums exact enough over ~10⁵ tokens.
+    Products are summed in place in float32 over up to ``FLUSH_TOKENS`` tokens (``addmm_``: no
+    temporary, no conversion per batch), then added to float64 running sums, which keep the
+    totals exact enough over ~10⁵ tokens.
     """
+
+    FLUSH_TOKENS = 4096
 
     def __init__(self, in_features: int, want: set[str]):
         self.tokens = 0
         self.sq = torch.zeros(in_features, dtype=torch.float64) if "sq" in want else None
-        self.gram = (
+        self._gram = (
             torch.zeros(in_features, in_features, dtype=torch.float64) if "gram" in want else None
         )
+        self._partial: Tensor | None = None
+        self._partial_tokens = 0
 
     def add(self, x: Tensor) -> None:
-        # float32 products per batch (fast), float64 running sums (exact enough over many tokens)
         x = x.detach().reshape(-1, x.shape[-1]).float()
         self.tokens += x.shape[0]
         if self.sq is not None:
             self.sq += (x * x).sum(0).double()
-        if self.gram is not None:
-            self.gram += (x.t() @ x).double()
+        if self._gram is not None:
+            if self._partial is None:
+                self._partial = torch.zeros(self._gram.shape, dtype=torch.float32)
+            self._partial.addmm_(x.t(), x)
+            self._partial_tokens += x.shape[0]
+            if self._partial_tokens >= self.FLUSH_TOKENS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._gram is not None and self._partial is not None and self._partial_tokens:
+            self._gram += self._partial.double()
+            self._partial.zero_()
+            self._partial_tokens = 0
+
+    @property
+    def gram(self) -> Tensor | None:
+        """Σ x xᵀ over every token added so far (float64), or ``None`` if not collected."""
+        self._flush()
+        return self._gram
 
     @property
     def norms(self) -> Tensor:
@@ -166,9 +188,10 @@ class LayerStats:
 
     def hessian(self) -> Tensor:
         """``H = 2/n · XᵀX`` (float32), the curvature of the layer-wise squared error."""
-        if self.gram is None:
+        gram = self.gram
+        if gram is None:
             raise RuntimeError("the Gram matrix was not collected")
-        return (self.gram * (2.0 / max(self.tokens, 1))).float()
+        return (gram * (2.0 / max(self.tokens, 1))).float()
 
 
 @contextmanager

@@ -12,6 +12,7 @@ blocks stays ``S``. Ratios come from one pass of the dense model over the calibr
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -23,11 +24,14 @@ from netslim.llm.sequential import BlockSource, run_sequential
 
 
 class OutlierStep:
-    """Records each block's outlier ratio from its dense inputs; changes nothing."""
+    """Records each block's outlier ratio from its dense inputs; changes nothing. With
+    ``keep_outputs`` it also keeps each block's dense output (the next block's input, so no copy
+    is made)."""
 
-    def __init__(self, m: float):
+    def __init__(self, m: float, keep_outputs: bool = False):
         self.m = m
         self.ratios: list[float] = []
+        self.outputs: list[Tensor | None] | None = [] if keep_outputs else None
 
     def __call__(self, index: int, block: nn.Module, inputs: BlockInputs | None) -> Tensor:
         assert inputs is not None
@@ -40,6 +44,8 @@ class OutlierStep:
             outliers += int((score > self.m * score.mean()).sum())
             total += score.numel()
         self.ratios.append(outliers / max(total, 1))
+        if self.outputs is not None:
+            self.outputs.append(out)
         return out
 
 
@@ -54,15 +60,26 @@ def owl_sparsities(ratios: list[float], sparsity: float, lam: float) -> list[flo
     return [float(1.0 - d) for d in density]
 
 
+class SparsityPlan(NamedTuple):
+    """Per-block sparsities (``None``: uniform), the report's OWL figures, and the dense
+    model's output of every block when they were kept (block reconstruction's targets)."""
+
+    sparsities: list[float] | None
+    info: dict
+    dense_outputs: list[Tensor | None] | None = None
+
+
 def plan_sparsities(
-    source: BlockSource, inputs: BlockInputs | None, config: LLMPrune
-) -> tuple[list[float] | None, dict]:
-    """Per-block sparsities for ``config`` (``None``: uniform) and what it cost: with
-    ``config.owl`` one extra dense pass over the blocks (they are only read)."""
+    source: BlockSource, inputs: BlockInputs | None, config: LLMPrune, keep_outputs: bool = False
+) -> SparsityPlan:
+    """Per-block sparsities for ``config`` and what they cost: with ``config.owl`` one extra
+    dense pass over the blocks (they are only read). ``keep_outputs``: keep that pass's dense
+    block outputs, which are exactly the targets block reconstruction would otherwise recompute
+    with one more dense forward per block."""
     if not config.owl or inputs is None:
-        return None, {}
+        return SparsityPlan(None, {})
     start = time.perf_counter()
-    step = OutlierStep(config.owl_m)
+    step = OutlierStep(config.owl_m, keep_outputs)
     run_sequential(source, BlockInputs(inputs.hidden.clone(), inputs.args, inputs.kwargs), step)
     sparsities = owl_sparsities(step.ratios, config.sparsity, config.owl)
     info = {
@@ -70,4 +87,4 @@ def plan_sparsities(
         "block_sparsity": sparsities,
         "seconds": time.perf_counter() - start,
     }
-    return sparsities, info
+    return SparsityPlan(sparsities, info, step.outputs)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from netslim.errors import ConfigError, DataError
 from netslim.llm.arch import Family, block_linears, family, layers, weight_oi
-from netslim.llm.calibration import capture_inputs
+from netslim.llm.calibration import BlockInputs, capture_inputs
 from netslim.llm.config import WEIGHT_METHODS, LLMPrune
 from netslim.llm.depth import (
     InfluenceStep,
@@ -91,6 +91,20 @@ def validate(model: nn.Module, config: LLMPrune, calibration: Tensor | None) -> 
         removal_count(config, len(blocks))
         check_depth_supported(model)
     return fam
+
+
+KEEP_TARGETS_BYTES = 2 << 30
+"""In memory, the OWL pass keeps every block's dense output for block reconstruction when they
+fit in this many bytes (one forward of each dense block saved); beyond it they are recomputed
+block by block, so memory stays that of one block's activations."""
+
+
+def keep_targets(config: LLMPrune, inputs: BlockInputs | None, source: ModelBlocks) -> bool:
+    """Whether the OWL pass should keep the dense outputs as reconstruction targets."""
+    if inputs is None or not (config.owl and config.reconstruct):
+        return False
+    per_block = inputs.hidden.numel() * 4  # targets are float32
+    return per_block * len(source) <= KEEP_TARGETS_BYTES
 
 
 def weight_step_report(step: WeightStep, owl: dict[str, Any]) -> dict[str, Any]:
@@ -173,10 +187,10 @@ def prune_model(
     try:
         inputs = capture_inputs(model, calibration) if "calibration" in report else None
         if config.method in WEIGHT_METHODS:
-            sparsities, owl = plan_sparsities(source, inputs, config)
-            step = WeightStep(config, sparsities)
+            plan = plan_sparsities(source, inputs, config, keep_targets(config, inputs, source))
+            step = WeightStep(config, plan.sparsities, plan.dense_outputs)
             run_sequential(source, inputs, step)
-            report.update(weight_step_report(step, owl))
+            report.update(weight_step_report(step, plan.info))
         elif config.method == "width":
             step = WidthStep(config, model.config)
             run_sequential(source, inputs, step)

@@ -81,14 +81,21 @@ class WeightStep:
     """Magnitude / Wanda / SparseGPT on every linear of a block; counts zeros as it goes.
 
     ``sparsities``: one sparsity per block (OWL), else ``config.sparsity`` everywhere. With
-    ``config.reconstruct`` the step also carries the dense model's hidden states alongside the
-    pruned ones and fits each pruned block to the dense block's output
-    (:mod:`netslim.llm.reconstruct`); ``costs`` holds the seconds of each part.
+    ``config.reconstruct`` the step fits each pruned block to the dense block's output
+    (:mod:`netslim.llm.reconstruct`): ``dense_outputs`` when a dense pass already kept them
+    (each is dropped once used), else the step carries the dense hidden states alongside the
+    pruned ones and runs each dense block once more. ``costs`` holds the seconds of each part.
     """
 
-    def __init__(self, config: LLMPrune, sparsities: list[float] | None = None):
+    def __init__(
+        self,
+        config: LLMPrune,
+        sparsities: list[float] | None = None,
+        dense_outputs: list[Tensor | None] | None = None,
+    ):
         self.config = config
         self.sparsities = sparsities
+        self.dense_outputs = dense_outputs
         self.fn, self.needs = get_method(config.method)
         self.zeros = 0
         self.total = 0
@@ -110,7 +117,9 @@ class WeightStep:
         config = self._block_config(index)
         fit = self.config.reconstruct > 0 and inputs is not None
         target = None
-        if fit:
+        if fit and self.dense_outputs is not None:
+            target, self.dense_outputs[index] = self.dense_outputs[index], None
+        elif fit:
             assert inputs is not None
             start = time.perf_counter()
             if self.dense_hidden is None:
@@ -137,7 +146,8 @@ class WeightStep:
             )  # fmt: skip
             self.costs["reconstruct"] += result["seconds"]
             self.fit.append(result)
-            self.dense_hidden = target
+            if self.dense_outputs is None:
+                self.dense_hidden = target
         for module in linears.values():
             w = weight_oi(module)
             self.zeros += int((w == 0).sum())

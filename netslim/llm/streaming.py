@@ -276,13 +276,11 @@ def prune_streaming(
         writer = ShardWriter(tmp)
         block_prefix = f"{fam.prefix}."
         if config.method in WEIGHT_METHODS:
-            sparsities, owl = plan_sparsities(
-                StreamedBlocks(reader, skeleton, fam, None), inputs, config
-            )
-            step = WeightStep(config, sparsities)
+            plan = plan_sparsities(StreamedBlocks(reader, skeleton, fam, None), inputs, config)
+            step = WeightStep(config, plan.sparsities)
             run_sequential(StreamedBlocks(reader, skeleton, fam, writer), inputs, step)
             report["sparsity"] = step.zeros / max(step.total, 1)
-            report.update(weight_step_report(step, owl))
+            report.update(weight_step_report(step, plan.info))
             kept = list(range(n_blocks))
         else:
             influence = InfluenceStep()
