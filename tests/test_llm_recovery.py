@@ -345,3 +345,28 @@ def test_cli_new_steps(tmp_path, capsys):
     report = json.loads((sparse / "netslim_llm.json").read_text())["report"]
     assert report["recovery"]["steps"] == 2
     assert zero_fraction(_linears(load(sparse))) == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("weight_decay", [None, 0.1])
+def test_llm_adam_is_fused_on_cpu_and_steps_like_the_loop(weight_decay):
+    from netslim.llm.optim import adam
+
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 7, generator=gen), torch.randn(7, generator=gen)]
+    grads = [[torch.randn(t.shape, generator=gen) for t in start] for _ in range(3)]
+    runs = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = adam(params, 1e-2, weight_decay=weight_decay)
+        if not fused:  # the reference: the same optimizer as a per-tensor loop
+            kw = {"lr": 1e-2} if weight_decay is None else {"lr": 1e-2, "weight_decay": 0.1}
+            opt = type(opt)(params, foreach=False, **kw)
+        assert opt.defaults["fused"] is (True if fused else None)
+        assert isinstance(opt, torch.optim.Adam if weight_decay is None else torch.optim.AdamW)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        runs.append(params)
+    for a, b in zip(*runs, strict=True):
+        torch.testing.assert_close(a, b)

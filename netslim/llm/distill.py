@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from netslim.llm.arch import layers
 from netslim.llm.fixed_masks import Masks, mask_grads, reapply
+from netslim.llm.optim import adam
 
 
 def cycle_batches(ids: Tensor, batch: int, seed: int = 0) -> Iterator[Tensor]:
@@ -84,7 +85,7 @@ def distill(
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=False)
+    opt = adam(params, lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min((i + 1) / max(warmup, 1), max(0.0, (steps - i) / max(steps - warmup, 1)))
     )

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from netslim.llm.calibration import BlockInputs
 from netslim.llm.fixed_masks import Masks, mask_grad, mask_grads, reapply
+from netslim.llm.optim import adam
 
 
 def _output(block: nn.Module, hidden: Tensor, inputs: BlockInputs) -> Tensor:
@@ -51,7 +52,7 @@ def _stepper(
     Adam steps every parameter at once after the backward pass. Adafactor steps each parameter
     inside the backward pass (``register_post_accumulate_grad_hook``) and drops its gradient."""
     if optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, foreach=False)
+        opt = adam(params, lr)
 
         def step() -> None:
             mask_grads(masks)

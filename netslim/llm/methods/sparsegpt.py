@@ -63,7 +63,7 @@ def _sparsegpt(weight: Tensor, stats: LayerStats, config: LLMPrune) -> Tensor:
             q = col * keep[:, i]
             q1[:, i] = q
             e = (col - q) / d[i]
-            w1[:, i:] -= e[:, None] * u1[i, i:][None, :]
+            w1[:, i:].addr_(e, u1[i, i:], alpha=-1.0)  # rank-1 update in place, no temporary
             err1[:, i] = e
         w[:, i1:i2] = q1
         w[:, i2:] -= err1 @ u[i1:i2, i2:]
