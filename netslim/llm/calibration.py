@@ -169,7 +169,7 @@ class LayerStats:
 
     def _flush(self) -> None:
         if self._gram is not None and self._partial is not None and self._partial_tokens:
-            self._gram += self._partial.double()
+            self._gram.add_(self._partial)  # cast element by element: no float64 copy
             self._partial.zero_()
             self._partial_tokens = 0
 
