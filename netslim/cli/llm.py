@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--reconstruct-lr", type=positive_float, default=None,
-        help="reconstruction learning rate (default: the optimizer's, adam 1e-3, adafactor 1e-2)",
+        help="reconstruction learning rate (default: the optimizer's, adam 1.5e-3, adafactor 1e-2)",
     )  # fmt: skip
     p.add_argument(
         "--recover", type=nonnegative_int, default=0,

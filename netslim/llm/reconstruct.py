@@ -38,7 +38,7 @@ def _output(block: nn.Module, hidden: Tensor, inputs: BlockInputs) -> Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-DEFAULT_LR = {"adam": 1e-3, "adafactor": 1e-2}
+DEFAULT_LR = {"adam": 1.5e-3, "adafactor": 1e-2}
 """Each optimizer's learning rate when none is given, chosen by bench/llm.py on its development
 text (Adafactor's is relative to each tensor's RMS, so the two are not comparable)."""
 OPTIMIZERS = tuple(DEFAULT_LR)
