@@ -91,6 +91,23 @@ def test_agp_scheduler_defaults_and_validation() -> None:
         AGPScheduler(mlp(), {"ratio": 0.5}, total_steps=10)
 
 
+def test_agp_scheduler_start_masks_at_s_init() -> None:
+    model = mlp()
+    sched = AGPScheduler(
+        model, Unstructured(ratio=0.8), total_steps=100, update_every=10, s_init=0.5, end_step=50
+    )
+    assert sched.start() == 0.5
+    assert sparsity(model) == round(0.5 * N_TARGETS) / N_TARGETS
+    assert sched.start() is None  # masks exist: nothing to redo
+    assert sched.on_step(1) is None  # not an update step: the masks stay at s_init
+    assert sparsity(model) == round(0.5 * N_TARGETS) / N_TARGETS
+    assert sched.on_step(10) == pytest.approx(0.8 - 0.3 * 0.8**3)
+    assert sched.updates[0] == (0, 0.5)
+    dense = mlp()
+    assert AGPScheduler(dense, Unstructured(ratio=0.8), total_steps=100).start() is None
+    assert sparsity(dense) == 0.0 and get_history(dense) == []
+
+
 def test_iterative_ratios() -> None:
     assert iterative_ratios(0.9, 3, mode="linear") == pytest.approx([0.3, 0.6, 0.9])
     geo = iterative_ratios(0.875, 3)
@@ -135,6 +152,23 @@ def test_run_agp_with_training_callback() -> None:
     assert result["train"] == 30
     assert result["sparsity"] == pytest.approx(round(0.6 * N_TARGETS) / N_TARGETS)
     assert [s for _, s in result["updates"]] == sorted(s for _, s in result["updates"])
+
+
+def test_run_agp_trains_from_s_init() -> None:
+    model = mlp()
+    seen = []
+
+    def train_fn(m: nn.Module, on_step) -> None:
+        seen.append(sparsity(m))  # before the first step
+        for step in range(1, 21):
+            on_step(step)
+
+    result = run_agp(
+        model, Unstructured(ratio=0.9), train_fn, total_steps=20, update_every=5, s_init=0.6
+    )
+    assert seen == [round(0.6 * N_TARGETS) / N_TARGETS]
+    assert result["updates"][0] == (0, 0.6)
+    assert result["sparsity"] == pytest.approx(round(0.9 * N_TARGETS) / N_TARGETS)
 
 
 def test_drivers_validate_inputs() -> None:

@@ -52,6 +52,10 @@ class AGPScheduler:
 
     ``end_step`` defaults to 80% of ``total_steps``, leaving the rest of training to recover at
     the final sparsity; ``update_every`` defaults to a tenth of the pruning window.
+
+    With ``s_init > 0`` call :meth:`start` before the first step: the curve is at ``s_init``
+    from step 0, but ``on_step`` first masks at an update step, so without it the steps before
+    that one would train the dense model (:func:`netslim.schedules.run_agp` calls it).
     """
 
     def __init__(
@@ -97,6 +101,19 @@ class AGPScheduler:
         if step >= self.end_step:
             return self.current != self.s_final
         return (step - self.start_step) % self.update_every == 0
+
+    def start(self) -> float | None:
+        """Mask at ``s_init`` now, before training starts; returns the sparsity applied, or
+        None when there is nothing to apply (``s_init == 0`` or masks already applied).
+
+        Why a start above 0: when a trained model is pruned gradually inside a short
+        fine-tuning, one-shot masks reach a middle sparsity almost for free, so the steps are
+        better spent on the last part of the climb (80 % → 95 % on LeNet-300-100 in
+        docs/recovery.md, against rising from dense)."""
+        if self.current is not None or self.s_init == 0.0:
+            return None
+        self._apply(0, self.s_init)
+        return self.s_init
 
     def on_step(self, step: int, *args: Any, **kwargs: Any) -> float | None:
         """Update the masks if ``step`` is an update step; returns the sparsity applied, if any.

@@ -80,7 +80,8 @@ def run_agp(
     end_step: int | None = None,
 ) -> dict[str, Any]:
     """Train with ``train_fn(model, on_step)`` while an :class:`AGPScheduler` raises sparsity to
-    ``config.ratio``; the final sparsity is applied at the end if training stopped short."""
+    ``config.ratio``; the model is masked at ``s_init`` before ``train_fn`` starts (when
+    ``s_init > 0``), and the final sparsity is applied at the end if training stopped short."""
     _check_config(config)
     check_callable("train_fn", train_fn)
     scheduler = AGPScheduler(
@@ -92,6 +93,7 @@ def run_agp(
         start_step=start_step,
         end_step=end_step,
     )
+    scheduler.start()
     trained = train_fn(model, scheduler.on_step)
     scheduler.finish()
     return {**summarize(model, config), "updates": scheduler.updates, "train": trained}
