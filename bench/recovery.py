@@ -16,10 +16,13 @@ for each seed (the seed sets the dense model's initialisation and data order).
    calibration data, each followed by reconstruction), and gradual pruning inside the budget
    (4 prune+reconstruct steps, the learning rate rewound to 1e-3 at each, distillation); then
    the recipe that won on a validation split: LAMP masks (Lee et al. 2021) and fine-tuning at
-   lr 1e-2, one-shot or in two steps, with ``torch.nn.utils.prune`` at the same lr beside them.
+   lr 1e-2, one-shot or in two steps, with ``torch.nn.utils.prune`` at the same lr beside them;
+   and gradual pruning inside the same 5 epochs at that lr (LAMP masks at 80 % before the first
+   step, raised along AGP's cubic, ``netslim.schedules.run_agp``; see ``LENET_GRADUAL``).
    Also one-shot at 90 % without fine-tuning.
    quantize: the prune + int8 + compressed artifact: docs/quantize.md's protocol at 95 % (L1),
-   and LAMP masks at the lowest sparsity that reaches the bar's 40x (see ``ARTIFACT_VARIANTS``).
+   LAMP masks at the lowest sparsity that reaches the bar's 40x, and LAMP masks raised gradually
+   over the same 40 epochs run as one (see ``ARTIFACT_VARIANTS``).
 2. vgg: vgg_small, the protocol of docs/criteria.md (3 dense epochs, global ranking to a MACs
    target, 200 fine-tuning steps, same batches): Torch-Pruning (l2, BN scale) with plain and with
    distilled fine-tuning, netslim plain, netslim with reconstruction + distillation; one-shot at
@@ -34,11 +37,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +58,7 @@ import netslim  # noqa: E402
 from netslim.data import make_loaders  # noqa: E402
 from netslim.measure import count_macs  # noqa: E402
 from netslim.models.spec import build_model  # noqa: E402
-from netslim.schedules import iterative_ratios  # noqa: E402
+from netslim.schedules import iterative_ratios, run_agp  # noqa: E402
 from netslim.structural import Channels  # noqa: E402
 from netslim.training import evaluate, seed_everything, train  # noqa: E402
 from netslim.unstructured import Unstructured  # noqa: E402
@@ -73,11 +78,15 @@ def _finetune(
     steps: int | None = None,
     lr: float = 1e-3,
     teacher: nn.Module | None = None,
+    on_step: Callable[[int], Any] | None = None,
 ) -> None:
     """Same batches in the same order for every variant: only the pruning and recipe differ."""
     loader.generator.manual_seed(1)
     if epochs and (steps is None or steps > 0):
-        train(model, loader, epochs=epochs, max_steps=steps, lr=lr, teacher=teacher, progress=False)
+        train(
+            model, loader, epochs=epochs, max_steps=steps, lr=lr, teacher=teacher,
+            on_step=on_step, progress=False,
+        )  # fmt: skip
 
 
 def _dense(spec: str, loader, epochs: int, seed: int) -> nn.Module:
@@ -107,11 +116,52 @@ def _fc_layers(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return [(m, "weight") for m in linears[:-1]]
 
 
+def _gradual(
+    model: nn.Module,
+    dense: nn.Module,
+    loader,
+    config: Unstructured,
+    *,
+    epochs: int,
+    lr: float,
+    s_init: float,
+    end: float,
+    every: int,
+) -> None:
+    """One distilled cosine fine-tuning of ``epochs`` while AGP raises ``config``'s masks from
+    ``s_init`` (applied before the first step) to ``config.ratio`` by ``end`` of the steps,
+    every ``every`` steps (``netslim.schedules.run_agp``)."""
+    total = epochs * len(loader)
+
+    def fit(m: nn.Module, on_step: Callable[[int], Any]) -> None:
+        _finetune(m, loader, epochs=epochs, lr=lr, teacher=dense, on_step=on_step)
+
+    run_agp(
+        model, config, fit, total_steps=total, update_every=every, s_init=s_init,
+        end_step=int(end * total),
+    )  # fmt: skip
+
+
 # The recipe's fine-tuning learning rate (Adam, cosine), chosen on a validation split of the
 # training set (the last 10,000 training images held out, seed 0), never on the test set: 95 %
 # LAMP masks fine-tuned at 1e-3 / 3e-3 / 5e-3 / 1e-2 / 2e-2 reached 88.39 (L1) / 88.98 / 88.95 /
 # 89.20 / 89.05 % there (dense 89.85 %); two prune steps inside the budget 89.34 %.
 LENET_HOT_LR = 1e-2
+
+# Gradual pruning inside the same 5 fine-tuning epochs at the hot lr (AGP, Zhu & Gupta 2017):
+# LAMP masks at s_init before the first step, raised along the cubic every `every` steps until
+# `end` of the steps, then fine-tuned at the final mask (Adam 1e-2 cosine + distillation
+# throughout). Chosen with bench/_recovery_screen.py on the validation split (the last 10,000
+# training images held out; loss vs the dense model on it at 95 %, mean of seeds 0 1 2):
+# one-shot LAMP (the recipe above) 0.80 pt, one-shot L1 0.67, RigL-style drop/regrow of 30 % of
+# the mask every 100 steps 0.72; AGP from 80 % ending at 40 / 50 / 60 / 80 % of the steps 0.33 /
+# 0.35 / 0.33 / 0.40, from 85 % ending at 60 % 0.32, from 90 % 0.46, from 50 % 0.53, every 25
+# steps 0.47, L1 instead of LAMP 0.40. Screened on seed 0 alone and dropped: AGP from dense
+# (0.81 / 1.26 pt ending at 60 / 40 %), distillation alpha 0.9 / 1 or T 2 / 8, no
+# distillation, warmup, linear decay, SGD 0.05 / 0.1, EMA of the weights (all 0.77-1.19 against
+# 1.00 for the recipe). At 98 % (seed 0) it lost 1.00 pt against 1.71 for one-shot LAMP and
+# 1.39 for one-shot L1.
+LENET_GRADUAL = {"s_init": 0.8, "end": 0.6, "every": 50}
 
 
 def lenet_variants(args, train_loader) -> dict[str, Callable[[nn.Module, nn.Module, float], float]]:
@@ -187,6 +237,15 @@ def lenet_variants(args, train_loader) -> dict[str, Callable[[nn.Module, nn.Modu
             _finetune(model, train_loader, epochs=epochs, lr=hot, teacher=dense)
         return None
 
+    gradual = LENET_GRADUAL
+
+    def lamp_gradual_hot(model, dense, sp):
+        # starts from LAMP masks at s_init (one-shot pruning reaches it almost for free) and
+        # spends the budget raising the mask slowly while the weights adapt
+        cfg = Unstructured(ratio=sp, scope="global", criterion="lamp", reconstruct=False)
+        _gradual(model, dense, train_loader, cfg, epochs=ft, lr=hot, **gradual)
+        return None
+
     return {
         "torch.nn.utils.prune + FT": torch_prune_ft,
         "netslim reconstruct + FT": reconstruct_ft,
@@ -195,7 +254,37 @@ def lenet_variants(args, train_loader) -> dict[str, Callable[[nn.Module, nn.Modu
         f"torch.nn.utils.prune + FT lr {hot:g}": torch_prune_hot,
         f"netslim LAMP + FT lr {hot:g}": lamp_hot,
         f"netslim LAMP 2 steps + FT lr {hot:g}": lamp_two_steps,
+        f"netslim LAMP gradual from {gradual['s_init']:.0%} + FT lr {hot:g}": lamp_gradual_hot,
     }
+
+
+def _chosen(variants: dict[str, Any], rows: list[str] | None) -> dict[str, Any]:
+    """The variants whose name contains one of ``rows`` (all of them without ``--rows``)."""
+    if not rows:
+        return variants
+    return {k: v for k, v in variants.items() if any(r in k for r in rows)}
+
+
+def _add_rows(previous: dict[str, Any], seeds: list[dict[str, Any]], args) -> dict[str, Any]:
+    """``previous`` (a part of the last run) with the rows of this run added to each seed.
+
+    Only sound when this run's dense models are the last run's: the same seeds and the same
+    dense accuracy to the last digit (the dense training is deterministic), checked here."""
+    if previous.get("seed_ids") != args.seeds:
+        raise SystemExit(
+            f"--rows: the last run had seeds {previous.get('seed_ids')}, not {args.seeds}"
+        )
+    merged = copy.deepcopy(previous)
+    for old, new in zip(merged["seeds"], seeds, strict=True):
+        if old["dense"] != new["dense"]:
+            raise SystemExit(
+                f"--rows: dense {new['dense']} differs from the last run's {old['dense']}"
+            )
+        old["rows"].update(new["rows"])
+    merged.setdefault("added", []).append(
+        {"rows": sorted(seeds[0]["rows"]), "machine": machine_line(), "load": args.load}
+    )
+    return merged
 
 
 def run_lenet(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
@@ -203,7 +292,7 @@ def run_lenet(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
     dense_acc = evaluate(dense, test_loader)
     log(f"[lenet s{seed}] dense {100 * dense_acc:.2f}%")
     out: dict[str, Any] = {"dense": dense_acc, "rows": {}, "oneshot": {}}
-    variants = lenet_variants(args, train_loader)
+    variants = _chosen(lenet_variants(args, train_loader), args.rows)
     for sp in args.lenet_sparsities:
         for name, fn in variants.items():
 
@@ -218,8 +307,9 @@ def run_lenet(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
             r = out["rows"][key]
             if "accuracy" in r:
                 log(f"[lenet s{seed}] {key}: {100 * r['accuracy']:.2f}% ({r['seconds']} s)")
-    # one-shot, no fine-tuning, with and without reconstruction
-    for sp in args.oneshot_sparsities:
+    # one-shot, no fine-tuning, with and without reconstruction (kept from the last run when
+    # only some rows are added)
+    for sp in () if args.rows else args.oneshot_sparsities:
         plain = copy.deepcopy(dense)
         torch_prune.global_unstructured(
             _fc_layers(plain), pruning_method=torch_prune.L1Unstructured, amount=sp
@@ -246,9 +336,25 @@ def run_lenet(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
 # the lowest whose artifact is 40x with a 3% margin, found from the artifact's size alone (on a
 # model pruned with these rounds from a 3-epoch dense one, no test image involved: 94.5% gave
 # 39.7x, 95% 43.1x).
+# The gradual row: the same 40 distilled epochs as one cosine run while AGP raises LAMP masks
+# (classifier included) from 80 % to 95 % by 60 % of the steps, every 200 steps (the LeNet
+# recipe's LENET_GRADUAL stretched to this budget). Chosen with bench/_recovery_screen.py
+# --set q on the validation split (the last 10,000 training images; decoded int8 model's loss
+# vs dense, mean of seeds 0 1 2): lr 1e-2 0.21 pt at 42.4x, lr 1e-3 0.33 at 43.1x, against 0.58
+# at 41.0x for the LAMP rounds row below; lr 3e-3 (seed 0 alone) 0.37, and the 5-epoch LeNet
+# recipe with the classifier pruned 0.68 (seed 0).
+ARTIFACT_LR = 1e-2
+ARTIFACT_GRADUAL = {"s_init": 0.8, "end": 0.6, "every": 200}
 ARTIFACT_VARIANTS = {
-    "L1, classifier pruned, lr 1e-3 (docs/quantize.md)": (0.95, "l1", True, 1e-3),
-    "LAMP, classifier pruned, lr 3e-3": (0.948, "lamp", True, 3e-3),
+    "L1, classifier pruned, lr 1e-3 (docs/quantize.md)": (0.95, "l1", True, 1e-3, "rounds"),
+    "LAMP, classifier pruned, lr 3e-3": (0.948, "lamp", True, 3e-3, "rounds"),
+    f"LAMP gradual from 80%, classifier pruned, lr {ARTIFACT_LR:g}": (
+        0.95,
+        "lamp",
+        True,
+        ARTIFACT_LR,
+        "gradual",
+    ),
 }
 
 
@@ -256,8 +362,8 @@ def run_quantize(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
     """Prune + int8 + compressed artifact with docs/quantize.md's protocol (15 dense epochs;
     global L1 with the classifier included, 8 geometric prune rounds x 5 distilled epochs; the
     decoded model's accuracy; bytes against the dense float32 artifact), and the same rounds
-    with LAMP masks and fine-tuning lr 3e-3, the classifier pruned too or kept whole (chosen on a
-    validation split of the training set: see ``ARTIFACT_VARIANTS``)."""
+    with LAMP masks and fine-tuning lr 3e-3, and the same epochs as one run with the masks raised
+    gradually (chosen on a validation split of the training set: see ``ARTIFACT_VARIANTS``)."""
     from netslim.compress import compress, decompress
 
     dense = _dense("zoo:lenet300", train_loader, args.lenet_dense_epochs, seed)
@@ -265,18 +371,25 @@ def run_quantize(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
     log(f"[quantize s{seed}] dense {100 * dense_acc:.2f}%")
     TMP.mkdir(parents=True, exist_ok=True)
     rows: dict[str, Any] = {}
-    for name, (sp, criterion, classifier, lr) in ARTIFACT_VARIANTS.items():
+    for name, (sp, criterion, classifier, lr, schedule) in _chosen(
+        ARTIFACT_VARIANTS, args.rows
+    ).items():
         seed_everything(1)
         model = copy.deepcopy(dense)
-        for ratio in iterative_ratios(sp, args.artifact_rounds):
-            cfg = Unstructured(
-                ratio=ratio, scope="global", criterion=criterion,
-                include_classifier=classifier, reconstruct=False,
-            )  # fmt: skip
-            netslim.prune_(model, cfg, train_loader=train_loader, reference=dense)
-            _finetune(model, train_loader, epochs=args.lenet_ft_epochs, lr=lr, teacher=dense)
+        cfg = Unstructured(
+            ratio=sp, scope="global", criterion=criterion, include_classifier=classifier,
+            reconstruct=False,
+        )  # fmt: skip
+        if schedule == "gradual":  # the same epochs as one run instead of 8 restarts
+            epochs = args.artifact_rounds * args.lenet_ft_epochs
+            _gradual(model, dense, train_loader, cfg, epochs=epochs, lr=lr, **ARTIFACT_GRADUAL)
+        else:
+            for ratio in iterative_ratios(sp, args.artifact_rounds):
+                step = replace(cfg, ratio=ratio)
+                netslim.prune_(model, step, train_loader=train_loader, reference=dense)
+                _finetune(model, train_loader, epochs=args.lenet_ft_epochs, lr=lr, teacher=dense)
         float_acc = evaluate(model, test_loader)
-        path = TMP / f"lenet-{seed}-{sp}-{criterion}-{classifier}-{lr:g}.nsz"
+        path = TMP / f"lenet-{seed}-{sp}-{criterion}-{classifier}-{lr:g}-{schedule}.nsz"
         report = compress(model, path, values="int8")
         acc = evaluate(decompress(path), test_loader)
         key = f"{sp:g} {name}"
@@ -380,6 +493,26 @@ def _stats(values: list[float]) -> str:
     return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
+def _run_line(part: dict[str, Any]) -> str:
+    """``Run: <machine>; seeds [...]`` with the 1-minute load average around the part, if kept."""
+    load = part.get("load")
+    around = (
+        f"; 1-minute load average {load[0]:.2f} at the start, {load[1]:.2f} at the end"
+        if load
+        else ""
+    )
+    line = f"Run: {part['machine']}{around}; seeds {part['seed_ids']}."
+    for added in part.get("added", []):
+        names = ", ".join(f"'{k}'" for k in added["rows"])
+        load = added["load"]
+        line += (
+            f" Rows {names} added by a later run (`--rows`, same seeds and dense models): "
+            f"{added['machine']}; 1-minute load average {load[0]:.2f} at the start, "
+            f"{load[1]:.2f} at the end."
+        )
+    return line
+
+
 def _mean(values: list[float]) -> float:
     return 100 * statistics.fmean(values) if values else float("nan")
 
@@ -391,6 +524,7 @@ def _collect(part: list[dict[str, Any]], key: str, field: str = "accuracy") -> l
 def _variant_table(part: list[dict[str, Any]]) -> tuple[str, dict[str, float]]:
     dense = [s["dense"] for s in part]
     keys = list(dict.fromkeys(k for s in part for k in s["rows"]))
+    keys.sort(key=lambda k: k.split()[0])  # by sparsity / reduction; rows added later join theirs
     rows, means = [], {}
     for k in keys:
         acc = _collect(part, k)
@@ -446,8 +580,7 @@ def write_docs(
         lines += [
             "## LeNet-300-100, Fashion-MNIST, global masks (L1; LAMP where named)",
             "",
-            f"Run: {lenet['machine']}; seeds {lenet['seed_ids']}. Dense {_stats(dense)}% "
-            f"({lenet['settings']}).",
+            f"{_run_line(lenet)} Dense {_stats(dense)}% ({lenet['settings']}).",
             "",
             table,
             "",
@@ -508,7 +641,7 @@ def write_docs(
         lines += [
             "## LeNet-300-100: prune + int8 + compressed artifact",
             "",
-            f"Run: {quant['machine']}; seeds {quant['seed_ids']}. Dense "
+            f"{_run_line(quant)} Dense "
             f"{_stats([s['dense'] for s in seeds])}% ({quant['settings']}). Values int8 "
             "(`netslim.compress`, one scale per tensor); accuracy of the model decoded from the "
             "artifact; size against the dense float32 artifact, as in docs/quantize.md.",
@@ -536,8 +669,7 @@ def write_docs(
         lines += [
             f"## {title}, Fashion-MNIST, channels removed to a MACs target",
             "",
-            f"Run: {part['machine']}; seeds {part['seed_ids']}. Dense {_stats(dense)}% "
-            f"({part['settings']}).",
+            f"{_run_line(part)} Dense {_stats(dense)}% ({part['settings']}).",
             "",
             table,
             "",
@@ -664,6 +796,12 @@ def main() -> None:
     parser.add_argument("--part", nargs="+", default=["lenet", "quantize", "vgg", "resnet56"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--report-only", action="store_true", help="re-render docs from the JSON")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        help="lenet / quantize: run only the variants whose name contains one of these and add "
+        "them to the last run's results (same seeds; the dense models are checked to match)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # one CPU slot
     q = args.quick
@@ -693,6 +831,7 @@ def main() -> None:
                     "fashion-mnist", batch_size=128, limit_train=limit, limit_test=limit
                 )
             args.test_loader = test_loader
+            load_before = os.getloadavg()[0]
             seeds = []
             for seed in args.seeds:
                 if part == "lenet":
@@ -742,12 +881,20 @@ def main() -> None:
                     parser.error(f"unknown part {part!r}")
             if previous.exists() and not q:  # another part may have finished meanwhile
                 results = json.loads(previous.read_text())
+            args.load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            if args.rows and part in ("lenet", "quantize") and part in results:
+                results[part] = _add_rows(results[part], seeds, args)
+                if not q:
+                    write_results("recovery", results)
+                continue
             results[part] = {
                 "machine": machine_line(),
                 "seed_ids": args.seeds,
                 "settings": settings,
                 "seeds": seeds,
                 "reductions": [2] if part == "resnet56" else [4, 8],
+                # accuracy does not depend on it; the rows' seconds do (shared machine)
+                "load": args.load,
             }
             if not q:
                 write_results("recovery", results)
