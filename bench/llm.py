@@ -889,7 +889,8 @@ block reconstruction — {s["reconstruct"]} Adam steps per block of {s["reconstr
 sequences, lr {s["reconstruct_lr"]:g}, fitting the pruned block (fed the pruned model's hidden
 states) to the dense model's hidden states at the block's output, pruned weights held at zero.
 "of which" splits the prune time into the dense pass for OWL (`owl`), the dense targets
-(`dense_targets`), the layer-wise pruning with its calibration passes (`prune`) and the
+(`dense_targets`; with OWL on, that pass keeps its block outputs as the targets and this part
+is absent), the layer-wise pruning with its calibration passes (`prune`) and the
 reconstruction steps. {owl_note} Settings were chosen on a development text ({DEV_RANGE}),
 not on the evaluation text. Reload check (save_pretrained → stock `from_pretrained` →
 `generate()`): {"; ".join(reloads) or "-"}.
