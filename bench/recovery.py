@@ -89,6 +89,15 @@ def _finetune(
         )  # fmt: skip
 
 
+def _calibration_from(loader, epochs: int) -> None:
+    """Put the loader's sampler where a full run leaves it before every variant: in the last
+    epoch of the fine-tuning budget (``epochs``). Variants that reconstruct draw calibration
+    batches from the loader, whose order is a function of (seed, epoch) only; without this a
+    variant run alone (``--rows``) right after the dense training drew another epoch's batches
+    than in the full sequence, where it follows another variant's fine-tuning."""
+    loader.sampler.set_epoch(max(epochs, 1) - 1)
+
+
 def _dense(spec: str, loader, epochs: int, seed: int) -> nn.Module:
     seed_everything(seed)
     loader.generator.manual_seed(100 + seed)
@@ -298,6 +307,7 @@ def run_lenet(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
 
             def one(fn=fn, sp=sp) -> dict[str, Any]:
                 seed_everything(1)
+                _calibration_from(train_loader, args.lenet_ft_epochs)
                 model = copy.deepcopy(dense)
                 pruned = fn(model, dense, sp)
                 return {"pruned": pruned, "accuracy": evaluate(model, test_loader)}
@@ -310,6 +320,7 @@ def run_lenet(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
     # one-shot, no fine-tuning, with and without reconstruction (kept from the last run when
     # only some rows are added)
     for sp in () if args.rows else args.oneshot_sparsities:
+        _calibration_from(train_loader, args.lenet_ft_epochs)
         plain = copy.deepcopy(dense)
         torch_prune.global_unstructured(
             _fc_layers(plain), pruning_method=torch_prune.L1Unstructured, amount=sp
@@ -462,6 +473,7 @@ def run_structured(
         for name, fn in variants.items():
             key = f"{r}x {name}"
             seed_everything(1)
+            _calibration_from(train_loader, epochs)
             _try(out["rows"], key, fn)
             row = out["rows"][key]
             if "accuracy" in row:
@@ -470,6 +482,7 @@ def run_structured(
                     f"(pruned {100 * row['pruned']:.2f}%, MACs {row['macs']:.3f}, {row['seconds']} s)"
                 )
     for r in budget.get("oneshot", ()):
+        _calibration_from(train_loader, epochs)
         res = {}
         for rec in (False, True):
             model = _netslim_channels(
