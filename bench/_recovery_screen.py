@@ -28,18 +28,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from recovery import _gradual, _prune_rounds  # bench/: the recipes this screen chose
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 import netslim
 from netslim.compress import compress, decompress
-from netslim.core.masks import attach_mask, get_mask, iter_masks
+from netslim.core.masks import attach_mask, get_mask, sparsity_report
 from netslim.data.base import ImageDataset
 from netslim.data.datasets import load_dataset
 from netslim.data.sampler import ResumableSampler
 from netslim.models.spec import build_model
-from netslim.schedules import AGPScheduler, iterative_ratios, run_agp
+from netslim.schedules import AGPScheduler
 from netslim.training import evaluate, seed_everything, train
 from netslim.unstructured import Unstructured
 
@@ -84,8 +85,7 @@ def masks(model: nn.Module, ratio: float, criterion: str = "lamp", scope: str = 
 
 
 def sparsity(model: nn.Module) -> float:
-    found = iter_masks(model).values()
-    return 1 - sum(int(m.count_nonzero()) for m in found) / sum(m.numel() for m in found)
+    return sparsity_report(model)["overall"]["sparsity"]
 
 
 Hook = Callable[[int, nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], None]
@@ -359,30 +359,15 @@ SETS["r3"] = {
 
 
 def _rounds(model, dense, loader, sp: float, criterion: str, lr: float, n: int = 8) -> None:
-    """bench/recovery.py's ``run_quantize``: n geometric rounds x 5 distilled epochs."""
-    for ratio in iterative_ratios(sp, n):
-        cfg = Unstructured(
-            ratio=ratio, criterion=criterion, include_classifier=True, reconstruct=False
-        )
-        netslim.prune_(model, cfg)
-        loader.generator.manual_seed(1)
-        train(model, loader, epochs=5, lr=lr, teacher=dense, progress=False)
+    """bench/recovery.py's ``run_quantize`` rounds: n geometric rounds x 5 distilled epochs."""
+    cfg = Unstructured(ratio=sp, criterion=criterion, include_classifier=True, reconstruct=False)
+    _prune_rounds(model, dense, loader, cfg, rounds=n, epochs=5, lr=lr)
 
 
 def _agp(model, dense, loader, sp, lr, epochs, s_init, end, every) -> None:
-    """One cosine run of ``epochs`` distilled epochs while AGP raises LAMP masks (classifier
-    included) from ``s_init`` to ``sp``, as bench/recovery.py's gradual LeNet recipe."""
+    """bench/recovery.py's gradual recipe with LAMP masks, the classifier included."""
     cfg = Unstructured(ratio=sp, criterion="lamp", include_classifier=True, reconstruct=False)
-    total = epochs * len(loader)
-
-    def fit(m: nn.Module, on_step) -> None:
-        loader.generator.manual_seed(1)
-        train(m, loader, epochs=epochs, lr=lr, teacher=dense, on_step=on_step, progress=False)
-
-    run_agp(
-        model, cfg, fit, total_steps=total, update_every=every, s_init=s_init,
-        end_step=int(end * total),
-    )  # fmt: skip
+    _gradual(model, dense, loader, cfg, epochs=epochs, lr=lr, s_init=s_init, end=end, every=every)
 
 
 ARTIFACT: dict[str, Callable[[nn.Module, nn.Module, DataLoader], None]] = {

@@ -151,6 +151,23 @@ def _gradual(
     )  # fmt: skip
 
 
+def _prune_rounds(
+    model: nn.Module,
+    dense: nn.Module,
+    loader,
+    config: Unstructured,
+    *,
+    rounds: int,
+    epochs: int,
+    lr: float,
+) -> None:
+    """``rounds`` geometric steps up to ``config.ratio``, each followed by ``epochs`` distilled
+    epochs at ``lr`` (docs/quantize.md's protocol)."""
+    for ratio in iterative_ratios(config.ratio, rounds):
+        netslim.prune_(model, replace(config, ratio=ratio), train_loader=loader, reference=dense)
+        _finetune(model, loader, epochs=epochs, lr=lr, teacher=dense)
+
+
 # The recipe's fine-tuning learning rate (Adam, cosine), chosen on a validation split of the
 # training set (the last 10,000 training images held out, seed 0), never on the test set: 95 %
 # LAMP masks fine-tuned at 1e-3 / 3e-3 / 5e-3 / 1e-2 / 2e-2 reached 88.39 (L1) / 88.98 / 88.95 /
@@ -395,10 +412,10 @@ def run_quantize(args, train_loader, test_loader, seed: int) -> dict[str, Any]:
             epochs = args.artifact_rounds * args.lenet_ft_epochs
             _gradual(model, dense, train_loader, cfg, epochs=epochs, lr=lr, **ARTIFACT_GRADUAL)
         else:
-            for ratio in iterative_ratios(sp, args.artifact_rounds):
-                step = replace(cfg, ratio=ratio)
-                netslim.prune_(model, step, train_loader=train_loader, reference=dense)
-                _finetune(model, train_loader, epochs=args.lenet_ft_epochs, lr=lr, teacher=dense)
+            _prune_rounds(
+                model, dense, train_loader, cfg, rounds=args.artifact_rounds,
+                epochs=args.lenet_ft_epochs, lr=lr,
+            )  # fmt: skip
         float_acc = evaluate(model, test_loader)
         path = TMP / f"lenet-{seed}-{sp}-{criterion}-{classifier}-{lr:g}-{schedule}.nsz"
         report = compress(model, path, values="int8")
