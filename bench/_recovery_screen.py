@@ -288,6 +288,83 @@ def recipe(
     return model, average
 
 
+class _Feedback(nn.Module):
+    """Forward ``w * mask``; backward straight through to the dense ``w`` (Lin et al. 2020)."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w + (w * self.mask - w).detach()
+
+
+def dpf(
+    dense: nn.Module,
+    loader: DataLoader,
+    sp: float = 0.95,
+    s_init: float = 0.8,
+    end: float = 0.6,
+    every: int = 50,
+    criterion: str = "lamp",
+    **knobs: Any,
+) -> nn.Module:
+    """Dynamic pruning with feedback: the dense weights keep training on the gradient taken at
+    the masked ones, the mask is recomputed from the dense weights every ``every`` steps along
+    AGP's cubic from ``s_init`` to ``sp`` (so pruned weights can come back), and after ``end``
+    of the steps the mask is fixed (pruned weights zeroed) for plain masked fine-tuning."""
+    seed_everything(1)
+    model = copy.deepcopy(dense)
+    total = knobs.get("epochs", 5) * len(loader)
+    stop = int(end * total)
+    probe = copy.deepcopy(dense)
+    masks(probe, s_init, criterion)
+    names = [n for n, m in probe.named_modules() if get_mask(m, "weight") is not None]
+    mods = dict(model.named_modules())
+
+    def shadow() -> nn.Module:
+        state = {}
+        for key, value in model.state_dict().items():
+            state[key.replace("parametrizations.weight.original", "weight")] = value
+        state = {k: v for k, v in state.items() if not k.endswith(".mask")}
+        fresh = copy.deepcopy(dense)
+        fresh.load_state_dict(state)
+        return fresh
+
+    def remask(ratio: float) -> None:
+        fresh = shadow()
+        masks(fresh, ratio, criterion)
+        modules = dict(fresh.named_modules())
+        for name in names:
+            mods[name].parametrizations["weight"][0].mask.copy_(
+                get_mask(modules[name], "weight").to(torch.float32)
+            )
+
+    for name in names:
+        parametrize.register_parametrization(
+            mods[name], "weight", _Feedback(torch.ones_like(mods[name].weight))
+        )
+    remask(s_init)
+
+    def hook(step, *_):
+        if step == stop:
+            with torch.no_grad():
+                for name in names:
+                    module = mods[name]
+                    mask = module.parametrizations["weight"][0].mask.clone()
+                    parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+                    module.weight.mul_(mask)
+                    attach_mask(module, "weight", mask.bool())
+        elif step < stop and step % every == 0:
+            done = step / stop
+            remask(sp + (s_init - sp) * (1 - done) ** 3)
+
+    if stop == 0:
+        hook(0)
+    loop(model, loader, teacher=dense, hook=hook, **knobs)
+    return model
+
+
 SETS: dict[str, dict[str, dict[str, Any]]] = {
     "r1": {
         "base lamp adam1e-2 kd.5T4": {},
@@ -341,6 +418,36 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "98 agp lamp end.6 ev50 s.8": {"sp": 0.98, "agp": ("lamp", 0.6, 50, 0.8)},
         "98 agp l1 end.6 ev50 s.8": {"sp": 0.98, "agp": ("l1", 0.6, 50, 0.8)},
     },
+}
+_AGP = ("lamp", 0.6, 50, 0.8)  # LENET_GRADUAL
+SETS["r6"] = {  # seeds 0 1 2: the knobs around the gradual winner that r1-r4 varied only one-shot
+    "agp6": {"agp": _AGP},
+    "agp6 lr5e-3": {"agp": _AGP, "lr": 5e-3},
+    "agp6 lr7e-3": {"agp": _AGP, "lr": 7e-3},
+    "agp6 lr1.5e-2": {"agp": _AGP, "lr": 1.5e-2},
+    "agp6 lr2e-2": {"agp": _AGP, "lr": 2e-2},
+    "agp6 T2": {"agp": _AGP, "T": 2.0},
+    "agp6 T8": {"agp": _AGP, "T": 8.0},
+    "agp6 a.3": {"agp": _AGP, "alpha": 0.3},
+    "agp6 a.7": {"agp": _AGP, "alpha": 0.7},
+    "agp6 ev100": {"agp": ("lamp", 0.6, 100, 0.8)},
+    "agp6 linear": {"agp": _AGP, "sched": "linear"},
+}
+SETS["r8"] = {  # seeds 0 1 2: linear decay (r6's best) with its neighbours
+    "agp6 linear a.7": {"agp": _AGP, "sched": "linear", "alpha": 0.7},
+    "agp6 linear a.3": {"agp": _AGP, "sched": "linear", "alpha": 0.3},
+    "agp6 linear lr7e-3": {"agp": _AGP, "sched": "linear", "lr": 7e-3},
+}
+SETS["r9"] = {  # seeds 3 4: the recipe and r6/r8's two best, on two more dense models
+    k: {**SETS["r6"], **SETS["r8"]}[k] for k in ("agp6", "agp6 linear", "agp6 linear a.3")
+}
+SETS["r7"] = {  # dynamic pruning with feedback (pruned weights keep training and can return)
+    "dpf s.8 end.6 ev50": {"dpf": True},
+    "dpf s.5 end.6 ev50": {"dpf": True, "s_init": 0.5},
+    "dpf s.8 end.8 ev50": {"dpf": True, "end": 0.8},
+    "dpf s.8 end.4 ev50": {"dpf": True, "end": 0.4},
+    "dpf s.8 end.6 ev20": {"dpf": True, "every": 20},
+    "dpf s.95 end.6 ev50": {"dpf": True, "s_init": 0.95},
 }
 SETS["r2"]["rigl zero ev100 .3 stop.75 l1"]["prep"] = "l1"
 SETS["r3"] = {
@@ -406,7 +513,11 @@ def main() -> None:
             row.update(float=evaluate(model, val), ratio=report.ratio)
             row["val"] = evaluate(decompress(path), val)
         else:
-            model, average = recipe(dense, loader, **copy.deepcopy(SETS[args.set][name]))
+            spec = copy.deepcopy(SETS[args.set][name])
+            if spec.pop("dpf", False):
+                model, average = dpf(dense, loader, **spec), None
+            else:
+                model, average = recipe(dense, loader, **spec)
             row.update(val=evaluate(model, val), sparsity=sparsity(model))
             if average is not None:
                 average.apply(model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -54,6 +55,28 @@ def test_on_step_called_once_per_step(loaders) -> None:
     seen: list[int] = []
     result = train(model, train_loader, epochs=2, on_step=seen.append)
     assert seen == list(range(1, 2 * len(train_loader) + 1)) and result.steps == len(seen)
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "linear", "none"])
+def test_schedules_decay_stepwise_to_zero(monkeypatch: pytest.MonkeyPatch, scheduler: str) -> None:
+    model, train_loader = _fresh()
+    seen: list[float] = []
+    step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    train(model, train_loader, epochs=2, optimizer="sgd", lr=0.1, scheduler=scheduler,
+          progress=False)  # fmt: skip
+    total = 2 * len(train_loader)
+    expected = {
+        "cosine": [0.05 * (1 + math.cos(math.pi * k / total)) for k in range(total)],
+        "linear": [0.1 * (1 - k / total) for k in range(total)],
+        "none": [0.1] * total,
+    }[scheduler]
+    assert seen == pytest.approx(expected, rel=1e-6, abs=1e-12)
 
 
 def test_max_steps_stops_early(loaders) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from netslim.training.checkpoint import RunCheckpoint
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("cosine", "none")
+SCHEDULERS = ("cosine", "linear", "none")
 
 Regularizer = Callable[[nn.Module], Tensor]
 
@@ -78,7 +78,7 @@ def train(
     ``(1 - kd_alpha) * CE + kd_alpha * T² * KL(teacher_T || student_T)`` on logits softened by
     ``T = kd_temperature``; the teacher runs in eval mode without gradients. ``on_step`` gets
     the number of optimizer steps done so far (1, 2, ...). ``max_steps`` stops early, and the
-    cosine schedule then spans ``max_steps``. Every module's train/eval mode is restored at the end.
+    learning-rate schedule (``cosine`` or ``linear`` decay to 0) then spans ``max_steps``. Every module's train/eval mode is restored at the end.
     With a ``checkpoint`` the state is saved every ``checkpoint.every`` steps, and a resumed
     checkpoint's weights, optimizer, LR schedule, RNG and data position are restored first.
     """
@@ -115,10 +115,14 @@ def train(
     if planned is not None and max_steps is not None:
         planned = min(planned, max_steps)
     sched = None
-    if scheduler == "cosine":
-        # Step-wise annealing when the length is known; otherwise one step per epoch.
-        span = planned if planned is not None else epochs
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(span or 1, 1))
+    if scheduler != "none":
+        # Step-wise decay to 0 when the length is known; otherwise one step per epoch.
+        span = max(planned if planned is not None else epochs, 1)
+        sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=span)
+            if scheduler == "cosine"
+            else torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.0, total_iters=span)
+        )
 
     result = TrainResult()
     position = {"epoch": 0, "batch": 0, "epoch_total": 0.0}
