@@ -10,8 +10,9 @@ from it, fine-tunes 5 epochs on the same batches in the same order and is scored
 images. ``loop`` is :func:`netslim.training.train` written out (Adam, step-wise cosine,
 distillation ``(1 - alpha) CE + alpha T² KL``; identical accuracy on the plain recipe) so the
 learning-rate shape, optimizer, EMA and mask-update hooks can vary. Sets: r1 (seed 0, wide),
-r2 (seed 0, around the AGP and RigL winners), r3 / r4 (seeds 0 1 2), r5 (98 %), q (the int8
-artifact, 40 fine-tuning epochs each). Lines go to stdout and, as JSON, to ``res_<set>.jsonl``.
+r2 (seed 0, around the AGP and RigL winners), r3 / r4 (seeds 0 1 2), r5 (98 %), r6 / r8
+(seeds 0 1 2: lr, distillation and decay around the AGP recipe), r7 (dynamic pruning with
+feedback), r9 (seeds 3 4: the best three), q (the int8 artifact, 40 fine-tuning epochs each). Lines go to stdout and, as JSON, to ``res_<set>.jsonl``.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOCS, ROOT, machine_line, markdown_table, write_results  # noqa: E402
+from _common import DOCS, ROOT, git_commit, machine_line, markdown_table, write_results  # noqa: E402
 
 from netslim.llm import (  # noqa: E402
     LLMPrune,
@@ -1027,7 +1027,11 @@ def main() -> None:
     }  # fmt: skip
     for part in PARTS if args.part == "all" else (args.part,):
         part_start = time.perf_counter()
-        out: dict[str, Any] = {"machine": machine_line(), "settings": settings, "commit": _commit()}
+        out: dict[str, Any] = {
+            "machine": machine_line(),
+            "settings": settings,
+            "commit": git_commit(),
+        }
 
         def save(rows: list, key: str = part, out: dict = out, start: float = part_start) -> None:
             partial = {**out, key: rows, "seconds": time.perf_counter() - start, "partial": True}
@@ -1068,16 +1072,6 @@ def main() -> None:
 
 
 PARTS = ("weights", "structure", "streaming")
-
-
-def _commit() -> str:
-    """The short commit the part ran at (parts may run at different commits; the doc says which)."""
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True)  # fmt: skip
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
 
 
 def _timed_stage(args, out: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
