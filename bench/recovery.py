@@ -829,7 +829,8 @@ def _gradual_finding(means: dict[str, float], dense: float) -> str:
     return (
         "Gradual pruning inside the same 5 epochs at that lr (LAMP masks at 80 % before the "
         "first step, raised along AGP's cubic to the target by 60 % of the steps, every 50 "
-        "steps: `run_agp(..., s_init=0.8)`; lr decaying linearly, distillation weight 0.3; "
+        "steps: `run_agp(..., s_init=0.8)`, on the command line `--schedule agp --agp-start "
+        "0.8`; lr decaying linearly, distillation weight 0.3; "
         "chosen on the validation split, see `LENET_GRADUAL`) loses "
         f"{g95:.2f} pt at 95 % (one-shot LAMP {loss('0.95', 'netslim LAMP + FT'):.2f}) and "
         f"{g98:.2f} at 98 % ({loss('0.98', 'torch.nn.utils.prune + FT lr'):.2f} for "

@@ -39,6 +39,7 @@ METHOD_FLAGS: dict[str, list[str]] = {
     "criterion": ["--criterion", "l1"],
     "nm": ["--nm", "2:4"],
     "rounds": ["--rounds", "2"],
+    "agp_start": ["--agp-start", "0.2"],
     "l1_reg": ["--l1-reg", "1e-4"],
     "l1_warmup": ["--l1-warmup", "5"],
     "per_module": ["--per-module", "per_module.json"],
@@ -190,6 +191,8 @@ INVALID: dict[str, tuple[list[str], object]] = {
     "--nm": ([], _text.filter(lambda t: ":" not in t)),
     "--schedule": ([], _text),
     "--rounds": (["--schedule", "iterative"], st.integers(max_value=0).map(str)),
+    # in [0, --ratio): the default ratio is 0.5
+    "--agp-start": (["--schedule", "agp"], st.sampled_from(["0.5", "0.7", "1", "-0.1", "nan"])),
     "--l1-reg": ([], st.floats(max_value=-1e-9, min_value=-1e9).map(str)),
     "--l1-warmup": (["--method", "slimming"], _negative),
     "--per-module": (["--method", "channel"], st.just("missing.json")),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -186,3 +188,42 @@ def test_drivers_validate_inputs() -> None:
         run_oneshot(model, object())
     assert list(model.state_dict()) == list(before)
     assert get_history(model) == []
+
+
+def test_prune_job_agp_start_masks_before_the_first_step(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--agp-start``: the job's AGP fine-tuning starts at that sparsity, ends at --ratio."""
+    from netslim.jobs import pipeline
+
+    seen: list[float] = []
+    fit = pipeline._Trainer.fit
+
+    def spy(self, model, epochs, **kwargs):
+        if kwargs.get("on_step") is not None:  # the AGP fine-tuning
+            seen.append(sparsity_report(model)["overall"]["sparsity"])
+        return fit(self, model, epochs, **kwargs)
+
+    monkeypatch.setattr(pipeline._Trainer, "fit", spy)
+    settings = pipeline.JobSettings(
+        model="zoo:lenet300", schedule="agp", ratio=0.8, agp_start=0.6, data="synthetic",
+        limit_train=128, limit_test=64, epochs=0, finetune_epochs=1, batch_size=32,
+        latency=False, progress=False, out=str(tmp_path / "out"),
+    )  # fmt: skip
+    report = pipeline.run_job(settings)
+    assert seen == [pytest.approx(0.6, abs=0.01)]
+    assert report["sparsity"]["overall"]["sparsity"] == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"agp_start": 0.3}, "--agp-start applies to --schedule agp"),
+        ({"agp_start": 0.8, "schedule": "agp"}, "--agp-start must be in [0, --ratio 0.8)"),
+    ],
+)
+def test_agp_start_is_checked_before_any_work(changes: dict, message: str) -> None:
+    from netslim.jobs.pipeline import JobSettings
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        JobSettings(model="zoo:lenet300", ratio=0.8, **changes)

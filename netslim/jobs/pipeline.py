@@ -43,6 +43,7 @@ class JobSettings:
     nm: str | None = None
     schedule: str = "oneshot"
     rounds: int = 3
+    agp_start: float = 0.0  # --schedule agp: the sparsity masked before the first step
     l1_reg: float = 0.0
     l1_warmup: int = 0  # slimming: steps over which the BN-scale penalty ramps up
     per_module: str | None = None  # channel/slimming: JSON {module: ratio} (netslim sensitivity)
@@ -130,6 +131,12 @@ class JobSettings:
             )
         if self.rounds != _DEFAULTS["rounds"] and self.schedule != "iterative":
             raise ConfigError("--rounds applies to --schedule iterative")
+        if self.agp_start != _DEFAULTS["agp_start"] and self.schedule != "agp":
+            raise ConfigError("--agp-start applies to --schedule agp")
+        if not 0.0 <= self.agp_start < max(self.ratio, 1e-12):
+            raise ConfigError(
+                f"--agp-start must be in [0, --ratio {self.ratio:g}), got {self.agp_start}"
+            )
         if self.schedule == "agp" and self.method != "unstructured":
             raise ConfigError("the agp schedule is available for --method unstructured")
         if self.method in ("layer", "gate") and self.schedule != "oneshot":
@@ -355,7 +362,9 @@ def _run_agp(
     from netslim.distributed import broadcast_masks_, verify_consistent
     from netslim.schedules import AGPScheduler
 
-    scheduler = AGPScheduler(model, build_config(settings), total_steps=total)
+    scheduler = AGPScheduler(
+        model, build_config(settings), total_steps=total, s_init=settings.agp_start
+    )
 
     def restore(saved: dict[str, Any]) -> None:
         scheduler.current = saved["current"]
@@ -368,8 +377,10 @@ def _run_agp(
             broadcast_masks_(model)  # rank 0 decides
             verify_consistent(model, what=f"AGP update at step {step}")
 
+    if scheduler.start() is not None:  # --agp-start; a resumed run has its masks already
+        broadcast_masks_(model)
     trainer.fit(model, settings.finetune_epochs, on_step=on_step)
-    return {"schedule": "agp", "total_steps": total}
+    return {"schedule": "agp", "total_steps": total, "start_sparsity": settings.agp_start}
 
 
 def _open_checkpoint(settings: JobSettings, on_checkpoint: Callable[[Path], None] | None) -> Any:

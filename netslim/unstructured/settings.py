@@ -24,7 +24,7 @@ def parse_nm(text: str | None) -> tuple[int, int] | None:
 FLAGS = {
     "unstructured": frozenset(
         {"ratio", "scope", "criterion", "nm", "ignore", "l1_reg", "rounds", "keep_masks"}
-        | {"reconstruct"}
+        | {"reconstruct", "agp_start"}
     )
 }
 
