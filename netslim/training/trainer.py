@@ -78,9 +78,10 @@ def train(
     ``(1 - kd_alpha) * CE + kd_alpha * T² * KL(teacher_T || student_T)`` on logits softened by
     ``T = kd_temperature``; the teacher runs in eval mode without gradients. ``on_step`` gets
     the number of optimizer steps done so far (1, 2, ...). ``max_steps`` stops early, and the
-    learning-rate schedule (``cosine`` or ``linear`` decay to 0) then spans ``max_steps``. Every module's train/eval mode is restored at the end.
-    With a ``checkpoint`` the state is saved every ``checkpoint.every`` steps, and a resumed
-    checkpoint's weights, optimizer, LR schedule, RNG and data position are restored first.
+    learning-rate schedule (``cosine`` or ``linear`` decay to 0) then spans ``max_steps``.
+    Every module's train/eval mode is restored at the end. With a ``checkpoint`` the state is
+    saved every ``checkpoint.every`` steps, and a resumed checkpoint's weights, optimizer, LR
+    schedule, RNG and data position are restored first.
     """
     optimizer = optimizer.lower() if isinstance(optimizer, str) else optimizer
     scheduler = scheduler.lower() if isinstance(scheduler, str) else scheduler
