@@ -641,6 +641,7 @@ def write_docs(
     ]
     bars: list[tuple[str, str, str]] = []
     lenet_summary: tuple[dict[str, float], float] = ({}, float("nan"))
+    artifacts: dict[str, tuple[float, float, float]] = {}  # row -> (x smaller, pt lost, float %)
     lenet = results.get("lenet")
     if lenet:
         seeds = lenet["seeds"]
@@ -699,6 +700,7 @@ def write_docs(
             acc = [s["rows"][key]["accuracy"] for s in seeds]
             floats = [s["rows"][key].get("float_accuracy") for s in seeds]
             loss = d - _mean(acc)
+            artifacts[key] = (ratio, loss, _mean(floats) if None not in floats else math.nan)
             art.append([key, f"{ratio:.1f}x", _stats(floats) if None not in floats else "-",
                         _stats(acc), f"{loss:.2f}"])  # fmt: skip
             bars.append(
@@ -800,14 +802,36 @@ def write_docs(
             )
         )
     lines += ["## The bars of issue #16", "", markdown_table(["bar", "measured", ""], bars), ""]
-    lines += findings(*lenet_summary)
+    lines += findings(*lenet_summary, artifacts)
     target.write_text("\n".join(lines))
     return bars
 
 
-def findings(means: dict[str, float], dense: float) -> list[str]:
-    """The closing section; the gradual recipe's figures come from this run's LeNet means."""
-    return [line.replace("{gradual}", _gradual_finding(means, dense)) for line in FINDINGS]
+def findings(
+    means: dict[str, float], dense: float, artifacts: dict[str, tuple[float, float, float]]
+) -> list[str]:
+    """The closing section, its figures taken from this run: the LeNet means and the
+    artifacts' (x smaller, pt lost, float accuracy %) per row."""
+
+    def artifact(prefix: str) -> tuple[float, float, float]:
+        return next((v for k, v in artifacts.items() if k.startswith(prefix)), (math.nan,) * 3)
+
+    lamp, gradual = artifact("0.948 LAMP"), artifact("0.95 LAMP gradual")
+    rounds_float = (
+        max(v[2] for k, v in artifacts.items() if "gradual" not in k) if artifacts else math.nan
+    )
+    figures = {
+        "{gradual}": _gradual_finding(means, dense),
+        "{artifact_lamp}": f"{lamp[0]:.1f}x at {lamp[1]:.3f} pt lost",
+        "{artifact_gradual}": f"{gradual[0]:.1f}x at {gradual[1]:.2f} pt lost, the float model "
+        f"{gradual[2] - rounds_float:.2f} pt above the better rounds row",
+    }
+    lines = []
+    for line in FINDINGS:
+        for key, value in figures.items():
+            line = line.replace(key, value)
+        lines.append(line)
+    return lines
 
 
 def _gradual_finding(means: dict[str, float], dense: float) -> str:
@@ -886,7 +910,7 @@ FINDINGS = [
     "- int8 artifact: the criterion, classifier and lr were chosen on a validation split (see "
     "`ARTIFACT_VARIANTS`); the LAMP row's sparsity (94.8 %) is the lowest whose artifact is 40x "
     "with a 3 % margin, found from the artifact's size alone (the bar fixes the size, not the "
-    "sparsity). It did not help: 41.0x at 0.650 pt lost, against 42.5x at 0.503 pt at 95 % in the "
+    "sparsity). It did not help: {artifact_lamp}, against 42.5x at 0.503 pt at 95 % in the "
     "run of 98daa98 (same seeds, dense models and rounds). A 0.2 pt lower sparsity is lost in "
     "the spread of this 8-round recipe, about 0.15 pt between neighbouring settings, and that "
     "row's bar stays MISSED. In the run of commit 8150853, fine-tuning the 8 rounds at the LeNet "
@@ -895,8 +919,7 @@ FINDINGS = [
     "the decoded columns. The gradual row meets the bar: the same 40 distilled epochs run as one "
     "cosine schedule while AGP raises LAMP masks (classifier included) from 80 % to 95 % "
     "(`ARTIFACT_GRADUAL`; lr 1e-2 chosen on the validation split, where it lost 0.21 pt against "
-    "0.33 at 1e-3 and 0.58 for the LAMP rounds) gives 42.4x at 0.25 pt lost, the float model "
-    "0.36 pt above both rounds rows. The lr 1e-2 that collapsed the 8 rounds (restarted after "
+    "0.33 at 1e-3 and 0.58 for the LAMP rounds) gives {artifact_gradual}. The lr 1e-2 that collapsed the 8 rounds (restarted after "
     "each prune step) is fine annealed once over the whole run.",
     "- resnet56: the protocol's dense model (3 epochs on 6,000 images, docs/layers.md) is "
     "not trained to convergence, so the 2 fine-tuning epochs after pruning also add training: "
