@@ -849,9 +849,8 @@ def _macs_finding(vgg: dict[str, Any] | None) -> str:
     comparison (the peers cannot be put at exactly the same MACs)."""
 
     def macs(prefix: str) -> float:
-        rows = [r for s in (vgg or {}).get("seeds", []) for k, r in s["rows"].items()]
-        keys = [k for s in (vgg or {}).get("seeds", []) for k in s["rows"]]
-        values = [r["macs"] for k, r in zip(keys, rows, strict=True) if k.startswith(prefix)]
+        seeds = (vgg or {}).get("seeds", [])
+        values = [r["macs"] for s in seeds for k, r in s["rows"].items() if k.startswith(prefix)]
         return statistics.fmean(values) if values else math.nan
 
     tp, ours = [macs(f"{x} tp") for x in ("4x", "8x")], [macs(f"{x} netslim") for x in ("4x", "8x")]
