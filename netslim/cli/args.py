@@ -157,6 +157,18 @@ def kept_fraction(text: str) -> float:
     return _number(float, text, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 
 
+def name_offsets(text: str) -> dict[str, float]:
+    """``q_proj=0.15,k_proj=0.15`` → ``{"q_proj": 0.15, "k_proj": 0.15}``, offsets in (-1, 1)."""
+    what = "NAME=OFFSET[,NAME=OFFSET...] with offsets in (-1, 1), e.g. q_proj=0.15,k_proj=0.15"
+    result: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or name.strip() in result:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        result[name.strip()] = _number(float, value, lambda v: -1 < v < 1, what)
+    return result
+
+
 def choice(*names: str, what: str = "value") -> Any:
     """An enum-like flag: one of ``names`` (the error lists them)."""
 

@@ -10,7 +10,14 @@ import argparse
 import json
 from typing import Any
 
-from netslim.cli.args import add_fraction, fraction, nonnegative_int, positive_float, positive_int
+from netslim.cli.args import (
+    add_fraction,
+    fraction,
+    name_offsets,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from netslim.llm.reconstruct import OPTIMIZERS
 
 
@@ -36,8 +43,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="unstructured per-weight methods: OWL non-uniform block sparsity, max shift λ (0.08)",
     )  # fmt: skip
     p.add_argument(
+        "--sparsity-offsets", type=name_offsets, default=None, metavar="NAME=OFFSET,...",
+        help="unstructured per-weight methods: prune the linears named so much more (or less), "
+        "the block's others balance it (q_proj=0.15,k_proj=0.15)",
+    )  # fmt: skip
+    p.add_argument(
         "--reconstruct", type=nonnegative_int, default=0,
-        help="per-weight methods: optimizer steps per block fitting it to the dense model (16)",
+        help="per-weight methods: optimizer steps per block fitting it to the dense model (12)",
     )  # fmt: skip
     p.add_argument(
         "--reconstruct-optimizer", choices=OPTIMIZERS, default=None,
@@ -50,7 +62,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--recover", type=nonnegative_int, default=0,
-        help="distillation steps from the dense model on the calibration text (100); per-weight "
+        help="distillation steps from the dense model on the calibration text (200); per-weight "
         "methods keep their masks",
     )  # fmt: skip
     p.add_argument("--calib", default=None, help="calibration text file (UTF-8)")
@@ -76,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_for(
         args.method, sparsity=args.ratio, nm=args.nm, head_sparsity=args.head_sparsity,
-        remove=args.remove, correct=args.correct, owl=args.owl, reconstruct=args.reconstruct,
+        remove=args.remove, correct=args.correct, owl=args.owl,
+        sparsity_offsets=args.sparsity_offsets, reconstruct=args.reconstruct,
         reconstruct_optimizer=args.reconstruct_optimizer, reconstruct_lr=args.reconstruct_lr,
         recover=args.recover,
     )  # fmt: skip

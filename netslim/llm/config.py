@@ -47,6 +47,19 @@ def _fraction(value: Any, what: str) -> float:
     return float(value)
 
 
+def _offsets(value: Any) -> dict[str, float]:
+    usage = "sparsity_offsets maps linear names to offsets in (-1, 1), e.g. {'q_proj': 0.15}"
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{usage}; got {value!r}")
+    for key, offset in value.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"{usage}; got the key {key!r}")
+        number = isinstance(offset, (int, float)) and not isinstance(offset, bool)
+        if not number or math.isnan(offset) or not -1.0 < offset < 1.0:
+            raise ConfigError(f"{usage}; got {key}={offset!r}")
+    return {key: float(offset) for key, offset in value.items()}
+
+
 @dataclass
 class LLMPrune(ConfigBase):
     """Prune a decoder-only causal LM one block at a time from calibration activations.
@@ -72,6 +85,9 @@ class LLMPrune(ConfigBase):
         this maximum shift λ (0: uniform). Blocks with more outlier scores keep more weights;
         the mean over blocks stays ``sparsity``. N:M fixes every group's count, so not with ``nm``.
     owl_m: OWL's outlier threshold: a score ``|W|·‖X‖`` above ``owl_m`` × its layer's mean.
+    sparsity_offsets: per-weight unstructured only: linear name (its tail inside the block, e.g.
+        ``q_proj``) → offset to the block's sparsity; the block's other linears share the
+        opposite amount by size, so every block keeps its sparsity (:mod:`netslim.llm.offsets`).
     reconstruct: per-weight methods: optimizer steps per block after pruning that fit the pruned
         block's output to the dense model's block output on the calibration data (masks fixed;
         0: off). Each step sees ``reconstruct_batch`` sequences.
@@ -101,6 +117,7 @@ class LLMPrune(ConfigBase):
     blocksize: int = 128
     owl: float = 0.0
     owl_m: float = 5.0
+    sparsity_offsets: dict[str, float] | None = None
     reconstruct: int = 0
     reconstruct_lr: float | None = None
     reconstruct_batch: int = 4
@@ -163,6 +180,13 @@ class LLMPrune(ConfigBase):
             raise ConfigError(
                 f"owl={self.owl} must leave every block's sparsity in (0, 1) around {self.sparsity}"
             )
+        if self.sparsity_offsets is not None:
+            self.sparsity_offsets = _offsets(self.sparsity_offsets)
+            if self.method not in WEIGHT_METHODS or self.nm is not None:
+                raise ConfigError(
+                    "sparsity_offsets applies to unstructured wanda/sparsegpt/magnitude: N:M "
+                    "fixes every group's count, width/depth remove whole units"
+                )
         if self.reconstruct_optimizer is not None and self.reconstruct_optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"reconstruct_optimizer must be one of {', '.join(OPTIMIZERS)}, "
@@ -212,7 +236,7 @@ def _family_check(config: LLMPrune, family: str, methods: tuple[str, ...], own: 
 
 # Knobs of each family (the rest belong to another family and must stay at their defaults).
 WEIGHT_KNOBS = {"nm", "damp", "blocksize", "owl", "owl_m", "reconstruct", "reconstruct_lr",
-                "reconstruct_batch", "reconstruct_optimizer", "recover", "recover_lr",
+                "reconstruct_batch", "reconstruct_optimizer", "sparsity_offsets", "recover", "recover_lr",
                 "recover_batch"}  # fmt: skip
 WIDTH_KNOBS = {"head_sparsity", "layer_sparsity", "correct", "recover", "recover_lr",
                "recover_batch"}  # fmt: skip

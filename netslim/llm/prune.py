@@ -22,6 +22,7 @@ from netslim.llm.depth import (
 )
 from netslim.llm.distill import cycle_batches, distill
 from netslim.llm.methods import get_method
+from netslim.llm.offsets import check_offsets
 from netslim.llm.owl import plan_sparsities
 from netslim.llm.sequential import ModelBlocks, WeightStep, run_sequential
 from netslim.llm.width import (
@@ -81,6 +82,7 @@ def validate(model: nn.Module, config: LLMPrune, calibration: Tensor | None) -> 
             for n, m in block_linears(b).items()
         }
         check_nm_shapes(shapes, config.nm)
+    check_offsets(config, blocks)
     if config.method == "width":
         check_width_supported(model)
         if config.layer_sparsity is not None and len(config.layer_sparsity) != len(blocks):

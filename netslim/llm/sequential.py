@@ -22,6 +22,7 @@ from netslim.llm.arch import block_linears, layers, set_weight_oi, weight_oi
 from netslim.llm.calibration import BlockInputs, collecting, run_block
 from netslim.llm.config import LLMPrune
 from netslim.llm.methods import get_method
+from netslim.llm.offsets import linear_sizes, linear_sparsities
 from netslim.llm.reconstruct import reconstruct_block
 
 
@@ -115,6 +116,12 @@ class WeightStep:
     def __call__(self, index: int, block: nn.Module, inputs: BlockInputs | None) -> Tensor | None:
         linears = block_linears(block)
         config = self._block_config(index)
+        offsets = self.config.sparsity_offsets
+        shares = (
+            linear_sparsities(linear_sizes(block), config.sparsity, offsets, where=f"block {index}")
+            if offsets
+            else {}
+        )
         fit = self.config.reconstruct > 0 and inputs is not None
         target = None
         if fit and self.dense_outputs is not None:
@@ -133,7 +140,8 @@ class WeightStep:
                 run_block(block, inputs)
         with torch.no_grad(), one_thread():
             for name, module in linears.items():
-                pruned = self.fn(weight_oi(module).detach().float(), stats.get(name), config)
+                own = replace(config, sparsity=shares[name]) if shares else config
+                pruned = self.fn(weight_oi(module).detach().float(), stats.get(name), own)
                 set_weight_oi(module, pruned)
         self.costs["prune"] += time.perf_counter() - start
         if fit:

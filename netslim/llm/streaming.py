@@ -39,6 +39,7 @@ from netslim.llm.io import (
     weight_files,
     write_manifest,
 )
+from netslim.llm.offsets import check_offsets
 from netslim.llm.owl import plan_sparsities
 from netslim.llm.prune import (
     check_calibration,
@@ -251,6 +252,7 @@ def prune_streaming(
     n_blocks = len(layers(skeleton, fam))
     if config.nm is not None:
         check_nm_shapes(_linear_shapes(reader, skeleton, fam), config.nm)
+    check_offsets(config, layers(skeleton, fam))
     if config.method == "depth":
         removal_count(config, n_blocks)
         if getattr(model_config, "scale_attn_by_inverse_layer_idx", False):
