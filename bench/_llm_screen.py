@@ -1,0 +1,90 @@
+"""Screen one-shot settings on the development text (never the evaluation text).
+
+    python bench/_llm_screen.py VARIANT[@SEED]
+
+The variant prunes SmolLM2-135M to 50 % with SparseGPT + OWL + block reconstruction (the
+settings of bench/llm.py) with one change, then scores perplexity on the development range
+(bench/llm.py's DEV_RANGE, 8192 tokens). ``@SEED`` offsets every block's reconstruction seed
+(batch order) by 1000 x SEED, to see the noise of one setting. One variant per process (run two
+at a time on two cores: nothing here is timed). Results append to
+/tmp/netslim-llm-screen/results.jsonl. Used to choose ``SPARSITY_OFFSETS``; kept so that the
+choice can be re-run (the figures are in bench/llm.py's comment on it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import llm as bench  # noqa: E402
+
+from netslim.llm import LLMPrune, prune_model, sequential  # noqa: E402
+from netslim.llm.eval import perplexity  # noqa: E402
+
+OUT = Path("/tmp/netslim-llm-screen")
+BASE = dict(
+    method="sparsegpt", sparsity=0.5, owl=bench.OWL_LAMBDA, owl_m=bench.OWL_M,
+    reconstruct=bench.RECONSTRUCT_STEPS, reconstruct_batch=bench.RECONSTRUCT_BATCH,
+    reconstruct_lr=bench.RECONSTRUCT_LR,
+)  # fmt: skip
+ATTENTION, MLP = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    **{f"qk+{d}": {"sparsity_offsets": {"q_proj": d, "k_proj": d}} for d in (0.1, 0.15, 0.2, 0.25)},
+    "qko+0.15": {"sparsity_offsets": {"q_proj": 0.15, "k_proj": 0.15, "o_proj": 0.15}},
+    "attention+0.1": {"sparsity_offsets": dict.fromkeys(ATTENTION, 0.1)},
+    "mlp+0.033": {"sparsity_offsets": dict.fromkeys(MLP, 0.0333)},
+    "qk+0.15,gate/up+0.05,down-0.1": {
+        "sparsity_offsets": {
+            "q_proj": 0.15,
+            "k_proj": 0.15,
+            "gate_proj": 0.05,
+            "up_proj": 0.05,
+            "down_proj": -0.1,
+        }
+    },  # fmt: skip
+    "qk+0.15,down-0.05": {"sparsity_offsets": {"q_proj": 0.15, "k_proj": 0.15, "down_proj": -0.05}},
+}
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    from transformers import AutoTokenizer
+
+    name, _, seed = sys.argv[1].partition("@")
+    if seed:
+        fit = sequential.reconstruct_block
+
+        def reseeded(*args, seed: int = 0, **kwargs):
+            return fit(*args, seed=seed + 1000 * int(sys.argv[1].partition("@")[2]), **kwargs)
+
+        sequential.reconstruct_block = reseeded
+    path = bench.ensure_smollm2()
+    tok = AutoTokenizer.from_pretrained(path)
+    calib = bench.token_sequences(tok, bench.kjv(bench.CALIB_RANGE), 256, 32)
+    dev = tok(bench.kjv(bench.DEV_RANGE), return_tensors="pt", add_special_tokens=False)
+    dev_ids = dev["input_ids"][0][: 8192 + 1]
+    model = bench.load_model(path)
+    start = time.perf_counter()
+    report = prune_model(model, LLMPrune(**{**BASE, **VARIANTS[name]}), calib)
+    seconds = time.perf_counter() - start
+    ppl = perplexity(model, dev_ids, seq_len=256, stride=256)["ppl"]
+    row = {
+        "variant": sys.argv[1],
+        "dev_ppl": ppl,
+        "sparsity": report["sparsity"],
+        "seconds": seconds,
+    }
+    print(json.dumps(row), flush=True)
+    OUT.mkdir(exist_ok=True)
+    with (OUT / "results.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
