@@ -13,22 +13,14 @@ from hypothesis import strategies as st
 
 transformers = pytest.importorskip("transformers")
 
-import tiny_hf  # noqa: E402
+from test_llm_recovery import VOCAB, tiny_llama  # noqa: E402
 
 from netslim.errors import ConfigError  # noqa: E402
 from netslim.llm import LLMPrune, prune_model, prune_streaming  # noqa: E402
 from netslim.llm.arch import block_linears, layers  # noqa: E402
 from netslim.llm.offsets import linear_sparsities, matches  # noqa: E402
 
-VOCAB = 256
 QK = {"q_proj": 0.2, "k_proj": 0.2}
-
-
-def tiny_llama(n_layers: int = 2) -> torch.nn.Module:
-    return tiny_hf.tiny_llama(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers, vocab_size=VOCAB,
-        max_position_embeddings=128, tie_word_embeddings=False,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +72,7 @@ def test_bad_offsets_name_the_block(offsets, match):
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 def test_pruned_model_has_the_offsets_and_the_total(calib, method):
-    model = tiny_llama()
+    model = tiny_llama(layers=2)
     report = prune_model(model, LLMPrune(method, 0.5, sparsity_offsets=QK), calib)
     for block in layers(model):
         linears = block_linears(block)
@@ -94,7 +86,7 @@ def test_pruned_model_has_the_offsets_and_the_total(calib, method):
 
 
 def test_offsets_compose_with_owl_and_stream_like_in_memory(calib, tmp_path):
-    dense = tiny_llama(3)
+    dense = tiny_llama(layers=3)
     dense.save_pretrained(tmp_path / "src", max_shard_size="100KB")
     config = LLMPrune("wanda", 0.5, owl=0.1, sparsity_offsets=QK)
     in_memory = copy.deepcopy(dense)
@@ -129,7 +121,7 @@ def test_bad_settings(kwargs, match):
     [({"w_proj": 0.1}, "matches no linear of block 0"), ({"q_proj": 0.6}, "outside")],
 )
 def test_offsets_that_do_not_fit_the_model_change_nothing(calib, tmp_path, offsets, match):
-    model = tiny_llama()
+    model = tiny_llama(layers=2)
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(ConfigError, match=match):
         prune_model(model, LLMPrune("wanda", 0.5, sparsity_offsets=offsets), calib)
