@@ -94,6 +94,25 @@ def test_reconstruction_keeps_masks_and_fits_the_dense_model(calib, nm):
     assert {"prune", "reconstruct", "dense_targets"} <= set(report["costs"])
 
 
+@pytest.mark.parametrize("knob", [{"reconstruct": 4}, {"recover": 2}])
+def test_magnitude_reads_calibration_only_to_fit(calib, knob):
+    """Magnitude scores need no data, but reconstruction and recovery fit to the dense model on
+    it: they run (they were once skipped without a word) and, without text, are refused."""
+    dense = tiny_llama(layers=2)
+    plain, fitted = copy.deepcopy(dense), copy.deepcopy(dense)
+    prune_model(plain, LLMPrune("magnitude", 0.5), calib)
+    report = prune_model(fitted, LLMPrune("magnitude", 0.5, **knob), calib)
+    assert report["calibration"]["tokens"] == calib.numel()
+    assert set(knob) & set(report["costs"])
+    assert _kl(dense, fitted, calib) < _kl(dense, plain, calib)
+    untouched = copy.deepcopy(dense)
+    with pytest.raises(ConfigError, match=f"'magnitude' with {next(iter(knob))} needs calib"):
+        prune_model(untouched, LLMPrune("magnitude", 0.5, **knob))
+    assert all(
+        torch.equal(a, b) for a, b in zip(untouched.parameters(), dense.parameters(), strict=True)
+    )
+
+
 def test_owl_pass_targets_equal_recomputed_ones(calib, monkeypatch):
     """With OWL on, the dense pass's kept block outputs replace the dense forward per block:
     the result is the same, bit for bit, as recomputing them (the fallback when too big)."""

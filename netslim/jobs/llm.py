@@ -41,7 +41,7 @@ def llm_job(
     from netslim.llm import io
     from netslim.llm.calibration import read_text, token_sequences
     from netslim.llm.eval import generate_check, perplexity
-    from netslim.llm.prune import needs_calibration
+    from netslim.llm.prune import calibration_user, needs_calibration
     from netslim.llm.streaming import prune_streaming
 
     io.check_model_dir(model_dir)
@@ -50,7 +50,7 @@ def llm_job(
     calib_ids = None
     if needs_calibration(config):
         if not calib:
-            raise ConfigError(f"--method {config.method} needs --calib FILE (calibration text)")
+            raise ConfigError(f"{calibration_user(config)} needs --calib FILE (calibration text)")
         calib_ids = token_sequences(tokenizer, read_text(calib), seq_len, calib_samples)
     recovery_ids = None
     if getattr(config, "recover", 0) and calib:  # distillation reads every window of the text

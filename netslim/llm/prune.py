@@ -35,9 +35,17 @@ from netslim.llm.width import (
 
 
 def needs_calibration(config: LLMPrune) -> bool:
-    if config.method in WEIGHT_METHODS:
+    """Whether ``config`` reads calibration text: every method but magnitude scores from it,
+    and block reconstruction and recovery fit to the dense model on it, whatever the method."""
+    if config.method in WEIGHT_METHODS and not (config.reconstruct or config.recover):
         return bool(get_method(config.method)[1])
     return True  # width and depth score units from activations
+
+
+def calibration_user(config: LLMPrune) -> str:
+    """What needs the calibration text, for error messages."""
+    fits = [k for k in ("reconstruct", "recover") if getattr(config, k, 0)]
+    return f"method {config.method!r}" + (f" with {' and '.join(fits)}" if fits else "")
 
 
 def check_nm_shapes(shapes: dict[str, tuple[int, int]], nm: tuple[int, int]) -> None:
@@ -52,7 +60,9 @@ def check_nm_shapes(shapes: dict[str, tuple[int, int]], nm: tuple[int, int]) -> 
 def check_calibration(calibration: Tensor | None, config: LLMPrune) -> None:
     if calibration is None:
         if needs_calibration(config):
-            raise ConfigError(f"method {config.method!r} needs calibration token ids (N, seq_len)")
+            raise ConfigError(
+                f"{calibration_user(config)} needs calibration token ids (N, seq_len)"
+            )
         return
     if (
         not isinstance(calibration, Tensor)
