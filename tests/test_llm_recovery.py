@@ -94,17 +94,21 @@ def test_reconstruction_keeps_masks_and_fits_the_dense_model(calib, nm):
     assert {"prune", "reconstruct", "dense_targets"} <= set(report["costs"])
 
 
-@pytest.mark.parametrize("knob", [{"reconstruct": 4}, {"recover": 2}])
-def test_magnitude_reads_calibration_only_to_fit(calib, knob):
-    """Magnitude scores need no data, but reconstruction and recovery fit to the dense model on
-    it: they run (they were once skipped without a word) and, without text, are refused."""
-    dense = tiny_llama(layers=2)
+@pytest.mark.parametrize("knob", [{"reconstruct": 4}, {"recover": 2}, {"owl": 0.1}])
+def test_magnitude_reads_calibration_where_a_step_needs_it(calib, knob):
+    """Magnitude scores need no data, but OWL weighs by input norms, and reconstruction and
+    recovery fit to the dense model on it: they run (they were once skipped without a word)
+    and, without text, are refused before any work."""
+    dense = tiny_llama(layers=4)
     plain, fitted = copy.deepcopy(dense), copy.deepcopy(dense)
     prune_model(plain, LLMPrune("magnitude", 0.5), calib)
     report = prune_model(fitted, LLMPrune("magnitude", 0.5, **knob), calib)
     assert report["calibration"]["tokens"] == calib.numel()
     assert set(knob) & set(report["costs"])
-    assert _kl(dense, fitted, calib) < _kl(dense, plain, calib)
+    if "owl" in knob:
+        assert len(set(report["owl"]["block_sparsity"])) > 1
+    else:
+        assert _kl(dense, fitted, calib) < _kl(dense, plain, calib)
     untouched = copy.deepcopy(dense)
     with pytest.raises(ConfigError, match=f"'magnitude' with {next(iter(knob))} needs calib"):
         prune_model(untouched, LLMPrune("magnitude", 0.5, **knob))

@@ -36,16 +36,21 @@ from netslim.llm.width import (
 
 def needs_calibration(config: LLMPrune) -> bool:
     """Whether ``config`` reads calibration text: every method but magnitude scores from it,
-    and block reconstruction and recovery fit to the dense model on it, whatever the method."""
-    if config.method in WEIGHT_METHODS and not (config.reconstruct or config.recover):
+    and whatever the method, OWL weighs weights by their inputs' norms on it and block
+    reconstruction and recovery fit to the dense model on it."""
+    if config.method in WEIGHT_METHODS and not _data_knobs(config):
         return bool(get_method(config.method)[1])
     return True  # width and depth score units from activations
 
 
+def _data_knobs(config: LLMPrune) -> list[str]:
+    return [k for k in ("owl", "reconstruct", "recover") if getattr(config, k, 0)]
+
+
 def calibration_user(config: LLMPrune) -> str:
     """What needs the calibration text, for error messages."""
-    fits = [k for k in ("reconstruct", "recover") if getattr(config, k, 0)]
-    return f"method {config.method!r}" + (f" with {' and '.join(fits)}" if fits else "")
+    knobs = _data_knobs(config) if config.method in WEIGHT_METHODS else []
+    return f"method {config.method!r}" + (f" with {' and '.join(knobs)}" if knobs else "")
 
 
 def check_nm_shapes(shapes: dict[str, tuple[int, int]], nm: tuple[int, int]) -> None:
