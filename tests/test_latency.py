@@ -91,6 +91,24 @@ def test_fast_end_of_synthetic_staircases() -> None:
     assert 12 not in ends and 16 in ends
 
 
+def test_timings_span_a_minimum_time(monkeypatch) -> None:
+    """Whole-model timings keep sampling until their samples span ``min_total_s``, so a short
+    slowdown cannot cover them all (a fake clock: each call takes 10 ms)."""
+    now = [0.0]
+    calls = []
+
+    def call() -> None:
+        now[0] += 0.01 if len(calls) != 5 else 0.05  # one slow call among the samples
+        calls.append(now[0])
+
+    monkeypatch.setattr(op_timing.time, "perf_counter", lambda: now[0])
+    assert op_timing.median_ms(call, samples=3) == pytest.approx(10.0)
+    assert len(calls) == 2 + 1 + 3  # two warm-ups, one to size the batches, the samples
+    calls.clear()
+    assert op_timing.median_ms(call, samples=3, min_total_s=0.2) == pytest.approx(10.0)
+    assert len(calls) == 2 + 1 + 16  # 15 samples of 10 ms and the slow one: 0.2 s
+
+
 def test_grid_and_lookup() -> None:
     assert grid(16) == list(range(1, 17))
     g = grid(2048)
