@@ -49,6 +49,16 @@ VARIANTS: dict[str, dict] = {
         }
     },  # fmt: skip
     "qk+0.15,down-0.05": {"sparsity_offsets": {"q_proj": 0.15, "k_proj": 0.15, "down_proj": -0.05}},
+    **{
+        f"2:4,r{steps},lr{lr:g}": {
+            "nm": (2, 4),
+            "owl": 0.0,
+            "reconstruct": steps,
+            "reconstruct_lr": lr,
+        }
+        for steps in (12, 24, 36)
+        for lr in (1.5e-3, 3e-3, 6e-3)
+    },
 }
 
 
