@@ -44,7 +44,7 @@ def needs_calibration(config: LLMPrune) -> bool:
 
 
 def _data_knobs(config: LLMPrune) -> list[str]:
-    return [k for k in ("owl", "reconstruct", "recover") if getattr(config, k, 0)]
+    return [k for k in ("owl", "reconstruct", "recover") if getattr(config, k)]
 
 
 def calibration_user(config: LLMPrune) -> str:

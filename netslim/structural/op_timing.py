@@ -171,6 +171,14 @@ class PointCache:
         self.dirty = False
 
 
+MAX_SAMPLES = 100
+WHOLE_MODEL_S = 0.3
+"""Whole-model timings (table calibration points, plan checks, reports) sample for at least
+this long, so that a slowdown of a few tens of ms is a minority of the samples (with 3-5 samples
+of a 6-50 ms model it could cover them all). The machine's speed also drifts by 5-10% over
+minutes on a shared host; no sampling window removes that (docs/latency.md, the speed notes)."""
+
+
 def median_ms(
     fn: Callable[[], Any],
     sync: Callable[[], None] = lambda: None,
@@ -206,14 +214,6 @@ def median_ms(
         spent += took
         times.append(took / inner)
     return robust_ms(times) * 1e3
-
-
-MAX_SAMPLES = 100
-WHOLE_MODEL_S = 0.3
-"""Whole-model timings (table calibration points, plan checks, reports) sample for at least
-this long: with 3-5 samples of a 6-50 ms model, two measurements of the same model on a shared
-machine differed by up to 18%; spanning 0.3 s makes a short slowdown a minority of the samples
-(docs/latency.md, the speed part's notes)."""
 
 
 def robust_ms(times: list[float]) -> float:
