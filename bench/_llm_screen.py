@@ -59,6 +59,8 @@ VARIANTS: dict[str, dict] = {
         for steps in (12, 24, 36)
         for lr in (1.5e-3, 3e-3, 6e-3)
     },
+    "2:4,bs32": {"nm": (2, 4), "owl": 0.0, "blocksize": 32},
+    "2:4,damp0.1": {"nm": (2, 4), "owl": 0.0, "damp": 0.1},
 }
 
 
