@@ -616,10 +616,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   prune time agreed with the prediction (11.24 against 11.22 ms, 7.69 against 7.68 ms); the
   same models measured 10.09 and 6.76 ms in the interleaved timing some minutes later, and the
   dense model 22.44 ms at plan time against 21.23 ms there: the whole machine ran about 5%
-  faster by then. Scaled by the dense model's own change, the two predictions would be +5.2% and
-  +7.4%, but the bar compares with the measurement as it is, and that is MISSED. A standalone
-  check after the run (MobileNetV2 3x, alone): predicted 6.14, measured at prune time 6.26, the
-  pruned model then 6.19-6.49 ms in four timings. On this shared virtual machine the speed of
+  faster by then. The bar compares the prediction with the measurement as it is, and that is
+  MISSED. On this shared virtual machine the speed of
   the whole machine moves by 5-10% between minutes (ResNet-50's dense model: 101.39 ms here,
   95.08 ms in the run before), which no table can predict; the speed-ups, ratios of timings
   taken together, are the steadier figures.
@@ -635,8 +633,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   importance per ms and removes more MACs than the speed-up it gains where time is not
   proportional to MACs.
 - Covered, each `--append` run alone on the machine: ResNet-50 and MobileNetV2, torch eager, 1
-  thread, batch 1 and 16 (2026-12-01 03:10-03:20 UTC, the rest on 2026-11-30); vgg_small and resnet56 on 28x28 inputs, the same
-  (15:22 UTC); ResNet-50 and MobileNetV2 on ONNX Runtime, 1 thread, batch 1 (15:23-15:29 UTC);
+  thread, batch 1 and 16 (2026-12-01 03:10-03:20 UTC; the rest on 2026-11-30); vgg_small and
+  resnet56 on 28x28 inputs, the same (15:22 UTC); ResNet-50 and MobileNetV2 on ONNX Runtime, 1 thread, batch 1 (15:23-15:29 UTC);
   ResNet-50 and MobileNetV2, torch eager, 2 threads, batch 1 and 16 (15:29-15:35 UTC); ViT-B/16,
   torch eager, 1 thread, batch 1 (15:53 UTC). All against Torch-Pruning global L2,
   Torch-Pruning uniform round_to=8 and netslim's MACs allocation at the same MACs. **Not run**

@@ -38,18 +38,21 @@ def needs_calibration(config: LLMPrune) -> bool:
     """Whether ``config`` reads calibration text: every method but magnitude scores from it,
     and whatever the method, OWL weighs weights by their inputs' norms on it and block
     reconstruction and recovery fit to the dense model on it."""
-    if config.method in WEIGHT_METHODS and not _data_knobs(config):
-        return bool(get_method(config.method)[1])
+    if config.method in WEIGHT_METHODS:
+        return bool(get_method(config.method)[1] or _data_knobs(config))
     return True  # width and depth score units from activations
 
 
 def _data_knobs(config: LLMPrune) -> list[str]:
+    """The per-weight knobs that read calibration text whatever the method scores from."""
+    if config.method not in WEIGHT_METHODS:
+        return []
     return [k for k in ("owl", "reconstruct", "recover") if getattr(config, k)]
 
 
 def calibration_user(config: LLMPrune) -> str:
     """What needs the calibration text, for error messages."""
-    knobs = _data_knobs(config) if config.method in WEIGHT_METHODS else []
+    knobs = _data_knobs(config)
     return f"method {config.method!r}" + (f" with {' and '.join(knobs)}" if knobs else "")
 
 
