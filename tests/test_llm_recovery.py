@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -393,3 +394,52 @@ def test_llm_adam_is_fused_on_cpu_and_steps_like_the_loop(weight_decay):
         runs.append(params)
     for a, b in zip(*runs, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_disk_adam_steps_like_torch_adam(tmp_path, monkeypatch, dtype):
+    """The streaming path's Adam (moments in a file, stepped a slice at a time) is torch's Adam:
+    several steps, parameters spanning several slices, the file gone when closed."""
+    from netslim.llm import disk_adam
+
+    monkeypatch.setattr(disk_adam, "SLICE", 16)
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 7, generator=gen), torch.randn(7, generator=gen)]
+    grads = [[torch.randn(t.shape, generator=gen) for t in start] for _ in range(4)]
+    reference = [torch.nn.Parameter(t.clone()) for t in start]
+    opt = torch.optim.Adam(reference, lr=1e-2, foreach=False)
+    params = [torch.nn.Parameter(t.clone().to(dtype)) for t in start]
+    disk = disk_adam.DiskAdam(params, 1e-2, tmp_path)
+    for step in grads:
+        for p, q, g in zip(reference, params, step, strict=True):
+            p.grad, q.grad = g.clone(), g.clone().to(dtype)
+            disk.step(q)
+        opt.step()
+    disk.close()
+    tol = {} if dtype == torch.float32 else dict(atol=2e-2, rtol=1e-2)
+    for p, q, first in zip(reference, params, start, strict=True):
+        assert q.dtype == dtype and not torch.allclose(p.detach(), first, atol=1e-3)
+        torch.testing.assert_close(q.float(), p.detach(), **tol)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_streaming_adam_keeps_its_moments_on_disk(calib, tmp_path, monkeypatch):
+    """On the streaming path, reconstruction with Adam steps through DiskAdam in the output's
+    staging folder; in memory it does not."""
+    from netslim.llm import disk_adam
+
+    folders = []
+    real = disk_adam.DiskAdam.__init__
+
+    def spy(self, params, lr, scratch, **kw):
+        folders.append(Path(scratch))
+        real(self, params, lr, scratch, **kw)
+
+    monkeypatch.setattr(disk_adam.DiskAdam, "__init__", spy)
+    dense = tiny_llama(layers=2)
+    dense.save_pretrained(tmp_path / "src")
+    config = LLMPrune("wanda", 0.5, reconstruct=2, reconstruct_optimizer="adam")
+    prune_model(copy.deepcopy(dense), config, calib)
+    assert folders == []
+    prune_streaming(tmp_path / "src", tmp_path / "out", config, calib)
+    assert len(folders) == 2 and all(f.name.startswith(".out.staging-") for f in folders)

@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--reconstruct-optimizer", choices=OPTIMIZERS, default=None,
         help="default: adafactor with --stream (memory-light, lr relative to each tensor), "
-        "adam otherwise",
+        "adam otherwise (with --stream its moments go to a scratch file in the output folder)",
     )  # fmt: skip
     p.add_argument(
         "--reconstruct-lr", type=positive_float, default=None,

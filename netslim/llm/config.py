@@ -97,8 +97,9 @@ class LLMPrune(ConfigBase):
     reconstruct_batch: calibration sequences per reconstruction step.
     reconstruct_optimizer: ``adam`` or ``adafactor``, the memory-light one (factored moments,
         one gradient alive at a time; its lr is relative to each tensor's RMS). ``None``:
-        ``adafactor`` on the streaming path, where one block is all that is in memory and Adam's
-        state would be most of the peak, ``adam`` in memory. See :mod:`netslim.llm.reconstruct`.
+        ``adafactor`` on the streaming path, ``adam`` in memory. On the streaming path Adam's
+        moments go to a scratch file in the output folder, not memory (slower: the file's
+        traffic). See :mod:`netslim.llm.reconstruct`.
     recover: distillation steps from the dense model after pruning (0: off); see
         :mod:`netslim.llm.distill`. Each step sees ``recover_batch`` sequences. Per-weight
         methods keep their masks: pruned weights stay zero.

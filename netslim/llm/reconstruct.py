@@ -17,18 +17,23 @@ at a time) is most of the peak. ``optimizer="adafactor"`` is the memory-light ch
 Adafactor keeps factored second moments (a row and a column vector per matrix) and no first
 moment, and each parameter is stepped from its gradient hook the moment its gradient is ready,
 then the gradient is dropped, so at most one gradient is alive at a time. Its ``lr`` is a
-*relative* step (scaled by each tensor's RMS), not Adam's absolute one.
+*relative* step (scaled by each tensor's RMS), not Adam's absolute one. On the streaming path
+Adam is stepped the same way, its moments in a scratch file (:mod:`netslim.llm.disk_adam`):
+the same update, with the memory of Adafactor's path and the cost of the file's traffic.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from netslim.llm.calibration import BlockInputs
+from netslim.llm.disk_adam import DiskAdam
 from netslim.llm.fixed_masks import Masks, mask_grad, mask_grads, reapply
 from netslim.llm.optim import adam
 
@@ -45,13 +50,15 @@ OPTIMIZERS = tuple(DEFAULT_LR)
 
 
 def _stepper(
-    params: list[nn.Parameter], masks: Masks, lr: float, optimizer: str
+    params: list[nn.Parameter], masks: Masks, lr: float, optimizer: str, scratch: Path | None
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """``(step, close)``: ``step()`` runs after each backward pass; ``close()`` frees the state.
 
-    Adam steps every parameter at once after the backward pass. Adafactor steps each parameter
-    inside the backward pass (``register_post_accumulate_grad_hook``) and drops its gradient."""
-    if optimizer == "adam":
+    In-memory Adam steps every parameter at once after the backward pass. Adafactor, and Adam
+    with its moments in a file under ``scratch`` (:class:`~netslim.llm.disk_adam.DiskAdam`),
+    step each parameter inside the backward pass (``register_post_accumulate_grad_hook``) and
+    drop its gradient."""
+    if optimizer == "adam" and scratch is None:
         opt = adam(params, lr)
 
         def step() -> None:
@@ -61,25 +68,32 @@ def _stepper(
 
         return step, lambda: opt.state.clear()
 
-    def hook(opt: torch.optim.Optimizer) -> Callable[[Tensor], None]:
+    if optimizer == "adam":
+        disk = DiskAdam(params, lr, scratch)
+        steppers = [functools.partial(disk.step, p) for p in params]
+        release = disk.close
+    else:
+        per_param = [torch.optim.Adafactor([p], lr=lr, foreach=False) for p in params]
+        steppers = [o.step for o in per_param]
+        release = per_param.clear
+
+    def hook(step_one: Callable[[], object]) -> Callable[[Tensor], None]:
         def run(p: Tensor) -> None:
             if p in masks:
                 mask_grad(p, masks[p])
-            opt.step()
+            step_one()
             p.grad = None
 
         return run
 
-    per_param = [torch.optim.Adafactor([p], lr=lr, foreach=False) for p in params]
     handles = [
-        p.register_post_accumulate_grad_hook(hook(o))
-        for p, o in zip(params, per_param, strict=True)
+        p.register_post_accumulate_grad_hook(hook(s)) for p, s in zip(params, steppers, strict=True)
     ]
 
     def close() -> None:
         for h in handles:
             h.remove()
-        per_param.clear()
+        release()
 
     return (lambda: None), close
 
@@ -95,11 +109,13 @@ def reconstruct_block(
     batch: int,
     seed: int = 0,
     optimizer: str = "adam",
+    scratch: Path | None = None,
 ) -> dict[str, float]:
     """Fit ``block(inputs.hidden)`` to ``target`` (both ``(N, L, D)``) with ``optimizer``
     (``adam`` | ``adafactor``, see the module doc) for ``steps`` steps of ``batch`` sequences;
     ``masks``: parameter → keep-mask (True = trainable), held fixed
-    (:mod:`netslim.llm.fixed_masks`).
+    (:mod:`netslim.llm.fixed_masks`). ``scratch``: a folder for Adam's moments, kept there
+    instead of in memory (the streaming path passes its output folder).
 
     Returns the loss of the first and of the last step and the seconds spent. The block's
     parameters keep their ``requires_grad`` flags as they were.
@@ -116,7 +132,7 @@ def reconstruct_block(
     try:
         for p in params:
             p.requires_grad_(True)
-        step, close = _stepper(params, masks, lr, optimizer)
+        step, close = _stepper(params, masks, lr, optimizer, scratch)
         with torch.enable_grad():
             pos = 0
             for _ in range(steps):

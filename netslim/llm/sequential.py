@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -86,6 +87,7 @@ class WeightStep:
     (:mod:`netslim.llm.reconstruct`): ``dense_outputs`` when a dense pass already kept them
     (each is dropped once used), else the step carries the dense hidden states alongside the
     pruned ones and runs each dense block once more. ``costs`` holds the seconds of each part.
+    ``scratch``: where Adam's moments go instead of memory (the streaming path's output folder).
     """
 
     def __init__(
@@ -93,8 +95,10 @@ class WeightStep:
         config: LLMPrune,
         sparsities: list[float] | None = None,
         dense_outputs: list[Tensor | None] | None = None,
+        scratch: Path | None = None,
     ):
         self.config = config
+        self.scratch = scratch
         self.sparsities = sparsities
         self.dense_outputs = dense_outputs
         self.fn, self.needs = get_method(config.method)
@@ -150,7 +154,7 @@ class WeightStep:
             result = reconstruct_block(
                 block, inputs, target, masks, steps=self.config.reconstruct,
                 lr=self.config.reconstruct_lr, batch=self.config.reconstruct_batch, seed=index,
-                optimizer=self.config.reconstruct_optimizer,
+                optimizer=self.config.reconstruct_optimizer, scratch=self.scratch,
             )  # fmt: skip
             self.costs["reconstruct"] += result["seconds"]
             self.fit.append(result)

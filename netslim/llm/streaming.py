@@ -279,7 +279,7 @@ def prune_streaming(
         block_prefix = f"{fam.prefix}."
         if config.method in WEIGHT_METHODS:
             plan = plan_sparsities(StreamedBlocks(reader, skeleton, fam, None), inputs, config)
-            step = WeightStep(config, plan.sparsities)
+            step = WeightStep(config, plan.sparsities, scratch=Path(tmp))
             run_sequential(StreamedBlocks(reader, skeleton, fam, writer), inputs, step)
             report["sparsity"] = step.zeros / max(step.total, 1)
             report.update(weight_step_report(step, plan.info))
