@@ -971,12 +971,15 @@ Block Influence (ShortGPT) from one calibration pass; removed blocks {depth_remo
 `memory` loads the whole model and prunes it in place (Wanda, {s["rss_calib"]} calibration tokens);
 `stream` loads one block at a time from the safetensors shards and writes pruned shards.
 `wanda+new` adds the new one-shot steps: the OWL pass over the shards, the sparsity offsets and
-{STREAM_RECONSTRUCT} reconstruction steps per block ({RECONSTRUCT_BATCH} sequences a step) with Adam;
+{STREAM_RECONSTRUCT} reconstruction steps per block ({RECONSTRUCT_BATCH} sequences a step) with Adam,
+whose moments on the streaming path live in a scratch file in the output folder
+(`netslim.llm.disk_adam`: each parameter stepped from its gradient hook, a slice of its moments
+read, updated and written back at a time; before, in memory, they and the block's gradients made
+the 1.1B shapes' peak 1.34x the plain stream, in the run of 92aa0e4);
 `{LIGHT}` the same steps with the memory-light optimizer, the default on the streaming path
 (`reconstruct_optimizer="adafactor"`, `--reconstruct-optimizer adafactor`: factored second
 moments, no first moment, each parameter stepped from its gradient hook so one gradient is
-alive at a time; relative lr {LIGHT_LR:g}). Adam keeps two moments and a gradient the size of
-the block, which on the 1.1B shapes is most of the extra peak. "perplexity": the streamed
+alive at a time; relative lr {LIGHT_LR:g}). "perplexity": the streamed
 135M result on the evaluation text (as above; Wanda 50% with {s["rss_calib"]} calibration tokens,
 so not comparable with the rows above); the 1.1B model's weights are random.
 The 1.1B-class model has TinyLlama's shapes (hidden 2048, FFN 5632, 32 heads / 4 KV heads,
