@@ -423,6 +423,26 @@ def test_disk_adam_steps_like_torch_adam(tmp_path, monkeypatch, dtype):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_disk_adam_steps_parameters_on_cuda(tmp_path):
+    """Parameters on a GPU: the slices go through host buffers and come back to the device."""
+    from netslim.llm.disk_adam import DiskAdam
+
+    start = torch.randn(64, 33, generator=torch.Generator().manual_seed(0))
+    reference = torch.nn.Parameter(start.clone())
+    opt = torch.optim.Adam([reference], lr=1e-2, foreach=False)
+    param = torch.nn.Parameter(start.clone().cuda())
+    disk = DiskAdam([param], 1e-2, tmp_path)
+    for i in range(3):
+        g = torch.randn(start.shape, generator=torch.Generator().manual_seed(i + 1))
+        reference.grad, param.grad = g.clone(), g.cuda()
+        disk.step(param)
+        opt.step()
+    disk.close()
+    assert param.device.type == "cuda"
+    torch.testing.assert_close(param.detach().cpu(), reference.detach())
+
+
 def test_streaming_adam_keeps_its_moments_on_disk(calib, tmp_path, monkeypatch):
     """On the streaming path, reconstruction with Adam steps through DiskAdam in the output's
     staging folder; in memory it does not."""
