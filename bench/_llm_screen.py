@@ -61,6 +61,11 @@ VARIANTS: dict[str, dict] = {
     },
     "2:4,bs32": {"nm": (2, 4), "owl": 0.0, "blocksize": 32},
     "2:4,damp0.1": {"nm": (2, 4), "owl": 0.0, "damp": 0.1},
+    # channel permutations before N:M pruning (bench/_nm_permute.py; function-preserving)
+    **{
+        f"2:4,perm:{'+'.join(spaces)}": {"nm": (2, 4), "owl": 0.0, "permute": set(spaces)}
+        for spaces in (("mlp",), ("heads",), ("residual",), ("mlp", "heads", "residual"))
+    },
 }
 
 
@@ -82,8 +87,13 @@ def main() -> None:
     dev = tok(bench.kjv(bench.DEV_RANGE), return_tensors="pt", add_special_tokens=False)
     dev_ids = dev["input_ids"][0][: 8192 + 1]
     model = bench.load_model(path)
+    settings = {**BASE, **VARIANTS[name]}
     start = time.perf_counter()
-    report = prune_model(model, LLMPrune(**{**BASE, **VARIANTS[name]}), calib)
+    if "permute" in settings:
+        from _nm_permute import permute
+
+        permute(model, calib, settings.pop("permute"))
+    report = prune_model(model, LLMPrune(**settings), calib)
     seconds = time.perf_counter() - start
     ppl = perplexity(model, dev_ids, seq_len=256, stride=256)["ppl"]
     row = {

@@ -105,7 +105,11 @@ RECONSTRUCT_STEPS = 12
 # channels (channel saliency |W|^2 * |X|^2 dealt out in a snake order): 47.76 / 48.01 / 49.19
 # at seeds 0 / 1000 / 2000 against 48.73 / 49.81 / 49.66, -2.2% on the mean, about the seed
 # noise; refined by greedy pairwise swaps that raise the kept |W|*|X| (30 passes, 8 s a block)
-# 47.43 at seed 0.
+# 47.43 at seed 0. The other spaces that can move, screened with bench/_nm_permute.py (snake
+# deal of |W|^2 * E[x^2], seed 0, against 48.73): the MLP alone again 47.94; the head dimension
+# of each KV head (v_proj rows, o_proj columns) 48.97; the residual stream for the whole model
+# (embeddings, norms, every linear) 49.63; all three 48.22. Not a lever: at most -2%, the seed
+# noise, and the residual stream, shared by 150 linears, gets worse.
 SPARSITY_OFFSETS = {"q_proj": 0.15, "k_proj": 0.15}
 RECONSTRUCT_BATCH, RECONSTRUCT_LR = LLMPrune.reconstruct_batch, DEFAULT_LR["adam"]
 STREAM_RECONSTRUCT = 2  # steps per block in the streaming memory rows (peak memory, not quality)
