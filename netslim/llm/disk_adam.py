@@ -48,11 +48,8 @@ class DiskAdam:
         self.steps: dict[nn.Parameter, int] = {}
         end = 0
         for p in params:
-            if not p.is_contiguous():
-                raise ValueError(
-                    "DiskAdam steps each parameter through a flat view: not contiguous"
-                )
-
+            if not p.is_contiguous():  # stepped through a flat view of its storage
+                raise ValueError("DiskAdam needs contiguous parameters")
             self.offset[p], self.steps[p] = end, 0
             end += 2 * p.numel() * 4  # first moment, then second, float32
         self.file = tempfile.TemporaryFile(dir=scratch)  # noqa: SIM115 (closed by close())
