@@ -25,7 +25,8 @@ as separate processes (``--part weights|structure|streaming``, then ``--part doc
 3. Peak RSS of the streaming path (blocks from/to safetensors shards) on the 135M model and on
    a 1.1B LLaMA-style model (TinyLlama shapes) with random bf16 weights, vs the model size.
 4. Torch-Pruning's LLM recipe (magnitude width pruning of heads, FFN *and* hidden size with
-   ``GroupMagnitudeImportance``) at about the same parameter count as our width result.
+   ``GroupMagnitudeImportance``) at about the same parameter count as our width result; where
+   that recipe fails on the model's grouped-query attention, its FFN-only pruning instead.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOCS, ROOT, git_commit, machine_line, markdown_table, write_results  # noqa: E402
@@ -397,14 +400,18 @@ def structure_rows(
 
 
 def torch_pruning_row(dense, target_params: int, eval_ids, prompt, args) -> dict[str, Any]:
-    """Torch-Pruning's LLM recipe: one coupled magnitude ratio for hidden, FFN and heads."""
+    """Torch-Pruning's LLM recipe: one coupled magnitude ratio for hidden, FFN and heads. Where
+    its head grouping fails (grouped-query attention with more query than KV heads, as in
+    SmolLM2), the error is kept and the row is its FFN-only pruning (attention layers ignored)
+    at the same parameter count: a peer row either way."""
     try:
         import torch_pruning as tp
     except ImportError as exc:
         return {"name": "torch-pruning", "error": f"not installed: {exc}"}
 
-    def params_at(ratio: float) -> int:
-        c = dense.config
+    c = dense.config
+
+    def params_full(ratio: float) -> int:
         keep = 1.0 - ratio
         h, i = round(c.hidden_size * keep), round(c.intermediate_size * keep)
         kv = max(1, round(c.num_key_value_heads * keep))
@@ -413,27 +420,53 @@ def torch_pruning_row(dense, target_params: int, eval_ids, prompt, args) -> dict
         block = h * hd * (2 * heads + 2 * kv) + 3 * h * i + 2 * h
         return c.vocab_size * h + c.num_hidden_layers * block + h
 
-    lo, hi = 0.0, 0.9
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if params_at(mid) > target_params else (lo, mid)
-    ratio = hi
-    model = copy.deepcopy(dense)
-    start = time.perf_counter()
-    try:
-        num_heads = {}
-        for name, module in model.named_modules():
-            if name.endswith("self_attn"):
-                num_heads[module.q_proj] = model.config.num_attention_heads
-                num_heads[module.k_proj] = model.config.num_key_value_heads
-                num_heads[module.v_proj] = model.config.num_key_value_heads
+    def params_ffn(ratio: float) -> int:
+        cut = c.intermediate_size - round(c.intermediate_size * (1.0 - ratio))
+        return count_params(dense) - c.num_hidden_layers * 3 * c.hidden_size * cut
+
+    def ratio_for(params_at: Callable[[float], int]) -> float:
+        lo, hi = 0.0, 0.9
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if params_at(mid) > target_params else (lo, mid)
+        return hi
+
+    def run(ffn_only: bool) -> tuple[nn.Module, float]:
+        model = copy.deepcopy(dense)
+        attention = [m for n, m in model.named_modules() if n.endswith("self_attn")]
+        if ffn_only:
+            ratio = ratio_for(params_ffn)
+            ignored = [model.lm_head] + [
+                p for a in attention for p in (a.q_proj, a.k_proj, a.v_proj, a.o_proj)
+            ]
+            extra: dict[str, Any] = {}
+        else:
+            ratio = ratio_for(params_full)
+            ignored = [model.lm_head]
+            num_heads = {}
+            for a in attention:
+                num_heads[a.q_proj] = c.num_attention_heads
+                num_heads[a.k_proj] = num_heads[a.v_proj] = c.num_key_value_heads
+            extra = dict(num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
+                         head_pruning_ratio=ratio)  # fmt: skip
         pruner = tp.pruner.BasePruner(
             model, example_inputs=prompt[None], importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=ratio, ignored_layers=[model.lm_head], num_heads=num_heads,
-            prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio,
-            forward_fn=lambda m, x: m(input_ids=x, use_cache=False).logits,
+            pruning_ratio=ratio, ignored_layers=ignored,
+            forward_fn=lambda m, x: m(input_ids=x, use_cache=False).logits, **extra,
         )  # fmt: skip
         pruner.step()
+        return model, ratio
+
+    start = time.perf_counter()
+    out: dict[str, Any] = {}
+    try:
+        try:
+            model, ratio = run(ffn_only=False)
+            recipe = "magnitude width"
+        except Exception as exc:  # its GQA head grouping: keep the error, prune the FFN alone
+            out["full_recipe_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            model, ratio = run(ffn_only=True)
+            recipe = "magnitude FFN only"
         cfg = model.config
         cfg.hidden_size = model.model.embed_tokens.weight.shape[1]
         cfg.intermediate_size = model.model.layers[0].mlp.gate_proj.weight.shape[0]
@@ -443,10 +476,7 @@ def torch_pruning_row(dense, target_params: int, eval_ids, prompt, args) -> dict
         cfg.num_key_value_heads = (
             model.model.layers[0].self_attn.k_proj.weight.shape[0] // cfg.head_dim
         )
-        out = {
-            "name": f"torch-pruning magnitude width (ratio {ratio:.3f})",
-            "params": count_params(model),
-        }
+        out.update(name=f"torch-pruning {recipe} (ratio {ratio:.3f})", params=count_params(model))
         out.update(_ppl_row(model, eval_ids, args))
         out.update(throughput(model, prompt, new_tokens=args.new_tokens, repeats=args.repeats))
         out.update(seconds=time.perf_counter() - start, hidden=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
@@ -454,7 +484,7 @@ def torch_pruning_row(dense, target_params: int, eval_ids, prompt, args) -> dict
         print(f"  torch-pruning      ppl {out['ppl']:.2f}", flush=True)
         return out
     except Exception as exc:  # a third-party tracer on a new transformers: report, do not fail
-        return {"name": "torch-pruning", "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        return {"name": "torch-pruning", "error": f"{type(exc).__name__}: {str(exc)[:200]}", **out}
 
 
 def write_random_llama(directory: Path, layers: int, dtype: torch.dtype = torch.bfloat16) -> int:
@@ -838,6 +868,13 @@ def write_docs(results: dict[str, Any], write: bool = True) -> str:
         else f"Torch-Pruning pruned hidden {tp['hidden']}, FFN {tp['intermediate_size']}, "
         f"{tp['heads']} heads / {tp['kv_heads']} KV heads."
     )
+    if "full_recipe_error" in tp and "error" not in tp:
+        tp_note += (
+            " Its full recipe (heads, FFN and hidden size under one ratio) fails on this model's "
+            f"grouped-query attention (9 query heads, 3 KV heads): `{tp['full_recipe_error']}`; "
+            "the row is therefore its FFN-only pruning (attention layers ignored, L2 group "
+            "magnitude), with the ratio chosen for our width row's parameter count."
+        )
     baseline = next((r["peak_rss_mb"] for r in results["streaming"] if r["path"] == "-"), 0.0)
     stream_table = markdown_table(
         ["model", "path", "method", "weights on disk (MB)", "peak RSS (MB)", "above baseline (MB)",
