@@ -873,7 +873,9 @@ def write_docs(results: dict[str, Any], write: bool = True) -> str:
             " Its full recipe (heads, FFN and hidden size under one ratio) fails on this model's "
             f"grouped-query attention (9 query heads, 3 KV heads): `{tp['full_recipe_error']}`; "
             "the row is therefore its FFN-only pruning (attention layers ignored, L2 group "
-            "magnitude), with the ratio chosen for our width row's parameter count."
+            "magnitude), with the ratio chosen for our width row's parameter count. Its "
+            "criterion is the weights' magnitude alone; ours weighs each unit by its activations "
+            "on the calibration text (structured Wanda, `netslim.llm.width`)."
         )
     baseline = next((r["peak_rss_mb"] for r in results["streaming"] if r["path"] == "-"), 0.0)
     stream_table = markdown_table(
