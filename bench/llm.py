@@ -871,7 +871,8 @@ def write_docs(results: dict[str, Any], write: bool = True) -> str:
     if "full_recipe_error" in tp and "error" not in tp:
         tp_note += (
             " Its full recipe (heads, FFN and hidden size under one ratio) fails on this model's "
-            f"grouped-query attention (9 query heads, 3 KV heads): `{tp['full_recipe_error']}`; "
+            f"grouped-query attention ({tp['heads']} query heads, {tp['kv_heads']} KV heads): "
+            f"`{tp['full_recipe_error']}`; "
             "the row is therefore its FFN-only pruning (attention layers ignored, L2 group "
             "magnitude), with the ratio chosen for our width row's parameter count. Its "
             "criterion is the weights' magnitude alone; ours weighs each unit by its activations "
