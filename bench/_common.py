@@ -19,8 +19,10 @@ RESULTS = DOCS / "results"
 
 
 def machine_line() -> str:
+    from netslim.structural.op_timing import cpu_name
+
     return (
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
 

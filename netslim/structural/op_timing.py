@@ -83,7 +83,7 @@ class Target:
             self.runtime,
             f"t{self.threads}",
             f"b{self.batch}",
-            _cpu_name(),
+            cpu_name(),
             f"{os.cpu_count()}cpu",
             f"torch{torch.__version__}",
         ]
@@ -103,7 +103,8 @@ def check_target(runtime: Any, threads: Any, batch: Any) -> None:
             raise ConfigError(f"{name} must be a positive int, got {v!r}")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model: part of a table's cache key, and named in every bench's machine line."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
