@@ -37,7 +37,14 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOCS, RESULTS, machine_line, markdown_table, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    DOCS,
+    RESULTS,
+    git_commit,
+    machine_line,
+    markdown_table,
+    write_results,
+)
 
 SPEED_MODELS = ("resnet50", "mobilenet_v2", "vit_b_16", "vgg_small", "resnet56")
 TARGETS = (2.0, 3.0)
@@ -65,15 +72,24 @@ def _macs(model: nn.Module, x: torch.Tensor) -> int:
     return count_macs(model, (x,))
 
 
-def _time_all(variants: dict, x: torch.Tensor, target, rounds: int) -> dict[str, float]:
-    """Median over ``rounds`` interleaved passes of every variant's whole-model time."""
-    from netslim.structural.op_timing import model_ms
+def _time_all(variants: dict, x: torch.Tensor, target, rounds: int) -> dict[str, dict]:
+    """Per variant, over ``rounds`` rounds (medians): its time ratio to the dense model, timed
+    paired with it (``op_timing.time_ratio``: call by call, so a change of the machine's speed
+    hits both), and the ms that ratio gives at the dense model's own median time."""
+    from netslim.structural.op_timing import model_ms, time_ratio
 
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    dense = variants["dense"]
+    dense_ms, ratios = [], {k: [] for k in variants if k != "dense"}
     for _ in range(rounds):
+        dense_ms.append(model_ms(dense, (x,), target, samples=5))
         for label, model in variants.items():
-            times[label].append(model_ms(model, (x,), target, samples=5))
-    return {k: statistics.median(v) for k, v in times.items()}
+            if label != "dense":
+                ratios[label].append(time_ratio(model, dense, (x,), target))
+    ms = statistics.median(dense_ms)
+    out = {"dense": {"latency_ms": ms, "ratio": 1.0}}
+    for label, r in ratios.items():
+        out[label] = {"latency_ms": ms * statistics.median(r), "ratio": statistics.median(r)}
+    return out
 
 
 def _tp_variant(dense: nn.Module, x1: torch.Tensor, keep: float, outputs: int, kind: str):
@@ -124,12 +140,13 @@ def speed_rows(name: str, runtime: str, threads: int, batch: int, rounds: int) -
         variants[f"netslim MACs @{sp:g}x MACs"] = macs_model.eval()
         meta[f"netslim MACs @{sp:g}x MACs"] = {"macs_kept": _macs(macs_model, x1) / base}
     times = _time_all(variants, x, target, rounds)
-    for label, ms in times.items():
+    for label, timed in times.items():
         m = meta.get(label, {"macs_kept": 1.0})
-        speedup = times["dense"] / ms
+        speedup = 1 / timed["ratio"]
         rows.append({
             "model": name, "runtime": runtime, "threads": threads, "batch": batch,
-            "variant": label, "latency_ms": ms, "speedup": speedup,
+            "variant": label, "latency_ms": timed["latency_ms"], "speedup": speedup,
+            "paired": True,
             "macs_reduction": 1 / m["macs_kept"], "efficiency": speedup * m["macs_kept"],
             **{k: v for k, v in m.items() if k != "rounds"},
         })  # fmt: skip
@@ -141,7 +158,11 @@ def run_speed(args: argparse.Namespace) -> None:
     os.environ["NETSLIM_CACHE_DIR"] = cache  # every table is built from scratch in this run
     out = RESULTS / "latency_speed.json"
     done = json.loads(out.read_text()) if out.exists() and args.append else {"rows": []}
-    done.setdefault("uptime", []).append({"before": _uptime()})
+    done.setdefault("uptime", []).append({
+        "before": _uptime(), "machine": machine_line(), "commit": git_commit(),
+        "what": f"{' '.join(args.models)}; {' '.join(args.runtimes)}; threads "
+                f"{' '.join(map(str, args.threads))}; batch {' '.join(map(str, args.batch))}",
+    })  # fmt: skip
     for name in args.models:
         for runtime in args.runtimes:
             for threads in args.threads:
@@ -380,7 +401,8 @@ def write_docs() -> None:
             f"Machine: {data.get('machine', '?')}. Load (`uptime`) around the timing runs:\n"
         )
         for u in data.get("uptime", []):
-            text.append(f"- before: `{u.get('before')}`; after: `{u.get('after', '?')}`")
+            run = f" ({u['what']}; {u['machine']}; commit {u['commit']})" if "what" in u else ""
+            text.append(f"- before: `{u.get('before')}`; after: `{u.get('after', '?')}`{run}")
         text.append("")
         text += _speed_sections(data["rows"])
         if plot_speed(data["rows"]):
@@ -458,6 +480,13 @@ def _bars(rows: list[dict]) -> list[str]:
                 f"predicted {r['predicted_ms']:.2f} ms vs measured {r['latency_ms']:.2f} ms "
                 f"({pred:+.3f}: {ok(abs(pred) <= 0.10)})"
             )
+            paired = _paired_err(r)
+            if paired is not None:
+                line += (
+                    f"; as a fraction of the dense model (predicted against the plan's dense "
+                    f"time, measured paired with the dense model): {paired:+.3f} "
+                    f"({ok(abs(paired) <= 0.10)})"
+                )
         line += (
             f"; speed-up / MACs reduction {eff:.2f} (bar {limits[r['model']]:.2f}: "
             f"{ok(eff >= limits[r['model']])})"
@@ -474,6 +503,15 @@ def _bars(rows: list[dict]) -> list[str]:
     return out
 
 
+def _paired_err(r: dict) -> float | None:
+    """Predicted over measured time, both as fractions of the dense model's: the prediction
+    against the dense time the plan was made with, the measurement paired with the dense model
+    (rows timed before paired timing have none)."""
+    if not r.get("paired") or "predicted_ms" not in r or not r.get("dense_ms"):
+        return None
+    return r["predicted_ms"] / r["dense_ms"] * r["speedup"] - 1
+
+
 def _speed_sections(rows: list[dict]) -> list[str]:
     out = _bars(rows)
     out.append("## Speed-up reached, speed-up per MACs reduction, side by side\n")
@@ -483,14 +521,17 @@ def _speed_sections(rows: list[dict]) -> list[str]:
         "uniform round_to=8 and netslim's MACs-driven allocation at the same MACs as netslim's "
         "plan. *reached* = measured speed-up / target; *pred err* = predicted / measured - 1 "
         "(measured here: the interleaved median below, not the prune-time measurement; the "
-        "prediction is the table's after the plan checks refit it); *first pred err*: the "
+        "prediction is the table's after the plan checks refit it); *paired err*: the same as "
+        "fractions of the dense model's time (the prediction over the dense time the plan was "
+        "made with; the measurement each variant's median time ratio to the dense model, timed "
+        "paired with it, call by call; rows timed before paired timing: -); *first pred err*: the "
         "table's prediction of the first plan against its measurement, before any refit; "
         "*efficiency* = speed-up / MACs reduction. Table s: building the table from an empty "
         "cache (first plan); plan s: the second plan of the same model, table cached (includes "
         "measuring its plan checks); knapsack s: the solver alone.\n"
     )
     headers = ["model", "runtime", "threads", "batch", "variant", "ms", "speed-up",
-               "reached", "pred err", "first pred err", "MACs red.", "efficiency", "table s",
+               "reached", "pred err", "paired err", "first pred err", "MACs red.", "efficiency", "table s",
                "plan s", "knapsack s"]  # fmt: skip
     table = []
     for r in rows:
@@ -499,13 +540,15 @@ def _speed_sections(rows: list[dict]) -> list[str]:
         )
         reached = f"{r['speedup'] / float(sp):.3f}" if sp else "-"
         pred = f"{r['predicted_ms'] / r['latency_ms'] - 1:+.3f}" if "predicted_ms" in r else "-"
+        paired = _paired_err(r)
         checks = r.get("checks") or []
         first = (
             f"{checks[0]['predicted_ms'] / checks[0]['measured_ms'] - 1:+.3f}" if checks else "-"
         )
         table.append([
             r["model"], r["runtime"], r["threads"], r["batch"], r["variant"],
-            f"{r['latency_ms']:.2f}", f"{r['speedup']:.2f}x", reached, pred, first,
+            f"{r['latency_ms']:.2f}", f"{r['speedup']:.2f}x", reached, pred,
+            "-" if paired is None else f"{paired:+.3f}", first,
             f"{r['macs_reduction']:.2f}x", f"{r['efficiency']:.2f}",
             f"{r['table_s']:.1f}" if "table_s" in r else "-",
             f"{r['plan_s']:.1f}" if "plan_s" in r and sp == "3" else "-",

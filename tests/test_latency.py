@@ -109,6 +109,45 @@ def test_timings_span_a_minimum_time(monkeypatch) -> None:
     assert len(calls) == 2 + 1 + 16  # 15 samples of 10 ms and the slow one: 0.2 s
 
 
+class _Clocked(nn.Module):
+    """A model whose forward advances a fake clock by ``cost`` times the machine's current
+    slowness (``state["slow"]``, moved by the test between calls)."""
+
+    def __init__(self, cost: float, clock: list[float], state: dict[str, float]):
+        super().__init__()
+        self.cost, self.clock, self.state = cost, clock, state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.state["calls"] += 1
+        if self.state["toggle"] and self.state["calls"] % 20 == 0:  # speed moves every 20 calls
+            self.state["slow"] = 1.0 + 0.5 * ((self.state["calls"] // 20) % 2)
+        self.clock[0] += self.cost * self.state["slow"]
+        return x
+
+
+def test_paired_ratio_holds_while_the_machine_speed_moves(monkeypatch) -> None:
+    """Two models timed separately while the machine slows down between them give a wrong
+    ratio; timed paired (alternating call by call) they give their true one."""
+    clock = [0.0]
+    state = {"slow": 1.0, "calls": 0, "toggle": True}
+    monkeypatch.setattr(op_timing.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(op_timing, "PAIRED_S", 0.5)
+    a, b, x = _Clocked(0.002, clock, state), _Clocked(0.004, clock, state), torch.zeros(1)
+    assert op_timing.time_ratio(a, b, (x,), Target()) == pytest.approx(0.5)
+    assert op_timing.time_ratio(b, a, (x,), Target()) == pytest.approx(2.0)
+    state.update(toggle=False, slow=1.5)  # separately, with the machine slower for the first
+    a_ms = op_timing.model_ms(a, (x,), Target())
+    state["slow"] = 1.0
+    assert a_ms / op_timing.model_ms(b, (x,), Target()) == pytest.approx(0.75)
+
+
+def test_paired_ratio_on_onnxruntime() -> None:
+    pytest.importorskip("onnxruntime")
+    small, big = nn.Linear(64, 8), nn.Linear(64, 512)
+    ratio = op_timing.time_ratio(small, big, (torch.randn(4, 64),), Target("onnxruntime"))
+    assert math.isfinite(ratio) and ratio > 0
+
+
 def test_grid_and_lookup() -> None:
     assert grid(16) == list(range(1, 17))
     g = grid(2048)
@@ -176,7 +215,12 @@ def fake_clock(monkeypatch, tmp_path):
     monkeypatch.setenv("NETSLIM_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(op_timing, "op_timer", timer)
     monkeypatch.setattr(op_timing, "model_ms", fake_model_ms)
+    monkeypatch.setattr(op_timing, "time_ratio", fake_time_ratio)
     return calls
+
+
+def fake_time_ratio(model: nn.Module, reference: nn.Module, inputs, target: Target) -> float:
+    return fake_model_ms(model, inputs, target) / fake_model_ms(reference, inputs, target)
 
 
 def _table(model, x, target=None):

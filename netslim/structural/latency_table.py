@@ -316,14 +316,20 @@ def build_table(
     *,
     timer: Callable[[OpShape], float] | None = None,
     whole: Callable[[nn.Module, Any], float] | None = None,
+    ratio: Callable[[nn.Module, nn.Module, Any], float] | None = None,
     pruned_copy: Callable[[dict[str, int]], nn.Module],
     refresh: bool = False,
 ) -> LatencyTable:
     """Measure (or load from the cache) the table of ``model`` on ``target``; ``refresh``:
     measure everything again and replace the cached points.
 
-    ``timer`` / ``whole``: injectable measuring functions (tests use synthetic clocks);
-    ``pruned_copy(kept)``: a copy of the model with those kept counts (the calibration point;
+    Whole-model points other than the dense one (calibration points, plan checks) are measured
+    *paired* with the dense model (``op_timing.time_ratio``) and kept as that ratio times the
+    dense time: the machine's speed moving between two timings would otherwise land in the fit.
+
+    ``timer`` / ``whole`` / ``ratio``: injectable measuring functions (tests use synthetic
+    clocks; an injected ``whole`` alone also serves the ratios); ``pruned_copy(kept)``: a copy
+    of the model with those kept counts (the calibration point;
     ``netslim.structural.engine.pruned_copies`` makes them with the engine, which calls this)."""
     import time
 
@@ -334,20 +340,27 @@ def build_table(
     measure_layers(layers, cached)
     table = LatencyTable(target, layers, sizes)
     table.act_total = sum(la.cout.full * la.out_numel for la in layers)
+    if ratio is None and whole is not None:
+        ratio = lambda m, ref, x: whole(m, x) / whole(ref, x)  # noqa: E731
     whole = whole or (lambda m, x: op_timing.model_ms(m, x, target))
+    ratio = ratio or (lambda m, ref, x: op_timing.time_ratio(m, ref, x, target))
     inputs = rebatch(example_inputs, target.batch)
     key = model_key(model, layers, target)
     make = pruned_copy
     points = {"dense": {}, "half": half_widths(groups), "small": small_widths(groups)}
+    dense_ms = _cached_whole(
+        cached, f"{key}|dense", lambda: min(whole(model, inputs) for _ in range(2))
+    )
 
-    def twice(kept: dict[str, int]) -> float:  # a calibration point: the better of two passes
-        m = make(kept) if kept else model
-        return min(whole(m, inputs) for _ in range(2))
+    def paired(kept: dict[str, int]) -> float:
+        """ms of a copy keeping ``kept``: its time ratio to the dense model times ``dense_ms``."""
+        return dense_ms * ratio(make(kept), model, inputs)
 
-    measured = {
-        name: _cached_whole(cached, f"{key}|{name}", lambda k=kept: twice(k))
-        for name, kept in points.items()
-    }
+    measured = {"dense": dense_ms}
+    for name in ("half", "small"):
+        measured[name] = _cached_whole(
+            cached, f"{key}|paired|{name}", lambda k=points[name]: paired(k)
+        )
     fit_remainder(table, measured, points)
     cached.save()
     table.build_s = time.perf_counter() - start
@@ -356,7 +369,7 @@ def build_table(
     def measure_kept(kept: dict[str, int]) -> float:
         """Whole-model ms of a copy with ``kept`` counts (cached by the counts)."""
         tag = hashlib.sha1(json.dumps(sorted(kept.items())).encode()).hexdigest()[:16]
-        ms = _cached_whole(cached, f"{key}|plan|{tag}", lambda: whole(make(kept), inputs))
+        ms = _cached_whole(cached, f"{key}|paired|plan|{tag}", lambda: paired(kept))
         cached.save()
         return ms
 

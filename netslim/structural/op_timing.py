@@ -374,10 +374,49 @@ class CachedTimer:
 
 def model_ms(model: nn.Module, inputs: Any, target: Target, samples: int = 9) -> float:
     """Whole-model forward time on ``target`` (eval mode, no autograd; see ``robust_ms``)."""
+    with _runner(model, inputs, target) as (run, sync):
+        return median_ms(run, sync, samples=samples, min_total_s=WHOLE_MODEL_S)
+
+
+PAIRED_S = 0.6
+"""How long :func:`time_ratio` alternates its two models (after warm-up)."""
+
+
+def time_ratio(model: nn.Module, reference: nn.Module, inputs: Any, target: Target) -> float:
+    """``model``'s forward time over ``reference``'s on ``target``, measured *paired*: the two
+    run alternately, call by call, for ``PAIRED_S``, and the median of the per-pair ratios is
+    returned. On a shared host the machine's speed moves by 10-25% between seconds; a slowdown
+    hits both calls of a pair alike, so their ratio holds within a few percent where two
+    separate timings, seconds apart, do not (docs/latency.md)."""
+    with (
+        _runner(model, inputs, target) as (run_a, sync),
+        _runner(reference, inputs, target) as (run_b, _),
+    ):
+        for _ in range(2):
+            run_a(), run_b()
+        sync()
+
+        def timed(run: Callable[[], Any]) -> float:
+            start = time.perf_counter()
+            run()
+            sync()
+            return time.perf_counter() - start
+
+        ratios: list[float] = []
+        end = time.perf_counter() + PAIRED_S
+        while len(ratios) < 3 or (time.perf_counter() < end and len(ratios) < 50 * MAX_SAMPLES):
+            ratios.append(timed(run_a) / max(timed(run_b), 1e-9))
+        return statistics.median(ratios)
+
+
+@contextlib.contextmanager
+def _runner(model: nn.Module, inputs: Any, target: Target):
+    """``(run, sync)``: one forward of ``model`` on ``target``'s runtime, threads and device."""
     from netslim.measure._call import call, inference
 
     if target.runtime == "onnxruntime":
-        return _onnx_model_ms(model, inputs, target, samples)
+        yield _onnx_runner(model, inputs, target), (lambda: None)
+        return
     device = "cuda" if target.runtime == "cuda" else "cpu"
     if device == "cuda":
         require_cuda()
@@ -388,9 +427,7 @@ def model_ms(model: nn.Module, inputs: Any, target: Target, samples: int = 9) ->
     torch.set_num_threads(target.threads)
     try:
         with inference(model):
-            return median_ms(
-                lambda: call(model, inputs), sync, samples=samples, min_total_s=WHOLE_MODEL_S
-            )
+            yield (lambda: call(model, inputs)), sync
     finally:
         torch.set_num_threads(old)
 
@@ -403,8 +440,8 @@ def _to(inputs: Any, device: str) -> Any:
     return inputs.to(device) if isinstance(inputs, torch.Tensor) else inputs
 
 
-def _onnx_model_ms(model: nn.Module, inputs: Any, target: Target, samples: int) -> float:
-    import contextlib
+def _onnx_runner(model: nn.Module, inputs: Any, target: Target) -> Callable[[], Any]:
+    """One onnxruntime CPU forward of ``model`` (exported once) on ``inputs``."""
     import io
 
     import numpy as np
@@ -428,4 +465,4 @@ def _onnx_model_ms(model: nn.Module, inputs: Any, target: Target, samples: int) 
     feeds = {
         i.name: np.asarray(x.detach().cpu()) for i, x in zip(sess.get_inputs(), args, strict=True)
     }
-    return median_ms(lambda: sess.run(None, feeds), samples=samples, min_total_s=WHOLE_MODEL_S)
+    return lambda: sess.run(None, feeds)
