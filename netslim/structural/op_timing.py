@@ -379,7 +379,9 @@ def model_ms(model: nn.Module, inputs: Any, target: Target, samples: int = 9) ->
 
 
 PAIRED_S = 0.6
-"""How long :func:`time_ratio` alternates its two models (after warm-up)."""
+"""How long :func:`time_ratio` alternates its two models (after warm-up); at least
+``MIN_PAIRS`` pairs and at most ``MAX_PAIRS`` (tiny models)."""
+MIN_PAIRS, MAX_PAIRS = 3, 5000
 
 
 def time_ratio(model: nn.Module, reference: nn.Module, inputs: Any, target: Target) -> float:
@@ -404,7 +406,7 @@ def time_ratio(model: nn.Module, reference: nn.Module, inputs: Any, target: Targ
 
         ratios: list[float] = []
         end = time.perf_counter() + PAIRED_S
-        while len(ratios) < 3 or (time.perf_counter() < end and len(ratios) < 50 * MAX_SAMPLES):
+        while len(ratios) < MIN_PAIRS or (time.perf_counter() < end and len(ratios) < MAX_PAIRS):
             ratios.append(timed(run_a) / max(timed(run_b), 1e-9))
         return statistics.median(ratios)
 
