@@ -74,8 +74,8 @@ def _macs(model: nn.Module, x: torch.Tensor) -> int:
 
 def _time_all(variants: dict, x: torch.Tensor, target, rounds: int) -> dict[str, dict]:
     """Per variant, over ``rounds`` rounds (medians): its time ratio to the dense model, timed
-    paired with it (``op_timing.time_ratio``: call by call, so a change of the machine's speed
-    hits both), and the ms that ratio gives at the dense model's own median time."""
+    paired with it (``op_timing.time_ratio``: in mirrored rounds, so a change of the machine's
+    speed hits both), and the ms that ratio gives at the dense model's own median time."""
     from netslim.structural.op_timing import model_ms, time_ratio
 
     dense = variants["dense"]
@@ -524,7 +524,7 @@ def _speed_sections(rows: list[dict]) -> list[str]:
         "prediction is the table's after the plan checks refit it); *paired err*: the same as "
         "fractions of the dense model's time (the prediction over the dense time the plan was "
         "made with; the measurement each variant's median time ratio to the dense model, timed "
-        "paired with it, call by call; rows timed before paired timing: -); *first pred err*: the "
+        "paired with it in mirrored rounds; rows timed before paired timing: -); *first pred err*: the "
         "table's prediction of the first plan against its measurement, before any refit; "
         "*efficiency* = speed-up / MACs reduction. Table s: building the table from an empty "
         "cache (first plan); plan s: the second plan of the same model, table cached (includes "
@@ -766,7 +766,8 @@ the corner). Everything else (norms, activations, adds, pooling, attention softm
 remainder, fitted with a scale on the layer sum on three whole-model measurements (dense, all
 groups at about 1/2 and about 1/8 of their width): `measured = scale * layers + fixed + var *
 output size`. The two pruned points, and every plan check after them, are timed paired with the
-dense model (`op_timing.time_ratio`, alternating call by call) and kept as that ratio times the
+dense model (`op_timing.time_ratio`: model, dense, dense, model, repeated; the median of the
+rounds' time ratios) and kept as that ratio times the
 dense time, so the machine's speed moving between timings does not enter the fit.
 
 **Allocation.** `netslim.structural.latency_alloc.allocate`: every group chooses a kept width

@@ -121,6 +121,7 @@ class _Clocked(nn.Module):
         self.state["calls"] += 1
         if self.state["toggle"] and self.state["calls"] % 20 == 0:  # speed moves every 20 calls
             self.state["slow"] = 1.0 + 0.5 * ((self.state["calls"] // 20) % 2)
+        self.state["slow"] += self.state.get("ramp", 0.0)  # or slows down call by call
         self.clock[0] += self.cost * self.state["slow"]
         return x
 
@@ -139,6 +140,22 @@ def test_paired_ratio_holds_while_the_machine_speed_moves(monkeypatch) -> None:
     a_ms = op_timing.model_ms(a, (x,), Target())
     state["slow"] = 1.0
     assert a_ms / op_timing.model_ms(b, (x,), Target()) == pytest.approx(0.75)
+
+
+def test_paired_ratio_cancels_a_steady_slowdown(monkeypatch) -> None:
+    """A machine slowing down call by call: every round's mirror order (model, reference,
+    reference, model) cancels it exactly, where plain alternation would not."""
+    clock = [0.0]
+    state = {"slow": 1.0, "calls": 0, "toggle": False, "ramp": 0.01}
+    monkeypatch.setattr(op_timing.time, "perf_counter", lambda: clock[0])
+    a, b, x = _Clocked(0.002, clock, state), _Clocked(0.004, clock, state), torch.zeros(1)
+    assert op_timing.time_ratio(a, b, (x,), Target()) == pytest.approx(0.5)
+    pair = []
+    for model in (a, b):  # plain alternation: the reference always runs slower
+        start = clock[0]
+        model(x)
+        pair.append(clock[0] - start)
+    assert pair[0] / pair[1] < 0.499
 
 
 def test_paired_ratio_on_onnxruntime() -> None:

@@ -379,23 +379,24 @@ def model_ms(model: nn.Module, inputs: Any, target: Target, samples: int = 9) ->
 
 
 PAIRED_S = 0.6
-"""How long :func:`time_ratio` alternates its two models (after warm-up); at least
-``MIN_PAIRS`` pairs and at most ``MAX_PAIRS`` (tiny models)."""
-MIN_PAIRS, MAX_PAIRS = 3, 5000
+"""How long :func:`time_ratio` alternates its two models (after one warm-up call each); at
+least ``MIN_ROUNDS`` rounds and at most ``MAX_ROUNDS`` (tiny models)."""
+MIN_ROUNDS, MAX_ROUNDS = 2, 2500
 
 
 def time_ratio(model: nn.Module, reference: nn.Module, inputs: Any, target: Target) -> float:
     """``model``'s forward time over ``reference``'s on ``target``, measured *paired*: the two
-    run alternately, call by call, for ``PAIRED_S``, and the median of the per-pair ratios is
+    run alternately in mirrored rounds (model, reference, reference, model) for ``PAIRED_S``,
+    and the median of the rounds' ratios (model time over reference time within the round) is
     returned. On a shared host the machine's speed moves by 10-25% between seconds; a slowdown
-    hits both calls of a pair alike, so their ratio holds within a few percent where two
-    separate timings, seconds apart, do not (docs/latency.md)."""
+    hits both models of a round alike, and one that grows or fades steadily through a round
+    cancels in its mirror order, so the ratio holds within a few percent where two separate
+    timings, seconds apart, do not (docs/latency.md)."""
     with (
         _runner(model, inputs, target) as (run_a, sync),
         _runner(reference, inputs, target) as (run_b, _),
     ):
-        for _ in range(2):
-            run_a(), run_b()
+        run_a(), run_b()
         sync()
 
         def timed(run: Callable[[], Any]) -> float:
@@ -406,8 +407,11 @@ def time_ratio(model: nn.Module, reference: nn.Module, inputs: Any, target: Targ
 
         ratios: list[float] = []
         end = time.perf_counter() + PAIRED_S
-        while len(ratios) < MIN_PAIRS or (time.perf_counter() < end and len(ratios) < MAX_PAIRS):
-            ratios.append(timed(run_a) / max(timed(run_b), 1e-9))
+        while len(ratios) < MIN_ROUNDS or (time.perf_counter() < end and len(ratios) < MAX_ROUNDS):
+            a, b = timed(run_a), timed(run_b)
+            b += timed(run_b)
+            a += timed(run_a)
+            ratios.append(a / max(b, 1e-9))
         return statistics.median(ratios)
 
 
