@@ -23,7 +23,12 @@ from netslim.structural.config import Channels
 from netslim.structural.engine import candidates, pruned_copies
 from netslim.structural.groups import analyze
 from netslim.structural.knapsack import fast_end, mckp, staircase_steps
-from netslim.structural.latency_alloc import allocate, value_curve
+from netslim.structural.latency_alloc import (
+    allocate,
+    allocate_reaching,
+    floor_note,
+    value_curve,
+)
 from netslim.structural.latency_table import build_table, grid, lookup
 from netslim.structural.op_timing import OpShape, Target
 
@@ -333,6 +338,23 @@ def test_a_tight_budget_keeps_the_floor_of_every_group(fake_clock) -> None:
     assert min(unfloored.counts[g.id] / g.size for g in groups) < 0.25
 
 
+def test_a_target_below_the_floor_lowers_it_and_says_so(fake_clock) -> None:
+    torch.manual_seed(0)
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    _, groups, table = _table(model, x)
+    values = {g.id: value_curve(torch.ones(g.size)) for g in groups}
+    at_floor = {g.id: math.ceil(0.25 * g.size) for g in groups}
+    budget = table.predict(at_floor) * 0.8  # every group at a quarter is too slow
+    assert allocate(table, values, budget).note  # the default floor cannot reach it
+    alloc = allocate_reaching(table, values, budget)
+    assert alloc.note is None and alloc.predicted_ms <= budget
+    assert alloc.min_fraction < 0.25
+    assert min(alloc.counts[g.id] / g.size for g in groups) < 0.25
+    assert "floor was lowered to 1/" in floor_note(alloc)
+    reachable = allocate_reaching(table, values, table.predict() * 0.6)
+    assert reachable.min_fraction == 0.25 and floor_note(reachable) is None
+
+
 def test_channels_time_target_through_prune_and_reload(fake_clock, tmp_path) -> None:
     torch.manual_seed(0)
     model, x = netslim.build_model("zoo:lenet300").eval(), (torch.randn(4, 1, 28, 28),)
@@ -348,9 +370,22 @@ def test_channels_time_target_through_prune_and_reload(fake_clock, tmp_path) -> 
     assert info["predicted_ms"] <= dense / 2 + 1e-9
     assert info["measured_ms"] == pytest.approx(info["predicted_ms"], rel=0.01)
     assert info["measured_speedup"] >= 1.98
+    assert info["min_keep_fraction"] == 0.25 and "note" not in info
     netslim.save(model, tmp_path / "m")
     reloaded = netslim.load(tmp_path / "m")
     assert torch.equal(reloaded(*x), model(*x))
+
+
+def test_a_speedup_past_the_floor_is_reached_with_a_note(fake_clock) -> None:
+    torch.manual_seed(0)
+    model, x = netslim.build_model("zoo:lenet300").eval(), (torch.randn(4, 1, 28, 28),)
+    dense = fake_model_ms(model, x, Target(batch=4))
+    with pytest.warns(UserWarning, match="floor was lowered"):
+        report = netslim.prune_(model, Channels(target_speedup=6.0), example_inputs=x)
+    info = report["latency"]
+    assert info["min_keep_fraction"] < 0.25 and "floor was lowered" in info["note"]
+    assert info["predicted_ms"] <= dense / 6 + 1e-9
+    assert fake_model_ms(model, x, Target(batch=4)) <= dense / 6 * 1.05  # the bench's 5%
 
 
 def test_round_to_is_kept(fake_clock) -> None:

@@ -42,6 +42,10 @@ CHECK_TOLERANCE = 0.03
 # starved residual streams first (resnet56 at 2x kept 1 of 16 stage-1 channels and lost 19 pt
 # after fine-tuning). Torch-Pruning's ``max_pruning_ratio`` plays the same role.
 MIN_KEEP_FRACTION = 0.25
+# When every group at that floor is still slower than the budget, the floor is lowered step by
+# step to the first that reaches it (a time target is the user's explicit demand, the floor only
+# a guard for accuracy); the report names the floor the plan needed.
+RELAXED_FRACTIONS = (1 / 8, 1 / 16, 0.0)
 # Still this far off after the refits: the cached table does not describe the machine now
 # (typically measured while other work loaded it); the report says so, with the fix.
 STALE_TOLERANCE = 0.15
@@ -72,6 +76,7 @@ class Allocation:
     value: float
     rounds: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None
+    min_fraction: float = MIN_KEEP_FRACTION
 
 
 def candidate_widths(size: int, round_to: int, floor: int) -> list[int]:
@@ -195,7 +200,42 @@ def allocate(
         note = (
             f"unreachable: smallest widths predict {total:.3f} ms for a {budget_ms:.3f} ms budget"
         )
-    return Allocation(counts, total, budget_ms, value_of(state.counts), history, note)
+    return Allocation(counts, total, budget_ms, value_of(state.counts), history, note, min_fraction)
+
+
+def allocate_reaching(
+    table: LatencyTable,
+    values: dict[str, torch.Tensor],
+    budget_ms: float,
+    *,
+    round_to: int = 1,
+    fixed: dict[str, int] | None = None,
+) -> Allocation:
+    """:func:`allocate` with the default floor, or with the first of ``RELAXED_FRACTIONS`` that
+    reaches the budget (the smallest floor's allocation, with its note, when none does)."""
+    for fraction in (MIN_KEEP_FRACTION, *RELAXED_FRACTIONS):
+        alloc = allocate(
+            table, values, budget_ms, round_to=round_to, fixed=fixed, min_fraction=fraction
+        )
+        if alloc.note is None:
+            break
+    return alloc
+
+
+def floor_note(alloc: Allocation) -> str | None:
+    """What the report says when the plan needed a floor below ``MIN_KEEP_FRACTION``."""
+    if alloc.min_fraction >= MIN_KEEP_FRACTION:
+        return None
+    floor = (
+        f"1/{round(1 / alloc.min_fraction)} of its channels"
+        if alloc.min_fraction
+        else "round_to channels (or one)"
+    )
+    return (
+        f"every group at 1/{round(1 / MIN_KEEP_FRACTION)} of its channels is slower than the "
+        f"target: the floor was lowered to {floor} per group to reach it (expect a larger "
+        "accuracy loss)"
+    )
 
 
 def _best_uniform(
@@ -361,7 +401,7 @@ def plan_counts(
         return {**sizes, **fixed}, info
     values = {g: value_curve(s) for g, s in scores.items()}
     start = time.perf_counter()
-    alloc = allocate(table, values, budget, round_to=config.round_to, fixed=fixed)
+    alloc = allocate_reaching(table, values, budget, round_to=config.round_to, fixed=fixed)
     info["knapsack_s"] = time.perf_counter() - start
     checks = []
     for _ in range(CHECKS):  # measure the plan's pruned model; refit and re-solve when off
@@ -378,7 +418,7 @@ def plan_counts(
             break
         add_check(table, kept, measured)
         start = time.perf_counter()
-        alloc = allocate(table, values, budget, round_to=config.round_to, fixed=fixed)
+        alloc = allocate_reaching(table, values, budget, round_to=config.round_to, fixed=fixed)
         info["knapsack_s"] += time.perf_counter() - start
     info["checks"] = checks
     warning = stale_table_warning(checks)
@@ -388,6 +428,11 @@ def plan_counts(
     info["fit"] = table.calibration.get("fit")
     info["predicted_ms"] = alloc.predicted_ms
     info["rounds"] = alloc.rounds
-    if alloc.note:
-        info["note"] = alloc.note
+    info["min_keep_fraction"] = alloc.min_fraction
+    lowered = floor_note(alloc)
+    if lowered:
+        warnings.warn(lowered, stacklevel=2)
+    notes = [n for n in (lowered, alloc.note) if n]
+    if notes:
+        info["note"] = "; ".join(notes)
     return {**sizes, **alloc.counts, **fixed}, info
