@@ -370,6 +370,11 @@ def test_channels_time_target_through_prune_and_reload(fake_clock, tmp_path) -> 
     assert info["predicted_ms"] <= dense / 2 + 1e-9
     assert info["measured_ms"] == pytest.approx(info["predicted_ms"], rel=0.01)
     assert info["measured_speedup"] >= 1.98
+    last = info["checks"][-1]  # the report's measurement is the check of the plan returned
+    assert (last["predicted_ms"], last["measured_ms"]) == (
+        info["predicted_ms"],
+        info["measured_ms"],
+    )
     assert info["min_keep_fraction"] == 0.25 and "note" not in info
     netslim.save(model, tmp_path / "m")
     reloaded = netslim.load(tmp_path / "m")

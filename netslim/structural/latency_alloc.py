@@ -33,7 +33,8 @@ from netslim.structural.op_timing import Target
 
 # Plan checks: the pruned model of a plan is measured and, when the prediction is off by more
 # than the tolerance, added to the remainder fit and the knapsack re-solved (at most CHECKS
-# measurements; each is cached, so planning again for the same target measures nothing).
+# measurements, the last of the plan returned: it is the report's measured time and speed-up;
+# each is cached, so planning again for the same target measures nothing).
 CHECKS = 3
 CHECK_TOLERANCE = 0.03
 # Every group keeps at least this fraction of its channels under a time target. The knapsack's
@@ -377,7 +378,9 @@ def plan_counts(
     pruned_copy: Callable[[dict[str, int]], nn.Module],
 ) -> tuple[dict[str, int], dict[str, Any]]:
     """Counts for every group of ``groups`` under ``config``'s time target, and a report:
-    target, budget, dense and predicted ms, table build time. ``pruned_copy``: see
+    target, budget, dense and predicted ms, table build time, and the measured ms and speed-up
+    of the plan (its last check: a copy with the plan's widths, timed paired with ``model``
+    before it is pruned; widths, not values, set the time). ``pruned_copy``: see
     :func:`~netslim.structural.latency_table.build_table`."""
     target = target_of(config, example_inputs)
     table = build_table(model, example_inputs, analysis, groups, target, pruned_copy=pruned_copy)
@@ -396,30 +399,38 @@ def plan_counts(
     }
     sizes = {g.id: g.size for g in groups}
     if table.predict(fixed) <= budget:
+        kept = {**sizes, **fixed}
         info["predicted_ms"] = table.predict(fixed)
         info["note"] = "already under the target: nothing pruned"
-        return {**sizes, **fixed}, info
+        if kept == sizes or table.measure_kept is not None:
+            measured = table.dense_ms if kept == sizes else table.measure_kept(kept)
+            info["measured_ms"] = measured
+            info["measured_speedup"] = table.dense_ms / measured
+        return kept, info
     values = {g: value_curve(s) for g, s in scores.items()}
     start = time.perf_counter()
     alloc = allocate_reaching(table, values, budget, round_to=config.round_to, fixed=fixed)
     info["knapsack_s"] = time.perf_counter() - start
     checks = []
-    for _ in range(CHECKS):  # measure the plan's pruned model; refit and re-solve when off
-        kept = {**sizes, **alloc.counts, **fixed}
+    for attempt in range(CHECKS):  # measure the plan's pruned model; refit and re-solve when off
         if table.measure_kept is None:
             break
+        kept = {**sizes, **alloc.counts, **fixed}
         start = time.perf_counter()
         measured = table.measure_kept(kept)
         checks.append(
             {"predicted_ms": alloc.predicted_ms, "measured_ms": measured,
              "seconds": time.perf_counter() - start}
         )  # fmt: skip
-        if abs(measured / alloc.predicted_ms - 1) <= CHECK_TOLERANCE:
-            break
+        if abs(measured / alloc.predicted_ms - 1) <= CHECK_TOLERANCE or attempt == CHECKS - 1:
+            break  # the last check is of the plan returned: the report's measurement
         add_check(table, kept, measured)
         start = time.perf_counter()
         alloc = allocate_reaching(table, values, budget, round_to=config.round_to, fixed=fixed)
         info["knapsack_s"] += time.perf_counter() - start
+    if checks:
+        info["measured_ms"] = checks[-1]["measured_ms"]
+        info["measured_speedup"] = table.dense_ms / checks[-1]["measured_ms"]
     info["checks"] = checks
     warning = stale_table_warning(checks)
     if warning:

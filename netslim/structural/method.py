@@ -38,16 +38,12 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
         has_calibration=calibration is not None,
         finetunes_after=False,
     )
-    dense = copy.deepcopy(model) if config.time_target else None  # the speed-up's reference
     if refit:
         plan, report = _prune_reconstructed(model, inputs, config, calibration)
     else:
         plan, report = prune(model, inputs, config, calibration)
-    if dense is not None:
-        measure_pruned(model, dense, inputs, config, report)
-        del dense
-        if not plan.keep:  # already fast enough: nothing changed, nothing to record
-            return report
+    if config.time_target and not plan.keep:  # already fast enough: nothing to record
+        return report
     tensors = flatten_tensors(inputs)
     payload = {
         "plan": plan.to_dict(),
@@ -58,23 +54,6 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
         payload["example_keys"] = list(inputs)
     history.record(model, KIND, payload)
     return report
-
-
-def measure_pruned(
-    model: nn.Module, dense: nn.Module, inputs: Any, config: Channels, report: dict
-) -> None:
-    """Add the pruned model's measured time next to the predicted one, and its speed-up over
-    ``dense`` (the model before pruning) timed paired with it, so that the machine's speed
-    moving since the table's dense time was taken does not land in the speed-up."""
-    from netslim.structural.latency_alloc import target_of
-    from netslim.structural.latency_table import rebatch
-    from netslim.structural.op_timing import model_ms, time_ratio
-
-    target = target_of(config, inputs)
-    batch = rebatch(inputs, target.batch)
-    info = report.setdefault("latency", {})
-    info["measured_ms"] = model_ms(model, batch, target)
-    info["measured_speedup"] = 1 / time_ratio(model, dense, batch, target)
 
 
 def _prune_reconstructed(model: nn.Module, inputs: Any, config: Channels, calibration: Any):
