@@ -355,12 +355,12 @@ def pruned_copies(model: nn.Module, example_inputs: Any) -> Callable[[dict[str, 
     def make(kept: dict[str, int]) -> nn.Module:
         trial = copy.deepcopy(model)
         analysis = analyze(trial, example_inputs)
-        plan = PruningPlan(example_inputs=example_inputs)
+        plan = PruningPlan(example_inputs=example_inputs, traced_on=analysis)
         for g in analysis.groups:
             if g.id in kept and kept[g.id] < g.size:
                 plan.keep[g.id] = list(range(kept[g.id]))
                 plan.sizes[g.id] = g.size
-        apply_plan(trial, plan, example_inputs)
+        apply_plan(trial, plan)  # on the trace just made: one trace per copy, not two
         return trial
 
     return make

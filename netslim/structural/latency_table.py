@@ -19,6 +19,7 @@ the points, keyed by the model's layer list.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -52,10 +53,9 @@ def grid(size: int, multiple: int = 1) -> list[int]:
 def lookup(line: dict[int, float], width: int) -> float:
     """Time at ``width`` from a measured line: the smallest measured width >= ``width`` (a width
     inside a step costs what the step's right end costs)."""
-    for w in sorted(line):
-        if w >= width:
-            return line[w]
-    return line[max(line)]
+    widths = sorted(line)
+    i = bisect.bisect_left(widths, width)
+    return line[widths[min(i, len(widths) - 1)]]
 
 
 @dataclass
@@ -67,7 +67,10 @@ class Dim:
     terms: dict[str, float] = field(default_factory=dict)
 
     def width(self, kept: dict[str, int], sizes: dict[str, int]) -> int:
-        w = self.fixed + sum(m * kept.get(g, sizes[g]) for g, m in self.terms.items())
+        w: float = self.fixed
+        for g, m in self.terms.items():  # a loop, not sum(): the knapsack calls this ~1e5 times
+            k = kept.get(g)
+            w += m * (sizes[g] if k is None else k)
         return max(1, int(round(w)))
 
 
@@ -85,12 +88,21 @@ class Layer:
     out_line: dict[int, float] = field(default_factory=dict)
     full_ms: float = 0.0
     overhead: float = 0.0
+    _memo: dict[tuple[int, int], float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def groups(self) -> set[str]:
         return set(self.cin.terms) | set(self.cout.terms)
 
     def time(self, cin: int, cout: int) -> float:
+        """Predicted ms at these widths (memoised: the knapsack asks for the same pairs many
+        times; the lines are filled before the first call and never change after)."""
+        key = (cin, cout)
+        if key not in self._memo:
+            self._memo[key] = self._time(cin, cout)
+        return self._memo[key]
+
+    def _time(self, cin: int, cout: int) -> float:
         if self.depthwise:
             return lookup(self.out_line, cout) if self.out_line else self.full_ms
         x = lookup(self.in_line, cin) if self.in_line else self.full_ms
@@ -266,6 +278,7 @@ def _padding(m: nn.Module) -> tuple[int, ...]:
 def measure_layers(layers: list[Layer], timer: Callable[[OpShape], float]) -> None:
     """Fill every layer's lines, full time and overhead with ``timer(op) -> ms``."""
     for layer in layers:
+        layer._memo.clear()  # its predictions change with its lines
         op = layer.op
         layer.full_ms = timer(op)
         if layer.depthwise:

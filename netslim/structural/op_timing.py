@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,7 @@ class OpShape:
         return f"{self.kind}|{self.cin}|{self.cout}|{self.batch}|{geo}|g{self.groups}|b{int(self.bias)}"
 
     def with_widths(self, cin: int, cout: int, groups: int | None = None) -> OpShape:
-        d = asdict(self)
-        d.update(cin=cin, cout=cout, groups=self.groups if groups is None else groups)
-        return OpShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return replace(self, cin=cin, cout=cout, groups=self.groups if groups is None else groups)
 
 
 @dataclass(frozen=True)
