@@ -379,7 +379,7 @@ def model_ms(model: nn.Module, inputs: Any, target: Target, samples: int = 9) ->
 PAIRED_S = 0.6
 """How long :func:`time_ratio` alternates its two models (after one warm-up call each); at
 least ``MIN_ROUNDS`` rounds and at most ``MAX_ROUNDS`` (tiny models)."""
-MIN_ROUNDS, MAX_ROUNDS = 2, 2500
+MIN_ROUNDS, MAX_ROUNDS = 3, 2500  # three: the median then outvotes one round a burst hit
 
 
 def time_ratio(model: nn.Module, reference: nn.Module, inputs: Any, target: Target) -> float:
