@@ -400,11 +400,18 @@ def write_docs() -> None:
         text.append(
             f"Machine: {data.get('machine', '?')}. Load (`uptime`) around the timing runs:\n"
         )
-        for u in data.get("uptime", []):
+        runs = data.get("uptime", [])
+        used = {_run_of(r, runs) for r in data["rows"]}
+        for i, u in enumerate(runs):
+            if i not in used:
+                continue  # every row it timed was timed again by a later run
             run = f" ({u['what']}; {u['machine']}; commit {u['commit']})" if "what" in u else ""
-            text.append(f"- before: `{u.get('before')}`; after: `{u.get('after', '?')}`{run}")
+            text.append(
+                f"- run {_run_label(u)}: before: `{u.get('before')}`; after: "
+                f"`{u.get('after', '?')}`{run}"
+            )
         text.append("")
-        text += _speed_sections(data["rows"])
+        text += _speed_sections(data["rows"], runs)
         if plot_speed(data["rows"]):
             text.append("![speed-up vs MACs reduction](latency_speed.png)\n")
         if (DOCS / "latency_resnet50_table.png").exists():
@@ -503,6 +510,82 @@ def _bars(rows: list[dict]) -> list[str]:
     return out
 
 
+def _run_figures(rows: list[dict]) -> list[str]:
+    """Facts the run notes below discuss, read from the rows: how far the machine's speed moved
+    between planning and timing, which plans met the floor, where a peer was faster."""
+    out = ["## Read from the rows\n"]
+    key = lambda r: (r["model"], r["runtime"], r["threads"], r["batch"])  # noqa: E731
+    dense = {key(r): r["latency_ms"] for r in rows if r["variant"] == "dense"}
+    ours = [r for r in rows if r["variant"].startswith("netslim latency")]
+    drift = []
+    for k in dict.fromkeys(key(r) for r in ours):
+        planned = sorted({round(r["dense_ms"], 2) for r in ours if key(r) == k and "dense_ms" in r})
+        if planned and k in dense:
+            moved = " / ".join(f"{100 * (dense[k] / d - 1):+.0f}%" for d in planned)
+            drift.append([*k, " / ".join(f"{d:.2f}" for d in planned), f"{dense[k]:.2f}", moved])
+    out.append(
+        "The dense model's time at planning (what the plans' targets and predictions are made "
+        "against; one value per table the plans used) and in the timing rounds of the table "
+        "further down, minutes later:\n"
+    )
+    out.append(markdown_table(
+        ["model", "runtime", "threads", "batch", "dense ms at planning", "dense ms in the rounds",
+         "moved"], drift,
+    ))  # fmt: skip
+    out.append("")
+    floor = [r for r in ours if "floor" in (r.get("note") or "") or "unreachable" in (
+        r.get("note") or "")]  # fmt: skip
+    out.append("Plans the per-group floor limited (their notes):\n")
+    out += [f"- {r['model']} {r['runtime']} {r['threads']} thread(s) batch {r['batch']}, "
+            f"{r['variant'].split()[-1]}: {r['note']}" for r in floor] or ["- none"]  # fmt: skip
+    out.append("")
+    faster = []
+    for r in ours:
+        sp = r["variant"].split()[-1]
+        peers = [p for p in rows if key(p) == key(r) and p["variant"].endswith(f"@{sp} MACs")]
+        best = max(peers, key=lambda p: p["speedup"], default=None)
+        if best is not None and best["speedup"] > r["speedup"]:
+            faster.append(
+                f"- {r['model']} {r['runtime']} {r['threads']} thread(s) batch {r['batch']}, "
+                f"{sp}: {best['variant']} {best['speedup']:.2f}x against netslim's "
+                f"{r['speedup']:.2f}x"
+            )
+    out.append(
+        "Rows where a variant at the same MACs (Torch-Pruning, or netslim's MACs allocation) "
+        "ran faster than netslim's latency plan:\n"
+    )
+    out += faster or ["- none"]
+    out.append("")
+    return out
+
+
+def _scope(run: dict) -> set[tuple]:
+    """(model, runtime, threads, batch) a run's ``what`` says it timed."""
+    what = run.get("what")
+    if not what:
+        return set()
+    models, runtimes, threads, batch = (part.strip() for part in what.split(";"))
+    return {
+        (m, rt, int(t), int(b))
+        for m in models.split()
+        for rt in runtimes.split()
+        for t in threads.removeprefix("threads").split()
+        for b in batch.removeprefix("batch").split()
+    }
+
+
+def _run_of(row: dict, runs: list[dict]) -> int | None:
+    """Index of the last run whose scope holds ``row`` (a later run replaces a row's figures)."""
+    key = (row["model"], row["runtime"], row["threads"], row["batch"])
+    found = [i for i, run in enumerate(runs) if key in _scope(run)]
+    return found[-1] if found else None
+
+
+def _run_label(run: dict) -> str:
+    """The run's start (``HH:MM``, UTC) as machine_line wrote it."""
+    return run.get("machine", "").rsplit(" ", 2)[-2] if "machine" in run else "?"
+
+
 def _paired_err(r: dict) -> float | None:
     """Predicted over measured time, both as fractions of the dense model's: the prediction
     against the dense time the plan was made with, the measurement paired with the dense model
@@ -512,8 +595,9 @@ def _paired_err(r: dict) -> float | None:
     return r["predicted_ms"] / r["dense_ms"] * r["speedup"] - 1
 
 
-def _speed_sections(rows: list[dict]) -> list[str]:
+def _speed_sections(rows: list[dict], runs: list[dict]) -> list[str]:
     out = _bars(rows)
+    out += _run_figures(rows)
     out.append("## Speed-up reached, speed-up per MACs reduction, side by side\n")
     out.append(
         "Per model, runtime, threads and batch: netslim's latency knapsack at 2x and 3x speed-up "
@@ -528,9 +612,10 @@ def _speed_sections(rows: list[dict]) -> list[str]:
         "table's prediction of the first plan against its measurement, before any refit; "
         "*efficiency* = speed-up / MACs reduction. Table s: building the table from an empty "
         "cache (first plan); plan s: the second plan of the same model, table cached (includes "
-        "measuring its plan checks); knapsack s: the solver alone.\n"
+        "measuring its plan checks); knapsack s: the solver alone; run: the run (start, UTC, "
+        "listed at the top) that timed the row.\n"
     )
-    headers = ["model", "runtime", "threads", "batch", "variant", "ms", "speed-up",
+    headers = ["run", "model", "runtime", "threads", "batch", "variant", "ms", "speed-up",
                "reached", "pred err", "paired err", "first pred err", "MACs red.", "efficiency", "table s",
                "plan s", "knapsack s"]  # fmt: skip
     table = []
@@ -545,7 +630,9 @@ def _speed_sections(rows: list[dict]) -> list[str]:
         first = (
             f"{checks[0]['predicted_ms'] / checks[0]['measured_ms'] - 1:+.3f}" if checks else "-"
         )
+        run = _run_of(r, runs)
         table.append([
+            "-" if run is None else _run_label(runs[run]),
             r["model"], r["runtime"], r["threads"], r["batch"], r["variant"],
             f"{r['latency_ms']:.2f}", f"{r['speedup']:.2f}x", reached, pred,
             "-" if paired is None else f"{paired:+.3f}", first,
@@ -791,9 +878,10 @@ torch|onnxruntime|cuda] [--threads N] [--batch B]`; `netslim latency MODEL` writ
 (json) and a plot of the slowest layers' staircases (`--refresh` measures it again, replacing the
 cached points: run it on a quiet machine); `--schedule iterative` with a time target
 prunes by the same speed-up factor each round. Every report carries `latency`: budget, dense,
-predicted and measured ms of the pruned model, and its measured speed-up, timed paired with a
-copy of the model before pruning. The MACs-driven allocation (`target_macs`) is
-unchanged.
+predicted and measured ms of the pruned model, and its measured speed-up: the plan's last check,
+a copy with the plan's widths timed paired with the model before pruning (at most 3 checks; a
+check further than 3% from its prediction refits the table and re-solves, the last never does).
+The MACs-driven allocation (`target_macs`) is unchanged.
 """
 
 
