@@ -353,6 +353,11 @@ def test_a_target_below_the_floor_lowers_it_and_says_so(fake_clock) -> None:
     assert "floor was lowered to 1/" in floor_note(alloc)
     reachable = allocate_reaching(table, values, table.predict() * 0.6)
     assert reachable.min_fraction == 0.25 and floor_note(reachable) is None
+    at_last = {g.id: math.ceil(g.size / 16) for g in groups}
+    hopeless = allocate_reaching(table, values, table.predict(at_last) * 0.5)
+    assert hopeless.min_fraction == 0.25 and floor_note(hopeless) is None  # not taken down
+    assert hopeless.counts == allocate(table, values, table.predict(at_last) * 0.5).counts
+    assert "unreachable" in hopeless.note and "1/16" in hopeless.note
 
 
 def test_channels_time_target_through_prune_and_reload(fake_clock, tmp_path) -> None:

@@ -44,8 +44,9 @@ class Channels(ConfigBase):
         table measured on this machine (each conv/linear timed at a grid of widths, cached under
         ``~/.cache/netslim/latency``), keeping the most importance within the budget on the fast
         end of each latency staircase (see docs/latency.md); every group keeps at least a
-        quarter of its channels (``latency_alloc.MIN_KEEP_FRACTION``), or less when only that
-        reaches the target (the report's note says so). Machine-specific by design.
+        quarter of its channels (``latency_alloc.MIN_KEEP_FRACTION``), or down to a sixteenth
+        when only that reaches the target (the report's note says so). Machine-specific by
+        design.
     runtime: ``"torch"`` (eager, CPU), ``"onnxruntime"`` (CPU) or ``"cuda"`` for a time target.
     per_module: ratio override for groups owned by these modules (a group takes the override of
         its first member in parameter order that matches, including parent modules).
