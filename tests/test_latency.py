@@ -147,6 +147,23 @@ def test_paired_ratio_holds_while_the_machine_speed_moves(monkeypatch) -> None:
     assert a_ms / op_timing.model_ms(b, (x,), Target()) == pytest.approx(0.75)
 
 
+def test_onnxruntime_exports_a_reference_once_per_shape(monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    exported = []
+    real = op_timing._onnx_runner
+    monkeypatch.setattr(op_timing, "_exports", [])
+    monkeypatch.setattr(
+        op_timing, "_onnx_runner", lambda m, x, t: exported.append(m) or real(m, x, t)
+    )
+    ref, x, target = nn.Sequential(nn.Linear(64, 512)), (torch.randn(4, 64),), Target("onnxruntime")
+    for width in (8, 16):
+        op_timing.time_ratio(nn.Linear(64, width), ref, x, target)
+    assert sum(m is ref for m in exported) == 1  # the dense reference: exported once
+    ref[0] = nn.Linear(64, 256)  # pruned in place: new shapes, exported again
+    op_timing.time_ratio(nn.Linear(64, 8), ref, x, target)
+    assert sum(m is ref for m in exported) == 2 and len(exported) == 5
+
+
 def test_paired_ratio_cancels_a_steady_slowdown(monkeypatch) -> None:
     """A machine slowing down call by call: every round's mirror order (model, reference,
     reference, model) cancels it exactly, where plain alternation would not."""
