@@ -757,14 +757,15 @@ RUN_NOTES = """## What this run covers, and what it does not
 - Which rows come from which run: the *run* column of the big table names the run (start,
   UTC) that timed each row; the list at the top gives each run's commit, scope and load. All
   ran on this host (`AMD EPYC`, 2 cores, a shared virtual machine), each alone, every table built
-  in an empty cache directory. The torch eager one-thread rows are from the runs of 2026-12-01
-  13:36 UTC onwards, at commits b1a66ff and cccfa47: paired timing in mirrored rounds, the
-  report's measurement taken from the plan's last check, and the floor lowered (to 1/8 or 1/16)
-  when that reaches a target the default floor cannot; cccfa47 only capped that lowering at
-  1/16, and the rows whose plans lowered the floor (MobileNetV2 batch 1, vgg_small, resnet56)
-  were timed again at it. The ONNX Runtime and two-thread rows are from the earlier runs of the
-  same day (commit dcc3bd9: pairs alternated plainly, floor never lowered). The earlier host's
-  rows (git history of this page, up to commit b528942) are not comparable with any of these.
+  in an empty cache directory. All rows are from the runs of 2026-12-01 13:36 UTC onwards, at
+  commits b1a66ff, cccfa47 and 8f4c408: paired timing in mirrored rounds, the report's
+  measurement taken from the plan's last check, and the floor lowered (to 1/8 or 1/16) when
+  that reaches a target the default floor cannot. cccfa47 only capped that lowering at 1/16,
+  and the one-thread rows whose plans lowered the floor (MobileNetV2 batch 1, vgg_small,
+  resnet56) were timed again at it; 8f4c408 only stopped exporting the dense model to ONNX
+  again for every paired timing (ONNX Runtime and two-thread rows). The runs of session 13
+  (commit dcc3bd9, git history of this page) and the earlier host's (up to commit b528942) are
+  not shown.
 - How much the machine moves. The first table under *Read from the rows* gives the dense
   model's time when the plans were made against its time in the timing rounds, minutes later:
   on this host it moved by up to 36% during these runs, and a table built during a slow
