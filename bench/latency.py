@@ -519,7 +519,10 @@ def _run_figures(rows: list[dict]) -> list[str]:
     """Facts the run notes below discuss, read from the rows: how far the machine's speed moved
     between planning and timing, which plans met the floor, where a peer was faster."""
     out = ["## Read from the rows\n"]
-    key = lambda r: (r["model"], r["runtime"], r["threads"], r["batch"])  # noqa: E731
+
+    def key(r: dict) -> tuple:
+        return (r["model"], r["runtime"], r["threads"], r["batch"])
+
     dense = {key(r): r["latency_ms"] for r in rows if r["variant"] == "dense"}
     ours = [r for r in rows if r["variant"].startswith("netslim latency")]
     drift = []
@@ -768,7 +771,7 @@ RUN_NOTES = """## What this run covers, and what it does not
   not shown.
 - How much the machine moves. The first table under *Read from the rows* gives the dense
   model's time when the plans were made against its time in the timing rounds, minutes later:
-  on this host it moved by up to 36% during these runs, and a table built during a slow
+  on this host it moved by tens of percent during these runs, and a table built during a slow
   phase takes every target against a dense time slower than the rounds'. A prediction in ms
   cannot be closer to a later measurement than the machine is to itself, and a "2x" plan made
   against a slow dense time is a smaller cut than 2x of the dense model's time in the rounds.
@@ -797,9 +800,10 @@ RUN_NOTES = """## What this run covers, and what it does not
   most time each (wide, compute-heavy layers) go first, removing more MACs than the speed-up
   they buy where time is not proportional to MACs (per-op overhead, depthwise convolutions).
 - MobileNetV2 at batch 16 (1 thread): its dense model ran far slower in this run than in the
-  previous one (the dense rows, here and in git history), and every variant that removed 1.3x
-  of the MACs ran from 1.1x to 2x faster: in this state of the host some full-width layers are
-  much slower per MAC than narrower ones, and the table, measured in the same state, found
+  previous one (the dense rows, here and in git history), and at the MACs of netslim's 2x plan
+  every variant but Torch-Pruning's uniform round_to=8 ran faster than its MACs cut (efficiency
+  above 1 in the table): in this state of the host some full-width layers are much slower per
+  MAC than narrower ones, and the table, measured in the same state, found
   widths below them. The batch-16 speed-up per MACs reduction bars are met in this run for
   that reason; they were not in the previous one.
 - ViT-B/16 was run at batch 1, 1 thread only, for time. Torch-Pruning 1.6.1 fails on it here:
