@@ -859,9 +859,11 @@ batch, CPU model, core count and torch / onnxruntime versions; models that share
 share points. A layer whose two widths both shrink is predicted as `o + (x-o)(y-o)/(T-o)` (the
 time above a fixed overhead `o` is the product of the two lines' relative times, `o` solved from
 the corner). Everything else (norms, activations, adds, pooling, attention softmax) is the
-remainder, fitted with a scale on the layer sum on three whole-model measurements (dense, all
-groups at about 1/2 and about 1/8 of their width): `measured = scale * layers + fixed + var *
-output size`. The two pruned points, and every plan check after them, are timed paired with the
+remainder, fitted with a scale on the layer sum on the whole-model measurements (dense, all
+groups at about 1/2 and about 1/8 of their width, and every plan checked earlier on the same
+model and target, weighted 3 to 1: plans keep non-uniform widths, and their checks are the best
+evidence of how such widths run): `measured = scale * layers + fixed + var * output size`. The
+two pruned points, and every plan check after them, are timed paired with the
 dense model (`op_timing.time_ratio`: model, dense, dense, model, repeated; the median of the
 rounds' time ratios) and kept as that ratio times the
 dense time, so the machine's speed moving between timings does not enter the fit.

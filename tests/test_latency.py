@@ -531,6 +531,28 @@ def test_refresh_remeasures_a_table_cached_under_load(fake_clock, monkeypatch) -
     assert again.layer_ms(sizes) == pytest.approx(fresh.layer_ms(sizes))
 
 
+def test_a_plan_check_calibrates_the_next_table(fake_clock, monkeypatch) -> None:
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    _, groups, first = _table(model, x)
+    kept = {g.id: max(8, g.size // 4) if i % 2 else g.size for i, g in enumerate(groups)}
+    predicted = first.predict(kept)
+    # in-model effects the isolated layers miss, on this plan's (non-uniform) widths only
+    monkeypatch.setattr(
+        op_timing, "time_ratio", lambda m, r, i, t: 1.1 * fake_time_ratio(m, r, i, t)
+    )
+    checked = first.measure_kept(kept)
+    assert checked == pytest.approx(1.1 * predicted, rel=0.02)
+    _, _, second = _table(model, x)  # from the cache: the check is a calibration point now
+    assert second.measured_points == 0
+    assert abs(second.predict(kept) - checked) < 0.5 * abs(predicted - checked)
+    monkeypatch.setattr(op_timing, "time_ratio", fake_time_ratio)
+    analysis = analyze(model, x)
+    fresh = build_table(
+        model, x, analysis, groups, Target(), pruned_copy=pruned_copies(model, x), refresh=True
+    )  # a refreshed table forgets the checks measured with the old points
+    assert fresh.predict(kept) == pytest.approx(predicted, rel=0.02)
+
+
 def test_stale_table_warning() -> None:
     from netslim.structural.latency_alloc import stale_table_warning
 

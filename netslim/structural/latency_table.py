@@ -12,9 +12,11 @@ two lines' relative times (GEMM-like work is in × out), ``o`` solved from the c
 What is not a conv or linear (norms, activations, adds, pooling, attention's softmax) is the
 *remainder*: the dense model's measured time minus the predicted layer sum, split into a fixed
 part and a part proportional to the layer outputs' total size, fitted together with a scale on
-the layer sum (isolated timing misses some in-model effects) on three whole-model measurements:
-dense, every group at about half width and at about an eighth. Whole-model times are cached with
-the points, keyed by the model's layer list.
+the layer sum (isolated timing misses some in-model effects) on whole-model measurements:
+dense, every group at about half width and at about an eighth, and every plan checked earlier on
+the same model and target (a plan's widths are not uniform; its check is the best evidence of
+how such widths run). Whole-model times are cached with the points, keyed by the model's layer
+list.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ from netslim.structural.groups import Analysis, Group
 from netslim.structural.op_timing import CachedTimer, OpShape, Target
 
 MAX_POINTS = 32
+CALIBRATION = ("dense", "half", "small")
+"""The whole-model points every table measures; any other point is a plan's check."""
+CHECK_WEIGHT = 3.0
+"""A plan check's weight in the remainder fit against a calibration point's: plans do not keep
+uniform widths, and a check is the evidence of how the widths plans choose run."""
 
 
 def grid(size: int, multiple: int = 1) -> list[int]:
@@ -360,7 +367,7 @@ def build_table(
     inputs = rebatch(example_inputs, target.batch)
     key = model_key(model, layers, target)
     make = pruned_copy
-    points = {"dense": {}, "half": half_widths(groups), "small": small_widths(groups)}
+    points = dict(zip(CALIBRATION, ({}, half_widths(groups), small_widths(groups)), strict=True))
     dense_ms = _cached_whole(
         cached, f"{key}|dense", lambda: min(whole(model, inputs) for _ in range(2))
     )
@@ -374,15 +381,23 @@ def build_table(
         measured[name] = _cached_whole(
             cached, f"{key}|paired|{name}", lambda k=points[name]: paired(k)
         )
+    checked = f"{key}|paired|plan|"
+    for point, widths in cached.cache.widths.items():  # earlier plans' checks on this target
+        ms = cached.cache.get(point)
+        if point.startswith(checked) and ms is not None:
+            name = check_name(widths)
+            points[name], measured[name] = dict(widths), ms
     fit_remainder(table, measured, points)
     cached.save()
     table.build_s = time.perf_counter() - start
     table.measured_points = cached.measured
 
     def measure_kept(kept: dict[str, int]) -> float:
-        """Whole-model ms of a copy with ``kept`` counts (cached by the counts)."""
-        tag = hashlib.sha1(json.dumps(sorted(kept.items())).encode()).hexdigest()[:16]
-        ms = _cached_whole(cached, f"{key}|paired|plan|{tag}", lambda: paired(kept))
+        """Whole-model ms of a copy with ``kept`` counts (cached by the counts, with them: the
+        next table of this model and target fits it as a calibration point)."""
+        point = checked + check_name(kept)
+        ms = _cached_whole(cached, point, lambda: paired(kept))
+        cached.cache.put(point, ms, widths=kept)
         cached.save()
         return ms
 
@@ -391,13 +406,19 @@ def build_table(
     return table
 
 
+def check_name(kept: dict[str, int]) -> str:
+    """A plan check's point name: a digest of its kept widths (one point per distinct plan)."""
+    return hashlib.sha1(json.dumps(sorted(kept.items())).encode()).hexdigest()[:16]
+
+
 def add_check(table: LatencyTable, kept: dict[str, int], measured_ms: float) -> None:
-    """Refit the remainder with one more measured point (a plan's pruned model): the model is
-    then exact where the allocation is looking."""
-    name = f"check{len(table._points)}"
+    """Refit the remainder with one more measured point (a plan's pruned model), weighted over
+    the others: the model is then exact where the allocation is looking. A plan already among
+    the points (checked by an earlier plan) is not counted twice."""
+    name = check_name(kept)
     table._points[name] = dict(kept)
     table._measured[name] = measured_ms
-    fit_remainder(table, table._measured, table._points, weight={name: 3.0})
+    fit_remainder(table, table._measured, table._points)
 
 
 def _cached_whole(cached: CachedTimer, key: str, measure: Callable[[], float]) -> float:
@@ -410,18 +431,17 @@ def _cached_whole(cached: CachedTimer, key: str, measure: Callable[[], float]) -
 
 
 def fit_remainder(
-    table: LatencyTable,
-    measured: dict[str, float],
-    points: dict[str, dict[str, int]],
-    weight: dict[str, float] | None = None,
+    table: LatencyTable, measured: dict[str, float], points: dict[str, dict[str, int]]
 ) -> None:
-    """Fit ``measured = scale * layers + fixed + var * output_size`` on the calibration points.
+    """Fit ``measured = scale * layers + fixed + var * output_size`` on the whole-model points.
 
     ``scale`` absorbs what isolated timing misses inside the model (weights evicted from cache
     by the other layers); ``fixed`` is the per-op overhead of everything that is not a conv or
     linear, ``var`` their size-proportional work. Three points fit it exactly, more by relative
-    least squares; a fit outside sane bounds falls back to scale 1 (remainder fitted alone), then
-    to a constant offset."""
+    least squares, plan checks weighted ``CHECK_WEIGHT``: where plans disagree with the
+    calibration points, the fit follows the plans (the dense model's own prediction may then
+    move; its measured time stays the reference of speed-up targets). A fit outside sane bounds
+    falls back to scale 1 (remainder fitted alone), then to a constant offset."""
     import numpy as np
 
     names = list(points)
@@ -429,8 +449,9 @@ def fit_remainder(
     act = np.array([table.act_fraction(points[n]) for n in names])
     y = np.array([measured[n] for n in names])
     a = np.stack([layer, np.ones_like(layer), act], 1)
-    w = np.array([(weight or {}).get(n, 1.0) / max(y[i], 1e-9) for i, n in enumerate(names)])
-    try:  # relative errors: every point counts the same whatever its time
+    weight = np.array([1.0 if n in CALIBRATION else CHECK_WEIGHT for n in names])
+    w = weight / np.maximum(y, 1e-9)  # relative errors: every point counts alike whatever its time
+    try:
         scale, fixed, var = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)[0]
     except np.linalg.LinAlgError:
         scale, fixed, var = math.nan, math.nan, math.nan

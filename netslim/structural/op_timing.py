@@ -131,6 +131,8 @@ def cache_dir() -> Path:
 
 class PointCache:
     """Measured points of one target, one JSON file; merged on save (parallel runs add).
+    A whole-model point may carry the kept widths it was measured at (``widths``), so a later
+    table can fit it again.
 
     ``refresh``: read nothing, measure every point again and let the new values replace the
     cached ones on save (a table measured while other work loaded the machine is wrong for a
@@ -141,29 +143,36 @@ class PointCache:
         digest = hashlib.sha1(target.key().encode()).hexdigest()[:16]
         self.path = (directory or cache_dir()) / f"{digest}.json"
         self.points: dict[str, float] = {}
+        self.widths: dict[str, dict[str, int]] = {}
         self.dirty = False
         if self.path.exists() and not refresh:
             try:
-                self.points = json.loads(self.path.read_text()).get("points", {})
-            except (OSError, ValueError):
-                self.points = {}  # a corrupt cache is re-measured, never trusted
+                payload = json.loads(self.path.read_text())
+                self.points = payload.get("points", {})
+                self.widths = payload.get("widths", {})
+            except (OSError, ValueError, AttributeError):
+                self.points, self.widths = {}, {}  # a corrupt cache is re-measured, never trusted
 
     def get(self, key: str) -> float | None:
         return self.points.get(key)
 
-    def put(self, key: str, ms: float) -> None:
+    def put(self, key: str, ms: float, widths: dict[str, int] | None = None) -> None:
         self.points[key] = ms
+        if widths is not None:
+            self.widths[key] = dict(widths)
         self.dirty = True
 
     def save(self) -> None:
         if not self.dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        merged = dict(self.points)
+        points, widths = dict(self.points), dict(self.widths)
         if self.path.exists():
-            with contextlib.suppress(OSError, ValueError):
-                merged = {**json.loads(self.path.read_text()).get("points", {}), **self.points}
-        payload = {"target": self.target.key(), "points": merged}
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                disk = json.loads(self.path.read_text())
+                points = {**disk.get("points", {}), **self.points}
+                widths = {**disk.get("widths", {}), **self.widths}
+        payload = {"target": self.target.key(), "points": points, "widths": widths}
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
             json.dump(payload, handle)
