@@ -36,7 +36,11 @@ from netslim.structural.op_timing import Target
 # measurements, the last of the plan returned: it is the report's measured time and speed-up;
 # each is cached, so planning again for the same target measures nothing).
 CHECKS = 3
-CHECK_TOLERANCE = 0.03
+CHECK_TOLERANCE = 0.05
+"""A check this close to its prediction is accepted. One paired timing of a plan moves by
+about this much on a shared host (docs/latency.md lists every check: repeated checks of one
+ResNet-50 plan at batch 1 measured 56.1, 57.1 and 52.9 ms for a 54.4 ms prediction), so a refit
+on a smaller miss chases the noise of that one timing and costs another check."""
 # Every group keeps at least this fraction of its channels under a time target. The knapsack's
 # objective is additive: shrinking a group loses its dropped channels' scores whatever width
 # remains, while the time saved counts in every layer the group feeds, so without a floor it
@@ -438,6 +442,7 @@ def plan_counts(
         info["measured_ms"] = checks[-1]["measured_ms"]
         info["measured_speedup"] = table.dense_ms / checks[-1]["measured_ms"]
     info["checks"] = checks
+    info["check_tolerance"] = CHECK_TOLERANCE
     warning = stale_table_warning(checks)
     if warning:
         warnings.warn(warning, stacklevel=2)
