@@ -14,7 +14,6 @@ the others), so ``macs`` is the best allocation this knapsack finds, not a prove
 from __future__ import annotations
 
 import copy
-import math
 import sys
 from pathlib import Path
 
@@ -30,21 +29,25 @@ from netslim.structural import Channels, latency_alloc  # noqa: E402
 ALLOCATE = latency_alloc.allocate
 
 
-def layer_macs(layer) -> float:
-    kernel = math.prod(layer.op.kernel) if layer.op.kernel else 1
-    if layer.depthwise:
-        return layer.out_numel * layer.cout.full * kernel
-    return layer.out_numel * layer.cout.full * (layer.cin.full / layer.op.groups) * kernel
+def channel_macs(model, x1) -> dict[str, float]:
+    """MACs one channel of each prunable group carries, every other group at full width (the
+    library's analytic count: the whole model's MACs minus those with that group one narrower)."""
+    from netslim.structural.cost import count_macs as analytic_macs
+    from netslim.structural.engine import candidates
+    from netslim.structural.groups import analyze
+
+    analysis = analyze(model, (x1,))
+    full = analytic_macs(analysis)
+    return {
+        g.id: float(full - analytic_macs(analysis, {g.leaf: g.size - 1}))
+        for g in candidates(analysis, Channels())
+    }
 
 
-def macs_valued(mode: str):
+def macs_valued(mode: str, per_channel: dict[str, float]):
     """``allocate`` with every group's value replaced by the MACs its kept channels carry."""
 
     def allocate(table, values, budget, **kwargs):
-        per_channel = dict.fromkeys(values, 0.0)
-        for layer in table.layers:
-            for g in layer.groups & set(values):
-                per_channel[g] += layer_macs(layer) / table.sizes[g]
         values = {
             g: torch.arange(1, table.sizes[g] + 1, dtype=torch.float64) * per_channel[g]
             for g in values
@@ -59,9 +62,9 @@ def macs_valued(mode: str):
 def main() -> None:
     torch.set_num_threads(1)
     name, batch, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    if mode != "importance":
-        latency_alloc.allocate = macs_valued(mode)
     dense, x1, _ = bench.build(name)
+    if mode != "importance":
+        latency_alloc.allocate = macs_valued(mode, channel_macs(dense, x1))
     base = count_macs(dense, (x1,))
     for target in bench.TARGETS:
         model = copy.deepcopy(dense)

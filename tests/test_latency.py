@@ -151,10 +151,13 @@ def test_onnxruntime_exports_a_reference_once_per_shape(monkeypatch) -> None:
     pytest.importorskip("onnxruntime")
     exported = []
     real = op_timing._onnx_runner
-    monkeypatch.setattr(op_timing, "_exports", [])
-    monkeypatch.setattr(
-        op_timing, "_onnx_runner", lambda m, x, t: exported.append(m) or real(m, x, t)
-    )
+    monkeypatch.setattr(op_timing, "_prepared_runs", [])
+
+    def _onnx_runner(m, x, t):
+        exported.append(m)
+        return real(m, x, t)
+
+    monkeypatch.setattr(op_timing, "_onnx_runner", _onnx_runner)
     ref, x, target = nn.Sequential(nn.Linear(64, 512)), (torch.randn(4, 64),), Target("onnxruntime")
     for width in (8, 16):
         op_timing.time_ratio(nn.Linear(64, width), ref, x, target)

@@ -429,13 +429,12 @@ def _runner(model: nn.Module, inputs: Any, target: Target):
     from netslim.measure._call import call, inference
 
     if target.runtime == "onnxruntime":
-        yield _exported_runner(model, inputs, target), (lambda: None)
+        yield _prepared(model, inputs, target, _onnx_runner), (lambda: None)
         return
     device = "cuda" if target.runtime == "cuda" else "cpu"
     if device == "cuda":
         require_cuda()
-        model = copy.deepcopy(model).to(device)
-        inputs = _to(inputs, device)
+        model, inputs = _prepared(model, inputs, target, _device_copy)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     old = torch.get_num_threads()
     torch.set_num_threads(target.threads)
@@ -454,31 +453,38 @@ def _to(inputs: Any, device: str) -> Any:
     return inputs.to(device) if isinstance(inputs, torch.Tensor) else inputs
 
 
-EXPORTS_KEPT = 2
-"""ONNX Runtime sessions of the last models timed, reused while the model object and its
-shapes are the same: a plan's checks and calibration points all time against one dense model,
-and exporting it again for each took most of a check (ResNet-50: 13-17 s a check)."""
-_exports: list[tuple[weakref.ref, tuple, Callable[[], Any]]] = []
+PREPARED_KEPT = 2
+"""Prepared forms (an ONNX Runtime session, a GPU copy) of the last models timed, reused while
+the model object and its shapes are the same: a plan's checks and calibration points all time
+against one dense model, and exporting it again for each took most of a check (ResNet-50 on
+ONNX Runtime: 13-17 s a check)."""
+_prepared_runs: list[tuple[weakref.ref, tuple, Any]] = []
 
 
-def _exported_runner(model: nn.Module, inputs: Any, target: Target) -> Callable[[], Any]:
-    """:func:`_onnx_runner`, reused for the same model object with the same parameter, buffer
-    and input shapes (time depends on shapes, not values; a model pruned in place has new
-    shapes and is exported again)."""
+def _prepared(model: nn.Module, inputs: Any, target: Target, prepare: Callable) -> Any:
+    """``prepare(model, inputs, target)``, reused for the same model object with the same
+    parameter, buffer and input shapes (time depends on shapes, not values; a model pruned in
+    place has new shapes and is prepared again)."""
     from netslim.structural.trace import flatten_tensors
 
     key = (
         target,
+        prepare.__name__,
         tuple(tuple(t.shape) for t in (*model.parameters(), *model.buffers())),
         tuple(tuple(t.shape) for t in flatten_tensors(inputs)),
     )
-    for ref, seen, run in _exports:
+    for ref, seen, done in _prepared_runs:
         if ref() is model and seen == key:
-            return run
-    run = _onnx_runner(model, inputs, target)
-    _exports.insert(0, (weakref.ref(model), key, run))
-    del _exports[EXPORTS_KEPT:]
-    return run
+            return done
+    done = prepare(model, inputs, target)
+    _prepared_runs.insert(0, (weakref.ref(model), key, done))
+    del _prepared_runs[PREPARED_KEPT:]
+    return done
+
+
+def _device_copy(model: nn.Module, inputs: Any, target: Target) -> tuple[nn.Module, Any]:
+    """A copy of ``model`` and ``inputs`` on ``target``'s GPU."""
+    return copy.deepcopy(model).to("cuda"), _to(inputs, "cuda")
 
 
 def _onnx_runner(model: nn.Module, inputs: Any, target: Target) -> Callable[[], Any]:
