@@ -396,8 +396,7 @@ def build_table(
         """Whole-model ms of a copy with ``kept`` counts (cached by the counts, with them: the
         next table of this model and target fits it as a calibration point)."""
         point = checked + check_name(kept)
-        ms = _cached_whole(cached, point, lambda: paired(kept))
-        cached.cache.put(point, ms, widths=kept)
+        ms = _cached_whole(cached, point, lambda: paired(kept), widths=kept)
         cached.save()
         return ms
 
@@ -421,11 +420,16 @@ def add_check(table: LatencyTable, kept: dict[str, int], measured_ms: float) -> 
     fit_remainder(table, table._measured, table._points)
 
 
-def _cached_whole(cached: CachedTimer, key: str, measure: Callable[[], float]) -> float:
+def _cached_whole(
+    cached: CachedTimer,
+    key: str,
+    measure: Callable[[], float],
+    widths: dict[str, int] | None = None,
+) -> float:
     hit = cached.cache.get(key)
     if hit is None:
         hit = measure()
-        cached.cache.put(key, hit)
+        cached.cache.put(key, hit, widths=widths)
         cached.measured += 1
     return hit
 
