@@ -550,8 +550,11 @@ def _run_figures(rows: list[dict]) -> list[str]:
     out.append(
         "Plan checks (each a copy with the plan's widths, timed paired with the dense model; "
         "predicted -> measured ms, and the seconds each took); a check further off than the "
-        "row's tolerance (in brackets: 3% up to commit 385b3f8, 5% after) refits the table and "
-        "re-solves, the last never does:\n"
+        "row's tolerance (in brackets: 3% up to commit 385b3f8, 5% after) from its prediction "
+        "refits the table and re-solves up to commit REPLACE; after it, a check that lands "
+        "within the tolerance of its prediction or of the target is kept, and one that does not "
+        "re-solves for the target divided by its measured / predicted ratio (the correction "
+        "the next prediction carries, shown after an x); the last never re-solves:\n"
     )
     for r in ours:
         checks = r.get("checks") or []
@@ -560,7 +563,8 @@ def _run_figures(rows: list[dict]) -> list[str]:
                 f"- {r['model']} {r['runtime']} {r['threads']} thread(s) batch {r['batch']}, "
                 f"{r['variant'].split()[-1]}: "
                 + "; ".join(
-                    f"{c['predicted_ms']:.2f} -> {c['measured_ms']:.2f} ({c['seconds']:.1f} s)"
+                    f"{c['predicted_ms']:.2f}{_correction(c)} -> {c['measured_ms']:.2f} "
+                    f"({c['seconds']:.1f} s)"
                     for c in checks
                 )  # fmt: skip
                 + f" [{r.get('check_tolerance', 0.03):.0%}]"
@@ -613,6 +617,12 @@ def _run_label(run: dict) -> str:
     return run.get("machine", "").rsplit(" ", 2)[-2] if "machine" in run else "?"
 
 
+def _correction(check: dict) -> str:
+    """`` x1.12`` when a check's prediction carried an earlier check's correction."""
+    c = check.get("correction", 1.0)
+    return "" if c == 1.0 else f" x{c:.2f}"
+
+
 def _paired_err(r: dict) -> float | None:
     """Predicted over measured time, both as fractions of the dense model's: the prediction
     against the dense time the plan was made with, the measurement paired with the dense model
@@ -632,11 +642,11 @@ def _speed_sections(rows: list[dict], runs: list[dict]) -> list[str]:
         "uniform round_to=8 and netslim's MACs-driven allocation at the same MACs as netslim's "
         "plan. *reached* = measured speed-up / target; *pred err* = predicted / measured - 1 "
         "(measured here: the interleaved median below, not the prune-time measurement; the "
-        "prediction is the table's after the plan checks refit it); *paired err*: the same as "
+        "prediction is the returned plan's, as its last check saw it); *paired err*: the same as "
         "fractions of the dense model's time (the prediction over the dense time the plan was "
         "made with; the measurement each variant's median time ratio to the dense model, timed "
         "paired with it in mirrored rounds; rows timed before paired timing: -); *first pred err*: the "
-        "table's prediction of the first plan against its measurement, before any refit; "
+        "table's prediction of the first plan against its measurement, before any correction; "
         "*efficiency* = speed-up / MACs reduction. Table s: building the table from an empty "
         "cache (first plan); plan s: the second plan of the same model, table cached (includes "
         "measuring its plan checks); knapsack s: the solver alone; run: the run (start, UTC, "
@@ -913,7 +923,9 @@ cached points: run it on a quiet machine); `--schedule iterative` with a time ta
 prunes by the same speed-up factor each round. Every report carries `latency`: budget, dense,
 predicted and measured ms of the pruned model, and its measured speed-up: the plan's last check,
 a copy with the plan's widths timed paired with the model before pruning (at most 3 checks; a
-check further than 5% from its prediction refits the table and re-solves, the last never does).
+check further than 5% from both its prediction and the target re-solves for the target divided
+by the check's measured / predicted ratio, a correction local to where the search is; the last
+check never re-solves).
 The MACs-driven allocation (`target_macs`) is unchanged.
 """
 

@@ -28,19 +28,30 @@ from torch import nn
 from netslim.structural.allocation import min_keep
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.knapsack import fast_end, mckp
-from netslim.structural.latency_table import LatencyTable, add_check, build_table, grid
+from netslim.structural.latency_table import LatencyTable, build_table, grid
 from netslim.structural.op_timing import Target
 
-# Plan checks: the pruned model of a plan is measured and, when the prediction is off by more
-# than the tolerance, added to the remainder fit and the knapsack re-solved (at most CHECKS
-# measurements, the last of the plan returned: it is the report's measured time and speed-up;
-# each is cached, so planning again for the same target measures nothing).
+# Plan checks: the pruned model of a plan is measured and, when it lands neither within the
+# tolerance of its prediction nor of the budget, the knapsack is solved again for the budget
+# divided by the measured / predicted ratio of that plan: a local correction, the table's error
+# near the widths the search is at, whatever its cause (at most CHECKS measurements, the last
+# of the plan returned: it is the report's measured time and speed-up; each is cached, so
+# planning again for the same target measures nothing, and the next table of the model fits
+# them). Refitting the table's remainder on the check instead (up to 2026-12-01) moved the
+# predictions near the plan only part of the way, the calibration points holding the fit back:
+# on the tests' fake clock with every plan check 0.7-2.5x what the table says (zoo resnet20 and
+# vgg_small, 2x and 3x, 24 cases), the plan returned after at most 3 checks was within 5% of
+# the target in 1 case with refits, 11 with refits and this correction on the refitted table,
+# 22 with the correction alone (the two others: a width grid with nothing in between, and a
+# target out of reach at the floor); on ViT-B/16 at batch 16 a refit gave back the widths it
+# had just checked, twice.
 CHECKS = 3
 CHECK_TOLERANCE = 0.05
 """A check this close to its prediction is accepted. One paired timing of a plan moves by
 about this much on a shared host (docs/latency.md lists every check: repeated checks of one
-ResNet-50 plan at batch 1 measured 56.1, 57.1 and 52.9 ms for a 54.4 ms prediction), so a refit
-on a smaller miss chases the noise of that one timing and costs another check."""
+ResNet-50 plan at batch 1 measured 56.1, 57.1 and 52.9 ms for a 54.4 ms prediction), so a
+re-solve on a smaller miss chases the noise of that one timing and costs another check. The same
+tolerance around the budget: a plan that reached the target is kept, whatever its prediction."""
 # Every group keeps at least this fraction of its channels under a time target. The knapsack's
 # objective is additive: shrinking a group loses its dropped channels' scores whatever width
 # remains, while the time saved counts in every layer the group feeds, so without a floor it
@@ -54,9 +65,19 @@ MIN_KEEP_FRACTION = 0.25
 # vgg_small at batch 1 by removing 358x of its MACs, a model no fine-tuning recovers; the
 # report says the target is out of reach instead.
 RELAXED_FRACTIONS = (1 / 8, 1 / 16)
-# Still this far off after the refits: the cached table does not describe the machine now
+# Still this far off after the corrections: the cached table does not describe the machine now
 # (typically measured while other work loaded it); the report says so, with the fix.
 STALE_TOLERANCE = 0.15
+
+
+def _landed(measured: float, predicted: float, budget: float) -> bool:
+    """A check ends the search when it agrees with its prediction (re-solving would chase one
+    timing's noise) or when it reached the budget anyway (the user's goal, whatever the
+    prediction said)."""
+    return (
+        abs(measured / predicted - 1) <= CHECK_TOLERANCE
+        or abs(measured / budget - 1) <= CHECK_TOLERANCE
+    )
 
 
 def stale_table_warning(checks: list[dict[str, float]]) -> str | None:
@@ -422,21 +443,25 @@ def plan_counts(
     alloc = allocate_reaching(table, values, budget, round_to=config.round_to, fixed=fixed)
     info["knapsack_s"] = time.perf_counter() - start
     checks = []
-    for attempt in range(CHECKS):  # measure the plan's pruned model; refit and re-solve when off
+    correction = 1.0  # measured / table-predicted ms at the last plan checked
+    for attempt in range(CHECKS):  # measure the plan's pruned model; re-solve when off
         if table.measure_kept is None:
             break
         kept = {**sizes, **alloc.counts, **fixed}
         start = time.perf_counter()
         measured = table.measure_kept(kept)
+        predicted = alloc.predicted_ms * correction
         checks.append(
-            {"predicted_ms": alloc.predicted_ms, "measured_ms": measured,
-             "seconds": time.perf_counter() - start}
+            {"predicted_ms": predicted, "measured_ms": measured,
+             "seconds": time.perf_counter() - start, "correction": correction}
         )  # fmt: skip
-        if abs(measured / alloc.predicted_ms - 1) <= CHECK_TOLERANCE or attempt == CHECKS - 1:
+        if _landed(measured, predicted, budget) or attempt == CHECKS - 1:
             break  # the last check is of the plan returned: the report's measurement
-        add_check(table, kept, measured)
+        correction = measured / alloc.predicted_ms
         start = time.perf_counter()
-        alloc = allocate_reaching(table, values, budget, round_to=config.round_to, fixed=fixed)
+        alloc = allocate_reaching(
+            table, values, budget / correction, round_to=config.round_to, fixed=fixed
+        )
         info["knapsack_s"] += time.perf_counter() - start
     if checks:
         info["measured_ms"] = checks[-1]["measured_ms"]
@@ -448,7 +473,7 @@ def plan_counts(
         warnings.warn(warning, stacklevel=2)
         info["warning"] = warning
     info["fit"] = table.calibration.get("fit")
-    info["predicted_ms"] = alloc.predicted_ms
+    info["predicted_ms"] = alloc.predicted_ms * correction
     info["rounds"] = alloc.rounds
     info["min_keep_fraction"] = alloc.min_fraction
     lowered = floor_note(alloc)

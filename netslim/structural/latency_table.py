@@ -141,8 +141,6 @@ class LatencyTable:
     measured_points: int = 0
     calibration: dict[str, Any] = field(default_factory=dict)
     measure_kept: Callable[[dict[str, int]], float] | None = None  # set by build_table
-    _points: dict[str, dict[str, int]] = field(default_factory=dict)
-    _measured: dict[str, float] = field(default_factory=dict)
 
     def act_weight(self, gid: str) -> float:
         """Output elements one kept index of ``gid`` carries, summed over layers."""
@@ -401,23 +399,12 @@ def build_table(
         return ms
 
     table.measure_kept = measure_kept
-    table._points, table._measured = points, measured
     return table
 
 
 def check_name(kept: dict[str, int]) -> str:
     """A plan check's point name: a digest of its kept widths (one point per distinct plan)."""
     return hashlib.sha1(json.dumps(sorted(kept.items())).encode()).hexdigest()[:16]
-
-
-def add_check(table: LatencyTable, kept: dict[str, int], measured_ms: float) -> None:
-    """Refit the remainder with one more measured point (a plan's pruned model), weighted over
-    the others: the model is then exact where the allocation is looking. A plan already among
-    the points (checked by an earlier plan) is not counted twice."""
-    name = check_name(kept)
-    table._points[name] = dict(kept)
-    table._measured[name] = measured_ms
-    fit_remainder(table, table._measured, table._points)
 
 
 def _cached_whole(
