@@ -551,7 +551,7 @@ def _run_figures(rows: list[dict]) -> list[str]:
         "Plan checks (each a copy with the plan's widths, timed paired with the dense model; "
         "predicted -> measured ms, and the seconds each took); a check further off than the "
         "row's tolerance (in brackets: 3% up to commit 385b3f8, 5% after) from its prediction "
-        "refits the table and re-solves up to commit REPLACE; after it, a check that lands "
+        "refits the table and re-solves up to commit 71a8146; from 2aecd97, a check that lands "
         "within the tolerance of its prediction or of the target is kept, and one that does not "
         "re-solves for the target divided by its measured / predicted ratio (the correction "
         "the next prediction carries, shown after an x); the last never re-solves:\n"
