@@ -16,6 +16,7 @@ down) greedily by exact cost, one width step at a time, best value per ms first.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -68,6 +69,14 @@ RELAXED_FRACTIONS = (1 / 8, 1 / 16)
 # Still this far off after the corrections: the cached table does not describe the machine now
 # (typically measured while other work loaded it); the report says so, with the fix.
 STALE_TOLERANCE = 0.15
+
+
+def local_correction(ratios: list[float]) -> float:
+    """The factor by which the table is off near the plans checked so far: the geometric mean
+    of their measured / predicted ratios. One paired timing moves by about the tolerance; the
+    latest ratio alone made the search follow that noise (ResNet-50 at batch 1, 3x: 1.16 then
+    1.10, and a third check), while the plans it compares differ by a few channels per group."""
+    return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
 
 
 def _landed(measured: float, predicted: float, budget: float) -> bool:
@@ -443,7 +452,8 @@ def plan_counts(
     alloc = allocate_reaching(table, values, budget, round_to=config.round_to, fixed=fixed)
     info["knapsack_s"] = time.perf_counter() - start
     checks = []
-    correction = 1.0  # measured / table-predicted ms at the last plan checked
+    correction = 1.0  # the table's error near the plans checked (see ``local_correction``)
+    ratios: list[float] = []
     for attempt in range(CHECKS):  # measure the plan's pruned model; re-solve when off
         if table.measure_kept is None:
             break
@@ -457,7 +467,8 @@ def plan_counts(
         )  # fmt: skip
         if _landed(measured, predicted, budget) or attempt == CHECKS - 1:
             break  # the last check is of the plan returned: the report's measurement
-        correction = measured / alloc.predicted_ms
+        ratios.append(measured / alloc.predicted_ms)
+        correction = local_correction(ratios)
         start = time.perf_counter()
         alloc = allocate_reaching(
             table, values, budget / correction, round_to=config.round_to, fixed=fixed
