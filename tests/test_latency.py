@@ -214,9 +214,10 @@ def fake_model_ms(model: nn.Module, inputs, target: Target) -> float:
     from netslim.structural.latency_table import _record_calls
 
     total = 0.0
-    for _, m, (ishape, _o) in _record_calls(model, inputs):
-        if isinstance(m, nn.Linear):
-            op = OpShape("linear", m.in_features, m.out_features, target.batch, ishape[1:-1])
+    for c in _record_calls(model, inputs):
+        m, ishape = c.module, c.ishape
+        if c.features is not None:
+            op = OpShape("linear", *c.features, target.batch, ishape[1:-1])
         else:
             op = OpShape(
                 "conv", m.in_channels, m.out_channels, target.batch, ishape[2:], m.kernel_size,
@@ -293,6 +294,44 @@ def test_table_predicts_the_synthetic_target(fake_clock) -> None:
     _, _, again = _table(model, x)
     assert fake_clock["ops"] == before and again.measured_points == 0
     assert again.predict() == table.predict()
+
+
+class Attention(nn.Module):
+    """An embedding, a transformer block on 64-wide tokens (nn.MultiheadAttention and an MLP)
+    and a head: the residual stream is a group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(32, 64)
+        self.attn = nn.MultiheadAttention(64, 4, batch_first=True)
+        self.up, self.down = nn.Linear(64, 128), nn.Linear(128, 64)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = x + self.attn(x, x, x, need_weights=False)[0]
+        return self.head(x + self.down(torch.relu(self.up(x))))
+
+
+def test_attention_projections_are_layers_of_the_table(fake_clock) -> None:
+    """nn.MultiheadAttention runs its projections functionally: the table times them as
+    linears whose widths follow the groups (before, their time was left to the remainder fit,
+    and ViT-B/16's first plans ran in half their predicted time)."""
+    torch.manual_seed(0)
+    model, x = Attention().eval(), (torch.randn(2, 10, 32),)
+    _, groups, table = _table(model, x, Target(batch=2))
+    names = {la.name for la in table.layers}
+    assert {"attn.in_proj", "attn.out_proj", "up", "down"} <= names
+    in_proj = next(la for la in table.layers if la.name == "attn.in_proj")
+    assert (in_proj.op.cin, in_proj.op.cout, in_proj.op.spatial) == (64, 192, (10,))
+    assert in_proj.cin.terms and in_proj.cout.terms  # the residual group sets both
+    assert table.predict() == pytest.approx(fake_model_ms(model, x, Target(batch=2)), rel=1e-9)
+    rng = random.Random(0)
+    for _ in range(3):  # the prediction follows the pruned model, projections included
+        kept = {g.id: rng.choice(grid(g.size)) for g in groups}
+        pruned = _prune_to(model, x, kept)
+        measured = fake_model_ms(pruned, x, Target(batch=2))
+        assert abs(table.predict(kept) - measured) / measured < 0.01
 
 
 def _prune_to(model, x, kept):

@@ -1,5 +1,7 @@
 """A latency table of a model on a target: the time of every conv/linear layer as a function of
-the kept widths of the groups that set its input and output widths.
+the kept widths of the groups that set its input and output widths. ``nn.MultiheadAttention``'s
+projections count as linear layers: it runs them functionally, and on ViT-B/16 they are a third
+of the linear work, their widths set by the residual stream's group.
 
 How it is measured: each layer is timed *in isolation* with the model's own geometry (kernel,
 stride, input spatial size / tokens, batch) along two lines, input width varied at full output
@@ -176,18 +178,82 @@ class LatencyTable:
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _record_calls(model: nn.Module, example_inputs: Any) -> list[tuple[str, nn.Module, tuple]]:
-    """(module name, module, input shape, output shape) of every conv/linear call, in order."""
-    calls: list[tuple[str, nn.Module, tuple]] = []
+@dataclass(frozen=True)
+class Call:
+    """One conv/linear product the model runs: its module, the weight that sets its widths
+    (dim 1 in, dim 0 out), its input and output shapes; for a linear product its (in, out)
+    features (the weight's shape: attention modules' projections have no ``nn.Linear``)."""
+
+    name: str
+    module: nn.Module
+    weight: str
+    ishape: tuple[int, ...]
+    oshape: tuple[int, ...]
+    features: tuple[int, int] | None = None  # None: a conv
+    bias: bool = False
+
+
+def _projections(name: str, mha: nn.MultiheadAttention, args: tuple, kwargs: dict) -> list[Call]:
+    """``nn.MultiheadAttention`` runs its projections functionally (no ``nn.Linear`` call to
+    hook): one linear product per projection weight, over the query's or the key's tokens."""
+    q = args[0] if args else kwargs.get("query")
+    k = args[1] if len(args) > 1 else kwargs.get("key", q)
+    if not isinstance(q, torch.Tensor) or not isinstance(k, torch.Tensor):
+        return []
+
+    def rows(x: torch.Tensor) -> tuple[int, ...]:
+        if x.dim() == 2:  # unbatched (L, E)
+            return (1, x.shape[0])
+        return (x.shape[0], x.shape[1]) if mha.batch_first else (x.shape[1], x.shape[0])
+
+    prefix = f"{name}." if name else ""
+    proj = (
+        [("in_proj_weight", q)]
+        if mha._qkv_same_embed_dim
+        else [("q_proj_weight", q), ("k_proj_weight", k), ("v_proj_weight", k)]
+    )
+    calls = []
+    for wname, x, bias in (
+        *((w, x, mha.in_proj_bias is not None) for w, x in proj),
+        ("out_proj.weight", q, mha.out_proj.bias is not None),
+    ):
+        w = mha.get_parameter(wname)
+        fin, fout, lead = int(w.shape[1]), int(w.shape[0]), rows(x)
+        label = wname.removesuffix("_weight").removesuffix(".weight")
+        calls.append(
+            Call(
+                prefix + label, mha, prefix + wname, (*lead, fin), (*lead, fout), (fin, fout), bias
+            )
+        )
+    return calls
+
+
+def _record_calls(model: nn.Module, example_inputs: Any) -> list[Call]:
+    """Every conv/linear product of one forward, in order (attention modules' projections
+    included)."""
+    calls: list[Call] = []
     hooks = []
     for name, m in model.named_modules():
         if isinstance(m, (nn.Linear, *_CONV)):
 
             def hook(mod, args, out, name=name):
                 if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-                    calls.append((name, mod, (tuple(args[0].shape), tuple(out.shape))))
+                    weight = f"{name}.weight" if name else "weight"
+                    features = (
+                        (mod.in_features, mod.out_features) if isinstance(mod, nn.Linear) else None
+                    )
+                    calls.append(
+                        Call(name, mod, weight, tuple(args[0].shape), tuple(out.shape), features,
+                             mod.bias is not None)
+                    )  # fmt: skip
 
             hooks.append(m.register_forward_hook(hook))
+        elif isinstance(m, nn.MultiheadAttention):
+
+            def mha_hook(mod, args, kwargs, out, name=name):
+                calls.extend(_projections(name, mod, args, kwargs))
+
+            hooks.append(m.register_forward_hook(mha_hook, with_kwargs=True))
     try:
         with inference(model):
             call(model, example_inputs)
@@ -243,12 +309,11 @@ def find_layers(
     """Every conv/linear call with the groups that set its widths (shapes at ``batch``)."""
     owners = _owners(groups)
     layers = []
-    for name, m, (ishape, oshape) in _record_calls(model, rebatch(example_inputs, 1)):
-        wname = f"{name}.weight" if name else "weight"
-        bias = getattr(m, "bias", None) is not None
-        if isinstance(m, nn.Linear):
+    for c in _record_calls(model, rebatch(example_inputs, 1)):
+        m, wname, ishape, oshape = c.module, c.weight, c.ishape, c.oshape
+        if c.features is not None:
             lead = ishape[1:-1]
-            op = OpShape("linear", m.in_features, m.out_features, batch, lead, bias=bias)
+            op = OpShape("linear", *c.features, batch, lead, bias=c.bias)
             numel = batch * math.prod(oshape[1:-1]) if len(oshape) > 1 else batch
             cin, cout = _dim(analysis, owners, wname, 1), _dim(analysis, owners, wname, 0)
             depthwise = False
@@ -257,7 +322,7 @@ def find_layers(
             op = OpShape(
                 "conv", m.in_channels, m.out_channels, batch, tuple(ishape[2:]),
                 tuple(m.kernel_size), tuple(m.stride), _padding(m), tuple(m.dilation),
-                m.groups, bias,
+                m.groups, c.bias,
             )  # fmt: skip
             numel = batch * math.prod(oshape[2:])
             cout = _dim(analysis, owners, wname, 0)
@@ -267,7 +332,7 @@ def find_layers(
                 per = _dim(analysis, owners, wname, 1)
                 g = m.groups
                 cin = Dim(per.full * g, per.fixed * g, {k: v * g for k, v in per.terms.items()})
-        layers.append(Layer(name, op, cin, cout, depthwise, numel))
+        layers.append(Layer(c.name, op, cin, cout, depthwise, numel))
     return layers
 
 
