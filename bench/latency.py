@@ -837,12 +837,16 @@ RUN_NOTES = """## What this run covers, and what it does not
   1.05 / 0.95 at 13:36); at batch 16 the table finds widths whose time falls faster than their
   MACs (the 2x plan removed 1.41x of the MACs for a 1.95x speed-up), which the MACs-driven
   variants at the same MACs do not.
-- ViT-B/16 was run with 1 thread only, at batch 1 (14:11) and batch 16 (19:00, at a9f0b1f;
-  17:02 at 0a449d7 in the page's history), for time (at batch 16 its dense forward takes about
-  9 s, a paired check 75-150 s). Its table is wrong, not noisy: the first 2x plan ran in 0.44 of
-  its predicted time at batch 1 (14:11), 0.48 at 17:02 and 0.54 at 19:00 (*first pred err* +1.26
-  and +0.87). The cause (found after the run, below): the attention projections are missing
-  from the table. At 19:00 the corrections then followed a table off by 2x on one side and
+- ViT-B/16 was run with 1 thread only, at batch 1 (19:48, at a48f97a; 14:11 in the page's
+  history) and batch 16 (19:00, at a9f0b1f; 17:02 at 0a449d7 in the history), for time (at
+  batch 16 its dense forward takes about 9 s, a paired check 75-150 s). Up to a9f0b1f its table
+  was wrong, not noisy: the first 2x plan ran in 0.44 of its predicted time at batch 1 (14:11),
+  0.48 at batch 16 at 17:02 and 0.54 at 19:00 (*first pred err* +1.26 and +0.87): the attention
+  projections were missing from the table (below). With them (a48f97a, batch 1 at 19:48) the
+  first predictions were +3.4% / -4.7% off, each plan kept its first check (317 -> 307 ms,
+  195 -> 205 ms), and the paired errors in the rounds were +3.3% / -6.8%; the reach (1.130 /
+  1.106) is the dense model's move between planning and the rounds (695 -> 604 ms). The batch-16
+  rows are from before that fix. At 19:00 the corrections then followed a table off by 2x on one side and
   1.2x on the other (the second 2x plan, aimed wider by 1/0.54, read 9449 ms for a 4563 ms
   target; the third 4714 ms), and the 3x plan's third solve landed on the widths of the 2x plan's
   first, whose cached check (2159 ms) it returned: reached 0.920 / 1.519. At 17:02, with
@@ -880,16 +884,16 @@ RUN_NOTES = """## What this run covers, and what it does not
   MACs in the table, and the speed-up reached against the target.
 - AGP has no structural variant in netslim (its scheduler drives unstructured masks), so only the
   iterative schedule takes a time target per round.
-- `nn.MultiheadAttention`'s fused projections are not timed as layers (they are not `nn.Linear`
-  calls); their time falls in the fitted remainder. On ViT-B/16 that is 24 of its 50 linears
+- Up to a9f0b1f `nn.MultiheadAttention`'s fused projections were not timed as layers (they are
+  not `nn.Linear` calls); their time fell in the fitted remainder. On ViT-B/16 that is 24 of its 50 linears
   (in_proj 768 -> 2304 and out_proj in each block, about a third of the linear MACs), and their
   width is set by the residual stream's group (12 chunks of 64), which every calibration point
   cuts: at batch 1 (a table built after the run, not in the rows) the dense, half and small
   points measured 595, 233 and 150 ms for 352, 124 and 30 ms of timed layers, so the exact
   three-point fit needs scale 2.9 and a negative size term, out of bounds, and falls back to
   scale 1 with a fixed remainder (dense predicted 525 ms): plans that cut the residual stream
-  run much faster than predicted. Next: time the two projections of each attention module as
-  layers of the table (their widths from the residual and head groups).
+  run much faster than predicted. From a48f97a each attention module's projections are layers
+  of the table, their widths from the groups (the batch-1 row above).
 """
 
 
