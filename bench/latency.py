@@ -837,20 +837,20 @@ RUN_NOTES = """## What this run covers, and what it does not
   1.05 / 0.95 at 13:36); at batch 16 the table finds widths whose time falls faster than their
   MACs (the 2x plan removed 1.41x of the MACs for a 1.95x speed-up), which the MACs-driven
   variants at the same MACs do not.
-- ViT-B/16 was run with 1 thread only, at batch 1 (19:48, at a48f97a; 14:11 in the page's
-  history) and batch 16 (19:00, at a9f0b1f; 17:02 at 0a449d7 in the history), for time (at
-  batch 16 its dense forward takes about 9 s, a paired check 75-150 s). Up to a9f0b1f its table
-  was wrong, not noisy: the first 2x plan ran in 0.44 of its predicted time at batch 1 (14:11),
-  0.48 at batch 16 at 17:02 and 0.54 at 19:00 (*first pred err* +1.26 and +0.87): the attention
-  projections were missing from the table (below). With them (a48f97a, batch 1 at 19:48) the
-  first predictions were +3.4% / -4.7% off, each plan kept its first check (317 -> 307 ms,
-  195 -> 205 ms), and the paired errors in the rounds were +3.3% / -6.8%; the reach (1.130 /
-  1.106) is the dense model's move between planning and the rounds (695 -> 604 ms). The batch-16
-  rows are from before that fix. At 19:00 the corrections then followed a table off by 2x on one side and
-  1.2x on the other (the second 2x plan, aimed wider by 1/0.54, read 9449 ms for a 4563 ms
-  target; the third 4714 ms), and the 3x plan's third solve landed on the widths of the 2x plan's
-  first, whose cached check (2159 ms) it returned: reached 0.920 / 1.519. At 17:02, with
-  refits, 1.102 / 0.879.
+- ViT-B/16 was run with 1 thread only, at batch 1 (19:48) and batch 16 (19:51), both at
+  a48f97a (14:11, 17:02 and 19:00 in the page's history), for time (at batch 16 its dense
+  forward takes about 10 s, a paired check 90-110 s). Up to a9f0b1f its table was wrong, not
+  noisy: the first 2x plan ran in 0.44 of its predicted time at batch 1 (14:11), 0.48 at batch
+  16 at 17:02 and 0.54 at 19:00 (*first pred err* +1.26 and +0.87): the attention projections
+  were missing from the table (below). With them the first predictions were +3.4% / -4.7% off
+  at batch 1 and +25% / +1.1% at batch 16; at batch 1 both plans kept their first check, at
+  batch 16 the 3x plan did and the 2x plan took three (3916, then 6340, then 5103 ms for a
+  5704 ms target: its corrections 0.80 and 0.85, the last plan 10% fast and kept as the third).
+  Paired errors in the rounds: +3.3% / -6.8% at batch 1, -1.0% / +1.2% at batch 16; the reach
+  (1.130 / 1.106 and 1.087 / 1.068) is mostly the dense model's move between planning and the
+  rounds (695 -> 604 ms and 11409 -> 9530 ms). At 19:00 (a9f0b1f, the table without the
+  projections) the corrections had followed a table off by 2x on one side and 1.2x on the other
+  and reached 0.920 / 1.519; at 17:02, with refits, 1.102 / 0.879.
   Torch-Pruning 1.6.1 fails on ViT-B/16 here:
   it removes output channels of the patch embedding while torchvision's `hidden_dim` attribute
   stays 768, so the model's reshape of the patch grid fails (the run prints the error); only
