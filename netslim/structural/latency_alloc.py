@@ -34,8 +34,8 @@ from netslim.structural.op_timing import Target
 
 # Plan checks: the pruned model of a plan is measured and, when it lands neither within the
 # tolerance of its prediction nor of the budget, the knapsack is solved again for the budget
-# divided by the measured / predicted ratio of that plan: a local correction, the table's error
-# near the widths the search is at, whatever its cause (at most CHECKS measurements, the last
+# divided by the table's error at the plans checked so far (``local_correction``): a correction
+# local to the widths the search is at, whatever its cause (at most CHECKS measurements, the last
 # of the plan returned: it is the report's measured time and speed-up; each is cached, so
 # planning again for the same target measures nothing, and the next table of the model fits
 # them). Refitting the table's remainder on the check instead (up to 2026-12-01) moved the
