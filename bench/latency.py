@@ -554,7 +554,10 @@ def _run_figures(rows: list[dict]) -> list[str]:
         "refits the table and re-solves up to commit 71a8146; from 2aecd97, a check that lands "
         "within the tolerance of its prediction or of the target is kept, and one that does not "
         "re-solves for the target divided by its measured / predicted ratio (the correction "
-        "the next prediction carries, shown after an x); the last never re-solves:\n"
+        "the next prediction carries, shown after an x); the last never re-solves. Up to 75dde57 "
+        "the plan returned was the last checked; from the next commit it is the best checked "
+        "(within the tolerance of the target, else the slowest under it, else the fastest), "
+        "marked *:\n"
     )
     for r in ours:
         checks = r.get("checks") or []
@@ -564,8 +567,8 @@ def _run_figures(rows: list[dict]) -> list[str]:
                 f"{r['variant'].split()[-1]}: "
                 + "; ".join(
                     f"{c['predicted_ms']:.2f}{_correction(c)} -> {c['measured_ms']:.2f} "
-                    f"({c['seconds']:.1f} s)"
-                    for c in checks
+                    f"({c['seconds']:.1f} s){_returned(r, i)}"
+                    for i, c in enumerate(checks)
                 )  # fmt: skip
                 + f" [{r.get('check_tolerance', 0.03):.0%}]"
             )
@@ -617,6 +620,12 @@ def _run_label(run: dict) -> str:
     return run.get("machine", "").rsplit(" ", 2)[-2] if "machine" in run else "?"
 
 
+def _returned(row: dict, index: int) -> str:
+    """`` *`` after the check of the plan returned, when the row says which (from the commit
+    after 75dde57; before it the last check's plan was always returned)."""
+    return " *" if row.get("returned_check") == index else ""
+
+
 def _correction(check: dict) -> str:
     """`` x1.12`` when a check's prediction carried an earlier check's correction."""
     c = check.get("correction", 1.0)
@@ -642,7 +651,7 @@ def _speed_sections(rows: list[dict], runs: list[dict]) -> list[str]:
         "uniform round_to=8 and netslim's MACs-driven allocation at the same MACs as netslim's "
         "plan. *reached* = measured speed-up / target; *pred err* = predicted / measured - 1 "
         "(measured here: the interleaved median below, not the prune-time measurement; the "
-        "prediction is the returned plan's, as its last check saw it); *paired err*: the same as "
+        "prediction is the returned plan's, as its check saw it); *paired err*: the same as "
         "fractions of the dense model's time (the prediction over the dense time the plan was "
         "made with; the measurement each variant's median time ratio to the dense model, timed "
         "paired with it in mirrored rounds; rows timed before paired timing: -); *first pred err*: the "

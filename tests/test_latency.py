@@ -417,6 +417,12 @@ def test_a_target_below_the_floor_lowers_it_and_says_so(fake_clock) -> None:
     assert hopeless.min_fraction == 0.25 and floor_note(hopeless) is None  # not taken down
     assert hopeless.counts == allocate(table, values, table.predict(at_last) * 0.5).counts
     assert "unreachable" in hopeless.note and "1/16" in hopeless.note
+    budget = table.predict(at_last) * 0.9  # reachable as the table says, not twice as slow
+    corrected = allocate_reaching(table, values, budget, correction=2.0)
+    assert corrected.counts == allocate(table, values, budget / 2).counts
+    assert f"predict {2 * corrected.predicted_ms:.3f} ms for a {budget:.3f} ms budget" in (
+        corrected.note
+    )  # the user's budget against the corrected prediction
 
 
 def test_channels_time_target_through_prune_and_reload(fake_clock, tmp_path) -> None:
@@ -482,6 +488,33 @@ def test_a_check_that_reached_the_target_is_kept_off_its_prediction(
     (check,) = info["checks"]
     assert check["measured_ms"] / check["predicted_ms"] > 1.05
     assert info["measured_ms"] == pytest.approx(1.04 * budget)
+
+
+def test_the_best_checked_plan_is_returned_not_the_last(fake_clock, monkeypatch) -> None:
+    """Checks 30% over, then 3% under, then 30% over what the table says: none agrees with its
+    prediction, so all three are made; the second plan (under the target, the closest) is
+    the one pruned and reported, not the third (over it)."""
+    factors = iter([1.3, 0.97, 1.3])
+    _checks_scaled(monkeypatch, lambda measure, kept: next(factors) * measure(kept))
+    torch.manual_seed(0)
+    model, x = netslim.build_model("zoo:resnet20").eval(), (torch.randn(2, 1, 28, 28),)
+    budget = fake_model_ms(model, x, Target(batch=2)) / 2
+    info = netslim.prune_(model, Channels(target_speedup=2.0), example_inputs=x)["latency"]
+    measured = [c["measured_ms"] for c in info["checks"]]
+    assert len(measured) == 3 and measured[1] < budget < measured[2]
+    assert info["returned_check"] == 1
+    assert info["measured_ms"] == measured[1]
+    assert info["predicted_ms"] == info["checks"][1]["predicted_ms"]
+    assert fake_model_ms(model, x, Target(batch=2)) == pytest.approx(measured[1] / 0.97)
+
+
+def test_best_check_prefers_the_target_then_under_then_over() -> None:
+    from netslim.structural.latency_alloc import best_check
+
+    assert best_check([130.0, 96.0, 103.0], 100.0) == 2  # within 5%, closest
+    assert best_check([130.0, 80.0, 90.0], 100.0) == 2  # under, slowest
+    assert best_check([130.0, 120.0], 100.0) == 1  # over, fastest
+    assert best_check([96.0, 103.0], 100.0) == 1  # both within 5%: the closer
 
 
 def test_the_correction_averages_the_checks_misses() -> None:
