@@ -35,15 +35,15 @@ from netslim.structural.op_timing import Target
 # Plan checks: the pruned model of a plan is measured and, when it lands neither within the
 # tolerance of its prediction nor of the budget, the knapsack is solved again for the budget
 # divided by the table's error at the plans checked so far (``local_correction``): a correction
-# local to the widths the search is at, whatever its cause (at most CHECKS measurements; the plan
-# returned is the best checked, ``best_check``, and its check the report's measured time and
-# speed-up; each is cached, so planning again for the same target measures nothing, and the
-# next table of the model fits them). Refitting the table's remainder on the check instead (up to 2026-12-01) moved the
-# predictions near the plan only part of the way, the calibration points holding the fit back:
-# on the tests' fake clock with every plan check 0.7-2.5x what the table says (zoo resnet20 and
-# vgg_small, 2x and 3x, 24 cases), the plan returned after at most 3 checks was within 5% of
-# the target in 1 case with refits, 11 with refits and this correction on the refitted table,
-# 22 with the correction alone (the two others: a width grid with nothing in between, and a
+# local to the widths the search is at, whatever its cause (at most CHECKS measurements; the
+# plan returned is the best checked, ``best_check``, and its check the report's measured time
+# and speed-up; each is cached, so planning again for the same target measures nothing, and the
+# next table of the model fits them). Refitting the table's remainder on the check instead (up
+# to 2026-12-01) moved the predictions near the plan only part of the way, the calibration
+# points holding the fit back: on the tests' fake clock with every plan check 0.7-2.5x what the
+# table says (zoo resnet20 and vgg_small, 2x and 3x, 24 cases), the plan returned after at most
+# 3 checks was within 5% of the target in 1 case with refits, 11 with refits and this
+# correction on the refitted table, 22 with the correction alone (the two others: a width grid with nothing in between, and a
 # target out of reach at the floor); on ViT-B/16 at batch 16 a refit gave back the widths it
 # had just checked, twice.
 CHECKS = 3
@@ -256,7 +256,10 @@ def allocate(
 
 
 def _unreachable(predicted_ms: float, budget_ms: float) -> str:
-    return f"unreachable: smallest widths predict {predicted_ms:.3f} ms for a {budget_ms:.3f} ms budget"
+    return (
+        f"unreachable: smallest widths predict {predicted_ms:.3f} ms for a {budget_ms:.3f} ms "
+        "budget"
+    )
 
 
 def allocate_reaching(
@@ -439,8 +442,8 @@ def plan_counts(
     """Counts for every group of ``groups`` under ``config``'s time target, and a report:
     target, budget, dense and predicted ms, table build time, and the measured ms and speed-up
     of the plan (its check, the ``best_check`` of those made: a copy with the plan's widths,
-    timed paired with ``model`` before it is pruned; widths, not values, set the time). ``pruned_copy``: see
-    :func:`~netslim.structural.latency_table.build_table`."""
+    timed paired with ``model`` before it is pruned; widths, not values, set the time).
+    ``pruned_copy``: see :func:`~netslim.structural.latency_table.build_table`."""
     target = target_of(config, example_inputs)
     table = build_table(model, example_inputs, analysis, groups, target, pruned_copy=pruned_copy)
     if config.target_latency_ms is not None:
