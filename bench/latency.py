@@ -302,7 +302,6 @@ def _stage_plan(args: argparse.Namespace, name: str, seed: int) -> None:
         info = netslim.prune_(ours, cfg, example_inputs=(x1,), train_loader=train)["latency"]
         ours_ms = measure(ours.eval())
         plan["variants"][(sp, "netslim latency")] = (ours, ours_ms)
-        plan.setdefault("checks", {})[sp] = info.get("checks")
         for kind in ("global", "uniform_r8"):
             model, ms, _ = _tp_at_latency(dense, x1, ours_ms, kind, measure)
             plan["variants"][(sp, f"TP {kind}")] = (model, ms)
