@@ -897,15 +897,15 @@ RUN_NOTES = """## What this run covers, and what it does not
   timed paired (`time_ratio`, as the speed part), times the dense time; Torch-Pruning's ratio
   is bisected on that. The first `plan` attempt of this run (21:25-21:38, killed) still used
   separate timings (the dense model once per seed, then each variant): it measured netslim's
-  resnet56 2x plans at 2.74x (seed 0) and 1.51x (seed 1), where the paired rerun measured the
-  same plans at 2.04x and 1.92x (their plan checks 1.96x and 1.95x): on this host the machine
-  moved that much between the separate timings, and the bench compared variants at latencies
-  it had not measured. The run of 2026-11-30 (earlier host, separate timings, planning code
+  resnet56 2x plans at 2.74x (seed 0) and 1.51x (seed 1), where the paired rerun's plans of the
+  same dense models measured 2.04x and 1.92x (their plan checks 1.96x and 1.95x): on this host
+  the machine moved that much between separate timings, so the old matching compared the
+  variants at latencies off by tens of percent. The run of 2026-11-30 (earlier host, separate timings, planning code
   before the checks' corrections) met the four bars by +1.51 / +6.61 pt (vgg_small) and
   +4.82 / +10.92 pt (resnet56); it is in the page's history. The vgg_small 3x plans needed the
   floor lowered to 1/8 at batch 16 in this run (the plan log's warning; all three seeds).
-- The floor. The accuracy run before the committed one (commit 48bba28, same dense models and protocol) had no
-  floor: on resnet56 the knapsack cut the first stage's residual channels, one group shared by
+- The floor. An accuracy run of 2026-11-30 (commit 48bba28, earlier host, same protocol) had
+  no floor: on resnet56 the knapsack cut the first stage's residual channels, one group shared by
   the stem and 18 convolutions, from 16 to 1 at 2x (seed 0) and lost 18.8 pt against the best
   Torch-Pruning variant, while vgg_small won by 1.72 / 1.46 pt at 2x / 3x. The knapsack's
   objective is additive: shrinking a group loses its dropped channels' (mean-normalised, here
