@@ -126,7 +126,6 @@ def stale_table_warning(checks: list[dict[str, float]], returned: int = -1) -> s
 class Allocation:
     counts: dict[str, int]
     predicted_ms: float
-    budget_ms: float
     value: float
     rounds: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None
@@ -252,7 +251,7 @@ def allocate(
     note = None
     if total > budget_ms * (1 + 1e-9):
         note = _unreachable(total, budget_ms)
-    return Allocation(counts, total, budget_ms, value_of(state.counts), history, note, min_fraction)
+    return Allocation(counts, total, value_of(state.counts), history, note, min_fraction)
 
 
 def _unreachable(predicted_ms: float, budget_ms: float) -> str:
@@ -428,6 +427,56 @@ def target_of(config: Any, example_inputs: Any) -> Target:
     return Target(config.runtime, config.threads, batch)
 
 
+@dataclass
+class PlanCheck:
+    """One plan measured: the allocation, the correction it was solved with, and its check."""
+
+    alloc: Allocation
+    correction: float
+    predicted_ms: float
+    measured_ms: float
+    seconds: float
+
+    def report(self) -> dict[str, float]:
+        return {
+            "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms,
+            "seconds": self.seconds, "correction": self.correction,
+        }  # fmt: skip
+
+
+def check_plans(
+    table: LatencyTable,
+    values: dict[str, torch.Tensor],
+    budget: float,
+    alloc: Allocation,
+    sizes: dict[str, int],
+    options: dict[str, Any],
+) -> tuple[list[PlanCheck], float]:
+    """Measure ``alloc``'s pruned model and re-solve for the budget over the table's local
+    error until a check lands (``_landed``) or ``CHECKS`` were made. ``sizes``: every group's
+    width, for the groups the plan leaves whole; ``options``: :func:`allocate`'s keywords.
+    Returns the checks in order and the seconds the re-solves took."""
+    assert table.measure_kept is not None
+    checks: list[PlanCheck] = []
+    solving = 0.0
+    correction = 1.0  # the table's error near the plans checked (see ``local_correction``)
+    ratios: list[float] = []
+    for attempt in range(CHECKS):
+        start = time.perf_counter()
+        measured = table.measure_kept({**sizes, **alloc.counts, **options["fixed"]})
+        predicted = alloc.predicted_ms * correction
+        seconds = time.perf_counter() - start
+        checks.append(PlanCheck(alloc, correction, predicted, measured, seconds))
+        if _landed(measured, predicted, budget) or attempt == CHECKS - 1:
+            break
+        ratios.append(measured / alloc.predicted_ms)
+        correction = local_correction(ratios)
+        start = time.perf_counter()
+        alloc = allocate_reaching(table, values, budget, correction=correction, **options)
+        solving += time.perf_counter() - start
+    return checks, solving
+
+
 def plan_counts(
     model: nn.Module,
     example_inputs: Any,
@@ -471,43 +520,24 @@ def plan_counts(
         return kept, info
     values = {g: value_curve(s) for g, s in scores.items()}
     start = time.perf_counter()
-    alloc = allocate_reaching(table, values, budget, round_to=config.round_to, fixed=fixed)
+    options = {"round_to": config.round_to, "fixed": fixed}
+    alloc = allocate_reaching(table, values, budget, **options)
     info["knapsack_s"] = time.perf_counter() - start
-    checks = []
-    checked: list[tuple[Allocation, float]] = []  # each checked plan with its correction
-    correction = 1.0  # the table's error near the plans checked (see ``local_correction``)
-    ratios: list[float] = []
-    for attempt in range(CHECKS):  # measure the plan's pruned model; re-solve when off
-        if table.measure_kept is None:
-            break
-        kept = {**sizes, **alloc.counts, **fixed}
-        start = time.perf_counter()
-        measured = table.measure_kept(kept)
-        predicted = alloc.predicted_ms * correction
-        checks.append(
-            {"predicted_ms": predicted, "measured_ms": measured,
-             "seconds": time.perf_counter() - start, "correction": correction}
-        )  # fmt: skip
-        checked.append((alloc, correction))
-        if _landed(measured, predicted, budget) or attempt == CHECKS - 1:
-            break
-        ratios.append(measured / alloc.predicted_ms)
-        correction = local_correction(ratios)
-        start = time.perf_counter()
-        alloc = allocate_reaching(
-            table, values, budget, correction=correction, round_to=config.round_to, fixed=fixed
-        )
-        info["knapsack_s"] += time.perf_counter() - start
+    checks: list[PlanCheck] = []
+    if table.measure_kept is not None:
+        checks, solving = check_plans(table, values, budget, alloc, sizes, options)
+        info["knapsack_s"] += solving
     pick = -1
+    correction = 1.0
     if checks:  # the plan returned is the best checked one; its check is the report's
-        pick = best_check([c["measured_ms"] for c in checks], budget)
-        alloc, correction = checked[pick]
+        pick = best_check([c.measured_ms for c in checks], budget)
+        alloc, correction = checks[pick].alloc, checks[pick].correction
         info["returned_check"] = pick
-        info["measured_ms"] = checks[pick]["measured_ms"]
-        info["measured_speedup"] = table.dense_ms / checks[pick]["measured_ms"]
-    info["checks"] = checks
+        info["measured_ms"] = checks[pick].measured_ms
+        info["measured_speedup"] = table.dense_ms / checks[pick].measured_ms
+    info["checks"] = [c.report() for c in checks]
     info["check_tolerance"] = CHECK_TOLERANCE
-    warning = stale_table_warning(checks, pick)
+    warning = stale_table_warning(info["checks"], pick)
     if warning:
         warnings.warn(warning, stacklevel=2)
         info["warning"] = warning
