@@ -562,6 +562,22 @@ def test_round_to_is_kept(fake_clock) -> None:
     assert (model.c1.out_channels, model.c2.out_channels) != (32, 48)  # something went
 
 
+def test_onnxruntime_plans_whole_layout_blocks(fake_clock) -> None:
+    """Under an ONNX Runtime target every pruned width is a whole NCHWc block (the fake clock
+    has no such staircase, so only the rule can make it so), and a user's round_to joins it."""
+    block = op_timing.width_multiple("onnxruntime")
+    assert block in (8, 16) and op_timing.width_multiple("torch") == 1
+    for round_to, multiple in ((1, block), (3, 3 * block)):
+        torch.manual_seed(0)
+        model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+        config = Channels(target_speedup=1.6, runtime="onnxruntime", round_to=round_to)
+        info = netslim.prune_(model, config, example_inputs=x)["latency"]
+        assert info["round_to"] == multiple
+        widths = (model.c1.out_channels, model.c2.out_channels)
+        assert all(w % multiple == 0 or w in (32, 48) for w in widths)
+        assert round_to > 1 or widths != (32, 48)  # something went
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -57,6 +57,8 @@ class Channels(ConfigBase):
     freeze: modules left entirely alone: every parameter/buffer of a listed module keeps
         its shape, inputs included (so the layer feeding it keeps its outputs too).
     round_to: kept counts are rounded up to a multiple of this (e.g. 8 for tensor cores).
+        Under an ONNX Runtime time target the plan's widths are also whole blocks of its
+        NCHWc layout (8 channels, 16 with AVX-512; ``op_timing.width_multiple``).
     within_heads: also remove channels *inside* attention heads when the heads themselves are
         prunable (by default whole heads are removed and head_dim is kept).
     conv_groups: also remove whole groups of grouped convolutions / GroupNorm (by default the

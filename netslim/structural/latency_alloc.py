@@ -30,7 +30,7 @@ from netslim.structural.allocation import min_keep
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.knapsack import fast_end, mckp
 from netslim.structural.latency_table import LatencyTable, build_table, grid
-from netslim.structural.op_timing import Target
+from netslim.structural.op_timing import Target, width_multiple
 
 # Plan checks: the pruned model of a plan is measured and, when it lands neither within the
 # tolerance of its prediction nor of the budget, the knapsack is solved again for the budget
@@ -520,7 +520,10 @@ def plan_counts(
         return kept, info
     values = {g: value_curve(s) for g, s in scores.items()}
     start = time.perf_counter()
-    options = {"round_to": config.round_to, "fixed": fixed}
+    # the runtime's own multiple joins the user's (``width_multiple``: ONNX Runtime's blocks)
+    round_to = math.lcm(config.round_to, width_multiple(target.runtime))
+    info["round_to"] = round_to
+    options = {"round_to": round_to, "fixed": fixed}
     alloc = allocate_reaching(table, values, budget, **options)
     info["knapsack_s"] = time.perf_counter() - start
     checks: list[PlanCheck] = []

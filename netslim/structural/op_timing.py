@@ -102,6 +102,21 @@ def check_target(runtime: Any, threads: Any, batch: Any) -> None:
             raise ConfigError(f"{name} must be a positive int, got {v!r}")
 
 
+def width_multiple(runtime: str) -> int:
+    """The channel multiple a runtime's fast kernels want from a plan (1: none).
+
+    ONNX Runtime's CPU provider runs a convolution in its blocked NCHWc layout (8 channels a
+    block with AVX2, 16 with AVX-512) only when its channel counts are whole blocks; a conv of
+    any other width falls back to plain NCHW, with layout reorders around it, in the middle of
+    the graph. A layer timed alone pays for those reorders at every width, so the table cannot
+    see the difference and the plan has to take it as a rule. docs/latency.md (run 00:33 of
+    2026-12-02): at the same MACs, Torch-Pruning's uniform round_to=8 ran faster than every
+    ONNX Runtime plan of free widths on ResNet-50 and MobileNetV2."""
+    if runtime != "onnxruntime":
+        return 1
+    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+
+
 def cpu_name() -> str:
     """The CPU model: part of a table's cache key, and named in every bench's machine line."""
     try:
