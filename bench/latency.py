@@ -793,10 +793,14 @@ RUN_NOTES = """## What this run covers, and what it does not
   paired timing in mirrored rounds, the report's measurement taken from the plan's check (of
   the last plan checked up to 75dde57, of the best checked from ba75516), and the floor
   lowered (to 1/8 or 1/16) when that reaches a target the default floor cannot (capped at 1/16
-  from cccfa47); 8f4c408 only stopped exporting the dense model to ONNX again
-  for every paired timing (ONNX Runtime and two-thread rows). The one-thread eager rows of
+  from cccfa47). The one-thread eager rows of
   ResNet-50 and MobileNetV2 at batch 16 are from d80d3c7 (run 22:30; the planning code of
-  ba75516), at batch 1 from ba75516 (run 21:01), ViT-B/16 from a48f97a (runs 19:48 and 19:51): every plan
+  ba75516), at batch 1 from ba75516 (run 21:01); their ONNX Runtime rows at batch 1 with 1
+  thread from 10baba8 (run 01:36 of 2026-12-02: plans of whole ONNX Runtime layout blocks,
+  below), with 2 threads from 3a9d761 (run 00:34; free widths), their two-thread eager rows from
+  3a9d761 (run 01:09; the planning of ba75516 with its check loop refactored, nothing else
+  changed); every vgg_small and resnet56 row from dd1e057 (run 23:44; the planning of ba75516,
+  free widths with ONNX Runtime too); ViT-B/16 from a48f97a (runs 19:48 and 19:51): every plan
   check is cached with its widths and fitted again by the next table of the same model and
   target (the 3x plan starts from a fit
   that has the 2x plan's checks, since 385b3f8); a check within 5% of its prediction or of the
@@ -805,6 +809,41 @@ RUN_NOTES = """## What this run covers, and what it does not
   measured / predicted ratio at 2aecd97, the geometric mean of every check's at a9f0b1f). Up to
   71a8146 a missed check refitted the table instead. Earlier runs (session 13's at dcc3bd9, the
   earlier host's up to b528942, and the ones named below) are in the git history of this page.
+- What the matrix lacks. The issue asks for one run of every model at 1 and 2 threads, batch
+  1 and 16, eager and ONNX Runtime. Missing: ONNX Runtime at batch 16 for ResNet-50,
+  MobileNetV2 and ViT-B/16, and ViT-B/16 at 2 threads and with ONNX Runtime. At this host's
+  pace they did not fit: ResNet-50 with ONNX Runtime at batch 1 took 19 minutes for 1 and 2
+  threads (run 00:34; a paired plan check 7-14 s, at batch 16 about sixteen times that), and
+  ViT-B/16 at batch 16 with 1 thread took 38 minutes (run 19:51). The ONNX Runtime rows of
+  vgg_small and resnet56 and the two-thread ones of ResNet-50 and MobileNetV2 predate the
+  layout-block rule (next item).
+- ONNX Runtime's layout blocks (10baba8). With free widths (run 00:34, 3a9d761), Torch-Pruning's
+  uniform round_to=8 at the same MACs ran faster than netslim's latency plan in all eight ONNX
+  Runtime cells of ResNet-50 and MobileNetV2 (1 thread: ResNet-50 2.13x against 1.89x at 2x,
+  3.29x against 3.16x at 3x; MobileNetV2 2.35x against 1.96x and 3.31x against 2.79x), as in
+  the run of 14:49 (8f4c408). ONNX Runtime's CPU provider keeps a conv in its blocked NCHWc
+  layout only when its channels are whole blocks of 8 (16 with AVX-512); a plan's odd widths
+  take convs out of that layout inside the graph, which no layer timed alone shows. From
+  10baba8 a plan under an ONNX Runtime target keeps whole blocks (`width_multiple`, joined with
+  `round_to`). Run 01:36, 1 thread, batch 1: speed-up per MACs reduction ResNet-50 1.00 / 0.98
+  (0.93 / 0.92 with free widths at 00:34), MobileNetV2 0.71 / 0.56 (0.54 / 0.47); against
+  uniform round_to=8 at the same MACs ResNet-50 2.00x / 2.85x against 1.99x / 2.92x,
+  MobileNetV2 2.04x / 2.83x against 2.10x / 3.10x: level at 2x, still behind at 3x. The
+  knapsack's non-uniform widths buy little over a uniform cut in whole blocks on this runtime.
+- The small models (run 23:44, all sixteen cells). At batch 1, eager, per-op overhead sets the
+  time: the 3x targets are out of reach even at 1/16 of every group for vgg_small and
+  resnet56 at 1 and 2 threads (and resnet56 at 2 threads and batch 16); those plans keep the
+  default floor and say so, at 1.70-2.10x. Their 2x plans removed 8.5-93x of the MACs (three
+  needed the floor lowered to 1/8 or 1/16; resnet56 at 2 threads: 93x for 2.19x). With ONNX
+  Runtime, whose per-op overhead is smaller, the plans at 1 thread reached 0.86-1.13 of their
+  targets and removed MACs nearer their speed-up (resnet56 at batch 16: 2.41x of the MACs for
+  1.96x, efficiency 0.81). The least stable cell is ONNX
+  Runtime with 2 threads, where a timing shares both of the host's cores with everything else:
+  vgg_small's 2x and 3x plans at batch 16 have the same widths (the 3x plan's returned check
+  came from the cache of the 2x plan's, which had measured 0.73 ms for a 1.21 ms prediction),
+  and in the same timing rounds the two copies ran at 0.88 and 1.62 ms. A check that far off
+  its prediction is taken as it is; timing it once more before returning its plan would be
+  the next step.
 - How much the machine moves. The first table under *Read from the rows* gives the dense
   model's time when the plans were made against its time in the timing rounds, minutes later:
   on this host it moved by tens of percent during these runs, and a table built during a slow
@@ -967,7 +1006,10 @@ dense time, so the machine's speed moving between timings does not enter the fit
 
 **Allocation.** `netslim.structural.latency_alloc.allocate`: every group chooses a kept width
 among the fast ends of its staircase (a width is offered only when every larger width costs
-more: a width inside a step costs what the step's right end costs), multiples of `round_to`.
+more: a width inside a step costs what the step's right end costs), multiples of `round_to`;
+under an ONNX Runtime target also whole blocks of its NCHWc layout (8 channels with AVX2, 16
+with AVX-512; `op_timing.width_multiple`, from 10baba8): a conv of other widths
+leaves that layout inside the graph, a cost a layer timed alone does not show.
 Value: the sum of its highest importance scores (any `Channels` criterion, normalised per group
 as global ranking does). Cost: predicted time. A conv's time depends on two groups (input and
 output width), so the cost is not a sum over groups; it is solved in rounds: with every other

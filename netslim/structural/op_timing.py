@@ -109,7 +109,7 @@ def width_multiple(runtime: str) -> int:
     block with AVX2, 16 with AVX-512) only when its channel counts are whole blocks; a conv of
     any other width falls back to plain NCHW, with layout reorders around it, in the middle of
     the graph. A layer timed alone pays for those reorders at every width, so the table cannot
-    see the difference and the plan has to take it as a rule. docs/latency.md (run 00:33 of
+    see the difference and the plan has to take it as a rule. docs/latency.md (run 00:34 of
     2026-12-02): at the same MACs, Torch-Pruning's uniform round_to=8 ran faster than every
     ONNX Runtime plan of free widths on ResNet-50 and MobileNetV2."""
     if runtime != "onnxruntime":
