@@ -715,6 +715,26 @@ def test_a_plan_check_calibrates_the_next_table(fake_clock, monkeypatch) -> None
     assert fresh.predict(kept) == pytest.approx(predicted, rel=0.02)
 
 
+def test_a_resolve_to_widths_already_checked_ends_the_search(monkeypatch) -> None:
+    """Every check runs 8% over its prediction and the re-solve, on a coarse grid, gives back
+    the plan just checked: the search stops after that one check instead of recording its
+    cached timing again (ViT-B/16 at 2 threads, run 03:32 of 2026-12-02: one plan's 116.79 ms
+    listed twice)."""
+    import types
+
+    import netslim.structural.latency_alloc as latency_alloc
+
+    alloc = latency_alloc.Allocation({"g": 16}, predicted_ms=10.0, value=1.0)
+    monkeypatch.setattr(latency_alloc, "allocate_reaching", lambda *a, **k: alloc)
+    timed: list[dict] = []
+    table = types.SimpleNamespace(
+        measure_kept=lambda kept, confirm=False: timed.append(kept) or 10.8
+    )
+    checks, _ = latency_alloc.check_plans(table, {}, 9.0, alloc, {"g": 32}, {"fixed": {}})
+    assert len(checks) == 1 and len(timed) == 1
+    assert checks[0].measured_ms == 10.8
+
+
 def test_a_check_far_off_its_prediction_is_timed_again(fake_clock, monkeypatch) -> None:
     """A plan's first paired timing ran 40% fast (a noisy round): confirmed, the check is the
     median of three timings and is cached as such, so the next table neither times it again

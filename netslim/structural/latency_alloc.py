@@ -454,16 +454,21 @@ def check_plans(
 ) -> tuple[list[PlanCheck], float]:
     """Measure ``alloc``'s pruned model and re-solve for the budget over the table's local
     error until a check lands (``_landed``) or ``CHECKS`` were made; a check further than
-    ``STALE_TOLERANCE`` from its prediction is timed again first (``confirm``). ``sizes``:
-    every group's width, for the groups the plan leaves whole; ``options``: :func:`allocate`'s
-    keywords.
-    Returns the checks in order and the seconds the re-solves took."""
+    ``STALE_TOLERANCE`` from its prediction is timed again first (``confirm``); a re-solve that
+    gives back widths already checked ends the search (its check is cached: nothing to learn).
+    ``sizes``: every group's width, for the groups the plan leaves whole; ``options``:
+    :func:`allocate`'s keywords. Returns the checks in order and the seconds the re-solves
+    took."""
     assert table.measure_kept is not None
     checks: list[PlanCheck] = []
     solving = 0.0
     correction = 1.0  # the table's error near the plans checked (see ``local_correction``)
     ratios: list[float] = []
+    checked: list[dict[str, int]] = []
     for attempt in range(CHECKS):
+        if alloc.counts in checked:  # the re-solve gave back widths already checked: no news
+            break
+        checked.append(alloc.counts)
         start = time.perf_counter()
         kept = {**sizes, **alloc.counts, **options["fixed"]}
         measured = table.measure_kept(kept)
