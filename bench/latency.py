@@ -587,9 +587,8 @@ def _run_figures(rows: list[dict]) -> list[str]:
         if best is not None and best["speedup"] > r["speedup"]:
             faster.append(
                 f"- {r['model']} {r['runtime']} {r['threads']} thread(s) batch {r['batch']}, "
-                f"{sp}: {best['variant']} {best['speedup']:.2f}x (MACs /"
-                f"{best['macs_reduction']:.2f}) against netslim's {r['speedup']:.2f}x (MACs /"
-                f"{r['macs_reduction']:.2f})"
+                f"{sp}: {best['variant']} {best['speedup']:.2f}x ({best['macs_reduction']:.2f}x "
+                f"fewer MACs) against netslim's {r['speedup']:.2f}x ({r['macs_reduction']:.2f}x)"
             )
     out.append(
         "Rows where a variant at the same MACs (Torch-Pruning, or netslim's MACs allocation) "
