@@ -716,10 +716,10 @@ def test_a_plan_check_calibrates_the_next_table(fake_clock, monkeypatch) -> None
 
 
 def test_a_resolve_to_widths_already_checked_ends_the_search(monkeypatch) -> None:
-    """Every check runs 8% over its prediction and the re-solve, on a coarse grid, gives back
-    the plan just checked: the search stops after that one check instead of recording its
-    cached timing again (ViT-B/16 at 2 threads, run 03:32 of 2026-12-02: one plan's 116.79 ms
-    listed twice)."""
+    """A check runs 8% over its prediction and the re-solve gives back the plan just checked
+    (the solver stubbed to do so, as a grid too coarse for the correction does): the search
+    stops after that one check instead of recording its cached timing again (ViT-B/16 at 2
+    threads, run 03:32 of 2026-12-02: one plan's 116.79 ms listed twice)."""
     import types
 
     import netslim.structural.latency_alloc as latency_alloc
