@@ -526,9 +526,10 @@ def test_the_correction_averages_the_checks_misses() -> None:
     assert local_correction([0.5, 2.0]) == pytest.approx(1.0)
 
 
-def _checks_scaled(monkeypatch, measure_as) -> None:
-    """Plan checks measure ``measure_as(real_measure, kept)`` instead of the fake clock; a plan
-    timed again (``confirm``) measures what its first timing did: that machine is steady."""
+def _checks_scaled(monkeypatch, measure_as, *, steady: bool = True) -> None:
+    """Plan checks measure ``measure_as(real_measure, kept)`` instead of the fake clock. With
+    ``steady`` a plan timed again (``confirm``) measures what its first timing did; without,
+    every timing asks ``measure_as`` again."""
     import netslim.structural.latency_alloc as latency_alloc
 
     real = latency_alloc.build_table
@@ -539,7 +540,7 @@ def _checks_scaled(monkeypatch, measure_as) -> None:
 
         def measure_kept(kept, confirm=False):
             key = tuple(sorted(kept.items()))
-            if not confirm or key not in seen:
+            if not (steady and confirm and key in seen):
                 seen[key] = measure_as(measure, kept)
             return seen[key]
 
@@ -765,17 +766,7 @@ def test_planning_confirms_a_check_far_off_its_prediction(fake_clock, monkeypatc
         timings[key] = timings.get(key, 0) + 1
         return measure(kept) * (0.6 if timings[key] == 1 else 1.0)
 
-    import netslim.structural.latency_alloc as latency_alloc
-
-    real = latency_alloc.build_table
-
-    def build(*args, **kwargs):
-        table = real(*args, **kwargs)
-        measure = table.measure_kept
-        table.measure_kept = lambda kept, confirm=False: noisy_first(measure, kept)
-        return table
-
-    monkeypatch.setattr(latency_alloc, "build_table", build)
+    _checks_scaled(monkeypatch, noisy_first, steady=False)
     torch.manual_seed(0)
     model, x = netslim.build_model("zoo:lenet300").eval(), (torch.randn(4, 1, 28, 28),)
     info = netslim.prune_(model, Channels(target_speedup=2.0), example_inputs=x)["latency"]

@@ -464,11 +464,9 @@ def check_plans(
     solving = 0.0
     correction = 1.0  # the table's error near the plans checked (see ``local_correction``)
     ratios: list[float] = []
-    checked: list[dict[str, int]] = []
     for attempt in range(CHECKS):
-        if alloc.counts in checked:  # the re-solve gave back widths already checked: no news
+        if any(c.alloc.counts == alloc.counts for c in checks):  # widths already checked
             break
-        checked.append(alloc.counts)
         start = time.perf_counter()
         kept = {**sizes, **alloc.counts, **options["fixed"]}
         measured = table.measure_kept(kept)
