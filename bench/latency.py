@@ -13,6 +13,9 @@ those plans: Torch-Pruning 1.6.1 global L2 (``global_pruning=True``), Torch-Prun
 round_to=8, and netslim's MACs-driven global allocation (``Channels(target_macs=...)``). All
 variants and the dense model are timed interleaved (``--rounds`` rounds, median), and the table
 is built from an empty cache (its build time is the first plan's; the second plan reads it).
+``--allocator retain`` (the default from run 05:xx of 2026-12-02) times everything in a process
+whose malloc keeps freed tensor memory (``netslim.retain_freed_memory()``); ``system`` leaves
+glibc's default. ``--part allocator`` times each dense model under both, in fresh processes.
 
 Accuracy part (Fashion-MNIST, resnet56 and vgg_small): train dense, then at 2x and 3x measured
 speed-up (batch 16, 1 thread, eager) prune with netslim's latency knapsack, and with each
@@ -105,6 +108,7 @@ def _tp_variant(dense: nn.Module, x1: torch.Tensor, keep: float, outputs: int, k
 
 def speed_rows(name: str, runtime: str, threads: int, batch: int, rounds: int) -> list[dict]:
     import netslim
+    from netslim._runtime import allocator
     from netslim.structural import Channels
     from netslim.structural.op_timing import Target
 
@@ -146,7 +150,7 @@ def speed_rows(name: str, runtime: str, threads: int, batch: int, rounds: int) -
         rows.append({
             "model": name, "runtime": runtime, "threads": threads, "batch": batch,
             "variant": label, "latency_ms": timed["latency_ms"], "speedup": speedup,
-            "paired": True,
+            "paired": True, "allocator": allocator(),
             "macs_reduction": 1 / m["macs_kept"], "efficiency": speedup * m["macs_kept"],
             **{k: v for k, v in m.items() if k != "rounds"},
         })  # fmt: skip
@@ -154,12 +158,18 @@ def speed_rows(name: str, runtime: str, threads: int, batch: int, rounds: int) -
 
 
 def run_speed(args: argparse.Namespace) -> None:
+    import netslim
+    from netslim._runtime import allocator
+
+    if args.allocator == "retain" and not netslim.retain_freed_memory():
+        raise SystemExit("--allocator retain needs glibc's malloc")
     cache = tempfile.mkdtemp(prefix="netslim-latency-cache-")
     os.environ["NETSLIM_CACHE_DIR"] = cache  # every table is built from scratch in this run
     out = RESULTS / "latency_speed.json"
     done = json.loads(out.read_text()) if out.exists() and args.append else {"rows": []}
     done.setdefault("uptime", []).append({
         "before": _uptime(), "machine": machine_line(), "commit": git_commit(),
+        "allocator": allocator(),
         "what": f"{' '.join(args.models)}; {' '.join(args.runtimes)}; threads "
                 f"{' '.join(map(str, args.threads))}; batch {' '.join(map(str, args.batch))}",
     })  # fmt: skip
@@ -181,6 +191,61 @@ def run_speed(args: argparse.Namespace) -> None:
     done["uptime"][-1]["after"] = _uptime()
     done["machine"] = machine_line()
     write_results("latency_speed", done)
+
+
+# --- what the allocator costs ------------------------------------------------------------------
+
+ALLOCATOR_SAMPLES = 15
+
+
+def allocator_probe(name: str, batch: int, mode: str) -> dict:
+    """One cell of ``--part allocator``, in its own process (the setting cannot be undone): the
+    dense model's forward times (median, min, max of ``ALLOCATOR_SAMPLES``, after three warm-up
+    calls) and its page faults per forward, torch eager, one thread."""
+    import resource
+
+    import netslim
+    from netslim._runtime import allocator
+
+    if mode == "retain" and not netslim.retain_freed_memory():
+        raise SystemExit("--allocator retain needs glibc's malloc")
+    torch.set_num_threads(1)
+    dense, x1, _ = build(name)
+    x = x1.expand(batch, *x1.shape[1:]).contiguous()
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            dense(x)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(ALLOCATOR_SAMPLES):
+            start = time.perf_counter()
+            dense(x)
+            times.append((time.perf_counter() - start) * 1e3)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return {
+        "model": name, "batch": batch, "allocator": allocator(),
+        "median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
+        "faults_per_call": faults / ALLOCATOR_SAMPLES,
+    }  # fmt: skip
+
+
+def run_allocator(args: argparse.Namespace) -> None:
+    """Every model x batch under both allocators, alternating (system, retain) ``--rounds``
+    times in fresh processes, so a change of the host's load hits both alike."""
+    rows, before = [], _uptime()
+    for name in args.models:
+        for batch in args.batch:
+            for _ in range(args.rounds):
+                for mode in ("system", "retain"):
+                    cmd = [sys.executable, __file__, "--part", "allocator", "--probe",
+                           "--models", name, "--batch", str(batch), "--allocator", mode]  # fmt: skip
+                    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                    rows.append(json.loads(out.strip().splitlines()[-1]))
+                    print(f"  {rows[-1]}", flush=True)
+    write_results("latency_allocator", {
+        "rows": rows, "machine": machine_line(), "commit": git_commit(),
+        "uptime": {"before": before, "after": _uptime()},
+    })  # fmt: skip
 
 
 # --- accuracy at equal measured latency ------------------------------------------------------
@@ -426,6 +491,9 @@ def write_docs() -> None:
                 "run's cache): time against kept output channels of its slowest layers, the fast "
                 "end of each step marked.\n\n![ResNet-50 latency table](latency_resnet50_table.png)\n"
             )
+    alloc = RESULTS / "latency_allocator.json"
+    if alloc.exists():
+        text += _allocator_section(json.loads(alloc.read_text()))
     if acc.exists():
         text += _accuracy_section(json.loads(acc.read_text()))
     text.append(RUN_NOTES)
@@ -639,6 +707,14 @@ def _correction(check: dict) -> str:
     return "" if c == 1.0 else f" x{c:.2f}"
 
 
+def _alloc(row: dict) -> str:
+    """The row's allocator: ``retain`` (freed memory kept), or ``system`` (every run before
+    the allocator was recorded); ONNX Runtime rows: its own arena, ``-``."""
+    if row["runtime"] == "onnxruntime":
+        return "-"
+    return "retain" if row.get("allocator") == "glibc-retain" else "system"
+
+
 def _paired_err(r: dict) -> float | None:
     """Predicted over measured time, both as fractions of the dense model's: the prediction
     against the dense time the plan was made with, the measurement paired with the dense model
@@ -668,7 +744,7 @@ def _speed_sections(rows: list[dict], runs: list[dict]) -> list[str]:
         "measuring its plan checks); knapsack s: the solver alone; run: the run (start, UTC, "
         "listed at the top) that timed the row.\n"
     )
-    headers = ["run", "model", "runtime", "threads", "batch", "variant", "ms", "speed-up",
+    headers = ["run", "model", "runtime", "alloc", "threads", "batch", "variant", "ms", "speed-up",
                "reached", "pred err", "paired err", "first pred err", "MACs red.", "efficiency", "table s",
                "plan s", "knapsack s"]  # fmt: skip
     table = []
@@ -686,7 +762,7 @@ def _speed_sections(rows: list[dict], runs: list[dict]) -> list[str]:
         run = _run_of(r, runs)
         table.append([
             "-" if run is None else _run_label(runs[run]),
-            r["model"], r["runtime"], r["threads"], r["batch"], r["variant"],
+            r["model"], r["runtime"], _alloc(r), r["threads"], r["batch"], r["variant"],
             f"{r['latency_ms']:.2f}", f"{r['speedup']:.2f}x", reached, pred,
             "-" if paired is None else f"{paired:+.3f}", first,
             f"{r['macs_reduction']:.2f}x", f"{r['efficiency']:.2f}",
@@ -697,6 +773,50 @@ def _speed_sections(rows: list[dict], runs: list[dict]) -> list[str]:
     out.append(markdown_table(headers, table))
     out.append("")
     return out
+
+
+def _allocator_section(data: dict) -> list[str]:
+    """``--part allocator``: the dense models under glibc's default and with freed memory kept."""
+    out = ["## What the allocator costs (dense models, torch eager, 1 thread)\n"]
+    out.append(
+        f"`--part allocator` ({data['machine']}; commit {data['commit']}; load before "
+        f"`{data['uptime']['before']}`, after `{data['uptime']['after']}`): each dense model "
+        "in fresh processes, glibc's default malloc (system) and "
+        "`netslim.retain_freed_memory()` (retain) alternating, "
+        f"{ALLOCATOR_SAMPLES} forwards each after three warm-up calls; ms: the median over the "
+        "processes of each process's median; faults: minor page faults per forward.\n"
+    )
+    table = []
+    for model, batch in dict.fromkeys((r["model"], r["batch"]) for r in data["rows"]):
+        cell = [r for r in data["rows"] if (r["model"], r["batch"]) == (model, batch)]
+        system = [r for r in cell if r["allocator"] == "system"]
+        retain = [r for r in cell if r["allocator"] == "glibc-retain"]
+        if system and retain:
+            table.append([model, batch, *_allocator_cells(system, retain)])
+    out.append(markdown_table(
+        ["model", "batch", "faults system", "faults retain", "ms system", "range system",
+         "ms retain", "range retain", "system / retain"], table,
+    ))  # fmt: skip
+    out.append("")
+    return out
+
+
+def _allocator_cells(system: list[dict], retain: list[dict]) -> list[str]:
+    """Faults, median ms and range under each allocator, and the ratio of the medians."""
+
+    def ms(rows: list[dict]) -> float:
+        return statistics.median(r["median_ms"] for r in rows)
+
+    def spread(rows: list[dict]) -> str:
+        return f"{min(r['min_ms'] for r in rows):.1f}-{max(r['max_ms'] for r in rows):.1f}"
+
+    def faults(rows: list[dict]) -> str:
+        return f"{statistics.median(r['faults_per_call'] for r in rows):,.0f}"
+
+    return [
+        faults(system), faults(retain), f"{ms(system):.1f}", spread(system),
+        f"{ms(retain):.1f}", spread(retain), f"{ms(system) / ms(retain):.2f}x",
+    ]  # fmt: skip
 
 
 def _accuracy_section(data: dict) -> list[str]:
@@ -1101,7 +1221,10 @@ The MACs-driven allocation (`target_macs`) is unchanged.
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--part", choices=("speed", "accuracy", "report"), default="report")
+    p.add_argument("--part", choices=("speed", "accuracy", "allocator", "report"), default="report")
+    p.add_argument("--allocator", choices=("retain", "system"), default="retain",
+                   help="speed part: keep freed tensor memory (retain) or glibc's default")  # fmt: skip
+    p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)  # one allocator cell
     p.add_argument("--models", nargs="*", default=list(SPEED_MODELS))
     p.add_argument("--runtimes", nargs="*", default=["torch", "onnxruntime"])
     p.add_argument("--threads", nargs="*", type=int, default=[1, 2])
@@ -1118,8 +1241,13 @@ def main() -> None:
     p.add_argument("--stage", choices=("all", "train", "plan", "finetune"), default="all",
                    help="accuracy part: 'plan' measures latency, run it alone on the machine")  # fmt: skip
     args = p.parse_args()
+    if args.part == "allocator" and args.probe:
+        print(json.dumps(allocator_probe(args.models[0], args.batch[0], args.allocator)))
+        return
     if args.part == "speed":
         run_speed(args)
+    elif args.part == "allocator":
+        run_allocator(args)
     elif args.part == "accuracy":
         run_accuracy(args)
     write_docs()

@@ -7,11 +7,20 @@ netslim.save(model, "out/")            # safetensors + JSON, no pickles
 same = netslim.load("out/")
 """
 
+from netslim._runtime import retain_freed_memory
 from netslim._version import __version__
 from netslim.api import build_model, load, prune_, save
 from netslim.errors import NetslimError
 
-__all__ = ["NetslimError", "__version__", "build_model", "load", "prune_", "save"]
+__all__ = [
+    "NetslimError",
+    "__version__",
+    "build_model",
+    "load",
+    "prune_",
+    "retain_freed_memory",
+    "save",
+]
 
 
 def __getattr__(name: str):

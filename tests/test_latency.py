@@ -259,6 +259,8 @@ def fake_clock(monkeypatch, tmp_path):
     monkeypatch.setattr(op_timing, "op_timer", timer)
     monkeypatch.setattr(op_timing, "model_ms", fake_model_ms)
     monkeypatch.setattr(op_timing, "time_ratio", fake_time_ratio)
+    monkeypatch.setattr(op_timing, "model_faults", lambda model, inputs, target: calls["faults"])
+    calls["faults"] = 0
     return calls
 
 
@@ -825,3 +827,59 @@ def test_iterative_schedule_splits_a_speedup_per_round(fake_clock) -> None:
     settings = replace(settings, target_speedup=None, target_latency_ms=dense / 4)
     assert _time_targets(model, settings, x) == pytest.approx([4 ** (1 / 3)] * 3)
     assert _time_targets(model, replace(settings, schedule="oneshot"), x) == []
+
+
+def test_page_faults_are_counted_per_call() -> None:
+    import mmap
+
+    def touch_fresh_pages() -> None:
+        with mmap.mmap(-1, 4 << 20) as fresh:  # 4 MiB the kernel maps on first touch
+            fresh[:: mmap.PAGESIZE] = b"x" * len(range(0, 4 << 20, mmap.PAGESIZE))
+
+    faults = op_timing.faults_per_call(touch_fresh_pages)
+    assert faults is not None and faults >= (4 << 20) // mmap.PAGESIZE * 0.9
+    assert op_timing.faults_per_call(lambda: None) < 50
+
+
+def test_retained_freed_memory_takes_no_page_faults_and_keys_its_tables() -> None:
+    from netslim._runtime import allocator
+
+    if not netslim.retain_freed_memory():
+        pytest.skip("needs glibc's malloc")
+    assert allocator() == "glibc-retain"
+    assert "alloc=glibc-retain" in Target().key()
+    big = lambda: torch.empty(16 << 20).fill_(1.0)  # noqa: E731 - 64 MiB: mmap'd by default
+    assert op_timing.faults_per_call(big) < 200  # 16384 with every block given back
+
+
+def test_a_plan_names_an_allocator_that_faults(fake_clock, monkeypatch) -> None:
+    from netslim.structural import latency_alloc
+
+    monkeypatch.setattr(latency_alloc, "allocator", lambda: "system")
+    model, x = Net().eval(), torch.randn(1, 3, 16, 16)
+    fake_clock["faults"] = 5000
+    report = netslim.prune_(copy.deepcopy(model), Channels(target_speedup=1.5), example_inputs=(x,))
+    latency = report["latency"]
+    assert latency["page_faults_per_call"] == 5000 and latency["allocator"] == "system"
+    assert "5000 page faults" in latency["note"] and "--retain-freed-memory" in latency["note"]
+    fake_clock["faults"] = 10  # a new model key would be needed to re-count: the count is cached
+    other = nn.Sequential(Net(), nn.Linear(10, 4)).eval()
+    report = netslim.prune_(other, Channels(target_speedup=1.5), example_inputs=(x,))
+    assert report["latency"]["page_faults_per_call"] == 10
+    assert "page faults" not in report["latency"].get("note", "")
+
+
+def test_cli_retain_freed_memory_flag(monkeypatch) -> None:
+    import argparse
+
+    from netslim import _runtime
+    from netslim.cli.latency import add_time_target_args, apply_time_target_args
+
+    calls = []
+    monkeypatch.setattr(_runtime, "retain_freed_memory", lambda: calls.append(1) or True)
+    parser = argparse.ArgumentParser()
+    add_time_target_args(parser)
+    apply_time_target_args(parser.parse_args([]))
+    assert calls == []
+    apply_time_target_args(parser.parse_args(["--retain-freed-memory"]))
+    assert calls == [1]

@@ -33,6 +33,21 @@ def add_time_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch", type=positive_int, default=None, help="batch size timed (default: the example's)"
     )
+    p.add_argument(
+        "--retain-freed-memory", action="store_true",
+        help="time as a process whose malloc keeps freed tensor memory (no page faults per call; "
+        "deploy the same way: netslim.retain_freed_memory(), jemalloc or tcmalloc)",
+    )  # fmt: skip
+
+
+def apply_time_target_args(args: argparse.Namespace) -> None:
+    """The process-level part of ``add_time_target_args``: the allocator setting, before any
+    timing."""
+    if getattr(args, "retain_freed_memory", False):
+        from netslim._runtime import retain_freed_memory
+
+        if not retain_freed_memory():
+            print("note: --retain-freed-memory needs glibc's malloc; timing with the system's")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -52,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from netslim.structural.op_timing import check_target
 
     check_target(args.runtime, args.threads, 1 if args.batch is None else args.batch)
+    apply_time_target_args(args)
     from netslim.models.spec import build_model, make_example_inputs
     from netslim.structural.config import Channels
     from netslim.structural.engine import candidates, pruned_copies

@@ -23,7 +23,7 @@ from netslim.cli.args import (
     positive_float,
     positive_int,
 )
-from netslim.cli.latency import add_time_target_args
+from netslim.cli.latency import add_time_target_args, apply_time_target_args
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -297,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
     from netslim.report import before_after_table
 
     settings = settings_from_args(args)
+    apply_time_target_args(args)
     try:
         report = run_job(settings)  # joins torchrun's process group when launched by it
         main_rank = is_main()

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim._runtime import allocator
 from netslim.structural.allocation import min_keep
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.knapsack import fast_end, mckp
@@ -289,6 +290,23 @@ def allocate_reaching(
     return first
 
 
+MANY_FAULTS = 1000
+"""Page faults a dense forward takes above which the report names the allocator: 4 MiB of freed
+activations touched again each call (on the VM of docs/latency.md, ~3.7 us a fault)."""
+
+
+def allocator_note(faults: int | None) -> str | None:
+    """What the report says when the allocator hands freed activations back to the kernel."""
+    if faults is None or faults < MANY_FAULTS or allocator() != "system":
+        return None
+    return (
+        f"the dense model takes {faults} page faults a forward: the allocator returns freed "
+        "activations to the kernel between calls; netslim.retain_freed_memory() "
+        "(--retain-freed-memory), jemalloc or tcmalloc keep them, often much faster on CPU "
+        "(time and deploy under the same setting)"
+    )
+
+
 def floor_note(alloc: Allocation) -> str | None:
     """What the report says when the plan needed a floor below ``MIN_KEEP_FRACTION``."""
     if alloc.min_fraction >= MIN_KEEP_FRACTION:
@@ -515,6 +533,8 @@ def plan_counts(
         "dense_ms": table.dense_ms,
         "table_s": round(table.build_s, 3),
         "table_points_measured": table.measured_points,
+        "allocator": allocator(),
+        "page_faults_per_call": table.page_faults,
     }
     sizes = {g.id: g.size for g in groups}
     if table.predict(fixed) <= budget:
@@ -559,7 +579,7 @@ def plan_counts(
     lowered = floor_note(alloc)
     if lowered:
         warnings.warn(lowered, stacklevel=2)
-    notes = [n for n in (lowered, alloc.note) if n]
+    notes = [n for n in (lowered, alloc.note, allocator_note(table.page_faults)) if n]
     if notes:
         info["note"] = "; ".join(notes)
     return {**sizes, **alloc.counts, **fixed}, info

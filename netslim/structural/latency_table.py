@@ -148,6 +148,7 @@ class LatencyTable:
     build_s: float = 0.0
     measured_points: int = 0
     calibration: dict[str, Any] = field(default_factory=dict)
+    page_faults: int | None = None  # of one dense forward (None: not counted)
     measure_kept: Callable[..., float] | None = None  # set by build_table (kept, confirm)
 
     def act_weight(self, gid: str) -> float:
@@ -429,12 +430,15 @@ def build_table(
     measure_layers(layers, cached)
     table = LatencyTable(target, layers, sizes)
     table.act_total = sum(la.cout.full * la.out_numel for la in layers)
+    if whole is None and target.runtime == "torch":  # real timing: what the allocator costs
+        table.page_faults = _faults(cached, model_key(model, layers, target), model, example_inputs)
     if ratio is None and whole is not None:
         ratio = lambda m, ref, x: whole(m, x) / whole(ref, x)  # noqa: E731
     whole = whole or (lambda m, x: op_timing.model_ms(m, x, target))
     ratio = ratio or (lambda m, ref, x: op_timing.time_ratio(m, ref, x, target))
     inputs = rebatch(example_inputs, target.batch)
     key = model_key(model, layers, target)
+
     make = pruned_copy
     points = dict(zip(CALIBRATION, ({}, half_widths(groups), small_widths(groups)), strict=True))
     dense_ms = _cached_whole(
@@ -482,6 +486,18 @@ def build_table(
 
     table.measure_kept = measure_kept
     return table
+
+
+def _faults(cached: CachedTimer, key: str, model: nn.Module, example_inputs: Any) -> int | None:
+    """Page faults of one dense forward on the cache's target (cached with the table)."""
+    point = f"{key}|faults"
+    if cached.cache.get(point) is None:
+        target = cached.cache.target
+        faults = op_timing.model_faults(model, rebatch(example_inputs, target.batch), target)
+        if faults is None:
+            return None
+        cached.cache.put(point, float(faults))
+    return int(cached.cache.get(point))
 
 
 def check_name(kept: dict[str, int]) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim._runtime import allocator
 from netslim.errors import ConfigError, UnsupportedModelError
 
 RUNTIMES = ("torch", "onnxruntime", "cuda")
@@ -90,6 +91,8 @@ class Target:
             parts.append(f"ort{_ort_version()}")
         if self.runtime == "cuda" and torch.cuda.is_available():
             parts.append(torch.cuda.get_device_name(0))
+        if allocator() != "system":  # freed memory kept or not: eager CPU times differ 2x
+            parts.append(f"alloc={allocator()}")
         return "|".join(parts)
 
 
@@ -399,6 +402,28 @@ def model_ms(model: nn.Module, inputs: Any, target: Target, samples: int = 9) ->
     """Whole-model forward time on ``target`` (eval mode, no autograd; see ``robust_ms``)."""
     with _runner(model, inputs, target) as (run, sync):
         return median_ms(run, sync, samples=samples, min_total_s=WHOLE_MODEL_S)
+
+
+def faults_per_call(run: Callable[[], Any]) -> int | None:
+    """Minor page faults of one ``run()`` after two warm-up calls (mean of two): memory the
+    allocator gave back to the kernel and the call touched again. None where the OS does not
+    count them."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    run()
+    run()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    run()
+    run()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 2
+
+
+def model_faults(model: nn.Module, inputs: Any, target: Target) -> int | None:
+    """:func:`faults_per_call` of ``model``'s forward on ``target``."""
+    with _runner(model, inputs, target) as (run, sync):
+        return faults_per_call(lambda: (run(), sync()))
 
 
 PAIRED_S = 0.6
