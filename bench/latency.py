@@ -779,7 +779,8 @@ def _allocator_section(data: dict) -> list[str]:
     """``--part allocator``: the dense models under glibc's default and with freed memory kept."""
     out = ["## What the allocator costs (dense models, torch eager, 1 thread)\n"]
     out.append(
-        f"`--part allocator` ({data['machine']}; commit {data['commit']}; load before "
+        f"`--part allocator` ({data['machine'].split(', run ')[0]}; commit {data['commit']}; "
+        "load before "
         f"`{data['uptime']['before']}`, after `{data['uptime']['after']}`): each dense model "
         "in fresh processes, glibc's default malloc (system) and "
         "`netslim.retain_freed_memory()` (retain) alternating, "
@@ -914,17 +915,14 @@ RUN_NOTES = """## What this run covers, and what it does not
   paired timing in mirrored rounds, the report's measurement taken from the plan's check (of
   the last plan checked up to 75dde57, of the best checked from ba75516), and the floor
   lowered (to 1/8 or 1/16) when that reaches a target the default floor cannot (capped at 1/16
-  from cccfa47). The one-thread eager rows of
-  ResNet-50 and MobileNetV2 at batch 1 are from 614af0c (run 03:15 of 2026-12-02: a check far
-  off its prediction is timed again, below), at batch 16 ResNet-50's from d80d3c7 (run 22:30;
-  the planning code of ba75516) and MobileNetV2's from 614af0c (run 03:19); their ONNX Runtime
-  rows with 1 thread at batch 16 from 614af0c (run 02:39), at batch 1 from 10baba8 (run 01:36
-  of 2026-12-02: plans of whole ONNX Runtime layout blocks, below), with 2 threads at batch 1
-  from 3a9d761 (run 00:34; free widths) and at batch 16 from 3a7f493 (run 03:49; whole blocks,
-  and a re-solve to widths already checked ends the search), their two-thread eager rows from
-  3a9d761 (run 01:09; the planning of ba75516 with its check loop refactored, nothing else
-  changed); every vgg_small and resnet56 row from dd1e057 (run 23:44; the planning of ba75516,
-  free widths with ONNX Runtime too); ViT-B/16 with 1 thread, eager, from a48f97a (runs 19:48
+  from cccfa47). The eager rows of ResNet-50 and MobileNetV2 are from d16f7d3, timed with
+  freed memory kept (the allocator, next item): with 1 thread at batch 1 run 05:40, at batch
+  16 run 05:44, with 2 threads run 06:11; their ONNX Runtime rows with 1 thread at batch 16
+  from 614af0c (run 02:39), at batch 1 from 10baba8 (run 01:36 of 2026-12-02: plans of whole
+  ONNX Runtime layout blocks, below), with 2 threads at batch 1 from 3a9d761 (run 00:34; free
+  widths) and at batch 16 from 3a7f493 (run 03:49; whole blocks, and a re-solve to widths
+  already checked ends the search); every vgg_small and resnet56 row from dd1e057 (run 23:44;
+  the planning of ba75516, free widths with ONNX Runtime too); ViT-B/16 with 1 thread, eager, from a48f97a (runs 19:48
   and 19:51), with 2 threads at batch 1 and with ONNX Runtime at batch 1 from 614af0c (runs
   03:32 and 03:35; small test runs, niced, shared the machine for about a minute of the
   03:35 run): every plan
@@ -936,6 +934,42 @@ RUN_NOTES = """## What this run covers, and what it does not
   measured / predicted ratio at 2aecd97, the geometric mean of every check's at a9f0b1f). Up to
   71a8146 a missed check refitted the table instead. Earlier runs (session 13's at dcc3bd9, the
   earlier host's up to b528942, and the ones named below) are in the git history of this page.
+- The allocator (d16f7d3; the *alloc* column). Eager PyTorch frees each activation after its
+  last use, and glibc's malloc hands blocks above its mmap threshold back to the kernel, so the
+  next forward touches fresh pages and pays a page fault per 4 KiB, several microseconds each on
+  this VM. *What the allocator costs* above (`--part allocator`): MobileNetV2 at batch 16 took
+  126,026 faults a forward and ran 1057.6 ms, against 506.0 ms with freed memory kept; ResNet-50
+  at batch 16 270,801 faults, 1.39x; MobileNetV2 at batch 1 2,937 faults, 1.30x; ResNet-50 at
+  batch 1 31 faults, no difference. Their cost moved with the host's load, which is where much
+  of the eager rows' drift came from (the dense MobileNetV2 at batch 16 ran 489 ms when the
+  03:19 run planned and 1,100-1,200 ms fifteen minutes later), and it misled the table: a layer
+  timed alone reuses the block it has just freed (and the timer keeps the lower quartile, the
+  fault-free calls), while in the model the early, wide activations fault. A profile after the
+  03:19 run put the first 2x plan's 56x56 layers at 2.5-5x their isolated times, and that
+  table had under-predicted the plan by 31%. `netslim.retain_freed_memory()` (CLI
+  `--retain-freed-memory`) sets glibc's `M_MMAP_MAX` to 0 and `M_TRIM_THRESHOLD` to its
+  maximum, so freed memory stays in the process, as jemalloc and tcmalloc (PyTorch's CPU tuning
+  guide) keep it: no faults, at the cost of holding the peak memory. A latency table has the
+  allocator in its cache key and counts the dense model's faults; a plan's report names them
+  above 1,000 a forward. The speed part runs with it from run 05:40 (`--allocator retain`, the
+  dense model and every variant alike); rows timed before say *system* (the eager rows of
+  ViT-B/16, vgg_small and resnet56, and the accuracy part). In run 05:40 (1 thread,
+  batch 1) the dense models moved -1% / +0% between planning and the rounds (+17% / +25% at
+  03:15) and all four predictions came within 10% of the rounds in ms (-2.6% / +4.2% ResNet-50,
+  -10.0% / +0.6% MobileNetV2, against -23.3% / -19.5% and -23.0% / -27.8% at 03:15); in run
+  05:44 (batch 16) MobileNetV2's first 2x plan measured 8% over its prediction (215.88 against
+  200.12 ms; +31% at 03:19). It does not settle everything: at batch 16 the dense models still
+  moved +22% (MobileNetV2) and -8% (ResNet-50) between planning and the rounds. Nor does it
+  lift speed-up per MACs reduction to the bars: ResNet-50 at batch 16 is 0.93 / 0.82 (1.35 /
+  1.11 under glibc's default at 22:30, when its 2x plan's paired ratio moved by a third between
+  its check and the rounds), its plans still the fastest at their MACs (1.96x against 1.85x for
+  uniform round_to=8 at 2x, 2.85x against 2.76x at 3x); MobileNetV2 0.76 / 0.50 (0.61 / 0.75 at
+  03:19), its 3x plan behind uniform round_to=8 (2.67x against 2.99x at about the same MACs);
+  at batch 1, ResNet-50 0.84 / 0.78 and MobileNetV2 0.44 / 0.06. With 2 threads (run 06:11)
+  the latency plans were the fastest variant at their MACs in six of eight cells (ResNet-50 at
+  batch 16: 2.05x / 2.98x against 1.82x / 2.52x for uniform round_to=8, efficiency 0.96 /
+  0.89); uniform round_to=8 was ahead on MobileNetV2 at 3x (batch 16: 2.86x against 2.64x;
+  batch 1, where the 3x target is out of reach even at the lowest floor: 1.95x against 1.76x).
 - What the matrix lacks. The issue asks for one run of every model at 1 and 2 threads, batch
   1 and 16, eager and ONNX Runtime. Missing: ViT-B/16 at batch 16 with 2 threads, and with
   ONNX Runtime at batch 16 and at 2 threads. At this host's pace they did not fit: ResNet-50
@@ -988,13 +1022,16 @@ RUN_NOTES = """## What this run covers, and what it does not
   some rows (ResNet-50 batch 16, MobileNetV2 batch 1 2x), and each correction chases that noise. The
   bars above quote the ms figure, as the issue words it, and the paired one beside it. The
   one-thread batch-1 rows of ResNet-50 and MobileNetV2 were timed seven times on 2026-12-01
-  and once more at 03:15 on 2026-12-02 (git history of this page: 13:36 at b1a66ff,
+  and twice on 2026-12-02 (git history of this page: 13:36 at b1a66ff,
   MobileNetV2 at 14:18 at cccfa47; 15:52 at f99cdcb; 16:08 at 385b3f8; 16:17 at 0a449d7; 18:18
-  at 086e64f; 19:36 at a9f0b1f; 21:01 at ba75516; 03:15 at 614af0c, shown). Speed-up reached
+  at 086e64f; 19:36 at a9f0b1f; 21:01 at ba75516; 03:15 at 614af0c; 05:40 at d16f7d3, freed
+  memory kept, shown). Speed-up reached
   over the target, 2x / 3x: ResNet-50 0.884 / 1.007, 0.925 / 0.988, 1.033 / 1.043, 0.900 /
-  0.964, 0.937 / 0.990, 0.975 / 0.984, 0.976 / 0.980, 0.897 / 0.942; MobileNetV2 0.734 / 1.047,
+  0.964, 0.937 / 0.990, 0.975 / 0.984, 0.976 / 0.980, 0.897 / 0.942, 0.964 / 1.030;
+  MobileNetV2 0.734 / 1.047,
   0.930 / 0.898, 0.999 / 0.993, 0.943 / 0.908, 1.013 / 0.914, 0.950 / 0.929, 1.021 / 1.018,
-  0.962 / 0.903. The 16:08 and 21:01 runs met all four, 19:36 three, this one one. In each,
+  0.962 / 0.903, 0.902 / 1.008. The 16:08 and 21:01 runs met all four, 19:36 and 05:40
+  three, 03:15 one. In each,
   the plans' last checks were close to their predictions
   (the list under *Read from the rows*); the rounds minutes later measured the same models
   several percent off relative to the dense one as often as not (ResNet-50 2x at 16:17: 0.498
@@ -1003,7 +1040,7 @@ RUN_NOTES = """## What this run covers, and what it does not
   the 21:01 run the dense models moved +37% (ResNet-50: 162 ms at planning, 222 ms in the
   rounds) and +13% (MobileNetV2) between planning and the rounds, which was all of its
   ms-prediction misses (paired: -2.5% / -2.0% and +2.0% / +1.8%; at 19:36 the moves were +10%
-  and -24%). In this run (03:15) they moved +17% (210.7 -> 246.5 ms) and +25% (35.7 -> 44.6 ms),
+  and -24%). At 03:15 they moved +17% (210.7 -> 246.5 ms) and +25% (35.7 -> 44.6 ms),
   and the paired errors were larger too (-10.3% / -5.8% and -3.8% / -9.7%): ResNet-50's 2x plan
   ran at 0.504 of the dense time at its check and 0.557 in the rounds. The check times a copy
   keeping each group's first channels, the rounds the pruned model (the channels the criterion
@@ -1013,7 +1050,8 @@ RUN_NOTES = """## What this run covers, and what it does not
 - The plan checks (at most 3) are most of the time of a plan with the table cached (the bar
   line gives how much): a plan that needs all three checks on ResNet-50 at batch 1 misses the
   5 s bar whatever the solver does. The 3x plan, fitted with the 2x plan's checks, needed one
-  in the 16:17 run (3.4 s) and at 21:01 (3.2 s); at 03:15 three (10.8 s: 80.29, 65.39, then
+  in the 16:17 run (3.4 s) and at 21:01 (3.2 s); at 05:40 three (7.5 s: 65.12, 54.94, then
+  57.85 ms for 60.7 ms predicted); at 03:15 three (10.8 s: 80.29, 65.39, then
   67.29 ms for 70.2 ms predicted, none more than 15% off, so none timed again); at 19:36
   three (7.4 s): one paired check of its widths read 62.9, then (the next plan 13% narrower in
   predicted time) 50.0, then 57.0 ms
@@ -1039,13 +1077,13 @@ RUN_NOTES = """## What this run covers, and what it does not
   most time each (wide, compute-heavy layers) go first, removing more MACs than the speed-up
   they buy where time is not proportional to MACs (per-op overhead, depthwise convolutions).
 - Batch 16 (1 thread): the speed-up per MACs reduction moves with the host as much as the
-  reach. In the 22:30 run (shown) the dense ResNet-50 took 2291 ms at planning and 3777 ms in
-  the rounds (+65%), and its 2x plan, 0.477 of the dense time at its plan check (2.10x), ran
-  at 0.330 of it in the rounds (3.03x): the paired ratio itself moved by a third with the
+  reach. In the 22:30 run (glibc's default malloc, like every run before 05:40) the dense
+  ResNet-50 took 2291 ms at planning and 3777 ms in the rounds (+65%), and its 2x plan, 0.477
+  of the dense time at its plan check (2.10x), ran at 0.330 of it in the rounds (3.03x): the paired ratio itself moved by a third with the
   host's state, so ResNet-50's 1.35 / 1.11 (met) are as much the host as the plan. MobileNetV2
   was 0.899 / 0.690 in that run (its 2x plan 2.10x at its check, 1.75x in the rounds, slower
   there than Torch-Pruning global and netslim's MACs allocation at the same MACs); in the 03:19
-  run (614af0c, shown) 0.61 / 0.75 (MISSED), with the targets reached (1.012 / 1.001, paired
+  run (614af0c) 0.61 / 0.75 (MISSED), with the targets reached (1.012 / 1.001, paired
   errors +1.0% / -0.1%): the table under-predicted the first 2x plan by 31% (320.75 ms against
   244.44, confirmed by two more timings; 42% at 22:30), the corrected plans measured 280.91 and
   216.57 ms, and the plan returned is the one under the target, at 3.31x of the MACs. At 3x
@@ -1171,8 +1209,9 @@ output width and output width varied at full input width, on a power-of-two grid
 widths (every multiple of 8 up to 256 channels), plus the corner where both are smallest. A
 depthwise conv has one line (its width sets input, output and group count). Points are cached
 in `~/.cache/netslim/latency/` (`NETSLIM_CACHE_DIR`), keyed by op shape, runtime, threads,
-batch, CPU model, core count and torch / onnxruntime versions; models that share layer shapes
-share points. A layer whose two widths both shrink is predicted as `o + (x-o)(y-o)/(T-o)` (the
+batch, CPU model, core count, torch / onnxruntime versions and the allocator when it is not
+the system's (`netslim.retain_freed_memory()`, a preloaded jemalloc or tcmalloc); models that
+share layer shapes share points. A layer whose two widths both shrink is predicted as `o + (x-o)(y-o)/(T-o)` (the
 time above a fixed overhead `o` is the product of the two lines' relative times, `o` solved from
 the corner). Everything else (norms, activations, adds, pooling, attention softmax) is the
 remainder, fitted with a scale on the layer sum on the whole-model measurements (dense, all
@@ -1204,7 +1243,7 @@ one-step exchanges (narrow one group, refill the others greedily) are kept while
 
 **Interfaces.** `Channels(target_latency_ms=..., target_speedup=..., runtime=, threads=,
 batch=)`; `netslim prune --method channel --target-latency MS | --target-speedup X [--runtime
-torch|onnxruntime|cuda] [--threads N] [--batch B]`; `netslim latency MODEL` writes the table
+torch|onnxruntime|cuda] [--threads N] [--batch B] [--retain-freed-memory]`; `netslim latency MODEL` writes the table
 (json) and a plot of the slowest layers' staircases (`--refresh` measures it again, replacing the
 cached points: run it on a quiet machine); `--schedule iterative` with a time target
 prunes by the same speed-up factor each round. Every report carries `latency`: budget, dense,
@@ -1214,7 +1253,8 @@ check further than 5% from both its prediction and the target re-solves for the 
 by the table's error at the plans checked, the geometric mean of their measured / predicted
 ratios, a correction local to where the search is; the last check never re-solves; the plan
 returned is the best checked: within 5% of the target, else the slowest under it, else the
-fastest).
+fastest), and on torch eager the dense model's page faults a forward (named in a note above
+1,000, with the allocator setting that removes them).
 The MACs-driven allocation (`target_macs`) is unchanged.
 """
 

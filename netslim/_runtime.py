@@ -61,9 +61,9 @@ def retain_freed_memory() -> bool:
 
     Why: eager PyTorch on CPU frees every activation after its last use. glibc hands blocks
     larger than its mmap threshold back to the kernel, so the next forward touches fresh pages
-    and takes a page fault per 4 KiB. On the VM of docs/latency.md that was 157,000 faults per
-    MobileNetV2 forward at batch 16, half its time, and the share moved with the host's load
-    (the dense model ran 489 ms, then 1,100-1,200 ms, 15 minutes apart). jemalloc and tcmalloc
+    and takes a page fault per 4 KiB. On the VM of docs/latency.md (*What the allocator
+    costs*) MobileNetV2 at batch 16 took 126,026 faults a forward and ran 2.09x slower than with
+    freed memory kept, and their cost moved with the host's load. jemalloc and tcmalloc
     (PyTorch's CPU tuning guide) keep freed memory the same way. The cost: the process keeps
     its peak memory. Time and deploy under the same setting: ``allocator()`` is part of every
     latency table's cache key."""

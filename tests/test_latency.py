@@ -841,15 +841,28 @@ def test_page_faults_are_counted_per_call() -> None:
     assert op_timing.faults_per_call(lambda: None) < 50
 
 
-def test_retained_freed_memory_takes_no_page_faults_and_keys_its_tables() -> None:
-    from netslim._runtime import allocator
+def test_retained_freed_memory_takes_no_page_faults() -> None:
+    import json
+    import subprocess
+    import sys
 
-    if not netslim.retain_freed_memory():
+    # a fresh process: the setting is process-wide and cannot be undone
+    code = """
+import json, torch, netslim
+from netslim._runtime import allocator
+from netslim.structural.op_timing import Target, faults_per_call
+big = lambda: torch.empty(16 << 20).fill_(1.0)  # 64 MiB: past glibc's largest mmap threshold
+before = (faults_per_call(big), allocator(), Target().key())
+retained = netslim.retain_freed_memory()
+warm = min(faults_per_call(big) for _ in range(3))  # the heap grows once, on first use
+print(json.dumps([*before, retained, warm, allocator(), Target().key()]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    faults, name, key, retained, faults_kept, name_kept, key_kept = json.loads(out.stdout)
+    assert faults >= 16000 and name == "system" and "alloc=" not in key  # 16384 pages a call
+    if not retained:
         pytest.skip("needs glibc's malloc")
-    assert allocator() == "glibc-retain"
-    assert "alloc=glibc-retain" in Target().key()
-    big = lambda: torch.empty(16 << 20).fill_(1.0)  # noqa: E731 - 64 MiB: mmap'd by default
-    assert op_timing.faults_per_call(big) < 200  # 16384 with every block given back
+    assert faults_kept < 200 and name_kept == "glibc-retain" and "alloc=glibc-retain" in key_kept
 
 
 def test_a_plan_names_an_allocator_that_faults(fake_clock, monkeypatch) -> None:
@@ -862,7 +875,7 @@ def test_a_plan_names_an_allocator_that_faults(fake_clock, monkeypatch) -> None:
     latency = report["latency"]
     assert latency["page_faults_per_call"] == 5000 and latency["allocator"] == "system"
     assert "5000 page faults" in latency["note"] and "--retain-freed-memory" in latency["note"]
-    fake_clock["faults"] = 10  # a new model key would be needed to re-count: the count is cached
+    fake_clock["faults"] = 10  # counted once per model and target (cached with the table)
     other = nn.Sequential(Net(), nn.Linear(10, 4)).eval()
     report = netslim.prune_(other, Channels(target_speedup=1.5), example_inputs=(x,))
     assert report["latency"]["page_faults_per_call"] == 10
@@ -883,3 +896,17 @@ def test_cli_retain_freed_memory_flag(monkeypatch) -> None:
     assert calls == []
     apply_time_target_args(parser.parse_args(["--retain-freed-memory"]))
     assert calls == [1]
+
+
+def test_latency_command_names_an_allocator_that_faults(fake_clock, tmp_path, capsys) -> None:
+    import json
+
+    from netslim.cli.main import main
+    from netslim.structural import latency_alloc
+
+    fake_clock["faults"] = 4000
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(latency_alloc, "allocator", lambda: "system")
+        assert main(["latency", "zoo:lenet300", "--out", str(tmp_path)]) == 0
+    assert "4000 page faults" in capsys.readouterr().out
+    assert json.loads((tmp_path / "latency_table.json").read_text())["page_faults_per_call"] == 4000

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from netslim.structural.config import Channels
     from netslim.structural.engine import candidates, pruned_copies
     from netslim.structural.groups import analyze
-    from netslim.structural.latency_alloc import target_of
+    from netslim.structural.latency_alloc import allocator_note, target_of
     from netslim.structural.latency_table import build_table
 
     model = build_model(args.model).eval()
@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         f"{table.measured_points} points measured ({table.build_s:.1f} s; the rest from the "
         "cache)"
     )
+    note = allocator_note(table.page_faults)
+    if note:
+        print(f"note: {note}")
     print(f"wrote {out}/latency_table.json" + (f" and {png}" if png else ""))
     return 0
 
@@ -130,6 +133,7 @@ def table_dict(table: Any) -> dict[str, Any]:
         "calibration": table.calibration,
         "build_s": table.build_s,
         "measured_points": table.measured_points,
+        "page_faults_per_call": table.page_faults,
         "layers": layers,
     }
 
