@@ -919,11 +919,11 @@ RUN_NOTES = """## What this run covers, and what it does not
   freed memory kept (the allocator, next item): with 1 thread at batch 1 run 05:40, at batch
   16 run 05:44, with 2 threads run 06:11; their ONNX Runtime rows with 1 thread at batch 16
   from 614af0c (run 02:39), at batch 1 from 10baba8 (run 01:36 of 2026-12-02: plans of whole
-  ONNX Runtime layout blocks, below), with 2 threads at batch 1 from 3a9d761 (run 00:34; free
-  widths) and at batch 16 from 3a7f493 (run 03:49; whole blocks, and a re-solve to widths
+  ONNX Runtime layout blocks, below), with 2 threads at batch 1 from eff4273 (run 06:44; whole
+  blocks) and at batch 16 from 3a7f493 (run 03:49; whole blocks, and a re-solve to widths
   already checked ends the search); every vgg_small and resnet56 row from dd1e057 (run 23:44;
-  the planning of ba75516, free widths with ONNX Runtime too); ViT-B/16 with 1 thread, eager, from a48f97a (runs 19:48
-  and 19:51), with 2 threads at batch 1 and with ONNX Runtime at batch 1 from 614af0c (runs
+  the planning of ba75516, free widths with ONNX Runtime too); ViT-B/16 with 1 thread, eager,
+  from a48f97a (runs 19:48 and 19:51), with 2 threads at batch 1 and with ONNX Runtime at batch 1 from 614af0c (runs
   03:32 and 03:35; small test runs, niced, shared the machine for about a minute of the
   03:35 run): every plan
   check is cached with its widths and fitted again by the next table of the same model and
@@ -976,8 +976,7 @@ RUN_NOTES = """## What this run covers, and what it does not
   and MobileNetV2 with ONNX Runtime at batch 16 took 36 minutes with 1 thread (run 02:39; a
   paired plan check of ResNet-50 30-39 s) and 27 with 2 (run 03:49), and ViT-B/16 at batch 16
   with 1 thread took 38 minutes (run 19:51). The ONNX Runtime rows of vgg_small and resnet56
-  and the two-thread batch-1 ones of ResNet-50 and MobileNetV2 predate the layout-block rule
-  (next item).
+  predate the layout-block rule (next item).
 - ONNX Runtime's layout blocks (10baba8). With free widths (run 00:34, 3a9d761), Torch-Pruning's
   uniform round_to=8 at the same MACs ran faster than netslim's latency plan in all eight ONNX
   Runtime cells of ResNet-50 and MobileNetV2 (1 thread: ResNet-50 2.13x against 1.89x at 2x,
@@ -991,6 +990,12 @@ RUN_NOTES = """## What this run covers, and what it does not
   uniform round_to=8 at the same MACs ResNet-50 2.00x / 2.85x against 1.99x / 2.92x,
   MobileNetV2 2.04x / 2.83x against 2.10x / 3.10x: level at 2x, still behind at 3x. The
   knapsack's non-uniform widths buy little over a uniform cut in whole blocks on this runtime.
+  With 2 threads at batch 1 (run 06:44, whole blocks) the rows are the noisiest of the page:
+  MobileNetV2's 2x plan took three checks (6.31, 4.54, then 4.85 ms for 5.10 predicted) and
+  ran 3.12x in the rounds, its 3x plan 2.63x; the dense model ran 10.2 ms at planning and 9.0
+  in the rounds. Uniform round_to=8 was ahead of the plans on MobileNetV2 at 3x (3.59x) and on
+  ResNet-50 at 2x (1.97x against 1.88x); the plans led at ResNet-50 3x (2.81x against 2.42x)
+  and MobileNetV2 2x.
 - The small models (run 23:44, all sixteen cells). At batch 1, eager, per-op overhead sets the
   time: the 3x targets are out of reach even at 1/16 of every group for vgg_small and
   resnet56 at 1 and 2 threads (and resnet56 at 2 threads and batch 16); those plans keep the
