@@ -18,7 +18,9 @@ the layer sum (isolated timing misses some in-model effects) on whole-model meas
 dense, every group at about half width and at about an eighth, and every plan checked earlier on
 the same model and target (a plan's widths are not uniform; its check is the best evidence of
 how such widths run). Whole-model times are cached with the points, keyed by the model's layer
-list.
+list, and so is the dense model's count of page faults a forward (torch eager): an allocator
+that hands freed activations back to the kernel can take half a model's time
+(``netslim.retain_freed_memory``).
 """
 
 from __future__ import annotations
@@ -430,15 +432,14 @@ def build_table(
     measure_layers(layers, cached)
     table = LatencyTable(target, layers, sizes)
     table.act_total = sum(la.cout.full * la.out_numel for la in layers)
+    inputs = rebatch(example_inputs, target.batch)
+    key = model_key(model, layers, target)
     if whole is None and target.runtime == "torch":  # real timing: what the allocator costs
-        table.page_faults = _faults(cached, model_key(model, layers, target), model, example_inputs)
+        table.page_faults = _faults(cached, key, model, inputs)
     if ratio is None and whole is not None:
         ratio = lambda m, ref, x: whole(m, x) / whole(ref, x)  # noqa: E731
     whole = whole or (lambda m, x: op_timing.model_ms(m, x, target))
     ratio = ratio or (lambda m, ref, x: op_timing.time_ratio(m, ref, x, target))
-    inputs = rebatch(example_inputs, target.batch)
-    key = model_key(model, layers, target)
-
     make = pruned_copy
     points = dict(zip(CALIBRATION, ({}, half_widths(groups), small_widths(groups)), strict=True))
     dense_ms = _cached_whole(
@@ -488,12 +489,11 @@ def build_table(
     return table
 
 
-def _faults(cached: CachedTimer, key: str, model: nn.Module, example_inputs: Any) -> int | None:
+def _faults(cached: CachedTimer, key: str, model: nn.Module, inputs: Any) -> int | None:
     """Page faults of one dense forward on the cache's target (cached with the table)."""
     point = f"{key}|faults"
     if cached.cache.get(point) is None:
-        target = cached.cache.target
-        faults = op_timing.model_faults(model, rebatch(example_inputs, target.batch), target)
+        faults = op_timing.model_faults(model, inputs, cached.cache.target)
         if faults is None:
             return None
         cached.cache.put(point, float(faults))
