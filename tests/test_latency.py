@@ -834,6 +834,7 @@ def test_page_faults_are_counted_per_call() -> None:
 
     def touch_fresh_pages() -> None:
         with mmap.mmap(-1, 4 << 20) as fresh:  # 4 MiB the kernel maps on first touch
+            fresh.madvise(mmap.MADV_NOHUGEPAGE)  # one fault a page, whatever the THP setting
             fresh[:: mmap.PAGESIZE] = b"x" * len(range(0, 4 << 20, mmap.PAGESIZE))
 
     faults = op_timing.faults_per_call(touch_fresh_pages)
@@ -859,10 +860,26 @@ print(json.dumps([*before, retained, warm, allocator(), Target().key()]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     faults, name, key, retained, faults_kept, name_kept, key_kept = json.loads(out.stdout)
-    assert faults >= 16000 and name == "system" and "alloc=" not in key  # 16384 pages a call
+    assert faults > 0 and name == "system" and "alloc=" not in key  # 16384 with 4 KiB pages
     if not retained:
         pytest.skip("needs glibc's malloc")
-    assert faults_kept < 200 and name_kept == "glibc-retain" and "alloc=glibc-retain" in key_kept
+    assert faults_kept < faults / 10 and name_kept == "glibc-retain"
+    assert "alloc=glibc-retain" in key_kept
+
+
+def test_allocator_names_a_preloaded_or_configured_malloc(monkeypatch) -> None:
+    from netslim import _runtime
+
+    monkeypatch.setattr(_runtime, "_retaining", False)
+    for var in ("LD_PRELOAD", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(var, raising=False)
+    assert _runtime.allocator() == "system"
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")
+    assert _runtime.allocator() == "system"  # the heap is still trimmed: freed memory goes back
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4294967296")
+    assert _runtime.allocator() == "glibc-retain"
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    assert _runtime.allocator() == "jemalloc"
 
 
 def test_a_plan_names_an_allocator_that_faults(fake_clock, monkeypatch) -> None:

@@ -43,7 +43,7 @@ def add_time_target_args(p: argparse.ArgumentParser) -> None:
 def apply_time_target_args(args: argparse.Namespace) -> None:
     """The process-level part of ``add_time_target_args``: the allocator setting, before any
     timing."""
-    if getattr(args, "retain_freed_memory", False):
+    if args.retain_freed_memory:
         from netslim._runtime import retain_freed_memory
 
         if not retain_freed_memory():
