@@ -168,8 +168,8 @@ def test_onnxruntime_exports_a_reference_once_per_shape(monkeypatch) -> None:
 
 
 def test_paired_ratio_cancels_a_steady_slowdown(monkeypatch) -> None:
-    """A machine slowing down call by call: every round's mirror order (model, reference,
-    reference, model) cancels it exactly, where plain alternation would not."""
+    """A machine slowing down call by call: every round's palindrome (cheaper, costlier,
+    cheaper) cancels it exactly, where plain alternation would not."""
     clock = [0.0]
     state = {"slow": 1.0, "calls": 0, "toggle": False, "ramp": 0.01}
     monkeypatch.setattr(op_timing.time, "perf_counter", lambda: clock[0])
@@ -181,6 +181,30 @@ def test_paired_ratio_cancels_a_steady_slowdown(monkeypatch) -> None:
         model(x)
         pair.append(clock[0] - start)
     assert pair[0] / pair[1] < 0.499
+
+
+def test_paired_ratio_runs_the_costlier_model_once_a_round(monkeypatch) -> None:
+    """A plan check times a pruned copy against its dense model, several times slower: the
+    dense model runs once a round, between the copy's two calls, whichever is passed first."""
+    clock = [0.0]
+    monkeypatch.setattr(op_timing.time, "perf_counter", lambda: clock[0])
+    for cheap_first in (True, False):
+        state = {"slow": 1.0, "calls": 0, "toggle": False}
+        cheap, costly, x = (
+            _Clocked(0.001, clock, state),
+            _Clocked(0.003, clock, state),
+            torch.zeros(1),
+        )
+        order: list[str] = []
+        cheap.register_forward_hook(lambda *_, o=order: o.append("cheap"))
+        costly.register_forward_hook(lambda *_, o=order: o.append("costly"))
+        pair = (cheap, costly) if cheap_first else (costly, cheap)
+        ratio = op_timing.time_ratio(*pair, (x,), Target())
+        assert ratio == pytest.approx(1 / 3 if cheap_first else 3.0)
+        rounds = order[2:]  # after one warm-up call each
+        assert len(rounds) >= 3 * op_timing.MIN_ROUNDS
+        assert rounds[:3] == ["cheap", "costly", "cheap"]
+        assert rounds.count("cheap") == 2 * rounds.count("costly")
 
 
 def test_paired_ratio_on_onnxruntime() -> None:

@@ -158,6 +158,7 @@ class _State:
                 self.touch.setdefault(g, []).append(i)
         self.act = {g: table.act_weight(g) for g in table.sizes}
         self.layer_t = [la.time_at(self.counts, table.sizes) for la in table.layers]
+        self.shares = [len(la.groups) for la in table.layers]
 
     def total(self) -> float:
         t = self.table
@@ -167,21 +168,30 @@ class _State:
     def delta(self, gid: str, width: int) -> float:
         """Exact change of the predicted total if ``gid`` moved to ``width``."""
         t = self.table
-        trial = {**self.counts, gid: width}
-        d = sum(
-            t.layers[i].time_at(trial, t.sizes) - self.layer_t[i] for i in self.touch.get(gid, [])
-        )
-        return t.scale * d + t.remainder_var * self.act[gid] * (width - self.counts[gid])
+        was = self.counts[gid]
+        self.counts[gid] = width  # tried in place (the solver's hottest loop: no dict copies)
+        try:
+            d = sum(
+                t.layers[i].time_at(self.counts, t.sizes) - self.layer_t[i]
+                for i in self.touch.get(gid, [])
+            )
+        finally:
+            self.counts[gid] = was
+        return t.scale * d + t.remainder_var * self.act[gid] * (width - was)
 
     def share_cost(self, gid: str, width: int) -> float:
         """Linearised cost of ``gid`` at ``width``: equal shares of its layers, others fixed."""
         t = self.table
-        trial = {**self.counts, gid: width}
-        c = 0.0
-        for i in self.touch.get(gid, []):
-            layer = t.layers[i]
-            c += t.scale * layer.time_at(trial, t.sizes) / len(layer.groups)
-        return c + t.remainder_var * self.act[gid] * width
+        was = self.counts[gid]
+        self.counts[gid] = width
+        try:
+            c = sum(
+                t.layers[i].time_at(self.counts, t.sizes) / self.shares[i]
+                for i in self.touch.get(gid, [])
+            )
+        finally:
+            self.counts[gid] = was
+        return t.scale * c + t.remainder_var * self.act[gid] * width
 
     def move(self, gid: str, width: int) -> None:
         self.counts[gid] = width

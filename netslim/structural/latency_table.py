@@ -84,8 +84,14 @@ class Dim:
     terms: dict[str, float] = field(default_factory=dict)
 
     def width(self, kept: dict[str, int], sizes: dict[str, int]) -> int:
+        terms = self.terms
+        if not self.fixed and len(terms) == 1:  # the common case: one group sets it, fast path
+            ((g, m),) = terms.items()
+            if m == 1:
+                k = kept.get(g)
+                return max(1, sizes[g] if k is None else k)
         w: float = self.fixed
-        for g, m in self.terms.items():  # a loop, not sum(): the knapsack calls this ~1e5 times
+        for g, m in terms.items():  # a loop, not sum(): the knapsack calls this ~1e5 times
             k = kept.get(g)
             w += m * (sizes[g] if k is None else k)
         return max(1, int(round(w)))
