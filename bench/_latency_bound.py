@@ -1,0 +1,107 @@
+"""``bench/latency.py --part bound``: how far the choice of *what to keep* can move the speed-up
+per MACs reduction, on the same latency table and budget.
+
+The knapsack keeps the most importance within a time budget. A value that counts the MACs a
+channel carries instead keeps the most MACs for the time: the allocation with the highest speed-up
+per MACs reduction this table can give. Each value is solved for the same budget (the dense
+time over the target, the table's first solve, no plan checks), and its pruned model is timed
+paired with the dense model (median of ``REPEATS`` paired ratios). A probe of the allocation's
+objective, not a netslim option: the plans keep less importance as the MACs weight grows.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from typing import Any
+
+import torch
+from torch import nn
+
+# weight of the importance in the value; the rest is the MACs a channel carries (both per unit:
+# a group's value curve over the model's total)
+ALPHAS = (1.0, 0.5, 0.0)
+REPEATS = 3
+
+
+def _captured_planning(dense: nn.Module, x1: torch.Tensor, batch: int) -> dict[str, Any]:
+    """The latency planner's inputs for ``dense`` (groups, normalised scores, fixed counts,
+    config): ``netslim.prune_`` on a copy with the planner wrapped to record them."""
+    import netslim
+    from netslim.structural import Channels, latency_alloc
+
+    seen: dict[str, Any] = {}
+    real = latency_alloc.plan_counts
+
+    def recording(model, example_inputs, analysis, groups, scores, fixed, config, **kw):
+        seen.update(
+            example_inputs=example_inputs, analysis=analysis, groups=groups, scores=scores,
+            fixed=fixed, config=config, pruned_copy=kw["pruned_copy"],
+        )  # fmt: skip
+        return real(model, example_inputs, analysis, groups, scores, fixed, config, **kw)
+
+    latency_alloc.plan_counts = recording
+    try:
+        cfg = Channels(target_speedup=2.0, runtime="torch", threads=1, batch=batch)
+        netslim.prune_(copy.deepcopy(dense), cfg, example_inputs=(x1,))
+    finally:
+        latency_alloc.plan_counts = real
+    return seen
+
+
+def _macs_values(analysis, groups, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Per group: MACs kept with ``k`` channels, linear in ``k`` at the slope of the group's
+    last channel with every other group whole (``count_macs``), over the model's MACs."""
+    from netslim.structural.cost import count_macs
+
+    base = count_macs(analysis)
+    out = {}
+    for g in groups:
+        slope = base - count_macs(analysis, {g.leaf: g.size - 1})
+        out[g.id] = torch.arange(1, sizes[g.id] + 1, dtype=torch.float64) * slope / base
+    return out
+
+
+def bound_rows(name: str, dense: nn.Module, x1: torch.Tensor, batch: int, macs) -> list[dict]:
+    """One row per target x value weight: predicted and measured ms, speed-up, MACs reduction,
+    efficiency and the importance the plan keeps (fraction of the model's)."""
+    from netslim.structural.latency_alloc import allocate_reaching, target_of, value_curve
+    from netslim.structural.latency_table import build_table
+    from netslim.structural.op_timing import time_ratio
+
+    seen = _captured_planning(dense, x1, batch)
+    groups, target = seen["groups"], target_of(seen["config"], seen["example_inputs"])
+    sizes = {g.id: g.size for g in groups}
+    table = build_table(
+        dense, seen["example_inputs"], seen["analysis"], groups, target,
+        pruned_copy=seen["pruned_copy"],
+    )  # fmt: skip  # read from the cache the capture filled
+    importance = {k: value_curve(s) for k, s in seen["scores"].items()}
+    total = sum(float(v[-1]) for v in importance.values())
+    importance = {k: v / total for k, v in importance.items()}
+    by_macs = _macs_values(seen["analysis"], groups, sizes)
+    x = x1.expand(batch, *x1.shape[1:]).contiguous()
+    base = macs(dense, x1)
+    rows = []
+    for speedup in (2.0, 3.0):
+        budget = table.dense_ms / speedup
+        for alpha in ALPHAS:
+            values = {k: alpha * importance[k] + (1 - alpha) * by_macs[k] for k in importance}
+            alloc = allocate_reaching(
+                table, values, budget, fixed=seen["fixed"], round_to=seen["config"].round_to
+            )
+            pruned = seen["pruned_copy"]({**sizes, **alloc.counts, **seen["fixed"]})
+            ratio = statistics.median(
+                time_ratio(pruned, dense, (x,), target) for _ in range(REPEATS)
+            )
+            reduction = base / macs(pruned, x1)
+            kept = sum(float(importance[k][alloc.counts[k] - 1]) for k in importance)
+            rows.append({
+                "model": name, "batch": batch, "target": speedup, "alpha": alpha,
+                "predicted_ms": alloc.predicted_ms, "measured_ms": table.dense_ms * ratio,
+                "speedup": 1 / ratio, "macs_reduction": reduction,
+                "efficiency": 1 / ratio / reduction, "importance_kept": kept,
+                "min_keep_fraction": alloc.min_fraction,
+            })  # fmt: skip
+            print(f"  {rows[-1]}", flush=True)
+    return rows
