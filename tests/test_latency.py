@@ -29,7 +29,7 @@ from netslim.structural.latency_alloc import (
     floor_note,
     value_curve,
 )
-from netslim.structural.latency_table import build_table, grid, lookup
+from netslim.structural.latency_table import Dim, build_table, grid, lookup
 from netslim.structural.op_timing import OpShape, Target
 
 
@@ -212,6 +212,23 @@ def test_paired_ratio_on_onnxruntime() -> None:
     small, big = nn.Linear(64, 8), nn.Linear(64, 512)
     ratio = op_timing.time_ratio(small, big, (torch.randn(4, 64),), Target("onnxruntime"))
     assert math.isfinite(ratio) and ratio > 0
+
+
+def test_layer_width_is_affine_in_the_kept_counts() -> None:
+    """A layer width is ``fixed + sum(mult * kept)``, rounded, at least 1, a group missing
+    from ``kept`` counting whole; the one-group case has its own fast path and must agree."""
+    sizes = {"a": 64, "b": 32}
+    cases = [
+        (Dim(64, 0, {"a": 1}), {"a": 40}, 40),  # one group sets it (the fast path)
+        (Dim(64, 0, {"a": 1}), {}, 64),  # missing: whole
+        (Dim(64, 0, {"a": 1}), {"a": 0}, 1),  # never below one
+        (Dim(128, 0, {"a": 2}), {"a": 10}, 20),  # a multiple (a flattened or repeated dim)
+        (Dim(96, 16, {"a": 1}), {"a": 10}, 26),  # fixed channels beside the group
+        (Dim(96, 0, {"a": 1, "b": 1}), {"a": 10, "b": 5}, 15),  # concatenated groups
+        (Dim(32, 0, {"a": 0.5}), {"a": 7}, 4),  # rounded
+    ]
+    for dim, kept, width in cases:
+        assert dim.width(kept, sizes) == width, (dim, kept)
 
 
 def test_grid_and_lookup() -> None:

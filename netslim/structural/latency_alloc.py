@@ -165,32 +165,27 @@ class _State:
         act = sum(self.act[g] * (self.counts.get(g, t.sizes[g]) - t.sizes[g]) for g in t.sizes)
         return t.scale * sum(self.layer_t) + t.remainder_fixed + t.remainder_var * (1 + act)
 
-    def delta(self, gid: str, width: int) -> float:
-        """Exact change of the predicted total if ``gid`` moved to ``width``."""
-        t = self.table
-        was = self.counts[gid]
-        self.counts[gid] = width  # tried in place (the solver's hottest loop: no dict copies)
-        try:
-            d = sum(
-                t.layers[i].time_at(self.counts, t.sizes) - self.layer_t[i]
-                for i in self.touch.get(gid, [])
-            )
-        finally:
-            self.counts[gid] = was
-        return t.scale * d + t.remainder_var * self.act[gid] * (width - was)
-
-    def share_cost(self, gid: str, width: int) -> float:
-        """Linearised cost of ``gid`` at ``width``: equal shares of its layers, others fixed."""
+    def _times_with(self, gid: str, width: int) -> list[tuple[int, float]]:
+        """``(layer index, predicted time)`` of the layers ``gid`` touches, with ``gid`` at
+        ``width`` (tried in place: the solver's hottest loop, so no copy of the counts)."""
         t = self.table
         was = self.counts[gid]
         self.counts[gid] = width
         try:
-            c = sum(
-                t.layers[i].time_at(self.counts, t.sizes) / self.shares[i]
-                for i in self.touch.get(gid, [])
-            )
+            return [(i, t.layers[i].time_at(self.counts, t.sizes)) for i in self.touch.get(gid, [])]
         finally:
             self.counts[gid] = was
+
+    def delta(self, gid: str, width: int) -> float:
+        """Exact change of the predicted total if ``gid`` moved to ``width``."""
+        t = self.table
+        d = sum(ms - self.layer_t[i] for i, ms in self._times_with(gid, width))
+        return t.scale * d + t.remainder_var * self.act[gid] * (width - self.counts[gid])
+
+    def share_cost(self, gid: str, width: int) -> float:
+        """Linearised cost of ``gid`` at ``width``: equal shares of its layers, others fixed."""
+        t = self.table
+        c = sum(ms / self.shares[i] for i, ms in self._times_with(gid, width))
         return t.scale * c + t.remainder_var * self.act[gid] * width
 
     def move(self, gid: str, width: int) -> None:
