@@ -695,8 +695,9 @@ def _run_figures(rows: list[dict]) -> list[str]:
         "re-solves for the target divided by its measured / predicted ratio (the correction "
         "the next prediction carries, shown after an x); the last never re-solves. Up to 75dde57 "
         "the plan returned was the last checked; from the next commit it is the best checked "
-        "(within the tolerance of the target, else the slowest under it, else the fastest), "
-        "marked *:\n"
+        "(within the tolerance of the target, else the slowest under it, else the fastest; "
+        "from the run of 2026-12-02 10:50 the smallest miss, one over the target weighed "
+        "twice), marked *:\n"
     )
     for r in ours:
         checks = r.get("checks") or []
@@ -1372,9 +1373,9 @@ copy with the plan's widths timed paired with the model before pruning (at most 
 check further than 5% from both its prediction and the target re-solves for the target divided
 by the table's error at the plans checked, the geometric mean of their measured / predicted
 ratios, a correction local to where the search is; the last check never re-solves; the plan
-returned is the best checked: within 5% of the target, else the slowest under it, else the
-fastest), and on torch eager the dense model's page faults a forward (named in a note above
-1,000, with the allocator setting that removes them).
+returned is the best checked: within 5% of the target, else the one with the smallest miss, a
+miss over the target weighed twice), and on torch eager the dense model's page faults a
+forward (named in a note above 1,000, with the allocator setting that removes them).
 The MACs-driven allocation (`target_macs`) is unchanged.
 """
 

@@ -534,10 +534,10 @@ def test_a_check_that_reached_the_target_is_kept_off_its_prediction(
 
 
 def test_the_best_checked_plan_is_returned_not_the_last(fake_clock, monkeypatch) -> None:
-    """Checks 30% over, then 3% under, then 30% over what the table says: none agrees with its
-    prediction, so all three are made; the second plan (under the target, the closest) is
-    the one pruned and reported, not the third (over it)."""
-    factors = iter([1.3, 0.97, 1.3])
+    """Checks 30% over, then 3% under, then 60% over what the table says: none agrees with its
+    prediction, so all three are made; the second plan (under the target, its miss the
+    smallest) is the one pruned and reported, not the third (further over it)."""
+    factors = iter([1.3, 0.97, 1.6])
     _checks_scaled(monkeypatch, lambda measure, kept: next(factors) * measure(kept))
     torch.manual_seed(0)
     model, x = netslim.build_model("zoo:resnet20").eval(), (torch.randn(2, 1, 28, 28),)
@@ -551,13 +551,16 @@ def test_the_best_checked_plan_is_returned_not_the_last(fake_clock, monkeypatch)
     assert fake_model_ms(model, x, Target(batch=2)) == pytest.approx(measured[1] / 0.97)
 
 
-def test_best_check_prefers_the_target_then_under_then_over() -> None:
+def test_best_check_prefers_the_target_then_the_smallest_miss_over_weighing_double() -> None:
     from netslim.structural.latency_alloc import best_check
 
     assert best_check([130.0, 96.0, 103.0], 100.0) == 2  # within 5%, closest
-    assert best_check([130.0, 80.0, 90.0], 100.0) == 2  # under, slowest
-    assert best_check([130.0, 120.0], 100.0) == 1  # over, fastest
     assert best_check([96.0, 103.0], 100.0) == 1  # both within 5%: the closer
+    assert best_check([130.0, 80.0, 90.0], 100.0) == 2  # under, the closest
+    assert best_check([130.0, 120.0], 100.0) == 1  # over, the closest
+    assert best_check([74.2, 116.6, 105.9], 100.0) == 2  # 6% over beats 26% under (resnet56)
+    assert best_check([88.0, 107.0], 100.0) == 0  # 7% over weighs 14%: 12% under wins
+    assert best_check([107.0, 94.0], 100.0) == 1  # 6% under beats 7% over
 
 
 def test_the_correction_averages_the_checks_misses() -> None:
