@@ -668,13 +668,15 @@ def test_onnxruntime_op_graph_matches_torch() -> None:
     import numpy as np
     from onnx import numpy_helper
 
+    from netslim.export.onnx import session
+
     for op in (
         OpShape("conv", 8, 16, 2, (6, 6), (3, 3), (2, 2), (1, 1), (1, 1), groups=1),
         OpShape("conv", 8, 8, 1, (5, 5), (3, 3), (1, 1), (1, 1), (1, 1), groups=8),
         OpShape("linear", 12, 5, 3, (4,)),
     ):
         data, shape = op_timing._onnx_graph(op)
-        sess = op_timing.ort_session(data, 1)
+        sess = session(data, 1)
         x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
         got = sess.run(None, {"x": x})[0]
         import onnx

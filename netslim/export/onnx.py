@@ -37,8 +37,9 @@ def _tuple(example_inputs: Any) -> tuple[Any, ...]:
     return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
 
 
-def session(path: str | os.PathLike, threads: int = 1):
-    """An onnxruntime CPU session with a fixed thread count (latency depends on it)."""
+def session(model: str | os.PathLike | bytes, threads: int = 1):
+    """An onnxruntime CPU session of ``model`` (a path, or a serialized model's bytes) with
+    ``threads`` intra-op threads and one inter-op thread: latency depends on them."""
     try:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover
@@ -49,7 +50,8 @@ def session(path: str | os.PathLike, threads: int = 1):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def run_onnx(sess, inputs: tuple[Any, ...]) -> list[np.ndarray]:

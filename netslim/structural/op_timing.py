@@ -32,6 +32,7 @@ from torch import nn
 
 from netslim._runtime import allocator
 from netslim.errors import ConfigError, UnsupportedModelError
+from netslim.export.onnx import session
 
 RUNTIMES = ("torch", "onnxruntime", "cuda")
 
@@ -325,26 +326,11 @@ def _onnx_graph(op: OpShape):
     return model.SerializeToString(), shape
 
 
-def ort_session(model: bytes | str, threads: int):
-    """An onnxruntime CPU session with ``threads`` intra-op threads (one inter-op)."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise UnsupportedModelError(
-            "runtime 'onnxruntime' needs onnxruntime: pip install netslim[export]"
-        ) from exc
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 def time_onnxruntime(op: OpShape, threads: int) -> float:
     import numpy as np
 
     data, shape = _onnx_graph(op)
-    sess = ort_session(data, threads)
+    sess = session(data, threads)
     x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
     return median_ms(lambda: sess.run(None, {"x": x}))
 
@@ -550,7 +536,7 @@ def _onnx_runner(model: nn.Module, inputs: Any, target: Target) -> Callable[[], 
         finally:
             model.train(was)
         program.save(str(path))
-        sess = ort_session(str(path), target.threads)
+        sess = session(path, target.threads)
     feeds = {
         i.name: np.asarray(x.detach().cpu()) for i, x in zip(sess.get_inputs(), args, strict=True)
     }
