@@ -113,6 +113,13 @@ RECONSTRUCT_STEPS = 12
 # of each KV head (v_proj rows, o_proj columns) 48.97; the residual stream for the whole model
 # (embeddings, norms, every linear) 49.63; all three 48.22. Not a lever: at most -2%, the seed
 # noise, and the residual stream, shared by 150 linears, gets worse.
+# Also screened (2026-12-02, code not committed; development text, 50% SparseGPT+OWL+offsets,
+# two processes at a time): distillation from the dense model (``recover``, KL on next-token
+# distributions) on the 32 calibration sequences in place of block reconstruction, at about its
+# cost (12 steps of 2 sequences): 36.09 at lr 2e-4, 37.09 at 5e-4, against 35.25 with the 12
+# reconstruction steps; both, 8 distillation steps at 5e-4 after the reconstruction (over the
+# time bar): 35.51. On these 8192 tokens, a global loss does not beat the block-wise one at the
+# same cost; the recovery rows' gain comes from 102,400 further tokens and ten times the time.
 SPARSITY_OFFSETS = {"q_proj": 0.15, "k_proj": 0.15}
 RECONSTRUCT_BATCH, RECONSTRUCT_LR = LLMPrune.reconstruct_batch, DEFAULT_LR["adam"]
 STREAM_RECONSTRUCT = 2  # steps per block in the streaming memory rows (peak memory, not quality)
