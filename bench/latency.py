@@ -696,7 +696,7 @@ def _run_figures(rows: list[dict]) -> list[str]:
         "the next prediction carries, shown after an x); the last never re-solves. Up to 75dde57 "
         "the plan returned was the last checked; from the next commit it is the best checked "
         "(within the tolerance of the target, else the slowest under it, else the fastest; "
-        "from the run of 2026-12-02 10:50 the smallest miss, one over the target weighed "
+        "from 965aa12 (runs 10:34 and later) the smallest miss, one over the target weighed "
         "twice), marked *:\n"
     )
     for r in ours:
