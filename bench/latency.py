@@ -18,6 +18,8 @@ whose malloc keeps freed tensor memory (``netslim.retain_freed_memory()``); ``sy
 glibc's default. ``--part allocator`` times each dense model under both, in fresh processes.
 ``--part bound`` (timing: run it alone) solves the same tables with channels valued by the MACs
 they carry instead of their importance: how much speed-up per MACs reduction any allocation gets.
+``--part drift`` (timing: run it alone) samples the dense model's time and a 2x plan's paired
+ratio to it for a minute and a half: how far a time in ms and a plan check move on this host.
 
 Accuracy part (Fashion-MNIST, resnet56 and vgg_small): train dense, then at 2x and 3x measured
 speed-up (batch 16, 1 thread, eager) prune with netslim's latency knapsack, and with each
@@ -248,6 +250,73 @@ def run_allocator(args: argparse.Namespace) -> None:
         "rows": rows, "machine": machine_line(), "commit": git_commit(),
         "uptime": {"before": before, "after": _uptime()},
     })  # fmt: skip
+
+
+# --- how much the machine moves ----------------------------------------------------------------
+
+DRIFT_S = 90.0  # seconds of samples per model
+DRIFT_MODELS = ("resnet50", "mobilenet_v2")
+
+
+def run_drift(args: argparse.Namespace) -> None:
+    """``--part drift``: per model (1 thread, batch 1, eager, freed memory kept), the 2x
+    latency plan, then for ``DRIFT_S`` seconds one sample after another of the dense model's
+    time (``model_ms``, median of 5 calls) and of the plan's paired ratio to it
+    (``time_ratio``, what a plan check measures): how far a time in ms and a paired ratio move
+    on this host while nothing else runs, the noise floor of the bars on predictions and reach."""
+    import netslim
+    from netslim.structural import Channels
+    from netslim.structural.op_timing import Target, model_ms, time_ratio
+
+    if not netslim.retain_freed_memory():
+        raise SystemExit("--part drift needs glibc's malloc")
+    os.environ["NETSLIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="netslim-latency-cache-")
+    target = Target("torch", 1, 1)
+    rows, before = [], _uptime()
+    for name in [m for m in args.models if m in DRIFT_MODELS] or list(DRIFT_MODELS):
+        dense, x1, _ = build(name)
+        plan = copy.deepcopy(dense)
+        netslim.prune_(plan, Channels(target_speedup=2.0, threads=1, batch=1), example_inputs=(x1,))
+        plan.eval()
+        samples, start = [], time.perf_counter()
+        while time.perf_counter() - start < DRIFT_S:
+            samples.append({
+                "t": time.perf_counter() - start,
+                "dense_ms": model_ms(dense, (x1,), target, samples=5),
+                "ratio": time_ratio(plan, dense, (x1,), target),
+            })  # fmt: skip
+        rows.append({"model": name, "samples": samples})
+        print(f"  {name}: {len(samples)} samples", flush=True)
+    write_results("latency_drift", {
+        "rows": rows, "machine": machine_line(), "commit": git_commit(),
+        "uptime": {"before": before, "after": _uptime()},
+    })  # fmt: skip
+
+
+def _drift_section(data: dict) -> list[str]:
+    """``--part drift``: the spread of the dense time and of a paired ratio over a minute and a
+    half with nothing else running."""
+    out = ["## How much the machine moves\n"]
+    out.append(
+        f"`--part drift` ({data['machine'].split(', run ')[0]}; commit {data['commit']}; load "
+        f"before `{data['uptime']['before']}`, after `{data['uptime']['after']}`; torch eager, "
+        f"1 thread, batch 1, freed memory kept). For {DRIFT_S:g} s, nothing else running, one "
+        "sample after another of the dense model's time (median of 5 calls) and of the 2x "
+        "latency plan's paired ratio to it (one plan check's measurement). Spread: max / min "
+        "- 1.\n"
+    )
+    out.append("| model | samples | dense ms min / median / max | spread | paired ratio min / "
+               "median / max | spread |")  # fmt: skip
+    out.append("|---|---|---|---|---|---|")
+    for r in data["rows"]:
+        ms = sorted(x["dense_ms"] for x in r["samples"])
+        ra = sorted(x["ratio"] for x in r["samples"])
+        out.append(
+            f"| {r['model']} | {len(ms)} | {ms[0]:.2f} / {statistics.median(ms):.2f} / "
+            f"{ms[-1]:.2f} | {ms[-1] / ms[0] - 1:+.0%} | {ra[0]:.3f} / {statistics.median(ra):.3f}"
+            f" / {ra[-1]:.3f} | {ra[-1] / ra[0] - 1:+.0%} |"
+        )
+    return out + [""]
 
 
 # --- how far the allocation's objective moves the efficiency -------------------------------------
@@ -559,6 +628,9 @@ def write_docs() -> None:
     bound = RESULTS / "latency_bound.json"
     if bound.exists():
         text += _bound_section(json.loads(bound.read_text()))
+    drift = RESULTS / "latency_drift.json"
+    if drift.exists():
+        text += _drift_section(json.loads(drift.read_text()))
     if acc.exists():
         text += _accuracy_section(json.loads(acc.read_text()))
     text.append(RUN_NOTES)
@@ -1406,7 +1478,9 @@ The MACs-driven allocation (`target_macs`) is unchanged.
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument(
-        "--part", choices=("speed", "accuracy", "allocator", "bound", "report"), default="report"
+        "--part",
+        choices=("speed", "accuracy", "allocator", "bound", "drift", "report"),
+        default="report",
     )
     p.add_argument("--allocator", choices=("retain", "system"), default="retain",
                    help="speed part: keep freed tensor memory (retain) or glibc's default")  # fmt: skip
@@ -1436,6 +1510,8 @@ def main() -> None:
         run_allocator(args)
     elif args.part == "bound":
         run_bound(args)
+    elif args.part == "drift":
+        run_drift(args)
     elif args.part == "accuracy":
         run_accuracy(args)
     write_docs()
