@@ -1111,8 +1111,9 @@ RUN_NOTES = """## What this run covers, and what it does not
   predictions came within -6.6% / -7.0% and +5.9% / +9.5%; in run 10:39 they moved +16% /
   -15%, and the predictions in ms missed by -20.5% / -14.5% (ResNet-50) and +19.2% / +17.4%
   (MobileNetV2), while as fractions of the dense time they were within -7.8% / -0.7% and
-  +1.6% / +0.1%. A dense ResNet-50 timed alone for 90 s after that run (median of 5 calls every
-  2-3 s, nothing else running) read 106-143 ms; in run
+  +1.6% / +0.1%. *How much the machine moves* above (`--part drift`, run 11:31 at a960ce6,
+  nothing else running) sampled for 90 s: the dense ResNet-50 read 105.8-156.3 ms and
+  MobileNetV2 16.7-27.0 ms, the 2x plans' paired ratios 0.493-0.563 and 0.495-0.553; in run
   05:44 (batch 16) MobileNetV2's first 2x plan measured 8% over its prediction (215.88 against
   200.12 ms; +31% at 03:19). It does not settle everything: at batch 16 the dense models still
   moved +22% (MobileNetV2) and -8% (ResNet-50) between planning and the rounds. Nor does it
