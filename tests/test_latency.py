@@ -9,6 +9,7 @@ import copy
 import itertools
 import math
 import random
+import sys
 from dataclasses import replace
 
 import pytest
@@ -654,6 +655,21 @@ def test_cuda_runtime_without_gpu_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="cuda"):
         op_timing.op_timer(Target("cuda"))
+
+
+def test_onnxruntime_missing_is_one_clear_error(monkeypatch) -> None:
+    """The table's early check and the session helper give the same message, before any work."""
+    from netslim.errors import UnsupportedModelError
+    from netslim.export.onnx import session
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    messages = []
+    for call in (lambda: op_timing.op_timer(Target("onnxruntime")), lambda: session(b"")):
+        with pytest.raises(UnsupportedModelError) as caught:
+            call()
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    assert "onnxruntime is not installed" in messages[0]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")

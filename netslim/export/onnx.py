@@ -37,15 +37,22 @@ def _tuple(example_inputs: Any) -> tuple[Any, ...]:
     return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
 
 
-def session(model: str | os.PathLike | bytes, threads: int = 1):
-    """An onnxruntime CPU session of ``model`` (a path, or a serialized model's bytes) with
-    ``threads`` intra-op threads and one inter-op thread: latency depends on them."""
+def require_onnxruntime():
+    """The ``onnxruntime`` module, or the one error every ONNX Runtime path gives without it
+    (callers check before any work starts)."""
     try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover
+        import onnxruntime
+    except ImportError as exc:
         raise UnsupportedModelError(
             "onnxruntime is not installed: pip install netslim[export]"
         ) from exc
+    return onnxruntime
+
+
+def session(model: str | os.PathLike | bytes, threads: int = 1):
+    """An onnxruntime CPU session of ``model`` (a path, or a serialized model's bytes) with
+    ``threads`` intra-op threads and one inter-op thread: latency depends on them."""
+    ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -32,7 +32,7 @@ from torch import nn
 
 from netslim._runtime import allocator
 from netslim.errors import ConfigError, UnsupportedModelError
-from netslim.export.onnx import session
+from netslim.export.onnx import require_onnxruntime, session
 
 RUNTIMES = ("torch", "onnxruntime", "cuda")
 
@@ -346,12 +346,7 @@ def op_timer(target: Target) -> Callable[[OpShape], float]:
         require_cuda()
         return lambda op: time_torch(op, target.threads, "cuda")
     if target.runtime == "onnxruntime":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            raise UnsupportedModelError(
-                "runtime 'onnxruntime' needs onnxruntime: pip install netslim[export]"
-            ) from exc
+        require_onnxruntime()
         return lambda op: time_onnxruntime(op, target.threads)
     return lambda op: time_torch(op, target.threads)
 
