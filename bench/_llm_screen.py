@@ -61,6 +61,18 @@ VARIANTS: dict[str, dict] = {
     },
     "2:4,bs32": {"nm": (2, 4), "owl": 0.0, "blocksize": 32},
     "2:4,damp0.1": {"nm": (2, 4), "owl": 0.0, "damp": 0.1},
+    # the bench's settings (q/k offsets) with the same reconstruction cost (steps x batch = 48
+    # sequences a block) in smaller batches
+    **{
+        f"qk+0.15,r{steps}b{batch},lr{lr:g}": {
+            "sparsity_offsets": {"q_proj": 0.15, "k_proj": 0.15},
+            "reconstruct": steps,
+            "reconstruct_batch": batch,
+            "reconstruct_lr": lr,
+        }
+        for steps, batch in ((24, 2), (48, 1))
+        for lr in (7.5e-4, 1.5e-3)
+    },
     # channel permutations before N:M pruning (bench/_nm_permute.py; function-preserving)
     **{
         f"2:4,perm:{'+'.join(spaces)}": {"nm": (2, 4), "owl": 0.0, "permute": set(spaces)}
