@@ -1048,12 +1048,15 @@ def accuracy_bars(rows: list[dict]) -> list[list[str]]:
 RUN_NOTES = """## What this run covers, and what it does not
 
 - Which rows come from which run: the *run* column of the big table names the run (start,
-  UTC) that timed each row; the list at the top gives each run's commit, scope and load. All
-  ran on this host (`AMD EPYC`, 2 cores, a shared virtual machine), each alone, every table built
-  in an empty cache directory; the machine was replaced by a fresh one of the same kind (AMD
-  EPYC, 2 cores, 32 MiB L3) before run 10:34 of 2026-12-02, so the rows of runs 10:34 and 10:39
-  come from another virtual machine than the rest. All rows are from the runs of 2026-12-01 14:11
-  UTC onwards:
+  UTC) that timed each row; the list at the top gives each run's commit, scope and load. Each
+  ran alone on a shared virtual machine with 2 cores, every table built in an empty cache
+  directory. Up to run 11:31 of 2026-12-02 the host was an AMD EPYC (replaced by a fresh one of
+  the same kind, 32 MiB L3, before run 10:34, so runs 10:34 to 11:31 come from another virtual
+  machine than the earlier ones). From run 12:46 of 2026-12-02 it is an Intel Xeon (AVX-512 and
+  AMX; `Intel(R) Xeon(R) Processor` in the machine line), a third virtual machine: the eager
+  1-thread rows of ResNet-50 and MobileNetV2 (runs 12:50 and 12:53), *How much the machine
+  moves* and *How far the allocation's objective moves the efficiency* come from it, every other
+  row from the AMD hosts. All rows are from the runs of 2026-12-01 14:11 UTC onwards:
   paired timing (in mirrored rounds, model, dense, dense, model, up to d16f7d3; from 5d7b1e7
   in palindromic rounds, the cheaper of the two called before and after the costlier, once
   each, which makes a plan check about a third cheaper), the report's measurement taken from
@@ -1061,9 +1064,10 @@ RUN_NOTES = """## What this run covers, and what it does not
   the last plan checked up to 75dde57, of the best checked from ba75516), and the floor
   lowered (to 1/8 or 1/16) when that reaches a target the default floor cannot (capped at 1/16
   from cccfa47). The eager rows of ResNet-50 and MobileNetV2 are timed with freed memory kept
-  (the allocator, next item): with 1 thread at batch 1 from 965aa12 (run 10:39: palindromic
-  rounds, a faster knapsack, and the returned plan's miss rule), at batch 16
-  from d16f7d3 (run 05:44), with 2 threads from d16f7d3 (run 06:11); their ONNX Runtime
+  (the allocator, next item): with 1 thread at batch 1 from 4ab80b7 (run 12:50, the Intel
+  host; palindromic rounds, a faster knapsack and the returned plan's miss rule since 965aa12),
+  at batch 16 from b9de267 (run 12:53, the Intel host), with 2 threads from d16f7d3 (run
+  06:11); their ONNX Runtime
   rows with 1 thread at batch 16 from 614af0c (run 02:39), at batch 1 from 10baba8 (run 01:36
   of 2026-12-02: plans of whole
   ONNX Runtime layout blocks, below), with 2 threads at batch 1 from eff4273 (run 06:44; whole
@@ -1111,19 +1115,28 @@ RUN_NOTES = """## What this run covers, and what it does not
   predictions came within -6.6% / -7.0% and +5.9% / +9.5%; in run 10:39 they moved +16% /
   -15%, and the predictions in ms missed by -20.5% / -14.5% (ResNet-50) and +19.2% / +17.4%
   (MobileNetV2), while as fractions of the dense time they were within -7.8% / -0.7% and
-  +1.6% / +0.1%. *How much the machine moves* above (`--part drift`, run 11:31 at a960ce6,
-  nothing else running) sampled for 90 s: the dense ResNet-50 read 105.8-156.3 ms and
-  MobileNetV2 16.7-27.0 ms, the 2x plans' paired ratios 0.493-0.563 and 0.495-0.553; in run
-  05:44 (batch 16) MobileNetV2's first 2x plan measured 8% over its prediction (215.88 against
-  200.12 ms; +31% at 03:19). It does not settle everything: at batch 16 the dense models still
-  moved +22% (MobileNetV2) and -8% (ResNet-50) between planning and the rounds. Nor does it
-  lift speed-up per MACs reduction to the bars: ResNet-50 at batch 16 is 0.93 / 0.82 (1.35 /
-  1.11 under glibc's default at 22:30, when its 2x plan's paired ratio moved by a third between
-  its check and the rounds), its plans still the fastest at their MACs (1.96x against 1.85x for
-  uniform round_to=8 at 2x, 2.85x against 2.76x at 3x); MobileNetV2 0.76 / 0.50 (0.61 / 0.75 at
-  03:19), its 3x plan behind uniform round_to=8 (2.67x against 2.99x at about the same MACs);
-  at batch 1 (run 10:39), ResNet-50 0.89 / 0.78 and MobileNetV2 0.38 / 0.14 (0.89 / 0.70 and
-  0.45 / 0.12 at 08:00, 0.84 / 0.78 and 0.44 / 0.06 at 05:40). *How far the allocation's objective
+  +1.6% / +0.1%; in run 12:50 (the Intel host) they moved +3% / +9% and all four came within
+  10% in ms (-4.7% / -2.8% ResNet-50, -4.8% / -9.6% MobileNetV2). `--part drift` (90 s of
+  samples, nothing else running) on the AMD host (run 11:31 at a960ce6, in this page's git
+  history): the dense ResNet-50 read 105.8-156.3 ms and MobileNetV2 16.7-27.0 ms, the 2x plans'
+  paired ratios 0.493-0.563 and 0.495-0.553; on the Intel host (run 12:46 at 84388db, *How much
+  the machine moves* above) 80.78-89.43 ms and 17.28-20.41 ms, ratios 0.487-0.508 and
+  0.501-0.526. In run 05:44 (batch 16) MobileNetV2's first 2x plan measured 8% over its
+  prediction (215.88 against 200.12 ms; +31% at 03:19). It does not settle everything: at batch 16
+  the dense models still moved +22% (MobileNetV2) and -8% (ResNet-50) between planning and the
+  rounds at 05:44, +11% and -2% at 12:53 (the Intel host). Nor does it lift speed-up per MACs
+  reduction to the bars. On the Intel host (run 12:53) ResNet-50 at batch 16 is 1.06 / 0.86 (2x
+  met, 3x missed), its plans the fastest at their MACs (2.03x against 1.62x for uniform round_to=8
+  and Torch-Pruning global L2 at 2x; 2.98x against 2.69x and 2.55x at 3x); MobileNetV2 0.66 /
+  0.36, ahead at 2x (1.88x against 1.56x) and level with uniform round_to=8 at 3x (2.84x against
+  2.83x, with 7.84x and 7.52x fewer MACs); at batch 1 (run 12:50) ResNet-50 0.79 / 0.65 and
+  MobileNetV2 0.47 / 0.22. On the AMD host ResNet-50 at batch 16 was 0.93 / 0.82 (run 05:44; 1.35
+  / 1.11 under glibc's default at 22:30, when its 2x plan's paired ratio moved by a third between
+  its check and the rounds), its plans the fastest at their MACs (1.96x against 1.85x for uniform
+  round_to=8 at 2x, 2.85x against 2.76x at 3x); MobileNetV2 0.76 / 0.50 (0.61 / 0.75 at 03:19),
+  its 3x plan behind uniform round_to=8 (2.67x against 2.99x at about the same MACs); at batch 1
+  (run 10:39), ResNet-50 0.89 / 0.78 and MobileNetV2 0.38 / 0.14 (0.89 / 0.70 and 0.45 / 0.12 at
+  08:00, 0.84 / 0.78 and 0.44 / 0.06 at 05:40). *How far the allocation's objective
   moves the efficiency* above
   (`--part bound`) asks whether any allocation on these tables would do better. With 2
   threads (run 06:11)
@@ -1131,19 +1144,26 @@ RUN_NOTES = """## What this run covers, and what it does not
   batch 16: 2.05x / 2.98x against 1.82x / 2.52x for uniform round_to=8, efficiency 0.96 /
   0.89); uniform round_to=8 was ahead on MobileNetV2 at 3x (batch 16: 2.86x against 2.64x;
   batch 1, where the 3x target is out of reach even at the lowest floor: 1.95x against 1.76x).
-- Speed-up per MACs reduction, and what the allocation can do about it (`--part bound`, run
-  08:04, commit 5d7b1e7, alone on the machine, load about 1.0). On the same table and budget,
-  valuing each channel by the MACs it carries instead of its importance (the allocation that
-  keeps the most MACs for the time) moved ResNet-50's efficiency from 0.84 to 0.93 at batch 1,
-  2x, and not at all elsewhere: 0.80 against 0.80 at batch 1, 3x; 0.87 against 0.88 at batch
-  16, 2x; 0.82 against 0.81 at 3x, while keeping 54-68% of the importance instead of 58-82%.
-  No allocation of these tables reaches 0.95 on ResNet-50: narrower convolutions run fewer
-  MACs a second in eager PyTorch on this CPU (at batch 16 the importance-valued 2x plan and the
-  MACs-valued one, 2.18x and 3.56x fewer MACs, both ran at 0.87-0.88), and that is the runtime,
-  not the choice of widths. MobileNetV2 at batch 1 is per-op overhead (0.38 at 2x with
-  importance, worse with MACs: the linear MACs value misjudges deep cuts); at batch 16 its 2x
-  plans ran 0.91-0.95, at 3x 0.56 with importance and 0.91 with half MACs. Where importance and
-  MACs disagree, netslim keeps importance: the accuracy bar is about what the model keeps.
+- Speed-up per MACs reduction, and what the allocation can do about it (`--part bound`, alone
+  on the machine). On the AMD host (run 08:04, commit 5d7b1e7, in this page's git history), on
+  the same table and budget, valuing each channel by the MACs it carries instead of its
+  importance (the allocation that keeps the most MACs for the time) moved ResNet-50's efficiency
+  from 0.84 to 0.93 at batch 1, 2x, and not at all elsewhere: 0.80 against 0.80 at batch 1, 3x;
+  0.87 against 0.88 at batch 16, 2x; 0.82 against 0.81 at 3x, while keeping 54-68% of the
+  importance instead of 58-82%. No allocation of those tables reached 0.95 on ResNet-50:
+  narrower convolutions ran fewer MACs a second in eager PyTorch on that CPU (at batch 16 the
+  importance-valued 2x plan and the MACs-valued one, 2.18x and 3.56x fewer MACs, both ran at
+  0.87-0.88), the runtime, not the choice of widths. MobileNetV2 at batch 1 is per-op overhead
+  (0.38 at 2x with importance, worse with MACs: the linear MACs value misjudges deep cuts); at
+  batch 16 its 2x plans ran 0.91-0.95, at 3x 0.56 with importance and 0.91 with half MACs. On
+  the Intel host (run 13:07, commit b744959, the table above) the picture differs by model.
+  ResNet-50 at batch 16 ran 0.94-1.12 with every value (importance: 1.12 at 2x, 0.96 at 3x),
+  at batch 1 0.62-0.74 with every value: there the table over-predicted its first solves by
+  21-64% (41.44 ms predicted, 28.38 measured at 2x with importance), so these plans overshot
+  their targets and are deeper cuts than the speed part's checked plans. MobileNetV2 stays far
+  from 0.90 on this host with any value: 0.43-0.56 at batch 1, 2x, 0.27-0.33 at 3x; 0.69-0.70 at
+  batch 16, 2x, 0.43-0.51 at 3x. Where importance and MACs disagree, netslim keeps importance:
+  the accuracy bar is about what the model keeps.
 - The matrix. The issue asks for every model at 1 and 2 threads, batch 1 and 16, eager and
   ONNX Runtime, in one run. Every cell is here, but from several runs, each alone on the
   machine (the list above): at this host's pace one run of all of it would take about five
@@ -1208,23 +1228,26 @@ RUN_NOTES = """## What this run covers, and what it does not
   some rows (ResNet-50 batch 16, MobileNetV2 batch 1 2x), and each correction chases that noise. The
   bars above quote the ms figure, as the issue words it, and the paired one beside it. The
   one-thread batch-1 rows of ResNet-50 and MobileNetV2 were timed seven times on 2026-12-01
-  and four times on 2026-12-02 (git history of this page: 13:36 at b1a66ff,
+  and five times on 2026-12-02 (git history of this page: 13:36 at b1a66ff,
   MobileNetV2 at 14:18 at cccfa47; 15:52 at f99cdcb; 16:08 at 385b3f8; 16:17 at 0a449d7; 18:18
   at 086e64f; 19:36 at a9f0b1f; 21:01 at ba75516; 03:15 at 614af0c; 05:40 at d16f7d3, freed
-  memory kept; 08:00 at 5d7b1e7; 10:39 at 965aa12, shown). Speed-up reached
+  memory kept; 08:00 at 5d7b1e7; 10:39 at 965aa12; 12:50 at 4ab80b7, the Intel host, shown).
+  Speed-up reached
   over the target, 2x / 3x: ResNet-50 0.884 / 1.007, 0.925 / 0.988, 1.033 / 1.043, 0.900 /
   0.964, 0.937 / 0.990, 0.975 / 0.984, 0.976 / 0.980, 0.897 / 0.942, 0.964 / 1.030;
   MobileNetV2 0.734 / 1.047,
   0.930 / 0.898, 0.999 / 0.993, 0.943 / 0.908, 1.013 / 0.914, 0.950 / 0.929, 1.021 / 1.018,
   0.962 / 0.903, 0.902 / 1.008; then at 08:00 (5d7b1e7) ResNet-50 0.978 / 0.973, MobileNetV2
-  0.905 / 0.935, and at 10:39 (965aa12, the fresh machine) ResNet-50 0.923 / 0.995,
-  MobileNetV2 1.017 / 1.001. The 16:08 and 21:01 runs met all four, 19:36, 05:40 and 10:39
-  three, 08:00 two, 03:15 one. In each,
+  0.905 / 0.935, at 10:39 (965aa12, the fresh machine) ResNet-50 0.923 / 0.995,
+  MobileNetV2 1.017 / 1.001, and at 12:50 (4ab80b7, the Intel host) ResNet-50 0.981 / 1.002,
+  MobileNetV2 1.035 / 0.982. The 16:08, 21:01 and 12:50 runs met all four, 19:36, 05:40 and
+  10:39 three, 08:00 two, 03:15 one. In each,
   the plans' last checks were close to their predictions
   (the list under *Read from the rows*); the rounds minutes later measured the same models
   several percent off relative to the dense one as often as not (ResNet-50 2x at 16:17: 0.498
   of the dense time at its check, 0.555 in the rounds): the ratio of a pruned model to its
-  dense one itself moves with the host's state, by more than the 5% the reach bar allows. In
+  dense one itself moves with the host's state, on the AMD hosts by more than the 5% the reach
+  bar allows (on the Intel host the drift part's paired ratios spanned 4-5% in 90 s). In
   the 21:01 run the dense models moved +37% (ResNet-50: 162 ms at planning, 222 ms in the
   rounds) and +13% (MobileNetV2) between planning and the rounds, which was all of its
   ms-prediction misses (paired: -2.5% / -2.0% and +2.0% / +1.8%; at 19:36 the moves were +10%
@@ -1244,7 +1267,9 @@ RUN_NOTES = """## What this run covers, and what it does not
   52.06 ms for 51.46 ms predicted). A third check would have made it about 5.3 s: the bar is
   met when the noise allows two. In run 10:39 (the fresh machine, its ResNet-50 faster: 113
   ms dense at planning) the 3x plan took three checks, 1.10, 1.07 and 1.05 s (40.67, 39.60,
-  then 39.05 ms for a 37.5 ms budget: the third within 5% of it), and 4.1 s in all. The 3x plan,
+  then 39.05 ms for a 37.5 ms budget: the third within 5% of it), and 4.1 s in all; in run
+  12:50 (the Intel host, 87.54 ms dense at planning) two, of 0.9 s each (32.64, then 29.69 ms
+  for 29.15 predicted), 2.3 s in all. The 3x plan,
   fitted with the 2x plan's checks, needed one
   in the 16:17 run (3.4 s) and at 21:01 (3.2 s); at 05:40 three (7.5 s: 65.12, 54.94, then
   57.85 ms for 60.7 ms predicted); at 03:15 three (10.8 s: 80.29, 65.39, then
