@@ -93,6 +93,15 @@ def main() -> None:
             return fit(*args, seed=seed + 1000 * int(sys.argv[1].partition("@")[2]), **kwargs)
 
         sequential.reconstruct_block = reseeded
+    if name.endswith(",bf16"):  # the reconstruction's forward and backward under bfloat16 autocast
+        name = name.removesuffix(",bf16")
+        plain = sequential.reconstruct_block
+
+        def autocast(*args, **kwargs):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return plain(*args, **kwargs)
+
+        sequential.reconstruct_block = autocast
     path = bench.ensure_smollm2()
     tok = AutoTokenizer.from_pretrained(path)
     calib = bench.token_sequences(tok, bench.kjv(bench.CALIB_RANGE), 256, 32)

@@ -120,6 +120,15 @@ RECONSTRUCT_STEPS = 12
 # reconstruction steps; both, 8 distillation steps at 5e-4 after the reconstruction (over the
 # time bar): 35.51. On these 8192 tokens, a global loss does not beat the block-wise one at the
 # same cost; the recovery rows' gain comes from 102,400 further tokens and ten times the time.
+# Screened on a later host (2026-12-02, an Intel Xeon with AMX; bench/_llm_screen.py, two
+# processes at a time; the bench's settings, seeds 0 / 1000): 12 steps of 4 sequences 35.37 /
+# 35.94; the same 48 sequences a block in smaller batches at lr 1.5e-3: 24 steps of 2 34.99 /
+# 34.96 (-1.9% on the mean), 48 of 1 34.78 at seed 0 (-1.7% against that seed). Not adopted: a
+# gain of about twice the seed noise, for 9% / 18% more run time beside the other process
+# (135 s, 147 s, 159 s), which takes the whole one-shot run (1.89x llm-compressor's SparseGPT)
+# past the 2x bar, and no change to a bar's status (-11% needed). The reconstruction under
+# bfloat16 autocast (a probe: this host multiplies bf16 matrices 12x faster than fp32, 1 thread)
+# diverges: 2567 and 1.2e9 at those two settings, in 18% less time.
 SPARSITY_OFFSETS = {"q_proj": 0.15, "k_proj": 0.15}
 RECONSTRUCT_BATCH, RECONSTRUCT_LR = LLMPrune.reconstruct_batch, DEFAULT_LR["adam"]
 STREAM_RECONSTRUCT = 2  # steps per block in the streaming memory rows (peak memory, not quality)
