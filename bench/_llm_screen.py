@@ -1,11 +1,12 @@
 """Screen one-shot settings on the development text (never the evaluation text).
 
-    python bench/_llm_screen.py VARIANT[@SEED]
+    python bench/_llm_screen.py VARIANT[,bf16][@SEED]
 
 The variant prunes SmolLM2-135M to 50 % with SparseGPT + OWL + block reconstruction (the
 settings of bench/llm.py) with one change, then scores perplexity on the development range
 (bench/llm.py's DEV_RANGE, 8192 tokens). ``@SEED`` offsets every block's reconstruction seed
-(batch order) by 1000 x SEED, to see the noise of one setting. One variant per process (run two
+(batch order) by 1000 x SEED, to see the noise of one setting; ``,bf16`` runs the new steps'
+forward passes in bfloat16 (``train_dtype``). One variant per process (run two
 at a time on two cores: nothing here is timed). Results append to
 /tmp/netslim-llm-screen/results.jsonl. Used to choose ``SPARSITY_OFFSETS``; kept so that the
 choice can be re-run (the figures are in bench/llm.py's comment on it).
@@ -48,6 +49,7 @@ VARIANTS: dict[str, dict] = {
             "down_proj": -0.1,
         }
     },  # fmt: skip
+    "qk+0.15,recover50": {"sparsity_offsets": {"q_proj": 0.15, "k_proj": 0.15}, "recover": 50},
     "qk+0.15,down-0.05": {"sparsity_offsets": {"q_proj": 0.15, "k_proj": 0.15, "down_proj": -0.05}},
     **{
         f"2:4,r{steps},lr{lr:g}": {
@@ -93,22 +95,15 @@ def main() -> None:
             return fit(*args, seed=seed + 1000 * int(sys.argv[1].partition("@")[2]), **kwargs)
 
         sequential.reconstruct_block = reseeded
-    if name.endswith(",bf16"):  # the reconstruction's forward and backward under bfloat16 autocast
-        name = name.removesuffix(",bf16")
-        plain = sequential.reconstruct_block
-
-        def autocast(*args, **kwargs):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return plain(*args, **kwargs)
-
-        sequential.reconstruct_block = autocast
     path = bench.ensure_smollm2()
     tok = AutoTokenizer.from_pretrained(path)
     calib = bench.token_sequences(tok, bench.kjv(bench.CALIB_RANGE), 256, 32)
     dev = tok(bench.kjv(bench.DEV_RANGE), return_tensors="pt", add_special_tokens=False)
     dev_ids = dev["input_ids"][0][: 8192 + 1]
     model = bench.load_model(path)
-    settings = {**BASE, **VARIANTS[name]}
+    bf16 = name.endswith(",bf16")  # the new steps' forward passes under bf16 autocast
+    name = name.removesuffix(",bf16")
+    settings = {**BASE, **VARIANTS[name], **({"train_dtype": "bfloat16"} if bf16 else {})}
     start = time.perf_counter()
     if "permute" in settings:
         from _nm_permute import permute

@@ -126,9 +126,15 @@ RECONSTRUCT_STEPS = 12
 # 34.96 (-1.9% on the mean), 48 of 1 34.78 at seed 0 (-1.7% against that seed). Not adopted: a
 # gain of about twice the seed noise, for 9% / 18% more run time beside the other process
 # (135 s, 147 s, 159 s), which takes the whole one-shot run (1.89x llm-compressor's SparseGPT)
-# past the 2x bar, and no change to a bar's status (-11% needed). The reconstruction under
-# bfloat16 autocast (a probe: this host multiplies bf16 matrices 12x faster than fp32, 1 thread)
-# diverges: 2567 and 1.2e9 at those two settings, in 18% less time.
+# past the 2x bar, and no change to a bar's status (-11% needed). ``train_dtype="bfloat16"``
+# (the new steps' forward passes under bf16 autocast; a probe: this host multiplies bf16
+# matrices 12x faster than fp32 with 1 thread), same screen, seed 0: 12 steps of 4 35.22 in
+# 105 s (35.37 in 135 s in fp32), 48 of 1 34.71 in 129 s (34.78 in 159 s); with 50 recovery
+# steps on the calibration sequences after it, 33.80 in 286 s against 34.03 in 431 s (the fp32
+# run had the machine to itself for its last 145 s). Not the bench's setting: the rows below
+# ran in fp32 on a host without AMX, and a CPU without bf16 units runs autocast slower. A first
+# try that held one autocast context around the whole fit diverged (2567): autocast caches each
+# weight's bf16 copy while its context is open, so every step saw the first step's weights.
 SPARSITY_OFFSETS = {"q_proj": 0.15, "k_proj": 0.15}
 RECONSTRUCT_BATCH, RECONSTRUCT_LR = LLMPrune.reconstruct_batch, DEFAULT_LR["adam"]
 STREAM_RECONSTRUCT = 2  # steps per block in the streaming memory rows (peak memory, not quality)

@@ -163,6 +163,66 @@ def test_reconstruct_block_holds_the_mask(calib, optimizer, lr):
     assert all(torch.equal(before[n], p) for n, p in block.named_parameters())
 
 
+def _linear_output_dtypes(module: torch.nn.Module) -> tuple[set, list]:
+    """Record the dtype of every linear's output under ``module``: (dtypes, hook handles)."""
+    seen: set = set()
+    handles = [
+        m.register_forward_hook(lambda _m, _a, out: seen.add(out.dtype))
+        for m in module.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
+    return seen, handles
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adafactor"])
+def test_reconstruct_block_in_bfloat16_follows_its_weights(calib, optimizer):
+    """Every step's forward runs in bf16 on the weights as they are after the last step: the
+    loss on one fixed batch falls (a bf16 copy cached across steps would hold it still), and the
+    weights, masks and dtype come back float32."""
+    from netslim.llm.calibration import capture_inputs, run_block
+    from netslim.llm.reconstruct import reconstruct_block
+
+    model = tiny_llama(layers=1)
+    inputs = capture_inputs(model, calib)
+    block = layers(model)[0]
+    target = run_block(block, inputs)
+    masks = {}
+    with torch.no_grad():
+        for m in block_linears(block).values():
+            masks[m.weight] = torch.rand_like(m.weight) > 0.5
+            m.weight.mul_(masks[m.weight])
+    seen, handles = _linear_output_dtypes(block)
+    result = reconstruct_block(
+        block, inputs, target, masks, steps=6, lr=DEFAULT_LR[optimizer], batch=len(calib),
+        optimizer=optimizer, train_dtype="bfloat16",
+    )  # fmt: skip
+    for h in handles:
+        h.remove()
+    assert seen == {torch.bfloat16}
+    assert result["last_loss"] < 0.9 * result["first_loss"]
+    for name, m in block_linears(block).items():
+        assert m.weight.dtype == torch.float32 and not m.weight[~masks[m.weight]].any(), name
+
+
+def test_distill_in_bfloat16(calib):
+    teacher = tiny_llama(layers=2)
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for p in layers(student)[1].parameters():
+            p.mul_(0.5)
+    before = _kl(teacher, student, calib)
+    seen, handles = _linear_output_dtypes(student)
+    result = distill(
+        student, teacher, cycle_batches(calib, len(calib)), steps=8, lr=1e-3, warmup=1,
+        train_dtype="bfloat16",
+    )  # fmt: skip
+    for h in handles:
+        h.remove()
+    assert seen == {torch.bfloat16}
+    assert _kl(teacher, student, calib) < 0.5 * before and result["steps"] == 8
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adafactor"])
 def test_new_steps_stream_like_in_memory(calib, tmp_path, optimizer):
     dense = tiny_llama(layers=3)
@@ -289,6 +349,7 @@ def test_in_memory_report_shows_what_ran(calib):
         (dict(method="wanda", reconstruct_batch=0), ">= 1"),
         (dict(method="wanda", reconstruct_lr=0.0), "> 0"),
         (dict(method="wanda", reconstruct_optimizer="sgd"), "reconstruct_optimizer must be"),
+        (dict(method="wanda", train_dtype="float16"), "train_dtype must be"),
     ],
 )
 def test_bad_settings(kwargs, match):
@@ -351,7 +412,9 @@ def test_cli_new_steps(tmp_path, capsys):
     report = json.loads((chosen / "netslim_llm.json").read_text())["report"]
     assert report["config"]["reconstruct_optimizer"] == "adam"
     assert report["config"]["reconstruct_lr"] == 3e-4
-    for flag, value in (("--reconstruct-optimizer", "sgd"), ("--reconstruct-lr", "0")):
+    for flag, value in (
+        ("--reconstruct-optimizer", "sgd"), ("--reconstruct-lr", "0"), ("--train-dtype", "fp16"),
+    ):  # fmt: skip
         assert main([*args[:-1], str(bad), flag, value]) == 2 and not bad.exists()
     sparse = tmp_path / "sparse"
     args = [

@@ -18,6 +18,7 @@ from netslim.cli.args import (
     positive_float,
     positive_int,
 )
+from netslim.llm.optim import TRAIN_DTYPES
 from netslim.llm.reconstruct import OPTIMIZERS
 
 
@@ -65,6 +66,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="distillation steps from the dense model on the calibration text (200); per-weight "
         "methods keep their masks",
     )  # fmt: skip
+    p.add_argument(
+        "--train-dtype", choices=TRAIN_DTYPES, default="float32",
+        help="precision of the reconstruction's and recovery's forward passes: bfloat16 "
+        "(autocast, float32 weights) is faster where bf16 matrix units exist (CPUs with AMX)",
+    )  # fmt: skip
     p.add_argument("--calib", default=None, help="calibration text file (UTF-8)")
     p.add_argument("--eval", default=None, help="evaluation text file for perplexity")
     p.add_argument(
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         remove=args.remove, correct=args.correct, owl=args.owl,
         sparsity_offsets=args.sparsity_offsets, reconstruct=args.reconstruct,
         reconstruct_optimizer=args.reconstruct_optimizer, reconstruct_lr=args.reconstruct_lr,
-        recover=args.recover,
+        recover=args.recover, train_dtype=args.train_dtype,
     )  # fmt: skip
     report = llm_job(
         args.model,

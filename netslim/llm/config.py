@@ -11,6 +11,7 @@ from typing import Any
 
 from netslim.core.config import ConfigBase
 from netslim.errors import ConfigError
+from netslim.llm.optim import TRAIN_DTYPES
 from netslim.llm.reconstruct import DEFAULT_LR, OPTIMIZERS
 from netslim.unstructured.nm import validate_nm
 
@@ -105,6 +106,11 @@ class LLMPrune(ConfigBase):
         methods keep their masks: pruned weights stay zero.
     recover_lr: AdamW peak learning rate of the distillation (linear decay to 0).
     recover_batch: sequences per distillation step.
+    train_dtype: precision of the reconstruction's and the recovery's forward passes:
+        ``float32``, or ``bfloat16`` (autocast: bf16 matrix products, float32 weights and
+        optimizer state; the pruned model stays float32). For hardware with fast bf16 matrix
+        units (CPUs with AMX, recent GPUs); elsewhere it can be slower than float32. See
+        bench/llm.py for what it does to speed and perplexity.
     """
 
     method: str = "wanda"
@@ -126,6 +132,7 @@ class LLMPrune(ConfigBase):
     recover: int = 0
     recover_lr: float = 2e-4
     recover_batch: int = 2
+    train_dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -193,6 +200,10 @@ class LLMPrune(ConfigBase):
                 f"reconstruct_optimizer must be one of {', '.join(OPTIMIZERS)}, "
                 f"got {self.reconstruct_optimizer!r}"
             )
+        if self.train_dtype not in TRAIN_DTYPES:
+            raise ConfigError(
+                f"train_dtype must be one of {', '.join(TRAIN_DTYPES)}, got {self.train_dtype!r}"
+            )
         if self.reconstruct and self.method not in WEIGHT_METHODS:
             raise ConfigError("reconstruct applies to wanda/sparsegpt/magnitude (per-weight)")
 
@@ -238,10 +249,10 @@ def _family_check(config: LLMPrune, family: str, methods: tuple[str, ...], own: 
 # Knobs of each family (the rest belong to another family and must stay at their defaults).
 WEIGHT_KNOBS = {"nm", "damp", "blocksize", "owl", "owl_m", "reconstruct", "reconstruct_lr",
                 "reconstruct_batch", "reconstruct_optimizer", "sparsity_offsets", "recover", "recover_lr",
-                "recover_batch"}  # fmt: skip
+                "recover_batch", "train_dtype"}  # fmt: skip
 WIDTH_KNOBS = {"head_sparsity", "layer_sparsity", "correct", "recover", "recover_lr",
-               "recover_batch"}  # fmt: skip
-DEPTH_KNOBS = {"remove", "recover", "recover_lr", "recover_batch"}
+               "recover_batch", "train_dtype"}  # fmt: skip
+DEPTH_KNOBS = {"remove", "recover", "recover_lr", "recover_batch", "train_dtype"}
 
 
 @dataclass

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from netslim.llm.arch import layers
 from netslim.llm.fixed_masks import Masks, mask_grads, reapply
-from netslim.llm.optim import adam
+from netslim.llm.optim import adam, forward_precision
 
 
 def cycle_batches(ids: Tensor, batch: int, seed: int = 0) -> Iterator[Tensor]:
@@ -71,12 +71,14 @@ def distill(
     warmup: int = 10,
     clip: float = 1.0,
     masks: Masks | None = None,
+    train_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Train ``student`` toward ``teacher`` for ``steps`` batches of token ids; AdamW with a
     linear warm-up then linear decay to 0 from the peak ``lr`` (no default here: the one
     default is ``LLMPrune.recover_lr``). ``masks``: parameter → keep-mask (True = may
-    change); masked-out entries stay exactly as they are. Returns the losses and the seconds
-    spent."""
+    change); masked-out entries stay exactly as they are. ``train_dtype``: the teacher's and
+    the student's forward precision (:func:`~netslim.llm.optim.forward_precision`). Returns the
+    losses and the seconds spent."""
     masks = masks or {}
     start = time.perf_counter()
     params = trainable(student)
@@ -97,10 +99,14 @@ def distill(
         it = iter(batches)
         for _ in range(steps):
             ids = next(it)
-            with torch.no_grad():
+            device = ids.device
+            with torch.no_grad(), forward_precision(train_dtype, device):
                 target = teacher(input_ids=ids, use_cache=False).logits
             with torch.enable_grad():
-                loss = kd_loss(student(input_ids=ids, use_cache=False).logits, target)
+                with forward_precision(train_dtype, device):
+                    logits = student(input_ids=ids, use_cache=False).logits
+                loss = kd_loss(logits, target)
+                del logits
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             mask_grads(masks)

@@ -9,10 +9,25 @@ the fused kernel does not take.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 FUSED_DEVICES = ("cpu", "cuda")
+TRAIN_DTYPES = ("float32", "bfloat16")
+"""The precisions of the training steps' forward passes (``LLMPrune.train_dtype``)."""
+
+
+def forward_precision(train_dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context one training step's forward pass runs in: nothing for ``float32``; for
+    ``bfloat16``, autocast, so matrix products run in bf16 while weights, gradients' targets and
+    optimizer state stay float32. Enter it per step, around the forward only: autocast caches
+    each weight's bf16 copy for as long as the context is open, and a context held across
+    optimizer steps would keep serving the first step's weights (the fit then diverges)."""
+    if train_dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def adam(params: list[nn.Parameter], lr: float, *, weight_decay: float | None = None):

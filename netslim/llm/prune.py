@@ -231,6 +231,7 @@ def prune_model(
             report["recovery"] = distill(
                 model, teacher, batches, steps=config.recover, lr=config.recover_lr,
                 masks=pruned_masks(model) if config.method in WEIGHT_METHODS else None,
+                train_dtype=config.train_dtype,
             )  # fmt: skip
             report.setdefault("costs", {})["recover"] = report["recovery"]["seconds"]
     except BaseException:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from netslim.llm.calibration import BlockInputs
 from netslim.llm.disk_adam import DiskAdam
 from netslim.llm.fixed_masks import Masks, mask_grad, mask_grads, reapply
-from netslim.llm.optim import adam
+from netslim.llm.optim import adam, forward_precision
 
 
 def _output(block: nn.Module, hidden: Tensor, inputs: BlockInputs) -> Tensor:
@@ -110,12 +110,14 @@ def reconstruct_block(
     seed: int = 0,
     optimizer: str = "adam",
     scratch: Path | None = None,
+    train_dtype: str = "float32",
 ) -> dict[str, float]:
     """Fit ``block(inputs.hidden)`` to ``target`` (both ``(N, L, D)``) with ``optimizer``
     (``adam`` | ``adafactor``, see the module doc) for ``steps`` steps of ``batch`` sequences;
     ``masks``: parameter → keep-mask (True = trainable), held fixed
     (:mod:`netslim.llm.fixed_masks`). ``scratch``: a folder for Adam's moments, kept there
-    instead of in memory (the streaming path passes its output folder).
+    instead of in memory (the streaming path passes its output folder). ``train_dtype``: the
+    forward passes' precision (:func:`~netslim.llm.optim.forward_precision`).
 
     Returns the loss of the first and of the last step and the seconds spent. The block's
     parameters keep their ``requires_grad`` flags as they were.
@@ -140,7 +142,8 @@ def reconstruct_block(
                     order, pos = torch.randperm(n, generator=gen), 0
                 idx = order[pos : pos + batch]
                 pos += batch
-                out = _batched(block, inputs.hidden[idx].to(dtype), inputs)
+                with forward_precision(train_dtype, inputs.hidden.device):
+                    out = _batched(block, inputs.hidden[idx].to(dtype), inputs)
                 loss = torch.nn.functional.mse_loss(out.float(), target[idx])
                 losses.append(float(loss.detach()))
                 loss.backward()

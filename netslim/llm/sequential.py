@@ -155,6 +155,7 @@ class WeightStep:
                 block, inputs, target, masks, steps=self.config.reconstruct,
                 lr=self.config.reconstruct_lr, batch=self.config.reconstruct_batch, seed=index,
                 optimizer=self.config.reconstruct_optimizer, scratch=self.scratch,
+                train_dtype=self.config.train_dtype,
             )  # fmt: skip
             self.costs["reconstruct"] += result["seconds"]
             self.fit.append(result)
