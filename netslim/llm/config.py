@@ -109,8 +109,9 @@ class LLMPrune(ConfigBase):
     train_dtype: precision of the reconstruction's and the recovery's forward passes:
         ``float32``, or ``bfloat16`` (autocast: bf16 matrix products, float32 weights and
         optimizer state; the pruned model stays float32). For hardware with fast bf16 matrix
-        units (CPUs with AMX, recent GPUs); elsewhere it can be slower than float32. See
-        bench/llm.py for what it does to speed and perplexity.
+        units (CPUs with AMX, recent GPUs); measure before using it elsewhere: without bf16
+        instructions it can be slower than float32. bench/llm.py's notes give what it did to
+        speed and perplexity on SmolLM2-135M.
     """
 
     method: str = "wanda"

@@ -106,7 +106,6 @@ def distill(
                 with forward_precision(train_dtype, device):
                     logits = student(input_ids=ids, use_cache=False).logits
                 loss = kd_loss(logits, target)
-                del logits
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             mask_grads(masks)

@@ -1,4 +1,5 @@
-"""The one Adam of the LLM training steps (block reconstruction and distillation recovery).
+"""The one Adam of the LLM training steps (block reconstruction and distillation recovery),
+and the precision of their forward passes.
 
 PyTorch's fused Adam updates each tensor in one vectorised kernel: on CPU about 5x faster than
 the per-tensor loop (``foreach=False``: a dozen elementwise ops per tensor), and unlike the
@@ -21,8 +22,8 @@ TRAIN_DTYPES = ("float32", "bfloat16")
 
 def forward_precision(train_dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The context one training step's forward pass runs in: nothing for ``float32``; for
-    ``bfloat16``, autocast, so matrix products run in bf16 while weights, gradients' targets and
-    optimizer state stay float32. Enter it per step, around the forward only: autocast caches
+    ``bfloat16``, autocast, so matrix products run in bf16 while weights, their gradients and
+    the optimizer state stay float32. Enter it per step, around the forward only: autocast caches
     each weight's bf16 copy for as long as the context is open, and a context held across
     optimizer steps would keep serving the first step's weights (the fit then diverges)."""
     if train_dtype == "float32":
