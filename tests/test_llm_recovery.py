@@ -19,7 +19,7 @@ from netslim.llm import LLMPrune, prune_model, prune_streaming  # noqa: E402
 from netslim.llm.arch import block_linears, layers  # noqa: E402
 from netslim.llm.distill import cycle_batches, distill  # noqa: E402
 from netslim.llm.owl import owl_sparsities  # noqa: E402
-from netslim.llm.reconstruct import DEFAULT_LR  # noqa: E402
+from netslim.llm.reconstruct import DEFAULT_LR, reconstruct_block  # noqa: E402
 from netslim.unstructured.nm import check_nm  # noqa: E402
 
 VOCAB = 256
@@ -134,10 +134,10 @@ def test_owl_pass_targets_equal_recomputed_ones(calib, monkeypatch):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("optimizer, lr", [("adam", 1e-3), ("adafactor", 1e-2)])
-def test_reconstruct_block_holds_the_mask(calib, optimizer, lr):
+def _half_pruned_block(calib):
+    """A one-block model's block with half of each linear's weights zeroed at random, its
+    captured calibration inputs, its dense output (the target) and the keep-masks."""
     from netslim.llm.calibration import capture_inputs, run_block
-    from netslim.llm.reconstruct import reconstruct_block
 
     model = tiny_llama(layers=1)
     inputs = capture_inputs(model, calib)
@@ -148,6 +148,12 @@ def test_reconstruct_block_holds_the_mask(calib, optimizer, lr):
         for m in block_linears(block).values():
             masks[m.weight] = torch.rand_like(m.weight) > 0.5
             m.weight.mul_(masks[m.weight])
+    return block, inputs, target, masks
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adam", 1e-3), ("adafactor", 1e-2)])
+def test_reconstruct_block_holds_the_mask(calib, optimizer, lr):
+    block, inputs, target, masks = _half_pruned_block(calib)
     result = reconstruct_block(
         block, inputs, target, masks, steps=20, lr=lr, batch=4, optimizer=optimizer
     )
@@ -179,18 +185,7 @@ def test_reconstruct_block_in_bfloat16_follows_its_weights(calib, optimizer):
     """Every step's forward runs in bf16 on the weights as they are after the last step: the
     loss on one fixed batch falls (a bf16 copy cached across steps would hold it still), and the
     weights, masks and dtype come back float32."""
-    from netslim.llm.calibration import capture_inputs, run_block
-    from netslim.llm.reconstruct import reconstruct_block
-
-    model = tiny_llama(layers=1)
-    inputs = capture_inputs(model, calib)
-    block = layers(model)[0]
-    target = run_block(block, inputs)
-    masks = {}
-    with torch.no_grad():
-        for m in block_linears(block).values():
-            masks[m.weight] = torch.rand_like(m.weight) > 0.5
-            m.weight.mul_(masks[m.weight])
+    block, inputs, target, masks = _half_pruned_block(calib)
     seen, handles = _linear_output_dtypes(block)
     result = reconstruct_block(
         block, inputs, target, masks, steps=6, lr=DEFAULT_LR[optimizer], batch=len(calib),
