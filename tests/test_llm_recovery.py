@@ -199,12 +199,18 @@ def test_reconstruct_block_in_bfloat16_follows_its_weights(calib, optimizer):
         assert m.weight.dtype == torch.float32 and not m.weight[~masks[m.weight]].any(), name
 
 
-def test_distill_in_bfloat16(calib):
+def _teacher_and_damaged_student():
+    """A two-block model and a copy whose second block's parameters are halved."""
     teacher = tiny_llama(layers=2)
     student = copy.deepcopy(teacher)
     with torch.no_grad():
         for p in layers(student)[1].parameters():
             p.mul_(0.5)
+    return teacher, student
+
+
+def test_distill_in_bfloat16(calib):
+    teacher, student = _teacher_and_damaged_student()
     before = _kl(teacher, student, calib)
     seen, handles = _linear_output_dtypes(student)
     result = distill(
@@ -301,11 +307,7 @@ def test_failed_recovery_leaves_the_model_unchanged(calib):
 
 
 def test_distill_reads_batches_from_an_iterator(calib):
-    teacher = tiny_llama(layers=2)
-    student = copy.deepcopy(teacher)
-    with torch.no_grad():
-        for p in layers(student)[1].parameters():
-            p.mul_(0.5)
+    teacher, student = _teacher_and_damaged_student()
     stream = (calib[i : i + 2] for i in range(0, 8, 2))  # a generator: never all in memory
     result = distill(student, teacher, stream, steps=4, lr=1e-3, warmup=1)
     assert result["tokens"] == 4 * 2 * 32
