@@ -1054,7 +1054,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   the same kind, 32 MiB L3, before run 10:34, so runs 10:34 to 11:31 come from another virtual
   machine than the earlier ones). From run 12:46 of 2026-12-02 it is an Intel Xeon (AVX-512 and
   AMX; `Intel(R) Xeon(R) Processor` in the machine line), a third virtual machine: the eager
-  1-thread rows of ResNet-50 and MobileNetV2 (runs 12:50 and 12:53), *How much the machine
+  1-thread rows of ResNet-50 and MobileNetV2 (runs 12:50 and 12:53), their ONNX Runtime rows
+  with 1 thread at batch 1 (run 13:45), *How much the machine
   moves* and *How far the allocation's objective moves the efficiency* come from it, every other
   row from the AMD hosts. All rows are from the runs of 2026-12-01 14:11 UTC onwards:
   paired timing (in mirrored rounds, model, dense, dense, model, up to d16f7d3; from 5d7b1e7
@@ -1068,9 +1069,9 @@ RUN_NOTES = """## What this run covers, and what it does not
   host; palindromic rounds, a faster knapsack and the returned plan's miss rule since 965aa12),
   at batch 16 from b9de267 (run 12:53, the Intel host), with 2 threads from d16f7d3 (run
   06:11); their ONNX Runtime
-  rows with 1 thread at batch 16 from 614af0c (run 02:39), at batch 1 from 10baba8 (run 01:36
-  of 2026-12-02: plans of whole
-  ONNX Runtime layout blocks, below), with 2 threads at batch 1 from eff4273 (run 06:44; whole
+  rows with 1 thread at batch 16 from 614af0c (run 02:39), at batch 1 from 2805e80 (run 13:45,
+  the Intel host; plans of whole ONNX Runtime layout blocks since 10baba8, below), with 2
+  threads at batch 1 from eff4273 (run 06:44; whole
   blocks) and at batch 16 from 3a7f493 (run 03:49; whole blocks, and a re-solve to widths
   already checked ends the search); the eager vgg_small and resnet56 rows from 965aa12 (run
   10:34, freed memory kept), their ONNX Runtime rows from dd1e057 (run 23:44; the planning of
@@ -1183,7 +1184,11 @@ RUN_NOTES = """## What this run covers, and what it does not
   (0.93 / 0.92 with free widths at 00:34), MobileNetV2 0.71 / 0.56 (0.54 / 0.47); against
   uniform round_to=8 at the same MACs ResNet-50 2.00x / 2.85x against 1.99x / 2.92x,
   MobileNetV2 2.04x / 2.83x against 2.10x / 3.10x: level at 2x, still behind at 3x. The
-  knapsack's non-uniform widths buy little over a uniform cut in whole blocks on this runtime.
+  knapsack's non-uniform widths bought little over a uniform cut in whole blocks on that
+  runtime and host. On the Intel host (run 13:45, shown) the same cells ran at 0.89 / 0.85
+  (ResNet-50) and 0.93 / 0.77 (MobileNetV2), and against uniform round_to=8 ResNet-50 2.00x /
+  2.87x against 1.96x / 3.05x (with 2.31x / 3.49x fewer MACs for uniform, 2.24x / 3.37x for
+  the plans), MobileNetV2 2.00x / 2.93x against 1.85x / 2.52x: ahead but for ResNet-50 at 3x.
   With 2 threads at batch 1 (run 06:44, whole blocks) the rows are the noisiest of the page:
   MobileNetV2's 2x plan took three checks (6.31, 4.54, then 4.85 ms for 5.10 predicted) and
   ran 3.12x in the rounds, its 3x plan 2.63x; the dense model ran 10.2 ms at planning and 9.0
