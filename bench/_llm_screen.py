@@ -6,9 +6,8 @@ The variant prunes SmolLM2-135M to 50 % with SparseGPT + OWL + block reconstruct
 settings of bench/llm.py) with one change, then scores perplexity on the development range
 (bench/llm.py's DEV_RANGE, 8192 tokens). ``@SEED`` offsets every block's reconstruction seed
 (batch order) by 1000 x SEED, to see the noise of one setting; ``,bf16`` runs the new steps'
-forward passes in bfloat16 (``train_dtype``). One variant per process (run two
-at a time on two cores: nothing here is timed). Results append to
-/tmp/netslim-llm-screen/results.jsonl. Used to choose ``SPARSITY_OFFSETS``; kept so that the
+forward passes in bfloat16 (``train_dtype``). One variant per process (run two at a time on two
+cores: nothing here is timed). Results append to /tmp/netslim-llm-screen/results.jsonl. Used to choose ``SPARSITY_OFFSETS``; kept so that the
 choice can be re-run (the figures are in bench/llm.py's comment on it).
 """
 

@@ -241,6 +241,38 @@ def test_new_steps_stream_like_in_memory(calib, tmp_path, optimizer):
     assert report["owl"]["block_sparsity"] and "reconstruct" in report["costs"]
 
 
+def test_streaming_reconstructs_in_bfloat16(calib, tmp_path, monkeypatch):
+    """The streaming path hands ``train_dtype`` to every block's fit. Its result is not the
+    in-memory one to float32 precision (bf16 rounding moves the next block's Wanda scores, and a
+    few borderline weights change sides) but computes nearly the same function."""
+    from netslim.llm import reconstruct
+
+    asked: list[str] = []
+    real = reconstruct.forward_precision
+
+    def recording(train_dtype, device):
+        asked.append(train_dtype)
+        return real(train_dtype, device)
+
+    monkeypatch.setattr(reconstruct, "forward_precision", recording)
+    dense = tiny_llama(layers=3)
+    dense.save_pretrained(tmp_path / "src", max_shard_size="100KB")
+    config = LLMPrune(
+        "wanda", 0.5, reconstruct=5, reconstruct_batch=4, reconstruct_optimizer="adam",
+        train_dtype="bfloat16",
+    )  # fmt: skip  # both paths the same optimizer (streaming would pick Adafactor)
+    in_memory = copy.deepcopy(dense)
+    prune_model(in_memory, config, calib)
+    asked.clear()
+    report = prune_streaming(tmp_path / "src", tmp_path / "out", config, calib)
+    assert asked == ["bfloat16"] * 3 * 5 and report["config"]["train_dtype"] == "bfloat16"
+    streamed = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert all(p.dtype == torch.float32 for p in streamed.parameters())
+    torch.testing.assert_close(
+        _logits(streamed, calib), _logits(in_memory, calib), atol=1e-2, rtol=0.0
+    )
+
+
 @pytest.mark.parametrize(
     "config",
     [LLMPrune("width", 0.25, head_sparsity=0.5), LLMPrune("depth", remove=1)],
