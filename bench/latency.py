@@ -1055,7 +1055,7 @@ RUN_NOTES = """## What this run covers, and what it does not
   machine than the earlier ones). From run 12:46 of 2026-12-02 it is an Intel Xeon (AVX-512 and
   AMX; `Intel(R) Xeon(R) Processor` in the machine line), a third virtual machine: the eager
   1-thread rows of ResNet-50 and MobileNetV2 (runs 12:50 and 12:53), their ONNX Runtime rows
-  with 1 thread at batch 1 (run 13:45), *How much the machine
+  with 1 thread (runs 13:45 and 14:06), *How much the machine
   moves* and *How far the allocation's objective moves the efficiency* come from it, every other
   row from the AMD hosts. All rows are from the runs of 2026-12-01 14:11 UTC onwards:
   paired timing (in mirrored rounds, model, dense, dense, model, up to d16f7d3; from 5d7b1e7
@@ -1069,7 +1069,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   host; palindromic rounds, a faster knapsack and the returned plan's miss rule since 965aa12),
   at batch 16 from b9de267 (run 12:53, the Intel host), with 2 threads from d16f7d3 (run
   06:11); their ONNX Runtime
-  rows with 1 thread at batch 16 from 614af0c (run 02:39), at batch 1 from 2805e80 (run 13:45,
+  rows with 1 thread at batch 16 from 5258169 (run 14:06, the Intel host), at batch 1 from
+  2805e80 (run 13:45,
   the Intel host; plans of whole ONNX Runtime layout blocks since 10baba8, below), with 2
   threads at batch 1 from eff4273 (run 06:44; whole
   blocks) and at batch 16 from 3a7f493 (run 03:49; whole blocks, and a re-solve to widths
@@ -1331,10 +1332,16 @@ RUN_NOTES = """## What this run covers, and what it does not
   1.05 / 0.95 at 13:36); at batch 16 the table finds widths whose time falls faster than their
   MACs (the 2x plan removed 1.41x of the MACs for a 1.95x speed-up), which the MACs-driven
   variants at the same MACs do not.
-- ONNX Runtime at batch 16, 1 thread (run 02:39, 614af0c, whole layout blocks): speed-up
-  per MACs reduction ResNet-50 0.94 / 1.05 (1.88x for its 2x target, 3.40x for 3x), MobileNetV2
-  0.89 / 0.78 (2.15x, 3.17x). At the same MACs, the variants of free widths lose ORT's blocked
-  layout: Torch-Pruning global 1.42x / 2.30x and netslim's MACs allocation 1.54x / 2.37x on
+- ONNX Runtime at batch 16, 1 thread. On the Intel host (run 14:06, 5258169, shown) speed-up per
+  MACs reduction ResNet-50 0.97 / 0.97 (1.99x for its 2x target, 2.89x for 3x), MobileNetV2 1.07 /
+  0.82 (2.13x, 3.06x), ahead of every variant at the same MACs (uniform round_to=8 1.84x / 2.70x
+  and 1.57x / 2.21x, Torch-Pruning global 1.28x / 1.77x and 0.91x / 0.99x). With the batch-1 rows
+  of run 13:45 (0.89 / 0.85 and 0.93 / 0.77), ONNX Runtime with 1 thread meets the efficiency bars
+  in four of the eight cells on this host (ResNet-50 at batch 16, MobileNetV2 at 2x); the bars
+  read the eager rows. On the AMD host (run 02:39, 614af0c, whole layout blocks, in this page's
+  git history): speed-up per MACs reduction ResNet-50 0.94 / 1.05 (1.88x for its 2x target, 3.40x
+  for 3x), MobileNetV2 0.89 / 0.78 (2.15x, 3.17x). At the same MACs, the variants of free widths
+  lose ORT's blocked layout: Torch-Pruning global 1.42x / 2.30x and netslim's MACs allocation 1.54x / 2.37x on
   ResNet-50; on MobileNetV2 0.91x / 1.34x and 0.83x / 1.19x, slower than the dense model at
   2x. Uniform round_to=8 keeps the blocks and is close: ResNet-50 2.03x / 3.14x (ahead at 2x),
   MobileNetV2 1.91x / 2.94x (behind at both). The eager rows are the ones the bars read; on
