@@ -1341,20 +1341,20 @@ RUN_NOTES = """## What this run covers, and what it does not
   read the eager rows. On the AMD host (run 02:39, 614af0c, whole layout blocks, in this page's
   git history): speed-up per MACs reduction ResNet-50 0.94 / 1.05 (1.88x for its 2x target, 3.40x
   for 3x), MobileNetV2 0.89 / 0.78 (2.15x, 3.17x). At the same MACs, the variants of free widths
-  lose ORT's blocked layout: Torch-Pruning global 1.42x / 2.30x and netslim's MACs allocation 1.54x / 2.37x on
-  ResNet-50; on MobileNetV2 0.91x / 1.34x and 0.83x / 1.19x, slower than the dense model at
-  2x. Uniform round_to=8 keeps the blocks and is close: ResNet-50 2.03x / 3.14x (ahead at 2x),
-  MobileNetV2 1.91x / 2.94x (behind at both). The eager rows are the ones the bars read; on
-  ONNX Runtime with 1 thread ResNet-50 is at or over 0.95 in three of its four cells (1.00 /
-  0.98 at batch 1, 0.94 / 1.05 at batch 16), MobileNetV2 at 0.90 in none. With 2 threads at
-  batch 16 (run 03:49, 3a7f493): ResNet-50 1.90x / 2.92x, efficiency 0.96 / 0.90, against
+  lose ORT's blocked layout: Torch-Pruning global 1.42x / 2.30x and netslim's MACs allocation
+  1.54x / 2.37x on ResNet-50; on MobileNetV2 0.91x / 1.34x and 0.83x / 1.19x, slower than the
+  dense model at 2x. Uniform round_to=8 keeps the blocks and is close: ResNet-50 2.03x / 3.14x
+  (ahead at 2x), MobileNetV2 1.91x / 2.94x (behind at both). The eager rows are the ones the bars
+  read; on ONNX Runtime with 1 thread ResNet-50 is at or over 0.95 in three of its four cells
+  (1.00 / 0.98 at batch 1, 0.94 / 1.05 at batch 16), MobileNetV2 at 0.90 in none. With 2 threads
+  at batch 16 (run 03:49, 3a7f493): ResNet-50 1.90x / 2.92x, efficiency 0.96 / 0.90, against
   uniform round_to=8 1.87x / 2.89x and Torch-Pruning global 1.43x / 2.14x at the same MACs;
   MobileNetV2 2.05x / 2.73x (the 3x target reached to 0.91) at 4.07x / 7.74x of the MACs,
-  efficiency 0.50 / 0.35, against uniform round_to=8 2.10x / 2.76x (at 3.76x / 7.52x of the
-  MACs) and Torch-Pruning global 1.30x / 1.33x. On MobileNetV2 with ONNX Runtime a uniform
-  cut in whole blocks is as fast per MAC as netslim's plan or faster in every cell but batch
-  16 with 1 thread (efficiency 0.83 / 0.78 against 0.89 / 0.78 there; 0.72 / 0.61 against
-  0.71 / 0.56 at batch 1, 1 thread; 0.56 / 0.37 against 0.50 / 0.35 at batch 16, 2 threads).
+  efficiency 0.50 / 0.35, against uniform round_to=8 2.10x / 2.76x (at 3.76x / 7.52x of the MACs)
+  and Torch-Pruning global 1.30x / 1.33x. On MobileNetV2 with ONNX Runtime a uniform cut in whole
+  blocks is as fast per MAC as netslim's plan or faster in every cell but batch 16 with 1 thread
+  (efficiency 0.83 / 0.78 against 0.89 / 0.78 there; 0.72 / 0.61 against 0.71 / 0.56 at batch 1, 1
+  thread; 0.56 / 0.37 against 0.50 / 0.35 at batch 16, 2 threads).
 - ViT-B/16 with 2 threads at batch 1 (run 03:32) and with ONNX Runtime, 1 thread, batch 1
   (03:35), both at 614af0c. ONNX Runtime: 1.92x / 3.07x for the 2x / 3x targets (reached
   0.958 / 1.024), predictions within 1% / 6% of the rounds, speed-up per MACs reduction 0.92 /
