@@ -11,9 +11,7 @@ objective, not a netslim option: the plans keep less importance as the MACs weig
 
 from __future__ import annotations
 
-import copy
 import statistics
-from typing import Any
 
 import torch
 from torch import nn
@@ -22,31 +20,6 @@ from torch import nn
 # a group's value curve over the model's total)
 ALPHAS = (1.0, 0.5, 0.0)
 REPEATS = 3
-
-
-def _captured_planning(dense: nn.Module, x1: torch.Tensor, batch: int) -> dict[str, Any]:
-    """The latency planner's inputs for ``dense`` (groups, normalised scores, fixed counts,
-    config): ``netslim.prune_`` on a copy with the planner wrapped to record them."""
-    import netslim
-    from netslim.structural import Channels, latency_alloc
-
-    seen: dict[str, Any] = {}
-    real = latency_alloc.plan_counts
-
-    def recording(model, example_inputs, analysis, groups, scores, fixed, config, **kw):
-        seen.update(
-            example_inputs=example_inputs, analysis=analysis, groups=groups, scores=scores,
-            fixed=fixed, config=config, pruned_copy=kw["pruned_copy"],
-        )  # fmt: skip
-        return real(model, example_inputs, analysis, groups, scores, fixed, config, **kw)
-
-    latency_alloc.plan_counts = recording
-    try:
-        cfg = Channels(target_speedup=2.0, runtime="torch", threads=1, batch=batch)
-        netslim.prune_(copy.deepcopy(dense), cfg, example_inputs=(x1,))
-    finally:
-        latency_alloc.plan_counts = real
-    return seen
 
 
 def _macs_values(analysis, groups, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -65,21 +38,26 @@ def _macs_values(analysis, groups, sizes: dict[str, int]) -> dict[str, torch.Ten
 def bound_rows(name: str, dense: nn.Module, x1: torch.Tensor, batch: int, macs) -> list[dict]:
     """One row per target x value weight: predicted and measured ms, speed-up, MACs reduction,
     efficiency and the importance the plan keeps (fraction of the model's)."""
+    from netslim.structural import Channels
+    from netslim.structural.engine import planning_inputs, pruned_copies
     from netslim.structural.latency_alloc import allocate_reaching, target_of, value_curve
     from netslim.structural.latency_table import build_table
     from netslim.structural.op_timing import time_ratio
 
-    seen = _captured_planning(dense, x1, batch)
-    groups, target = seen["groups"], target_of(seen["config"], seen["example_inputs"])
+    # the planner's own inputs and calibration copies, all from the dense model (copies of it,
+    # never of a model pruned since: a bound run before 2026-12-02 took its copies from a model
+    # that an earlier 2x plan had pruned in place, so its rows were narrower than their solves)
+    config = Channels(target_speedup=2.0, runtime="torch", threads=1, batch=batch)
+    example = (x1,)
+    planning = planning_inputs(dense, example, config)
+    pruned_copy = pruned_copies(dense, example)
+    groups, target = planning.groups, target_of(config, example)
     sizes = {g.id: g.size for g in groups}
-    table = build_table(
-        dense, seen["example_inputs"], seen["analysis"], groups, target,
-        pruned_copy=seen["pruned_copy"],
-    )  # fmt: skip  # read from the cache the capture filled
-    importance = {k: value_curve(s) for k, s in seen["scores"].items()}
+    table = build_table(dense, example, planning.analysis, groups, target, pruned_copy=pruned_copy)
+    importance = {k: value_curve(s) for k, s in planning.ranked.items()}
     total = sum(float(v[-1]) for v in importance.values())
     importance = {k: v / total for k, v in importance.items()}
-    by_macs = _macs_values(seen["analysis"], groups, sizes)
+    by_macs = _macs_values(planning.analysis, groups, sizes)
     x = x1.expand(batch, *x1.shape[1:]).contiguous()
     base = macs(dense, x1)
     rows = []
@@ -88,9 +66,9 @@ def bound_rows(name: str, dense: nn.Module, x1: torch.Tensor, batch: int, macs) 
         for alpha in ALPHAS:
             values = {k: alpha * importance[k] + (1 - alpha) * by_macs[k] for k in importance}
             alloc = allocate_reaching(
-                table, values, budget, fixed=seen["fixed"], round_to=seen["config"].round_to
+                table, values, budget, fixed=planning.fixed, round_to=config.round_to
             )
-            pruned = seen["pruned_copy"]({**sizes, **alloc.counts, **seen["fixed"]})
+            pruned = pruned_copy({**sizes, **alloc.counts, **planning.fixed})
             ratio = statistics.median(
                 time_ratio(pruned, dense, (x,), target) for _ in range(REPEATS)
             )

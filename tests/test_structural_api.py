@@ -24,6 +24,7 @@ from netslim.structural import (
     prune,
     prune_and_compare,
 )
+from netslim.structural.engine import planning_inputs
 
 
 class Net(nn.Module):
@@ -236,6 +237,17 @@ def test_make_plan_is_pure_and_deterministic():
     assert p1.to_dict() == p2.to_dict()
     assert_same(model, snap)
     assert [g.id for g in groups(model, X)] == ["c1.weight:0"]
+
+
+def test_planning_inputs_score_without_changing_the_model():
+    model = Net().eval()
+    snap = snapshot(model)
+    free = planning_inputs(model, X, Channels(criterion="l1"))
+    assert [g.id for g in free.groups] == list(free.ranked) == ["c1.weight:0"]
+    assert free.scores["c1.weight:0"].shape == (16,) and free.fixed == {}
+    fixed = planning_inputs(model, X, Channels(per_module={"c1": 0.5}))
+    assert fixed.fixed == {"c1.weight:0": 8} and fixed.ranked == {}
+    assert_same(model, snap)
 
 
 def test_registered_handler_records_history():

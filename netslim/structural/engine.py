@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -77,16 +78,33 @@ def refuse_torch_prune(model: nn.Module) -> None:
                 )
 
 
-@paused_gc()
-def make_plan(
+@dataclass
+class PlanningInputs:
+    """What every allocation (ratio, MACs or parameter target, time target) decides from:
+    the traced model, the groups it may shrink, their channel scores, and the counts that
+    ``per_module`` ratios fix. Nothing in it refers to a pruned model."""
+
+    analysis: Analysis
+    groups: list[Group]
+    scores: dict[str, torch.Tensor]
+    """Per group, the criterion's score of each channel (what ``keep_mask`` ranks)."""
+    ranked: dict[str, torch.Tensor]
+    """Per group left to the allocation, the scores it compares across groups (normalised
+    where the criterion asks)."""
+    fixed: dict[str, int]
+    """Kept counts of the groups a ``per_module`` ratio sets."""
+
+
+def planning_inputs(
     model: nn.Module,
     example_inputs: Any,
     config: Channels,
     analysis: Analysis | None = None,
     calibration: Any = None,
-) -> tuple[PruningPlan, dict[str, Any]]:
-    """Score and allocate; returns the plan and notes (e.g. an unreachable target).
-    ``calibration`` (:class:`netslim.importance.Calibration`) feeds data-driven criteria."""
+) -> PlanningInputs:
+    """Trace (unless ``analysis`` is given) and score ``model`` under ``config``; the model is
+    not changed. ``calibration`` (:class:`netslim.importance.Calibration`) feeds data-driven
+    criteria."""
     refuse_torch_prune(model)
     check_module_names(model, list(config.ignore), "ignore")
     check_module_names(model, list(config.freeze), "freeze")
@@ -103,8 +121,28 @@ def make_plan(
     sizes = {g.id: g.size for g in groups}
     override = {g.id: r for g in groups if (r := _ratio_for(g, config)) is not None}
     fixed = local_counts({k: sizes[k] for k in override}, override, config.round_to)
-    rest = {k: s for k, s in sizes.items() if k not in override}
-    norm = {k: normalized(scores[k]) if criterion.normalize else scores[k] for k in rest}
+    ranked = {
+        k: normalized(scores[k]) if criterion.normalize else scores[k]
+        for k in sizes
+        if k not in override
+    }
+    return PlanningInputs(analysis, groups, scores, ranked, fixed)
+
+
+@paused_gc()
+def make_plan(
+    model: nn.Module,
+    example_inputs: Any,
+    config: Channels,
+    analysis: Analysis | None = None,
+    calibration: Any = None,
+) -> tuple[PruningPlan, dict[str, Any]]:
+    """Score and allocate; returns the plan and notes (e.g. an unreachable target).
+    ``calibration`` (:class:`netslim.importance.Calibration`) feeds data-driven criteria."""
+    inputs = planning_inputs(model, example_inputs, config, analysis, calibration)
+    analysis, groups, scores = inputs.analysis, inputs.groups, inputs.scores
+    fixed, norm = inputs.fixed, inputs.ranked
+    rest = {g.id: g.size for g in groups if g.id in norm}
     notes: dict[str, Any] = {}
 
     def counts_at(r: float, scope: str) -> dict[str, int]:
@@ -350,7 +388,8 @@ def prune(
 
 def pruned_copies(model: nn.Module, example_inputs: Any) -> Callable[[dict[str, int]], nn.Module]:
     """``make(kept)``: a copy of ``model`` whose groups keep their first ``kept[group]`` indices
-    (the latency table's calibration points)."""
+    (the latency table's calibration points). Each copy is of ``model`` as it is when ``make``
+    runs: once ``model`` is pruned, ``make`` copies the pruned model."""
 
     def make(kept: dict[str, int]) -> nn.Module:
         trial = copy.deepcopy(model)
