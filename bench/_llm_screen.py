@@ -2,12 +2,13 @@
 
     python bench/_llm_screen.py VARIANT[,bf16][@SEED]
 
-The variant prunes SmolLM2-135M to 50 % with SparseGPT + OWL + block reconstruction (the
-settings of bench/llm.py) with one change, then scores perplexity on the development range
-(bench/llm.py's DEV_RANGE, 8192 tokens). ``@SEED`` offsets every block's reconstruction seed
-(batch order) by 1000 x SEED, to see the noise of one setting; ``,bf16`` runs the new steps'
-forward passes in bfloat16 (``train_dtype``). One variant per process (run two at a time on two
-cores: nothing here is timed). Results append to /tmp/netslim-llm-screen/results.jsonl. Used to choose ``SPARSITY_OFFSETS``; kept so that the
+The variant prunes SmolLM2-135M to 50 % with SparseGPT + OWL + block reconstruction (the settings
+of bench/llm.py) with one change, then scores perplexity on the development range (bench/llm.py's
+DEV_RANGE, 8192 tokens). ``@SEED`` is ``LLMPrune.seed`` (the order of the calibration sequences in
+reconstruction and recovery: every block's moves by 1000 x SEED), to see the noise of one setting;
+``,bf16`` runs the new steps' forward passes in bfloat16 (``train_dtype``). One variant per
+process (run two at a time on two cores: nothing here is timed). Results append to
+/tmp/netslim-llm-screen/results.jsonl. Used to choose ``SPARSITY_OFFSETS``; kept so that the
 choice can be re-run (the figures are in bench/llm.py's comment on it).
 """
 
@@ -23,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llm as bench  # noqa: E402
 
-from netslim.llm import LLMPrune, prune_model, sequential  # noqa: E402
+from netslim.llm import LLMPrune, prune_model  # noqa: E402
 from netslim.llm.eval import perplexity  # noqa: E402
 
 OUT = Path("/tmp/netslim-llm-screen")
@@ -87,13 +88,6 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     name, _, seed = sys.argv[1].partition("@")
-    if seed:
-        fit = sequential.reconstruct_block
-
-        def reseeded(*args, seed: int = 0, **kwargs):
-            return fit(*args, seed=seed + 1000 * int(sys.argv[1].partition("@")[2]), **kwargs)
-
-        sequential.reconstruct_block = reseeded
     path = bench.ensure_smollm2()
     tok = AutoTokenizer.from_pretrained(path)
     calib = bench.token_sequences(tok, bench.kjv(bench.CALIB_RANGE), 256, 32)
@@ -103,6 +97,7 @@ def main() -> None:
     bf16 = name.endswith(",bf16")  # the new steps' forward passes under bf16 autocast
     name = name.removesuffix(",bf16")
     settings = {**BASE, **VARIANTS[name], **({"train_dtype": "bfloat16"} if bf16 else {})}
+    settings["seed"] = int(seed or 0)
     start = time.perf_counter()
     if "permute" in settings:
         from _nm_permute import permute

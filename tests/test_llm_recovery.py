@@ -20,6 +20,7 @@ from netslim.llm.arch import block_linears, layers  # noqa: E402
 from netslim.llm.distill import cycle_batches, distill  # noqa: E402
 from netslim.llm.owl import owl_sparsities  # noqa: E402
 from netslim.llm.reconstruct import DEFAULT_LR, reconstruct_block  # noqa: E402
+from netslim.llm.sequential import block_seed  # noqa: E402
 from netslim.unstructured.nm import check_nm  # noqa: E402
 
 VOCAB = 256
@@ -93,6 +94,28 @@ def test_reconstruction_keeps_masks_and_fits_the_dense_model(calib, nm):
     assert all(b < a for a, b in zip(first, last, strict=True))
     assert _kl(dense, fitted, calib) < _kl(dense, plain, calib)
     assert {"prune", "reconstruct", "dense_targets"} <= set(report["costs"])
+
+
+def test_seed_orders_the_new_steps_and_repeats(calib):
+    """``seed`` changes the order of the calibration sequences in reconstruction and recovery
+    (so their result), and the same seed gives the same model."""
+
+    def pruned(seed: int) -> list[torch.Tensor]:
+        model = tiny_llama(layers=2)
+        config = LLMPrune("sparsegpt", reconstruct=3, reconstruct_batch=2, recover=2, seed=seed)
+        report = prune_model(model, config, calib)
+        assert report["config"]["seed"] == seed
+        return [p.detach().clone() for p in model.parameters()]
+
+    torch.manual_seed(0)
+    first = pruned(0)
+    torch.manual_seed(0)
+    again = pruned(0)
+    torch.manual_seed(0)
+    other = pruned(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+    assert block_seed(0, 7) == 7 and block_seed(2, 7) == 2007
 
 
 @pytest.mark.parametrize("knob", [{"reconstruct": 4}, {"recover": 2}, {"owl": 0.1}])
@@ -379,6 +402,9 @@ def test_in_memory_report_shows_what_ran(calib):
         (dict(method="wanda", reconstruct_lr=0.0), "> 0"),
         (dict(method="wanda", reconstruct_optimizer="sgd"), "reconstruct_optimizer must be"),
         (dict(method="wanda", train_dtype="float16"), "train_dtype must be"),
+        (dict(method="wanda", seed=-1), "seed must be a non-negative int"),
+        (dict(method="wanda", seed=1.5), "seed must be a non-negative int"),
+        (dict(method="wanda", seed=True), "seed must be a non-negative int"),
     ],
 )
 def test_bad_settings(kwargs, match):
@@ -443,6 +469,7 @@ def test_cli_new_steps(tmp_path, capsys):
     assert report["config"]["reconstruct_lr"] == 3e-4
     for flag, value in (
         ("--reconstruct-optimizer", "sgd"), ("--reconstruct-lr", "0"), ("--train-dtype", "fp16"),
+        ("--seed", "-1"),
     ):  # fmt: skip
         assert main([*args[:-1], str(bad), flag, value]) == 2 and not bad.exists()
     sparse = tmp_path / "sparse"

@@ -83,7 +83,12 @@ def add_data(p: argparse.ArgumentParser, *, data_help: str = DATA_HELP) -> None:
         default=None,
         help="use a fixed subset of N test samples (default: all)",
     )
-    p.add_argument("--seed", type=nonnegative_int, default=DEFAULTS["seed"], help="random seed")
+    add_seed(p)
+
+
+def add_seed(p: argparse.ArgumentParser, *, help: str = "random seed") -> None:
+    """``--seed``: a non-negative int, 0 unless given, in every command that has one."""
+    p.add_argument("--seed", type=nonnegative_int, default=DEFAULTS["seed"], help=help)
 
 
 def add_fraction(p: argparse.ArgumentParser, *, default: float, help: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from netslim.cli.args import (
     add_fraction,
+    add_seed,
     fraction,
     name_offsets,
     nonnegative_int,
@@ -71,6 +72,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="precision of the reconstruction's and recovery's forward passes: bfloat16 "
         "(autocast, float32 weights) is faster where bf16 matrix units exist (CPUs with AMX)",
     )  # fmt: skip
+    add_seed(p, help="order of the calibration sequences in --reconstruct and --recover")
     p.add_argument("--calib", default=None, help="calibration text file (UTF-8)")
     p.add_argument("--eval", default=None, help="evaluation text file for perplexity")
     p.add_argument(
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         remove=args.remove, correct=args.correct, owl=args.owl,
         sparsity_offsets=args.sparsity_offsets, reconstruct=args.reconstruct,
         reconstruct_optimizer=args.reconstruct_optimizer, reconstruct_lr=args.reconstruct_lr,
-        recover=args.recover, train_dtype=args.train_dtype,
+        recover=args.recover, train_dtype=args.train_dtype, seed=args.seed,
     )  # fmt: skip
     report = llm_job(
         args.model,

@@ -112,6 +112,9 @@ class LLMPrune(ConfigBase):
         units (CPUs with AMX, recent GPUs); measure before using it elsewhere: without bf16
         instructions it can be slower than float32. bench/llm.py's notes give what it did to
         speed and perplexity on SmolLM2-135M.
+    seed: the order in which the reconstruction and the recovery draw calibration sequences
+        (0: the order bench/llm.py measured). Another seed shows how much a result owes to that
+        order (bench/llm.py's notes give it for SmolLM2-135M).
     """
 
     method: str = "wanda"
@@ -134,6 +137,7 @@ class LLMPrune(ConfigBase):
     recover_lr: float = 2e-4
     recover_batch: int = 2
     train_dtype: str = "float32"
+    seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -166,7 +170,7 @@ class LLMPrune(ConfigBase):
         ):
             raise ConfigError(f"blocksize must be a positive int, got {self.blocksize!r}")
 
-        for name in ("reconstruct", "reconstruct_batch", "recover", "recover_batch"):
+        for name in ("reconstruct", "reconstruct_batch", "recover", "recover_batch", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative int, got {value!r}")

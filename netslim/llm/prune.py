@@ -227,7 +227,7 @@ def prune_model(
         if teacher is not None:
             assert calibration is not None
             ids = calibration if recovery is None else recovery
-            batches = cycle_batches(ids, config.recover_batch)
+            batches = cycle_batches(ids, config.recover_batch, seed=config.seed)
             report["recovery"] = distill(
                 model, teacher, batches, steps=config.recover, lr=config.recover_lr,
                 masks=pruned_masks(model) if config.method in WEIGHT_METHODS else None,

@@ -79,6 +79,13 @@ def run_sequential(source: BlockSource, inputs: BlockInputs | None, step: Step) 
         source.release(index, block)
 
 
+def block_seed(seed: int, index: int) -> int:
+    """Block ``index``'s reconstruction seed under the config's ``seed``: seed 0 gives each block
+    its index (the order every earlier result used); each further seed moves every block by
+    1000, so blocks of different seeds never share an order in a model of under 1000 blocks."""
+    return 1000 * seed + index
+
+
 class WeightStep:
     """Magnitude / Wanda / SparseGPT on every linear of a block; counts zeros as it goes.
 
@@ -153,7 +160,8 @@ class WeightStep:
             masks = {module.weight: module.weight.detach() != 0 for module in linears.values()}
             result = reconstruct_block(
                 block, inputs, target, masks, steps=self.config.reconstruct,
-                lr=self.config.reconstruct_lr, batch=self.config.reconstruct_batch, seed=index,
+                lr=self.config.reconstruct_lr, batch=self.config.reconstruct_batch,
+                seed=block_seed(self.config.seed, index),
                 optimizer=self.config.reconstruct_optimizer, scratch=self.scratch,
                 train_dtype=self.config.train_dtype,
             )  # fmt: skip
