@@ -50,6 +50,12 @@ VARIANTS: dict[str, dict] = {
         }
     },  # fmt: skip
     "qk+0.15,recover50": {"sparsity_offsets": {"q_proj": 0.15, "k_proj": 0.15}, "recover": 50},
+    "qk+0.15,r96b1,lr7.5e-4": {
+        "sparsity_offsets": {"q_proj": 0.15, "k_proj": 0.15},
+        "reconstruct": 96,
+        "reconstruct_batch": 1,
+        "reconstruct_lr": 7.5e-4,
+    },
     "qk+0.15,down-0.05": {"sparsity_offsets": {"q_proj": 0.15, "k_proj": 0.15, "down_proj": -0.05}},
     **{
         f"2:4,r{steps},lr{lr:g}": {
