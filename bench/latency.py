@@ -1058,8 +1058,9 @@ RUN_NOTES = """## What this run covers, and what it does not
   AMX; `Intel(R) Xeon(R) Processor` in the machine line), a third virtual machine: the eager
   1-thread rows of ResNet-50 and MobileNetV2 (runs 12:50 and 12:53), their ONNX Runtime rows
   with 1 thread (runs 13:45 and 14:06), *How much the machine
-  moves* and *How far the allocation's objective moves the efficiency* come from it, every other
-  row from the AMD hosts. All rows are from the runs of 2026-12-01 14:11 UTC onwards:
+  moves*, *How far the allocation's objective moves the efficiency* (run 14:41) and the accuracy
+  table (runs 15:03-15:47) come from it, every other row from the AMD hosts. All rows are from
+  the runs of 2026-12-01 14:11 UTC onwards:
   paired timing (in mirrored rounds, model, dense, dense, model, up to d16f7d3; from 5d7b1e7
   in palindromic rounds, the cheaper of the two called before and after the costlier, once
   each, which makes a plan check about a third cheaper), the report's measurement taken from
@@ -1401,21 +1402,19 @@ RUN_NOTES = """## What this run covers, and what it does not
   it removes output channels of the patch embedding while torchvision's `hidden_dim` attribute
   stays 768, so the model's reshape of the patch grid fails (the run prints the error); only
   netslim's two allocations are compared.
-- Accuracy part (2026-12-01, at ba75516 with the bench's paired matching, this host):
-  `--stage train` 21:05-21:24 UTC (two processes, one per model, one thread each, nothing
-  else running); `--stage plan` 21:38-22:04 UTC alone on the machine, from a latency table
-  built in an empty cache directory; `--stage finetune` 22:04-22:30 UTC, one process per model
-  (fine-tuning times nothing). Every variant's latency is its time ratio to the dense model,
-  timed paired (`time_ratio`, as the speed part), times the dense time; Torch-Pruning's ratio
-  is bisected on that. The first `plan` attempt of this run (21:25-21:38, killed) still used
-  separate timings (the dense model once per seed, then each variant): it measured netslim's
-  resnet56 2x plans at 2.74x (seed 0) and 1.51x (seed 1), where the paired rerun's plans of the
-  same dense models measured 2.04x and 1.92x (their plan checks 1.96x and 1.95x): on this host
-  the machine moved that much between separate timings, so the old matching compared the
-  variants at latencies off by tens of percent. The run of 2026-11-30 (earlier host, separate timings, planning code
-  before the checks' corrections) met the four bars by +1.51 / +6.61 pt (vgg_small) and
-  +4.82 / +10.92 pt (resnet56); it is in the page's history. The vgg_small 3x plans needed the
-  floor lowered to 1/8 at batch 16 in this run (the plan log's warning; all three seeds).
+- Accuracy part (2026-12-02, at 8d0b2d7, the Intel host): `--stage train` 15:03-15:14 UTC (two
+  processes, one per model, one thread each, nothing else running); `--stage plan` 15:17-15:27 UTC
+  alone on the machine, from a latency table built in an empty cache directory
+  (`NETSLIM_CACHE_DIR`); `--stage finetune` 15:33-15:47 UTC, one process per model (fine-tuning
+  times nothing). Every variant's latency is its time ratio to the dense model, timed paired
+  (`time_ratio`, as the speed part), times the dense time; Torch-Pruning's ratio is bisected on
+  that. The plan log warned that the floor was lowered to 1/8 for four of the six 3x plans
+  (resnet56 seeds 0 and 1, vgg_small seeds 1 and 2). The run before (2026-12-01 at ba75516, on the
+  AMD host, before the plan-check rule of 965aa12 and the palindromic rounds of 5d7b1e7) met the
+  four bars by +1.89 / +7.54 pt (vgg_small) and +4.70 / +27.09 pt (resnet56); it is in the page's
+  history. In its first `plan` attempt, with separate timings (the dense model once per seed, then
+  each variant), netslim's resnet56 2x plans measured 2.74x and 1.51x where paired timings of the
+  same plans gave 2.04x and 1.92x: why the matching is paired.
 - The floor. An accuracy run of 2026-11-30 (commit 48bba28, earlier host, same protocol) had
   no floor: on resnet56 the knapsack cut the first stage's residual channels, one group shared by
   the stem and 18 convolutions, from 16 to 1 at 2x (seed 0) and lost 18.8 pt against the best
@@ -1428,12 +1427,15 @@ RUN_NOTES = """## What this run covers, and what it does not
   accuracy table above is with that floor; the lowering came later and only acts on targets
   the default floor cannot reach (vgg_small at 3x in this run).
 - Uniform round_to=8 cannot reach 3x on resnet56 or vgg_small (its bisection stops near 2x:
-  16-channel layers rounded to 8 keep at least half), so at 3x it is slower than the others
-  and is left out of the equal-latency bar (listed in the table). In the 2026-12-01 run one
-  Torch-Pruning global seed on resnet56 at 3x ended at 20.33% after fine-tuning (seed 2; 67.12
-  and 60.97 for the others), which makes most of that bar's +27.09 pt; without it (seeds 0 and
-  1 only) netslim leads TP global by +12.1 pt, and it leads the slower uniform round_to=8
-  variant (2.07x) by +1.57 pt.
+  16-channel layers rounded to 8 keep at least half), so at 3x it is slower than the others and is
+  left out of the equal-latency bar (listed in the table). In the 2026-12-02 run one Torch-Pruning
+  global seed on resnet56 at 3x ended at 44.12% after fine-tuning (seed 1; 70.12 and 68.30 for the
+  others), which makes much of that bar's +11.54 pt; without it (seeds 0 and 2 only) netslim leads
+  TP global by +3.3 pt (72.53 against 69.21), and TP global ran slower (2.68x and 2.75x against
+  netslim's 3.12x and 3.02x). The slower uniform round_to=8 variant (2.03x) is 3.29 pt ahead of
+  netslim's 3x plans on resnet56 (75.68 against 72.39) and 0.65 pt on vgg_small (84.18 against
+  83.53, at 2.01x against 2.91x). The 2026-12-01 run had TP global's seed 2 at 20.33% in the same
+  cell.
 - The knapsack maximises kept importance per ms, not MACs: where per-op overhead dominates
   (MobileNetV2 at batch 1, eager) a 3x time target removes far more MACs than 3x, so its
   speed-up per MACs reduction is low by construction; compare the variants' *speed-ups* at equal
