@@ -1056,7 +1056,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   the same kind, 32 MiB L3, before run 10:34, so runs 10:34 to 11:31 come from another virtual
   machine than the earlier ones). From run 12:46 of 2026-12-02 it is an Intel Xeon (AVX-512 and
   AMX; `Intel(R) Xeon(R) Processor` in the machine line), a third virtual machine: the eager
-  1-thread rows of ResNet-50 and MobileNetV2 (runs 12:50 and 12:53), their ONNX Runtime rows
+  rows of ResNet-50 and MobileNetV2 (1 thread: runs 12:50 and 12:53; 2 threads: runs 15:52
+  and 15:55), their ONNX Runtime rows
   with 1 thread (runs 13:45 and 14:06), *How much the machine
   moves*, *How far the allocation's objective moves the efficiency* (run 14:41) and the accuracy
   table (runs 15:03-15:47) come from it, every other row from the AMD hosts. All rows are from
@@ -1070,8 +1071,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   from cccfa47). The eager rows of ResNet-50 and MobileNetV2 are timed with freed memory kept
   (the allocator, next item): with 1 thread at batch 1 from 4ab80b7 (run 12:50, the Intel
   host; palindromic rounds, a faster knapsack and the returned plan's miss rule since 965aa12),
-  at batch 16 from b9de267 (run 12:53, the Intel host), with 2 threads from d16f7d3 (run
-  06:11); their ONNX Runtime
+  at batch 16 from b9de267 (run 12:53, the Intel host), with 2 threads from 7f785f6 (runs
+  15:52 and 15:55, the Intel host); their ONNX Runtime
   rows with 1 thread at batch 16 from 5258169 (run 14:06, the Intel host), at batch 1 from
   2805e80 (run 13:45,
   the Intel host; plans of whole ONNX Runtime layout blocks since 10baba8, below), with 2
@@ -1093,6 +1094,18 @@ RUN_NOTES = """## What this run covers, and what it does not
   measured / predicted ratio at 2aecd97, the geometric mean of every check's at a9f0b1f). Up to
   71a8146 a missed check refitted the table instead. Earlier runs (session 13's at dcc3bd9, the
   earlier host's up to b528942, and the ones named below) are in the git history of this page.
+- Eager, 2 threads, on the Intel host (runs 15:52 at batch 1 and 15:55 at batch 16, at 7f785f6,
+  each alone). At the same MACs the latency plans were the fastest variant in seven of eight
+  cells: ResNet-50 at batch 1 1.93x / 2.93x against 1.72x / 2.46x for uniform round_to=8 (the
+  faster Torch-Pruning variant), at batch 16 2.02x / 2.90x against 1.60x / 2.66x; MobileNetV2 at
+  batch 1 1.87x at 2x against 1.64x, and at batch 16 1.84x against 1.77x. MobileNetV2's 3x plan at
+  batch 1 (2.83x) needed the floor lowered to 1/16 and removed 37.59x the MACs, deeper than
+  Torch-Pruning's variants went (16.57x and 8.93x fewer MACs, 1.85x and 2.19x). The exception is
+  MobileNetV2 at batch 16, 3x: uniform round_to=8 ran 3.36x at 8.93x fewer MACs against the plan's
+  2.84x at 9.69x. Speed-up per MACs reduction: ResNet-50 0.73 / 0.49 at batch 1 and 1.09 / 0.81 at
+  batch 16, MobileNetV2 0.33 / 0.08 and 0.52 / 0.29. The reach (the bar reads 1 thread) was
+  0.919-1.010; MobileNetV2's 2x plans fell 6.4% (batch 1) and 8.1% (batch 16) short of their
+  targets.
 - The allocator (d16f7d3; the *alloc* column). Eager PyTorch frees each activation after its
   last use, and glibc's malloc hands blocks above its mmap threshold back to the kernel, so the
   next forward touches fresh pages and pays a page fault per 4 KiB, several microseconds each on
@@ -1144,7 +1157,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   08:00, 0.84 / 0.78 and 0.44 / 0.06 at 05:40). *How far the allocation's objective
   moves the efficiency* above
   (`--part bound`) asks whether any allocation on these tables would do better. With 2
-  threads (run 06:11)
+  threads on the AMD host (run 06:11, its rows in the page's history; this host's are in the
+  item on runs 15:52 and 15:55)
   the latency plans were the fastest variant at their MACs in six of eight cells (ResNet-50 at
   batch 16: 2.05x / 2.98x against 1.82x / 2.52x for uniform round_to=8, efficiency 0.96 /
   0.89); uniform round_to=8 was ahead on MobileNetV2 at 3x (batch 16: 2.86x against 2.64x;
