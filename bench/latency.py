@@ -1058,7 +1058,7 @@ RUN_NOTES = """## What this run covers, and what it does not
   AMX; `Intel(R) Xeon(R) Processor` in the machine line), a third virtual machine: the eager
   rows of ResNet-50 and MobileNetV2 (1 thread: runs 12:50 and 12:53; 2 threads: runs 15:52
   and 15:55), their ONNX Runtime rows
-  with 1 thread (runs 13:45 and 14:06), *How much the machine
+  (1 thread: runs 13:45 and 14:06; 2 threads: runs 16:04 and 16:11), *How much the machine
   moves*, *How far the allocation's objective moves the efficiency* (run 14:41) and the accuracy
   table (runs 15:03-15:47) come from it, every other row from the AMD hosts. All rows are from
   the runs of 2026-12-01 14:11 UTC onwards:
@@ -1076,9 +1076,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   rows with 1 thread at batch 16 from 5258169 (run 14:06, the Intel host), at batch 1 from
   2805e80 (run 13:45,
   the Intel host; plans of whole ONNX Runtime layout blocks since 10baba8, below), with 2
-  threads at batch 1 from eff4273 (run 06:44; whole
-  blocks) and at batch 16 from 3a7f493 (run 03:49; whole blocks, and a re-solve to widths
-  already checked ends the search); the eager vgg_small and resnet56 rows from 965aa12 (run
+  threads from 7b94e87 (runs 16:04 and 16:11, the Intel host; whole blocks); the eager vgg_small
+  and resnet56 rows from 965aa12 (run
   10:34, freed memory kept), their ONNX Runtime rows from dd1e057 (run 23:44; the planning of
   ba75516, free widths with ONNX Runtime too); ViT-B/16 with 1 thread, eager,
   from a48f97a (runs 19:48 and 19:51), with 2 threads at batch 1 and with ONNX Runtime, 1
@@ -1106,6 +1105,16 @@ RUN_NOTES = """## What this run covers, and what it does not
   batch 16, MobileNetV2 0.33 / 0.08 and 0.52 / 0.29. The reach (the bar reads 1 thread) was
   0.919-1.010; MobileNetV2's 2x plans fell 6.4% (batch 1) and 8.1% (batch 16) short of their
   targets.
+- ONNX Runtime, 2 threads, on the Intel host (runs 16:04 at batch 1 and 16:11 at batch 16, at
+  7b94e87, each alone; whole layout blocks). At the same MACs the latency plans were the fastest
+  variant in seven of eight cells: ResNet-50 at batch 1 1.91x at 2x against 1.87x for uniform
+  round_to=8, at batch 16 2.00x / 3.02x against 1.78x / 2.83x; MobileNetV2 at batch 1 2.13x /
+  2.98x against 1.70x / 2.31x, at batch 16 2.06x / 2.66x against 1.81x / 2.27x. The exception is
+  ResNet-50 at batch 1, 3x: uniform round_to=8 ran 3.39x at 3.89x fewer MACs against the plan's
+  3.01x at 4.18x. Torch-Pruning global and netslim's MACs allocation, whose widths leave the
+  layout blocks, ran 0.72x-1.32x on MobileNetV2 and 1.26x-2.38x on ResNet-50. Speed-up per MACs
+  reduction: ResNet-50 0.92 / 0.72 at batch 1 and 0.98 / 0.91 at batch 16, MobileNetV2 0.77 / 0.66
+  and 0.86 / 0.62. The reach was 0.887-1.067 (MobileNetV2's 3x plan at batch 16 the lowest).
 - The allocator (d16f7d3; the *alloc* column). Eager PyTorch frees each activation after its
   last use, and glibc's malloc hands blocks above its mmap threshold back to the kernel, so the
   next forward touches fresh pages and pays a page fault per 4 KiB, several microseconds each on
@@ -1206,7 +1215,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   (ResNet-50) and 0.93 / 0.77 (MobileNetV2), and against uniform round_to=8 ResNet-50 2.00x /
   2.87x against 1.96x / 3.05x (with 2.31x / 3.49x fewer MACs for uniform, 2.24x / 3.37x for
   the plans), MobileNetV2 2.00x / 2.93x against 1.85x / 2.52x: ahead but for ResNet-50 at 3x.
-  With 2 threads at batch 1 (run 06:44, whole blocks) the rows are the noisiest of the page:
+  On the AMD host with 2 threads at batch 1 (run 06:44, whole blocks; its rows are in the page's
+  history) the rows were the noisiest of the page:
   MobileNetV2's 2x plan took three checks (6.31, 4.54, then 4.85 ms for 5.10 predicted) and
   ran 3.12x in the rounds, its 3x plan 2.63x; the dense model ran 10.2 ms at planning and 9.0
   in the rounds. Uniform round_to=8 was ahead of the plans on MobileNetV2 at 3x (3.59x) and on
@@ -1362,8 +1372,9 @@ RUN_NOTES = """## What this run covers, and what it does not
   dense model at 2x. Uniform round_to=8 keeps the blocks and is close: ResNet-50 2.03x / 3.14x
   (ahead at 2x), MobileNetV2 1.91x / 2.94x (behind at both). The eager rows are the ones the bars
   read; on ONNX Runtime with 1 thread ResNet-50 is at or over 0.95 in three of its four cells
-  (1.00 / 0.98 at batch 1, 0.94 / 1.05 at batch 16), MobileNetV2 at 0.90 in none. With 2 threads
-  at batch 16 (run 03:49, 3a7f493): ResNet-50 1.90x / 2.92x, efficiency 0.96 / 0.90, against
+  (1.00 / 0.98 at batch 1, 0.94 / 1.05 at batch 16), MobileNetV2 at 0.90 in none. On the AMD host
+  with 2 threads at batch 16 (run 03:49, 3a7f493, in the page's history): ResNet-50 1.90x /
+  2.92x, efficiency 0.96 / 0.90, against
   uniform round_to=8 1.87x / 2.89x and Torch-Pruning global 1.43x / 2.14x at the same MACs;
   MobileNetV2 2.05x / 2.73x (the 3x target reached to 0.91) at 4.07x / 7.74x of the MACs,
   efficiency 0.50 / 0.35, against uniform round_to=8 2.10x / 2.76x (at 3.76x / 7.52x of the MACs)
