@@ -1322,7 +1322,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   before 965aa12 took any plan under the target over any plan over it: resnet56 at batch 16, 1
   thread, 3x (run 08:21, page history) checked at 0.742, 1.166 and 1.059 of the target and
   returned the first, 4.14x for a 3x target with 67.5x fewer MACs; the rule now returns the
-  third. In run 10:34 (page history) that cell landed with its first check (0.989). In the runs of 10:34 and
+  third. In run 10:34 (page history) that cell landed with its first check (0.989). In the runs
+  of 10:34 and
   10:39 no returned plan changed with the rule: where checks missed on both sides (resnet56 at
   batch 1, 1 thread, 2x: 1.117, 0.940, 0.919) the closest was also under the target. Of the
   earlier runs'
