@@ -1058,8 +1058,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   AMX; `Intel(R) Xeon(R) Processor` in the machine line), a third virtual machine: the eager
   rows of ResNet-50 and MobileNetV2 (1 thread: runs 12:50 and 12:53; 2 threads: runs 15:52
   and 15:55), their ONNX Runtime rows
-  (1 thread: runs 13:45 and 14:06; 2 threads: runs 16:04 and 16:11), the eager rows of vgg_small
-  and resnet56 (run 16:23), *How much the machine
+  (1 thread: runs 13:45 and 14:06; 2 threads: runs 16:04 and 16:11), vgg_small and resnet56
+  (eager: run 16:23; ONNX Runtime: run 16:32), *How much the machine
   moves*, *How far the allocation's objective moves the efficiency* (run 14:41) and the accuracy
   table (runs 15:03-15:47) come from it, every other row from the AMD hosts. All rows are from
   the runs of 2026-12-01 14:11 UTC onwards:
@@ -1079,9 +1079,8 @@ RUN_NOTES = """## What this run covers, and what it does not
   the Intel host; plans of whole ONNX Runtime layout blocks since 10baba8, below), with 2
   threads from 7b94e87 (runs 16:04 and 16:11, the Intel host; whole blocks); the eager vgg_small
   and resnet56 rows from 9743098 (run
-  16:23, the Intel host, freed memory kept), their ONNX Runtime rows from dd1e057 (run 23:44;
-  the planning of
-  ba75516, free widths with ONNX Runtime too); ViT-B/16 with 1 thread, eager,
+  16:23, the Intel host, freed memory kept), their ONNX Runtime rows from 25898fb (run
+  16:32, the Intel host; whole layout blocks); ViT-B/16 with 1 thread, eager,
   from a48f97a (runs 19:48 and 19:51), with 2 threads at batch 1 and with ONNX Runtime, 1
   thread, at batch 1 from 614af0c (runs 03:32 and 03:35; small test runs, niced, shared the
   machine for about a minute of the 03:35 run), with 2 threads at batch 16 (eager, freed memory
@@ -1199,7 +1198,7 @@ RUN_NOTES = """## What this run covers, and what it does not
   hours (ResNet-50 and MobileNetV2 with ONNX Runtime at batch 16 took 36 minutes with 1 thread,
   run 02:39, and 27 with 2, run 03:49; ViT-B/16 at batch 16 with 1 thread, eager, 38 minutes,
   run 19:51). The last ViT-B/16 cells came in runs 08:28-08:56 (00095bf). The ONNX Runtime rows
-  of vgg_small and resnet56 predate the layout-block rule (next item).
+  of vgg_small and resnet56 are from run 16:32, with the layout-block rule (next item).
 - ONNX Runtime's layout blocks (10baba8). With free widths (run 00:34, 3a9d761), Torch-Pruning's
   uniform round_to=8 at the same MACs ran faster than netslim's latency plan in all eight ONNX
   Runtime cells of ResNet-50 and MobileNetV2 (1 thread: ResNet-50 2.13x against 1.89x at 2x,
@@ -1237,7 +1236,7 @@ RUN_NOTES = """## What this run covers, and what it does not
   vgg_small's 3x at batch 1 (1 and 2 threads), resnet56's 3x with 2 threads at batch 1, and both
   models' 3x with 2 threads at batch 16.
   ONNX Runtime
-  rows: run 23:44 (dd1e057, the AMD host). With ONNX Runtime, whose per-op
+  rows on the AMD host: run 23:44 (dd1e057, page history). With ONNX Runtime, whose per-op
   overhead is smaller, the plans at 1 thread reached 0.86-1.13 of their
   targets and removed MACs nearer their speed-up (resnet56 at batch 16: 2.41x of the MACs for
   1.96x, efficiency 0.81). The least stable cell is ONNX
@@ -1251,6 +1250,16 @@ RUN_NOTES = """## What this run covers, and what it does not
   batch 16: eager, a first check of 320.75 ms for 244.44 predicted (+31%) stayed 320.75 as the
   median of three; ONNX Runtime, 94.38 ms for 117.72 (-20%) stayed 94.38: those tables were
   off, not one timing.
+- The small models with ONNX Runtime on the Intel host (run 16:32 at 25898fb, alone). With AVX-512
+  ONNX Runtime's layout blocks are 16 channels wide, so a plan keeps whole blocks of 16
+  (`width_multiple`): vgg_small's and resnet56's 16-channel groups cannot shrink at all and the
+  wider ones only by 16s. Every plan, at 2x and 3x, 1 and 2 threads, batch 1 and 16, is then the
+  same deepest cut (2.41x fewer MACs for vgg_small, 2.24x for resnet56), which ran at 1.29-1.82x:
+  no target was reached (0.44-0.91 of it) and the plans say so. At the same MACs they were still
+  the fastest variant in all 16 cells: uniform round_to=8, whose 8-channel widths leave the layout
+  blocks, ran 0.90-1.54x, Torch-Pruning global 0.55-0.90x and netslim's MACs allocation
+  0.67-1.15x. On the AMD host (AVX2, blocks of 8) the earlier rows (run 23:44 at dd1e057, free
+  widths, before the layout-block rule; page history) are described in the item above.
 - How much the machine moves. The first table under *Read from the rows* gives the dense
   model's time when the plans were made against its time in the timing rounds, minutes later:
   on this host it moved by tens of percent during these runs, and a table built during a slow
