@@ -96,13 +96,16 @@ def test_reconstruction_keeps_masks_and_fits_the_dense_model(calib, nm):
     assert {"prune", "reconstruct", "dense_targets"} <= set(report["costs"])
 
 
-def test_seed_orders_the_new_steps_and_repeats(calib):
-    """``seed`` changes the order of the calibration sequences in reconstruction and recovery
-    (so their result), and the same seed gives the same model."""
+@pytest.mark.parametrize(
+    "knob", [{"reconstruct": 3, "reconstruct_batch": 2}, {"recover": 2, "recover_batch": 3}]
+)
+def test_seed_orders_the_new_steps_and_repeats(calib, knob):
+    """``seed`` changes the order of the calibration sequences in reconstruction and in
+    recovery (so their result), and the same seed gives the same model."""
 
     def pruned(seed: int) -> list[torch.Tensor]:
         model = tiny_llama(layers=2)
-        config = LLMPrune("sparsegpt", reconstruct=3, reconstruct_batch=2, recover=2, seed=seed)
+        config = LLMPrune("sparsegpt", seed=seed, **knob)
         report = prune_model(model, config, calib)
         assert report["config"]["seed"] == seed
         return [p.detach().clone() for p in model.parameters()]
