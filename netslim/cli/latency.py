@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_target(args.runtime, args.threads, 1 if args.batch is None else args.batch)
     apply_time_target_args(args)
+    from netslim.jobs.pipeline import default_run_dir
     from netslim.models.spec import build_model, make_example_inputs
     from netslim.structural.config import Channels
     from netslim.structural.engine import candidates, pruned_copies
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         model, inputs, analysis, groups, target, pruned_copy=pruned_copies(model, inputs),
         refresh=args.refresh,
     )  # fmt: skip
-    out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-latency")
+    out = Path(args.out) if args.out else default_run_dir(args.model, "latency")
     out.mkdir(parents=True, exist_ok=True)
     payload = table_dict(table)
     (out / "latency_table.json").write_text(json.dumps(payload, indent=1))

@@ -164,10 +164,10 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from netslim.jobs.lottery import lottery_job
-    from netslim.jobs.pipeline import check_out, resolve_data
+    from netslim.jobs.pipeline import check_out, default_run_dir, resolve_data
 
     config = _config(args)  # bad settings fail here, before any data is read
-    out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-lottery")
+    out = Path(args.out) if args.out else default_run_dir(args.model, "lottery")
     check_out(str(out))
     data = resolve_data(args.data, args.model)
     if data is None:

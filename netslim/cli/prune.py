@@ -233,11 +233,11 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from netslim.jobs.pipeline import JobSettings
+    from netslim.jobs.pipeline import JobSettings, default_run_dir
 
     data = args.data
     method = args.method
-    out = args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-{method}"
+    out = args.out or str(default_run_dir(args.model, method))
     return JobSettings(
         model=args.model,
         method=method,

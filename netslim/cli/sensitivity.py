@@ -76,11 +76,11 @@ def _ratios(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     from netslim.errors import ConfigError
-    from netslim.jobs.pipeline import check_out, resolve_data
+    from netslim.jobs.pipeline import check_out, default_run_dir, resolve_data
     from netslim.jobs.sensitivity import sensitivity_job, table
 
     ratios = _ratios(args.ratios)
-    out = Path(args.out or f"runs/{args.model.replace(':', '-').replace('/', '_')}-sensitivity")
+    out = Path(args.out) if args.out else default_run_dir(args.model, "sensitivity")
     check_out(str(out))
     data = resolve_data(args.data, args.model)
     if data is None:

@@ -26,9 +26,11 @@ def load_source(source: str, *, trust_code: bool = False) -> nn.Module:
 
 def default_out(source: str) -> Path:
     """``DIR-compact`` beside a saved directory, ``runs/<spec>-compact`` for a spec."""
+    from netslim.jobs.pipeline import default_run_dir
+
     if Path(source).exists():
         return Path(f"{source.rstrip('/')}-compact")
-    return Path("runs") / f"{source.replace(':', '-').replace('/', '_')}-compact"
+    return default_run_dir(source, "compact")
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

@@ -746,6 +746,12 @@ def resolve_data(data: str | None, model: str) -> str | None:
     )
 
 
+def default_run_dir(model: str, job: str) -> Path:
+    """``runs/<model>-<job>``, the spec made a folder name: where a command writes without
+    ``--out``."""
+    return Path("runs") / f"{model.replace(':', '-').replace('/', '_')}-{job}"
+
+
 def check_out(out: str, flag: str = "--out") -> None:
     """The output directory must be creatable: checked before any work."""
     path = Path(out)
