@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import test_latency
 import torch
 
 from netslim.cli.main import main
@@ -14,6 +15,7 @@ from netslim.errors import ConfigError
 from netslim.jobs.recipe import parse_recipe, run_recipe
 
 pytest.importorskip("yaml")
+fake_clock = test_latency.fake_clock  # the fixture: op and model timings faked
 
 GOOD = """\
 model: zoo:lenet300
@@ -61,6 +63,9 @@ def test_invalid_recipes_name_the_line(old: str, new: str, line: int, message: s
         ("method: unstructured", "method: magic", 9, "unknown method"),
         ("mode: dynamic", "mode: int4", 13, "unknown quantize mode"),
         ("values: int8-channel", "values: int3", 14, "unknown values"),
+        ("method: unstructured", "method: channel, target_speedup: 2, runtime: tpu", 9, "tpu"),
+        ("method: unstructured", "method: channel, target_speedup: 0.5", 9, "target_speedup"),
+        ("ratio: 0.9", "ratio: 0.9, runtime: onnxruntime", 9, "--method unstructured"),
     ],
 )
 def test_semantic_errors_fail_before_training(old, new, line, message, tmp_path: Path) -> None:
@@ -132,6 +137,44 @@ def test_recipe_prunes_channels(tmp_path: Path) -> None:
 
     saved = netslim.load(tmp_path / "out" / "model")  # the model itself, not the summary
     assert param_count(saved) < 0.8 * param_count(netslim.build_model("zoo:lenet300"))
+
+
+def test_recipe_prune_fields_are_the_job_settings_with_their_defaults() -> None:
+    """A prune step is `netslim prune` written down: each field is a job setting, default too."""
+    from dataclasses import MISSING, fields
+
+    from netslim.jobs.pipeline import JobSettings
+    from netslim.jobs.recipe.schema import PruneStep
+
+    job = {f.name: f for f in fields(JobSettings)}
+    for f in fields(PruneStep):
+        assert f.name in job, f.name
+        if f.name in ("method", "ratio"):
+            continue  # a prune step must say what it does; `netslim prune` has its own defaults
+        ours = f.default_factory() if f.default is MISSING else f.default
+        theirs = (
+            job[f.name].default_factory() if job[f.name].default is MISSING else job[f.name].default
+        )
+        assert ours == theirs, f.name
+    for name in ("target_speedup", "runtime", "threads", "batch"):
+        assert name in {f.name for f in fields(PruneStep)}  # time targets as on the command line
+
+
+@pytest.mark.usefixtures("fake_clock")
+def test_recipe_prunes_channels_to_a_time_target(tmp_path: Path) -> None:
+    """A prune step with a time target plans on the runtime it names and reports the measured
+    speed-up (the same planner as `netslim prune --target-speedup`; timings faked)."""
+    path = tmp_path / "recipe.yaml"
+    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
+    step = "method: channel, target_speedup: 1.5, runtime: torch, threads: 2, batch: 3"
+    path.write_text(text.replace("method: unstructured, ratio: 0.9", step))
+    run_recipe(parse_recipe(path.read_text(), str(path)))
+    report = json.loads((tmp_path / "out" / "recipe_report.json").read_text())
+    summary = next(s for s in report["steps"] if s["step"] == "prune")["summary"]
+    latency = summary["latency"]
+    assert latency["runtime"] == "torch" and latency["threads"] == 2 and latency["batch"] == 3
+    assert latency["measured_speedup"] == pytest.approx(1.5, rel=0.05)
+    assert summary["params"]["after"] < summary["params"]["before"]
 
 
 def test_recipe_unstructured_then_channels_shrinks_the_masked_model(tmp_path: Path) -> None:

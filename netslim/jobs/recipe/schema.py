@@ -37,6 +37,10 @@ class PruneStep:
     nm: str | None = None
     target_macs: float | None = None
     target_latency_ms: float | None = None
+    target_speedup: float | None = None
+    runtime: str = "torch"  # where a time target is measured: torch | onnxruntime | cuda
+    threads: int = 1
+    batch: int | None = None
     round_to: int = 1
     ignore: list[str] = field(default_factory=list)
 
