@@ -156,8 +156,8 @@ def test_recipe_prune_fields_are_the_job_settings_with_their_defaults() -> None:
             job[f.name].default_factory() if job[f.name].default is MISSING else job[f.name].default
         )
         assert ours == theirs, f.name
-    for name in ("target_speedup", "runtime", "threads", "batch"):
-        assert name in {f.name for f in fields(PruneStep)}  # time targets as on the command line
+    wanted = ("target_speedup", "runtime", "threads", "batch", "freeze", "per_module", "remove")
+    assert set(wanted) <= {f.name for f in fields(PruneStep)}  # as on the command line
 
 
 @pytest.mark.usefixtures("fake_clock")
@@ -175,6 +175,23 @@ def test_recipe_prunes_channels_to_a_time_target(tmp_path: Path) -> None:
     assert latency["runtime"] == "torch" and latency["threads"] == 2 and latency["batch"] == 3
     assert latency["measured_speedup"] == pytest.approx(1.5, rel=0.05)
     assert summary["params"]["after"] < summary["params"]["before"]
+
+
+def test_recipe_channel_step_freezes_and_reads_per_module(tmp_path: Path) -> None:
+    """`freeze` keeps a module whole and `per_module` (sensitivity's proposal) sets a group's
+    ratio, as `netslim prune --freeze / --per-module` do."""
+    import netslim
+
+    (tmp_path / "per_module.json").write_text(json.dumps({"per_module": {"3": 0.75}}))
+    path = tmp_path / "recipe.yaml"
+    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
+    step = f"method: channel, ratio: 0.5, freeze: ['1'], per_module: {tmp_path}/per_module.json"
+    path.write_text(text.replace("method: unstructured, ratio: 0.9", step))
+    run_recipe(parse_recipe(path.read_text(), str(path)))
+    saved = netslim.load(tmp_path / "out" / "model")
+    dense = netslim.build_model("zoo:lenet300")
+    assert saved[1].weight.shape == dense[1].weight.shape  # frozen: outputs and inputs whole
+    assert saved[3].out_features == round(0.25 * dense[3].out_features)
 
 
 def test_recipe_unstructured_then_channels_shrinks_the_masked_model(tmp_path: Path) -> None:

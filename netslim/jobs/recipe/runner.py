@@ -36,6 +36,9 @@ def _prune_config(settings: RecipeSettings, step: PruneStep) -> Any:
         batch=step.batch,
         round_to=step.round_to,
         ignore=list(step.ignore),
+        freeze=list(step.freeze),
+        per_module=step.per_module,
+        remove=step.remove,
         seed=settings.seed,
         data=None,  # a recipe's prune step gets no loader: reconstruction stays off (auto)
     )

@@ -43,6 +43,9 @@ class PruneStep:
     batch: int | None = None
     round_to: int = 1
     ignore: list[str] = field(default_factory=list)
+    freeze: list[str] = field(default_factory=list)  # channel: modules left whole, inputs too
+    per_module: str | None = None  # channel: a per_module.json of `netslim sensitivity`
+    remove: int | None = None  # layer: remove N blocks (instead of ratio)
 
 
 @dataclass
