@@ -120,14 +120,20 @@ def test_prune_quantize_int8_cli(tmp_path: Path) -> None:
     assert quant["onnx"]["max_abs_diff"] < 1e-4
 
 
+def _run_prune_recipe(tmp_path: Path, prune: str) -> dict:
+    """GOOD up to its prune step, that step's mapping replaced by ``prune``; run, and return
+    the recipe report (the model is in ``tmp_path/out/model``)."""
+    path = tmp_path / "recipe.yaml"
+    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
+    path.write_text(text.replace("method: unstructured, ratio: 0.9", prune))
+    run_recipe(parse_recipe(path.read_text(), str(path)))
+    return json.loads((tmp_path / "out" / "recipe_report.json").read_text())
+
+
 def test_recipe_prunes_channels(tmp_path: Path) -> None:
     """A recipe's prune step gets no loader, so the auto reconstruct default stays off there
     (it used to resolve on, as for a job with data, and then failed for lack of batches)."""
-    path = tmp_path / "recipe.yaml"
-    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
-    path.write_text(text.replace("method: unstructured, ratio: 0.9", "method: channel, ratio: 0.5"))
-    run_recipe(parse_recipe(path.read_text(), str(path)))
-    report = json.loads((tmp_path / "out" / "recipe_report.json").read_text())
+    report = _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5")
     prune = next(s for s in report["steps"] if s["step"] == "prune")
     assert "reconstruction" not in prune["summary"]
     assert prune["summary"]["params"]["after"] < prune["summary"]["params"]["before"]
@@ -162,12 +168,8 @@ def test_recipe_prune_fields_are_the_job_settings_with_their_defaults() -> None:
 def test_recipe_prunes_channels_to_a_time_target(tmp_path: Path) -> None:
     """A prune step with a time target plans on the runtime it names and reports the measured
     speed-up (the same planner as `netslim prune --target-speedup`; timings faked)."""
-    path = tmp_path / "recipe.yaml"
-    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
     step = "method: channel, target_speedup: 1.5, runtime: torch, threads: 2, batch: 3"
-    path.write_text(text.replace("method: unstructured, ratio: 0.9", step))
-    run_recipe(parse_recipe(path.read_text(), str(path)))
-    report = json.loads((tmp_path / "out" / "recipe_report.json").read_text())
+    report = _run_prune_recipe(tmp_path, step)
     summary = next(s for s in report["steps"] if s["step"] == "prune")["summary"]
     latency = summary["latency"]
     assert latency["runtime"] == "torch" and latency["threads"] == 2 and latency["batch"] == 3
@@ -181,11 +183,8 @@ def test_recipe_channel_step_freezes_and_reads_per_module(tmp_path: Path) -> Non
     import netslim
 
     (tmp_path / "per_module.json").write_text(json.dumps({"per_module": {"3": 0.75}}))
-    path = tmp_path / "recipe.yaml"
-    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
     step = f"method: channel, ratio: 0.5, freeze: ['1'], per_module: {tmp_path}/per_module.json"
-    path.write_text(text.replace("method: unstructured, ratio: 0.9", step))
-    run_recipe(parse_recipe(path.read_text(), str(path)))
+    _run_prune_recipe(tmp_path, step)
     saved = netslim.load(tmp_path / "out" / "model")
     dense = netslim.build_model("zoo:lenet300")
     assert saved[1].weight.shape == dense[1].weight.shape  # frozen: outputs and inputs whole
@@ -198,12 +197,8 @@ def test_recipe_unstructured_then_channels_shrinks_the_masked_model(tmp_path: Pa
     import netslim
     from netslim.core.masks import iter_masks
 
-    path = tmp_path / "recipe.yaml"
-    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
     steps = "method: unstructured, ratio: 0.5}\n  - prune: {method: channel, ratio: 0.5"
-    path.write_text(text.replace("method: unstructured, ratio: 0.9", steps))
-    run_recipe(parse_recipe(path.read_text(), str(path)))
-    report = json.loads((tmp_path / "out" / "recipe_report.json").read_text())
+    report = _run_prune_recipe(tmp_path, steps)
     channel = [s for s in report["steps"] if s["step"] == "prune"][1]["summary"]
     assert channel["params"]["after"] < 0.8 * channel["params"]["before"]
     saved = netslim.load(tmp_path / "out" / "model")
