@@ -428,3 +428,44 @@ def _assert_refused_before_work(argv: list[str], out, tmp) -> None:
     assert code == 2, (argv, err.getvalue())
     assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
     assert not out.exists() and sorted(p.name for p in tmp.iterdir()) == ["FILE"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--ignore", "no.such.module"],
+        ["--method", "channel", "--ignore", "3x"],
+        ["--method", "channel", "--freeze", "no.such.module"],
+        ["--method", "channel", "--per-module", "PER_MODULE"],
+    ],
+)
+def test_module_names_are_checked_before_training(flags, tmp_path: Path, monkeypatch) -> None:
+    """A module name the model lacks is refused before the first training step (it used to be
+    found by the pruning step, after --epochs of training were spent)."""
+    import json
+
+    from netslim.jobs import pipeline
+
+    fits: list[int] = []
+    monkeypatch.setattr(pipeline._Trainer, "fit", lambda self, *a, **k: fits.append(1))
+    per_module = tmp_path / "per_module.json"
+    per_module.write_text(json.dumps({"per_module": {"no.such.module": 0.5}}))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "FILE").write_text("decoy")
+    flags = [str(per_module) if f == "PER_MODULE" else f for f in flags]
+    argv = ["prune", *BASE, "--epochs", "1", *flags, "--out", str(work / "out")]
+    _assert_refused_before_work(argv, work / "out", work)
+    assert fits == []
+
+
+def test_sensitivity_checks_module_names_before_training(tmp_path: Path, monkeypatch) -> None:
+    """`netslim sensitivity --ignore` with a name the model lacks: refused before training."""
+    import netslim.training
+
+    trained: list[int] = []
+    monkeypatch.setattr(netslim.training, "train", lambda *a, **k: trained.append(1))
+    (tmp_path / "FILE").write_text("decoy")
+    argv = ["sensitivity", *BASE[:7], "--epochs", "1", "--ratios", "0.5", "--ignore", "fc9"]
+    _assert_refused_before_work([*argv, "--out", str(tmp_path / "out")], tmp_path / "out", tmp_path)
+    assert trained == []

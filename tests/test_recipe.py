@@ -191,6 +191,18 @@ def test_recipe_channel_step_freezes_and_reads_per_module(tmp_path: Path) -> Non
     assert saved[3].out_features == round(0.25 * dense[3].out_features)
 
 
+def test_recipe_module_names_are_checked_before_the_first_step(tmp_path: Path, monkeypatch):
+    """A prune step naming a module the model lacks fails, naming its line, before the train
+    step before it runs."""
+    import netslim.training
+
+    trained: list[int] = []
+    monkeypatch.setattr(netslim.training, "train", lambda *a, **k: trained.append(1))
+    with pytest.raises(ConfigError, match=r"line 9: prune: freeze: no module named 'fc9'"):
+        _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5, freeze: [fc9]")
+    assert trained == [] and not (tmp_path / "out").exists()
+
+
 def test_recipe_unstructured_then_channels_shrinks_the_masked_model(tmp_path: Path) -> None:
     """A channel step after a masking step prunes the masked layers (it used to find no group
     and leave the model as it was), and the saved model reloads with its masks, same outputs."""

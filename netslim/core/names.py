@@ -30,3 +30,14 @@ def check_module_names(model: nn.Module, names: Iterable[str], what: str) -> Non
             close = difflib.get_close_matches(n, sorted(known), n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise ConfigError(f"{what}: no module named {n!r} in the model{hint}")
+
+
+# the config fields that name modules (Channels has all three, Unstructured ``ignore``)
+NAME_FIELDS = ("ignore", "freeze", "per_module")
+
+
+def check_config_names(model: nn.Module, config: object) -> None:
+    """Every module a pruning config names exists in ``model``: the check pruning makes, callable
+    before any training so that a typo costs nothing."""
+    for field in NAME_FIELDS:
+        check_module_names(model, list(getattr(config, field, None) or ()), field)

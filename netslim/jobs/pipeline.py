@@ -774,8 +774,12 @@ def check_inputs(
     model: nn.Module, example_inputs: tuple, settings: JobSettings, loader: Any
 ) -> None:
     """One forward on the example inputs (and on one sample of the data): a shape that does not
-    fit is one line naming the flag, before any training."""
+    fit is one line naming the flag, before any training; so is a module name (``--ignore``,
+    ``--freeze``, ``--per-module``) the model does not have."""
+    from netslim.core.names import check_config_names
     from netslim.measure._call import inference
+
+    check_config_names(model, build_config(settings))
 
     def runs(inputs: tuple) -> str | None:
         try:

@@ -61,6 +61,7 @@ def sensitivity_job(
     weights: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns ``(scan, proposal)`` after writing the four files to ``out``."""
+    from netslim.core.names import check_module_names
     from netslim.data import make_loaders
     from netslim.importance import Calibration
     from netslim.models.spec import build_model, make_example_inputs
@@ -76,6 +77,7 @@ def sensitivity_job(
 
         load_weights(model, weights)
     example = make_example_inputs(model, example_shape)
+    check_module_names(model, ignore, "ignore")  # before any training, as the scan would
     train_loader, test_loader = make_loaders(
         data,
         batch_size=batch_size,

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from netslim.core.names import check_module_names
 from netslim.errors import ConfigError
-from netslim.unstructured.targets import PRUNABLE, check_module_names
+from netslim.unstructured.targets import PRUNABLE
 
 
 class Penalty:
@@ -38,7 +39,7 @@ class Penalty:
         if self.modules is None:
             return [m for m in model.modules() if isinstance(m, self.default_types)]
         names = [m for m in self.modules if isinstance(m, str)]
-        check_module_names(model, names)
+        check_module_names(model, names, "modules")
         return [model.get_submodule(m) if isinstance(m, str) else m for m in self.modules]
 
     def _value(self, modules: list[nn.Module]) -> Tensor:

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from netslim._runtime import one_thread, paused_gc
-from netslim.core.names import check_module_names, first_within, within
+from netslim.core.names import check_config_names, first_within, within
 from netslim.errors import PruningError, UnsupportedModelError
 from netslim.structural.allocation import global_counts, keep_mask, local_counts
 from netslim.structural.apply import CheckFailed, apply_masks
@@ -106,9 +106,7 @@ def planning_inputs(
     not changed. ``calibration`` (:class:`netslim.importance.Calibration`) feeds data-driven
     criteria."""
     refuse_torch_prune(model)
-    check_module_names(model, list(config.ignore), "ignore")
-    check_module_names(model, list(config.freeze), "freeze")
-    check_module_names(model, list(config.per_module), "per_module")
+    check_config_names(model, config)
     analysis = analysis or analyze(model, example_inputs)
     criterion = prepared(config.criterion, model, calibration)
     groups = [g for g in candidates(analysis, config) if criterion.applies(g)]

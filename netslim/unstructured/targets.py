@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from netslim.core.names import first_within
-from netslim.errors import ConfigError, UnsupportedModelError
+from netslim.core.names import check_module_names, first_within
+from netslim.errors import UnsupportedModelError
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -36,17 +36,6 @@ def _ignored(path: str, ignore: Iterable[str]) -> bool:
     return first_within(path, ignore) is not None
 
 
-def check_module_names(model: nn.Module, names: Iterable[str]) -> None:
-    """Raise ConfigError for names that are not modules of ``model``."""
-    known = dict(model.named_modules())
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        examples = ", ".join(path for path, _ in prunable_modules(model)[:8]) or "none"
-        raise ConfigError(
-            f"unknown module name(s) {', '.join(map(repr, unknown))} (prunable layers: {examples})"
-        )
-
-
 def find_targets(
     model: nn.Module,
     *,
@@ -57,7 +46,7 @@ def find_targets(
     """Prunable tensors in module order. ``ignore`` names modules (a container ignores all it
     holds). Raises ConfigError for unknown names, UnsupportedModelError if nothing is left."""
     ignore = tuple(ignore)
-    check_module_names(model, ignore)
+    check_module_names(model, ignore, "ignore")
     modules = prunable_modules(model)
     if modules and not include_classifier:
         modules = modules[:-1]

@@ -71,6 +71,19 @@ def _precheck(recipe: Recipe) -> None:
             raise ConfigError(f"{recipe.source} line {line}: {kind}: {exc}") from None
 
 
+def _check_names(recipe: Recipe, model: nn.Module) -> None:
+    """The module names of every prune step exist in the model, before the first step runs
+    (checked against the model as built: a later step may only remove modules)."""
+    from netslim.core.names import check_config_names
+
+    for kind, step, line in recipe.steps:
+        if isinstance(step, PruneStep):
+            try:
+                check_config_names(model, _prune_config(recipe.settings, step))
+            except NetslimError as exc:
+                raise ConfigError(f"{recipe.source} line {line}: {kind}: {exc}") from None
+
+
 class _State:
     def __init__(self, recipe: Recipe):
         from netslim.models.spec import build_model, make_example_inputs
@@ -200,6 +213,7 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     _precheck(recipe)
     seed_everything(recipe.settings.seed)
     state = _State(recipe)
+    _check_names(recipe, state.model)
     report: dict[str, Any] = {"recipe": recipe.source, "model": recipe.settings.model, "steps": []}
     report["accuracy_start"] = state.accuracy(state.model)
     for kind, step, line in recipe.steps:
