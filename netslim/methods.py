@@ -120,6 +120,17 @@ def config_and_handler(settings: Any, ratio: float) -> tuple[Any, Handler]:
     return config, spec.handlers[type(config)]
 
 
+def preflight(method_name: str, model: nn.Module, config: Any, example_inputs: Any) -> None:
+    """The checks of ``config`` against ``model`` that its method would make only when it
+    prunes (a module name the model lacks, more blocks than it has, an N:M that does not
+    divide): jobs run them before training, so bad input costs no work."""
+    checks = method(method_name).load().preflight
+    for cls in type(config).__mro__:
+        if cls in checks:
+            checks[cls](model, config, example_inputs)
+            return
+
+
 def handler_for(config: Any) -> Handler:
     """The handler of ``config``'s class (or of a base class): a registered extension, else the
     table's, loading packages in table order until one handles it."""

@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 import pytest
+import torch
 
 from netslim.cli.args import Deprecated
 from netslim.cli.main import build_parser, main
@@ -431,30 +432,39 @@ def _assert_refused_before_work(argv: list[str], out, tmp) -> None:
 
 
 @pytest.mark.parametrize(
-    "flags",
+    ("model", "flags"),
     [
-        ["--ignore", "no.such.module"],
-        ["--method", "channel", "--ignore", "3x"],
-        ["--method", "channel", "--freeze", "no.such.module"],
-        ["--method", "channel", "--per-module", "PER_MODULE"],
+        ("zoo:lenet300", ["--ignore", "no.such.module"]),
+        ("zoo:lenet300", ["--method", "channel", "--ignore", "3x"]),
+        ("zoo:lenet300", ["--method", "channel", "--freeze", "no.such.module"]),
+        ("zoo:lenet300", ["--method", "channel", "--per-module", "PER_MODULE"]),
+        ("zoo:lenet300", ["--nm", "4:8"]),  # layer 3's input width 300 is not a multiple of 8
+        ("zoo:lenet300", ["--method", "layer", "--remove", "1"]),  # no removable block
+        ("zoo:resnet20", ["--method", "layer", "--remove", "7"]),  # 7 blocks: one must remain
+        ("zoo:lenet300", ["--method", "channel", "--target-speedup", "2", "--runtime", "cuda"]),
     ],
 )
-def test_module_names_are_checked_before_training(flags, tmp_path: Path, monkeypatch) -> None:
-    """A module name the model lacks is refused before the first training step (it used to be
-    found by the pruning step, after --epochs of training were spent)."""
+def test_settings_the_model_cannot_take_are_refused_before_training(
+    model: str, flags: list[str], tmp_path: Path, monkeypatch
+) -> None:
+    """A module name the model lacks, an N:M that does not divide, more blocks than the model
+    has, a time target on a runtime this machine lacks (no GPU here, as the test makes it):
+    refused before the first training step (the method's preflight; these used to be found by
+    the pruning step, after --epochs of training were spent)."""
     import json
 
     from netslim.jobs import pipeline
 
     fits: list[int] = []
     monkeypatch.setattr(pipeline._Trainer, "fit", lambda self, *a, **k: fits.append(1))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     per_module = tmp_path / "per_module.json"
     per_module.write_text(json.dumps({"per_module": {"no.such.module": 0.5}}))
     work = tmp_path / "work"
     work.mkdir()
     (work / "FILE").write_text("decoy")
     flags = [str(per_module) if f == "PER_MODULE" else f for f in flags]
-    argv = ["prune", *BASE, "--epochs", "1", *flags, "--out", str(work / "out")]
+    argv = ["prune", model, *BASE[1:], "--epochs", "1", *flags, "--out", str(work / "out")]
     _assert_refused_before_work(argv, work / "out", work)
     assert fits == []
 

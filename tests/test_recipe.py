@@ -11,7 +11,7 @@ import torch
 
 from netslim.cli.main import main
 from netslim.compress import decompress
-from netslim.errors import ConfigError
+from netslim.errors import ConfigError, NetslimError
 from netslim.jobs.recipe import parse_recipe, run_recipe
 
 pytest.importorskip("yaml")
@@ -191,15 +191,17 @@ def test_recipe_channel_step_freezes_and_reads_per_module(tmp_path: Path) -> Non
     assert saved[3].out_features == round(0.25 * dense[3].out_features)
 
 
-def test_recipe_module_names_are_checked_before_the_first_step(tmp_path: Path, monkeypatch):
-    """A prune step naming a module the model lacks fails, naming its line, before the train
-    step before it runs."""
+def test_recipe_prune_steps_are_checked_before_the_first_step(tmp_path: Path, monkeypatch):
+    """A prune step the model cannot take (a module it lacks, blocks it does not have) fails,
+    naming its line, before the train step before it runs."""
     import netslim.training
 
     trained: list[int] = []
     monkeypatch.setattr(netslim.training, "train", lambda *a, **k: trained.append(1))
     with pytest.raises(ConfigError, match=r"line 9: prune: freeze: no module named 'fc9'"):
         _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5, freeze: [fc9]")
+    with pytest.raises(NetslimError, match=r"line 9: prune: no removable block"):
+        _run_prune_recipe(tmp_path, "method: layer, remove: 1")
     assert trained == [] and not (tmp_path / "out").exists()
 
 

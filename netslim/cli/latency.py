@@ -64,9 +64,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netslim.structural.op_timing import check_target
+    from netslim.structural.op_timing import check_target, require_runtime
 
     check_target(args.runtime, args.threads, 1 if args.batch is None else args.batch)
+    require_runtime(args.runtime)
     apply_time_target_args(args)
     from netslim.jobs.pipeline import default_run_dir
     from netslim.models.spec import build_model, make_example_inputs

@@ -1,7 +1,8 @@
 """What a pruning method is, as the method table (``netslim.methods``) sees it.
 
 Each method package declares one :class:`MethodSpec` in its ``method`` module: a handler
-``handler(model, config, context)`` per config class, the history kinds it replays, and the mapping of job settings (``netslim prune`` flags) to its config. The table
+``handler(model, config, context)`` per config class, the history kinds it replays, and the mapping of job settings (``netslim prune`` flags) to its config, and per config class
+the checks against a model that can run before any work (``preflight``). The table
 imports these specs; ``prune_``, ``netslim.load`` and the prune job read only the table.
 
 :func:`register_method` stays as the extension point for methods outside netslim.
@@ -30,6 +31,9 @@ Handler = Callable[[nn.Module, Any, PruneContext], dict[str, Any]]
 Replayer = Callable[[nn.Module, dict[str, Any]], None]
 # job settings (``netslim.jobs.pipeline.JobSettings``) and the ratio of this step -> a config
 FromSettings = Callable[[Any, float], Any]
+# (model, config, example inputs) -> None, or a ConfigError: the model-dependent checks of the
+# handler that are cheap (module names, block counts, N:M fit), run before any training
+Preflight = Callable[[nn.Module, Any, Any], None]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class MethodSpec:
     # method name -> the job settings (``netslim prune`` flags) that method reads beyond the
     # job-level ones; any other method setting given to it is an error naming the method
     flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    preflight: Mapping[type, Preflight] = field(default_factory=dict)
 
 
 _EXTENSIONS: dict[type, Handler] = {}

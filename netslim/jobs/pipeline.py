@@ -774,12 +774,11 @@ def check_inputs(
     model: nn.Module, example_inputs: tuple, settings: JobSettings, loader: Any
 ) -> None:
     """One forward on the example inputs (and on one sample of the data): a shape that does not
-    fit is one line naming the flag, before any training; so is a module name (``--ignore``,
-    ``--freeze``, ``--per-module``) the model does not have."""
-    from netslim.core.names import check_config_names
+    fit is one line naming the flag, before any training; then the method's own checks of its
+    settings against the model (``netslim.methods.preflight``: module names, block counts,
+    N:M fit)."""
     from netslim.measure._call import inference
-
-    check_config_names(model, build_config(settings))
+    from netslim.methods import preflight
 
     def runs(inputs: tuple) -> str | None:
         try:
@@ -790,10 +789,6 @@ def check_inputs(
             return text[0] if text else type(exc).__name__
         return None
 
-    if settings.method == "unstructured" and settings.nm:
-        from netslim.unstructured.allocation import check_nm_fit
-
-        check_nm_fit(model, build_config(settings))
     error = runs(example_inputs)
     if error is not None:
         shape = ",".join(str(d) for d in example_inputs[0].shape)
@@ -801,6 +796,7 @@ def check_inputs(
             f"the example input {shape} does not fit {settings.model} ({error}): "
             "give --example-shape matching the model's input"
         )
+    preflight(settings.method, model, build_config(settings), example_inputs)
     if loader is not None and not isinstance(loader.dataset[0][0], torch.Tensor):
         return
     if loader is not None:

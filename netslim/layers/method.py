@@ -31,22 +31,42 @@ from netslim.layers.settings import FLAGS, layers_config
 LAYERS_KIND = "layers"
 
 
-def _example(ctx: PruneContext) -> Any:
-    if isinstance(ctx.example_inputs, dict):  # keyword inputs (Hugging Face)
-        return ctx.example_inputs
-    if ctx.example_inputs is not None:
-        return ctx.example_inputs[0] if len(ctx.example_inputs) == 1 else ctx.example_inputs
-    if ctx.train_loader is not None:
-        for batch in ctx.train_loader:
+def _example(example_inputs: Any, train_loader: Any = None) -> Any:
+    """What the block probe runs: the example inputs, else the first training batch."""
+    if isinstance(example_inputs, dict):  # keyword inputs (Hugging Face)
+        return example_inputs
+    if example_inputs is not None:
+        return example_inputs[0] if len(example_inputs) == 1 else example_inputs
+    if train_loader is not None:
+        for batch in train_loader:
             return batch
     raise ConfigError(
         "depth pruning needs example_inputs (or a train_loader) to find the removable blocks"
     )
 
 
+def _open_target(config: Gates, blocks: list[Block]) -> int:
+    """How many gates stay open: ``target_open``, or half the blocks."""
+    target = config.target_open if config.target_open is not None else max(1, len(blocks) // 2)
+    if target > len(blocks):
+        raise ConfigError(
+            f"target_open={config.target_open} but the model has only {len(blocks)} removable blocks"
+        )
+    return target
+
+
+def _preflight(model: nn.Module, config: Layers | Gates, example_inputs: Any) -> None:
+    """The blocks exist, and there are enough of them for ``remove`` / ``target_open``."""
+    blocks = resolve_blocks(model, _example(example_inputs), config.blocks)
+    if isinstance(config, Layers):
+        config.count(len(blocks))
+    else:
+        _open_target(config, blocks)
+
+
 def prune_layers(model: nn.Module, config: Layers, ctx: PruneContext) -> dict[str, Any]:
     """Score the candidate blocks, remove the ``count`` least important ones, record it."""
-    example = _example(ctx)
+    example = _example(ctx.example_inputs, ctx.train_loader)
     blocks = resolve_blocks(model, example, config.blocks)
     count = config.count(len(blocks))
     batches = calibration_batches(
@@ -81,13 +101,9 @@ def prune_gates(model: nn.Module, config: Gates, ctx: PruneContext) -> dict[str,
     """Attach gates, train weights and gates with the penalty, then bake (static gates)."""
     from netslim.training import train
 
-    example = _example(ctx)
+    example = _example(ctx.example_inputs, ctx.train_loader)
     blocks = resolve_blocks(model, example, config.blocks)
-    target = config.target_open if config.target_open is not None else max(1, len(blocks) // 2)
-    if target > len(blocks):
-        raise ConfigError(
-            f"target_open={config.target_open} but the model has only {len(blocks)} removable blocks"
-        )
+    target = _open_target(config, blocks)
     if config.epochs and ctx.train_loader is None:
         raise ConfigError("gate training needs data: pass train_loader (CLI: --data)")
     channels = _channels(model, blocks, example) if config.per_input else None
@@ -170,4 +186,5 @@ METHOD = MethodSpec(
     replays={LAYERS_KIND: replay_layers, "gates": replay_gates},
     from_settings=layers_config,
     flags=FLAGS,
+    preflight={Layers: _preflight, Gates: _preflight},
 )

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from netslim.core import history
+from netslim.core.names import check_config_names
 from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ArtifactError, ConfigError
 from netslim.importance import calibration_from
@@ -16,6 +17,7 @@ from netslim.reconstruct.policy import auto_reconstruct
 from netslim.structural.config import Channels
 from netslim.structural.engine import apply_plan, prune
 from netslim.structural.graph import flatten_tensors
+from netslim.structural.op_timing import require_runtime
 from netslim.structural.plan import PruningPlan
 from netslim.structural.settings import FLAGS, channels_config
 
@@ -105,9 +107,17 @@ def replay_plan(model: nn.Module, record: dict[str, Any]) -> None:
     apply_plan(model, plan, example_inputs_from(record))
 
 
+def _preflight(model: nn.Module, config: Channels, example_inputs: Any) -> None:
+    """Module names, and a time target's runtime available here."""
+    check_config_names(model, config)
+    if config.target_latency_ms is not None or config.target_speedup is not None:
+        require_runtime(config.runtime)
+
+
 METHOD = MethodSpec(
     handlers={Channels: prune_channels},
     replays={KIND: replay_plan},
     from_settings=channels_config,
     flags=FLAGS,
+    preflight={Channels: _preflight},
 )

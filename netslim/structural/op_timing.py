@@ -340,13 +340,21 @@ def require_cuda() -> None:
         raise ConfigError("runtime 'cuda' needs a CUDA GPU and none is visible to torch")
 
 
+def require_runtime(runtime: str) -> None:
+    """ConfigError when ``runtime`` cannot be timed on this machine (no GPU for cuda, no
+    onnxruntime package): checked before any work, not when the table is built."""
+    if runtime == "cuda":
+        require_cuda()
+    elif runtime == "onnxruntime":
+        require_onnxruntime()
+
+
 def op_timer(target: Target) -> Callable[[OpShape], float]:
     """The measuring function of ``target``'s runtime (no cache)."""
+    require_runtime(target.runtime)
     if target.runtime == "cuda":
-        require_cuda()
         return lambda op: time_torch(op, target.threads, "cuda")
     if target.runtime == "onnxruntime":
-        require_onnxruntime()
         return lambda op: time_onnxruntime(op, target.threads)
     return lambda op: time_torch(op, target.threads)
 

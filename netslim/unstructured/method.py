@@ -18,7 +18,7 @@ from netslim.core.masks import attach_mask, detach_mask, get_mask, sparsity_repo
 from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ArtifactError, ConfigError, NetslimError, PruningError
 from netslim.reconstruct.policy import auto_reconstruct
-from netslim.unstructured.allocation import compute_masks
+from netslim.unstructured.allocation import check_nm_fit, compute_masks
 from netslim.unstructured.config import Unstructured
 from netslim.unstructured.settings import FLAGS, unstructured_config
 
@@ -194,9 +194,14 @@ def replay_fold(model: nn.Module, step: dict[str, Any]) -> None:
     make_permanent(model)
 
 
+def _preflight(model: nn.Module, config: Unstructured, example_inputs: Any) -> None:
+    check_nm_fit(model, config)  # the targets: names in ``ignore``, and N:M's divisibility
+
+
 METHOD = MethodSpec(
     handlers={Unstructured: prune},
     replays={HISTORY_KIND: replay_masks, FOLD_KIND: replay_fold},
     from_settings=unstructured_config,
     flags=FLAGS,
+    preflight={Unstructured: _preflight},
 )

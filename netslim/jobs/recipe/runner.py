@@ -71,15 +71,16 @@ def _precheck(recipe: Recipe) -> None:
             raise ConfigError(f"{recipe.source} line {line}: {kind}: {exc}") from None
 
 
-def _check_names(recipe: Recipe, model: nn.Module) -> None:
-    """The module names of every prune step exist in the model, before the first step runs
-    (checked against the model as built: a later step may only remove modules)."""
-    from netslim.core.names import check_config_names
+def _preflight(recipe: Recipe, model: nn.Module, example_inputs: Any) -> None:
+    """Every prune step's method checks its settings against the model before the first step
+    runs (``netslim.methods.preflight``; against the model as built: an earlier step may remove
+    blocks, so a later step's block count is checked again when it prunes)."""
+    from netslim.methods import preflight
 
     for kind, step, line in recipe.steps:
         if isinstance(step, PruneStep):
             try:
-                check_config_names(model, _prune_config(recipe.settings, step))
+                preflight(step.method, model, _prune_config(recipe.settings, step), example_inputs)
             except NetslimError as exc:
                 raise ConfigError(f"{recipe.source} line {line}: {kind}: {exc}") from None
 
@@ -213,7 +214,7 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     _precheck(recipe)
     seed_everything(recipe.settings.seed)
     state = _State(recipe)
-    _check_names(recipe, state.model)
+    _preflight(recipe, state.model, state.example_inputs)
     report: dict[str, Any] = {"recipe": recipe.source, "model": recipe.settings.model, "steps": []}
     report["accuracy_start"] = state.accuracy(state.model)
     for kind, step, line in recipe.steps:
