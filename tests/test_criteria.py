@@ -254,7 +254,7 @@ def test_sensitivity_scan_propose_and_per_module(tmp_path, model_file) -> None:
     assert rc == 0
     scan = json.loads((out / "sensitivity.json").read_text())
     assert len(scan["units"]) == 3 and len(scan["units"][0]["accuracy"]) == 3
-    assert scan["proposal"]["macs_fraction"] <= 0.6
+    assert scan["proposal"]["macs_fraction"] <= 0.6 and "note" not in scan["proposal"]
     per_module = json.loads((out / "per_module.json").read_text())
     assert (out / "sensitivity.md").exists()
     model = netslim.build_model(f"py:{model_file}:build")
@@ -293,6 +293,21 @@ def test_bad_sensitivity_and_per_module_inputs(tmp_path) -> None:
         load_per_module(str(bad))
     with pytest.raises(ConfigError, match="calibration_batches"):
         Channels(calibration_batches=0)
+
+
+def test_sensitivity_proposal_says_when_the_target_is_out_of_reach() -> None:
+    """The scanned ratios bound how deep a proposal goes: asked for more, it keeps what they
+    allow and says so (it used to return the shallower proposal silently)."""
+    from netslim.sensitivity import propose_ratios, scan_sensitivity
+
+    model = mlp([[1.0, 0.0]] * 3)
+    scan = scan_sensitivity(model, X, lambda m: 1.0, ratios=[0.5])
+    reachable = propose_ratios(model, X, scan, 0.9)
+    assert "note" not in reachable and reachable["macs_fraction"] <= 0.9
+    deep = propose_ratios(model, X, scan, 0.01)
+    assert set(deep["per_module"].values()) == {0.5}  # every unit at its largest ratio
+    assert deep["macs_fraction"] > 0.01
+    assert "out of reach" in deep["note"] and f"{deep['macs_fraction']:.3f}" in deep["note"]
 
 
 def _fake_latency_ms(model: nn.Module, example_inputs, **_) -> SimpleNamespace:

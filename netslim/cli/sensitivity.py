@@ -111,4 +111,6 @@ def run(args: argparse.Namespace) -> int:
         f" - use it with: netslim prune {args.model} --method channel --per-module "
         f"{out}/per_module.json"
     )
+    if "note" in proposal:
+        print(f"note: {proposal['note']}")
     return 0

@@ -770,6 +770,31 @@ def _data_shape(loader: Any) -> list[int] | None:
     return [1, *sample.shape] if isinstance(sample, torch.Tensor) else None
 
 
+def _forward_error(model: nn.Module, inputs: tuple) -> str | None:
+    """The first line of what a forward of ``inputs`` raises, or None when it runs."""
+    from netslim.measure._call import inference
+
+    try:
+        with inference(model):
+            model(*inputs)
+    except Exception as exc:  # any failure of the user's model on these inputs
+        text = str(exc).strip().splitlines()
+        return text[0] if text else type(exc).__name__
+    return None
+
+
+def check_example_fits(model: nn.Module, example_inputs: tuple, spec: str) -> None:
+    """One forward of the example inputs: a shape that does not fit is one line naming
+    ``--example-shape``, before any training."""
+    error = _forward_error(model, example_inputs)
+    if error is not None:
+        shape = ",".join(str(d) for d in example_inputs[0].shape)
+        raise ConfigError(
+            f"the example input {shape} does not fit {spec} ({error}): "
+            "give --example-shape matching the model's input"
+        )
+
+
 def check_inputs(
     model: nn.Module, example_inputs: tuple, settings: JobSettings, loader: Any
 ) -> None:
@@ -777,31 +802,15 @@ def check_inputs(
     fit is one line naming the flag, before any training; then the method's own checks of its
     settings against the model (``netslim.methods.preflight``: module names, block counts,
     N:M fit)."""
-    from netslim.measure._call import inference
     from netslim.methods import preflight
 
-    def runs(inputs: tuple) -> str | None:
-        try:
-            with inference(model):
-                model(*inputs)
-        except Exception as exc:  # any failure of the user's model on these inputs
-            text = str(exc).strip().splitlines()
-            return text[0] if text else type(exc).__name__
-        return None
-
-    error = runs(example_inputs)
-    if error is not None:
-        shape = ",".join(str(d) for d in example_inputs[0].shape)
-        raise ConfigError(
-            f"the example input {shape} does not fit {settings.model} ({error}): "
-            "give --example-shape matching the model's input"
-        )
+    check_example_fits(model, example_inputs, settings.model)
     preflight(settings.method, model, build_config(settings), example_inputs)
     if loader is not None and not isinstance(loader.dataset[0][0], torch.Tensor):
         return
     if loader is not None:
         sample = loader.dataset[0][0].unsqueeze(0)
-        error = runs((sample,))
+        error = _forward_error(model, (sample,))
         if error is not None:
             shape = ",".join(str(d) for d in sample.shape)
             raise ConfigError(

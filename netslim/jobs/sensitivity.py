@@ -64,6 +64,7 @@ def sensitivity_job(
     from netslim.core.names import check_module_names
     from netslim.data import make_loaders
     from netslim.importance import Calibration
+    from netslim.jobs.pipeline import check_example_fits
     from netslim.models.spec import build_model, make_example_inputs
     from netslim.sensitivity import propose_ratios, scan_sensitivity
     from netslim.structural.importance import get
@@ -77,7 +78,8 @@ def sensitivity_job(
 
         load_weights(model, weights)
     example = make_example_inputs(model, example_shape)
-    check_module_names(model, ignore, "ignore")  # before any training, as the scan would
+    check_example_fits(model, example, model_spec)  # before any training, as the scan would
+    check_module_names(model, ignore, "ignore")
     train_loader, test_loader = make_loaders(
         data,
         batch_size=batch_size,

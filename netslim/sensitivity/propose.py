@@ -27,7 +27,8 @@ def propose_ratios(
 ) -> dict[str, Any]:
     """``{"per_module": {module: ratio}, "macs_fraction", "predicted_drop"}`` keeping about
     ``target_macs`` of the original MACs; the drop is the sum of the per-unit drops (additive
-    estimate)."""
+    estimate). A target the scanned ratios cannot reach gets the deepest proposal and a
+    ``note`` saying so."""
     if not 0.0 < target_macs <= 1.0:
         raise ConfigError(f"target_macs must be a fraction in (0, 1], got {target_macs}")
     if not isinstance(example_inputs, (tuple, dict)):
@@ -70,9 +71,16 @@ def propose_ratios(
             break
         level[best[1]] += 1
         current = best[2]
-    return {
+    proposal = {
         "per_module": {mod: ratios[lv] for mod, lv in level.items()},
         "target_macs": target_macs,
         "macs_fraction": current / max(base, 1),
         "predicted_drop": sum(drops[m][lv] for m, lv in level.items()),
     }
+    if current > target_macs * base:
+        proposal["note"] = (
+            f"target_macs {target_macs:g} is out of reach of the scanned ratios: with every unit "
+            f"at its largest ({ratios[-1]:g}) the proposal keeps {proposal['macs_fraction']:.3f} "
+            "of MACs; scan larger ratios to go further"
+        )
+    return proposal
