@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,7 +194,8 @@ def test_recipe_channel_step_freezes_and_reads_per_module(tmp_path: Path) -> Non
 
 def test_recipe_prune_steps_are_checked_before_the_first_step(tmp_path: Path, monkeypatch):
     """A prune step the model cannot take (a module it lacks, blocks it does not have) fails,
-    naming its line, before the train step before it runs."""
+    naming its line, and an example_shape that does not fit the model fails, both before the
+    train step before them runs."""
     import netslim.training
 
     trained: list[int] = []
@@ -202,6 +204,10 @@ def test_recipe_prune_steps_are_checked_before_the_first_step(tmp_path: Path, mo
         _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5, freeze: [fc9]")
     with pytest.raises(NetslimError, match=r"line 9: prune: no removable block"):
         _run_prune_recipe(tmp_path, "method: layer, remove: 1")
+    shape = "batch_size: 64\nexample_shape: [1, 3, 32, 32]"
+    monkeypatch.setattr(sys.modules[__name__], "GOOD", GOOD.replace("batch_size: 64", shape))
+    with pytest.raises(ConfigError, match=r"example input 1,3,32,32 does not fit .*example_shape"):
+        _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5")
     assert trained == [] and not (tmp_path / "out").exists()
 
 

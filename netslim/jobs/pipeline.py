@@ -783,15 +783,17 @@ def _forward_error(model: nn.Module, inputs: tuple) -> str | None:
     return None
 
 
-def check_example_fits(model: nn.Module, example_inputs: tuple, spec: str) -> None:
+def check_example_fits(
+    model: nn.Module, example_inputs: tuple, spec: str, flag: str = "--example-shape"
+) -> None:
     """One forward of the example inputs: a shape that does not fit is one line naming
-    ``--example-shape``, before any training."""
+    ``flag``, before any training."""
     error = _forward_error(model, example_inputs)
     if error is not None:
         shape = ",".join(str(d) for d in example_inputs[0].shape)
         raise ConfigError(
             f"the example input {shape} does not fit {spec} ({error}): "
-            "give --example-shape matching the model's input"
+            f"give {flag} matching the model's input"
         )
 
 

@@ -72,10 +72,17 @@ def _precheck(recipe: Recipe) -> None:
 
 
 def _preflight(recipe: Recipe, model: nn.Module, example_inputs: Any) -> None:
-    """Every prune step's method checks its settings against the model before the first step
-    runs (``netslim.methods.preflight``; against the model as built: an earlier step may remove
-    blocks, so a later step's block count is checked again when it prunes)."""
+    """The example inputs fit the model, and every prune step's method checks its settings
+    against it (``netslim.methods.preflight``), before the first step runs (against the model
+    as built: an earlier step may remove blocks, so a later step's block count is checked again
+    when it prunes)."""
+    from netslim.jobs.pipeline import check_example_fits
     from netslim.methods import preflight
+
+    try:
+        check_example_fits(model, example_inputs, recipe.settings.model, flag="example_shape")
+    except NetslimError as exc:
+        raise ConfigError(f"{recipe.source}: {exc}") from None
 
     for kind, step, line in recipe.steps:
         if isinstance(step, PruneStep):
