@@ -257,8 +257,11 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     assert main(["compact", "not-a-spec", "--out", str(out)]) == 2
     assert main(["compact", str(tmp_path), "--out", str(out)]) == 2  # no saved model there
     assert main(["compact", "zoo:vgg_small", "--probes", "-1", "--out", str(out)]) == 2
+    shape = ["--example-shape", "1,3,32,32"]  # lenet300 reads 1x28x28 (it was a traceback)
+    assert main(["compact", "zoo:lenet300", *shape, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("netslim: error:") for line in err)
+    assert len(err) == 4 and all(line.startswith("netslim: error:") for line in err)
+    assert "give --example-shape matching" in err[-1]
     assert not out.exists()
 
 

@@ -70,6 +70,7 @@ def compact_job(
 ) -> dict[str, Any]:
     from netslim.errors import ConfigError
     from netslim.io import save
+    from netslim.jobs.pipeline import check_example_fits
     from netslim.models.spec import make_example_inputs
     from netslim.structural.compact import compact_
 
@@ -81,6 +82,7 @@ def compact_job(
         raise ConfigError(f"--out {out} exists and is not a directory")
     model = load_source(source, trust_code=trust_code).eval()
     example = make_example_inputs(model, example_shape)
+    check_example_fits(model, example, source)
     report = compact_(model, example, probes=probes, latency=latency, zero_tol=zero_tol)
     out.mkdir(parents=True, exist_ok=True)
     save(model, out / "model")
