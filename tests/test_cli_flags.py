@@ -469,15 +469,18 @@ def test_settings_the_model_cannot_take_are_refused_before_training(
     assert fits == []
 
 
-@pytest.mark.parametrize("flags", [["--ignore", "fc9"], ["--example-shape", "1,3,32,32"]])
+@pytest.mark.parametrize(
+    "flags", [["--ignore", "fc9"], ["--example-shape", "1,3,32,32"], ["--ratios", "0.5,1.5"]]
+)
 def test_sensitivity_checks_its_inputs_before_training(flags, tmp_path: Path, monkeypatch) -> None:
-    """`netslim sensitivity` with a module name the model lacks, or an example shape that does
-    not fit it: refused before training (both used to fail after it)."""
+    """`netslim sensitivity` with a module name the model lacks, an example shape that does not
+    fit it, or a ratio out of (0, 1): refused before training (each used to fail after it)."""
     import netslim.training
 
     trained: list[int] = []
     monkeypatch.setattr(netslim.training, "train", lambda *a, **k: trained.append(1))
     (tmp_path / "FILE").write_text("decoy")
+    # a later --ratios in flags replaces the valid one
     argv = ["sensitivity", *BASE[:7], "--epochs", "1", "--ratios", "0.5", *flags]
     _assert_refused_before_work([*argv, "--out", str(tmp_path / "out")], tmp_path / "out", tmp_path)
     assert trained == []

@@ -67,10 +67,12 @@ def sensitivity_job(
     from netslim.jobs.pipeline import check_example_fits
     from netslim.models.spec import build_model, make_example_inputs
     from netslim.sensitivity import propose_ratios, scan_sensitivity
+    from netslim.sensitivity.scan import check_ratios
     from netslim.structural.importance import get
     from netslim.training import evaluate, seed_everything, train
 
-    get(criterion)  # unknown names fail before any training
+    get(criterion)  # unknown names and ratios out of range fail before any training
+    check_ratios(ratios)
     seed_everything(seed)
     model = build_model(model_spec)
     if weights:

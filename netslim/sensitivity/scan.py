@@ -32,6 +32,14 @@ def units(model: nn.Module, example_inputs: Any, config: Channels) -> dict[str, 
     return out
 
 
+def check_ratios(ratios: Sequence[float]) -> list[float]:
+    """The ratios a scan prunes each unit at, as floats: at least one, each in (0, 1)."""
+    ratios = [float(r) for r in ratios]
+    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
+        raise ConfigError(f"sensitivity ratios must be in (0, 1), got {ratios}")
+    return ratios
+
+
 def scan_sensitivity(
     model: nn.Module,
     example_inputs: Any,
@@ -45,9 +53,7 @@ def scan_sensitivity(
 ) -> dict[str, Any]:
     """``{"baseline", "ratios", "macs", "units": [{"module", "groups", "accuracy", "macs"}]}``;
     ``evaluate(model) -> accuracy`` runs on a pruned copy, ``model`` is left unchanged."""
-    ratios = [float(r) for r in ratios]
-    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
-        raise ConfigError(f"sensitivity ratios must be in (0, 1), got {ratios}")
+    ratios = check_ratios(ratios)
     if not isinstance(example_inputs, (tuple, dict)):
         example_inputs = (example_inputs,)
     base_config = Channels(criterion=criterion, ignore=tuple(ignore))
