@@ -484,3 +484,24 @@ def test_sensitivity_checks_its_inputs_before_training(flags, tmp_path: Path, mo
     argv = ["sensitivity", *BASE[:7], "--epochs", "1", "--ratios", "0.5", *flags]
     _assert_refused_before_work([*argv, "--out", str(tmp_path / "out")], tmp_path / "out", tmp_path)
     assert trained == []
+
+
+@pytest.mark.parametrize("flags", [["--distill"], ["--l1-reg", "0.01"]])
+def test_training_flags_without_data_are_refused(flags, tmp_path: Path) -> None:
+    """--distill and --l1-reg act only while training; with --data none they used to be
+    ignored without a word."""
+    (tmp_path / "FILE").write_text("decoy")
+    argv = ["prune", "zoo:lenet300", "--data", "none", "--no-latency", *flags]
+    _assert_refused_before_work([*argv, "--out", str(tmp_path / "out")], tmp_path / "out", tmp_path)
+
+
+def test_without_data_the_report_says_nothing_was_trained(tmp_path: Path) -> None:
+    """No data: 'before' is the model as built and the pruned model got no more training (the
+    report used to describe --epochs and --finetune-epochs that never ran)."""
+    import json
+
+    argv = ["prune", "zoo:lenet300", "--data", "none", "--no-latency", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    budget = json.loads((tmp_path / "out" / "report.json").read_text())["budget"]
+    assert "nothing trained" in budget["before"] and "with 0 more" in budget["after"]
+    assert "note" not in budget

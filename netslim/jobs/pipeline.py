@@ -435,6 +435,7 @@ def run_job(
     if settings.checkpoint_dir:
         check_out(settings.checkpoint_dir, flag="--checkpoint-dir")
     settings = replace(settings, data=resolve_data(settings.data, settings.model))
+    check_training_settings(settings)
     model, train_loader, test_loader = _model_and_data(settings)
     if settings.weights:
         from netslim.models.weights import load_weights
@@ -518,8 +519,20 @@ def run_job(
     return report
 
 
+def check_training_settings(settings: JobSettings) -> None:
+    """Settings that only act through training need data (``settings.data`` resolved: None is
+    no data); without it they would be silently ignored."""
+    if settings.data is not None:
+        return
+    for flag, given in (("--distill", settings.distill), ("--l1-reg", settings.l1_reg > 0)):
+        if given:
+            raise ConfigError(f"{flag} acts during training, and without --data nothing trains")
+
+
 def _extra_epochs(settings: JobSettings) -> int:
-    """Training the pruned model gets after the 'before' measurement."""
+    """Training the pruned model gets after the 'before' measurement (none without data)."""
+    if settings.data is None:
+        return 0
     if settings.method == "gate":
         return settings.epochs  # gates and weights train together inside the pruning step
     rounds = settings.rounds if settings.schedule == "iterative" else 1
@@ -544,11 +557,12 @@ def _dense_baseline(
 def _budget(settings: JobSettings, baseline: dict[str, Any] | None) -> dict[str, Any]:
     """What 'before' and 'after' were trained with, said plainly in the report."""
     extra = _extra_epochs(settings)
-    before = (
-        "the model as built or loaded (gate training happens in the pruning step)"
-        if settings.method == "gate"
-        else f"the dense model after {settings.epochs} training epoch(s)"
-    )
+    if settings.data is None:
+        before = "the model as built or loaded (no data: nothing trained)"
+    elif settings.method == "gate":
+        before = "the model as built or loaded (gate training happens in the pruning step)"
+    else:
+        before = f"the dense model after {settings.epochs} training epoch(s)"
     budget: dict[str, Any] = {
         "before": before,
         "after": f"pruned, with {extra} more training epoch(s) than 'before'",
