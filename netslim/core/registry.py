@@ -3,7 +3,8 @@
 Each method package declares one :class:`MethodSpec` in its ``method`` module: a handler
 ``handler(model, config, context)`` per config class, the history kinds it replays, the mapping
 of job settings (``netslim prune`` flags) to its config, and per config class the checks against
-a model that can run before any work (``preflight``). The table imports these specs; ``prune_``, ``netslim.load`` and the prune job read only the table.
+a model that can run before any work (``preflight``). The table imports these specs;
+``prune_``, ``netslim.load`` and the prune job read only the table.
 
 :func:`register_method` stays as the extension point for methods outside netslim.
 """
