@@ -357,6 +357,33 @@ def test_cli(tmp_path, capsys):
     assert not bad.exists()
 
 
+def test_cli_refuses_what_the_model_cannot_take_before_any_pass(tmp_path, capsys, monkeypatch):
+    """More blocks to remove than the model has fails before the dense perplexity pass (it used
+    to come after it); a tokenizer whose ids overflow the model's vocabulary is one line, exit 2
+    (it was an index error inside the first forward)."""
+    import netslim.llm.eval as llm_eval
+    from netslim.cli.main import main
+
+    passes: list[int] = []
+    monkeypatch.setattr(llm_eval, "perplexity", lambda *a, **k: passes.append(1))
+    src = _write_model_dir(tmp_path / "m")
+    text = tmp_path / "calib.txt"
+    text.write_text("In the beginning God created the heaven and the earth. " * 20)
+    common = ["--calib", str(text), "--eval", str(text), "--seq-len", "32", "--out"]
+    bad = tmp_path / "bad"
+    assert main(["llm", str(src), "--method", "depth", "--remove", "5", *common, str(bad)]) == 2
+    assert "cannot remove 5 of 2 blocks" in capsys.readouterr().err and passes == []
+    other = tmp_path / "other"
+    tiny_hf.tiny_llama(vocab_size=100).save_pretrained(other)
+    byte_tokenizer().save_pretrained(other)  # ids up to 255
+    assert main(["llm", str(other), "--method", "wanda", *common, str(bad)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("netslim: error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "has 100 entries: the tokenizer is not this model's" in errors[0]
+    assert passes == [] and not bad.exists()
+
+
 def test_shared_inputs_share_stats_only_when_identical(calib):
     """q/k/v read one tensor, gate/up another; a freed tensor's reused address must not alias."""
     from netslim.llm.calibration import capture_inputs, collecting, run_block

@@ -19,6 +19,20 @@ def _tokenizer(model_dir: str) -> Any:
         raise UnsupportedModelError(f"{model_dir} has no usable tokenizer: {exc}") from exc
 
 
+def _check_vocab(model_dir: str, *ids: Any) -> None:
+    """The tokenizer's ids fit the model's embedding: a tokenizer from another model would
+    otherwise end in an index error inside the first forward."""
+    from transformers import AutoConfig
+
+    vocab = getattr(AutoConfig.from_pretrained(model_dir), "vocab_size", None)
+    tops = [int(t.max()) for t in ids if t is not None and t.numel()]
+    if vocab is not None and tops and max(tops) >= vocab:
+        raise ConfigError(
+            f"the tokenizer in {model_dir} gives token id {max(tops)}, but the model's vocabulary "
+            f"has {vocab} entries: the tokenizer is not this model's"
+        )
+
+
 def llm_job(
     model_dir: str,
     config: Any,
@@ -43,6 +57,7 @@ def llm_job(
     from netslim.llm.eval import generate_check, perplexity
     from netslim.llm.prune import calibration_user, needs_calibration
     from netslim.llm.streaming import prune_streaming
+    from netslim.methods import preflight
 
     io.check_model_dir(model_dir)
     io.check_writable(out)
@@ -63,6 +78,7 @@ def llm_job(
         eval_ids = eval_ids[:eval_tokens]
         if eval_ids.numel() < 2:
             raise DataError(f"{eval_text} has fewer than 2 tokens")
+    _check_vocab(model_dir, calib_ids, recovery_ids, eval_ids)
 
     def ppl(model: Any) -> dict[str, Any]:
         return perplexity(model, eval_ids, seq_len=seq_len, stride=stride)
@@ -79,6 +95,7 @@ def llm_job(
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        preflight("llm", model, config, calib_ids)  # bad settings fail before the dense pass
         if eval_ids is not None:
             dense = ppl(model)
         report = prune_(model, config, calibration=calib_ids, recovery=recovery_ids)

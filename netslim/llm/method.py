@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from netslim.core.registry import MethodSpec, PruneContext
 from netslim.llm.config import LLMPrune
-from netslim.llm.prune import prune_model
+from netslim.llm.prune import prune_model, validate
 
 
 def prune_llm(model: nn.Module, config: LLMPrune, ctx: PruneContext) -> dict[str, Any]:
@@ -20,4 +20,10 @@ def prune_llm(model: nn.Module, config: LLMPrune, ctx: PruneContext) -> dict[str
     return prune_model(model, config, calibration, ctx.extras.get("recovery"))
 
 
-METHOD = MethodSpec(handlers={LLMPrune: prune_llm})
+def _preflight(model: nn.Module, config: LLMPrune, calibration: Any) -> None:
+    """Every check ``prune_model`` makes on user input (``validate``), with the calibration
+    ids as the example inputs: the job runs it before its dense perplexity pass."""
+    validate(model, config, calibration)
+
+
+METHOD = MethodSpec(handlers={LLMPrune: prune_llm}, preflight={LLMPrune: _preflight})
