@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -121,11 +120,13 @@ def test_prune_quantize_int8_cli(tmp_path: Path) -> None:
     assert quant["onnx"]["max_abs_diff"] < 1e-4
 
 
-def _run_prune_recipe(tmp_path: Path, prune: str) -> dict:
-    """GOOD up to its prune step, that step's mapping replaced by ``prune``; run, and return
-    the recipe report (the model is in ``tmp_path/out/model``)."""
+def _run_prune_recipe(tmp_path: Path, prune: str, settings: str = "") -> dict:
+    """GOOD up to its prune step, that step's mapping replaced by ``prune`` and ``settings``
+    lines added to the top-level ones; run, and return the recipe report (the model is in
+    ``tmp_path/out/model``)."""
     path = tmp_path / "recipe.yaml"
     text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
+    text = text.replace("batch_size: 64\n", f"batch_size: 64\n{settings}")
     path.write_text(text.replace("method: unstructured, ratio: 0.9", prune))
     run_recipe(parse_recipe(path.read_text(), str(path)))
     return json.loads((tmp_path / "out" / "recipe_report.json").read_text())
@@ -204,10 +205,10 @@ def test_recipe_prune_steps_are_checked_before_the_first_step(tmp_path: Path, mo
         _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5, freeze: [fc9]")
     with pytest.raises(NetslimError, match=r"line 9: prune: no removable block"):
         _run_prune_recipe(tmp_path, "method: layer, remove: 1")
-    shape = "batch_size: 64\nexample_shape: [1, 3, 32, 32]"
-    monkeypatch.setattr(sys.modules[__name__], "GOOD", GOOD.replace("batch_size: 64", shape))
     with pytest.raises(ConfigError, match=r"example input 1,3,32,32 does not fit .*example_shape"):
-        _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5")
+        _run_prune_recipe(
+            tmp_path, "method: channel, ratio: 0.5", "example_shape: [1, 3, 32, 32]\n"
+        )
     assert trained == [] and not (tmp_path / "out").exists()
 
 
