@@ -30,7 +30,7 @@ from netslim.structural.latency_alloc import (
     floor_note,
     value_curve,
 )
-from netslim.structural.latency_table import Dim, build_table, grid, lookup
+from netslim.structural.latency_table import Dim, LatencyTable, Layer, build_table, grid, lookup
 from netslim.structural.op_timing import OpShape, Target
 
 
@@ -427,6 +427,60 @@ def test_allocation_matches_exhaustive_search_on_two_groups(fake_clock) -> None:
         )
         assert alloc.value == pytest.approx(best)
         assert min(alloc.counts.values()) >= low
+
+
+def _chain_table(rng: random.Random, groups: int, size: int = 16) -> LatencyTable:
+    """A chain of layers, each group the output of one and the input of the next, with random
+    full times, per-call overheads and staircases (steps of 1, 2 or 4 channels)."""
+    sizes = {f"g{i}": size for i in range(groups)}
+    layers = []
+    for i in range(groups + 1):
+        full = rng.uniform(0.5, 5.0)
+        overhead = rng.uniform(0.0, 0.3) * full
+        step = rng.choice([1, 2, 4])
+        line = {w: overhead + (full - overhead) * -(-w // step) * step / size for w in grid(size)}
+        layers.append(
+            Layer(
+                f"l{i}", None,
+                Dim(size, 0, {f"g{i - 1}": 1.0}) if i else Dim(3, 3),
+                Dim(size, 0, {f"g{i}": 1.0}) if i < groups else Dim(10, 10),
+                False, 1,
+                in_line=dict(line) if i else {}, out_line=dict(line) if i < groups else {},
+                full_ms=full, overhead=overhead,
+            )
+        )  # fmt: skip
+    return LatencyTable(Target(), layers, sizes, remainder_fixed=0.1)
+
+
+def test_allocation_is_near_the_exhaustive_optimum_on_coupled_staircases() -> None:
+    """Each layer's time depends on the widths on both sides, through staircases: the
+    knapsack on linearised costs, refined in rounds, kept 0.89 of the best value in one of
+    these cases and under 0.98 in four (before 2026-12-02)."""
+    ratios = []
+    for seed in range(100):
+        rng = random.Random(seed)
+        table = _chain_table(rng, rng.choice([2, 3]))
+        gen = torch.Generator().manual_seed(seed)
+        skew = rng.choice([1, 3, 6])
+        values = {
+            g: value_curve(torch.rand(n, generator=gen) ** skew * rng.uniform(0.2, 3))
+            for g, n in table.sizes.items()
+        }
+        widths = {g: list(range(4, n + 1)) for g, n in table.sizes.items()}  # floor: a quarter
+        budget = table.predict() * rng.uniform(0.25, 0.8)
+        feasible = [
+            sum(float(values[g][w - 1]) for g, w in zip(widths, pick, strict=True))
+            for pick in itertools.product(*widths.values())
+            if table.predict(dict(zip(widths, pick, strict=True))) <= budget
+        ]
+        if not feasible:
+            continue
+        alloc = allocate(table, values, budget)
+        assert alloc.predicted_ms <= budget + 1e-9
+        ratios.append(alloc.value / max(feasible))
+    assert len(ratios) > 80
+    assert min(ratios) >= 0.975
+    assert sum(ratios) / len(ratios) >= 0.999
 
 
 def test_a_tight_budget_keeps_the_floor_of_every_group(fake_clock) -> None:

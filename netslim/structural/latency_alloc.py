@@ -5,13 +5,12 @@ Each group chooses one kept width among the fast ends of its cost staircase (mul
 group as global ranking does); its cost is the predicted time of the layers it touches.
 
 A conv's time depends on *two* groups (input and output width), so the cost does not split
-into a sum over groups. It is solved by rounds of a linearisation: with every other group at
-its current width, each group is charged an equal share of each layer it touches (the whole
-layer when it is the layer's only variable group) plus its part of the remainder; the knapsack
-is solved on those costs; the widths move; the exact (pairwise) predicted time of the new
-widths tells how far the linearised budget was off, and the next round's knapsack budget is
-corrected by that much. The best feasible round is then topped up (or, when none fitted, cut
-down) greedily by exact cost, one width step at a time, best value per ms first.
+into a sum over groups. Three starts are each refined by exact cost and the best kept: the
+knapsack on costs linearised at the whole widths (each group charged an equal share of each
+layer it touches), its Lagrangian relaxation solved with the exact pairwise costs by
+coordinate ascent at a bisected price per ms, and the best uniform fraction. The refinement
+cuts (least value lost per ms saved) until the exact prediction fits, grows (most value per
+ms) while it still fits, then exchanges a step of one group for what the others can buy.
 """
 
 from __future__ import annotations
@@ -136,7 +135,7 @@ class Allocation:
     counts: dict[str, int]
     predicted_ms: float
     value: float
-    rounds: list[dict[str, Any]] = field(default_factory=list)
+    starts: list[dict[str, Any]] = field(default_factory=list)  # each start, refined
     note: str | None = None
     min_fraction: float = MIN_KEEP_FRACTION
 
@@ -210,7 +209,6 @@ def allocate(
     *,
     round_to: int = 1,
     fixed: dict[str, int] | None = None,
-    rounds: int = 8,
     min_fraction: float = MIN_KEEP_FRACTION,
 ) -> Allocation:
     """Counts per group (the keys of ``values``) with predicted time <= ``budget_ms`` and the
@@ -222,50 +220,126 @@ def allocate(
     floor = {g: min_keep(sizes[g], round_to, min_fraction) for g in free}
     cands = {g: candidate_widths(sizes[g], round_to, floor[g]) for g in free}
     val = {g: values[g].tolist() for g in free}
+    whole = {**sizes, **fixed}
 
     def value_of(counts: dict[str, int]) -> float:
         return sum(val[g][counts[g] - 1] for g in free)
 
-    state = _State(table, {**{g: sizes[g] for g in sizes}, **fixed})
-    history: list[dict[str, Any]] = []
-    best: dict[str, int] | None = None
-    best_value = -1.0
-    dp_budget = budget_ms
-    for r in range(rounds):
-        opts_w, opts_v, opts_c = [], [], []
-        for g in free:
-            ws = cands[g]
-            cs = [state.share_cost(g, w) for w in ws]
-            keep = fast_end(ws, cs)
-            opts_w.append([ws[i] for i in keep])
-            opts_v.append([val[g][ws[i] - 1] for i in keep])
-            opts_c.append([cs[i] for i in keep])
-        const = state.total() - sum(state.share_cost(g, state.counts[g]) for g in free)
-        picks = mckp(opts_v, opts_c, dp_budget - const)
-        if picks is None:
-            picks = [min(range(len(c)), key=c.__getitem__) for c in opts_c]
-        for g, ws, j in zip(free, opts_w, picks, strict=True):
-            state.move(g, ws[j])
-        total = state.total()
-        value = value_of(state.counts)
-        history.append({"round": r, "predicted_ms": total, "knapsack_budget_ms": dp_budget})
-        if total <= budget_ms and value > best_value:
-            best, best_value = dict(state.counts), value
-        dp_budget += budget_ms - total
-    uniform = _best_uniform(table, free, cands, val, budget_ms, {**sizes, **fixed})
-    if uniform is not None and value_of(uniform) > best_value:
-        best, best_value = uniform, value_of(uniform)
-        history.append({"round": "uniform", "predicted_ms": table.predict(uniform)})
-    if best is not None:
-        state = _State(table, best)
-    _repair(state, free, cands, val, budget_ms)
-    _exchange(state, free, cands, val, budget_ms)
-    counts = {g: state.counts[g] for g in values}
-    total = state.total()
-    note = None
-    if total > budget_ms * (1 + 1e-9):
-        note = _unreachable(total, budget_ms)
-    return Allocation(counts, total, value_of(state.counts), history, note, min_fraction)
+    starts = {
+        "knapsack": _knapsack_start(table, free, cands, val, budget_ms, whole),
+        "lagrangian": _lagrangian_start(table, free, cands, val, budget_ms, whole),
+        "uniform": _best_uniform(table, free, cands, val, budget_ms, whole),
+    }
+    best: tuple[bool, float] | None = None
+    tried: list[dict[str, Any]] = []
+    for name, counts in starts.items():
+        if counts is None:  # no uniform fraction fits
+            continue
+        state = _State(table, counts)
+        _repair(state, free, cands, val, budget_ms)
+        _exchange(state, free, cands, val, budget_ms)
+        total, value = state.total(), value_of(state.counts)
+        tried.append({"start": name, "predicted_ms": total, "value": value})
+        fits = total <= budget_ms * (1 + 1e-9)
+        rank = (fits, value if fits else -total)  # else the fastest: the note says how far
+        if best is None or rank > best:
+            best, chosen = rank, state
+    assert best is not None  # the knapsack and Lagrangian starts always give widths
+    counts = {g: chosen.counts[g] for g in values}
+    total = chosen.total()
+    note = None if best[0] else _unreachable(total, budget_ms)
+    return Allocation(counts, total, value_of(chosen.counts), tried, note, min_fraction)
+
+
+def _knapsack_start(
+    table: LatencyTable,
+    free: list[str],
+    cands: dict[str, list[int]],
+    val: dict[str, list[float]],
+    budget: float,
+    whole: dict[str, int],
+) -> dict[str, int]:
+    """The multiple-choice knapsack over each group's fast ends, its costs linearised at the
+    whole widths (each group charged an equal share of the layers it touches). The shares
+    under-count what cutting both widths of a layer saves, so this start tends to cut deeper
+    than the budget needs; the repair grows it back by exact cost."""
+    state = _State(table, whole)
+    opts_w, opts_v, opts_c = [], [], []
+    for g in free:
+        ws = cands[g]
+        cs = [state.share_cost(g, w) for w in ws]
+        keep = fast_end(ws, cs)
+        opts_w.append([ws[i] for i in keep])
+        opts_v.append([val[g][ws[i] - 1] for i in keep])
+        opts_c.append([cs[i] for i in keep])
+    const = state.total() - sum(state.share_cost(g, whole[g]) for g in free)
+    picks = mckp(opts_v, opts_c, budget - const)
+    if picks is None:  # nothing fits even linearised: the cheapest option of every group
+        picks = [min(range(len(c)), key=c.__getitem__) for c in opts_c]
+    return {**whole, **{g: ws[j] for g, ws, j in zip(free, opts_w, picks, strict=True)}}
+
+
+LAGRANGE_STEPS = 16
+"""Bisection steps on the price of a millisecond (its bracket is first found by doubling)."""
+SWEEPS = 6
+"""Coordinate-ascent passes over the groups at one price (most settle in two or three)."""
+STILL = 8
+"""Doublings of the price that leave every width as it was before the target counts as out of
+reach (a cut waits for its price: one doubling that moves nothing says little)."""
+
+
+def _lagrangian_start(
+    table: LatencyTable,
+    free: list[str],
+    cands: dict[str, list[int]],
+    val: dict[str, list[float]],
+    budget: float,
+    whole: dict[str, int],
+) -> dict[str, int]:
+    """The knapsack's Lagrangian relaxation with exact costs: at a price ``lam`` per ms, every
+    group in turn takes the width that maximises its value minus ``lam`` times the exact change
+    of the predicted time, the other groups at their current widths (coordinate ascent, which
+    sees that cutting a layer's input and output together saves their product). The price is
+    bisected to the lowest one whose widths fit. The linearised knapsack alone, re-solved in
+    rounds with its budget corrected by each round's exact error (before 2026-12-02), swung
+    between widths far under and far over the budget."""
+
+    def solve(lam: float) -> _State:
+        state = _State(table, whole)
+        for _ in range(SWEEPS):
+            moved = False
+            for g in free:
+                here = state.counts[g]
+                pick, score = here, val[g][here - 1]
+                for w in cands[g]:
+                    if w != here:
+                        gain = val[g][w - 1] - lam * state.delta(g, w)
+                        if gain > score + 1e-12:
+                            pick, score = w, gain
+                if pick != here:
+                    state.move(g, pick)
+                    moved = True
+            if not moved:
+                break
+        return state
+
+    lo, hi = 0.0, max(sum(v[-1] for v in val.values()), 1e-9) / max(budget, 1e-9)
+    state, still = solve(hi), 0
+    while state.total() > budget:  # double the price until the widths fit
+        lo, hi = hi, 2 * hi
+        state, before = solve(hi), state
+        still = still + 1 if state.counts == before.counts else 0
+        if still == STILL:
+            return dict(state.counts)  # out of reach: the fastest widths it found
+    best = state
+    for _ in range(LAGRANGE_STEPS):
+        mid = (lo + hi) / 2
+        state = solve(mid)
+        if state.total() <= budget:
+            hi, best = mid, state
+        else:
+            lo = mid
+    return dict(best.counts)
 
 
 def _unreachable(predicted_ms: float, budget_ms: float) -> str:
@@ -364,7 +438,7 @@ def _exchange(
     passes: int = 4,
 ) -> None:
     """Local search by exact cost: narrow one group by a step and refill greedily; keep the
-    exchange when the kept value grows (escapes what the linearised rounds got stuck on)."""
+    exchange when the kept value grows (escapes where a start got stuck)."""
 
     def value() -> float:
         return sum(val[g][state.counts[g] - 1] for g in free)
@@ -372,11 +446,11 @@ def _exchange(
     for _ in range(passes):
         improved = False
         for g in free:
-            smaller = [w for w in cands[g] if w < state.counts[g]]
-            if not smaller:
+            smaller = _next_cut(state, g, cands[g])
+            if smaller is None:
                 continue
             before, saved = value(), dict(state.counts)
-            state.move(g, smaller[-1])
+            state.move(g, smaller)
             _repair(state, [h for h in free if h != g], cands, val, budget)
             if value() > before + 1e-12 and state.total() <= budget:
                 improved = True
@@ -386,6 +460,16 @@ def _exchange(
                     state.move(h, w)
         if not improved:
             return
+
+
+def _next_cut(state: _State, gid: str, widths: list[int]) -> int | None:
+    """The widest of ``widths`` below ``gid``'s current width that saves time: one step down
+    inside a staircase's flat part saves nothing, and a search that only looked one step down
+    stopped there, over the budget, with faster widths a few steps further."""
+    for w in reversed(widths):
+        if w < state.counts[gid] and state.delta(gid, w) < 0:
+            return w
+    return None
 
 
 def _repair(
@@ -404,8 +488,7 @@ def _repair(
         if up:
             bigger = [w for w in ws if w > cur]
             return bigger[0] if bigger else None
-        smaller = [w for w in ws if w < cur]
-        return smaller[-1] if smaller else None
+        return _next_cut(state, g, cands[g])
 
     total = state.total()
     while total > budget:
@@ -415,8 +498,6 @@ def _repair(
             if w is None:
                 continue
             saved = -state.delta(g, w)
-            if saved <= 0:
-                continue
             lost = val[g][state.counts[g] - 1] - val[g][w - 1]
             ratio = lost / saved
             if best is None or ratio < best[0]:
@@ -587,7 +668,7 @@ def plan_counts(
         info["warning"] = warning
     info["fit"] = table.calibration.get("fit")
     info["predicted_ms"] = alloc.predicted_ms * correction
-    info["rounds"] = alloc.rounds
+    info["starts"] = alloc.starts
     info["min_keep_fraction"] = alloc.min_fraction
     lowered = floor_note(alloc)
     if lowered:
