@@ -202,6 +202,23 @@ class _State:
             self.layer_t[i] = t.layers[i].time_at(self.counts, t.sizes)
 
 
+@dataclass
+class _Problem:
+    """One allocation as every start reads it: the free groups, their candidate widths and
+    value curves (``val[g][k - 1]``: value of keeping ``k``), the budget, and the widths of
+    the groups not being chosen (``whole``: every group's size, fixed counts over it)."""
+
+    table: LatencyTable
+    free: list[str]
+    cands: dict[str, list[int]]
+    val: dict[str, list[float]]
+    budget: float
+    whole: dict[str, int]
+
+    def value_of(self, counts: dict[str, int]) -> float:
+        return sum(self.val[g][counts[g] - 1] for g in self.free)
+
+
 def allocate(
     table: LatencyTable,
     values: dict[str, torch.Tensor],
@@ -220,15 +237,12 @@ def allocate(
     floor = {g: min_keep(sizes[g], round_to, min_fraction) for g in free}
     cands = {g: candidate_widths(sizes[g], round_to, floor[g]) for g in free}
     val = {g: values[g].tolist() for g in free}
-    whole = {**sizes, **fixed}
-
-    def value_of(counts: dict[str, int]) -> float:
-        return sum(val[g][counts[g] - 1] for g in free)
-
+    problem = _Problem(table, free, cands, val, budget_ms, {**sizes, **fixed})
+    value_of = problem.value_of
     starts = {
-        "knapsack": _knapsack_start(table, free, cands, val, budget_ms, whole),
-        "lagrangian": _lagrangian_start(table, free, cands, val, budget_ms, whole),
-        "uniform": _best_uniform(table, free, cands, val, budget_ms, whole),
+        "knapsack": _knapsack_start(problem),
+        "lagrangian": _lagrangian_start(problem),
+        "uniform": _best_uniform(problem),
     }
     best: tuple[bool, float] | None = None
     tried: list[dict[str, Any]] = []
@@ -251,18 +265,12 @@ def allocate(
     return Allocation(counts, total, value_of(chosen.counts), tried, note, min_fraction)
 
 
-def _knapsack_start(
-    table: LatencyTable,
-    free: list[str],
-    cands: dict[str, list[int]],
-    val: dict[str, list[float]],
-    budget: float,
-    whole: dict[str, int],
-) -> dict[str, int]:
+def _knapsack_start(p: _Problem) -> dict[str, int]:
     """The multiple-choice knapsack over each group's fast ends, its costs linearised at the
     whole widths (each group charged an equal share of the layers it touches). The shares
     under-count what cutting both widths of a layer saves, so this start tends to cut deeper
     than the budget needs; the repair grows it back by exact cost."""
+    table, free, cands, val, budget, whole = p.table, p.free, p.cands, p.val, p.budget, p.whole
     state = _State(table, whole)
     opts_w, opts_v, opts_c = [], [], []
     for g in free:
@@ -288,14 +296,7 @@ STILL = 8
 reach (a cut waits for its price: one doubling that moves nothing says little)."""
 
 
-def _lagrangian_start(
-    table: LatencyTable,
-    free: list[str],
-    cands: dict[str, list[int]],
-    val: dict[str, list[float]],
-    budget: float,
-    whole: dict[str, int],
-) -> dict[str, int]:
+def _lagrangian_start(p: _Problem) -> dict[str, int]:
     """The knapsack's Lagrangian relaxation with exact costs: at a price ``lam`` per ms, every
     group in turn takes the width that maximises its value minus ``lam`` times the exact change
     of the predicted time, the other groups at their current widths (coordinate ascent, which
@@ -303,6 +304,7 @@ def _lagrangian_start(
     bisected to the lowest one whose widths fit. The linearised knapsack alone, re-solved in
     rounds with its budget corrected by each round's exact error (before 2026-12-02), swung
     between widths far under and far over the budget."""
+    table, free, cands, val, budget, whole = p.table, p.free, p.cands, p.val, p.budget, p.whole
 
     def solve(lam: float) -> _State:
         state = _State(table, whole)
@@ -405,24 +407,18 @@ def floor_note(alloc: Allocation) -> str | None:
     )
 
 
-def _best_uniform(
-    table: LatencyTable,
-    free: list[str],
-    cands: dict[str, list[int]],
-    val: dict[str, list[float]],
-    budget: float,
-    start: dict[str, int],
-) -> dict[str, int] | None:
+def _best_uniform(p: _Problem) -> dict[str, int] | None:
     """The largest single fraction of every group (each on its own fast-end grid) that fits:
-    a second starting point, as good as uniform pruning by construction."""
+    a start as good as uniform pruning by construction."""
+    table, free, cands = p.table, p.free, p.cands
     lo, hi, best = 0.0, 1.0, None
     for _ in range(20):
         mid = (lo + hi) / 2
-        counts = dict(start)
+        counts = dict(p.whole)
         for g in free:
             fitting = [w for w in cands[g] if w <= max(1, table.sizes[g] * mid)]
             counts[g] = fitting[-1] if fitting else cands[g][0]
-        if table.predict(counts) <= budget:
+        if table.predict(counts) <= p.budget:
             best, lo = counts, mid
         else:
             hi = mid
