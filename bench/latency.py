@@ -1089,9 +1089,12 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   eager with 1 thread (runs 21:09 at batch 1 and 21:14 at batch 16), and the accuracy table
   (20:02-21:52), come from the AMD host at 32bc5d5, the allocation's present solver (three
   starts; see *How it works*). The other ResNet-50, MobileNetV2, vgg_small and resnet56 rows
-  come from the Intel host with the solver before it (2 threads: runs 15:52 and 15:55; ONNX
-  Runtime, 1 thread: 13:45 and 14:06; 2 threads: 16:04 and 16:11; the small models: 16:23 eager
-  and 16:32 ONNX Runtime), as do the drift table (12:46) and the bound table (14:41); the
+  were re-run on the same AMD host at baf7a8d (the same solver) in runs 23:53 (eager, 2
+  threads), 00:03 (ONNX Runtime, 1 and 2 threads), 00:53 and 00:56 (the small models), alone;
+  the items *Eager, 2 threads* and *ONNX Runtime* further down still quote the Intel host's
+  runs with the earlier solver (15:52, 15:55, 13:45, 14:06, 16:04, 16:11; page history) and
+  the item *The AMD re-runs* gives what changed. The drift table (12:46) and the bound table
+  (14:41) come from the Intel host with the earlier solver; the
   ViT-B/16 rows (runs 19:48 and 19:51 of 2026-12-01, 03:32 to 08:56 of 2026-12-02) and the
   allocator table (d16f7d3) come from the AMD hosts with that earlier solver. One run of the
   whole matrix takes about five hours.
@@ -1167,7 +1170,17 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   importance as its objective: the accuracy bar is about what the model keeps. Bound runs before
   c8f5ad2 timed copies of a model that an earlier 2x plan had already pruned in place; they are
   void.
-- Eager, 2 threads (runs 15:52 at batch 1 and 15:55 at batch 16). At the same MACs the latency
+- The AMD re-runs (23:53 to 01:18, at baf7a8d, alone). Speed-up per MACs reduction at 2x / 3x:
+  eager with 2 threads ResNet-50 0.81 / 0.58 at batch 1 and 1.06 / 0.98 at batch 16,
+  MobileNetV2 0.26 / 0.20 and 0.89 / 0.61 (its 3x plan at batch 1 reached 2.27x, 0.76 of the
+  target, at 11.5x fewer MACs); ONNX Runtime with 1 thread ResNet-50 0.97 / 0.95 and 1.01 /
+  1.00, MobileNetV2 0.80 / 0.70 and 0.89 / 0.74; with 2 threads ResNet-50 0.91 / 0.69 and 0.99 /
+  0.97, MobileNetV2 0.88 / 0.86 (its 2x plan ran 2.66x, over the target) and 0.82 / 0.58. The
+  bars read the eager 1-thread rows; on ONNX Runtime with 1 thread ResNet-50 meets the 0.95 at
+  both batches and targets. The three items below (eager 2 threads, ONNX Runtime with 1 and
+  with 2 threads) are the Intel host's runs with the earlier
+  solver; the table above shows the AMD rows.
+- Eager, 2 threads (Intel host, runs 15:52 at batch 1 and 15:55 at batch 16; page history). At the same MACs the latency
   plans were the fastest variant in seven of eight cells: ResNet-50 at batch 1 1.93x / 2.93x
   against 1.72x / 2.46x for uniform round_to=8 (the faster Torch-Pruning variant), at batch 16
   2.02x / 2.90x against 1.60x / 2.66x; MobileNetV2 at batch 1 1.87x at 2x against 1.64x, and at
@@ -1182,7 +1195,7 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   layout only when its channels are whole blocks of 8 (16 with AVX-512); a plan's odd widths
   take convs out of that layout inside the graph, which no layer timed alone shows. So a plan
   under an ONNX Runtime target keeps whole blocks (`width_multiple`, joined with `round_to`).
-  With 1 thread (runs 13:45 and 14:06): at batch 1 speed-up per MACs reduction ResNet-50 0.89 /
+  With 1 thread (Intel host, runs 13:45 and 14:06): at batch 1 speed-up per MACs reduction ResNet-50 0.89 /
   0.85 and MobileNetV2 0.93 / 0.77, against uniform round_to=8 ResNet-50 2.00x / 2.87x against
   1.96x / 3.05x (with 2.31x / 3.49x fewer MACs for uniform, 2.24x / 3.37x for the plans),
   MobileNetV2 2.00x / 2.93x against 1.85x / 2.52x: ahead but for ResNet-50 at 3x. At batch 16
@@ -1191,7 +1204,7 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   2.21x, Torch-Pruning global 1.28x / 1.77x and 0.91x / 0.99x). ONNX Runtime with 1 thread meets
   the efficiency bars in four of the eight cells (ResNet-50 at batch 16, MobileNetV2 at 2x); the
   bars read the eager rows.
-- ONNX Runtime, 2 threads (runs 16:04 at batch 1 and 16:11 at batch 16). At the same MACs the
+- ONNX Runtime, 2 threads (Intel host, runs 16:04 at batch 1 and 16:11 at batch 16). At the same MACs the
   latency plans were the fastest variant in seven of eight cells: ResNet-50 at batch 1 1.91x at
   2x against 1.87x for uniform round_to=8, at batch 16 2.00x / 3.02x against 1.78x / 2.83x;
   MobileNetV2 at batch 1 2.13x / 2.98x against 1.70x / 2.31x, at batch 16 2.06x / 2.66x against
