@@ -726,6 +726,21 @@ def test_onnxruntime_missing_is_one_clear_error(monkeypatch) -> None:
     assert "onnxruntime is not installed" in messages[0]
 
 
+def test_onnxruntime_sessions_do_not_spin() -> None:
+    """Sessions timed side by side must not spin after a run (a spinning worker of the idle
+    session takes a core from the running one), and tables timed before that are not reused."""
+    pytest.importorskip("onnxruntime")
+    from netslim.export.onnx import SPIN_CONFIG, session
+
+    data, _ = op_timing._onnx_graph(OpShape("linear", 12, 5, 3, (4,)))
+    for threads in (1, 2):
+        options = session(data, threads).get_session_options()
+        assert options.get_session_config_entry(SPIN_CONFIG) == "0"
+        assert options.intra_op_num_threads == threads
+    assert "nospin" in Target("onnxruntime", 2).key()
+    assert "nospin" not in Target("torch", 2).key()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_cuda_runtime_times_a_layer() -> None:
     op = OpShape("conv", 16, 32, 2, (8, 8), (3, 3), (1, 1), (1, 1), (1, 1))

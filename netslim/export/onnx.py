@@ -49,13 +49,24 @@ def require_onnxruntime():
     return onnxruntime
 
 
+SPIN_CONFIG = "session.intra_op.allow_spinning"
+
+
 def session(model: str | os.PathLike | bytes, threads: int = 1):
     """An onnxruntime CPU session of ``model`` (a path, or a serialized model's bytes) with
-    ``threads`` intra-op threads and one inter-op thread: latency depends on them."""
+    ``threads`` intra-op threads and one inter-op thread: latency depends on them.
+
+    Worker threads do not spin after a run. netslim times sessions side by side (a pruned
+    model paired with its dense one, a table's layers one after another), and a spinning
+    worker of the session that has just finished takes a core from the one running: with 2
+    threads on 2 cores, paired ratios of a model to its own copy spread over 0.69-1.46 with
+    spinning and 1.013-1.016 without (docs/latency.md). Without spinning, a session alone runs
+    a few percent slower: the times netslim predicts and measures are of that setting."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry(SPIN_CONFIG, "0")
     options.log_severity_level = 3
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -89,7 +89,7 @@ class Target:
             f"torch{torch.__version__}",
         ]
         if self.runtime == "onnxruntime":
-            parts.append(f"ort{_ort_version()}")
+            parts.append(f"ort{_ort_version()}|nospin")  # tables before this spun (onnx.session)
         if self.runtime == "cuda" and torch.cuda.is_available():
             parts.append(torch.cuda.get_device_name(0))
         if allocator() != "system":  # freed memory kept or not: eager CPU times differ 2x
