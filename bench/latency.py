@@ -1085,19 +1085,18 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   timed the row; the list at the top gives each run's commit, scope, host and load. Every run
   ran alone on a shared virtual machine with 2 cores, every table built in an empty cache
   directory. Two hosts: an AMD EPYC (AVX2) and an Intel Xeon (AVX-512 and AMX; `Intel(R)
-  Xeon(R) Processor` in the machine line). The rows the bars read, ResNet-50 and MobileNetV2
-  eager with 1 thread (runs 21:09 at batch 1 and 21:14 at batch 16), and the accuracy table
-  (20:02-21:52), come from the AMD host at 32bc5d5, the allocation's present solver (three
-  starts; see *How it works*). The other ResNet-50, MobileNetV2, vgg_small and resnet56 rows
-  were re-run on the same AMD host at baf7a8d (the same solver) in runs 23:53 (eager, 2
-  threads), 00:03 (ONNX Runtime, 1 and 2 threads), 00:53 and 00:56 (the small models), alone;
-  the items *Eager, 2 threads* and *ONNX Runtime* further down still quote the Intel host's
-  runs with the earlier solver (15:52, 15:55, 13:45, 14:06, 16:04, 16:11; page history) and
-  the item *The AMD re-runs* gives what changed. The drift table (12:46) and the bound table
-  (14:41) come from the Intel host with the earlier solver; the
-  ViT-B/16 rows (runs 19:48 and 19:51 of 2026-12-01, 03:32 to 08:56 of 2026-12-02) and the
-  allocator table (d16f7d3) come from the AMD hosts with that earlier solver. One run of the
-  whole matrix takes about five hours.
+  Xeon(R) Processor` in the machine line); every table and row on this page now comes from the
+  AMD host. The rows the bars read, ResNet-50 and MobileNetV2 eager with 1 thread (runs 21:09
+  at batch 1 and 21:14 at batch 16), and the accuracy table (20:02-21:52), ran at 32bc5d5, the
+  allocation's present solver (three starts; see *How it works*). The other ResNet-50,
+  MobileNetV2, vgg_small and resnet56 rows with 1 thread or eager ran at baf7a8d (the same
+  solver) in runs 23:53 (eager, 2 threads), 00:03 (ONNX Runtime, 1 and 2 threads), 00:53 and
+  00:56 (the small models). Every ONNX Runtime row with 2 threads was re-run at b7da0b1 (*ONNX
+  Runtime's thread pool*, below): runs 03:37 (ResNet-50 and MobileNetV2), 04:00 (the small
+  models) and 04:10 (ViT-B/16) of 2026-12-03. The drift table (03:14) and the bound table
+  (03:18) ran at c35b4b7 (the same solver). The ViT-B/16 rows with 1 thread or eager (runs
+  19:48 and 19:51 of 2026-12-01, 03:32 to 08:56 of 2026-12-02) and the allocator table (d16f7d3)
+  come from the earlier solver. One run of the whole matrix takes about five hours.
 - How a row is timed. Every variant is timed paired with the dense model, in palindromic rounds
   (the cheaper of the two called before and after the costlier), and its speed-up is the median
   of the rounds' time ratios. A plan's report takes its measurement from the plan's check, the
@@ -1129,11 +1128,12 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   +0.1%; the plans' own checks, timed paired at planning, measured 63.64 ms for 63.65 predicted
   (2x) and 42.89 for 42.44 (3x). MobileNetV2 moved +6% and came within -7.5% / -7.8% in ms. On
   the Intel host (run 12:50, page history) the dense models had moved +3% / +9% and all four
-  predictions came within 10% in ms. *How much the machine moves* (run 12:46, Intel host, 90 s,
-  nothing else running): the dense ResNet-50 read 80.78-89.43 ms and MobileNetV2 17.28-20.41
-  ms, the 2x plans' paired ratios 0.487-0.508 and 0.501-0.526: a paired ratio itself moves by
-  4-5% in 90 s, about the 5% the reach bar allows. On the AMD hosts the same probe had spanned
-  0.493-0.563 (run 11:31, page history).
+  predictions came within 10% in ms. *How much the machine moves* (run 03:14 of 2026-12-03, AMD
+  host, 90 s a model, nothing else running): the dense ResNet-50 read 119.76-130.67 ms (+9%) and
+  MobileNetV2 18.79-20.25 ms (+8%), the 2x plans' paired ratios 0.485-0.518 (+7%) and
+  0.494-0.521 (+5%): a paired ratio itself moves by 5-7% in 90 s, about the 5% the reach bar
+  allows. The Intel host's run 12:46 (page history) had spanned +11% / +18% in ms and +4% / +5%
+  in paired ratio.
 - Speed-up per MACs reduction, eager, 1 thread (the bars; AMD host, present solver). Run 21:09
   (batch 1): ResNet-50 0.84 / 0.76, MobileNetV2 0.42 / 0.13. Run 21:14 (batch 16): ResNet-50
   1.04 / 0.95 (both met), its plans the fastest at their MACs (2.02x against 1.74x for uniform
@@ -1154,84 +1154,104 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   to MACs (per-op overhead, depthwise convolutions) a time target removes more MACs than the
   speed-up it buys. Compare the variants' speed-ups at equal MACs in the table, and the
   speed-up reached against the target.
-- What the allocation can do about it (`--part bound`, run 14:41 at c8f5ad2, alone; the Intel
-  host and the earlier solver, one solve per value, no plan checks). Every plan
-  is made on a copy of the dense model; its predictions came within -7.5% to +2.5% of the times
-  measured. ResNet-50 at batch 16: importance is the best value (1.06 at 2x, 1.11 at 3x; with
-  MACs in the value 0.85-0.93). ResNet-50 at batch 1: every value gives 0.83-0.84 at 2x and
-  0.73-0.77 at 3x, so no allocation of this table reaches 0.95: the runtime runs narrower
-  convolutions at fewer MACs a second, whatever the widths chosen. MobileNetV2: MACs in the
-  value moves the efficiency a lot at 2x (batch 1: 0.54 with importance, 0.86 half each, 0.90
-  MACs alone; batch 16: 0.68, 1.16, 1.19) and less at 3x (batch 1: 0.26, 0.53, 0.52; batch 16:
-  0.39, 0.62, 0.62), while keeping less of the normalised importance (2x, batch 1: 0.72 and 0.58
-  against 0.89; batch 16: 0.81 and 0.80 against 0.92). A value mixing MACs into importance would
-  meet the MobileNetV2 bars at 2x on this host, but not at 3x, nor ResNet-50's at batch 1;
-  whether it keeps the accuracy bar would need the accuracy part run with it. netslim keeps
-  importance as its objective: the accuracy bar is about what the model keeps. Bound runs before
+- What the allocation can do about it (`--part bound`, run 03:18 of 2026-12-03 at c35b4b7,
+  alone; the AMD host and the present solver, one solve per value, no plan checks). Every plan
+  is made on a copy of the dense model; its predictions came within -3.9% to +4.4% of the times
+  measured. ResNet-50 at batch 16: 1.05 / 0.98 at 2x / 3x with importance, 1.04 / 1.00 half
+  each, 1.02 / 0.92 with MACs alone. ResNet-50 at batch 1: 0.90 / 0.77 with importance, 0.946 /
+  0.84 half each, 0.98 / 0.85 with MACs alone. The bar row's 2x plan (run 21:09) read 0.84 where
+  this first solve reads 0.90: its first check measured 10.6% over its prediction while the
+  dense model moved, so it re-solved for a tighter budget and removed more (2.27x against 2.18x
+  fewer MACs). MobileNetV2 at batch 1: 0.42 / 0.15 with importance, 0.48 / 0.17 half each, 0.66
+  / 0.20 with MACs alone: per-op and depthwise time, not the choice of widths, keep it far under
+  0.90 on this host. MobileNetV2 at batch 16: 0.88 / 0.63, 1.09 / 0.77, 1.25 / 1.04. Valuing
+  MACs alone would meet ResNet-50's batch-1 bar at 2x and MobileNetV2's batch-16 bars, keeping
+  0.626 of the normalised importance (against 0.830 with importance alone) and 0.835 / 0.497
+  (against 0.955 / 0.861); half each meets MobileNetV2's at batch 16, 2x only (0.923 kept). No
+  value of this table meets ResNet-50's at batch 1, 3x, or MobileNetV2's at batch 1. Whether a
+  value mixing MACs in keeps the accuracy bar would need the accuracy part run
+  with it. netslim keeps importance as its objective: the accuracy bar is about what the model
+  keeps. The Intel host's run 14:41 with the earlier solver (page history) had given the same
+  picture (ResNet-50 at batch 1 0.83-0.84 / 0.73-0.77 for every value). Bound runs before
   c8f5ad2 timed copies of a model that an earlier 2x plan had already pruned in place; they are
   void.
-- The AMD re-runs (23:53 to 01:18, at baf7a8d, alone). Speed-up per MACs reduction at 2x / 3x:
-  eager with 2 threads ResNet-50 0.81 / 0.58 at batch 1 and 1.06 / 0.98 at batch 16,
-  MobileNetV2 0.26 / 0.20 and 0.89 / 0.61 (its 3x plan at batch 1 reached 2.27x, 0.76 of the
-  target, at 11.5x fewer MACs); ONNX Runtime with 1 thread ResNet-50 0.97 / 0.95 and 1.01 /
-  1.00, MobileNetV2 0.80 / 0.70 and 0.89 / 0.74; with 2 threads ResNet-50 0.91 / 0.69 and 0.99 /
-  0.97, MobileNetV2 0.88 / 0.86 (its 2x plan ran 2.66x, over the target) and 0.82 / 0.58. The
-  bars read the eager 1-thread rows; on ONNX Runtime with 1 thread ResNet-50 is at 0.95 or above
-  in three of four cells (batch 1 at 3x: 0.947, 2.88x at 3.04x fewer MACs). The three items below (eager 2 threads, ONNX Runtime with 1 and
-  with 2 threads) are the Intel host's runs with the earlier
-  solver; the table above shows the AMD rows.
-- Eager, 2 threads (Intel host, runs 15:52 at batch 1 and 15:55 at batch 16; page history). At the same MACs the latency
-  plans were the fastest variant in seven of eight cells: ResNet-50 at batch 1 1.93x / 2.93x
-  against 1.72x / 2.46x for uniform round_to=8 (the faster Torch-Pruning variant), at batch 16
-  2.02x / 2.90x against 1.60x / 2.66x; MobileNetV2 at batch 1 1.87x at 2x against 1.64x, and at
-  batch 16 1.84x against 1.77x. MobileNetV2's 3x plan at batch 1 (2.83x) needed the floor
-  lowered to 1/16 and removed 37.59x the MACs, deeper than Torch-Pruning's variants went (16.57x
-  and 8.93x fewer MACs, 1.85x and 2.19x). The exception is MobileNetV2 at batch 16, 3x: uniform
-  round_to=8 ran 3.36x at 8.93x fewer MACs against the plan's 2.84x at 9.69x. Speed-up per MACs
-  reduction: ResNet-50 0.73 / 0.49 at batch 1 and 1.09 / 0.81 at batch 16, MobileNetV2 0.33 /
-  0.08 and 0.52 / 0.29. The reach was 0.919-1.010; MobileNetV2's 2x plans fell 6.4% (batch 1)
-  and 8.1% (batch 16) short of their targets.
+- Eager, 2 threads (run 23:53). At the same MACs the latency plans were the fastest variant in
+  six of eight cells: ResNet-50 at batch 1 1.96x / 2.88x against 1.79x / 2.79x for uniform
+  round_to=8 (the faster Torch-Pruning variant; at 2.46x / 5.09x fewer MACs against the plans'
+  2.41x / 4.95x), at batch 16 2.04x / 3.03x against 1.77x / 2.59x; MobileNetV2 at batch 16
+  2.09x / 2.98x against 1.73x / 2.78x. The exceptions are MobileNetV2 at batch 1: at 2x uniform
+  round_to=8 ran 2.24x at 8.42x fewer MACs against the plan's 2.08x at 8.08x; at 3x the plan
+  reached 2.27x (0.76 of its target) at 11.54x fewer MACs, uniform round_to=8 2.28x at 8.93x.
+  Speed-up per MACs reduction: ResNet-50 0.81 / 0.58 at batch 1 and 1.06 / 0.98 at batch 16,
+  MobileNetV2 0.26 / 0.20 and 0.89 / 0.61. The other plans reached 0.96-1.05 of their targets.
+  The Intel host's runs 15:52 and 15:55 with the earlier solver (page history) had given
+  ResNet-50 0.73 / 0.49 and 1.09 / 0.81, MobileNetV2 0.33 / 0.08 and 0.52 / 0.29.
 - ONNX Runtime's layout blocks. ONNX Runtime's CPU provider keeps a conv in its blocked NCHWc
   layout only when its channels are whole blocks of 8 (16 with AVX-512); a plan's odd widths
   take convs out of that layout inside the graph, which no layer timed alone shows. So a plan
   under an ONNX Runtime target keeps whole blocks (`width_multiple`, joined with `round_to`).
-  With 1 thread (Intel host, runs 13:45 and 14:06): at batch 1 speed-up per MACs reduction ResNet-50 0.89 /
-  0.85 and MobileNetV2 0.93 / 0.77, against uniform round_to=8 ResNet-50 2.00x / 2.87x against
-  1.96x / 3.05x (with 2.31x / 3.49x fewer MACs for uniform, 2.24x / 3.37x for the plans),
-  MobileNetV2 2.00x / 2.93x against 1.85x / 2.52x: ahead but for ResNet-50 at 3x. At batch 16
-  ResNet-50 0.97 / 0.97 (1.99x for its 2x target, 2.89x for 3x), MobileNetV2 1.07 / 0.82 (2.13x,
-  3.06x), ahead of every variant at the same MACs (uniform round_to=8 1.84x / 2.70x and 1.57x /
-  2.21x, Torch-Pruning global 1.28x / 1.77x and 0.91x / 0.99x). ONNX Runtime with 1 thread meets
-  the efficiency bars in four of the eight cells (ResNet-50 at batch 16, MobileNetV2 at 2x); the
-  bars read the eager rows.
-- ONNX Runtime, 2 threads (Intel host, runs 16:04 at batch 1 and 16:11 at batch 16). At the same MACs the
-  latency plans were the fastest variant in seven of eight cells: ResNet-50 at batch 1 1.91x at
-  2x against 1.87x for uniform round_to=8, at batch 16 2.00x / 3.02x against 1.78x / 2.83x;
-  MobileNetV2 at batch 1 2.13x / 2.98x against 1.70x / 2.31x, at batch 16 2.06x / 2.66x against
-  1.81x / 2.27x. The exception is ResNet-50 at batch 1, 3x: uniform round_to=8 ran 3.39x at 3.89x
-  fewer MACs against the plan's 3.01x at 4.18x. Torch-Pruning global and netslim's MACs
-  allocation, whose widths leave the layout blocks, ran 0.72x-1.32x on MobileNetV2 and
-  1.26x-2.38x on ResNet-50. Speed-up per MACs reduction: ResNet-50 0.92 / 0.72 at batch 1 and
-  0.98 / 0.91 at batch 16, MobileNetV2 0.77 / 0.66 and 0.86 / 0.62. The reach was 0.887-1.067
-  (MobileNetV2's 3x plan at batch 16 the lowest).
-- The small models, eager (run 16:23). At batch 1 per-op overhead sets the time: vgg_small
-  cannot reach 3x with 1 or 2 threads, nor 2x with 2 threads, and resnet56 cannot reach 3x with
-  1 or 2 threads, nor 3x with 2 threads at batch 16. Those plans keep the default floor and say
-  so, at 1.79-2.26x (15.26x fewer MACs for vgg_small, 15.94x for resnet56: every group at a
-  quarter). resnet56's 2x with 2 threads at batch 1 needed the floor lowered (2.05x, 56.3x fewer
-  MACs), and so did vgg_small's 3x with 2 threads at batch 16 (3.15x, 69.6x). Where a target was
-  reached the plans ran at 0.943-1.050 of it. At the same MACs they were faster than
-  Torch-Pruning's global L2 and netslim's MACs allocation in 15 of the 16 cells; the exception is
-  resnet56 at batch 16, 1 thread, 2x (1.89x against 1.92x and 1.91x).
-- The small models, ONNX Runtime (run 16:32). With AVX-512 the layout blocks are 16 channels
-  wide, so vgg_small's and resnet56's 16-channel groups cannot shrink at all and the wider ones
-  only by 16s. Every plan, at 2x and 3x, 1 and 2 threads, batch 1 and 16, is then the same
-  deepest cut (2.41x fewer MACs for vgg_small, 2.24x for resnet56), which ran at 1.29-1.82x: no
-  target was reached (0.44-0.91 of it) and the plans say so. At the same MACs they were still
-  the fastest variant in all 16 cells: uniform round_to=8, whose 8-channel widths leave the
-  layout blocks, ran 0.90-1.54x, Torch-Pruning global 0.55-0.90x and netslim's MACs allocation
-  0.67-1.15x. Allowing 8-wide cuts where the whole-model check shows they pay is the next thing
-  to try.
+  With 1 thread (run 00:03): ResNet-50 at batch 1 ran 1.95x / 2.88x against 1.95x / 2.99x for
+  uniform round_to=8 (with 2.00x / 3.04x fewer MACs for the plans, 2.01x / 3.11x for uniform):
+  level at 2x, behind at 3x; at batch 16 2.08x / 3.11x against 2.06x / 3.04x. MobileNetV2:
+  uniform round_to=8 was faster at batch 1 (2.24x / 3.40x at 2.65x / 4.48x fewer MACs against
+  the plans' 2.01x / 3.01x at 2.53x / 4.32x) and at batch 16, 3x (3.39x at 4.48x against 3.06x
+  at 4.15x), level at batch 16, 2x (1.97x both). Torch-Pruning global and netslim's MACs
+  allocation, whose widths leave the layout blocks, ran 0.99x-1.62x on MobileNetV2 and
+  1.62x-2.44x on ResNet-50. Speed-up per MACs reduction: ResNet-50 0.97 / 0.947 at batch
+  1 and 1.01 / 1.00 at batch 16, MobileNetV2 0.80 / 0.70 and 0.89 / 0.74: three of the eight
+  cells at their bars (ResNet-50 at batch 16, and at batch 1, 2x); the bars read the eager
+  rows. The Intel host's runs 13:45 and 14:06 (page history) had given four of eight.
+- ONNX Runtime's thread pool. With more than one thread, ONNX Runtime's workers spin for a
+  while after each run by default. A spinning worker of the session that has just run takes a
+  core from the next session, so on 2 cores paired timings of two sessions were noise: with
+  spinning, eight paired ratios of MobileNetV2 to its own copy (2 threads, batch 1, this host)
+  read 0.69-1.46, without it 1.013-1.016 (a probe run at b7da0b1, not a bench part). Since
+  b7da0b1 netslim's sessions do not spin (`session.intra_op.allow_spinning` 0; a lone session
+  then runs about 2.5% slower, 4.82 against 4.70 ms in that probe) and ONNX Runtime tables carry
+  it in their cache key. The rows with 1 thread have no workers and are unchanged; every
+  2-thread ONNX Runtime row was re-run after the fix (next items).
+- ONNX Runtime, 2 threads (run 03:37 of 2026-12-03 at b7da0b1, after the fix above). At the
+  same MACs the latency plans were the fastest variant in four of eight cells: ResNet-50 at
+  batch 1, 2x 1.89x against 1.83x for uniform round_to=8, at batch 16 2.00x / 2.92x against
+  1.95x / 2.88x; MobileNetV2 at batch 16, 2x 1.92x against 1.85x. At batch 1 MobileNetV2's 2x
+  plan was level with uniform round_to=8 (1.98x at 2.84x fewer MACs, 2.00x at 2.77x), and at 3x
+  uniform round_to=8 was faster in all three cells, each time removing 4-6% more MACs:
+  ResNet-50 at batch 1 3.16x at 3.49x fewer MACs against the plan's 3.02x at 3.35x, MobileNetV2
+  at batch 1 3.15x at 5.72x against 2.93x at 5.64x and at batch 16 3.29x at 4.48x against 3.09x
+  at 4.21x. Torch-Pruning global and netslim's MACs allocation, whose widths leave the layout
+  blocks, ran 0.99x-1.67x on MobileNetV2 and 1.49x-2.35x on ResNet-50. Speed-up per MACs
+  reduction: ResNet-50 0.96 / 0.90 at batch 1 and 1.01 / 0.99 at batch 16, MobileNetV2 0.70 /
+  0.52 and 0.88 / 0.73. The plans reached 0.946-1.030 of their targets. The rows of run 00:03,
+  timed with spinning workers, had read ResNet-50 0.91 / 0.69 and 0.99 / 0.97, MobileNetV2 0.88
+  / 0.86 (its 2x plan at 2.66x, over the target) and 0.82 / 0.58 (page history).
+- The small models, eager (run 00:53). At batch 1 per-op overhead sets the time: vgg_small
+  cannot reach 3x with 1 thread nor 2x or 3x with 2 threads, and resnet56 cannot reach 3x with
+  1 or 2 threads; with 2 threads vgg_small's 3x at batch 16 is out of reach too. Those plans
+  keep the default floor and say so, at 1.63-2.45x (15.26x fewer MACs for vgg_small, 15.94x for
+  resnet56: every group at a quarter). resnet56's 2x with 2 threads at batch 1 needed the floor
+  lowered to 1/8 (1.92x, 37.66x fewer MACs), and so did its 3x with 2 threads at batch 16
+  (2.91x, 47.52x). Where a target was reached the plans ran at 0.944-1.029 of it. At the same
+  MACs they were at least as fast as Torch-Pruning's global L2 and netslim's MACs allocation in
+  all 16 cells, by 1-13%, several within the paired timings' noise (in the two cells with the
+  floor lowered, Torch-Pruning global's bisection stopped at 29.53x fewer MACs, short of the
+  plans' 37.66x and 47.52x). Uniform round_to=8 stops near 4x fewer MACs (its 16-channel
+  layers keep 8): it was faster than the plan only for resnet56 at batch 16, 1 thread, 2x (2.09x
+  at 4.00x fewer MACs against 2.04x at 4.63x).
+- The small models, ONNX Runtime (run 00:56 with 1 thread; run 04:00 with 2 threads,
+  after the fix). With AVX2 the layout blocks are 8 channels wide. With 1 thread every target
+  was reached at 0.955-1.060 of it (vgg_small 2.12x / 2.90x at batch 1 and 2.04x / 3.04x at
+  batch 16, resnet56 2.10x / 2.86x and 2.06x / 2.95x), and at the same MACs the plans ran
+  1.5-1.8x as fast as Torch-Pruning global and netslim's MACs allocation, whose widths leave the
+  layout blocks. With 2 threads, at batch 16 vgg_small ran 2.22x (over its 2x target) / 3.00x and resnet56 2.00x /
+  2.91x; at batch 1 vgg_small's 2x plan needed the floor lowered to 1/8 (2.04x) and its 3x is
+  out of reach (1.93x), resnet56 ran 1.89x at 2x and its 3x is out of reach (2.39x); at the same
+  MACs the plans ran 1.3-1.9x as fast as those two variants. Uniform round_to=8 (at 3.37-4.00x
+  fewer MACs) was faster than the plans on resnet56 at 2x (1 thread: 2.27x / 2.35x at batch 1 /
+  16 against 2.10x / 2.06x at 3.24x / 3.05x fewer MACs; 2 threads: 1.92x against 1.89x at batch
+  1, 2.28x against 2.00x at batch 16 with 3.38x against 2.87x fewer MACs) and slower in every
+  other cell. Before the fix the 2-thread rows were noise:
+  vgg_small's plans at batch 16 had run 3.50x and 6.62x for 2x and 3x targets, and resnet56's
+  3x plan at batch 1 slower than its 2x plan (run 00:56, page history).
 - ViT-B/16 (the AMD host). Eager, 1 thread (runs 19:48 and 19:51): at batch 1 both plans kept
   their first check (first predictions +3.4% / -4.7%), at batch 16 the 3x plan did and the 2x
   plan took three (3916, then 6340, then 5103 ms for a 5704 ms target); paired errors in the
@@ -1240,11 +1260,13 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   11409 -> 9530 ms). 2 threads at batch 1 and ONNX Runtime with 1 thread at batch 1 (runs 03:32
   and 03:35): ONNX Runtime 1.92x / 3.07x (reached 0.958 / 1.024), speed-up per MACs reduction
   0.92 / 0.91; two threads 2.12x / 3.84x (1.059 / 1.280: the dense model ran 15% faster in the
-  rounds than at planning, 443.5 -> 378.3 ms), efficiency 0.89 / 0.73. The last four cells (runs
-  08:28-08:56): with ONNX Runtime at batch 16 the plans reached 0.968 / 0.980 (1 thread) and
-  1.007 / 1.014 (2 threads), speed-up per MACs reduction 0.95-1.00; ONNX Runtime with 2 threads
-  at batch 1 reached 0.970 / 0.958 (efficiency 0.91 / 0.76; the 3x plan needed the floor lowered
-  to 1/8); eager with 2 threads at batch 16 reached 1.134 / 1.138 (efficiency 0.95 / 0.90). In
+  rounds than at planning, 443.5 -> 378.3 ms), efficiency 0.89 / 0.73. ONNX Runtime with 1
+  thread at batch 16 (run 08:56) reached 0.968 / 0.980 (efficiency 1.00 / 0.97), eager with 2
+  threads at batch 16 (run 08:33) 1.134 / 1.138 (0.95 / 0.90). ONNX Runtime with 2 threads (run
+  04:10 of 2026-12-03, after the thread-pool fix, the present solver): 1.98x / 3.02x at batch 1
+  and 1.99x / 3.00x at batch 16 (reached 0.990 / 1.006 and 0.994 / 0.999; every plan kept its
+  first check), efficiency 0.96 / 0.93 and 0.97 / 0.94; in run 08:28, timed with spinning
+  workers, the 3x plan at batch 1 had needed the floor lowered to 1/8. In
   most ViT-B/16 cells netslim's MACs allocation at the same MACs was as fast or faster (the
   lines under *Read from the rows*): every layer is a large matrix product, time follows MACs,
   and the table adds little. Torch-Pruning 1.6.1 fails on ViT-B/16 here: it removes output
@@ -1298,7 +1320,9 @@ METHOD = """## How the latency table and the allocation work
 **Table.** `netslim.structural.latency_table.build_table`: every conv/linear *call* of the model
 (forward hooks on the real example input) is timed in isolation with its own geometry (kernel,
 stride, padding, groups, input spatial size or tokens, batch) on the target runtime: torch eager
-on CPU with N intra-op threads, onnxruntime CPU (the op as a one-node ONNX graph), or CUDA
+on CPU with N intra-op threads, onnxruntime CPU (the op as a one-node ONNX graph; sessions
+whose workers do not spin after a run, so that sessions timed one after another do not take
+each other's cores), or CUDA
 (synchronised; a clear error without a GPU). Two lines per layer, input width varied at full
 output width and output width varied at full input width, on a power-of-two grid of at most ~32
 widths (every multiple of 8 up to 256 channels), plus the corner where both are smallest. A
