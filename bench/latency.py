@@ -1094,9 +1094,10 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   00:56 (the small models). Every ONNX Runtime row with 2 threads was re-run at b7da0b1 (*ONNX
   Runtime's thread pool*, below): runs 03:37 (ResNet-50 and MobileNetV2), 04:00 (the small
   models) and 04:10 (ViT-B/16) of 2026-12-03. The drift table (03:14) and the bound table
-  (03:18) ran at c35b4b7 (the same solver). The ViT-B/16 rows with 1 thread or eager (runs
-  19:48 and 19:51 of 2026-12-01, 03:32 to 08:56 of 2026-12-02) and the allocator table (d16f7d3)
-  come from the earlier solver. One run of the whole matrix takes about five hours.
+  (03:18) ran at c35b4b7 (the same solver). The ViT-B/16 rows of run 19:51 of
+  2026-12-01 (eager, 1 thread, batch 16) and the allocator table (d16f7d3) come from the
+  earlier solver; the other ViT-B/16 rows were re-run on 2026-12-03 (item *ViT-B/16*). One run
+  of the whole matrix takes about five hours.
 - How a row is timed. Every variant is timed paired with the dense model, in palindromic rounds
   (the cheaper of the two called before and after the costlier), and its speed-up is the median
   of the rounds' time ratios. A plan's report takes its measurement from the plan's check, the
@@ -1104,7 +1105,7 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   over the target weighed twice). Every check is cached with its widths and fitted again by the
   next table of the same model and target. The speed part keeps freed memory in the process
   (`--allocator retain`, the *alloc* column; next item) for the dense model and every variant
-  alike; the eager ViT-B/16 rows of runs 19:48, 19:51 and 03:32 predate it (*system*).
+  alike; the eager ViT-B/16 rows of run 19:51 predate it (*system*).
 - The allocator. Eager PyTorch frees each activation after its last use, and glibc's malloc
   hands blocks above its mmap threshold back to the kernel, so the next forward touches fresh
   pages and pays a page fault per 4 KiB. *What the allocator costs* above: MobileNetV2 at batch
@@ -1252,21 +1253,16 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   other cell. Before the fix the 2-thread rows were noise:
   vgg_small's plans at batch 16 had run 3.50x and 6.62x for 2x and 3x targets, and resnet56's
   3x plan at batch 1 slower than its 2x plan (run 00:56, page history).
-- ViT-B/16 (the AMD host). Eager, 1 thread (runs 19:48 and 19:51): at batch 1 both plans kept
-  their first check (first predictions +3.4% / -4.7%), at batch 16 the 3x plan did and the 2x
-  plan took three (3916, then 6340, then 5103 ms for a 5704 ms target); paired errors in the
-  rounds +3.3% / -6.8% at batch 1, -1.0% / +1.2% at batch 16; the reach (1.130 / 1.106 and 1.087
-  / 1.068) is mostly the dense model's move between planning and the rounds (695 -> 604 ms and
-  11409 -> 9530 ms). 2 threads at batch 1 and ONNX Runtime with 1 thread at batch 1 (runs 03:32
-  and 03:35): ONNX Runtime 1.92x / 3.07x (reached 0.958 / 1.024), speed-up per MACs reduction
-  0.92 / 0.91; two threads 2.12x / 3.84x (1.059 / 1.280: the dense model ran 15% faster in the
-  rounds than at planning, 443.5 -> 378.3 ms), efficiency 0.89 / 0.73. ONNX Runtime with 1
-  thread at batch 16 (run 08:56) reached 0.968 / 0.980 (efficiency 1.00 / 0.97), eager with 2
-  threads at batch 16 (run 08:33) 1.134 / 1.138 (0.95 / 0.90). ONNX Runtime with 2 threads (run
-  04:10 of 2026-12-03, after the thread-pool fix, the present solver): 1.98x / 3.02x at batch 1
-  and 1.99x / 3.00x at batch 16 (reached 0.990 / 1.006 and 0.994 / 0.999; every plan kept its
-  first check), efficiency 0.96 / 0.93 and 0.97 / 0.94; in run 08:28, timed with spinning
-  workers, the 3x plan at batch 1 had needed the floor lowered to 1/8. In
+- ViT-B/16 (the AMD host). Re-run with the present solver on 2026-12-03 (runs 04:47 eager 1
+  thread batch 1, 04:48 eager 2 threads, 04:58 and 05:02 ONNX Runtime 1 thread, at 4c451e7; 04:10
+  ONNX Runtime 2 threads, at b7da0b1): every plan kept its first check and reached 0.980-1.007
+  of its target with ONNX Runtime (efficiency 0.93-0.99), and 1.104-1.161 eager (efficiency
+  0.89-0.95): eager, the plans overshoot their targets by 10-16%, the table predicting the
+  pruned models slower than they ran. Eager with 1 thread at batch 16 is still run 19:51 (the
+  earlier solver, glibc's default allocator): the 3x plan kept its first check and the 2x plan
+  took three (3916, then 6340, then 5103 ms for a 5704 ms target); reach 1.087 / 1.068,
+  efficiency 0.91 / 0.84, mostly the dense model's move between planning and the rounds (11409
+  -> 9530 ms). In
   most ViT-B/16 cells netslim's MACs allocation at the same MACs was as fast or faster (the
   lines under *Read from the rows*): every layer is a large matrix product, time follows MACs,
   and the table adds little. Torch-Pruning 1.6.1 fails on ViT-B/16 here: it removes output
