@@ -1206,7 +1206,7 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   while after each run by default. A spinning worker of the session that has just run takes a
   core from the next session, so on 2 cores paired timings of two sessions were noise: with
   spinning, eight paired ratios of MobileNetV2 to its own copy (2 threads, batch 1, this host)
-  read 0.69-1.46, without it 1.013-1.016 (a probe run at b7da0b1, not a bench part). Since
+  read 0.69-1.46, without it 1.013-1.016 (`bench/_ort_spin_probe.py`, run at b7da0b1, not a bench part). Since
   b7da0b1 netslim's sessions do not spin (`session.intra_op.allow_spinning` 0; a lone session
   then runs about 2.5% slower, 4.82 against 4.70 ms in that probe) and ONNX Runtime tables carry
   it in their cache key. The rows with 1 thread have no workers and are unchanged; every
