@@ -663,6 +663,51 @@ def test_a_speedup_past_the_floor_is_reached_with_a_note(fake_clock) -> None:
     assert fake_model_ms(model, x, Target(batch=4)) <= dense / 6 * 1.05  # the bench's 5%
 
 
+def test_a_plan_well_under_its_target_says_which_step_did_not_fit(fake_clock) -> None:
+    """Coarse widths (round_to=16 here, a ViT's 12 heads in the bench) can leave a plan far
+    under the budget: the note names the cheapest wider step and shows it costs more than the
+    time to spare; a plan within the tolerance of its budget gets no note."""
+    from netslim.structural.latency_alloc import CHECK_TOLERANCE, _State, slack_note
+
+    torch.manual_seed(0)
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    _, groups, table = _table(model, x)
+    gen = torch.Generator().manual_seed(0)
+    values = {g.id: value_curve(torch.rand(g.size, generator=gen)) for g in groups}
+    seen = set()
+    for frac in (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3):
+        budget = table.predict() * frac
+        alloc = allocate(table, values, budget, round_to=16)
+        note = slack_note(table, alloc, budget, table.sizes, {}, 16)
+        under = alloc.predicted_ms < budget * (1 - CHECK_TOLERANCE)
+        assert (note is not None) == under, (frac, alloc.predicted_ms / budget, note)
+        seen.add(under)
+        if note:
+            state = _State(table, {**table.sizes, **alloc.counts})
+            for g in groups:  # no group's next multiple of 16 fits what is left
+                wider = [w for w in (16, 32, 48) if alloc.counts[g.id] < w <= g.size]
+                if wider:
+                    assert alloc.predicted_ms + state.delta(g.id, wider[0]) > budget
+            assert "less time than the target" in note and "to spare" in note
+    assert seen == {True, False}  # both cases happened
+    # through prune_: the note reaches the plan's report (1.25x: 10% under on this clock)
+    torch.manual_seed(0)
+    config = Channels(target_speedup=1.25, round_to=16)
+    info = netslim.prune_(Net().eval(), config, example_inputs=x)["latency"]
+    assert info["measured_ms"] < info["budget_ms"] * (1 - CHECK_TOLERANCE)
+    assert "less time than the target" in info["note"]
+    # the check, when there is one, decides: within the tolerance of the budget the user got
+    # what was asked, whatever the prediction; far under it, the note speaks of the measurement
+    alloc = allocate(table, values, table.predict() * 0.8, round_to=16)
+    budget = alloc.predicted_ms / 0.9
+    assert "predicted to take 10%" in slack_note(table, alloc, budget, table.sizes, {}, 16)
+    assert slack_note(table, alloc, budget, table.sizes, {}, 16, measured_ms=budget) is None
+    budget = alloc.predicted_ms / 0.97
+    assert slack_note(table, alloc, budget, table.sizes, {}, 16) is None
+    low = alloc.predicted_ms * 0.9
+    assert "measured to take 13%" in slack_note(table, alloc, budget, table.sizes, {}, 16, 1, low)
+
+
 def test_round_to_is_kept(fake_clock) -> None:
     torch.manual_seed(0)
     model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)

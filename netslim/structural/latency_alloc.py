@@ -407,6 +407,53 @@ def floor_note(alloc: Allocation) -> str | None:
     )
 
 
+def slack_note(
+    table: LatencyTable,
+    alloc: Allocation,
+    budget_ms: float,
+    sizes: dict[str, int],
+    fixed: dict[str, int],
+    round_to: int,
+    correction: float = 1.0,
+    measured_ms: float | None = None,
+) -> str | None:
+    """What the report says when the plan runs more than ``CHECK_TOLERANCE`` under the budget
+    because no group can widen by its next step within it: the user asked for one speed and
+    gets more, keeping less than a finer width step would. Coarse groups cause it (ViT-B/16's
+    residual stream is 12 atoms, one per head, each step several % of the model's time;
+    bench/_latency_granularity.py). ``sizes``: every group's width; ``fixed``: groups whose
+    counts the plan may not change; ``correction``: as in :func:`allocate_reaching`;
+    ``measured_ms``: the plan's check, if any, which then sets both the plan's time and the
+    scale of the table's step costs (its ratio to the table's prediction)."""
+    scale = correction if measured_ms is None else measured_ms / alloc.predicted_ms
+    plan_ms = alloc.predicted_ms * scale
+    if plan_ms >= budget_ms * (1 - CHECK_TOLERANCE):
+        return None
+    state = _State(table, {**sizes, **alloc.counts, **fixed})
+    steps = []
+    for gid, kept in alloc.counts.items():
+        if gid in fixed:
+            continue
+        wider = [w for w in candidate_widths(table.sizes[gid], round_to, 1) if w > kept]
+        if not wider:
+            continue
+        cost = state.delta(gid, wider[0])
+        # the step's far end: the widest width that costs no more (a staircase's fast end)
+        end = max(w for w in wider if state.delta(gid, w) <= cost + 1e-12)
+        steps.append((cost * scale, gid, kept, end))
+    spare = budget_ms - plan_ms
+    if not steps or min(steps)[0] <= spare + 1e-9 * budget_ms:  # a step fits: not the grid
+        return None
+    cost, gid, kept, wider = min(steps)
+    how = "predicted" if measured_ms is None else "measured"
+    return (
+        f"the plan is {how} to take {1 - plan_ms / budget_ms:.0%} less time than the target "
+        f"({plan_ms:.3f} against {budget_ms:.3f} ms): the cheapest wider step of any group, "
+        f"{gid} from {kept} to {wider} of {table.sizes[gid]}, costs about {cost:.4g} ms with "
+        f"{spare:.4g} ms to spare, and the widths kept are the most importance that fits"
+    )
+
+
 def _best_uniform(p: _Problem) -> dict[str, int] | None:
     """The largest single fraction of every group (each on its own fast-end grid) that fits:
     a start as good as uniform pruning by construction."""
@@ -669,7 +716,10 @@ def plan_counts(
     lowered = floor_note(alloc)
     if lowered:
         warnings.warn(lowered, stacklevel=2)
-    notes = [n for n in (lowered, alloc.note, allocator_note(table.page_faults)) if n]
+    spare = slack_note(
+        table, alloc, budget, sizes, fixed, round_to, correction, info.get("measured_ms")
+    )
+    notes = [n for n in (lowered, alloc.note, spare, allocator_note(table.page_faults)) if n]
     if notes:
         info["note"] = "; ".join(notes)
     return {**sizes, **alloc.counts, **fixed}, info
