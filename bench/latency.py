@@ -1257,8 +1257,23 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   thread batch 1, 04:48 eager 2 threads, 04:58 and 05:02 ONNX Runtime 1 thread, at 4c451e7; 04:10
   ONNX Runtime 2 threads, at b7da0b1): every plan kept its first check and reached 0.980-1.007
   of its target with ONNX Runtime (efficiency 0.93-0.99), and 1.104-1.161 eager (efficiency
-  0.89-0.95): eager, the plans overshoot their targets by 10-16%, the table predicting the
-  pruned models slower than they ran. Eager with 1 thread at batch 16 is still run 19:51 (the
+  0.89-0.95): eager, the plans overshoot their targets by 10-16%. Not the table's error: their
+  predictions came within -1.0% to +5.8% of the times measured in the rounds, but the plans were
+  predicted at 0.909-0.950 of their budgets (ONNX Runtime 0.996-1.000). The width grid is the
+  cause (probe `bench/_latency_granularity.py`, eager and ONNX Runtime with 1 thread at batch 1,
+  07:08-07:11 of 2026-12-03 at bad51f9, alone): the residual stream is one group of 12 atoms,
+  one per head (64 channels through every layer), and the knapsack values an atom like one MLP
+  neuron (importance is normalised per index within each group), so it cuts the stream first:
+  eager, to 6 of 12 heads at 2x and 4 of 12 at 3x with every MLP whole; one more head would then
+  cost about 37 ms / 30 ms with 23 ms / 17 ms to spare (the plans measured 10.1% / 11.1% under
+  their targets). A plan nearer the target exists on the same table (8 heads of stream with
+  MLPs at 2048: 229.7 ms for a 230.0 ms budget) but keeps less of that value. Under ONNX Runtime
+  the runtime's multiple of 8 (`width_multiple`) applies to the stream's atom count, so the
+  stream keeps 8 (or 12) heads and the MLP widths fill the budget: those plans land on their
+  targets by a rule meant for channels (a head is 64 channels, whole blocks at any count), not
+  by design. A plan this far under its target now says so in its report's note (`slack_note`,
+  bad51f9). Valuing an atom by what it carries would change every plan on every model; the
+  speed and accuracy parts would need re-running with it. Eager with 1 thread at batch 16 is still run 19:51 (the
   earlier solver, glibc's default allocator): the 3x plan kept its first check and the 2x plan
   took three (3916, then 6340, then 5103 ms for a 5704 ms target); reach 1.087 / 1.068,
   efficiency 0.91 / 0.84, mostly the dense model's move between planning and the rounds (11409
