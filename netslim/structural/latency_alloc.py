@@ -719,6 +719,8 @@ def plan_counts(
     spare = slack_note(
         table, alloc, budget, sizes, fixed, round_to, correction, info.get("measured_ms")
     )
+    if spare:  # the user asked for one speed and gets more, keeping less than asked for
+        warnings.warn(spare, stacklevel=2)
     notes = [n for n in (lowered, alloc.note, spare, allocator_note(table.page_faults)) if n]
     if notes:
         info["note"] = "; ".join(notes)
