@@ -1097,10 +1097,9 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   00:56 (the small models). Every ONNX Runtime row with 2 threads was re-run at b7da0b1 (*ONNX
   Runtime's thread pool*, below): runs 03:37 (ResNet-50 and MobileNetV2), 04:00 (the small
   models) and 04:10 (ViT-B/16) of 2026-12-03. The drift table (03:14) and the bound table
-  (03:18) ran at c35b4b7 (the same solver). The ViT-B/16 rows of run 19:51 of
-  2026-12-01 (eager, 1 thread, batch 16) and the allocator table (d16f7d3) come from the
-  earlier solver; the other ViT-B/16 rows were re-run on 2026-12-03 (item *ViT-B/16*). One run
-  of the whole matrix takes about five hours.
+  (03:18) ran at c35b4b7 (the same solver). The allocator table (d16f7d3) comes from the
+  earlier solver; every ViT-B/16 row was re-run on 2026-12-03 (item *ViT-B/16*). One run of the
+  whole matrix takes about five hours.
 - How a row is timed. Every variant is timed paired with the dense model, in palindromic rounds
   (the cheaper of the two called before and after the costlier), and its speed-up is the median
   of the rounds' time ratios. A plan's report takes its measurement from the plan's check, the
@@ -1108,7 +1107,7 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   over the target weighed twice). Every check is cached with its widths and fitted again by the
   next table of the same model and target. The speed part keeps freed memory in the process
   (`--allocator retain`, the *alloc* column; next item) for the dense model and every variant
-  alike; the eager ViT-B/16 rows of run 19:51 predate it (*system*).
+  alike.
 - The allocator. Eager PyTorch frees each activation after its last use, and glibc's malloc
   hands blocks above its mmap threshold back to the kernel, so the next forward touches fresh
   pages and pays a page fault per 4 KiB. *What the allocator costs* above: MobileNetV2 at batch
@@ -1181,8 +1180,8 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   and 0.88 in run 07:12 where this first solve reads 0.90: its first check measured 10.6% /
   8.9% over its prediction while the dense model moved, so it re-solved for a tighter budget and
   removed more (2.27x / 2.31x against 2.18x fewer MACs). MobileNetV2 at batch 1: 0.42 / 0.15
-  with importance, 0.48 / 0.17 half each, 0.66 / 0.20 with MACs alone: per-op and depthwise time, not the choice of widths, keep it far under
-  0.90 on this host. MobileNetV2 at batch 16: 0.88 / 0.63, 1.09 / 0.77, 1.25 / 1.04. Valuing
+  with importance, 0.48 / 0.17 half each, 0.66 / 0.20 with MACs alone: per-op and depthwise
+  time, not the choice of widths, keep it far under 0.90 on this host. MobileNetV2 at batch 16: 0.88 / 0.63, 1.09 / 0.77, 1.25 / 1.04. Valuing
   MACs alone would meet ResNet-50's batch-1 bar at 2x and MobileNetV2's batch-16 bars, keeping
   0.626 of the normalised importance (against 0.830 with importance alone) and 0.835 / 0.497
   (against 0.955 / 0.861); half each meets MobileNetV2's at batch 16, 2x only (0.923 kept). No
@@ -1193,6 +1192,16 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   picture (ResNet-50 at batch 1 0.83-0.84 / 0.73-0.77 for every value). Bound runs before
   c8f5ad2 timed copies of a model that an earlier 2x plan had already pruned in place; they are
   void.
+- What whole blocks would buy (probe `bench/_latency_depth_probe.py`, eager, 1 thread, 07:45
+  and 07:46 of 2026-12-03 at c342ec3, alone; not a netslim option: the latency allocation
+  chooses widths only). Removing residual blocks takes their ops' fixed time with them.
+  MobileNetV2 at batch 1: all 10 removable blocks 1.87x faster at 2.06x fewer MACs (0.91 per
+  MACs reduction), five of them 0.88-1.02; at batch 16 1.82x at 2.06x (0.88), five 0.88-1.08.
+  ResNet-50: all 12 2.56x / 2.57x at 2.78x (0.92 at batch 1 and 16), six 0.90-1.03 / 0.94-1.00.
+  The width plans read 0.41 / 0.09 (MobileNetV2, batch 1, run 07:12) where depth alone reads
+  about 0.9, but depth alone stops short of 2x on MobileNetV2 and every removed block costs
+  accuracy this probe does not measure: a knapsack choosing blocks and widths together, valued
+  by accuracy, is the lead for MobileNetV2's batch-1 cells.
 - Eager, 2 threads (run 23:53). At the same MACs the latency plans were the fastest variant in
   six of eight cells: ResNet-50 at batch 1 1.96x / 2.88x against 1.79x / 2.79x for uniform
   round_to=8 (the faster Torch-Pruning variant; at 2.46x / 5.09x fewer MACs against the plans'
@@ -1271,30 +1280,30 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   vgg_small's plans at batch 16 had run 3.50x and 6.62x for 2x and 3x targets, and resnet56's
   3x plan at batch 1 slower than its 2x plan (run 00:56, page history).
 - ViT-B/16 (the AMD host). Re-run with the present solver on 2026-12-03 (runs 04:47 eager 1
-  thread batch 1, 04:48 eager 2 threads, 04:58 and 05:02 ONNX Runtime 1 thread, at 4c451e7; 04:10
-  ONNX Runtime 2 threads, at b7da0b1): every plan kept its first check and reached 0.980-1.007
-  of its target with ONNX Runtime (efficiency 0.93-0.99), and 1.104-1.161 eager (efficiency
-  0.89-0.95): eager, the plans overshoot their targets by 10-16%. Not the table's error: their
-  predictions came within -1.0% to +5.8% of the times measured in the rounds, but the plans were
-  predicted at 0.909-0.950 of their budgets (ONNX Runtime 0.996-1.000). The width grid is the
-  cause (probe `bench/_latency_granularity.py`, eager and ONNX Runtime with 1 thread at batch 1,
-  07:08-07:11 of 2026-12-03 at bad51f9, alone): the residual stream is one group of 12 atoms,
-  one per head (64 channels through every layer), and the knapsack values an atom like one MLP
-  neuron (importance is normalised per index within each group), so it cuts the stream first:
-  eager, to 6 of 12 heads at 2x and 4 of 12 at 3x with every MLP whole; one more head would then
-  cost about 37 ms / 30 ms with 23 ms / 17 ms to spare (the plans measured 10.1% / 11.1% under
-  their targets). A plan nearer the target exists on the same table (8 heads of stream with
-  MLPs at 2048: 229.7 ms for a 230.0 ms budget) but keeps less of that value. Under ONNX Runtime
-  the runtime's multiple of 8 (`width_multiple`) applies to the stream's atom count, so the
-  stream keeps 8 (or 12) heads and the MLP widths fill the budget: those plans land on their
-  targets by a rule meant for channels (a head is 64 channels, whole blocks at any count), not
-  by design. A plan this far under its target now says so in its report's note (`slack_note`,
-  bad51f9). Valuing an atom by what it carries would change every plan on every model; the
-  speed and accuracy parts would need re-running with it. Eager with 1 thread at batch 16 is still run 19:51 (the
-  earlier solver, glibc's default allocator): the 3x plan kept its first check and the 2x plan
-  took three (3916, then 6340, then 5103 ms for a 5704 ms target); reach 1.087 / 1.068,
-  efficiency 0.91 / 0.84, mostly the dense model's move between planning and the rounds (11409
-  -> 9530 ms). In
+  thread batch 1, 04:48 eager 2 threads, 04:58 and 05:02 ONNX Runtime 1 thread, at 4c451e7;
+  04:10 ONNX Runtime 2 threads, at b7da0b1; 07:18 eager 1 thread batch 16, at c342ec3): every
+  plan kept its first check and reached 0.980-1.007 of its target with ONNX Runtime (efficiency
+  0.93-0.99), and 1.104-1.161 eager (efficiency 0.89-0.95): eager, the plans overshoot their
+  targets by 10-16%. The table's error is the smaller part: the eager predictions came within
+  -1.0% to +5.8% of the times measured in the rounds at batch 1 and with 2 threads (with 1
+  thread at batch 16 the checks measured 8.2% / 10.0% under the predictions, and the dense model
+  moved -8.1% before the rounds), but every eager plan was predicted at 0.909-0.975 of its budget
+  (ONNX Runtime 0.996-1.000) and no re-solve could move it. The width grid is the cause (probe
+  `bench/_latency_granularity.py`, eager and ONNX Runtime with 1 thread at batch 1, 07:08-07:11
+  of 2026-12-03 at bad51f9, alone): the residual stream is one group of 12 atoms, one per head
+  (64 channels through every layer), and the knapsack values an atom like one MLP neuron
+  (importance is normalised per index within each group), so it cuts the stream first: eager,
+  to 6 of 12 heads at 2x and 4 of 12 at 3x with every MLP whole; one more head would then cost
+  about 37 ms / 30 ms with 23 ms / 17 ms to spare (the plans measured 10.1% / 11.1% under their
+  targets). A plan nearer the target exists on the same table (8 heads of stream with MLPs at
+  2048: 229.7 ms for a 230.0 ms budget) but keeps less of that value. Run 07:18's plans say the
+  same in their notes (6 and 4 heads; one more costs about 557 ms / 428 ms with 389 ms / 322 ms
+  to spare). Under ONNX Runtime the runtime's multiple of 8 (`width_multiple`) applies to the
+  stream's atom count, so the stream keeps 8 (or 12) heads and the MLP widths fill the budget:
+  those plans land on their targets by a rule meant for channels (a head is 64 channels, whole
+  blocks at any count), not by design. A plan this far under its target says so in a note and a
+  warning since bad51f9 (`slack_note`). Valuing an atom by what it carries would change every
+  plan on every model; the speed and accuracy parts would need re-running with it. In
   most ViT-B/16 cells netslim's MACs allocation at the same MACs was as fast or faster (the
   lines under *Read from the rows*): every layer is a large matrix product, time follows MACs,
   and the table adds little. Torch-Pruning 1.6.1 fails on ViT-B/16 here: it removes output
@@ -1410,7 +1419,10 @@ by the table's error at the plans checked, the geometric mean of their measured 
 ratios, a correction local to where the search is; the last check never re-solves; the plan
 returned is the best checked: within 5% of the target, else the one with the smallest miss, a
 miss over the target weighed twice), and on torch eager the dense model's page faults a
-forward (named in a note above 1,000, with the allocator setting that removes them).
+forward (named in a note above 1,000, with the allocator setting that removes them). A plan
+that runs more than 5% under its target because no group's next wider step fits in the time
+left (a coarse group: ViT-B/16's residual stream moves a head, 64 channels, at a time) says so
+in a note and a warning, with that step's cost and the time to spare.
 The MACs-driven allocation (`target_macs`) is unchanged.
 """
 
