@@ -789,6 +789,11 @@ def _run_figures(rows: list[dict]) -> list[str]:
     out += [f"- {r['model']} {r['runtime']} {r['threads']} thread(s) batch {r['batch']}, "
             f"{r['variant'].split()[-1]}: {r['note']}" for r in floor] or ["- none"]  # fmt: skip
     out.append("")
+    coarse = [r for r in ours if "less time than the target" in (r.get("note") or "")]
+    out.append("Plans the width grid left well under their target (their notes; since bad51f9):\n")
+    out += [f"- {r['model']} {r['runtime']} {r['threads']} thread(s) batch {r['batch']}, "
+            f"{r['variant'].split()[-1]}: {r['note']}" for r in coarse] or ["- none"]  # fmt: skip
+    out.append("")
     out.append(
         "Plan checks (each a copy with the plan's widths, timed paired with the dense model; "
         "predicted -> measured ms, and the seconds each took); a check further off than the "
