@@ -8,7 +8,8 @@ eager, 1 thread: per-op time that no width removes sets much of the time (docs/l
 MobileNetV2 and ResNet-50 (random weights, as in the bench), this removes sets of the blocks
 ``netslim.layers.find_blocks`` finds removable (residual, shape-preserving) and times each model
 paired with the dense model (``op_timing.time_ratio``, median of ``--repeats``; freed memory
-kept, as in the bench). Prints speed-up, MACs reduction and their ratio; writes nothing under
+kept, as in the bench); then, with every removable block out, a width plan
+(``Channels(target_speedup=)``) for what is left of 2x and 3x. Prints speed-up, MACs reduction and their ratio; writes nothing under
 docs/ (a probe: the latency allocation chooses widths only).
 """
 
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -35,8 +38,10 @@ def main() -> None:
     import netslim
     from netslim.layers import find_blocks, remove_blocks
     from netslim.measure import count_macs
+    from netslim.structural import Channels
     from netslim.structural.op_timing import Target, time_ratio
 
+    os.environ["NETSLIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="netslim-depth-probe-")
     netslim.retain_freed_memory()
     target = Target("torch", 1, args.batch)
     for name in ("mobilenet_v2", "resnet50"):
@@ -64,6 +69,21 @@ def main() -> None:
                 f"  {label:14s} ({len(names):2d} blocks): speed-up {speedup:.2f}x "
                 f"(paired ratios {min(ratios):.3f}-{max(ratios):.3f}), MACs reduction "
                 f"{reduction:.2f}x, speed-up / MACs reduction {speedup / reduction:.2f}"
+            )
+            if label == "all removable":
+                depth_only, shallow = speedup, model
+        for goal in (2.0, 3.0):  # every removable block out, then widths for the rest
+            if depth_only >= goal:
+                continue
+            model = copy.deepcopy(shallow)
+            cfg = Channels(target_speedup=goal / depth_only, runtime="torch", batch=args.batch)
+            netslim.prune_(model, cfg, example_inputs=(x1,))
+            ratios = [time_ratio(model, dense, (x,), target) for _ in range(args.repeats)]
+            speedup = 1 / statistics.median(ratios)
+            reduction = base / count_macs(model, (x1,))
+            print(
+                f"  all blocks out + widths for {goal:g}x: speed-up {speedup:.2f}x, MACs "
+                f"reduction {reduction:.2f}x, speed-up / MACs reduction {speedup / reduction:.2f}"
             )
 
 

@@ -1197,16 +1197,20 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   picture (ResNet-50 at batch 1 0.83-0.84 / 0.73-0.77 for every value). Bound runs before
   c8f5ad2 timed copies of a model that an earlier 2x plan had already pruned in place; they are
   void.
-- What whole blocks would buy (probe `bench/_latency_depth_probe.py`, eager, 1 thread, 07:45
-  and 07:46 of 2026-12-03 at c342ec3, alone; not a netslim option: the latency allocation
-  chooses widths only). Removing residual blocks takes their ops' fixed time with them.
-  MobileNetV2 at batch 1: all 10 removable blocks 1.87x faster at 2.06x fewer MACs (0.91 per
-  MACs reduction), five of them 0.88-1.02; at batch 16 1.82x at 2.06x (0.88), five 0.88-1.08.
-  ResNet-50: all 12 2.56x / 2.57x at 2.78x (0.92 at batch 1 and 16), six 0.90-1.03 / 0.94-1.00.
-  The width plans read 0.41 / 0.09 (MobileNetV2, batch 1, run 07:12) where depth alone reads
-  about 0.9, but depth alone stops short of 2x on MobileNetV2 and every removed block costs
-  accuracy this probe does not measure: a knapsack choosing blocks and widths together, valued
-  by accuracy, is the lead for MobileNetV2's batch-1 cells.
+- What whole blocks would buy (probe `bench/_latency_depth_probe.py`, eager, 1 thread, runs
+  08:08 at batch 1 and 08:09 at batch 16 of 2026-12-03 at 0c3ec2a, alone; not a netslim option:
+  the latency allocation chooses widths only). Removing residual blocks takes their ops' fixed
+  time with them. MobileNetV2, all 10 removable blocks: 1.84x faster at 2.06x fewer MACs (0.89
+  per MACs reduction) at batch 1 and 16; five of them 0.94-1.00 at batch 1, 0.85-1.07 at 16.
+  ResNet-50, all 12: 2.47x / 2.43x at 2.78x (0.89 / 0.87), six 0.91-1.01 / 0.93-0.99. Then, with
+  every block out, a width plan for the rest of the target: MobileNetV2 at batch 1 1.96x at
+  2.25x fewer MACs (0.87) for 2x and 3.20x at 4.61x (0.69) for 3x, where the width plans of run
+  07:12 read 0.41 / 0.09; at batch 16 1.89x at 2.15x (0.88) and 2.85x at 2.68x (1.06), against
+  0.87 / 0.61; ResNet-50 for 3x 2.99x at 3.25x (0.92) at batch 1 and 2.88x at 3.10x (0.93) at
+  batch 16, against 0.75 / 0.95. (The probe's first runs, 07:45 and 07:46 at c342ec3, without
+  the width plans, gave the depth figures within 0.06.) Every block removed costs accuracy this
+  probe does not measure, and "every block out" is a crude plan; a knapsack choosing blocks and
+  widths together, valued by accuracy, is the lead for the batch-1 cells.
 - Eager, 2 threads (run 23:53). At the same MACs the latency plans were the fastest variant in
   six of eight cells: ResNet-50 at batch 1 1.96x / 2.88x against 1.79x / 2.79x for uniform
   round_to=8 (the faster Torch-Pruning variant; at 2.46x / 5.09x fewer MACs against the plans'
