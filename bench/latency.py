@@ -1210,7 +1210,16 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   batch 16, against 0.75 / 0.95. (The probe's first runs, 07:45 and 07:46 at c342ec3, without
   the width plans, gave the depth figures within 0.06.) Every block removed costs accuracy this
   probe does not measure, and "every block out" is a crude plan; a knapsack choosing blocks and
-  widths together, valued by accuracy, is the lead for the batch-1 cells.
+  widths together, valued by accuracy, is the lead for the batch-1 cells. A first look at the
+  accuracy (probe `bench/_latency_depth_accuracy.py`, 08:25-08:58 of 2026-12-03 at 4cf56f0,
+  alone; the accuracy part's setting: resnet56, its cached dense models, batch 16, 1 thread,
+  eager, 1 epoch of fine-tuning, seeds 0-2): the 9 of its 25 removable blocks of lowest block
+  influence out first (1.48-1.52x faster at 1.51x fewer MACs), then the latency plan for the
+  rest. At 2x it kept 79.31% against 77.54% for the plan alone (+1.77 pt, every seed ahead;
+  2.00-2.07x against 1.95-2.03x, at 2.68-2.87x against 4.46-4.63x fewer MACs). At 3x 75.00%
+  against 76.33%, but it overshot (3.01-3.52x against 2.87-2.93x), so that cell is not at equal
+  speed. One block count, chosen by hand; the widths here were timed in another process than
+  the accuracy part's, so its own rows differ (its plan alone at 2x: 78.36%).
 - Eager, 2 threads (run 23:53). At the same MACs the latency plans were the fastest variant in
   six of eight cells: ResNet-50 at batch 1 1.96x / 2.88x against 1.79x / 2.79x for uniform
   round_to=8 (the faster Torch-Pruning variant; at 2.46x / 5.09x fewer MACs against the plans'
