@@ -58,13 +58,17 @@ def main() -> None:
             "every other": blocks[::2],
         }
         base = count_macs(dense, (x1,))
+
+        def measure(model, dense=dense, x=x, x1=x1, base=base):
+            """Speed-up (median paired ratio), MACs reduction, and the ratios."""
+            ratios = [time_ratio(model, dense, (x,), target) for _ in range(args.repeats)]
+            return 1 / statistics.median(ratios), base / count_macs(model, (x1,)), ratios
+
         print(f"{name} batch {args.batch}: {len(blocks)} removable blocks {blocks}")
         for label, names in sets.items():
             model = copy.deepcopy(dense)
             remove_blocks(model, names)
-            ratios = [time_ratio(model, dense, (x,), target) for _ in range(args.repeats)]
-            speedup = 1 / statistics.median(ratios)
-            reduction = base / count_macs(model, (x1,))
+            speedup, reduction, ratios = measure(model)
             print(
                 f"  {label:14s} ({len(names):2d} blocks): speed-up {speedup:.2f}x "
                 f"(paired ratios {min(ratios):.3f}-{max(ratios):.3f}), MACs reduction "
@@ -78,9 +82,7 @@ def main() -> None:
             model = copy.deepcopy(shallow)
             cfg = Channels(target_speedup=goal / depth_only, runtime="torch", batch=args.batch)
             netslim.prune_(model, cfg, example_inputs=(x1,))
-            ratios = [time_ratio(model, dense, (x,), target) for _ in range(args.repeats)]
-            speedup = 1 / statistics.median(ratios)
-            reduction = base / count_macs(model, (x1,))
+            speedup, reduction, _ = measure(model)
             print(
                 f"  all blocks out + widths for {goal:g}x: speed-up {speedup:.2f}x, MACs "
                 f"reduction {reduction:.2f}x, speed-up / MACs reduction {speedup / reduction:.2f}"
