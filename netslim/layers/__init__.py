@@ -10,7 +10,7 @@ Public API::
     Layers(...), Gates(...)                     # configs for netslim.prune_
 """
 
-from netslim.layers.blocks import Block, find_blocks, resolve_blocks
+from netslim.core.blocks import Block, find_blocks, resolve_blocks
 from netslim.layers.config import Gates, Layers
 from netslim.layers.criteria import (
     CRITERIA,

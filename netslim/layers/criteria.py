@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from netslim.core.blocks import Block, block_input, block_output, call_model
 from netslim.errors import ConfigError
-from netslim.layers.blocks import Block, block_input, block_output, call_model
 
 
 def _feature_dim(t: Tensor) -> int:

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from netslim.core import history
+from netslim.core.blocks import Block, block_input, block_output, containers
 from netslim.errors import ConfigError, UnsupportedModelError
-from netslim.layers.blocks import Block, block_input, block_output, containers
 from netslim.layers.removal import remove_blocks
 
 GATES_KIND = "gates"

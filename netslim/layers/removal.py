@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from netslim.core.blocks import containers
 from netslim.errors import ConfigError
-from netslim.layers.blocks import containers
 
 
 def _group(model: nn.Module, names: Sequence[str]) -> dict[str, list[int]]:
