@@ -58,6 +58,7 @@ METHOD_FLAGS: dict[str, list[str]] = {
     "freeze": ["--freeze", "1"],
     "keep_masks": ["--keep-masks"],
     "reconstruct": ["--reconstruct"],
+    "blocks": ["--blocks"],
 }
 
 

@@ -145,6 +145,12 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
     )
     add_time_target_args(prune)
     prune.add_argument(
+        "--blocks",
+        action="store_true",
+        help="channel, with --target-latency/--target-speedup: the plan may also remove whole "
+        "residual blocks, chosen against widths by the time they save (docs/latency.md)",
+    )
+    prune.add_argument(
         "--round-to",
         type=positive_int,
         default=1,
@@ -270,6 +276,7 @@ def settings_from_args(args: argparse.Namespace):
         threads=args.threads,
         batch=args.batch,
         round_to=args.round_to,
+        blocks=args.blocks,
         reconstruct=args.reconstruct,
         remove=args.remove,
         target_open=args.target_open,

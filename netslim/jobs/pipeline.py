@@ -69,6 +69,7 @@ class JobSettings:
     threads: int = 1  # channel time targets: intra-op threads timed
     batch: int | None = None  # channel time targets: batch timed (default: the example's)
     round_to: int = 1
+    blocks: bool = False  # channel, with a time target: residual blocks may go whole
     ignore: list[str] = field(default_factory=list)  # outputs keep their width (see Channels)
     freeze: list[str] = field(default_factory=list)  # channel: modules left whole, inputs too
     # least-squares refit after pruning (docs/recovery.md); None: auto, the API's default rule
@@ -114,6 +115,11 @@ class JobSettings:
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint-every must be >= 0, got {self.checkpoint_every}")
         self._check_method_settings()
+        if self.blocks and self.target_latency_ms is None and self.target_speedup is None:
+            raise ConfigError(
+                "--blocks needs --target-latency or --target-speedup: whole blocks are chosen "
+                "against widths by the time they save"
+            )
 
     def _check_method_settings(self) -> None:
         """A setting the chosen method does not read is an error naming the method (each

@@ -63,6 +63,11 @@ class Channels(ConfigBase):
         prunable (by default whole heads are removed and head_dim is kept).
     conv_groups: also remove whole groups of grouped convolutions / GroupNorm (by default the
         group count is kept and channels are removed evenly inside every group).
+    blocks: under a time target, the plan may also remove whole residual blocks (a block in
+        an ``nn.Sequential``/``nn.ModuleList`` whose output is its input plus a branch), chosen
+        in the same knapsack as the widths: a block saves its layers' time and its per-op time,
+        which no width removes, and loses its inner channels' importance
+        (``latency_blocks.BLOCK_WEIGHT``). A removed block becomes ``nn.Identity``.
     reconstruct: after removal, refit every conv/linear that lost input channels by least
         squares so its outputs on ``calibration_batches`` batches of ``prune_(...,
         train_loader=...)`` match the dense model's (no labels used), then re-estimate
@@ -91,6 +96,7 @@ class Channels(ConfigBase):
     conv_groups: bool = False
     calibration_batches: int = 8
     reconstruct: bool | None = None
+    blocks: bool = False
 
     @property
     def time_target(self) -> bool:
@@ -147,5 +153,12 @@ class Channels(ConfigBase):
             or self.round_to < 1
         ):
             raise ConfigError(f"round_to must be a positive int, got {self.round_to!r}")
+        if not isinstance(self.blocks, bool):
+            raise ConfigError(f"blocks must be True or False, got {self.blocks!r}")
+        if self.blocks and not self.time_target:
+            raise ConfigError(
+                "blocks=True needs a time target (target_latency_ms or target_speedup): whole "
+                "blocks are chosen against widths by the time they save"
+            )
         if not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an int, got {self.seed!r}")

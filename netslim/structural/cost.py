@@ -6,6 +6,9 @@ target search can try dozens of global ratios in milliseconds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from netslim.core.names import first_within
 from netslim.structural.groups import Analysis
 
 
@@ -22,13 +25,16 @@ def _sizer(analysis: Analysis, kept: dict[int, int]):
     return size
 
 
-def count_params(analysis: Analysis, kept: dict[int, int] | None = None) -> int:
-    """Parameters after pruning (unique tensors; untraced parameters count unchanged)."""
+def count_params(
+    analysis: Analysis, kept: dict[int, int] | None = None, bypassed: Sequence[str] = ()
+) -> int:
+    """Parameters after pruning (unique tensors; untraced parameters count unchanged), none of
+    the ``bypassed`` blocks'."""
     g = analysis.graph
     size = _sizer(analysis, kept or {})
     total = 0
     for name, t in g.tensors.items():
-        if not g.is_param[name]:
+        if not g.is_param[name] or bypassed and first_within(name, bypassed):
             continue
         hit = g.layouts.get(id(t))
         if hit is None or hit[0] is not t:
@@ -41,11 +47,16 @@ def count_params(analysis: Analysis, kept: dict[int, int] | None = None) -> int:
     return total
 
 
-def count_macs(analysis: Analysis, kept: dict[int, int] | None = None) -> int:
-    """Multiply-accumulates of convolutions, matmuls and attention in the traced forward."""
+def count_macs(
+    analysis: Analysis, kept: dict[int, int] | None = None, bypassed: Sequence[str] = ()
+) -> int:
+    """Multiply-accumulates of convolutions, matmuls and attention in the traced forward, none
+    of the ``bypassed`` blocks'."""
     size = _sizer(analysis, kept or {})
     total = 0
     for rec in analysis.graph.eval_records:
+        if bypassed and rec.module and first_within(rec.module, bypassed):
+            continue
         for prod in rec.info.get("macs", ()):
             n = 1
             for a in prod:

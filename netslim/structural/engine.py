@@ -21,6 +21,7 @@ from netslim.structural.cost import count_macs, count_params
 from netslim.structural.graph import Boundary
 from netslim.structural.groups import Analysis, Group, analyze, build_groups
 from netslim.structural.importance import group_scores, normalized, prepared
+from netslim.structural.latency_blocks import bypass, check_bypass
 from netslim.structural.plan import PruningPlan
 
 
@@ -195,6 +196,7 @@ def make_plan(
             mask = keep_mask(scores[g.id], n)
             plan.keep[g.id] = mask.nonzero().flatten().tolist()
             plan.sizes[g.id] = g.size
+    plan.bypass = list(notes.get("latency", {}).get("removed_blocks", []))
     plan.traced_on = analysis  # reused by apply on the same, untouched model
     return plan, notes
 
@@ -230,7 +232,11 @@ def _apply(
 ) -> dict[str, Any]:
     plan.traced_on = None  # the model changes below: never reuse this trace again
     masks = plan.masks(analysis) if masks is None else masks
+    check_bypass(model, plan.bypass)  # before anything changes
     report = apply_masks(model, analysis, masks, inputs)
+    if plan.bypass:  # after the widths: the check above compared them with the masked model
+        bypass(model, plan.bypass)
+        report["bypassed_blocks"] = list(plan.bypass)
     if plan.example_inputs is None:
         plan.example_inputs = inputs
     report["boundaries"] = [b.to_dict() for b in analysis.graph.boundaries]
@@ -378,18 +384,20 @@ def prune(
     by_id = {g.id: g for g in analysis.groups}
     for gid, k in plan.keep.items():
         kept[by_id[gid].leaf] = len(k)
-    report["params"] = {"before": before[0], "after": count_params(analysis, kept)}
-    report["macs"] = {"before": before[1], "after": count_macs(analysis, kept)}
+    out = plan.bypass
+    report["params"] = {"before": before[0], "after": count_params(analysis, kept, out)}
+    report["macs"] = {"before": before[1], "after": count_macs(analysis, kept, out)}
     report["groups"] = {"prunable": len(analysis.groups), "pruned": len(plan.keep)}
     return plan, report
 
 
-def pruned_copies(model: nn.Module, example_inputs: Any) -> Callable[[dict[str, int]], nn.Module]:
-    """``make(kept)``: a copy of ``model`` whose groups keep their first ``kept[group]`` indices
-    (the latency table's calibration points). Each copy is of ``model`` as it is when ``make``
-    runs: once ``model`` is pruned, ``make`` copies the pruned model."""
+def pruned_copies(model: nn.Module, example_inputs: Any) -> Callable[..., nn.Module]:
+    """``make(kept, bypassed=())``: a copy of ``model`` whose groups keep their first
+    ``kept[group]`` indices and whose ``bypassed`` blocks are ``nn.Identity`` (the latency
+    table's calibration points and plan checks). Each copy is of ``model`` as it is when
+    ``make`` runs: once ``model`` is pruned, ``make`` copies the pruned model."""
 
-    def make(kept: dict[str, int]) -> nn.Module:
+    def make(kept: dict[str, int], bypassed: tuple[str, ...] = ()) -> nn.Module:
         trial = copy.deepcopy(model)
         analysis = analyze(trial, example_inputs)
         plan = PruningPlan(example_inputs=example_inputs, traced_on=analysis)
@@ -397,6 +405,7 @@ def pruned_copies(model: nn.Module, example_inputs: Any) -> Callable[[dict[str, 
             if g.id in kept and kept[g.id] < g.size:
                 plan.keep[g.id] = list(range(kept[g.id]))
                 plan.sizes[g.id] = g.size
+        plan.bypass = list(bypassed)
         apply_plan(trial, plan)  # on the trace just made: one trace per copy, not two
         return trial
 

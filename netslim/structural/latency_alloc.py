@@ -29,6 +29,7 @@ from netslim._runtime import allocator
 from netslim.structural.allocation import min_keep
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.knapsack import fast_end, mckp
+from netslim.structural.latency_blocks import BlockOption, block_options, removable_blocks
 from netslim.structural.latency_table import LatencyTable, build_table, grid
 from netslim.structural.op_timing import Target, width_multiple
 
@@ -138,6 +139,7 @@ class Allocation:
     starts: list[dict[str, Any]] = field(default_factory=list)  # each start, refined
     note: str | None = None
     min_fraction: float = MIN_KEEP_FRACTION
+    removed: list[str] = field(default_factory=list)  # blocks removed whole (BlockOption.name)
 
 
 def candidate_widths(size: int, round_to: int, floor: int) -> list[int]:
@@ -154,52 +156,101 @@ def value_curve(score: torch.Tensor) -> torch.Tensor:
 
 
 class _State:
-    """Current widths with the exact predicted time, updated incrementally per group."""
+    """Current widths and removed blocks with the exact predicted time, updated incrementally
+    per group: each layer's cost is its scaled time plus its output's share of the remainder
+    that scales with activation size (a removed block's layers cost nothing)."""
 
-    def __init__(self, table: LatencyTable, counts: dict[str, int]):
+    def __init__(
+        self,
+        table: LatencyTable,
+        counts: dict[str, int],
+        blocks: tuple[BlockOption, ...] = (),
+        gone: frozenset[str] | set[str] = frozenset(),
+    ):
         self.table = table
         self.counts = dict(counts)
         self.touch: dict[str, list[int]] = {}
         for i, layer in enumerate(table.layers):
             for g in layer.groups:
                 self.touch.setdefault(g, []).append(i)
-        self.act = {g: table.act_weight(g) for g in table.sizes}
-        self.layer_t = [la.time_at(self.counts, table.sizes) for la in table.layers]
-        self.shares = [len(la.groups) for la in table.layers]
+        self.blocks = {b.name: b for b in blocks}
+        self.block_of = {i: b.name for b in blocks for i in b.layers}
+        self.owner = {g: b.name for b in blocks for g in b.groups}
+        self.gone: set[str] = set(gone)
+        self.per_act = table.remainder_var / max(table.act_total, 1.0)
+        self.layer_t = [self._cost(i, self.counts) for i in range(len(table.layers))]
+
+    def _cost(self, i: int, counts: dict[str, int]) -> float:
+        if self.block_of.get(i) in self.gone:
+            return 0.0
+        t, layer = self.table, self.table.layers[i]
+        act = self.per_act * layer.cout.width(counts, t.sizes) * layer.out_numel
+        return t.scale * layer.time_at(counts, t.sizes) + act
 
     def total(self) -> float:
-        t = self.table
-        act = sum(self.act[g] * (self.counts.get(g, t.sizes[g]) - t.sizes[g]) for g in t.sizes)
-        return t.scale * sum(self.layer_t) + t.remainder_fixed + t.remainder_var * (1 + act)
+        gone_fixed = sum(self.blocks[b].fixed_ms for b in self.gone)
+        return sum(self.layer_t) + self.table.remainder_fixed - gone_fixed
 
-    def _times_with(self, gid: str, width: int) -> list[tuple[int, float]]:
-        """``(layer index, predicted time)`` of the layers ``gid`` touches, with ``gid`` at
-        ``width`` (tried in place: the solver's hottest loop, so no copy of the counts)."""
+    def active(self, gid: str) -> bool:
+        """Whether ``gid``'s width still matters (its block, if any, is kept)."""
+        return self.owner.get(gid) not in self.gone
+
+    def delta(self, gid: str, width: int) -> float:
+        """Exact change of the predicted total if ``gid`` moved to ``width`` (tried in place:
+        the solver's hottest loop, so no copy of the counts)."""
+        was = self.counts[gid]
+        self.counts[gid] = width
+        try:
+            return sum(
+                self._cost(i, self.counts) - self.layer_t[i] for i in self.touch.get(gid, [])
+            )
+        finally:
+            self.counts[gid] = was
+
+    def share_cost(self, gid: str, width: int) -> float:
+        """Linearised cost of ``gid`` at ``width``: equal shares of the time of its layers,
+        others fixed, and the activations it sets."""
         t = self.table
         was = self.counts[gid]
         self.counts[gid] = width
         try:
-            return [(i, t.layers[i].time_at(self.counts, t.sizes)) for i in self.touch.get(gid, [])]
+            c = 0.0
+            for i in self.touch.get(gid, []):
+                layer = t.layers[i]
+                c += t.scale * layer.time_at(self.counts, t.sizes) / len(layer.groups)
+                c += self.per_act * layer.cout.terms.get(gid, 0.0) * width * layer.out_numel
+            return c
         finally:
             self.counts[gid] = was
 
-    def delta(self, gid: str, width: int) -> float:
-        """Exact change of the predicted total if ``gid`` moved to ``width``."""
-        t = self.table
-        d = sum(ms - self.layer_t[i] for i, ms in self._times_with(gid, width))
-        return t.scale * d + t.remainder_var * self.act[gid] * (width - self.counts[gid])
-
-    def share_cost(self, gid: str, width: int) -> float:
-        """Linearised cost of ``gid`` at ``width``: equal shares of its layers, others fixed."""
-        t = self.table
-        c = sum(ms / self.shares[i] for i, ms in self._times_with(gid, width))
-        return t.scale * c + t.remainder_var * self.act[gid] * width
-
     def move(self, gid: str, width: int) -> None:
         self.counts[gid] = width
-        t = self.table
         for i in self.touch.get(gid, []):
-            self.layer_t[i] = t.layers[i].time_at(self.counts, t.sizes)
+            self.layer_t[i] = self._cost(i, self.counts)
+
+    def toggle_delta(self, name: str) -> float:
+        """Exact change of the predicted total if block ``name`` were removed (kept, if it is
+        removed now)."""
+        block = self.blocks[name]
+        if name in self.gone:
+            self.gone.discard(name)
+            try:
+                return sum(self._cost(i, self.counts) for i in block.layers) + block.fixed_ms
+            finally:
+                self.gone.add(name)
+        return -sum(self.layer_t[i] for i in block.layers) - block.fixed_ms
+
+    def toggle(self, name: str) -> None:
+        """Remove block ``name`` (its groups back to whole: a removed block has no width, and
+        one kept back starts whole), or keep it if it is removed."""
+        if name in self.gone:
+            self.gone.discard(name)
+        else:
+            for g in self.blocks[name].groups:
+                self.move(g, self.table.sizes[g])
+            self.gone.add(name)
+        for i in self.blocks[name].layers:
+            self.layer_t[i] = self._cost(i, self.counts)
 
 
 @dataclass
@@ -214,9 +265,35 @@ class _Problem:
     val: dict[str, list[float]]
     budget: float
     whole: dict[str, int]
+    blocks: tuple[BlockOption, ...] = ()
 
-    def value_of(self, counts: dict[str, int]) -> float:
-        return sum(self.val[g][counts[g] - 1] for g in self.free)
+    def value_of(self, state: _State) -> float:
+        return _kept_value(state, self.free, self.val)
+
+    def state(self, counts: dict[str, int], gone: frozenset[str] = frozenset()) -> _State:
+        return _State(self.table, counts, self.blocks, gone)
+
+
+def _kept_value(state: _State, free: list[str], val: dict[str, list[float]]) -> float:
+    """The objective: every free group's value at its width, a removed block's groups
+    counting ``1 - weight`` of their whole value (the identity path keeps the rest)."""
+    kept = sum(val[g][state.counts[g] - 1] for g in free if state.active(g))
+    return kept + sum((1 - state.blocks[b].weight) * _whole(state, b, val) for b in state.gone)
+
+
+def _whole(state: _State, name: str, val: dict[str, list[float]]) -> float:
+    return sum(val[g][-1] for g in state.blocks[name].groups if g in val)
+
+
+def _toggle_gain(state: _State, name: str, val: dict[str, list[float]]) -> float:
+    """Change of the objective if block ``name`` were removed (kept back, if removed now):
+    removing it loses its groups' kept value and keeps ``1 - weight`` of their whole value, so
+    a block cut narrow can lose less by going whole; kept back, it returns whole."""
+    block = state.blocks[name]
+    if name in state.gone:
+        return block.weight * _whole(state, name, val)
+    kept = sum(val[g][state.counts[g] - 1] for g in block.groups if g in val)
+    return (1 - block.weight) * _whole(state, name, val) - kept
 
 
 def allocate(
@@ -227,33 +304,38 @@ def allocate(
     round_to: int = 1,
     fixed: dict[str, int] | None = None,
     min_fraction: float = MIN_KEEP_FRACTION,
+    blocks: tuple[BlockOption, ...] = (),
 ) -> Allocation:
     """Counts per group (the keys of ``values``) with predicted time <= ``budget_ms`` and the
     most kept value; ``fixed`` groups keep the given counts (their time still counts); every
-    free group keeps at least ``min_fraction`` of its indices (and ``round_to``)."""
+    free group keeps at least ``min_fraction`` of its indices (and ``round_to``). ``blocks``:
+    residual blocks the plan may also remove whole, on the same value scale (a removed block
+    loses its groups' kept value); none whose groups include a fixed one."""
     fixed = fixed or {}
     sizes = table.sizes
     free = [g for g in values if g not in fixed]
     floor = {g: min_keep(sizes[g], round_to, min_fraction) for g in free}
     cands = {g: candidate_widths(sizes[g], round_to, floor[g]) for g in free}
     val = {g: values[g].tolist() for g in free}
-    problem = _Problem(table, free, cands, val, budget_ms, {**sizes, **fixed})
-    value_of = problem.value_of
+    blocks = tuple(b for b in blocks if not set(b.groups) & set(fixed))
+    problem = _Problem(table, free, cands, val, budget_ms, {**sizes, **fixed}, blocks)
     starts = {
-        "knapsack": _knapsack_start(problem),
+        "knapsack": (_knapsack_start(problem), frozenset()),
         "lagrangian": _lagrangian_start(problem),
-        "uniform": _best_uniform(problem),
+        "uniform": (_best_uniform(problem), frozenset()),
     }
     best: tuple[bool, float] | None = None
     tried: list[dict[str, Any]] = []
-    for name, counts in starts.items():
+    for name, (counts, gone) in starts.items():
         if counts is None:  # no uniform fraction fits
             continue
-        state = _State(table, counts)
+        state = problem.state(counts, gone)
         _repair(state, free, cands, val, budget_ms)
         _exchange(state, free, cands, val, budget_ms)
-        total, value = state.total(), value_of(state.counts)
+        total, value = state.total(), problem.value_of(state)
         tried.append({"start": name, "predicted_ms": total, "value": value})
+        if blocks:
+            tried[-1]["removed"] = len(state.gone)
         fits = total <= budget_ms * (1 + 1e-9)
         rank = (fits, value if fits else -total)  # else the fastest: the note says how far
         if best is None or rank > best:
@@ -262,7 +344,8 @@ def allocate(
     counts = {g: chosen.counts[g] for g in values}
     total = chosen.total()
     note = None if best[0] else _unreachable(total, budget_ms)
-    return Allocation(counts, total, value_of(chosen.counts), tried, note, min_fraction)
+    removed = [b.name for b in blocks if b.name in chosen.gone]
+    return Allocation(counts, total, problem.value_of(chosen), tried, note, min_fraction, removed)
 
 
 def _knapsack_start(p: _Problem) -> dict[str, int]:
@@ -270,8 +353,8 @@ def _knapsack_start(p: _Problem) -> dict[str, int]:
     whole widths (each group charged an equal share of the layers it touches). The shares
     under-count what cutting both widths of a layer saves, so this start tends to cut deeper
     than the budget needs; the repair grows it back by exact cost."""
-    table, free, cands, val, budget, whole = p.table, p.free, p.cands, p.val, p.budget, p.whole
-    state = _State(table, whole)
+    free, cands, val, budget, whole = p.free, p.cands, p.val, p.budget, p.whole
+    state = p.state(whole)
     opts_w, opts_v, opts_c = [], [], []
     for g in free:
         ws = cands[g]
@@ -296,21 +379,24 @@ STILL = 8
 reach (a cut waits for its price: one doubling that moves nothing says little)."""
 
 
-def _lagrangian_start(p: _Problem) -> dict[str, int]:
+def _lagrangian_start(p: _Problem) -> tuple[dict[str, int], frozenset[str]]:
     """The knapsack's Lagrangian relaxation with exact costs: at a price ``lam`` per ms, every
     group in turn takes the width that maximises its value minus ``lam`` times the exact change
     of the predicted time, the other groups at their current widths (coordinate ascent, which
-    sees that cutting a layer's input and output together saves their product). The price is
-    bisected to the lowest one whose widths fit. The linearised knapsack alone, re-solved in
-    rounds with its budget corrected by each round's exact error (before 2026-12-02), swung
-    between widths far under and far over the budget."""
-    table, free, cands, val, budget, whole = p.table, p.free, p.cands, p.val, p.budget, p.whole
+    sees that cutting a layer's input and output together saves their product), and every
+    block is removed or kept by the same rule. The price is bisected to the lowest one whose
+    widths fit. The linearised knapsack alone, re-solved in rounds with its budget corrected by
+    each round's exact error (before 2026-12-02), swung between widths far under and far over
+    the budget. Returns the widths and the blocks removed."""
+    free, cands, val, budget, whole = p.free, p.cands, p.val, p.budget, p.whole
 
     def solve(lam: float) -> _State:
-        state = _State(table, whole)
+        state = p.state(whole)
         for _ in range(SWEEPS):
             moved = False
             for g in free:
+                if not state.active(g):
+                    continue
                 here = state.counts[g]
                 pick, score = here, val[g][here - 1]
                 for w in cands[g]:
@@ -321,6 +407,10 @@ def _lagrangian_start(p: _Problem) -> dict[str, int]:
                 if pick != here:
                     state.move(g, pick)
                     moved = True
+            for b in p.blocks:
+                if _toggle_gain(state, b.name, val) - lam * state.toggle_delta(b.name) > 1e-12:
+                    state.toggle(b.name)
+                    moved = True
             if not moved:
                 break
         return state
@@ -330,9 +420,10 @@ def _lagrangian_start(p: _Problem) -> dict[str, int]:
     while state.total() > budget:  # double the price until the widths fit
         lo, hi = hi, 2 * hi
         state, before = solve(hi), state
-        still = still + 1 if state.counts == before.counts else 0
+        same = (state.counts, state.gone) == (before.counts, before.gone)
+        still = still + 1 if same else 0
         if still == STILL:
-            return dict(state.counts)  # out of reach: the fastest widths it found
+            return dict(state.counts), frozenset(state.gone)  # out of reach: the fastest found
     best = state
     for _ in range(LAGRANGE_STEPS):
         mid = (lo + hi) / 2
@@ -341,7 +432,7 @@ def _lagrangian_start(p: _Problem) -> dict[str, int]:
             hi, best = mid, state
         else:
             lo = mid
-    return dict(best.counts)
+    return dict(best.counts), frozenset(best.gone)
 
 
 def _unreachable(predicted_ms: float, budget_ms: float) -> str:
@@ -416,6 +507,7 @@ def slack_note(
     round_to: int,
     correction: float = 1.0,
     measured_ms: float | None = None,
+    blocks: tuple[BlockOption, ...] = (),
 ) -> str | None:
     """What the report says when the plan runs more than ``CHECK_TOLERANCE`` under the budget
     because no group can widen by its next step within it: the user asked for one speed and
@@ -424,15 +516,16 @@ def slack_note(
     bench/_latency_granularity.py). ``sizes``: every group's width; ``fixed``: groups whose
     counts the plan may not change; ``correction``: as in :func:`allocate_reaching`;
     ``measured_ms``: the plan's check, if any, which then sets both the plan's time and the
-    scale of the table's step costs (its ratio to the table's prediction)."""
+    scale of the table's step costs (its ratio to the table's prediction); ``blocks``: the
+    options the plan was solved with."""
     scale = correction if measured_ms is None else measured_ms / alloc.predicted_ms
     plan_ms = alloc.predicted_ms * scale
     if plan_ms >= budget_ms * (1 - CHECK_TOLERANCE):
         return None
-    state = _State(table, {**sizes, **alloc.counts, **fixed})
+    state = _State(table, {**sizes, **alloc.counts, **fixed}, blocks, frozenset(alloc.removed))
     steps = []
     for gid, kept in alloc.counts.items():
-        if gid in fixed:
+        if gid in fixed or not state.active(gid):
             continue
         wider = [w for w in candidate_widths(table.sizes[gid], round_to, 1) if w > kept]
         if not wider:
@@ -480,29 +573,64 @@ def _exchange(
     budget: float,
     passes: int = 4,
 ) -> None:
-    """Local search by exact cost: narrow one group by a step and refill greedily; keep the
-    exchange when the kept value grows (escapes where a start got stuck)."""
+    """Local search by exact cost: narrow one group by a step, or remove a block or keep one
+    back, and refill (or cut) greedily; keep the exchange when the kept value grows (escapes
+    where a start got stuck, such as the wrong one of two blocks removed)."""
 
     def value() -> float:
-        return sum(val[g][state.counts[g] - 1] for g in free)
+        return _kept_value(state, free, val)
 
     for _ in range(passes):
         improved = False
-        for g in free:
-            smaller = _next_cut(state, g, cands[g])
-            if smaller is None:
-                continue
-            before, saved = value(), dict(state.counts)
-            state.move(g, smaller)
-            _repair(state, [h for h in free if h != g], cands, val, budget)
+        for moves in _exchange_moves(state, free, cands, val):
+            if any(not state.active(k) for k, w in moves if w is not None):
+                continue  # an earlier exchange removed this group's block
+            if moves[0][1] is not None and state.counts[moves[0][0]] <= moves[0][1]:
+                continue  # an earlier exchange already narrowed it
+            if len(moves) == 2 and (moves[0][0] not in state.gone or moves[1][0] in state.gone):
+                continue  # a swap of blocks an earlier exchange moved
+            before = value()
+            saved, gone = dict(state.counts), set(state.gone)
+            for key, width in moves:
+                _apply(state, key, width)
+            held = {k for k, w in moves if w is None}  # the blocks moved stay as moved
+            _repair(state, [h for h in free if h != moves[0][0]], cands, val, budget, held)
             if value() > before + 1e-12 and state.total() <= budget:
                 improved = True
                 continue
-            for h, w in saved.items():  # undo
+            for b in state.gone ^ gone:  # undo
+                state.toggle(b)
+            for h, w in saved.items():
                 if state.counts[h] != w:
                     state.move(h, w)
         if not improved:
             return
+
+
+def _exchange_moves(
+    state: _State, free: list[str], cands: dict[str, list[int]], val: dict[str, list[float]]
+) -> list[list[tuple[str, int | None]]]:
+    """The exchanges to try from ``state``: each active group one step narrower, each block
+    removed or kept back, and each removed block swapped for a kept one."""
+    moves: list[list[tuple[str, int | None]]] = []
+    for g in free:
+        smaller = _next_cut(state, g, cands[g]) if state.active(g) else None
+        if smaller is not None:
+            moves.append([(g, smaller)])
+    moves += [[(b, None)] for b in state.blocks]
+    kept = [b for b in state.blocks if b not in state.gone]
+    rivals = sorted(kept, key=lambda c: -_toggle_gain(state, c, val) / _saves(state, c))
+    moves += [[(b, None), (c, None)] for b in state.gone for c in rivals[:SWAP_RIVALS]]
+    return moves
+
+
+SWAP_RIVALS = 2
+"""Kept blocks each removed block is tried in exchange for: those whose removal loses the
+least value per ms saved (every pair made planning resnet56, 27 blocks, take minutes)."""
+
+
+def _saves(state: _State, name: str) -> float:
+    return max(-state.toggle_delta(name), 1e-12)
 
 
 def _next_cut(state: _State, gid: str, widths: list[int]) -> int | None:
@@ -521,9 +649,12 @@ def _repair(
     cands: dict[str, list[int]],
     val: dict[str, list[float]],
     budget: float,
+    held: set[str] | frozenset[str] = frozenset(),
 ) -> None:
-    """Cut widths (least value lost per ms saved) until the exact prediction fits, then grow
-    them (most value per ms) while it still fits."""
+    """Cut widths or remove blocks (least value lost per ms saved) until the exact prediction
+    fits, then grow widths or keep removed blocks back (most value per ms) while it still
+    fits. A removed block's groups keep their widths, out of play until it is back; blocks
+    ``held`` stay as they are."""
 
     def neighbour(g: str, up: bool) -> int | None:
         ws = cands[g]
@@ -537,7 +668,7 @@ def _repair(
     while total > budget:
         best = None
         for g in free:
-            w = neighbour(g, up=False)
+            w = neighbour(g, up=False) if state.active(g) else None
             if w is None:
                 continue
             saved = -state.delta(g, w)
@@ -545,14 +676,20 @@ def _repair(
             ratio = lost / saved
             if best is None or ratio < best[0]:
                 best = (ratio, g, w)
+        for b in state.blocks:
+            saved = 0.0 if b in state.gone or b in held else -state.toggle_delta(b)
+            if saved > 0:
+                ratio = -_toggle_gain(state, b, val) / saved
+                if best is None or ratio < best[0]:
+                    best = (ratio, b, None)
         if best is None:
             return
-        state.move(best[1], best[2])
+        _apply(state, best[1], best[2])
         total = state.total()
     while True:
         best = None
         for g in free:
-            w = neighbour(g, up=True)
+            w = neighbour(g, up=True) if state.active(g) else None
             while w is not None:
                 cost = state.delta(g, w)
                 if total + cost <= budget:
@@ -562,10 +699,24 @@ def _repair(
                         best = (ratio, g, w)
                     break
                 w = None  # the next step does not fit; larger ones cost more
+        for b in state.gone - held:
+            cost = state.toggle_delta(b)
+            if total + cost <= budget:
+                ratio = _toggle_gain(state, b, val) / max(cost, 1e-9)
+                if best is None or ratio > best[0]:
+                    best = (ratio, b, None)
         if best is None:
             return
-        state.move(best[1], best[2])
+        _apply(state, best[1], best[2])
         total = state.total()
+
+
+def _apply(state: _State, key: str, width: int | None) -> None:
+    """One solver move: ``key`` to ``width``, or block ``key`` removed / kept back (None)."""
+    if width is None:
+        state.toggle(key)
+    else:
+        state.move(key, width)
 
 
 def example_batch(example_inputs: Any) -> int:
@@ -620,14 +771,15 @@ def check_plans(
     correction = 1.0  # the table's error near the plans checked (see ``local_correction``)
     ratios: list[float] = []
     for attempt in range(CHECKS):
-        if any(c.alloc.counts == alloc.counts for c in checks):  # widths already checked
+        if any((c.alloc.counts, c.alloc.removed) == (alloc.counts, alloc.removed) for c in checks):
             break
         start = time.perf_counter()
         kept = {**sizes, **alloc.counts, **options["fixed"]}
-        measured = table.measure_kept(kept)
+        out = tuple(alloc.removed)
+        measured = table.measure_kept(kept, bypassed=out)
         predicted = alloc.predicted_ms * correction
         if abs(measured / predicted - 1) > STALE_TOLERANCE:  # one timing must not decide it
-            measured = table.measure_kept(kept, confirm=True)
+            measured = table.measure_kept(kept, confirm=True, bypassed=out)
         seconds = time.perf_counter() - start
         checks.append(PlanCheck(alloc, correction, predicted, measured, seconds))
         if _landed(measured, predicted, budget) or attempt == CHECKS - 1:
@@ -688,7 +840,10 @@ def plan_counts(
     # the runtime's own multiple joins the user's (``width_multiple``: ONNX Runtime's blocks)
     round_to = math.lcm(config.round_to, width_multiple(target.runtime))
     info["round_to"] = round_to
-    options = {"round_to": round_to, "fixed": fixed}
+    options: dict[str, Any] = {"round_to": round_to, "fixed": fixed}
+    if config.blocks:
+        options["blocks"] = block_options(table, removable_blocks(model, example_inputs))
+        info["removable_blocks"] = len(options["blocks"])
     alloc = allocate_reaching(table, values, budget, **options)
     info["knapsack_s"] = time.perf_counter() - start
     checks: list[PlanCheck] = []
@@ -716,12 +871,17 @@ def plan_counts(
     lowered = floor_note(alloc)
     if lowered:
         warnings.warn(lowered, stacklevel=2)
+    blocks = options.get("blocks", ())
     spare = slack_note(
-        table, alloc, budget, sizes, fixed, round_to, correction, info.get("measured_ms")
+        table, alloc, budget, sizes, fixed, round_to, correction, info.get("measured_ms"), blocks
     )
     if spare:  # the user asked for one speed and gets more, keeping less than asked for
         warnings.warn(spare, stacklevel=2)
     notes = [n for n in (lowered, alloc.note, spare, allocator_note(table.page_faults)) if n]
     if notes:
         info["note"] = "; ".join(notes)
-    return {**sizes, **alloc.counts, **fixed}, info
+    if blocks:
+        info["removed_blocks"] = list(alloc.removed)
+    inner = {g for b in blocks if b.name in alloc.removed for g in b.groups}  # left whole
+    counts = {g: n for g, n in alloc.counts.items() if g not in inner}
+    return {**sizes, **counts, **fixed}, info

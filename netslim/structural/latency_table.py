@@ -415,7 +415,7 @@ def build_table(
     timer: Callable[[OpShape], float] | None = None,
     whole: Callable[[nn.Module, Any], float] | None = None,
     ratio: Callable[[nn.Module, nn.Module, Any], float] | None = None,
-    pruned_copy: Callable[[dict[str, int]], nn.Module],
+    pruned_copy: Callable[..., nn.Module],
     refresh: bool = False,
 ) -> LatencyTable:
     """Measure (or load from the cache) the table of ``model`` on ``target``; ``refresh``:
@@ -452,9 +452,11 @@ def build_table(
         cached, f"{key}|dense", lambda: min(whole(model, inputs) for _ in range(2))
     )
 
-    def paired(kept: dict[str, int]) -> float:
-        """ms of a copy keeping ``kept``: its time ratio to the dense model times ``dense_ms``."""
-        return dense_ms * ratio(make(kept), model, inputs)
+    def paired(kept: dict[str, int], bypassed: tuple[str, ...] = ()) -> float:
+        """ms of a copy keeping ``kept`` (and ``bypassed`` blocks out): its time ratio to the
+        dense model times ``dense_ms``."""
+        copy = make(kept, bypassed) if bypassed else make(kept)
+        return dense_ms * ratio(copy, model, inputs)
 
     measured = {"dense": dense_ms}
     for name in ("half", "small"):
@@ -472,18 +474,22 @@ def build_table(
     table.build_s = time.perf_counter() - start
     table.measured_points = cached.measured
 
-    def measure_kept(kept: dict[str, int], confirm: bool = False) -> float:
+    def measure_kept(
+        kept: dict[str, int], confirm: bool = False, bypassed: tuple[str, ...] = ()
+    ) -> float:
         """Whole-model ms of a copy with ``kept`` counts (cached by the counts, with them: the
-        next table of this model and target fits it as a calibration point).
+        next table of this model and target fits it as a calibration point) and ``bypassed``
+        blocks out (cached apart: a point the fit of widths cannot read).
 
         ``confirm``: the caller found the check far off its prediction; one paired timing (or
         one cached from an earlier, noisier round) must not decide the plan alone, so the check
         becomes the median of ``CONFIRM_TIMINGS``, cached as confirmed (timed again once only)."""
-        point = checked + check_name(kept)
-        ms = _cached_whole(cached, point, lambda: paired(kept), widths=kept)
-        mark = f"{key}|confirmed|{check_name(kept)}"
+        name = check_name(kept) + (f"-{check_name(dict.fromkeys(bypassed, 0))}" if bypassed else "")
+        point = (f"{key}|paired|plan+blocks|" if bypassed else checked) + name
+        ms = _cached_whole(cached, point, lambda: paired(kept, bypassed), widths=kept)
+        mark = f"{key}|confirmed|{name}"
         if confirm and cached.cache.get(mark) is None:
-            timings = [ms] + [paired(kept) for _ in range(CONFIRM_TIMINGS - 1)]
+            timings = [ms] + [paired(kept, bypassed) for _ in range(CONFIRM_TIMINGS - 1)]
             ms = statistics.median(timings)
             cached.cache.put(point, ms, widths=kept)
             cached.cache.put(mark, ms)

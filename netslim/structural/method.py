@@ -44,7 +44,7 @@ def prune_channels(model: nn.Module, config: Channels, ctx: PruneContext) -> dic
         plan, report = _prune_reconstructed(model, inputs, config, calibration)
     else:
         plan, report = prune(model, inputs, config, calibration)
-    if config.time_target and not plan.keep:  # already fast enough: nothing to record
+    if config.time_target and plan.is_empty:  # already fast enough: nothing to record
         return report
     tensors = flatten_tensors(inputs)
     payload = {
@@ -69,7 +69,7 @@ def _prune_reconstructed(model: nn.Module, inputs: Any, config: Channels, calibr
     take_replacements(work)  # start from no pending swaps on the copy
     before = list(work.parameters())  # alive, so the swap notes can be read back
     plan, report = prune(work, inputs, config, calibration)
-    if not plan.keep:  # a latency target already met: nothing to prune or refit
+    if plan.is_empty:  # a latency target already met: nothing to prune or refit
         return plan, report
     chosen = {id(new[0]): new[1] for new in take_replacements(work).values() if new is not None}
     del before

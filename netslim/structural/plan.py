@@ -15,32 +15,46 @@ import torch
 from netslim.errors import ArtifactError, PruningError
 from netslim.structural.groups import Analysis
 
-VERSION = 1
+VERSION = 2
+"""2: ``bypass`` (blocks replaced by ``nn.Identity``, 2026-12-03); version 1 plans read as ever."""
 
 
 @dataclass
 class PruningPlan:
-    """``keep[group_id]`` = sorted kept indices; ``sizes[group_id]`` = the group's full size."""
+    """``keep[group_id]`` = sorted kept indices; ``sizes[group_id]`` = the group's full size;
+    ``bypass``: names of residual blocks replaced by ``nn.Identity`` after the widths."""
 
     keep: dict[str, list[int]] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    bypass: list[str] = field(default_factory=list)
     example_inputs: Any = field(default=None, repr=False, compare=False)
     # The trace the plan was made on: apply reuses it while the model is untouched (not saved).
     traced_on: Analysis | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": VERSION,
+        out: dict[str, Any] = {
+            "version": VERSION if self.bypass else 1,  # older readers load what they can apply
             "groups": {g: {"size": self.sizes[g], "keep": list(k)} for g, k in self.keep.items()},
         }
+        if self.bypass:
+            out["bypass"] = list(self.bypass)
+        return out
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing to change: no channel removed and no block bypassed."""
+        return not self.keep and not self.bypass
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruningPlan:
         if not isinstance(data, dict) or not isinstance(data.get("groups"), dict):
             raise ArtifactError("malformed pruning plan: not an object with a 'groups' object")
         try:
-            if int(data.get("version", VERSION)) != VERSION:
+            if int(data.get("version", 1)) not in (1, VERSION):
                 raise ArtifactError(f"unsupported plan version {data.get('version')!r}")
+            bypass = data.get("bypass", [])
+            if not isinstance(bypass, list) or not all(isinstance(b, str) for b in bypass):
+                raise ArtifactError("malformed pruning plan: 'bypass' is not a list of names")
             keep, sizes = {}, {}
             for gid, g in data["groups"].items():
                 sizes[gid] = int(g["size"])
@@ -49,7 +63,7 @@ class PruningPlan:
                     raise ArtifactError(f"plan group {gid!r}: kept indices out of range")
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ArtifactError(f"malformed pruning plan: {exc}") from exc
-        return cls(keep, sizes)
+        return cls(keep, sizes, list(bypass))
 
     @property
     def removed(self) -> int:

@@ -30,7 +30,7 @@ def load_per_module(path: str | None) -> dict[str, float]:
 _CHANNEL_FLAGS = frozenset(
     {"ratio", "criterion", "target_macs", "target_latency_ms", "per_module", "round_to"}
     | {"ignore", "freeze", "l1_reg", "rounds", "target_speedup", "runtime", "threads", "batch"}
-    | {"reconstruct"}
+    | {"reconstruct", "blocks"}
 )
 # the job settings (``netslim prune`` flags) each method reads; others are refused
 FLAGS = {
@@ -62,6 +62,7 @@ def channels_config(settings: Any, ratio: float) -> Channels:
         ignore=tuple(settings.ignore),
         freeze=tuple(getattr(settings, "freeze", ())),
         round_to=settings.round_to,
+        blocks=settings.blocks,
         seed=settings.seed,
         reconstruct=getattr(settings, "reconstruct", None),
     )

@@ -1,0 +1,93 @@
+"""Whole residual blocks as choices of the latency plan, beside every group's width.
+
+Per-op time that no width removes (each conv, norm and activation call costs a fixed time) sets
+much of a small model's time at batch 1: MobileNetV2's width plans there bought 2x in speed for
+5x in MACs. Only removing the op removes its time, so under ``Channels(blocks=True)`` the
+knapsack may also remove a residual block whole (``netslim.core.blocks.find_blocks``: a block
+in a container whose output is its input plus a branch): it saves the block's layers' time and
+its share of the table's fixed remainder, and loses ``weight`` times its inner groups' kept
+value. A removed block becomes ``nn.Identity`` (its output is its input), so module names and
+the plan's group ids stay valid around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from netslim.core.blocks import find_blocks
+from netslim.errors import PruningError
+from netslim.structural.latency_table import LatencyTable
+
+BLOCK_WEIGHT = 0.1
+"""The share of a block's inner groups' kept value that removing it loses. Importance is
+normalised per group, so a block of 96 inner channels is worth 96 channels of any other group;
+a residual branch removed keeps its identity path (the stream still carries what came in), so
+a weight under 1 is arguable; bench/_latency_blocks_accuracy.py measures what it costs."""
+
+
+@dataclass(frozen=True)
+class BlockOption:
+    """A residual block the plan may remove whole: the indices of the table's layers inside it,
+    the groups that live only inside it (removed with it, their kept value lost) and the time
+    of its ops that are not layers (norms, activations, its add): a share of the table's fixed
+    remainder."""
+
+    name: str
+    layers: tuple[int, ...]
+    groups: tuple[str, ...]
+    fixed_ms: float = 0.0
+    weight: float = BLOCK_WEIGHT  # the share of its groups' kept value removing it loses
+
+
+def block_options(
+    table: LatencyTable,
+    names: Sequence[str],
+    weight: float = BLOCK_WEIGHT,
+) -> tuple[BlockOption, ...]:
+    """An option per block name that has table layers and a group of its own: its layers (by
+    module name), the groups only those layers touch, and its share of the fixed remainder by
+    its count of layers (norms and activations come with the layers)."""
+    touch: dict[str, set[int]] = {}
+    for i, layer in enumerate(table.layers):
+        for g in layer.groups:
+            touch.setdefault(g, set()).add(i)
+    options = []
+    for name in names:
+        inside = {i for i, la in enumerate(table.layers) if la.name.startswith(name + ".")}
+        groups = tuple(g for g, layers in touch.items() if layers <= inside)
+        if inside and groups:
+            share = table.remainder_fixed * len(inside) / len(table.layers)
+            options.append(BlockOption(name, tuple(sorted(inside)), groups, share, weight))
+    return tuple(options)
+
+
+def removable_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
+    """Names of the blocks of ``model`` that can be bypassed (residual, shape-preserving)."""
+    return [b.name for b in find_blocks(model, example_inputs)]
+
+
+def check_bypass(model: nn.Module, names: Sequence[str]) -> None:
+    """Fail before anything changes when a block to bypass does not exist."""
+    for name in names:
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise PruningError("no such block to bypass in this model", name) from None
+        if not name:
+            raise PruningError("the whole model cannot be bypassed", name)
+
+
+def bypass(model: nn.Module, names: Sequence[str]) -> None:
+    """Replace each named block by ``nn.Identity`` (checked first: all or nothing)."""
+    check_bypass(model, names)
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        holder = model.get_submodule(parent)
+        if isinstance(holder, (nn.Sequential, nn.ModuleList)) and child.isdigit():
+            holder[int(child)] = nn.Identity()
+        else:
+            setattr(holder, child, nn.Identity())
