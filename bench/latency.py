@@ -110,7 +110,9 @@ def _tp_variant(dense: nn.Module, x1: torch.Tensor, keep: float, outputs: int, k
     return model.eval(), frac
 
 
-def speed_rows(name: str, runtime: str, threads: int, batch: int, rounds: int) -> list[dict]:
+def speed_rows(
+    name: str, runtime: str, threads: int, batch: int, rounds: int, blocks: bool = False
+) -> list[dict]:
     import netslim
     from netslim._runtime import allocator
     from netslim.structural import Channels
@@ -143,6 +145,20 @@ def speed_rows(name: str, runtime: str, threads: int, batch: int, rounds: int) -
                 continue
             variants[f"TP {kind} @{sp:g}x MACs"] = model
             meta[f"TP {kind} @{sp:g}x MACs"] = {"macs_kept": frac}
+        if blocks:  # the same target, whole residual blocks offered too (Channels(blocks=True))
+            deep = copy.deepcopy(dense)
+            start = time.perf_counter()
+            cfg = Channels(
+                target_speedup=sp, runtime=runtime, threads=threads, batch=batch, blocks=True
+            )
+            info = netslim.prune_(deep, cfg, example_inputs=(x1,))["latency"]
+            blabel = f"netslim latency+blocks {sp:g}x"
+            variants[blabel] = deep.eval()
+            bkeep = _macs(deep, x1) / base
+            meta[blabel] = {"macs_kept": bkeep, "plan_s": time.perf_counter() - start, **info}
+            print(f"  {name} {runtime} t{threads} b{batch} {blabel}: removed "
+                  f"{len(info.get('removed_blocks', []))} blocks, pred {info['predicted_ms']:.2f} "
+                  f"meas {info['measured_ms']:.2f} macs x{1 / bkeep:.2f}", flush=True)  # fmt: skip
         macs_model = copy.deepcopy(dense)
         netslim.prune_(macs_model, Channels(target_macs=keep), example_inputs=(x1,))
         variants[f"netslim MACs @{sp:g}x MACs"] = macs_model.eval()
@@ -190,7 +206,9 @@ def run_speed(args: argparse.Namespace) -> None:
                         for r in done["rows"]
                         if (r["model"], r["runtime"], r["threads"], r["batch"]) != key
                     ]
-                    done["rows"] += speed_rows(name, runtime, threads, batch, args.rounds)
+                    done["rows"] += speed_rows(
+                        name, runtime, threads, batch, args.rounds, args.blocks
+                    )
                     write_results("latency_speed", done)
     done["uptime"][-1]["after"] = _uptime()
     done["machine"] = machine_line()
@@ -656,7 +674,8 @@ def plot_speed(rows: list[dict]) -> Path | None:
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
-    styles = {"netslim latency": "o", "TP global": "s", "TP uniform_r8": "^", "netslim MACs": "x"}
+    styles = {"netslim latency+blocks": "D", "netslim latency": "o", "TP global": "s",
+              "TP uniform_r8": "^", "netslim MACs": "x"}  # fmt: skip
     for ax, (model, batch) in zip(axes[0], panels, strict=True):
         here = [r for r in mine if (r["model"], r["batch"]) == (model, batch)]
         for r in here:
@@ -715,7 +734,10 @@ def _bars(rows: list[dict], runs: list[dict], bound: dict | None = None) -> list
         pred = r["predicted_ms"] / r["latency_ms"] - 1
         eff = r["efficiency"]
         ok = lambda c: "met" if c else "MISSED"  # noqa: E731
-        line = f"- {r['model']} batch {r['batch']}, {sp:g}x target: speed-up {r['speedup']:.2f}x"
+        how = ", blocks=True" if "+blocks" in r["variant"] else ""
+        line = (
+            f"- {r['model']} batch {r['batch']}, {sp:g}x target{how}: speed-up {r['speedup']:.2f}x"
+        )
         if r["batch"] == 1:
             line += (
                 f" (reached {reached:.3f} of the target: {ok(abs(reached - 1) <= 0.05)}), "
@@ -824,6 +846,8 @@ def _run_figures(rows: list[dict]) -> list[str]:
     faster = []
     for r in ours:
         sp = r["variant"].split()[-1]
+        if "+blocks" in r["variant"]:  # the peers were pruned to the widths plan's MACs
+            continue
         peers = [p for p in rows if key(p) == key(r) and p["variant"].endswith(f"@{sp} MACs")]
         best = max(peers, key=lambda p: p["speedup"], default=None)
         if best is not None and best["speedup"] > r["speedup"]:
@@ -1460,6 +1484,8 @@ def main() -> None:
     p.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     p.add_argument("--batch", nargs="*", type=int, default=[1, 16])
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--blocks", action="store_true",
+                   help="speed: also plan each target with Channels(blocks=True)")  # fmt: skip
     p.add_argument("--append", action="store_true", help="keep rows of earlier runs")
     p.add_argument("--acc-models", nargs="*", default=["resnet56", "vgg_small"])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])

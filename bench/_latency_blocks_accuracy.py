@@ -1,0 +1,117 @@
+"""Probe: accuracy of the joint widths-and-blocks latency plan, at equal measured speed-up.
+
+    .venv/bin/python bench/_latency_blocks_accuracy.py [--weights 1 0.1] [--seeds 0 1 2]
+
+``_latency_blocks_probe.py`` shows that the weight a removed block's value carries steers the
+plan from widths to blocks (MobileNetV2 at batch 1, 2x: speed-up per MACs reduction 0.46 at
+weight 1, 0.90 at 0.1). What each costs in accuracy is the other half. On the accuracy part's
+setting of ``bench/latency.py`` (resnet56 on Fashion-MNIST, its cached dense models from
+``--part accuracy --stage train``, batch 16, 1 thread, eager, one epoch of fine-tuning for every
+variant), per seed and 2x / 3x target: the latency plan of widths alone and the joint plan at
+each ``--weights``, solved on one table of the dense model (L2 importance, a single solve: no
+plan checks, no reconstruction, the same for every variant); channels kept by their scores,
+removed blocks replaced by ``nn.Identity``. Each pruned model is timed paired with the dense
+one, fine-tuned and evaluated. Prints only; writes nothing under docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--weights", nargs="*", type=float, default=[1.0, 0.1])
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    args = p.parse_args()
+    os.environ["NETSLIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="netslim-blocks-accuracy-")
+    torch.set_num_threads(1)
+    from latency import TARGETS, _acc_file, _accuracy, _loaders, _train
+
+    import netslim
+    from netslim.layers import find_blocks
+    from netslim.measure import count_macs
+    from netslim.structural import Channels
+    from netslim.structural.allocation import keep_mask
+    from netslim.structural.engine import apply_plan, planning_inputs, pruned_copies
+    from netslim.structural.latency_alloc import allocate_reaching, value_curve
+    from netslim.structural.latency_blocks import block_options
+    from netslim.structural.latency_table import build_table
+    from netslim.structural.op_timing import Target, time_ratio
+    from netslim.structural.plan import PruningPlan
+
+    netslim.retain_freed_memory()
+    target, name = Target("torch", 1, 16), "resnet56"
+    x1 = torch.randn(1, 1, 28, 28)
+    x = x1.expand(16, 1, 28, 28).contiguous()
+    results: dict[tuple[float, str], list[tuple[float, float, float]]] = {}
+    for seed in args.seeds:
+        train, test = _loaders(10000, seed)
+        dense = netslim.build_model(f"zoo:{name}")
+        dense.load_state_dict(torch.load(_acc_file(name, seed, "dense")))
+        dense.eval()
+        base = count_macs(dense, (x1,))
+        names = [b.name for b in find_blocks(dense, (x1,))]
+        work = copy.deepcopy(dense)
+        inputs = planning_inputs(work, (x1,), Channels(target_speedup=2.0, criterion="l2"))
+        table = build_table(
+            work, (x1,), inputs.analysis, inputs.groups, target,
+            pruned_copy=pruned_copies(work, (x1,)),
+        )  # fmt: skip
+        values = {g: value_curve(s) for g, s in inputs.ranked.items()}
+        variants = [("widths", ())] + [
+            (f"joint w={w:g}", block_options(table, names, w)) for w in args.weights
+        ]
+        for sp in TARGETS:
+            for label, opts in variants:
+                start = time.perf_counter()
+                alloc = allocate_reaching(
+                    table, values, table.dense_ms / sp, fixed=inputs.fixed, blocks=opts
+                )
+                solve_s = time.perf_counter() - start
+                model = copy.deepcopy(dense)
+                analysis = planning_inputs(model, (x1,), Channels(criterion="l2")).analysis
+                plan = PruningPlan(example_inputs=(x1,), traced_on=analysis)
+                for g in inputs.groups:
+                    n = alloc.counts.get(g.id, g.size)
+                    if n < g.size and g.id not in {h for b in opts if b.name in alloc.removed
+                                                   for h in b.groups}:  # fmt: skip
+                        plan.keep[g.id] = (
+                            keep_mask(inputs.scores[g.id], n).nonzero().flatten().tolist()
+                        )
+                        plan.sizes[g.id] = g.size
+                apply_plan(model, plan)
+                for block in alloc.removed:
+                    parent, _, child = block.rpartition(".")
+                    setattr(model.get_submodule(parent), child, nn.Identity())
+                speedup = 1 / time_ratio(model.eval(), dense, (x,), target)
+                reduction = base / count_macs(model, (x1,))
+                _train(model, train, 1, 0.01, seed)
+                acc = _accuracy(model.eval(), test)
+                results.setdefault((sp, label), []).append((acc, speedup, reduction))
+                print(f"seed {seed} {sp:g}x {label:12s}: {len(alloc.removed):2d} blocks out, "
+                      f"solved in {solve_s:.1f} s, speed-up {speedup:.2f}x, MACs reduction "
+                      f"{reduction:.2f}x, accuracy after "
+                      f"fine-tuning {acc:.2f}%", flush=True)  # fmt: skip
+    for (sp, label), rows in sorted(results.items()):
+        accs, sps, reds = zip(*rows, strict=True)
+        print(f"{sp:g}x {label:12s}: mean accuracy {statistics.mean(accs):.2f}% over {len(accs)}, "
+              f"speed-up {min(sps):.2f}-{max(sps):.2f}x, MACs reduction "
+              f"{min(reds):.2f}-{max(reds):.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
