@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
@@ -36,11 +32,11 @@ def main() -> None:
     p.add_argument("--weights", nargs="*", type=float, default=[1.0, 0.1])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     args = p.parse_args()
-    os.environ["NETSLIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="netslim-blocks-accuracy-")
-    torch.set_num_threads(1)
-    from latency import TARGETS, _acc_file, _accuracy, _loaders, _train
+    from latency import TARGETS, _accuracy, _loaders, _train, probe_setting, trained_dense
 
-    import netslim
+    target, x1, x = probe_setting("netslim-blocks-accuracy-")
+    name = "resnet56"
+
     from netslim.layers import find_blocks
     from netslim.measure import count_macs
     from netslim.structural import Channels
@@ -49,19 +45,13 @@ def main() -> None:
     from netslim.structural.latency_alloc import allocate_reaching, value_curve
     from netslim.structural.latency_blocks import block_options
     from netslim.structural.latency_table import build_table
-    from netslim.structural.op_timing import Target, time_ratio
+    from netslim.structural.op_timing import time_ratio
     from netslim.structural.plan import PruningPlan
 
-    netslim.retain_freed_memory()
-    target, name = Target("torch", 1, 16), "resnet56"
-    x1 = torch.randn(1, 1, 28, 28)
-    x = x1.expand(16, 1, 28, 28).contiguous()
     results: dict[tuple[float, str], list[tuple[float, float, float]]] = {}
     for seed in args.seeds:
         train, test = _loaders(10000, seed)
-        dense = netslim.build_model(f"zoo:{name}")
-        dense.load_state_dict(torch.load(_acc_file(name, seed, "dense")))
-        dense.eval()
+        dense = trained_dense(name, seed)
         base = count_macs(dense, (x1,))
         names = [b.name for b in find_blocks(dense, (x1,))]
         work = copy.deepcopy(dense)

@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
@@ -33,27 +29,22 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=9)
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     args = p.parse_args()
-    os.environ["NETSLIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="netslim-depth-accuracy-")
-    torch.set_num_threads(1)
-    from latency import TARGETS, _acc_file, _accuracy, _loaders, _train
+    from latency import TARGETS, _accuracy, _loaders, _train, probe_setting, trained_dense
+
+    target, x1, x = probe_setting("netslim-depth-accuracy-")
+    name = "resnet56"
 
     import netslim
     from netslim.layers import find_blocks, remove_blocks, score_blocks
     from netslim.layers.criteria import choose
     from netslim.measure import count_macs
     from netslim.structural import Channels
-    from netslim.structural.op_timing import Target, time_ratio
+    from netslim.structural.op_timing import time_ratio
 
-    netslim.retain_freed_memory()
-    target, name = Target("torch", 1, 16), "resnet56"
-    x1 = torch.randn(1, 1, 28, 28)
-    x = x1.expand(16, 1, 28, 28).contiguous()
     results: dict[tuple[float, str], list[float]] = {}
     for seed in args.seeds:
         train, test = _loaders(10000, seed)
-        dense = netslim.build_model(f"zoo:{name}")
-        dense.load_state_dict(torch.load(_acc_file(name, seed, "dense")))
-        dense.eval()
+        dense = trained_dense(name, seed)
         base = count_macs(dense, (x1,))
         blocks = find_blocks(dense, (x1,))
         batches = [xb for (xb, _), _ in zip(train, range(8), strict=False)]

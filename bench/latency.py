@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -489,6 +490,29 @@ def _stage_train(args: argparse.Namespace, name: str, seed: int) -> None:
     print(f"[train] {name} seed {seed}", flush=True)
 
 
+def probe_setting(prefix: str) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The accuracy part's timing setting for a probe of it: an empty latency cache, 1 thread,
+    freed memory retained; returns the target (eager, batch ``--acc-batch``'s default 16), one
+    Fashion-MNIST-shaped input and its batch."""
+    import netslim
+    from netslim.structural.op_timing import Target
+
+    os.environ["NETSLIM_CACHE_DIR"] = tempfile.mkdtemp(prefix=prefix)
+    torch.set_num_threads(1)
+    netslim.retain_freed_memory()
+    x1 = torch.randn(1, 1, 28, 28)
+    return Target("torch", 1, 16), x1, x1.expand(16, 1, 28, 28).contiguous()
+
+
+def trained_dense(name: str, seed: int) -> nn.Module:
+    """The dense model ``--stage train`` trained for ``seed``, in eval mode."""
+    import netslim
+
+    dense = netslim.build_model(f"zoo:{name}")
+    dense.load_state_dict(torch.load(_acc_file(name, seed, "dense")))
+    return dense.eval()
+
+
 def _stage_plan(args: argparse.Namespace, name: str, seed: int) -> None:
     import netslim
     from netslim.structural import Channels
@@ -499,9 +523,7 @@ def _stage_plan(args: argparse.Namespace, name: str, seed: int) -> None:
         return
     target = Target("torch", 1, args.acc_batch)
     train, _ = _loaders(args.limit_train, seed)
-    dense = netslim.build_model(f"zoo:{name}")
-    dense.load_state_dict(torch.load(_acc_file(name, seed, "dense")))
-    dense.eval()
+    dense = trained_dense(name, seed)
     x1 = torch.randn(1, 1, 28, 28)
     x = x1.expand(args.acc_batch, 1, 28, 28).contiguous()
     plan = {"dense_ms": model_ms(dense, (x,), target), "uptime": _uptime(), "variants": {}}
@@ -559,16 +581,14 @@ def _resized(name: str, state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def _stage_finetune(args: argparse.Namespace, name: str, seed: int) -> None:
-    import netslim
 
     out = RESULTS / "latency_accuracy.json"
     done = {(r["target"], r["variant"]) for r in _saved_rows(out)
             if r["model"] == name and r["seed"] == seed}  # fmt: skip
     plan = torch.load(_acc_file(name, seed, "variants"))
     train, test = _loaders(args.limit_train, seed)
-    dense = netslim.build_model(f"zoo:{name}")
-    dense.load_state_dict(torch.load(_acc_file(name, seed, "dense")))
-    dense_acc = _accuracy(dense.eval(), test)
+    dense = trained_dense(name, seed)
+    dense_acc = _accuracy(dense, test)
     meta = {"epochs": args.epochs, "finetune": args.finetune_epochs,
             "limit_train": args.limit_train, "batch": args.acc_batch,
             "uptime_before": plan["uptime"], "uptime_after": plan["uptime_after"]}  # fmt: skip
