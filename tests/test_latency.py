@@ -847,6 +847,22 @@ def test_channels_blocks_removes_whole_blocks_and_reloads(fake_clock, tmp_path) 
     assert torch.equal(reloaded(*x), model(*x))
 
 
+def test_blocks_with_calibration_batches_refit_and_reload(fake_clock, tmp_path) -> None:
+    """With calibration batches ``Channels`` prunes a copy, refits it against the dense model
+    and loads it back: the bypassed blocks must go in both, and the result reloads."""
+    torch.manual_seed(0)
+    model, x = netslim.build_model("zoo:resnet20").eval(), (torch.randn(2, 1, 28, 28),)
+    batches = [(torch.randn(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)) for _ in range(2)]
+    cfg = Channels(target_speedup=2.0, blocks=True)
+    report = netslim.prune_(model, cfg, example_inputs=x, train_loader=batches)
+    removed = report["latency"]["removed_blocks"]
+    assert removed and "reconstruction" in report
+    assert all(isinstance(model.get_submodule(n), nn.Identity) for n in removed)
+    netslim.save(model, tmp_path / "m")
+    reloaded = netslim.load(tmp_path / "m")
+    assert torch.equal(reloaded(*x), model(*x))
+
+
 def test_a_plan_bypassing_a_missing_block_leaves_the_model_unchanged() -> None:
     from netslim.errors import PruningError
     from netslim.structural.engine import apply_plan
