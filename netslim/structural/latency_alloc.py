@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,7 +310,7 @@ def allocate(
     most kept value; ``fixed`` groups keep the given counts (their time still counts); every
     free group keeps at least ``min_fraction`` of its indices (and ``round_to``). ``blocks``:
     residual blocks the plan may also remove whole, on the same value scale (a removed block
-    loses its groups' kept value); none whose groups include a fixed one."""
+    keeps ``1 - weight`` of its groups' whole value); none whose groups include a fixed one."""
     fixed = fixed or {}
     sizes = table.sizes
     free = [g for g in values if g not in fixed]
@@ -583,10 +583,6 @@ def _exchange(
     for _ in range(passes):
         improved = False
         for moves in _exchange_moves(state, free, cands, val):
-            if any(not state.active(k) for k, w in moves if w is not None):
-                continue  # an earlier exchange removed this group's block
-            if moves[0][1] is not None and state.counts[moves[0][0]] <= moves[0][1]:
-                continue  # an earlier exchange already narrowed it
             if len(moves) == 2 and (moves[0][0] not in state.gone or moves[1][0] in state.gone):
                 continue  # a swap of blocks an earlier exchange moved
             before = value()
@@ -609,19 +605,20 @@ def _exchange(
 
 def _exchange_moves(
     state: _State, free: list[str], cands: dict[str, list[int]], val: dict[str, list[float]]
-) -> list[list[tuple[str, int | None]]]:
-    """The exchanges to try from ``state``: each active group one step narrower, each block
+) -> Iterator[list[tuple[str, int | None]]]:
+    """The exchanges to try from ``state`` as it is when each is reached (a generator: the
+    exchanges before it may have moved it): each active group one step narrower, each block
     removed or kept back, and each removed block swapped for a kept one."""
-    moves: list[list[tuple[str, int | None]]] = []
     for g in free:
         smaller = _next_cut(state, g, cands[g]) if state.active(g) else None
         if smaller is not None:
-            moves.append([(g, smaller)])
-    moves += [[(b, None)] for b in state.blocks]
+            yield [(g, smaller)]
+    for b in list(state.blocks):
+        yield [(b, None)]
     kept = [b for b in state.blocks if b not in state.gone]
     rivals = sorted(kept, key=lambda c: -_toggle_gain(state, c, val) / _saves(state, c))
-    moves += [[(b, None), (c, None)] for b in state.gone for c in rivals[:SWAP_RIVALS]]
-    return moves
+    for b, c in [(b, c) for b in list(state.gone) for c in rivals[:SWAP_RIVALS]]:
+        yield [(b, None), (c, None)]
 
 
 SWAP_RIVALS = 2
