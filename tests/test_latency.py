@@ -585,17 +585,20 @@ def test_blocks_and_widths_are_near_the_exhaustive_optimum() -> None:
     assert sum(ratios) / len(ratios) >= 0.995
 
 
-def test_without_blocks_the_allocation_is_unchanged() -> None:
+def test_blocks_whose_groups_are_fixed_are_never_removed() -> None:
+    """A fixed group's width was decided elsewhere (``per_module``): its block stays, and the
+    plan is the plan without block options; with the groups free, the same budget removes one."""
     rng = random.Random(3)
     table, options = _residual_table(rng, 3)
+    options = tuple(replace(b, weight=0.0) for b in options)  # removing one loses nothing
     values = {g: value_curve(torch.rand(n)) for g, n in table.sizes.items()}
-    budget = table.predict() * 0.6
-    alone = allocate(table, values, budget)
-    assert alone.removed == []
-    # blocks whose group is fixed are never removed (their width was decided elsewhere)
+    budget = table.predict() * 0.5
     fixed = {b.groups[0]: 4 for b in options}
-    held = allocate(table, values, budget * 0.8, blocks=options, fixed=fixed)
-    assert held.removed == []
+    held = allocate(table, values, budget, blocks=options, fixed=fixed)
+    plain = allocate(table, values, budget, fixed=fixed)
+    assert held.removed == [] and held.counts == plain.counts
+    assert held.predicted_ms == pytest.approx(plain.predicted_ms)
+    assert allocate(table, values, budget, blocks=options).removed
 
 
 def test_a_tight_budget_keeps_the_floor_of_every_group(fake_clock) -> None:

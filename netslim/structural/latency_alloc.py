@@ -880,6 +880,4 @@ def plan_counts(
         info["note"] = "; ".join(notes)
     if blocks:
         info["removed_blocks"] = list(alloc.removed)
-    inner = {g for b in blocks if b.name in alloc.removed for g in b.groups}  # left whole
-    counts = {g: n for g, n in alloc.counts.items() if g not in inner}
-    return {**sizes, **counts, **fixed}, info
+    return {**sizes, **alloc.counts, **fixed}, info  # a removed block's groups are whole

@@ -77,12 +77,12 @@ def removable_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
 def check_bypass(model: nn.Module, names: Sequence[str]) -> None:
     """Fail before anything changes when a block to bypass does not exist."""
     for name in names:
+        if not name:
+            raise PruningError("the whole model cannot be bypassed")
         try:
             model.get_submodule(name)
         except AttributeError:
             raise PruningError("no such block to bypass in this model", name) from None
-        if not name:
-            raise PruningError("the whole model cannot be bypassed", name)
 
 
 def bypass(model: nn.Module, names: Sequence[str]) -> None:

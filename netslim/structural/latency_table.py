@@ -455,8 +455,7 @@ def build_table(
     def paired(kept: dict[str, int], bypassed: tuple[str, ...] = ()) -> float:
         """ms of a copy keeping ``kept`` (and ``bypassed`` blocks out): its time ratio to the
         dense model times ``dense_ms``."""
-        copy = make(kept, bypassed) if bypassed else make(kept)
-        return dense_ms * ratio(copy, model, inputs)
+        return dense_ms * ratio(make(kept, bypassed), model, inputs)
 
     measured = {"dense": dense_ms}
     for name in ("half", "small"):
