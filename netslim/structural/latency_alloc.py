@@ -807,7 +807,10 @@ def plan_counts(
     timed paired with ``model`` before it is pruned; widths, not values, set the time).
     ``pruned_copy``: see :func:`~netslim.structural.latency_table.build_table`."""
     target = target_of(config, example_inputs)
-    table = build_table(model, example_inputs, analysis, groups, target, pruned_copy=pruned_copy)
+    names = tuple(removable_blocks(model, example_inputs)) if config.blocks else ()
+    table = build_table(
+        model, example_inputs, analysis, groups, target, pruned_copy=pruned_copy, blocks=names
+    )
     if config.target_latency_ms is not None:
         budget = float(config.target_latency_ms)
     else:
@@ -840,7 +843,7 @@ def plan_counts(
     info["round_to"] = round_to
     options: dict[str, Any] = {"round_to": round_to, "fixed": fixed}
     if config.blocks:
-        options["blocks"] = block_options(table, removable_blocks(model, example_inputs))
+        options["blocks"] = block_options(table, names)
         info["removable_blocks"] = len(options["blocks"])
     alloc = allocate_reaching(table, values, budget, **options)
     info["knapsack_s"] = time.perf_counter() - start
@@ -880,4 +883,5 @@ def plan_counts(
         info["note"] = "; ".join(notes)
     if blocks:
         info["removed_blocks"] = list(alloc.removed)
+        info["blocks_out"] = table.calibration.get("blocks_out")
     return {**sizes, **alloc.counts, **fixed}, info  # a removed block's groups are whole

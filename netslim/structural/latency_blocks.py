@@ -5,7 +5,7 @@ much of a small model's time at batch 1: MobileNetV2's width plans there bought 
 5x in MACs. Only removing the op removes its time, so under ``Channels(blocks=True)`` the
 knapsack may also remove a residual block whole (``netslim.core.blocks.find_blocks``: a block
 in a container whose output is its input plus a branch): it saves the block's layers' time and
-its share of the table's fixed remainder, and loses ``weight`` times its inner groups' kept
+the fixed time of its other ops (measured: the table times the model with its blocks out), and loses ``weight`` times its inner groups' kept
 value. A removed block becomes ``nn.Identity`` (its output is its input), so module names and
 the plan's group ids stay valid around it.
 """
@@ -37,8 +37,7 @@ targets. Not tuned further (the same seeds as the bench's accuracy part)."""
 class BlockOption:
     """A residual block the plan may remove whole: the indices of the table's layers inside it,
     the groups that live only inside it (removed with it, their kept value lost) and the time
-    of its ops that are not layers (norms, activations, its add): a share of the table's fixed
-    remainder."""
+    of its ops that are not layers (norms, activations, its add)."""
 
     name: str
     layers: tuple[int, ...]
@@ -53,8 +52,9 @@ def block_options(
     weight: float = BLOCK_WEIGHT,
 ) -> tuple[BlockOption, ...]:
     """An option per block name that has table layers and a group of its own: its layers (by
-    module name), the groups only those layers touch, and its share of the fixed remainder by
-    its count of layers (norms and activations come with the layers)."""
+    module name), the groups only those layers touch, and the fixed time of its other ops (norms,
+    activations, its add) by its count of layers: measured per layer when the table bypassed
+    the blocks (``build_table(blocks=...)``), else a share of the fixed remainder."""
     touch: dict[str, set[int]] = {}
     for i, layer in enumerate(table.layers):
         for g in layer.groups:
@@ -64,7 +64,10 @@ def block_options(
         inside = {i for i, la in enumerate(table.layers) if la.name.startswith(name + ".")}
         groups = tuple(g for g, layers in touch.items() if layers <= inside)
         if inside and groups:
-            share = table.remainder_fixed * len(inside) / len(table.layers)
+            per_layer = table.block_fixed_ms
+            if per_layer is None:
+                per_layer = table.remainder_fixed / len(table.layers)
+            share = per_layer * len(inside)
             options.append(BlockOption(name, tuple(sorted(inside)), groups, share, weight))
     return tuple(options)
 
