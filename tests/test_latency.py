@@ -875,6 +875,29 @@ def test_the_table_measures_what_a_bypassed_block_saves(fake_clock) -> None:
         assert predicted == pytest.approx(fake_model_ms(copied, x, target), rel=1e-6)
 
 
+def test_a_bypassed_block_saving_less_than_its_layers_gets_no_negative_credit(
+    fake_clock, monkeypatch
+) -> None:
+    """A blocks-out point slower than the layers predict (a skewed fit, a noisy timing) must
+    not credit blocks with negative op time: a narrowed block would then look dearer to
+    remove than to keep."""
+
+    def slow_without_blocks(model, reference, inputs, target):
+        ratio = fake_time_ratio(model, reference, inputs, target)
+        return ratio * 2 if any(isinstance(m, nn.Identity) for m in model.modules()) else ratio
+
+    monkeypatch.setattr(op_timing, "time_ratio", slow_without_blocks)
+    torch.manual_seed(0)
+    model, x = netslim.build_model("zoo:resnet20").eval(), (torch.randn(2, 1, 28, 28),)
+    analysis = analyze(model, x)
+    groups = candidates(analysis, Channels())
+    names = tuple(removable_blocks(model, x))
+    make = pruned_copies(model, x)
+    table = build_table(model, x, analysis, groups, Target(batch=2), pruned_copy=make, blocks=names)
+    assert table.block_fixed_ms == 0.0
+    assert all(b.fixed_ms == 0.0 for b in block_options(table, names))
+
+
 def test_blocks_with_calibration_batches_refit_and_reload(fake_clock, tmp_path) -> None:
     """With calibration batches ``Channels`` prunes a copy, refits it against the dense model
     and loads it back: the bypassed blocks must go in both, and the result reloads."""

@@ -177,15 +177,13 @@ class _State:
         self.block_of = {i: b.name for b in blocks for i in b.layers}
         self.owner = {g: b.name for b in blocks for g in b.groups}
         self.gone: set[str] = set(gone)
-        self.per_act = table.remainder_var / max(table.act_total, 1.0)
+        self.per_act = table.remainder_var / max(table.act_total, 1.0)  # for share_cost
         self.layer_t = [self._cost(i, self.counts) for i in range(len(table.layers))]
 
     def _cost(self, i: int, counts: dict[str, int]) -> float:
         if self.block_of.get(i) in self.gone:
             return 0.0
-        t, layer = self.table, self.table.layers[i]
-        act = self.per_act * layer.cout.width(counts, t.sizes) * layer.out_numel
-        return t.scale * layer.time_at(counts, t.sizes) + act
+        return self.table.layer_cost(self.table.layers[i], counts)
 
     def total(self) -> float:
         gone_fixed = sum(self.blocks[b].fixed_ms for b in self.gone)

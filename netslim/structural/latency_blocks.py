@@ -5,8 +5,8 @@ much of a small model's time at batch 1: MobileNetV2's width plans there bought 
 5x in MACs. Only removing the op removes its time, so under ``Channels(blocks=True)`` the
 knapsack may also remove a residual block whole (``netslim.core.blocks.find_blocks``: a block
 in a container whose output is its input plus a branch): it saves the block's layers' time and
-the fixed time of its other ops (measured: the table times the model with its blocks out), and loses ``weight`` times its inner groups' kept
-value. A removed block becomes ``nn.Identity`` (its output is its input), so module names and
+the fixed time of its other ops (measured: the table times the model with its blocks out), and
+loses ``weight`` times its inner groups' kept value. A removed block becomes ``nn.Identity`` (its output is its input), so module names and
 the plan's group ids stay valid around it.
 """
 
