@@ -31,7 +31,15 @@ from netslim.structural.latency_alloc import (
     value_curve,
 )
 from netslim.structural.latency_blocks import BlockOption, block_options, bypass, removable_blocks
-from netslim.structural.latency_table import Dim, LatencyTable, Layer, build_table, grid, lookup
+from netslim.structural.latency_table import (
+    Dim,
+    LatencyTable,
+    Layer,
+    build_table,
+    fit_block_fixed,
+    grid,
+    lookup,
+)
 from netslim.structural.op_timing import OpShape, Target
 
 
@@ -896,6 +904,9 @@ def test_a_bypassed_block_saving_less_than_its_layers_gets_no_negative_credit(
     table = build_table(model, x, analysis, groups, Target(batch=2), pruned_copy=make, blocks=names)
     assert table.block_fixed_ms == 0.0
     assert all(b.fixed_ms == 0.0 for b in block_options(table, names))
+    table.remainder_fixed = -1.0  # a fit can put the fixed remainder below 0
+    fit_block_fixed(table, names, out_ms=0.0)  # however much the blocks saved
+    assert table.block_fixed_ms == 0.0
 
 
 def test_blocks_with_calibration_batches_refit_and_reload(fake_clock, tmp_path) -> None:

@@ -597,7 +597,7 @@ def fit_block_fixed(table: LatencyTable, blocks: tuple[str, ...], out_ms: float)
 
     A share of the fitted fixed remainder by layer count guessed it before (2026-12-03: first
     checks of blocks plans -6% to +13% off, over in 6 of 8). Bounded by 0 and the whole fixed
-    remainder: a saving short of the layers' predicted time is the layer fit's error, which the
+    remainder (itself fitted, and below 0 on ResNet-50 at batch 16): a saving short of the layers' predicted time is the layer fit's error, which the
     plan checks' correction takes, not a negative op time. Credited as one (ResNet-50 at batch
     1, run 11:56 of 2026-12-03: -0.82 ms per layer, after a noisy plan check had skewed the fit),
     it made a narrowed block look dearer to remove than to keep, and the first checks of both
@@ -608,7 +608,7 @@ def fit_block_fixed(table: LatencyTable, blocks: tuple[str, ...], out_ms: float)
     if not inside:
         return
     layers = sum(table.layer_cost(table.layers[i], {}) for i in inside)
-    extra = min(max(table.dense_ms - out_ms - layers, 0.0), table.remainder_fixed)
+    extra = min(max(table.dense_ms - out_ms - layers, 0.0), max(table.remainder_fixed, 0.0))
     table.block_fixed_ms = extra / len(inside)
     table.calibration["blocks_out"] = {
         "measured_ms": float(out_ms), "layers_saving_ms": float(layers),
