@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -580,7 +581,7 @@ def _plan_variants(args: argparse.Namespace, name: str, seed: int, blocks: bool)
     torch.save(plan, path)
 
 
-def _resized(name: str, state: dict[str, torch.Tensor], bypassed=()) -> nn.Module:
+def _resized(name: str, state: dict[str, torch.Tensor], bypassed: Sequence[str] = ()) -> nn.Module:
     """The zoo model with every tensor (and the layer attributes that describe it) taking the
     shape saved in ``state``, its ``bypassed`` blocks ``nn.Identity``: how a pruned variant is
     rebuilt from its state dict alone."""
