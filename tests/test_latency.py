@@ -907,6 +907,8 @@ def test_a_bypassed_block_saving_less_than_its_layers_gets_no_negative_credit(
     table.remainder_fixed = -1.0  # a fit can put the fixed remainder below 0
     fit_block_fixed(table, names, out_ms=0.0)  # however much the blocks saved
     assert table.block_fixed_ms == 0.0
+    table.block_fixed_ms = None  # a table built without the blocks-out point: the share
+    assert all(b.fixed_ms == 0.0 for b in block_options(table, names))
 
 
 def test_blocks_with_calibration_batches_refit_and_reload(fake_clock, tmp_path) -> None:

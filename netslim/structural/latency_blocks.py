@@ -6,8 +6,8 @@ much of a small model's time at batch 1: MobileNetV2's width plans there bought 
 knapsack may also remove a residual block whole (``netslim.core.blocks.find_blocks``: a block
 in a container whose output is its input plus a branch): it saves the block's layers' time and
 the fixed time of its other ops (measured: the table times the model with its blocks out), and
-loses ``weight`` times its inner groups' kept value. A removed block becomes ``nn.Identity`` (its output is its input), so module names and
-the plan's group ids stay valid around it.
+loses ``weight`` times its inner groups' kept value. A removed block becomes ``nn.Identity`` (its
+output is its input), so module names and the plan's group ids stay valid around it.
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def block_options(
             touch.setdefault(g, set()).add(i)
     options = []
     for name in names:
-        inside = {i for i, la in enumerate(table.layers) if la.name.startswith(name + ".")}
+        inside = table.layers_inside((name,))
         groups = tuple(g for g, layers in touch.items() if layers <= inside)
         if inside and groups:
             per_layer = table.block_fixed_ms
-            if per_layer is None:
-                per_layer = table.remainder_fixed / len(table.layers)
+            if per_layer is None:  # never below 0: see ``fit_block_fixed``
+                per_layer = max(table.remainder_fixed, 0.0) / len(table.layers)
             share = per_layer * len(inside)
             options.append(BlockOption(name, tuple(sorted(inside)), groups, share, weight))
     return tuple(options)

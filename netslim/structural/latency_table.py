@@ -172,6 +172,11 @@ class LatencyTable:
         """Sum of the isolated layer times (before ``scale``)."""
         return sum(layer.time_at(kept, self.sizes) for layer in self.layers)
 
+    def layers_inside(self, blocks: tuple[str, ...]) -> set[int]:
+        """Indices of the layers inside any of the modules named ``blocks``."""
+        prefixes = tuple(b + "." for b in blocks)
+        return {i for i, la in enumerate(self.layers) if la.name.startswith(prefixes)}
+
     def layer_cost(self, layer: Layer, kept: dict[str, int]) -> float:
         """Predicted ms of ``layer`` in the model: its scaled time and its output's share of
         the remainder that scales with activation size."""
@@ -597,14 +602,13 @@ def fit_block_fixed(table: LatencyTable, blocks: tuple[str, ...], out_ms: float)
 
     A share of the fitted fixed remainder by layer count guessed it before (2026-12-03: first
     checks of blocks plans -6% to +13% off, over in 6 of 8). Bounded by 0 and the whole fixed
-    remainder (itself fitted, and below 0 on ResNet-50 at batch 16): a saving short of the layers' predicted time is the layer fit's error, which the
-    plan checks' correction takes, not a negative op time. Credited as one (ResNet-50 at batch
-    1, run 11:56 of 2026-12-03: -0.82 ms per layer, after a noisy plan check had skewed the fit),
-    it made a narrowed block look dearer to remove than to keep, and the first checks of both
-    blocks plans measured half their prediction."""
-    inside = [
-        i for i, la in enumerate(table.layers) if any(la.name.startswith(b + ".") for b in blocks)
-    ]
+    remainder (itself fitted, and below 0 on ResNet-50 at batch 16): a saving short of the
+    layers' predicted time is the layer fit's error, which the plan checks' correction takes,
+    not a negative op time. Credited as one (ResNet-50 at batch 1, run 11:56 of 2026-12-03:
+    -0.82 ms per layer, after a noisy plan check had skewed the fit), it made a narrowed block
+    look dearer to remove than to keep, and the first checks of both blocks plans measured half
+    their prediction."""
+    inside = table.layers_inside(blocks)
     if not inside:
         return
     layers = sum(table.layer_cost(table.layers[i], {}) for i in inside)
