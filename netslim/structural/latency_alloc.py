@@ -166,6 +166,7 @@ class _State:
         counts: dict[str, int],
         blocks: tuple[BlockOption, ...] = (),
         gone: frozenset[str] | set[str] = frozenset(),
+        costs: dict[tuple[int, int, int], float] | None = None,
     ):
         self.table = table
         self.counts = dict(counts)
@@ -178,12 +179,20 @@ class _State:
         self.owner = {g: b.name for b in blocks for g in b.groups}
         self.gone: set[str] = set(gone)
         self.per_act = table.remainder_var / max(table.act_total, 1.0)  # for share_cost
+        # layer index and widths -> cost: the solver's hottest call, asked for the same widths
+        # many times; shared by the states of one problem (the table does not change meanwhile)
+        self._costs = {} if costs is None else costs
         self.layer_t = [self._cost(i, self.counts) for i in range(len(table.layers))]
 
     def _cost(self, i: int, counts: dict[str, int]) -> float:
         if self.block_of.get(i) in self.gone:
             return 0.0
-        return self.table.layer_cost(self.table.layers[i], counts)
+        layer, sizes = self.table.layers[i], self.table.sizes
+        key = (i, layer.cin.width(counts, sizes), layer.cout.width(counts, sizes))
+        cost = self._costs.get(key)
+        if cost is None:
+            cost = self._costs[key] = self.table.layer_cost_at(layer, key[1], key[2])
+        return cost
 
     def total(self) -> float:
         gone_fixed = sum(self.blocks[b].fixed_ms for b in self.gone)
@@ -264,12 +273,13 @@ class _Problem:
     budget: float
     whole: dict[str, int]
     blocks: tuple[BlockOption, ...] = ()
+    costs: dict[tuple[int, int, int], float] = field(default_factory=dict)  # see _State
 
     def value_of(self, state: _State) -> float:
         return _kept_value(state, self.free, self.val)
 
     def state(self, counts: dict[str, int], gone: frozenset[str] = frozenset()) -> _State:
-        return _State(self.table, counts, self.blocks, gone)
+        return _State(self.table, counts, self.blocks, gone, self.costs)
 
 
 def _kept_value(state: _State, free: list[str], val: dict[str, list[float]]) -> float:

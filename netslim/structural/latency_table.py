@@ -180,9 +180,13 @@ class LatencyTable:
     def layer_cost(self, layer: Layer, kept: dict[str, int]) -> float:
         """Predicted ms of ``layer`` in the model: its scaled time and its output's share of
         the remainder that scales with activation size."""
+        cin, cout = layer.cin.width(kept, self.sizes), layer.cout.width(kept, self.sizes)
+        return self.layer_cost_at(layer, cin, cout)
+
+    def layer_cost_at(self, layer: Layer, cin: int, cout: int) -> float:
+        """:meth:`layer_cost` at these input and output widths."""
         per_act = self.remainder_var / max(self.act_total, 1.0)
-        act = per_act * layer.cout.width(kept, self.sizes) * layer.out_numel
-        return self.scale * layer.time_at(kept, self.sizes) + act
+        return self.scale * layer.time(cin, cout) + per_act * cout * layer.out_numel
 
     def act_fraction(self, kept: dict[str, int]) -> float:
         total = sum(layer.cout.width(kept, self.sizes) * layer.out_numel for layer in self.layers)
