@@ -35,8 +35,8 @@ def main() -> None:
     name = "resnet56"
 
     import netslim
+    from netslim.importance.blocks import choose
     from netslim.layers import find_blocks, remove_blocks, score_blocks
-    from netslim.layers.criteria import choose
     from netslim.measure import count_macs
     from netslim.structural import Channels
     from netslim.structural.op_timing import time_ratio

@@ -11,8 +11,7 @@ Public API::
 """
 
 from netslim.core.blocks import Block, find_blocks, resolve_blocks
-from netslim.layers.config import Gates, Layers
-from netslim.layers.criteria import (
+from netslim.importance.blocks import (
     CRITERIA,
     Ablation,
     BlockInfluence,
@@ -21,6 +20,7 @@ from netslim.layers.criteria import (
     make_criterion,
     score_blocks,
 )
+from netslim.layers.config import Gates, Layers
 from netslim.layers.gates import (
     GatedBlock,
     GatePenalty,

@@ -16,8 +16,8 @@ from netslim.core import history
 from netslim.core.blocks import Block, _probe, resolve_blocks
 from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ConfigError
+from netslim.importance.blocks import calibration_batches, choose, score_blocks
 from netslim.layers.config import Gates, Layers
-from netslim.layers.criteria import calibration_batches, choose, score_blocks
 from netslim.layers.gates import (
     GatePenalty,
     attach_gates,
