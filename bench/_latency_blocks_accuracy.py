@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import sys
 import time
@@ -31,19 +32,26 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--weights", nargs="*", type=float, default=[1.0, 0.1])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument(
+        "--scaled", nargs="*", default=[], choices=["block-influence", "ablation"],
+        help="also a joint plan per criterion whose block weights are BLOCK_WEIGHT times each "
+        "block's score on 8 training batches over the scores' mean",
+    )  # fmt: skip
+    p.add_argument("--no-widths", action="store_true", help="skip the widths-only plan")
     args = p.parse_args()
     from latency import TARGETS, _accuracy, _loaders, _train, probe_setting, trained_dense
 
     target, x1, x = probe_setting("netslim-blocks-accuracy-")
     name = "resnet56"
 
+    from netslim.importance.blocks import score_blocks
     from netslim.layers import find_blocks
     from netslim.measure import count_macs
     from netslim.structural import Channels
     from netslim.structural.allocation import keep_mask
     from netslim.structural.engine import apply_plan, planning_inputs, pruned_copies
     from netslim.structural.latency_alloc import allocate_reaching, value_curve
-    from netslim.structural.latency_blocks import block_options
+    from netslim.structural.latency_blocks import BLOCK_WEIGHT, block_options
     from netslim.structural.latency_table import build_table
     from netslim.structural.op_timing import time_ratio
     from netslim.structural.plan import PruningPlan
@@ -53,7 +61,8 @@ def main() -> None:
         train, test = _loaders(10000, seed)
         dense = trained_dense(name, seed)
         base = count_macs(dense, (x1,))
-        names = [b.name for b in find_blocks(dense, (x1,))]
+        found = find_blocks(dense, (x1,))
+        names = [b.name for b in found]
         work = copy.deepcopy(dense)
         inputs = planning_inputs(work, (x1,), Channels(target_speedup=2.0, criterion="l2"))
         table = build_table(
@@ -61,9 +70,21 @@ def main() -> None:
             pruned_copy=pruned_copies(work, (x1,)),
         )  # fmt: skip
         values = {g: value_curve(s) for g, s in inputs.ranked.items()}
-        variants = [("widths", ())] + [
-            (f"joint w={w:g}", block_options(table, names, w)) for w in args.weights
-        ]
+        variants = [] if args.no_widths else [("widths", ())]
+        variants += [(f"joint w={w:g}", block_options(table, names, w)) for w in args.weights]
+        batches = [b for _, b in zip(range(8), train, strict=False)]
+        for crit in args.scaled:
+            scores = dict(zip(names, score_blocks(dense, found, batches, crit), strict=True))
+            floor = max(max(scores.values()), 1e-12) * 1e-3  # an ablation score can be < 0
+            scores = {n: max(v, floor) for n, v in scores.items()}
+            mean = statistics.mean(scores.values())
+            opts = tuple(
+                dataclasses.replace(o, weight=BLOCK_WEIGHT * scores[o.name] / mean)
+                for o in block_options(table, names)
+            )
+            print(f"seed {seed} {crit} weights: "
+                  + " ".join(f"{o.weight:.3f}" for o in opts), flush=True)  # fmt: skip
+            variants.append((f"joint {crit}", opts))
         for sp in TARGETS:
             for label, opts in variants:
                 start = time.perf_counter()

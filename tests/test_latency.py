@@ -30,7 +30,14 @@ from netslim.structural.latency_alloc import (
     floor_note,
     value_curve,
 )
-from netslim.structural.latency_blocks import BlockOption, block_options, bypass, removable_blocks
+from netslim.structural.latency_blocks import (
+    BLOCK_WEIGHT,
+    BlockOption,
+    block_options,
+    block_weights,
+    bypass,
+    removable_blocks,
+)
 from netslim.structural.latency_table import (
     Dim,
     LatencyTable,
@@ -925,6 +932,59 @@ def test_blocks_with_calibration_batches_refit_and_reload(fake_clock, tmp_path) 
     netslim.save(model, tmp_path / "m")
     reloaded = netslim.load(tmp_path / "m")
     assert torch.equal(reloaded(*x), model(*x))
+
+
+def _resnet20_with_a_dead_block() -> tuple[nn.Module, tuple[torch.Tensor], str, list]:
+    """resnet20 whose last block's branch outputs 0 (its last norm zeroed): the block passes
+    its (non-negative, post-ReLU) input on unchanged, so bypassing it costs nothing; and
+    calibration batches labelled with the model's own predictions."""
+    torch.manual_seed(0)
+    model, x = netslim.build_model("zoo:resnet20").eval(), (torch.randn(2, 1, 28, 28),)
+    dead = removable_blocks(model, x)[-1]
+    norm = model.get_submodule(dead).bn2
+    with torch.no_grad():
+        norm.weight.zero_()
+        norm.bias.zero_()
+    images = [torch.randn(8, 1, 28, 28) for _ in range(2)]
+    with torch.no_grad():  # labels the model gets right: bypassing a live block raises the loss
+        batches = [(im, model(im).argmax(1)) for im in images]
+    return model, x, dead, batches
+
+
+def test_block_weights_follow_what_bypassing_each_block_costs() -> None:
+    """With data a block weighs what bypassing it costs (the loss increase), scaled so the
+    weights average ``BLOCK_WEIGHT``: a block that changes nothing weighs next to nothing.
+    Scoring leaves the model as it was; without data there are no measured weights."""
+    from netslim.importance import Calibration
+
+    model, x, dead, batches = _resnet20_with_a_dead_block()
+    model.train()
+    names = removable_blocks(model, x)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = block_weights(model, names, Calibration(batches), x)
+    assert weights is not None and set(weights) == set(names)
+    assert sum(weights.values()) / len(weights) == pytest.approx(BLOCK_WEIGHT)
+    assert weights[dead] == min(weights.values()) < BLOCK_WEIGHT / 50
+    assert len(set(weights.values())) > 2  # measured, not one value
+    assert model.training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert block_weights(model, names, None, x) is None
+
+
+def test_blocks_with_data_remove_the_block_that_costs_nothing(fake_clock) -> None:
+    """``Channels(blocks=True)`` with calibration batches weighs each block by data (the
+    report says so and lists the weights): the block whose bypass changes nothing is among
+    those removed. Without data every block weighs ``BLOCK_WEIGHT``."""
+    model, x, dead, batches = _resnet20_with_a_dead_block()
+    cfg = Channels(target_speedup=1.3, blocks=True, reconstruct=False)
+    plain = copy.deepcopy(model)
+    info = netslim.prune_(model, cfg, example_inputs=x, train_loader=batches)["latency"]
+    assert info["block_weights_from"] == "ablation"
+    assert info["block_weights"][dead] == min(info["block_weights"].values())
+    assert dead in info["removed_blocks"]
+    assert isinstance(model.get_submodule(dead), nn.Identity)
+    info = netslim.prune_(plain, cfg, example_inputs=x)["latency"]
+    assert info["block_weights_from"] == "constant"
+    assert set(info["block_weights"].values()) == {BLOCK_WEIGHT}
 
 
 def test_a_plan_bypassing_a_missing_block_leaves_the_model_unchanged() -> None:

@@ -164,6 +164,7 @@ def make_plan(
             fixed,
             config,
             pruned_copy=pruned_copies(model, example_inputs),
+            calibration=calibration,
         )
     elif target is not None:
         measure = count_macs if config.target_macs is not None else count_params

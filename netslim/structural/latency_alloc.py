@@ -29,7 +29,14 @@ from netslim._runtime import allocator
 from netslim.structural.allocation import min_keep
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.knapsack import fast_end, mckp
-from netslim.structural.latency_blocks import BlockOption, block_options, removable_blocks
+from netslim.structural.latency_blocks import (
+    BLOCK_CRITERION,
+    BLOCK_WEIGHT,
+    BlockOption,
+    block_options,
+    block_weights,
+    removable_blocks,
+)
 from netslim.structural.latency_table import LatencyTable, build_table, grid
 from netslim.structural.op_timing import Target, width_multiple
 
@@ -808,12 +815,15 @@ def plan_counts(
     config: Any,
     *,
     pruned_copy: Callable[[dict[str, int]], nn.Module],
+    calibration: Any = None,
 ) -> tuple[dict[str, int], dict[str, Any]]:
     """Counts for every group of ``groups`` under ``config``'s time target, and a report:
     target, budget, dense and predicted ms, table build time, and the measured ms and speed-up
     of the plan (its check, the ``best_check`` of those made: a copy with the plan's widths,
     timed paired with ``model`` before it is pruned; widths, not values, set the time).
-    ``pruned_copy``: see :func:`~netslim.structural.latency_table.build_table`."""
+    ``pruned_copy``: see :func:`~netslim.structural.latency_table.build_table`;
+    ``calibration`` (:class:`netslim.importance.Calibration`): with ``config.blocks``, each
+    block's weight is measured on it (:func:`~netslim.structural.latency_blocks.block_weights`)."""
     target = target_of(config, example_inputs)
     names = tuple(removable_blocks(model, example_inputs)) if config.blocks else ()
     table = build_table(
@@ -851,8 +861,13 @@ def plan_counts(
     info["round_to"] = round_to
     options: dict[str, Any] = {"round_to": round_to, "fixed": fixed}
     if config.blocks:
-        options["blocks"] = block_options(table, names)
+        weights = block_weights(model, names, calibration, example_inputs)
+        options["blocks"] = block_options(
+            table, names, BLOCK_WEIGHT if weights is None else weights
+        )
         info["removable_blocks"] = len(options["blocks"])
+        info["block_weights"] = {b.name: b.weight for b in options["blocks"]}
+        info["block_weights_from"] = "constant" if weights is None else BLOCK_CRITERION
     alloc = allocate_reaching(table, values, budget, **options)
     info["knapsack_s"] = time.perf_counter() - start
     checks: list[PlanCheck] = []

@@ -6,13 +6,16 @@ much of a small model's time at batch 1: MobileNetV2's width plans there bought 
 knapsack may also remove a residual block whole (``netslim.core.blocks.find_blocks``: a block
 in a container whose output is its input plus a branch): it saves the block's layers' time and
 the fixed time of its other ops (measured: the table times the model with its blocks out), and
-loses ``weight`` times its inner groups' kept value. A removed block becomes ``nn.Identity`` (its
-output is its input), so module names and the plan's group ids stay valid around it.
+loses ``weight`` times its inner groups' kept value. With calibration data each block's weight
+is measured (:func:`block_weights`); without, every block weighs ``BLOCK_WEIGHT``. A removed
+block becomes ``nn.Identity`` (its output is its input), so module names and the plan's group
+ids stay valid around it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,8 @@ from torch import nn
 
 from netslim.core.blocks import find_blocks
 from netslim.errors import PruningError
+from netslim.importance import Calibration, iter_batches
+from netslim.importance.blocks import score_blocks
 from netslim.structural.latency_table import LatencyTable
 
 BLOCK_WEIGHT = 0.1
@@ -31,6 +36,43 @@ seeds 0-2, batch 16, one solve, no reconstruction, one epoch of fine-tuning): at
 alone kept 70.94%, weight 1 73.04% (3 blocks out), weight 0.1 78.97% (12 of 25 out); at 3x
 70.15%, 68.90% and 77.01% (17 out); weight 0.1 ahead of the widths on every seed at both
 targets. Not tuned further (the same seeds as the bench's accuracy part)."""
+
+
+BLOCK_CRITERION = "ablation"
+"""How :func:`block_weights` scores a block: the loss increase with the block bypassed. On
+resnet56 / Fashion-MNIST (bench/_latency_blocks_accuracy.py --scaled, run 14:46-15:21 of
+2026-12-03 at 40ce6c0, seeds 0-2, batch 16, one solve, no reconstruction, one epoch of
+fine-tuning), mean accuracy at 2x / 3x: one weight for every block 78.66% / 76.93%, Block
+Influence 80.71% / 77.94%, ablation 80.89% / 78.27% (ahead of one weight on 5 of the 6 seed
+and target pairs, level on the sixth)."""
+MIN_SHARE = 1e-3
+"""A block's score counts at least this share of the highest (an ablation score can be 0 or
+below: bypassing a block can lower the loss on a few batches)."""
+
+
+def block_weights(
+    model: nn.Module, names: Sequence[str], calibration: Calibration | None, example_inputs: Any
+) -> dict[str, float] | None:
+    """Each block's weight from data: ``BLOCK_WEIGHT`` times its ``BLOCK_CRITERION`` score over
+    the mean score of ``names``, so the weights average ``BLOCK_WEIGHT`` and a block whose
+    bypass costs the model more weighs more (one weight for every block let the plan remove a
+    stage's first block, which carries most of its change, as readily as its last). None
+    without calibration data or blocks, or when bypassing no block raises the loss. The model
+    is scored in eval mode and left as it was."""
+    if calibration is None or not names:
+        return None
+    wanted = set(names)
+    blocks = [b for b in find_blocks(model, example_inputs) if b.name in wanted]
+    if not blocks:
+        return None
+    batches = list(iter_batches(model, calibration))
+    scores = score_blocks(model, blocks, batches, BLOCK_CRITERION)
+    floor = max(max(scores), 0.0) * MIN_SHARE
+    scores = [max(s, floor) for s in scores]
+    mean = statistics.mean(scores)
+    if mean <= 0:  # bypassing no block raises the loss: nothing to tell them apart by
+        return None
+    return {b.name: BLOCK_WEIGHT * s / mean for b, s in zip(blocks, scores, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -49,12 +91,13 @@ class BlockOption:
 def block_options(
     table: LatencyTable,
     names: Sequence[str],
-    weight: float = BLOCK_WEIGHT,
+    weight: float | Mapping[str, float] = BLOCK_WEIGHT,
 ) -> tuple[BlockOption, ...]:
     """An option per block name that has table layers and a group of its own: its layers (by
     module name), the groups only those layers touch, and the fixed time of its other ops (norms,
     activations, its add) by its count of layers: measured per layer when the table bypassed
-    the blocks (``build_table(blocks=...)``), else a share of the fixed remainder."""
+    the blocks (``build_table(blocks=...)``), else a share of the fixed remainder. ``weight``:
+    one for every block, or per block name (:func:`block_weights`)."""
     touch: dict[str, set[int]] = {}
     for i, layer in enumerate(table.layers):
         for g in layer.groups:
@@ -68,7 +111,8 @@ def block_options(
             if per_layer is None:  # never below 0: see ``fit_block_fixed``
                 per_layer = max(table.remainder_fixed, 0.0) / len(table.layers)
             share = per_layer * len(inside)
-            options.append(BlockOption(name, tuple(sorted(inside)), groups, share, weight))
+            w = weight[name] if isinstance(weight, Mapping) else weight
+            options.append(BlockOption(name, tuple(sorted(inside)), groups, share, w))
     return tuple(options)
 
 
