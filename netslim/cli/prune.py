@@ -148,7 +148,8 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
         "--blocks",
         action="store_true",
         help="channel, with --target-latency/--target-speedup: the plan may also remove whole "
-        "residual blocks, chosen against widths by the time they save (docs/latency.md)",
+        "residual blocks, chosen against widths by the time they save and, with data, by what "
+        "bypassing each costs (docs/latency.md)",
     )
     prune.add_argument(
         "--round-to",

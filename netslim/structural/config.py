@@ -66,8 +66,10 @@ class Channels(ConfigBase):
     blocks: under a time target, the plan may also remove whole residual blocks (a block in
         an ``nn.Sequential``/``nn.ModuleList`` whose output is its input plus a branch), chosen
         in the same knapsack as the widths: a block saves its layers' time and its per-op time,
-        which no width removes, and loses its inner channels' importance
-        (``latency_blocks.BLOCK_WEIGHT``). A removed block becomes ``nn.Identity``.
+        which no width removes, and loses its inner channels' importance times a weight
+        (``latency_blocks.BLOCK_WEIGHT``; with calibration batches, each block's weight follows
+        what bypassing it costs: ``latency_blocks.block_weights``). A removed block becomes
+        ``nn.Identity``.
     reconstruct: after removal, refit every conv/linear that lost input channels by least
         squares so its outputs on ``calibration_batches`` batches of ``prune_(...,
         train_loader=...)`` match the dense model's (no labels used), then re-estimate
