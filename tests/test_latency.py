@@ -970,6 +970,25 @@ def test_block_weights_follow_what_bypassing_each_block_costs() -> None:
     assert block_weights(model, names, None, x) is None
 
 
+def test_block_weights_fall_back_to_one_weight_when_no_bypass_raises_the_loss(
+    monkeypatch,
+) -> None:
+    """Scores all at or below 0 (bypassing any block lowers the loss on these batches) tell
+    the blocks nothing apart: no measured weights (the plan weighs every block alike)."""
+    from netslim.importance import Calibration
+    from netslim.structural import latency_blocks
+
+    model, x, _, batches = _resnet20_with_a_dead_block()
+    names = removable_blocks(model, x)
+    monkeypatch.setattr(latency_blocks, "score_blocks", lambda m, b, d, c: [-1.0] * len(b))
+    assert block_weights(model, names, Calibration(batches), x) is None
+    monkeypatch.setattr(
+        latency_blocks, "score_blocks", lambda m, b, d, c: [2.0 * (i % 2) for i in range(len(b))]
+    )
+    weights = block_weights(model, names, Calibration(batches), x)
+    assert weights is not None and min(weights.values()) > 0  # a 0 counts as a floor share
+
+
 def test_blocks_with_data_remove_the_block_that_costs_nothing(fake_clock) -> None:
     """``Channels(blocks=True)`` with calibration batches weighs each block by data (the
     report says so and lists the weights): the block whose bypass changes nothing is among
