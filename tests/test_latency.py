@@ -18,6 +18,7 @@ from pruned import param_count
 from torch import nn
 
 import netslim
+from netslim.core.blocks import find_blocks
 from netslim.errors import ConfigError
 from netslim.structural import op_timing
 from netslim.structural.config import Channels
@@ -959,15 +960,16 @@ def test_block_weights_follow_what_bypassing_each_block_costs() -> None:
 
     model, x, dead, batches = _resnet20_with_a_dead_block()
     model.train()
-    names = removable_blocks(model, x)
+    found = find_blocks(model, x)
+    names = [b.name for b in found]
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    weights = block_weights(model, names, Calibration(batches), x)
+    weights = block_weights(model, found, Calibration(batches))
     assert weights is not None and set(weights) == set(names)
     assert sum(weights.values()) / len(weights) == pytest.approx(BLOCK_WEIGHT)
     assert weights[dead] == min(weights.values()) < BLOCK_WEIGHT / 50
     assert len(set(weights.values())) > 2  # measured, not one value
     assert model.training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    assert block_weights(model, names, None, x) is None
+    assert block_weights(model, found, None) is None
 
 
 def test_block_weights_fall_back_to_one_weight_when_no_bypass_raises_the_loss(
@@ -979,13 +981,13 @@ def test_block_weights_fall_back_to_one_weight_when_no_bypass_raises_the_loss(
     from netslim.structural import latency_blocks
 
     model, x, _, batches = _resnet20_with_a_dead_block()
-    names = removable_blocks(model, x)
+    found = find_blocks(model, x)
     monkeypatch.setattr(latency_blocks, "score_blocks", lambda m, b, d, c: [-1.0] * len(b))
-    assert block_weights(model, names, Calibration(batches), x) is None
+    assert block_weights(model, found, Calibration(batches)) is None
     monkeypatch.setattr(
         latency_blocks, "score_blocks", lambda m, b, d, c: [2.0 * (i % 2) for i in range(len(b))]
     )
-    weights = block_weights(model, names, Calibration(batches), x)
+    weights = block_weights(model, found, Calibration(batches))
     assert weights is not None and min(weights.values()) > 0  # a 0 counts as a floor share
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from netslim._runtime import allocator
+from netslim.core.blocks import find_blocks
 from netslim.structural.allocation import min_keep
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.knapsack import fast_end, mckp
@@ -35,7 +36,6 @@ from netslim.structural.latency_blocks import (
     BlockOption,
     block_options,
     block_weights,
-    removable_blocks,
 )
 from netslim.structural.latency_table import LatencyTable, build_table, grid
 from netslim.structural.op_timing import Target, width_multiple
@@ -825,7 +825,8 @@ def plan_counts(
     ``calibration`` (:class:`netslim.importance.Calibration`): with ``config.blocks``, each
     block's weight is measured on it (:func:`~netslim.structural.latency_blocks.block_weights`)."""
     target = target_of(config, example_inputs)
-    names = tuple(removable_blocks(model, example_inputs)) if config.blocks else ()
+    found = find_blocks(model, example_inputs) if config.blocks else []
+    names = tuple(b.name for b in found)
     table = build_table(
         model, example_inputs, analysis, groups, target, pruned_copy=pruned_copy, blocks=names
     )
@@ -861,7 +862,7 @@ def plan_counts(
     info["round_to"] = round_to
     options: dict[str, Any] = {"round_to": round_to, "fixed": fixed}
     if config.blocks:
-        weights = block_weights(model, names, calibration, example_inputs)
+        weights = block_weights(model, found, calibration)
         options["blocks"] = block_options(
             table, names, BLOCK_WEIGHT if weights is None else weights
         )

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from netslim.core.blocks import find_blocks
+from netslim.core.blocks import Block, find_blocks
 from netslim.errors import PruningError
 from netslim.importance import Calibration, iter_batches
 from netslim.importance.blocks import score_blocks
@@ -51,19 +51,16 @@ below: bypassing a block can lower the loss on a few batches)."""
 
 
 def block_weights(
-    model: nn.Module, names: Sequence[str], calibration: Calibration | None, example_inputs: Any
+    model: nn.Module, blocks: Sequence[Block], calibration: Calibration | None
 ) -> dict[str, float] | None:
     """Each block's weight from data: ``BLOCK_WEIGHT`` times its ``BLOCK_CRITERION`` score over
-    the mean score of ``names``, so the weights average ``BLOCK_WEIGHT`` and a block whose
-    bypass costs the model more weighs more (one weight for every block let the plan remove a
-    stage's first block, which carries most of its change, as readily as its last). None
-    without calibration data or blocks, or when bypassing no block raises the loss. The model
-    is scored in eval mode and left as it was."""
-    if calibration is None or not names:
-        return None
-    wanted = set(names)
-    blocks = [b for b in find_blocks(model, example_inputs) if b.name in wanted]
-    if not blocks:
+    the mean score of ``blocks`` (:func:`~netslim.core.blocks.find_blocks`' blocks, the plan's
+    own list), so the weights average ``BLOCK_WEIGHT`` and a block whose bypass costs the model
+    more weighs more (one weight for every block let the plan remove a stage's first block,
+    which carries most of its change, as readily as its last). None without calibration data
+    or blocks, or when bypassing no block raises the loss. The model is scored in eval mode and
+    left as it was."""
+    if calibration is None or not blocks:
         return None
     batches = list(iter_batches(model, calibration))
     scores = score_blocks(model, blocks, batches, BLOCK_CRITERION)
