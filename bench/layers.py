@@ -334,6 +334,7 @@ def _markdown(result: dict[str, Any], quick: bool) -> str:
         "from netslim.layers import Layers, Gates, find_blocks",
         "netslim.prune_(model, Layers(remove=6, criterion='ablation'), example_inputs=x,",
         "               calibration=batches)        # or train_loader=...; ratio=0.25 also works",
+        "                                           # ablation measures loss=fn(model, batch) if given",
         "netslim.prune_(model, Gates(target_open=13, epochs=1), example_inputs=x,",
         "               train_loader=loader)        # trains gates + weights, then bakes",
         "```",

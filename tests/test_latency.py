@@ -972,6 +972,40 @@ def test_block_weights_follow_what_bypassing_each_block_costs() -> None:
     assert block_weights(model, found, None) is None
 
 
+def test_block_weights_measure_the_users_loss() -> None:
+    """``loss=`` is what bypassing a block is measured by: a loss that only the first block's
+    output moves (how far the second block's input moves from its dense value) makes the first
+    block weigh the most and the others next to nothing (cross-entropy ranks otherwise)."""
+    from netslim.importance import Calibration
+
+    model, x, _, batches = _resnet20_with_a_dead_block()
+    found = find_blocks(model, x)
+    first = found[0].name
+    seen = {}
+    handle = model.get_submodule(found[1].name).register_forward_pre_hook(
+        lambda m, args: seen.__setitem__("in", args[0])
+    )
+
+    def loss(m: nn.Module, batch: tuple) -> torch.Tensor:
+        m(batch[0])
+        return (seen["in"] - dense[id(batch[0])]).pow(2).mean()
+
+    dense = {}
+    with torch.no_grad():
+        for images, _ in batches:
+            model(images)
+            dense[id(images)] = seen["in"]
+    try:
+        weights = block_weights(model, found, Calibration(batches, loss=loss))
+        default = block_weights(model, found, Calibration(batches))
+    finally:
+        handle.remove()
+    assert weights is not None and default is not None
+    assert max(weights, key=weights.get) == first
+    assert sorted(weights.values())[-2] < weights[first] / 100
+    assert max(default, key=default.get) != first
+
+
 def test_block_weights_fall_back_to_one_weight_when_no_bypass_raises_the_loss(
     monkeypatch,
 ) -> None:
@@ -982,10 +1016,14 @@ def test_block_weights_fall_back_to_one_weight_when_no_bypass_raises_the_loss(
 
     model, x, _, batches = _resnet20_with_a_dead_block()
     found = find_blocks(model, x)
-    monkeypatch.setattr(latency_blocks, "score_blocks", lambda m, b, d, c: [-1.0] * len(b))
+    monkeypatch.setattr(
+        latency_blocks, "score_blocks", lambda m, b, d, c, loss=None: [-1.0] * len(b)
+    )
     assert block_weights(model, found, Calibration(batches)) is None
     monkeypatch.setattr(
-        latency_blocks, "score_blocks", lambda m, b, d, c: [2.0 * (i % 2) for i in range(len(b))]
+        latency_blocks,
+        "score_blocks",
+        lambda m, b, d, c, loss=None: [2.0 * (i % 2) for i in range(len(b))],
     )
     weights = block_weights(model, found, Calibration(batches))
     assert weights is not None and min(weights.values()) > 0  # a 0 counts as a floor share

@@ -126,6 +126,53 @@ def test_prune_removes_zero_branch_first_and_replays(criterion: str, tmp_path) -
         assert torch.allclose(loaded(X), expected, atol=1e-6)
 
 
+def _logit_energy(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """A user's loss that is none of the defaults: the mean squared logit."""
+    return model(batch).pow(2).mean()
+
+
+def test_ablation_measures_the_users_loss() -> None:
+    """With ``loss=``, each block's ablation score is that loss's increase with the block
+    replaced by the identity (checked against removing each block from a copy)."""
+    model = _resnet20()
+    blocks = find_blocks(model, X)
+    scores = score_blocks(model, blocks, [X], "ablation", loss=_logit_energy)
+    with torch.no_grad():
+        base = float(_logit_energy(model, X))
+        expected = []
+        for block in blocks:
+            copy = _resnet20()
+            remove_blocks(copy, [block.name])
+            expected.append(float(_logit_energy(copy, X)) - base)
+    assert scores == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    default = score_blocks(model, blocks, [X], "ablation")
+    assert default != pytest.approx(scores, rel=1e-3)  # the default loss would measure otherwise
+
+
+def test_layers_reads_a_calibration_object_and_its_loss() -> None:
+    """``calibration=Calibration(loader, loss=fn)`` works for depth pruning as it does for
+    channels, and its loss ranks the blocks: the squared distance to the dense logits, which
+    only bypassing a live block raises."""
+    from netslim.importance import Calibration
+
+    model = _zeroed()
+    with torch.no_grad():
+        dense = model(X)
+    calls = []
+
+    def loss(m: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return (m(batch) - dense).pow(2).mean()
+
+    summary = netslim.prune_(
+        model,
+        Layers(remove=1, criterion="ablation"),
+        example_inputs=X,
+        calibration=Calibration([X], loss=loss),
+    )
+    assert calls and summary["removed"] == ["layer2.1"]
+
+
 @pytest.mark.noop_ok("bad configs are refused: the model must stay unchanged either way")
 def test_bad_input_leaves_model_unchanged() -> None:
     model = _resnet20()

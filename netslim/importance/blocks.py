@@ -6,13 +6,14 @@
 - :class:`BranchNorm`: ``‖x_out − x_in‖ / ‖x_in‖``, the relative size of the residual branch's
   contribution. Same pass; sensitive to magnitude where Block Influence only sees direction.
 - :class:`Ablation`: the loss increase when the block is replaced by the identity on the
-  calibration batches (cross-entropy with labels, else ``1 − cos`` of the model's output to the
-  dense output). It measures exactly what removal does, at one forward pass per block.
+  calibration batches (the user's ``loss(model, batch)`` when given, else cross-entropy with
+  labels, else ``1 − cos`` of the model's output to the dense output). It measures exactly what
+  removal does, at one forward pass per block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from netslim.core.blocks import Block, block_input, block_output, call_model
 from netslim.errors import ConfigError
+from netslim.importance.calibration import Loss
 
 
 def _feature_dim(t: Tensor) -> int:
@@ -62,9 +64,15 @@ def _labels(batch: Any) -> Tensor | None:
 
 
 class Criterion:
-    """Base class: ``score(model, blocks, batches) -> list[float]`` (higher = more important)."""
+    """Base class: ``score(model, blocks, batches) -> list[float]`` (higher = more important).
+
+    ``loss``: the user's ``loss(model, batch) -> scalar``, for the criteria that measure a loss
+    (the others read only the blocks' activations and ignore it)."""
 
     name = "base"
+
+    def __init__(self, loss: Loss | None = None) -> None:
+        self.loss = loss
 
     def score(
         self, model: nn.Module, blocks: Sequence[Block], batches: Sequence[Any]
@@ -127,24 +135,36 @@ class Ablation(Criterion):
         self, model: nn.Module, blocks: Sequence[Block], batches: Sequence[Any]
     ) -> list[float]:
         with torch.no_grad():
-            dense = [main_output(call_model(model, b)) for b in batches]
-            base = sum(self._loss(b, d, d) for b, d in zip(batches, dense, strict=True))
+            # the default loss compares with the dense outputs; the user's loss needs none
+            dense = (
+                []
+                if self.loss is not None
+                else [main_output(call_model(model, b)) for b in batches]
+            )
+            base = self._total(model, batches, dense)
             scores = []
             for block in blocks:
                 module = model.get_submodule(block.name)
                 handle = module.register_forward_hook(_bypass, with_kwargs=True)
                 try:
-                    total = sum(
-                        self._loss(b, main_output(call_model(model, b)), d)
-                        for b, d in zip(batches, dense, strict=True)
-                    )
+                    total = self._total(model, batches, dense)
                 finally:
                     handle.remove()
-                scores.append(float(total - base) / len(batches))
+                scores.append((total - base) / len(batches))
         return scores
 
+    def _total(self, model: nn.Module, batches: Sequence[Any], dense: Sequence[Tensor]) -> float:
+        """The loss summed over ``batches`` for the model as it runs now (a bypass hooked in)."""
+        if self.loss is not None:
+            return sum(float(self.loss(model, b)) for b in batches)
+        return sum(
+            self._default_loss(b, main_output(call_model(model, b)), d)
+            for b, d in zip(batches, dense, strict=True)
+        )
+
     @staticmethod
-    def _loss(batch: Any, out: Tensor, dense: Tensor) -> float:
+    def _default_loss(batch: Any, out: Tensor, dense: Tensor) -> float:
+        """Cross-entropy with labels, else ``1 − cos`` of the output to the dense output."""
         labels = _labels(batch)
         if labels is not None and out.dim() == 2 and labels.dim() == 1:
             return float(F.cross_entropy(out.float(), labels.to(out.device)))
@@ -171,25 +191,13 @@ CRITERIA: dict[str, type[Criterion]] = {
 }
 
 
-def make_criterion(name: str) -> Criterion:
+def make_criterion(name: str, loss: Loss | None = None) -> Criterion:
     try:
-        return CRITERIA[name]()
+        return CRITERIA[name](loss)
     except KeyError:
         raise ConfigError(
             f"unknown layer criterion {name!r}: choose one of {', '.join(CRITERIA)}"
         ) from None
-
-
-def calibration_batches(source: Iterable[Any] | None, limit: int, fallback: Any) -> list[Any]:
-    """Up to ``limit`` batches from ``source`` (a loader), else the example inputs as one batch."""
-    if source is None:
-        return [fallback]
-    batches = []
-    for batch in source:
-        batches.append(batch)
-        if len(batches) >= limit:
-            break
-    return batches or [fallback]
 
 
 def score_blocks(
@@ -197,9 +205,11 @@ def score_blocks(
     blocks: Sequence[Block],
     batches: Sequence[Any],
     criterion: str | Criterion = "block-influence",
+    loss: Loss | None = None,
 ) -> list[float]:
-    """Score ``blocks`` in eval mode (BatchNorm/dropout must not change while measuring)."""
-    crit = make_criterion(criterion) if isinstance(criterion, str) else criterion
+    """Score ``blocks`` in eval mode (BatchNorm/dropout must not change while measuring);
+    ``loss``: the user's ``loss(model, batch)``, for a criterion named by string."""
+    crit = make_criterion(criterion, loss) if isinstance(criterion, str) else criterion
     was_training = model.training
     model.eval()
     try:

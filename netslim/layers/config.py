@@ -19,7 +19,9 @@ class Layers(ConfigBase):
 
     ``blocks`` names the candidate blocks explicitly (dotted module names); otherwise every
     shape-preserving residual block found by :func:`netslim.layers.find_blocks` is a candidate.
-    ``calibration_batches`` bounds how much data the criteria look at.
+    ``calibration_batches`` bounds how much data the criteria look at. ``ablation`` measures
+    the calibration loss (``prune_(..., loss=fn)`` or ``Calibration(loader, loss=fn)``; else
+    cross-entropy on labelled batches, else the output's cosine to the dense output).
     """
 
     remove: int | None = None

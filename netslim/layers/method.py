@@ -16,7 +16,8 @@ from netslim.core import history
 from netslim.core.blocks import Block, _probe, resolve_blocks
 from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ConfigError
-from netslim.importance.blocks import calibration_batches, choose, score_blocks
+from netslim.importance.blocks import choose, score_blocks
+from netslim.importance.calibration import calibration_from, iter_batches
 from netslim.layers.config import Gates, Layers
 from netslim.layers.gates import (
     GatePenalty,
@@ -69,10 +70,10 @@ def prune_layers(model: nn.Module, config: Layers, ctx: PruneContext) -> dict[st
     example = _example(ctx.example_inputs, ctx.train_loader)
     blocks = resolve_blocks(model, example, config.blocks)
     count = config.count(len(blocks))
-    batches = calibration_batches(
-        ctx.extras.get("calibration") or ctx.train_loader, config.calibration_batches, example
-    )
-    scores = score_blocks(model, blocks, batches, config.criterion) if count else []
+    calibration = calibration_from(ctx, config.calibration_batches)
+    batches = list(iter_batches(model, calibration)) if calibration is not None else [example]
+    loss = calibration.loss if calibration is not None else None
+    scores = score_blocks(model, blocks, batches, config.criterion, loss) if count else []
     chosen = [blocks[i].name for i in choose(scores, count)] if count else []
     removed = remove_blocks(model, chosen)
     if removed:

@@ -63,7 +63,7 @@ def block_weights(
     if calibration is None or not blocks:
         return None
     batches = list(iter_batches(model, calibration))
-    scores = score_blocks(model, blocks, batches, BLOCK_CRITERION)
+    scores = score_blocks(model, blocks, batches, BLOCK_CRITERION, calibration.loss)
     floor = max(max(scores), 0.0) * MIN_SHARE
     scores = [max(s, floor) for s in scores]
     mean = statistics.mean(scores)
