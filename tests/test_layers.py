@@ -189,6 +189,15 @@ def test_bad_input_leaves_model_unchanged() -> None:
     assert after.keys() == state.keys()
     assert all(torch.equal(after[k], v) for k, v in state.items())
     assert len(model.layer2) == 3
+    with pytest.raises(ConfigError, match="takes no loss="):  # not silently ignored
+        netslim.prune_(
+            model,
+            Gates(epochs=1),
+            example_inputs=X,
+            train_loader=[(X, torch.zeros(4, dtype=torch.long))],
+            loss=lambda m, b: m(b[0]).sum(),
+        )
+    assert not gate_modules(model)
     lenet = build_model("zoo:lenet300")
     with pytest.raises(UnsupportedModelError, match="no removable block"):
         netslim.prune_(lenet, Gates(epochs=0), example_inputs=X)

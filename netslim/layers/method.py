@@ -102,6 +102,12 @@ def prune_gates(model: nn.Module, config: Gates, ctx: PruneContext) -> dict[str,
     """Attach gates, train weights and gates with the penalty, then bake (static gates)."""
     from netslim.training import train
 
+    if ctx.extras.get("loss") is not None:  # refused, not silently ignored
+        raise ConfigError(
+            "Gates trains with cross-entropy on (inputs, labels) batches and takes no loss=; "
+            "to train gates with your own loss, use attach_gates(model, blocks), add "
+            "GatePenalty(weight, target)(model) to your loss in your loop, then bake_gates(model)"
+        )
     example = _example(ctx.example_inputs, ctx.train_loader)
     blocks = resolve_blocks(model, example, config.blocks)
     target = _open_target(config, blocks)
