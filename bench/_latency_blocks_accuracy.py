@@ -50,8 +50,8 @@ def main() -> None:
     from netslim.structural import Channels
     from netslim.structural.allocation import keep_mask
     from netslim.structural.engine import apply_plan, planning_inputs, pruned_copies
-    from netslim.structural.latency_alloc import allocate_reaching, value_curve
     from netslim.structural.latency_blocks import BLOCK_WEIGHT, block_options
+    from netslim.structural.latency_knapsack import allocate_reaching, value_curve
     from netslim.structural.latency_table import build_table
     from netslim.structural.op_timing import time_ratio
     from netslim.structural.plan import PruningPlan

@@ -41,8 +41,8 @@ def main() -> None:
     from netslim.measure import count_macs
     from netslim.structural import Channels
     from netslim.structural.engine import planning_inputs, pruned_copies
-    from netslim.structural.latency_alloc import allocate_reaching, value_curve
     from netslim.structural.latency_blocks import block_options
+    from netslim.structural.latency_knapsack import allocate_reaching, value_curve
     from netslim.structural.latency_table import build_table
     from netslim.structural.op_timing import Target, time_ratio
 

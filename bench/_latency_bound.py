@@ -47,7 +47,8 @@ def bound_rows(name: str, dense: nn.Module, x1: torch.Tensor, batch: int, macs) 
     efficiency and the importance the plan keeps (fraction of the model's)."""
     from netslim.structural import Channels
     from netslim.structural.engine import planning_inputs, pruned_copies
-    from netslim.structural.latency_alloc import allocate_reaching, target_of, value_curve
+    from netslim.structural.latency_alloc import target_of
+    from netslim.structural.latency_knapsack import allocate_reaching, value_curve
     from netslim.structural.latency_table import build_table
     from netslim.structural.op_timing import time_ratio
 

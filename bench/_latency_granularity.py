@@ -3,7 +3,7 @@
     .venv/bin/python bench/_latency_granularity.py [--runtime torch] [--threads 1] [--batch 1]
 
 Plans ViT-B/16 (random weights, as in the bench) at 2x and 3x with ``Channels(target_speedup=)``
-and records what the knapsack saw at each solve (wrapping ``latency_alloc.allocate``): the budget,
+and records what the knapsack saw at each solve (wrapping ``latency_knapsack.allocate``): the budget,
 the prediction of the widths it chose, the groups and their widths. Then, on the same table and
 values, for every width of the residual stream's group, the widest uniform MLP width that fits
 the budget, with its prediction and kept value (the plan's own candidate widths: its round_to
@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def _widths(size: int, options: dict) -> list[int]:
     """A group's candidate widths as the plan saw them (its round_to and floor)."""
-    from netslim.structural.latency_alloc import candidate_widths, min_keep
+    from netslim.structural.allocation import min_keep
+    from netslim.structural.latency_knapsack import candidate_widths
 
     round_to, fraction = options.get("round_to", 1), options.get("min_fraction", 0.25)
     return candidate_widths(size, round_to, min_keep(size, round_to, fraction))
@@ -42,7 +43,7 @@ def main() -> None:
     import torchvision
 
     import netslim
-    import netslim.structural.latency_alloc as alloc_mod
+    import netslim.structural.latency_knapsack as alloc_mod
     from netslim.structural import Channels
 
     netslim.retain_freed_memory()

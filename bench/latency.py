@@ -1564,7 +1564,7 @@ dense model (`op_timing.time_ratio`: model, dense, dense, model, repeated; the m
 rounds' time ratios) and kept as that ratio times the
 dense time, so the machine's speed moving between timings does not enter the fit.
 
-**Allocation.** `netslim.structural.latency_alloc.allocate`: every group chooses a kept width
+**Allocation.** `netslim.structural.latency_knapsack.allocate`: every group chooses a kept width
 among the fast ends of its staircase (a width is offered only when every larger width costs
 more: a width inside a step costs what the step's right end costs), multiples of `round_to`;
 under an ONNX Runtime target also whole blocks of its NCHWc layout (8 channels with AVX2, 16

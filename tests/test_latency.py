@@ -25,12 +25,7 @@ from netslim.structural.config import Channels
 from netslim.structural.engine import candidates, pruned_copies
 from netslim.structural.groups import analyze
 from netslim.structural.knapsack import fast_end, mckp, staircase_steps
-from netslim.structural.latency_alloc import (
-    allocate,
-    allocate_reaching,
-    floor_note,
-    value_curve,
-)
+from netslim.structural.latency_alloc import floor_note
 from netslim.structural.latency_blocks import (
     BLOCK_WEIGHT,
     BlockOption,
@@ -39,6 +34,7 @@ from netslim.structural.latency_blocks import (
     bypass,
     removable_blocks,
 )
+from netslim.structural.latency_knapsack import allocate, allocate_reaching, value_curve
 from netslim.structural.latency_table import (
     Dim,
     LatencyTable,
@@ -741,7 +737,7 @@ def test_the_best_checked_plan_is_returned_not_the_last(fake_clock, monkeypatch)
 
 
 def test_best_check_prefers_the_target_then_the_smallest_miss_over_weighing_double() -> None:
-    from netslim.structural.latency_alloc import best_check
+    from netslim.structural.latency_checks import best_check
 
     assert best_check([130.0, 96.0, 103.0], 100.0) == 2  # within 5%, closest
     assert best_check([96.0, 103.0], 100.0) == 1  # both within 5%: the closer
@@ -754,7 +750,7 @@ def test_best_check_prefers_the_target_then_the_smallest_miss_over_weighing_doub
 
 def test_the_correction_averages_the_checks_misses() -> None:
     """Two checks 16% and 10% slower than the table: the next plan aims 13% lower, not 10%."""
-    from netslim.structural.latency_alloc import local_correction
+    from netslim.structural.latency_checks import local_correction
 
     assert local_correction([1.16]) == pytest.approx(1.16)
     assert local_correction([1.16, 1.10]) == pytest.approx((1.16 * 1.10) ** 0.5)
@@ -802,7 +798,9 @@ def test_a_plan_well_under_its_target_says_which_step_did_not_fit(fake_clock) ->
     """Coarse widths (round_to=16 here, a ViT's 12 heads in the bench) can leave a plan far
     under the budget: the note names the cheapest wider step and shows it costs more than the
     time to spare; a plan within the tolerance of its budget gets no note."""
-    from netslim.structural.latency_alloc import CHECK_TOLERANCE, _State, slack_note
+    from netslim.structural.latency_alloc import slack_note
+    from netslim.structural.latency_checks import CHECK_TOLERANCE
+    from netslim.structural.latency_knapsack import KnapsackState
 
     torch.manual_seed(0)
     model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
@@ -818,7 +816,7 @@ def test_a_plan_well_under_its_target_says_which_step_did_not_fit(fake_clock) ->
         assert (note is not None) == under, (frac, alloc.predicted_ms / budget, note)
         seen.add(under)
         if note:
-            state = _State(table, {**table.sizes, **alloc.counts})
+            state = KnapsackState(table, {**table.sizes, **alloc.counts})
             for g in groups:  # no group's next multiple of 16 fits what is left
                 wider = [w for w in (16, 32, 48) if alloc.counts[g.id] < w <= g.size]
                 if wider:
@@ -870,7 +868,7 @@ def test_the_table_measures_what_a_bypassed_block_saves(fake_clock) -> None:
     """With ``blocks`` the table times the model with them all out: on the fake clock each conv
     inside a block brings one norm (0.05 ms) that no layer line holds, and the allocator's
     prediction for any set of bypassed blocks is then the pruned copy's time."""
-    from netslim.structural.latency_alloc import _State
+    from netslim.structural.latency_knapsack import KnapsackState
 
     torch.manual_seed(0)
     model, x = netslim.build_model("zoo:resnet20").eval(), (torch.randn(2, 1, 28, 28),)
@@ -887,7 +885,7 @@ def test_the_table_measures_what_a_bypassed_block_saves(fake_clock) -> None:
         gone = frozenset(rng.sample(names, rng.randint(1, len(names))))
         copied = copy.deepcopy(model)
         bypass(copied, sorted(gone))
-        predicted = _State(table, table.sizes, options, gone).total()
+        predicted = KnapsackState(table, table.sizes, options, gone).total()
         assert predicted == pytest.approx(fake_model_ms(copied, x, target), rel=1e-6)
 
 
@@ -1274,15 +1272,16 @@ def test_a_resolve_to_widths_already_checked_ends_the_search(monkeypatch) -> Non
     threads, run 03:32 of 2026-12-02: one plan's 116.79 ms listed twice)."""
     import types
 
-    import netslim.structural.latency_alloc as latency_alloc
+    import netslim.structural.latency_checks as latency_checks
+    from netslim.structural.latency_knapsack import Allocation
 
-    alloc = latency_alloc.Allocation({"g": 16}, predicted_ms=10.0, value=1.0)
-    monkeypatch.setattr(latency_alloc, "allocate_reaching", lambda *a, **k: alloc)
+    alloc = Allocation({"g": 16}, predicted_ms=10.0, value=1.0)
+    monkeypatch.setattr(latency_checks, "allocate_reaching", lambda *a, **k: alloc)
     timed: list[dict] = []
     table = types.SimpleNamespace(
         measure_kept=lambda kept, confirm=False, bypassed=(): timed.append(kept) or 10.8
     )
-    checks, _ = latency_alloc.check_plans(table, {}, 9.0, alloc, {"g": 32}, {"fixed": {}})
+    checks, _ = latency_checks.check_plans(table, {}, 9.0, alloc, {"g": 32}, {"fixed": {}})
     assert len(checks) == 1 and len(timed) == 1
     assert checks[0].measured_ms == 10.8
 
@@ -1327,7 +1326,7 @@ def test_planning_confirms_a_check_far_off_its_prediction(fake_clock, monkeypatc
 
 
 def test_stale_table_warning() -> None:
-    from netslim.structural.latency_alloc import stale_table_warning
+    from netslim.structural.latency_checks import stale_table_warning
 
     assert stale_table_warning([]) is None
     assert stale_table_warning([{"predicted_ms": 10.0, "measured_ms": 11.0}]) is None

@@ -44,7 +44,7 @@ class Channels(ConfigBase):
         table measured on this machine (each conv/linear timed at a grid of widths, cached under
         ``~/.cache/netslim/latency``), keeping the most importance within the budget on the fast
         end of each latency staircase (see docs/latency.md); every group keeps at least a
-        quarter of its channels (``latency_alloc.MIN_KEEP_FRACTION``), or down to a sixteenth
+        quarter of its channels (``latency_knapsack.MIN_KEEP_FRACTION``), or down to a sixteenth
         when only that reaches the target (the report's note says so). Machine-specific by
         design.
     runtime: ``"torch"`` (eager, CPU), ``"onnxruntime"`` (CPU) or ``"cuda"`` for a time target.
