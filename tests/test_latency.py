@@ -1036,6 +1036,7 @@ def test_blocks_with_data_remove_the_block_that_costs_nothing(fake_clock) -> Non
     plain = copy.deepcopy(model)
     info = netslim.prune_(model, cfg, example_inputs=x, train_loader=batches)["latency"]
     assert info["block_weights_from"] == "ablation"
+    assert info["block_weights_s"] >= 0.0  # the scoring's own cost, apart from the solve's
     assert info["block_weights"][dead] == min(info["block_weights"].values())
     assert dead in info["removed_blocks"]
     assert isinstance(model.get_submodule(dead), nn.Identity)

@@ -187,19 +187,22 @@ def plan_counts(
             info["measured_speedup"] = table.dense_ms / measured
         return kept, info
     values = {g: value_curve(s) for g, s in scores.items()}
-    start = time.perf_counter()
     # the runtime's own multiple joins the user's (``width_multiple``: ONNX Runtime's blocks)
     round_to = math.lcm(config.round_to, width_multiple(target.runtime))
     info["round_to"] = round_to
     options: dict[str, Any] = {"round_to": round_to, "fixed": fixed}
     if config.blocks:
+        scoring = time.perf_counter()
         weights = block_weights(model, found, calibration)
+        # ablation runs the model once per block and batch: this can outweigh the solve
+        info["block_weights_s"] = round(time.perf_counter() - scoring, 3)
         options["blocks"] = block_options(
             table, names, BLOCK_WEIGHT if weights is None else weights
         )
         info["removable_blocks"] = len(options["blocks"])
         info["block_weights"] = {b.name: b.weight for b in options["blocks"]}
         info["block_weights_from"] = "constant" if weights is None else BLOCK_CRITERION
+    start = time.perf_counter()
     alloc = allocate_reaching(table, values, budget, **options)
     info["knapsack_s"] = time.perf_counter() - start
     checks: list[PlanCheck] = []
