@@ -1004,6 +1004,47 @@ def test_block_weights_measure_the_users_loss() -> None:
     assert max(default, key=default.get) != first
 
 
+def test_block_weights_read_at_most_block_samples(monkeypatch) -> None:
+    """Ablation runs the model once per block and batch, so the weights read whole batches up
+    to ``BLOCK_SAMPLES`` samples, never more than the calibration's ``batches``: 8 of 128 (what
+    the weights were chosen on), 16 of 64 when 20 may be read, 2 of 512, 1 of 2048 (the
+    scoring itself stubbed: only what is read counts here)."""
+    from netslim.importance import Calibration
+    from netslim.structural import latency_blocks
+    from netslim.structural.latency_blocks import BLOCK_SAMPLES
+
+    model, x, _, _ = _resnet20_with_a_dead_block()
+    found = find_blocks(model, x)
+    monkeypatch.setattr(
+        latency_blocks, "score_blocks", lambda m, b, d, c, loss=None: [1.0] * len(b)
+    )
+
+    class Counting:
+        def __init__(self, size: int) -> None:
+            self.size, self.pulled = size, 0
+
+        def __iter__(self):
+            for _ in range(20):
+                self.pulled += 1
+                yield torch.empty(self.size, 0)
+
+    assert BLOCK_SAMPLES == 1024
+    for size, batches, pulled in ((128, 8, 8), (64, 20, 16), (512, 8, 2), (2048, 8, 1)):
+        loader = Counting(size)
+        block_weights(model, found, Calibration(loader, batches=batches))
+        assert loader.pulled == pulled, size
+
+
+def test_batch_samples_reads_the_inputs_leading_size() -> None:
+    from netslim.importance import batch_samples
+
+    x = torch.zeros(5, 3)
+    assert batch_samples(x) == 5
+    assert batch_samples((x, torch.zeros(5))) == 5
+    assert batch_samples({"attention_mask": None, "input_ids": torch.zeros(7, 4)}) == 7
+    assert batch_samples(torch.tensor(1.0)) == 1
+
+
 def test_block_weights_fall_back_to_one_weight_when_no_bypass_raises_the_loss(
     monkeypatch,
 ) -> None:

@@ -4,6 +4,7 @@ APoZ/mean activation). Shared by unstructured and structural criteria."""
 
 from netslim.importance.calibration import (
     Calibration,
+    batch_samples,
     calibration_from,
     forward,
     iter_batches,
@@ -14,6 +15,7 @@ from netslim.importance.stats import activation_stats, gradient_stats, input_nor
 __all__ = [
     "Calibration",
     "activation_stats",
+    "batch_samples",
     "calibration_from",
     "forward",
     "gradient_stats",

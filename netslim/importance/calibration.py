@@ -84,6 +84,16 @@ def iter_batches(model: nn.Module, calibration: Calibration) -> Iterator[Any]:
         raise DataError("the calibration loader yielded no batches: give it at least one sample")
 
 
+def batch_samples(batch: Any) -> int:
+    """How many samples a batch holds: the leading size of its inputs (a pair's first element,
+    a dict's first tensor, a bare tensor); 1 when nothing has a leading dim."""
+    if isinstance(batch, dict):
+        batch = next((v for v in batch.values() if isinstance(v, Tensor)), None)
+    elif isinstance(batch, (list, tuple)) and batch:
+        batch = batch[0]
+    return int(batch.shape[0]) if isinstance(batch, Tensor) and batch.dim() > 0 else 1
+
+
 def forward(model: nn.Module, batch: Any) -> Any:
     """Run the model on the inputs of ``batch`` (labels, if any, are not passed)."""
     if isinstance(batch, dict):

@@ -69,7 +69,8 @@ class Channels(ConfigBase):
         which no width removes, and loses its inner channels' importance times a weight
         (``latency_blocks.BLOCK_WEIGHT``; with calibration batches, each block's weight follows
         what bypassing it costs: ``latency_blocks.block_weights``, one forward pass per block
-        and batch, its seconds in the report's ``block_weights_s``). A removed block becomes
+        and batch on up to ``latency_blocks.BLOCK_SAMPLES`` samples, its seconds in the
+        report's ``block_weights_s``). A removed block becomes
         ``nn.Identity``.
     reconstruct: after removal, refit every conv/linear that lost input channels by least
         squares so its outputs on ``calibration_batches`` batches of ``prune_(...,

@@ -23,7 +23,7 @@ from torch import nn
 
 from netslim.core.blocks import Block, find_blocks
 from netslim.errors import PruningError
-from netslim.importance import Calibration, iter_batches
+from netslim.importance import Calibration, batch_samples, iter_batches
 from netslim.importance.blocks import score_blocks
 from netslim.structural.latency_table import LatencyTable
 
@@ -45,6 +45,12 @@ resnet56 / Fashion-MNIST (bench/_latency_blocks_accuracy.py --scaled, run 14:46-
 fine-tuning), mean accuracy at 2x / 3x: one weight for every block 78.66% / 76.93%, Block
 Influence 80.71% / 77.94%, ablation 80.89% / 78.27% (ahead of one weight on 5 of the 6 seed
 and target pairs, level on the sixth)."""
+BLOCK_SAMPLES = 1024
+"""Calibration samples that score the blocks, at most (whole batches, at least one): ablation
+runs the model once per block and batch, and the weights were chosen on 1024 samples (the
+probe's and the accuracy part's 8 batches of 128). A calibration set read for more (say 32
+batches, for reconstruction) would cost that many more passes for a choice never shown to
+gain from them."""
 MIN_SHARE = 1e-3
 """A block's score counts at least this share of the highest (an ablation score can be 0 or
 below: bypassing a block can lower the loss on a few batches)."""
@@ -55,14 +61,20 @@ def block_weights(
 ) -> dict[str, float] | None:
     """Each block's weight from data: ``BLOCK_WEIGHT`` times its ``BLOCK_CRITERION`` score over
     the mean score of ``blocks`` (:func:`~netslim.core.blocks.find_blocks`' blocks, the plan's
-    own list), so the weights average ``BLOCK_WEIGHT`` and a block whose bypass costs the model
-    more weighs more (one weight for every block let the plan remove a stage's first block,
-    which carries most of its change, as readily as its last). None without calibration data
+    own list; scored on at most ``BLOCK_SAMPLES`` calibration samples), so the weights average
+    ``BLOCK_WEIGHT`` and a block whose bypass costs the model more weighs more (one weight for
+    every block let the plan remove a stage's first block, which carries most of its change,
+    as readily as its last). None without calibration data
     or blocks, or when bypassing no block raises the loss. The model is scored in eval mode and
     left as it was."""
     if calibration is None or not blocks:
         return None
-    batches = list(iter_batches(model, calibration))
+    batches, samples = [], 0
+    for batch in iter_batches(model, calibration):
+        batches.append(batch)
+        samples += batch_samples(batch)
+        if samples >= BLOCK_SAMPLES:
+            break
     scores = score_blocks(model, blocks, batches, BLOCK_CRITERION, calibration.loss)
     floor = max(max(scores), 0.0) * MIN_SHARE
     scores = [max(s, floor) for s in scores]
