@@ -1043,6 +1043,9 @@ def test_batch_samples_reads_the_inputs_leading_size() -> None:
     assert batch_samples((x, torch.zeros(5))) == 5
     assert batch_samples({"attention_mask": None, "input_ids": torch.zeros(7, 4)}) == 7
     assert batch_samples(torch.tensor(1.0)) == 1
+    # a model's example inputs too (the latency target's batch): nested, scalars skipped
+    assert batch_samples((torch.tensor(2.0), [None, {"x": torch.zeros(3, 2)}])) == 3
+    assert batch_samples((None, 4)) == 1
 
 
 def test_block_weights_fall_back_to_one_weight_when_no_bypass_raises_the_loss(

@@ -84,14 +84,19 @@ def iter_batches(model: nn.Module, calibration: Calibration) -> Iterator[Any]:
         raise DataError("the calibration loader yielded no batches: give it at least one sample")
 
 
+def _tensors(obj: Any) -> Iterator[Tensor]:
+    """The tensors in ``obj``, in order through tuples, lists and dicts."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (dict, list, tuple)):
+        for item in obj.values() if isinstance(obj, dict) else obj:
+            yield from _tensors(item)
+
+
 def batch_samples(batch: Any) -> int:
-    """How many samples a batch holds: the leading size of its inputs (a pair's first element,
-    a dict's first tensor, a bare tensor); 1 when nothing has a leading dim."""
-    if isinstance(batch, dict):
-        batch = next((v for v in batch.values() if isinstance(v, Tensor)), None)
-    elif isinstance(batch, (list, tuple)) and batch:
-        batch = batch[0]
-    return int(batch.shape[0]) if isinstance(batch, Tensor) and batch.dim() > 0 else 1
+    """How many samples a batch (or a model's example inputs) holds: the leading size of its
+    first tensor with a leading dim (a pair's inputs come before its labels); 1 when none."""
+    return next((int(t.shape[0]) for t in _tensors(batch) if t.dim() > 0), 1)
 
 
 def forward(model: nn.Module, batch: Any) -> Any:

@@ -16,6 +16,7 @@ from torch import nn
 
 from netslim._runtime import allocator
 from netslim.core.blocks import find_blocks
+from netslim.importance import batch_samples
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.latency_blocks import (
     BLOCK_CRITERION,
@@ -122,17 +123,8 @@ def slack_note(
     )
 
 
-def example_batch(example_inputs: Any) -> int:
-    from netslim.structural.trace import flatten_tensors
-
-    for t in flatten_tensors(example_inputs):
-        if t.dim() >= 1:
-            return int(t.shape[0])
-    return 1
-
-
 def target_of(config: Any, example_inputs: Any) -> Target:
-    batch = config.batch if config.batch is not None else example_batch(example_inputs)
+    batch = config.batch if config.batch is not None else batch_samples(example_inputs)
     return Target(config.runtime, config.threads, batch)
 
 
