@@ -506,3 +506,21 @@ def test_without_data_the_report_says_nothing_was_trained(tmp_path: Path) -> Non
     budget = json.loads((tmp_path / "out" / "report.json").read_text())["budget"]
     assert "nothing trained" in budget["before"] and "with 0 more" in budget["after"]
     assert "note" not in budget
+
+
+def test_eval_takes_data_none_as_prune_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--data none`` means the same to eval as to prune: measure without accuracy (eval used
+    to look for a data set called 'none' and exit 2)."""
+    import json
+
+    out = tmp_path / "out"
+    assert main(["prune", *BASE, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", "none", "--no-latency"]) == 0
+    measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+    assert measured["accuracy"] is None and measured["params"] > 0
+    assert main(["eval", str(out), "--no-latency"]) == 0  # the run's own data: accuracy
+    measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+    assert measured["accuracy"] is not None

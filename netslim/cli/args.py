@@ -7,7 +7,9 @@ import argparse
 import math
 from typing import Any, NoReturn
 
-MODEL_HELP = "zoo:NAME | torchvision:NAME | timm:NAME | hf:PATH | py:FILE.py:FACTORY"
+MODEL_HELP = (
+    "zoo:NAME | torchvision:NAME | timm:NAME | hf:PATH | ultralytics:NAME.yaml | py:FILE.py:FACTORY"
+)
 DATA_HELP = (
     "fashion-mnist | digits | synthetic | DIR with IDX files | DIR of image class folders "
     "(train/ and val/, or one tree split by --val-split) | hf:DIR (datasets.save_to_disk)"

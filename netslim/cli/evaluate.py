@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     ev.add_argument(
         "--data",
         default=None,
-        help="data to measure accuracy on (default: the one used for pruning)",
+        help="data to measure accuracy on (default: the one used for pruning; none: measure without"
+        " accuracy)",
     )
     ev.add_argument(
         "--limit-test", type=positive_int, default=None, help="measure on N test samples"

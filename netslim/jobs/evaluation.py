@@ -25,6 +25,13 @@ def locate(directory: Path) -> tuple[Path, dict[str, Any] | None]:
     )
 
 
+def _data_to_measure(data: str | None, settings: dict[str, Any]) -> str | None:
+    """The data set to measure accuracy on: the one given, else the pruning run's; ``none``
+    (as ``netslim prune --data none`` takes it) measures without accuracy."""
+    chosen = data or settings.get("data")
+    return None if chosen == "none" else chosen
+
+
 def evaluate_saved(
     directory: Path,
     *,
@@ -54,7 +61,7 @@ def evaluate_saved(
         model_dir, report = locate(path)
         model = load(model_dir, trust_code=trust_code)
     settings = (report or {}).get("settings", {})
-    data = data or settings.get("data")
+    data = _data_to_measure(data, settings)
     shape = example_shape or settings.get("example_shape")
     loader = None
     if data:
@@ -127,7 +134,7 @@ def evaluate_onnx(
         raise ArtifactError(f"{onnx} is not a readable ONNX model: {exc}") from None
     report = _job_report(onnx)
     settings = (report or {}).get("settings", {})
-    data = data or settings.get("data")
+    data = _data_to_measure(data, settings)
     measured: dict[str, Any] = {"format": "onnx", "path": str(onnx)}
     measured["size_bytes"] = onnx.stat().st_size
     loader = None
