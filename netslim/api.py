@@ -36,7 +36,9 @@ def prune_(
     pruning, MACs targets); data loaders by criteria or schedules that use data. Given
     calibration batches (``train_loader=``), ``Channels`` and ``Unstructured`` also refit the
     pruned layers unless their ``reconstruct=False`` (the auto default that ``netslim prune
-    --data`` uses: ``netslim.reconstruct.auto_reconstruct``).
+    --data`` uses: ``netslim.reconstruct.auto_reconstruct``). ``loss=fn(model, batch) -> scalar``
+    (or ``calibration=Calibration(loader, loss=fn)``) replaces cross-entropy wherever a method
+    reads data (data-driven criteria, block ablation, gate training), so batches need no labels.
     """
     return _run(
         handler_for(config), model, config, example_inputs, train_loader, test_loader, extras

@@ -3,6 +3,8 @@ history replay, Hugging Face round trips and bad input."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -173,6 +175,32 @@ def test_layers_reads_a_calibration_object_and_its_loss() -> None:
     assert calls and summary["removed"] == ["layer2.1"]
 
 
+def test_gates_train_with_the_users_loss() -> None:
+    """``prune_(..., Gates(...), loss=fn)``: gates and weights are trained on the user's loss
+    (here: stay close to the dense logits, on unlabelled dict batches cross-entropy could not
+    read) plus the gate penalty, and the closed blocks are removed."""
+    model = _resnet20()
+    with torch.no_grad():
+        dense = model(X)
+    steps = []
+
+    def loss(m: nn.Module, batch: dict) -> torch.Tensor:
+        steps.append(batch["image"].shape[0])
+        return (m(batch["image"]) - dense).pow(2).mean()
+
+    summary = netslim.prune_(
+        model,
+        Gates(epochs=4, target_open=3, penalty=5.0, lr=0.05),
+        example_inputs=X,
+        train_loader=[{"image": X}] * 10,
+        loss=loss,
+    )
+    assert steps == [4] * 40
+    assert summary["final_loss"] is not None and math.isfinite(summary["final_loss"])
+    assert len(summary["removed"]) >= 1 and not gate_modules(model)
+    assert model(X).shape == dense.shape
+
+
 @pytest.mark.noop_ok("bad configs are refused: the model must stay unchanged either way")
 def test_bad_input_leaves_model_unchanged() -> None:
     model = _resnet20()
@@ -189,15 +217,17 @@ def test_bad_input_leaves_model_unchanged() -> None:
     assert after.keys() == state.keys()
     assert all(torch.equal(after[k], v) for k, v in state.items())
     assert len(model.layer2) == 3
-    with pytest.raises(ConfigError, match="takes no loss="):  # not silently ignored
+    with pytest.raises(ConfigError, match="must return a scalar tensor"):  # the user's loss
         netslim.prune_(
             model,
             Gates(epochs=1),
             example_inputs=X,
             train_loader=[(X, torch.zeros(4, dtype=torch.long))],
-            loss=lambda m, b: m(b[0]).sum(),
+            loss=lambda m, b: m(b[0]),
         )
     assert not gate_modules(model)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in state.items())
     lenet = build_model("zoo:lenet300")
     with pytest.raises(UnsupportedModelError, match="no removable block"):
         netslim.prune_(lenet, Gates(epochs=0), example_inputs=X)

@@ -102,6 +102,44 @@ def test_regularizer_is_added(loaders) -> None:
     assert first_layer_mean_abs(1.0) < 0.1 * first_layer_mean_abs(0.0)
 
 
+def test_own_loss_replaces_cross_entropy_on_unlabelled_dict_batches() -> None:
+    """``train(loss=fn)``: the user's loss is what is minimised, on batches cross-entropy could
+    not read (dicts, no labels), moved to the model's device; the regularizer still adds."""
+    seed_everything(0)
+    model = nn.Linear(4, 1)
+    target = torch.tensor([[3.0]])
+    batches = [{"x": torch.ones(8, 4)} for _ in range(20)]
+    calls: list[torch.device] = []
+
+    def loss(m: nn.Module, batch: dict) -> torch.Tensor:
+        calls.append(batch["x"].device)
+        return (m(batch["x"]) - target).pow(2).mean()
+
+    result = train(model, batches, epochs=3, lr=0.1, loss=loss, scheduler="none", progress=False)
+    assert len(calls) == result.steps == 60 and set(calls) == {torch.device("cpu")}
+    assert result.losses[-1] < 0.01 * result.losses[0]
+    with torch.no_grad():
+        assert float(model(torch.ones(1, 4))) == pytest.approx(3.0, abs=0.2)
+    penalised = train(
+        model, batches, epochs=1, lr=0.1, loss=loss, regularizer=lambda m: torch.tensor(5.0),
+        scheduler="none", progress=False,
+    )  # fmt: skip
+    assert 5.0 < penalised.losses[0] < 5.1  # the fitted loss (near 0) + the constant penalty
+
+
+def test_own_loss_is_checked() -> None:
+    model = nn.Linear(4, 1)
+    batches = [torch.ones(2, 4)]
+    with pytest.raises(ConfigError, match="loss must be callable"):
+        train(model, batches, epochs=1, loss="mse")
+    with pytest.raises(ConfigError, match="add the distillation term"):
+        train(model, batches, epochs=1, loss=lambda m, b: m(b).sum(), teacher=nn.Linear(4, 1))
+    with pytest.raises(ConfigError, match="scalar tensor .* of shape \\(2, 1\\)"):
+        train(model, batches, epochs=1, loss=lambda m, b: m(b))
+    with pytest.raises(ConfigError, match="scalar tensor .* got float"):
+        train(model, batches, epochs=1, loss=lambda m, b: 1.0)
+
+
 def test_distillation_changes_loss_and_leaves_teacher_alone(loaders) -> None:
     teacher, _ = _fresh(seed=7)
     teacher.train()

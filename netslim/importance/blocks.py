@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from netslim.core.batches import Loss
 from netslim.core.blocks import Block, block_input, block_output, call_model
 from netslim.errors import ConfigError
-from netslim.importance.calibration import Loss
 
 
 def _feature_dim(t: Tensor) -> int:

@@ -7,17 +7,15 @@ labels need ``loss=callable(model, batch) -> scalar``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from netslim.core.batches import Loss, device_of, to_device
 from netslim.errors import ConfigError, DataError
-
-Loss = Callable[[nn.Module, Any], Tensor]
 
 
 @dataclass
@@ -57,26 +55,12 @@ def require(calibration: Calibration | None, criterion: str) -> Calibration:
     return calibration
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to(v, device) for v in value)
-    return value
-
-
 def iter_batches(model: nn.Module, calibration: Calibration) -> Iterator[Any]:
     """Up to ``calibration.batches`` batches on the model's device; DataError if none come."""
-    device = _device(model)
+    device = device_of(model)
     count = 0
     for batch in calibration.loader:
-        yield _to(batch, device)
+        yield to_device(batch, device)
         count += 1
         if count >= calibration.batches:
             break

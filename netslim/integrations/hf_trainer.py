@@ -56,10 +56,10 @@ class NetslimCallback(TrainerCallback):
         if self.session.example_inputs is not None or self._loader is None:
             return None
         if self._example is None:
-            from netslim.importance.calibration import _to
+            from netslim.core.batches import to_device
 
             device = next(model.parameters()).device
-            self._example = _to(example_from_batch(next(iter(self._loader))), device)
+            self._example = to_device(example_from_batch(next(iter(self._loader))), device)
         return self._example
 
     def _run(self, model: Any, step: int, optimizer: Any) -> None:

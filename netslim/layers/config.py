@@ -61,6 +61,9 @@ class Layers(ConfigBase):
 class Gates(ConfigBase):
     """Learn gates on removable blocks with the task loss plus a penalty on open gates.
 
+    The task loss is cross-entropy on ``(inputs, labels)`` batches, or the user's
+    ``prune_(..., loss=fn)`` on any batches it reads (``netslim.training.train(loss=)``).
+
     ``per_input=False``: one learnable scalar per block, open while ``sigmoid(logit) > 0.5``;
     after training the closed blocks are removed (``bake=True``) so the result is a plain,
     smaller model. ``per_input=True``: a tiny head per block decides per sample whether it runs;

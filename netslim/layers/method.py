@@ -102,12 +102,6 @@ def prune_gates(model: nn.Module, config: Gates, ctx: PruneContext) -> dict[str,
     """Attach gates, train weights and gates with the penalty, then bake (static gates)."""
     from netslim.training import train
 
-    if ctx.extras.get("loss") is not None:  # refused, not silently ignored
-        raise ConfigError(
-            "Gates trains with cross-entropy on (inputs, labels) batches and takes no loss=; "
-            "to train gates with your own loss, use attach_gates(model, blocks), add "
-            "GatePenalty(weight, target)(model) to your loss in your loop, then bake_gates(model)"
-        )
     example = _example(ctx.example_inputs, ctx.train_loader)
     blocks = resolve_blocks(model, example, config.blocks)
     target = _open_target(config, blocks)
@@ -136,6 +130,7 @@ def prune_gates(model: nn.Module, config: Gates, ctx: PruneContext) -> dict[str,
                 regularizer=GatePenalty(config.penalty, target),
                 progress=bool(ctx.extras.get("progress", False)),
                 max_steps=config.max_steps,
+                loss=ctx.extras.get("loss"),
             )
             losses = result.losses
     except BaseException:

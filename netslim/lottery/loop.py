@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from netslim.core.batches import device_of
 from netslim.errors import ConfigError
 from netslim.lottery.config import Lottery
 from netslim.training import evaluate, seed_everything
@@ -140,10 +141,6 @@ def _batches(loader: Iterable[Any]) -> Iterable[Any]:
             raise ConfigError("the training loader yielded no batches")
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 def train_phase(
     model: nn.Module,
     loader: Iterable[Any],
@@ -164,7 +161,7 @@ def train_phase(
     if isinstance(generator, torch.Generator):
         generator.manual_seed(seed)
     every = config.eval_every or max(1, total // 10)
-    device = _device(model)
+    device = device_of(model)
     optimizer = _optimizer(model, config)
     tracker = _Tracker(model, val_loader, test_loader)
     captured = rewind_state(model) if capture_at == start else None

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim.core.batches import device_of
 from netslim.errors import ConfigError
 from netslim.measure._call import call, inference
 
@@ -35,12 +36,6 @@ class LatencyStats:
         return asdict(self)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def latency_ms(
     model: nn.Module,
     example_inputs: Any,
@@ -57,7 +52,7 @@ def latency_ms(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"latency {name} must be an integer >= {low}, got {value!r}")
-    device = _device_of(model)
+    device = device_of(model)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim.core.batches import device_of
 from netslim.measure._call import inference
 from netslim.measure.counts import count_nonzero_params, count_params, layer_widths
-from netslim.measure.latency import _device_of, latency_ms
+from netslim.measure.latency import latency_ms
 from netslim.measure.macs import count_macs
 from netslim.measure.size import saved_size_bytes
 
@@ -20,7 +21,7 @@ Evaluate = Callable[[nn.Module, Any], float]
 def accuracy(model: nn.Module, loader: Iterable) -> float:
     """Top-1 accuracy over ``(inputs, labels, ...)`` batches; a stand-in when no trainer's
     ``evaluate`` is given (outputs with ``.logits`` or tuples use the first logits tensor)."""
-    device = _device_of(model)
+    device = device_of(model)
     correct = total = 0
     with inference(model):
         for batch in loader:

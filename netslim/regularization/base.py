@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from netslim.core.batches import device_of
 from netslim.core.names import check_module_names
 from netslim.errors import ConfigError
 from netslim.unstructured.targets import PRUNABLE
@@ -48,8 +49,7 @@ class Penalty:
     def __call__(self, model: nn.Module) -> Tensor:
         modules = self.selected(model)
         if self.lam == 0 or not modules:
-            device = next((p.device for p in model.parameters()), torch.device("cpu"))
-            return torch.zeros((), device=device)
+            return torch.zeros((), device=device_of(model))
         return self.lam * self._value(modules)
 
     def __repr__(self) -> str:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from netslim._runtime import allocator
+from netslim.core.batches import to_device
 from netslim.errors import ConfigError, UnsupportedModelError
 from netslim.export.onnx import require_onnxruntime, session
 
@@ -476,14 +477,6 @@ def _runner(model: nn.Module, inputs: Any, target: Target):
         torch.set_num_threads(old)
 
 
-def _to(inputs: Any, device: str) -> Any:
-    if isinstance(inputs, dict):
-        return {k: _to(v, device) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return tuple(_to(x, device) for x in inputs)
-    return inputs.to(device) if isinstance(inputs, torch.Tensor) else inputs
-
-
 PREPARED_KEPT = 2
 """Prepared forms (an ONNX Runtime session, a GPU copy) of the last models timed, reused while
 the model object and its shapes are the same: a plan's checks and calibration points all time
@@ -515,7 +508,7 @@ def _prepared(model: nn.Module, inputs: Any, target: Target, prepare: Callable) 
 
 def _device_copy(model: nn.Module, inputs: Any, target: Target) -> tuple[nn.Module, Any]:
     """A copy of ``model`` and ``inputs`` on ``target``'s GPU."""
-    return copy.deepcopy(model).to("cuda"), _to(inputs, "cuda")
+    return copy.deepcopy(model).to("cuda"), to_device(inputs, "cuda")
 
 
 def _onnx_runner(model: nn.Module, inputs: Any, target: Target) -> Callable[[], Any]:

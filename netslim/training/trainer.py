@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from netslim.core.batches import Loss, device_of, to_device
 from netslim.distributed.ddp import rewrap, wrap
 from netslim.distributed.env import is_main, log, world_size
 from netslim.distributed.sync import verify_consistent
@@ -71,10 +72,14 @@ def train(
     progress: bool = True,
     max_steps: int | None = None,
     checkpoint: RunCheckpoint | None = None,
+    loss: Loss | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with cross-entropy (+ distillation, + ``regularizer(model)``).
 
-    Batches are ``(inputs, labels)`` moved to the model's device. With a ``teacher`` the loss is
+    Batches are ``(inputs, labels)`` moved to the model's device. With ``loss``
+    (``fn(model, batch) -> scalar``, as ``prune_(..., loss=fn)`` takes it) that loss replaces
+    cross-entropy and batches may be anything it reads (dicts of keyword inputs, unlabelled
+    tensors), moved to the model's device; distillation then belongs in it. With a ``teacher`` the loss is
     ``(1 - kd_alpha) * CE + kd_alpha * T² * KL(teacher_T || student_T)`` on logits softened by
     ``T = kd_temperature``; the teacher runs in eval mode without gradients. ``on_step`` gets
     the number of optimizer steps done so far (1, 2, ...). ``max_steps`` stops early, and the
@@ -96,9 +101,14 @@ def train(
         kd_temperature,
         max_steps,
     )
-    for name, hook in (("regularizer", regularizer), ("on_step", on_step)):
+    for name, hook in (("regularizer", regularizer), ("on_step", on_step), ("loss", loss)):
         if hook is not None and not callable(hook):
             raise ConfigError(f"{name} must be callable, got {type(hook).__name__}")
+    if loss is not None and teacher is not None:
+        raise ConfigError(
+            "teacher= distils with cross-entropy on logits; with your own loss= add the "
+            "distillation term to that loss"
+        )
     # A penalty with a proximal step (group lasso) is applied after each optimizer step instead
     # of through the loss: its subgradient only shrinks units, the prox sets them exactly to 0.
     proximal = regularizer if callable(getattr(regularizer, "prox_", None)) else None
@@ -131,7 +141,7 @@ def train(
         position = _restore(resume, model, opt, sched, result)
     _check_sampler(train_loader)
 
-    device = _device_of(model)
+    device = device_of(model)
     net = wrap(model)
     signature = _signature(model)
     started = time.perf_counter()
@@ -159,14 +169,17 @@ def train(
             for batch in _epoch_batches(train_loader, epoch, batches if resumed_epoch else 0):
                 if max_steps is not None and result.steps >= max_steps:
                     break
-                inputs, labels = _unpack(batch, device)
-                if epoch_log is not None:
-                    epoch_log.labels = labels
-                loss = _objective(
-                    net, model, inputs, labels, in_loss, teacher, kd_alpha, kd_temperature
-                )
+                if loss is not None:
+                    step_loss = _own_objective(net, model, to_device(batch, device), loss, in_loss)
+                else:
+                    inputs, labels = _unpack(batch, device)
+                    if epoch_log is not None:
+                        epoch_log.labels = labels
+                    step_loss = _objective(
+                        net, model, inputs, labels, in_loss, teacher, kd_alpha, kd_temperature
+                    )
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                step_loss.backward()
                 opt.step()
                 if proximal is not None:
                     proximal.prox_(model, opt.param_groups[0]["lr"] * proximal.lam)
@@ -174,7 +187,7 @@ def train(
                     sched.step()
                 result.steps += 1
                 batches += 1
-                total += loss.detach()
+                total += step_loss.detach()
                 if on_step is not None:
                     on_step(result.steps)
                     net, signature = _after_hook(model, net, opt, signature)
@@ -189,7 +202,7 @@ def train(
                     )
                 bar.update(1)
                 if batches % 20 == 1 and not isinstance(bar, _NoBar):
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    bar.set_postfix(loss=f"{step_loss.item():.4f}")
                 if max_steps is not None and result.steps >= max_steps:
                     break
             if batches == 0:
@@ -214,7 +227,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> float:
 
     The train/eval mode of every module is restored afterwards, so evaluating mid-training is safe.
     """
-    device = _device_of(model)
+    device = device_of(model)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     with _modes_restored(model), torch.no_grad():
@@ -303,7 +316,7 @@ def _objective(
     loss = F.cross_entropy(logits, labels)
     if teacher is not None:
         with torch.no_grad():
-            target = _logits(teacher(inputs.to(_device_of(teacher)))).to(logits.device)
+            target = _logits(teacher(inputs.to(device_of(teacher)))).to(logits.device)
         t = kd_temperature
         kd = F.kl_div(
             F.log_softmax(logits / t, dim=-1),
@@ -315,6 +328,22 @@ def _objective(
     if regularizer is not None:
         loss = loss + torch.as_tensor(regularizer(model), device=loss.device)
     return loss
+
+
+def _own_objective(
+    net: nn.Module, model: nn.Module, batch: Any, loss: Loss, regularizer: Regularizer | None
+) -> Tensor:
+    """The user's ``loss(model, batch)`` (+ the regularizer), checked to be a scalar tensor."""
+    value = loss(net, batch)  # through the DDP wrapper when distributed
+    if not isinstance(value, Tensor) or value.numel() != 1 or not value.requires_grad:
+        raise ConfigError(
+            "loss(model, batch) must return a scalar tensor that depends on the model's "
+            f"parameters, got {type(value).__name__}"
+            + (f" of shape {tuple(value.shape)}" if isinstance(value, Tensor) else "")
+        )
+    if regularizer is not None:
+        value = value + torch.as_tensor(regularizer(model), device=value.device)
+    return value.reshape(())
 
 
 def _load_weights(model: nn.Module, state: dict[str, Tensor]) -> None:
@@ -420,14 +449,6 @@ def _unpack(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         raise ConfigError(f"expected (inputs, labels) batches, got {type(batch).__name__}")
     return batch[0].to(device), batch[1].to(device)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _length(loader: Iterable[Any]) -> int | None:

@@ -1,0 +1,36 @@
+"""Batches, for every trainer, scorer and timer: where a model lives, how a batch gets there,
+and the loss users pass (batches may be tensors, ``(inputs, labels)`` pairs or dicts of keyword
+inputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Loss = Callable[[nn.Module, Any], Tensor]
+"""A user's loss, ``fn(model, batch) -> scalar``: ``prune_(..., loss=fn)``, ``Calibration``,
+``train(loss=fn)``."""
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter, else its first buffer, else the CPU."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def to_device(value: Any, device: torch.device | str) -> Any:
+    """``value`` with every tensor in it moved to ``device``, through tuples (named ones too),
+    lists and dicts; anything else is returned as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*(to_device(v, device) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
