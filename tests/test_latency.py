@@ -1394,6 +1394,12 @@ def test_cli_prune_to_speedup_and_latency_command(fake_clock, tmp_path, capsys) 
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["target_speedup"] == 1.5
     assert report["params_after"] < report["params_before"]
+    # the table printed says what was asked and what the plan's check measured
+    plan = report["steps"][-1]["latency"]
+    printed = capsys.readouterr().out
+    assert f"{plan['budget_ms']:.3f} ms, 1.50x faster than the unpruned model's" in printed
+    assert f"{plan['predicted_ms']:.3f} ms; its check" in printed
+    assert f"{plan['measured_ms']:.3f} ms, {plan['measured_speedup']:.2f}x faster" in printed
     code = main(["latency", "zoo:lenet300", "--batch", "4", "--out", str(tmp_path / "lat")])
     assert code == 0
     table = json.loads((tmp_path / "lat" / "latency_table.json").read_text())

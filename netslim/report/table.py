@@ -56,6 +56,7 @@ def before_after_table(report: dict[str, Any]) -> str:
             f"{'compressed model.nsz (bytes)':28} {dense:>16,} {packed:>16,}  "
             f"{dense / packed:.2f}x smaller than dense float32 ({report['compressed']['values']})"
         )
+    lines += _time_target_lines(report)
     budget = report.get("budget") or {}
     if budget.get("dense_baseline"):
         base = budget["dense_baseline"]
@@ -66,3 +67,29 @@ def before_after_table(report: dict[str, Any]) -> str:
     elif budget.get("note"):
         lines.append(f"note: {budget['note']}")
     return "\n".join(lines)
+
+
+def _time_target_lines(report: dict[str, Any]) -> list[str]:
+    """What a time target asked for and what its plan was checked at. The plan's check times
+    the pruned and the unpruned model alternately on the target runtime; the latency rows above
+    time each model on its own, minutes apart, so on a busy machine they can differ from it by
+    several percent: both are shown so the target is read against the right one."""
+    plans = [s["latency"] for s in report.get("steps") or [] if isinstance(s.get("latency"), dict)]
+    plan = plans[-1] if plans else {}
+    dense, budget = plan.get("dense_ms"), plan.get("budget_ms")
+    if not dense or not budget:
+        return []
+    where = f"{plan.get('runtime')}, {plan.get('threads')} thread(s), batch {plan.get('batch')}"
+    lines = [
+        f"time target ({where}): {budget:.3f} ms, {dense / budget:.2f}x faster than the "
+        f"unpruned model's {dense:.3f} ms at planning"
+    ]
+    if plan.get("predicted_ms") is not None:
+        line = f"  plan predicted {plan['predicted_ms']:.3f} ms"
+        if plan.get("measured_ms") and plan.get("measured_speedup"):
+            line += (
+                f"; its check, timed paired with the unpruned model: {plan['measured_ms']:.3f} ms, "
+                f"{plan['measured_speedup']:.2f}x faster"
+            )
+        lines.append(line)
+    return lines
