@@ -133,18 +133,57 @@ def _run_prune_recipe(tmp_path: Path, prune: str, settings: str = "") -> dict:
 
 
 def test_recipe_prunes_channels(tmp_path: Path) -> None:
-    """A recipe's prune step gets no loader, so the auto reconstruct default stays off there
-    (it used to resolve on, as for a job with data, and then failed for lack of batches)."""
+    """A recipe's prune step reads the recipe's data as `netslim prune --data` does: channel
+    pruning refits by default (the auto rule), ``reconstruct: false`` turns that off, and a
+    data-driven criterion scores on it (before, the step got no loader: taylor failed with
+    "scores with data" after the train step had run, and reconstruction could not be had)."""
     report = _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5")
     prune = next(s for s in report["steps"] if s["step"] == "prune")
-    assert "reconstruction" not in prune["summary"]
+    assert prune["summary"]["reconstruction"]["layers"]
     assert prune["summary"]["params"]["after"] < prune["summary"]["params"]["before"]
+    off = _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5, reconstruct: false")
+    assert "reconstruction" not in next(s for s in off["steps"] if s["step"] == "prune")["summary"]
+    taylor = _run_prune_recipe(tmp_path, "method: channel, ratio: 0.5, criterion: taylor")
+    summary = next(s for s in taylor["steps"] if s["step"] == "prune")["summary"]
+    assert summary["params"]["after"] < summary["params"]["before"]
     from pruned import param_count
 
     import netslim
 
     saved = netslim.load(tmp_path / "out" / "model")  # the model itself, not the summary
     assert param_count(saved) < 0.8 * param_count(netslim.build_model("zoo:lenet300"))
+
+
+def test_recipe_unstructured_refits_only_without_a_finetune_step_after(tmp_path: Path) -> None:
+    """The reconstruct default follows `netslim prune`'s rule, a later finetune step standing
+    for --finetune-epochs: unstructured masks refit only when nothing fine-tunes after them."""
+    from netslim.jobs.recipe.runner import _finetunes_after, _prune_config
+
+    full = parse_recipe(GOOD.format(out=tmp_path / "out"), "full.yaml")
+    cut = parse_recipe(GOOD.format(out=tmp_path / "out").split("  - finetune:")[0], "cut.yaml")
+    index = next(i for i, (kind, _, _) in enumerate(full.steps) if kind == "prune")
+    step = full.steps[index][1]
+    assert _finetunes_after(full, index) and not _finetunes_after(cut, index)
+    assert _prune_config(full.settings, step, finetunes_after=True).reconstruct is False
+    assert _prune_config(cut.settings, step, finetunes_after=False).reconstruct is True
+
+
+def test_recipe_gate_step_trains_on_the_recipe_data(tmp_path: Path) -> None:
+    """`method: gate` trains weights and gates on the recipe's data for the step's epochs and
+    removes the closed blocks (it failed for want of data before); `epochs` on any other
+    method is refused before anything runs, naming the line."""
+    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
+    text = text.replace("zoo:lenet300", "zoo:resnet20").replace("epochs: 1, lr: 0.003", "epochs: 0")
+    gate = text.replace(
+        "method: unstructured, ratio: 0.9", "method: gate, epochs: 1, target_open: 3"
+    )
+    report = run_recipe(parse_recipe(gate, "gate.yaml"))
+    summary = next(s for s in report["steps"] if s["step"] == "prune")["summary"]
+    assert summary["method"] == "gates" and summary["target_open"] == 3
+    assert summary["final_loss"] is not None and summary["removed"]
+    wrong = text.replace("method: unstructured, ratio: 0.9", "method: channel, epochs: 3")
+    with pytest.raises(ConfigError, match="line 9: prune: epochs in a prune step are gate"):
+        run_recipe(parse_recipe(wrong, "wrong.yaml"))
 
 
 def test_recipe_prune_fields_are_the_job_settings_with_their_defaults() -> None:
@@ -163,6 +202,7 @@ def test_recipe_prune_fields_are_the_job_settings_with_their_defaults() -> None:
         )
         assert ours == theirs, f.name
     wanted = ("target_speedup", "runtime", "threads", "batch", "freeze", "per_module", "remove")
+    wanted += ("blocks", "reconstruct", "epochs", "target_open", "per_input")
     assert set(wanted) <= {f.name for f in fields(PruneStep)}  # as on the command line
 
 

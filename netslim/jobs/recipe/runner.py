@@ -18,9 +18,17 @@ from netslim.jobs.recipe.loader import Recipe
 from netslim.jobs.recipe.schema import CompressStep, PruneStep, QuantizeStep, RecipeSettings
 
 
-def _prune_config(settings: RecipeSettings, step: PruneStep) -> Any:
+def _prune_config(settings: RecipeSettings, step: PruneStep, finetunes_after: bool) -> Any:
+    """The step's method config, as `netslim prune` would build it with the recipe's data
+    (the prune step reads it: data-driven criteria, reconstruction) and, for the reconstruct
+    default, whether a finetune step follows."""
     from netslim.jobs.pipeline import JobSettings, build_config
 
+    if step.method != "gate" and step.epochs != PruneStep.epochs:
+        raise ConfigError(
+            "epochs in a prune step are gate training (method: gate); train other methods "
+            "with a train or finetune step"
+        )
     job = JobSettings(
         model=settings.model,
         method=step.method,
@@ -35,24 +43,37 @@ def _prune_config(settings: RecipeSettings, step: PruneStep) -> Any:
         threads=step.threads,
         batch=step.batch,
         round_to=step.round_to,
+        blocks=step.blocks,
         ignore=list(step.ignore),
         freeze=list(step.freeze),
         per_module=step.per_module,
         remove=step.remove,
+        epochs=step.epochs,
+        target_open=step.target_open,
+        per_input=step.per_input,
         seed=settings.seed,
-        data=None,  # a recipe's prune step gets no loader: reconstruction stays off (auto)
+        data=settings.data,
+        reconstruct=step.reconstruct,
+        finetune_epochs=1 if finetunes_after else 0,
     )
     return build_config(job)
+
+
+def _finetunes_after(recipe: Recipe, index: int) -> bool:
+    """Whether a finetune step (with epochs) follows step ``index``."""
+    return any(
+        kind == "finetune" and step.epochs > 0 for kind, step, _ in recipe.steps[index + 1 :]
+    )
 
 
 def _precheck(recipe: Recipe) -> None:
     from netslim.compress import POSITION_MODES, VALUE_MODES
     from netslim.quantize import MODES
 
-    for kind, step, line in recipe.steps:
+    for index, (kind, step, line) in enumerate(recipe.steps):
         try:
             if isinstance(step, PruneStep):
-                _prune_config(recipe.settings, step)
+                _prune_config(recipe.settings, step, _finetunes_after(recipe, index))
             elif isinstance(step, QuantizeStep) and step.mode not in MODES:
                 raise ConfigError(f"unknown quantize mode {step.mode!r}: one of {', '.join(MODES)}")
             elif isinstance(step, CompressStep):
@@ -84,10 +105,11 @@ def _preflight(recipe: Recipe, model: nn.Module, example_inputs: Any) -> None:
     except NetslimError as exc:
         raise ConfigError(f"{recipe.source}: {exc}") from None
 
-    for kind, step, line in recipe.steps:
+    for index, (kind, step, line) in enumerate(recipe.steps):
         if isinstance(step, PruneStep):
             try:
-                preflight(step.method, model, _prune_config(recipe.settings, step), example_inputs)
+                config = _prune_config(recipe.settings, step, _finetunes_after(recipe, index))
+                preflight(step.method, model, config, example_inputs)
             except NetslimError as exc:
                 raise ConfigError(f"{recipe.source} line {line}: {kind}: {exc}") from None
 
@@ -126,7 +148,9 @@ class _State:
             raise ConfigError(f"line {line}: the {kind} step needs 'data' in the recipe")
 
 
-def _run_step(state: _State, kind: str, step: Any, line: int) -> dict[str, Any]:
+def _run_step(
+    state: _State, kind: str, step: Any, line: int, finetunes_after: bool
+) -> dict[str, Any]:
     from netslim.training import train
 
     model = state.model
@@ -150,7 +174,10 @@ def _run_step(state: _State, kind: str, step: Any, line: int) -> dict[str, Any]:
         if state.teacher is None:
             state.teacher = copy.deepcopy(model).eval()
         summary = prune_(
-            model, _prune_config(state.settings, step), example_inputs=state.example_inputs
+            model,
+            _prune_config(state.settings, step, finetunes_after),
+            example_inputs=state.example_inputs,
+            train_loader=state.train_loader,  # calibration: data-driven criteria, reconstruction
         )
         return {"summary": summary, "accuracy": state.accuracy(model)}
     if kind == "quantize":
@@ -224,9 +251,9 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     _preflight(recipe, state.model, state.example_inputs)
     report: dict[str, Any] = {"recipe": recipe.source, "model": recipe.settings.model, "steps": []}
     report["accuracy_start"] = state.accuracy(state.model)
-    for kind, step, line in recipe.steps:
+    for index, (kind, step, line) in enumerate(recipe.steps):
         try:
-            result = _run_step(state, kind, step, line)
+            result = _run_step(state, kind, step, line, _finetunes_after(recipe, index))
         except NetslimError as exc:
             raise type(exc)(f"{recipe.source} line {line}: {kind}: {exc}") from exc
         report["steps"].append({"step": kind, "line": line, **result})

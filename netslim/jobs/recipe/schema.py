@@ -42,10 +42,19 @@ class PruneStep:
     threads: int = 1
     batch: int | None = None
     round_to: int = 1
+    blocks: bool = False  # channel, with a time target: residual blocks may go whole
     ignore: list[str] = field(default_factory=list)
     freeze: list[str] = field(default_factory=list)  # channel: modules left whole, inputs too
     per_module: str | None = None  # channel: a per_module.json of `netslim sensitivity`
     remove: int | None = None  # layer: remove N blocks (instead of ratio)
+    # gate: weights and gates trained together on the recipe's data for `epochs`, toward
+    # `target_open` blocks (default half); `per_input`: a per-sample gating head per block
+    epochs: int = 2
+    target_open: int | None = None
+    per_input: bool = False
+    # least-squares refit on the recipe's data after pruning; None: the rule `netslim prune`
+    # follows (channel: on with data; unstructured: on with data and no finetune step after)
+    reconstruct: bool | None = None
 
 
 @dataclass
