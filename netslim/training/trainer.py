@@ -76,13 +76,13 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place with cross-entropy (+ distillation, + ``regularizer(model)``).
 
-    Batches are ``(inputs, labels)`` moved to the model's device. With ``loss``
-    (``fn(model, batch) -> scalar``, as ``prune_(..., loss=fn)`` takes it) that loss replaces
-    cross-entropy and batches may be anything it reads (dicts of keyword inputs, unlabelled
-    tensors), moved to the model's device; distillation then belongs in it. With a ``teacher`` the loss is
+    Batches are ``(inputs, labels)`` moved to the model's device. With a ``teacher`` the loss is
     ``(1 - kd_alpha) * CE + kd_alpha * T² * KL(teacher_T || student_T)`` on logits softened by
-    ``T = kd_temperature``; the teacher runs in eval mode without gradients. ``on_step`` gets
-    the number of optimizer steps done so far (1, 2, ...). ``max_steps`` stops early, and the
+    ``T = kd_temperature``; the teacher runs in eval mode without gradients. With ``loss``
+    (``fn(model, batch) -> scalar``, as ``prune_(..., loss=fn)`` takes it) that loss replaces
+    cross-entropy, and batches may be anything it reads (dicts of keyword inputs, unlabelled
+    tensors), moved to the model's device; distillation then belongs in that loss.
+    ``on_step`` gets the number of optimizer steps done so far (1, 2, ...). ``max_steps`` stops early, and the
     learning-rate schedule (``cosine`` or ``linear`` decay to 0) then spans ``max_steps``.
     Every module's train/eval mode is restored at the end. With a ``checkpoint`` the state is
     saved every ``checkpoint.every`` steps, and a resumed checkpoint's weights, optimizer, LR
