@@ -1180,9 +1180,9 @@ Earlier runs, and what was learnt from them, are in the git history of this page
 `bench/latency.py`; these notes describe the rows shown.
 
 - *Whole blocks* (`Channels(blocks=True)`, `--blocks`; from 8c57992). Under a time target the
-  knapsack may also remove a residual block whole (it becomes `nn.Identity`): the block saves
-  its layers' time at their present widths and the time of its other ops (norms, activations,
-  its add), and loses `BLOCK_WEIGHT` = 0.1 of its inner groups' whole value (the identity path
+  knapsack may also remove a residual block whole (it becomes a `BypassedBlock`, which returns
+  its input): the block saves its layers' time at their present widths and the time of its
+  other ops (norms, activations, its add), and loses `BLOCK_WEIGHT` = 0.1 of its inner groups' whole value (the identity path
   keeps the rest). Per-op time that no width removes is what kept the width plans far from the
   MACs at batch 1. The other ops' time is measured (from e1f19f2): the table times the model
   with every removable block out, and what that saves beyond the blocks' layers is credited per

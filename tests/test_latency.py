@@ -29,6 +29,7 @@ from netslim.structural.latency_alloc import floor_note
 from netslim.structural.latency_blocks import (
     BLOCK_WEIGHT,
     BlockOption,
+    BypassedBlock,
     block_options,
     block_weights,
     bypass,
@@ -862,6 +863,68 @@ def test_channels_blocks_removes_whole_blocks_and_reloads(fake_clock, tmp_path) 
     reloaded = netslim.load(tmp_path / "m")
     assert all(isinstance(reloaded.get_submodule(n), nn.Identity) for n in removed)
     assert torch.equal(reloaded(*x), model(*x))
+
+
+def test_a_bypassed_hugging_face_layer_takes_its_keywords(fake_clock) -> None:
+    """A Hugging Face decoder layer is called with masks, position embeddings and caches as
+    keywords: its bypass takes them and returns the hidden states it was given, so the model
+    runs as with the layer deleted (``nn.Identity`` raised a TypeError here, and a
+    ``--blocks`` plan of any HF model failed while building its table)."""
+    from tiny_hf import tiny_llama
+
+    from netslim.layers.removal import remove_blocks
+
+    model = tiny_llama(num_hidden_layers=4, num_attention_heads=2)
+    ids = torch.randint(0, 100, (1, 8))
+    deleted = copy.deepcopy(model)
+    remove_blocks(deleted, ["model.layers.1"])
+    bypass(model, ["model.layers.1"])
+    assert isinstance(model.model.layers[1], BypassedBlock)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, deleted(ids).logits)
+    plan = tiny_llama(num_hidden_layers=4, num_attention_heads=2)
+    report = netslim.prune_(plan, Channels(target_speedup=1.5, blocks=True), example_inputs=(ids,))
+    assert report["latency"]["removable_blocks"] == 4  # the table timed them all out
+    with torch.no_grad():
+        assert plan(ids).logits.shape == (1, 8, 100)
+
+
+def test_blocks_that_return_tuples_are_kept_whole(fake_clock) -> None:
+    """A block returning a tuple (older Hugging Face layers: hidden states and attention
+    weights) is residual but not offered to the plan: a bypass returns one tensor. The report
+    names it."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return x + self.fc(x), None
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.blocks, self.head = nn.Linear(8, 16), nn.ModuleList(), nn.Linear(16, 4)
+            self.blocks.extend([Block(), Block()])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            for block in self.blocks:
+                x = block(x)[0]
+            return self.head(x)
+
+    model, x = Net().eval(), (torch.randn(2, 8),)
+    assert [b.returns_tensor for b in find_blocks(model, x)] == [False, False]
+    info = netslim.prune_(model, Channels(target_speedup=1.3, blocks=True), example_inputs=x)[
+        "latency"
+    ]
+    assert info["removable_blocks"] == 0
+    assert info["blocks_kept_whole"] == {
+        "blocks.0": "returns a tuple",
+        "blocks.1": "returns a tuple",
+    }
+    assert not any(isinstance(m, BypassedBlock) for m in model.modules())
 
 
 def test_the_table_measures_what_a_bypassed_block_saves(fake_clock) -> None:

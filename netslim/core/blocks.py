@@ -38,6 +38,7 @@ class Block:
     container: str
     index: int
     residual: bool = True
+    returns_tensor: bool = True  # False: a tuple or other structure (older Hugging Face layers)
 
     @property
     def name(self) -> str:
@@ -126,6 +127,7 @@ def _probe(model: nn.Module, example_inputs: Any) -> dict[str, dict[str, Any]]:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             out = block_output(output)
             found[name]["out"] = tuple(out.shape) if out is not None else None
+            found[name]["tensor_out"] = isinstance(output, Tensor)
             if watcher.stack and watcher.stack[-1][0] == name:
                 watcher.stack.pop()
 
@@ -171,7 +173,7 @@ def find_blocks(model: nn.Module, example_inputs: Any) -> list[Block]:
         and any(True for _ in model.get_submodule(name).parameters())
     ]
     outer = [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
-    return [Block(*_split(n)) for n in outer]
+    return [Block(*_split(n), returns_tensor=probe[n].get("tensor_out", True)) for n in outer]
 
 
 def resolve_blocks(

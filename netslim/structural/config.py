@@ -70,8 +70,9 @@ class Channels(ConfigBase):
         (``latency_blocks.BLOCK_WEIGHT``; with calibration batches, each block's weight follows
         what bypassing it costs: ``latency_blocks.block_weights``, one forward pass per block
         and batch on up to ``latency_blocks.BLOCK_SAMPLES`` samples, its seconds in the
-        report's ``block_weights_s``). A removed block becomes
-        ``nn.Identity``.
+        report's ``block_weights_s``). A removed block becomes a
+        ``latency_blocks.BypassedBlock`` (it returns its input); a block that returns a tuple
+        is kept whole (named in the report's ``blocks_kept_whole``).
     reconstruct: after removal, refit every conv/linear that lost input channels by least
         squares so its outputs on ``calibration_batches`` batches of ``prune_(...,
         train_loader=...)`` match the dense model's (no labels used), then re-estimate

@@ -394,7 +394,7 @@ def prune(
 
 def pruned_copies(model: nn.Module, example_inputs: Any) -> Callable[..., nn.Module]:
     """``make(kept, bypassed=())``: a copy of ``model`` whose groups keep their first
-    ``kept[group]`` indices and whose ``bypassed`` blocks are ``nn.Identity`` (the latency
+    ``kept[group]`` indices and whose ``bypassed`` blocks are ``BypassedBlock`` (the latency
     table's calibration points and plan checks). Each copy is of ``model`` as it is when
     ``make`` runs: once ``model`` is pruned, ``make`` copies the pruned model."""
 

@@ -149,6 +149,8 @@ def plan_counts(
     block's weight is measured on it (:func:`~netslim.structural.latency_blocks.block_weights`)."""
     target = target_of(config, example_inputs)
     found = find_blocks(model, example_inputs) if config.blocks else []
+    tuple_blocks = [b.name for b in found if not b.returns_tensor]
+    found = [b for b in found if b.returns_tensor]
     names = tuple(b.name for b in found)
     table = build_table(
         model, example_inputs, analysis, groups, target, pruned_copy=pruned_copy, blocks=names
@@ -194,6 +196,8 @@ def plan_counts(
         info["removable_blocks"] = len(options["blocks"])
         info["block_weights"] = {b.name: b.weight for b in options["blocks"]}
         info["block_weights_from"] = "constant" if weights is None else BLOCK_CRITERION
+        if tuple_blocks:  # a bypass returns one tensor; these return more
+            info["blocks_kept_whole"] = {name: "returns a tuple" for name in tuple_blocks}
     start = time.perf_counter()
     alloc = allocate_reaching(table, values, budget, **options)
     info["knapsack_s"] = time.perf_counter() - start

@@ -8,8 +8,9 @@ in a container whose output is its input plus a branch): it saves the block's la
 the fixed time of its other ops (measured: the table times the model with its blocks out), and
 loses ``weight`` times its inner groups' kept value. With calibration data each block's weight
 is measured (:func:`block_weights`); without, every block weighs ``BLOCK_WEIGHT``. A removed
-block becomes ``nn.Identity`` (its output is its input), so module names and the plan's group
-ids stay valid around it.
+block becomes a :class:`BypassedBlock` (its output is its input), so module names and the plan's
+group ids stay valid around it; a block that returns a tuple is not offered (a bypass could not
+stand in for its other outputs).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from netslim.core.blocks import Block, find_blocks
+from netslim.core.blocks import Block, block_input, find_blocks
 from netslim.errors import PruningError
 from netslim.importance import Calibration, batch_samples, iter_batches
 from netslim.importance.blocks import score_blocks
@@ -141,13 +142,24 @@ def check_bypass(model: nn.Module, names: Sequence[str]) -> None:
             raise PruningError("no such block to bypass in this model", name) from None
 
 
+class BypassedBlock(nn.Identity):
+    """A residual block the plan removed: returns the tensor it is given (the first positional
+    tensor, or ``hidden_states``) and takes whatever else its caller passes. Hugging Face layers
+    are called with masks, position embeddings and caches as keywords, which ``nn.Identity``
+    refuses."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        x = block_input(args, kwargs)
+        return x if x is not None else (args[0] if args else None)
+
+
 def bypass(model: nn.Module, names: Sequence[str]) -> None:
-    """Replace each named block by ``nn.Identity`` (checked first: all or nothing)."""
+    """Replace each named block by a :class:`BypassedBlock` (checked first: all or nothing)."""
     check_bypass(model, names)
     for name in names:
         parent, _, child = name.rpartition(".")
         holder = model.get_submodule(parent)
         if isinstance(holder, (nn.Sequential, nn.ModuleList)) and child.isdigit():
-            holder[int(child)] = nn.Identity()
+            holder[int(child)] = BypassedBlock()
         else:
-            setattr(holder, child, nn.Identity())
+            setattr(holder, child, BypassedBlock())

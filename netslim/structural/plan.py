@@ -16,13 +16,14 @@ from netslim.errors import ArtifactError, PruningError
 from netslim.structural.groups import Analysis
 
 VERSION = 2
-"""2: ``bypass`` (blocks replaced by ``nn.Identity``, 2026-12-03); version 1 plans read as ever."""
+"""2: ``bypass`` (blocks replaced by ``latency_blocks.BypassedBlock``, 2026-12-03); version 1
+plans read as ever."""
 
 
 @dataclass
 class PruningPlan:
     """``keep[group_id]`` = sorted kept indices; ``sizes[group_id]`` = the group's full size;
-    ``bypass``: names of residual blocks replaced by ``nn.Identity`` after the widths."""
+    ``bypass``: names of residual blocks replaced by ``BypassedBlock`` after the widths."""
 
     keep: dict[str, list[int]] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
