@@ -136,6 +136,25 @@ def test_hf_save_pretrained_roundtrip(tmp_path: Path) -> None:
     assert loaded.config.intermediate_size == 40
 
 
+def test_hf_save_pretrained_deletes_bypassed_layers(tmp_path: Path) -> None:
+    """Layers a latency plan bypassed (``Channels(blocks=True)``) leave the saved model: the
+    config counts the layers that run and stock ``from_pretrained`` computes what the pruned
+    model does (before, the save failed: the config built tensors the model lacked)."""
+    from netslim.core.blocks import BypassedBlock
+    from netslim.structural.latency_blocks import bypass
+
+    model = tiny_bert(max_position_embeddings=32, num_hidden_layers=4)
+    bypass(model, ["encoder.layer.1", "encoder.layer.2"])
+    changes = save_pretrained_pruned(model, tmp_path / "hf")
+    assert changes == {"num_hidden_layers": [4, 2]}
+    assert sum(isinstance(m, BypassedBlock) for m in model.modules()) == 2  # model untouched
+    loaded = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
+    assert loaded.config.num_hidden_layers == 2 and len(loaded.encoder.layer) == 2
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
+
+
 def test_hf_non_uniform_widths_are_refused(tmp_path: Path) -> None:
     model = _tiny_bert_shrunk(40)
     layer = model.encoder.layer[1]

@@ -872,7 +872,7 @@ def test_a_bypassed_hugging_face_layer_takes_its_keywords(fake_clock) -> None:
     ``--blocks`` plan of any HF model failed while building its table)."""
     from tiny_hf import tiny_llama
 
-    from netslim.layers.removal import remove_blocks
+    from netslim.core.removal import remove_blocks
 
     model = tiny_llama(num_hidden_layers=4, num_attention_heads=2)
     ids = torch.randint(0, 100, (1, 8))

@@ -62,6 +62,18 @@ def block_output(output: Any) -> Tensor | None:
     return None
 
 
+class BypassedBlock(nn.Identity):
+    """A residual block a latency plan removed (``Channels(blocks=True)``), kept in place so
+    module names stay valid: returns the tensor it is given (the first positional tensor, or
+    ``hidden_states``) and takes whatever else its caller passes. Hugging Face layers are called
+    with masks, position embeddings and caches as keywords, which ``nn.Identity`` refuses.
+    ``netslim.export.save_pretrained_pruned`` deletes those in a Hugging Face layer list."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        x = block_input(args, kwargs)
+        return x if x is not None else (args[0] if args else None)
+
+
 def containers(model: nn.Module) -> dict[str, nn.Module]:
     """Every ``nn.Sequential``/``nn.ModuleList`` in ``model`` by dotted name."""
     return {

@@ -101,14 +101,34 @@ def sync_config(model: nn.Module) -> dict[str, tuple[int, int]]:
     return changes
 
 
+def _delete_bypassed_layers(model: nn.Module) -> None:
+    """Delete the layers a latency plan bypassed from the model's layer list (the config then
+    counts only the layers that run; stock ``from_pretrained`` would rebuild the bypassed ones
+    with random weights)."""
+    from netslim.core.blocks import BypassedBlock
+    from netslim.core.removal import layer_lists, remove_blocks
+
+    names = [
+        f"{name}.{index}"
+        for name, layers in layer_lists(model).items()
+        for index, layer in enumerate(layers)
+        if isinstance(layer, BypassedBlock)
+    ]
+    if names:
+        remove_blocks(model, names)
+
+
 def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> dict[str, Any]:
     """``sync_config`` then ``save_pretrained`` (masks folded), loadable by stock
-    ``AutoModel.from_pretrained(directory)``. Returns the config changes. When the config cannot
-    express the pruned shapes, saves through :mod:`netslim.export.hf_shapes` instead (reloads
-    with the stock ``from_pretrained`` once that module is imported) and returns its record."""
+    ``AutoModel.from_pretrained(directory)``; layers a latency plan bypassed are deleted from
+    the saved copy. Returns the config changes. When the config cannot express the pruned
+    shapes, saves through :mod:`netslim.export.hf_shapes` instead (reloads with the stock
+    ``from_pretrained`` once that module is imported) and returns its record."""
     from netslim.core.masks import folded_copy
 
     work, _ = folded_copy(model)
+    layers_before = getattr(getattr(work, "config", None), "num_hidden_layers", None)
+    _delete_bypassed_layers(work)
     try:
         changes = sync_config(work)
     except UnsupportedModelError:
@@ -118,4 +138,7 @@ def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> di
         return save_pretrained_shaped(work, directory)
     out = Path(directory)
     work.save_pretrained(out)
+    layers_after = getattr(work.config, "num_hidden_layers", None)
+    if layers_after != layers_before:
+        changes["num_hidden_layers"] = (layers_before, layers_after)
     return {field: list(pair) for field, pair in changes.items()}

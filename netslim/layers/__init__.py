@@ -11,6 +11,7 @@ Public API::
 """
 
 from netslim.core.blocks import Block, find_blocks, resolve_blocks
+from netslim.core.removal import remove_blocks
 from netslim.importance.blocks import (
     CRITERIA,
     Ablation,
@@ -31,7 +32,6 @@ from netslim.layers.gates import (
     executed_blocks,
     gate_states,
 )
-from netslim.layers.removal import remove_blocks
 
 __all__ = [
     "CRITERIA",

@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from netslim.core import history
 from netslim.core.blocks import Block, block_input, block_output, containers
+from netslim.core.removal import remove_blocks
 from netslim.errors import ConfigError, UnsupportedModelError
-from netslim.layers.removal import remove_blocks
 
 GATES_KIND = "gates"
 _HC_BETA, _HC_LOW, _HC_HIGH = 2.0 / 3.0, -0.1, 1.1

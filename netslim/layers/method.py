@@ -15,6 +15,7 @@ from torch import nn
 from netslim.core import history
 from netslim.core.blocks import Block, _probe, resolve_blocks
 from netslim.core.registry import MethodSpec, PruneContext
+from netslim.core.removal import remove_blocks
 from netslim.errors import ConfigError
 from netslim.importance.blocks import choose, score_blocks
 from netslim.importance.calibration import calibration_from, iter_batches
@@ -26,7 +27,6 @@ from netslim.layers.gates import (
     detach_gates,
     gate_states,
 )
-from netslim.layers.removal import remove_blocks
 from netslim.layers.settings import FLAGS, layers_config
 
 LAYERS_KIND = "layers"

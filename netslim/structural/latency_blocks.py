@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from netslim.core.blocks import Block, block_input, find_blocks
+from netslim.core.blocks import Block, BypassedBlock, find_blocks
 from netslim.errors import PruningError
 from netslim.importance import Calibration, batch_samples, iter_batches
 from netslim.importance.blocks import score_blocks
@@ -140,17 +140,6 @@ def check_bypass(model: nn.Module, names: Sequence[str]) -> None:
             model.get_submodule(name)
         except AttributeError:
             raise PruningError("no such block to bypass in this model", name) from None
-
-
-class BypassedBlock(nn.Identity):
-    """A residual block the plan removed: returns the tensor it is given (the first positional
-    tensor, or ``hidden_states``) and takes whatever else its caller passes. Hugging Face layers
-    are called with masks, position embeddings and caches as keywords, which ``nn.Identity``
-    refuses."""
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        x = block_input(args, kwargs)
-        return x if x is not None else (args[0] if args else None)
 
 
 def bypass(model: nn.Module, names: Sequence[str]) -> None:

@@ -30,7 +30,7 @@ def _group(model: nn.Module, names: Sequence[str]) -> dict[str, list[int]]:
     return grouped
 
 
-def _layer_lists(model: nn.Module) -> dict[str, nn.ModuleList]:
+def layer_lists(model: nn.Module) -> dict[str, nn.ModuleList]:
     """The ModuleLists a Hugging Face config counts in ``num_hidden_layers``."""
     config = getattr(model, "config", None)
     count = getattr(config, "num_hidden_layers", None)
@@ -53,7 +53,7 @@ def remove_blocks(model: nn.Module, names: Sequence[str]) -> list[str]:
     deleted, so a bad name leaves the model untouched.
     """
     grouped = _group(model, names)
-    hf_lists = _layer_lists(model)
+    hf_lists = layer_lists(model)
     holders = containers(model)
     config = getattr(model, "config", None)
     for container, indices in grouped.items():
