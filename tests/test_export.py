@@ -155,6 +155,31 @@ def test_hf_save_pretrained_deletes_bypassed_layers(tmp_path: Path) -> None:
         assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
 
 
+def test_cli_export_hf_writes_a_from_pretrained_folder(tmp_path: Path, capsys) -> None:
+    """``netslim export DIR --hf``: a pruned Hugging Face model as a save_pretrained folder
+    that from_pretrained loads to the same outputs; a model that is not one is refused with
+    one line and exit 2, before anything is written."""
+    from netslim.cli.main import main
+
+    tiny_bert(max_position_embeddings=32).save_pretrained(tmp_path / "bert")
+    job = tmp_path / "job"
+    args = ["--method", "channel", "--ratio", "0.5", "--data", "none", "--no-latency"]
+    assert main(["prune", f"hf:{tmp_path / 'bert'}", *args, "--out", str(job)]) == 0
+    assert main(["export", str(job), "--hf"]) == 0
+    pruned = netslim.load(job / "model").eval()
+    loaded = transformers.AutoModel.from_pretrained(job / "export" / "hf").eval()
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).last_hidden_state, pruned(ids).last_hidden_state)
+    lenet = tmp_path / "lenet"
+    assert main(["prune", "zoo:lenet300", *args, "--out", str(lenet)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(lenet), "--hf"]) == 2
+    err = capsys.readouterr().err
+    assert "--hf writes Hugging Face models" in err and len(err.strip().splitlines()) == 1
+    assert not (lenet / "export").exists()
+
+
 def test_hf_non_uniform_widths_are_refused(tmp_path: Path) -> None:
     model = _tiny_bert_shrunk(40)
     layer = model.encoder.layer[1]

@@ -54,6 +54,13 @@ def add_export(sub: Any) -> argparse.ArgumentParser:
     exp.add_argument("--out", default=None, help="output folder (default: DIRECTORY/export)")
     exp.add_argument("--int8", action="store_true", help="also write an onnxruntime int8 model")
     exp.add_argument("--program", action="store_true", help="also write a torch.export .pt2")
+    exp.add_argument(
+        "--hf",
+        action="store_true",
+        help="Hugging Face models: also write OUT/hf with save_pretrained (the config follows "
+        "the pruned sizes; bypassed layers are deleted), loadable by from_pretrained (per-layer "
+        "widths: after import netslim.export.hf_shapes)",
+    )
     exp.add_argument("--example-shape", default=None, help="example input shape, e.g. 1,1,28,28")
     add_trust_code(exp)
     return exp
@@ -108,6 +115,7 @@ def run_recipe(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from netslim.cli.args import parse_shape
+    from netslim.errors import ConfigError
     from netslim.export import export_onnx, export_program, max_abs_diff, quantize_onnx
     from netslim.io import load
     from netslim.jobs.quantize import quiet_onnxruntime
@@ -115,6 +123,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     model_dir = _model_dir(args.directory)
     model = load(model_dir, trust_code=args.trust_code)
+    if args.hf and not hasattr(model, "save_pretrained"):
+        raise ConfigError(f"--hf writes Hugging Face models; {type(model).__name__} is not one")
     out = Path(args.out) if args.out else Path(args.directory) / "export"
     shape = parse_shape(args.example_shape) if args.example_shape else None
     inputs = make_example_inputs(model, shape)
@@ -129,5 +139,12 @@ def run_export(args: argparse.Namespace) -> int:
     if args.program:
         diff = export_program(model, inputs, out / "model.pt2")
         result["program"] = {"path": str(out / "model.pt2"), "max_abs_diff": diff}
-    print(json.dumps(result, indent=2))
+    if args.hf:
+        from netslim.export import save_pretrained_pruned
+
+        result["hf"] = {
+            "path": str(out / "hf"),
+            "config": save_pretrained_pruned(model, out / "hf"),
+        }
+    print(json.dumps(result, indent=2, default=str))
     return 0
