@@ -155,6 +155,24 @@ def test_hf_save_pretrained_deletes_bypassed_layers(tmp_path: Path) -> None:
         assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
 
 
+def test_hf_save_with_per_layer_widths_records_the_deleted_layers(tmp_path: Path) -> None:
+    """Per-layer widths take the shaped path; its record also says how many layers the saved
+    copy has once the bypassed ones are gone."""
+    from netslim.structural.latency_blocks import bypass
+
+    model = tiny_bert(max_position_embeddings=32, num_hidden_layers=3)
+    for index, width in ((0, 30), (2, 40)):  # the config cannot say both
+        layer = model.encoder.layer[index]
+        layer.intermediate.dense, layer.output.dense = nn.Linear(32, width), nn.Linear(width, 32)
+    bypass(model, ["encoder.layer.1"])
+    record = save_pretrained_pruned(model, tmp_path / "hf")
+    assert record["num_hidden_layers"] == [3, 2] and "netslim_shapes" in record
+    loaded = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
+
+
 def test_cli_export_hf_writes_a_from_pretrained_folder(tmp_path: Path, capsys) -> None:
     """``netslim export DIR --hf``: a pruned Hugging Face model as a save_pretrained folder
     that from_pretrained loads to the same outputs; a model that is not one is refused with

@@ -129,16 +129,18 @@ def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> di
     work, _ = folded_copy(model)
     layers_before = getattr(getattr(work, "config", None), "num_hidden_layers", None)
     _delete_bypassed_layers(work)
+    layers_after = getattr(getattr(work, "config", None), "num_hidden_layers", None)
+    layers = (
+        {}
+        if layers_after == layers_before
+        else {"num_hidden_layers": [layers_before, layers_after]}
+    )
     try:
         changes = sync_config(work)
     except UnsupportedModelError:
         # Per-layer widths or BERT-style heads: record the shapes in a netslim_<type> config.
         from netslim.export.hf_shapes import save_pretrained_shaped
 
-        return save_pretrained_shaped(work, directory)
-    out = Path(directory)
-    work.save_pretrained(out)
-    layers_after = getattr(work.config, "num_hidden_layers", None)
-    if layers_after != layers_before:
-        changes["num_hidden_layers"] = (layers_before, layers_after)
-    return {field: list(pair) for field, pair in changes.items()}
+        return {**save_pretrained_shaped(work, directory), **layers}
+    work.save_pretrained(Path(directory))
+    return {**{field: list(pair) for field, pair in changes.items()}, **layers}
