@@ -108,6 +108,28 @@ def test_torch_export_program(tmp_path: Path) -> None:
         torch.testing.assert_close(program(x), model(x), rtol=0, atol=1e-6)
 
 
+def test_cli_export_takes_the_prune_jobs_example_shape(tmp_path: Path) -> None:
+    """A model pruned at another input size than its default exports at that size."""
+    from netslim.cli.main import main
+
+    job = tmp_path / "job"
+    args = ["--method", "channel", "--ratio", "0.25", "--data", "none", "--no-latency"]
+    shape = ["--example-shape", "1,1,20,20"]
+    assert main(["prune", "zoo:resnet20", *args, *shape, "--out", str(job)]) == 0
+    assert main(["export", str(job)]) == 0
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        str(job / "export" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert session.get_inputs()[0].shape[1:] == [1, 20, 20]
+    assert main(["export", str(job), "--example-shape", "1,1,24,24", "--out", str(tmp_path)]) == 0
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert session.get_inputs()[0].shape[1:] == [1, 24, 24]
+
+
 transformers = pytest.importorskip("transformers")
 from tiny_hf import tiny_bert  # noqa: E402
 

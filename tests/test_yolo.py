@@ -114,3 +114,27 @@ def test_pruned_yolo_predicts_exports_and_reloads(tmp_path, monkeypatch):
     (got,) = session.run(None, {session.get_inputs()[0].name: X[0].numpy()})[:1]
     assert got.shape == tuple(want.shape)
     assert np.abs(got - want.numpy()).max() <= 1e-3 * float(want.abs().max())
+
+
+def test_netslim_exports_of_yolo_match_its_eager_output(tmp_path):
+    """netslim's own exports (``netslim export``) of a YOLO model, before and after it has run.
+    Its detection head caches the anchors and the input shape they were made for on itself in
+    its forward. The ONNX check once ran the traced copy afterwards and met the trace's fake
+    tensors; torch.export of a model that had run fixed the batch size to the cached one."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from netslim.export import export_onnx, export_program
+
+    model = cold("yolov8n.yaml").eval()  # never run, as netslim.load gives it
+    check = (torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)),)
+    report = export_onnx(model, X, tmp_path / "m.onnx")  # checked on X, as the CLI does
+    want = outputs(model, check)[0]
+    scale = float(want.abs().max())
+    assert report.max_abs_diff <= 1e-5 * float(outputs(model, X)[0].abs().max())
+    session = onnxruntime.InferenceSession(str(report.path))
+    got = session.run(None, {session.get_inputs()[0].name: check[0].numpy()})[0]
+    assert float(abs(got - want.numpy()).max()) <= 1e-5 * scale  # another batch, in the file
+    assert export_program(model, X, tmp_path / "m.pt2") <= 1e-5 * scale  # the model has run
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    with torch.no_grad():
+        got = program(*check)[0]
+    assert float((got - want).abs().max()) <= 1e-5 * scale  # the batch stayed dynamic

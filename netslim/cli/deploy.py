@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from netslim.cli.args import add_trust_code
+from netslim.cli.args import add_trust_code, parse_shape
 
 
 def add_compress(sub: Any) -> argparse.ArgumentParser:
@@ -61,7 +61,12 @@ def add_export(sub: Any) -> argparse.ArgumentParser:
         "the pruned sizes; bypassed layers are deleted), loadable by from_pretrained (per-layer "
         "widths: after import netslim.export.hf_shapes)",
     )
-    exp.add_argument("--example-shape", default=None, help="example input shape, e.g. 1,1,28,28")
+    exp.add_argument(
+        "--example-shape",
+        type=parse_shape,
+        default=None,
+        help="example input shape, e.g. 1,1,28,28 (default: the prune job's, else the model's)",
+    )
     add_trust_code(exp)
     return exp
 
@@ -114,19 +119,21 @@ def run_recipe(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from netslim.cli.args import parse_shape
     from netslim.errors import ConfigError
     from netslim.export import export_onnx, export_program, max_abs_diff, quantize_onnx
     from netslim.io import load
+    from netslim.jobs.evaluation import locate
     from netslim.jobs.quantize import quiet_onnxruntime
     from netslim.models.spec import make_example_inputs
 
-    model_dir = _model_dir(args.directory)
+    model_dir, report = locate(Path(args.directory))
     model = load(model_dir, trust_code=args.trust_code)
     if args.hf and not hasattr(model, "save_pretrained"):
         raise ConfigError(f"--hf writes Hugging Face models; {type(model).__name__} is not one")
     out = Path(args.out) if args.out else Path(args.directory) / "export"
-    shape = parse_shape(args.example_shape) if args.example_shape else None
+    # as eval does: a prune job's own --example-shape, unless one is given here
+    pruned_at = (report or {}).get("settings", {}).get("example_shape")
+    shape = args.example_shape or pruned_at
     inputs = make_example_inputs(model, shape)
     result = {"onnx": export_onnx(model, inputs, out / "model.onnx").as_dict()}
     if args.int8:

@@ -93,10 +93,52 @@ def _first_output(output: Any) -> torch.Tensor:
     raise UnsupportedModelError(f"cannot compare a model output of type {type(output).__name__}")
 
 
+def eager_output(model: nn.Module, inputs: tuple[Any, ...]) -> np.ndarray:
+    """The model's first output on ``inputs``, as float32 numpy."""
+    with torch.no_grad():
+        return _first_output(model(*inputs)).detach().float().cpu().numpy()
+
+
+def traceable_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` to trace: masks folded, eval mode, and model families' own export
+    switches set.
+
+    Ultralytics' detection heads cache their anchors with the input shape they were made for,
+    batch included. A copy of a model that has already run compares the traced (symbolic)
+    batch with that shape, and the trace fixes the batch size. Ultralytics' own exporter sets
+    the heads' ``dynamic`` for a dynamic batch (anchors rebuilt in the graph); so does this."""
+    from netslim.core.masks import folded_copy
+
+    work, _ = folded_copy(model)
+    work.eval()
+    for module in work.modules():
+        is_ultralytics = type(module).__module__.startswith("ultralytics.")
+        if is_ultralytics and hasattr(module, "anchors") and hasattr(module, "dynamic"):
+            module.dynamic = True
+    return work
+
+
+def reference_output(model: nn.Module, inputs: tuple[Any, ...]) -> np.ndarray:
+    """What an exported copy of ``model`` is checked against: the eager output of a copy of its
+    own (masks folded, eval mode), run neither before nor after the exporter's trace.
+
+    A model may cache tensors on itself in its forward (YOLO's detection head keeps its anchors
+    and the shape they were made for). Run eagerly before the trace, the cache makes the trace
+    specialise the batch size; run on the traced copy after it, the cache holds the trace's
+    fake tensors."""
+    from netslim.core.masks import folded_copy
+
+    copy, _ = folded_copy(model)
+    copy.eval()
+    return eager_output(copy, inputs)
+
+
 def max_abs_diff(model: nn.Module, path: str | os.PathLike, inputs: tuple[Any, ...]) -> float:
     """Largest |torch − onnxruntime| over the first output, on ``inputs``."""
-    with torch.no_grad():
-        expected = _first_output(model(*inputs)).float().numpy()
+    return _diff_to_onnx(eager_output(model, inputs), path, inputs)
+
+
+def _diff_to_onnx(expected: np.ndarray, path: str | os.PathLike, inputs: tuple[Any, ...]) -> float:
     got = run_onnx(session(path), inputs)[0]
     if got.shape != expected.shape:
         return float("inf")
@@ -116,12 +158,10 @@ def export_onnx(
     ``check_inputs`` (default: ``example_inputs``) may use another batch size, which also checks
     that the batch dimension stayed dynamic.
     """
-    from netslim.core.masks import folded_copy
-
     inputs = _tuple(example_inputs)
-    work, _ = folded_copy(model)
-    work.eval()
+    work = traceable_copy(model)
     dims = tuple({0: torch.export.Dim.AUTO} if x.dim() else None for x in inputs)
+    check = _tuple(check_inputs) if check_inputs is not None else inputs
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"dynamo": True, "dynamic_shapes": dims, "verbose": False}
@@ -135,8 +175,8 @@ def export_onnx(
             f"ONNX export failed: {type(exc).__name__}: {exc!s:.300}"
         ) from exc
     program.save(str(out))
-    check = _tuple(check_inputs) if check_inputs is not None else inputs
-    diff = max_abs_diff(work, out, check)
+    del work, program
+    diff = _diff_to_onnx(reference_output(model, check), out, check)
     return OnnxReport(
         path=str(out), bytes=out.stat().st_size, max_abs_diff=diff, reference="torch fp32"
     )

@@ -16,12 +16,10 @@ from netslim.errors import UnsupportedModelError
 def export_program(model: nn.Module, example_inputs: Any, path: str | os.PathLike) -> float:
     """Save the exported program to ``path``; returns max |eager − reloaded program| on the
     example inputs (0.0 expected: same kernels)."""
-    from netslim.core.masks import folded_copy
-    from netslim.export.onnx import _first_output, _tuple
+    from netslim.export.onnx import _first_output, _tuple, reference_output, traceable_copy
 
     inputs = tuple(_batch_of_two(x) for x in _tuple(example_inputs))
-    work, _ = folded_copy(model)
-    work.eval()
+    work = traceable_copy(model)
     # a batch of one would be specialised to 1 (torch.export's 0/1 rule): trace with two rows
     dims = tuple({0: torch.export.Dim("batch", min=1)} if x.dim() else None for x in inputs)
     try:
@@ -33,11 +31,12 @@ def export_program(model: nn.Module, example_inputs: Any, path: str | os.PathLik
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(out))
+    del work, program
+    expected = torch.from_numpy(reference_output(model, inputs))
     reloaded = torch.export.load(str(out)).module()
     with torch.no_grad():
-        a = _first_output(work(*inputs))
-        b = _first_output(reloaded(*inputs))
-    return float((a - b).abs().max())
+        got = _first_output(reloaded(*inputs)).float().cpu()
+    return float((expected - got).abs().max())
 
 
 def _batch_of_two(x: Any) -> Any:
