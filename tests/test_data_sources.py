@@ -112,6 +112,36 @@ def test_cli_prunes_on_a_folder_and_scores_its_val_split(tmp_path: Path, capsys)
     assert main(["eval", str(out), "--no-latency"]) == 0
     measured = json.loads(capsys.readouterr().out.split("\n\n")[0].rsplit("}", 1)[0] + "}")
     assert measured["accuracy"] == pytest.approx(report["accuracy_after"])
+    assert report["example_shape"] == [1, 3, 28, 28]  # the data's, recorded for eval and export
+
+
+def test_an_export_takes_the_shape_the_job_ran_at(tmp_path: Path, capsys) -> None:
+    """A torchvision model pruned on 20x24 images (no --example-shape: the data's) exports at
+    that size, not at its usual 224x224, and eval of the export reads the data; an export at
+    another size is refused with one line naming the flag."""
+    pytest.importorskip("onnxruntime")
+    from netslim.cli.main import main
+
+    root = _tree(tmp_path / "tree", mode="RGB")
+    out = tmp_path / "run"
+    code = main(
+        ["prune", "torchvision:resnet18", "--method", "channel", "--ratio", "0.5", "--data",
+         str(root), "--batch-size", "8", "--no-latency", "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["example_shape"] == [1, 3, 20, 24]
+    assert main(["export", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out / "export"), "--no-latency"]) == 0
+    measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+    assert measured["accuracy"] == pytest.approx(report["accuracy_after"], abs=1e-9)
+    wrong = tmp_path / "wrong"
+    assert main(["export", str(out), "--example-shape", "1,3,32,32", "--out", str(wrong)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(wrong / "model.onnx"), "--data", str(root), "--no-latency"]) == 2
+    err = capsys.readouterr().err
+    assert "takes inputs of Nx3x32x32" in err and "--example-shape 1,3,20,24" in err, err
 
 
 datasets = pytest.importorskip("datasets")

@@ -122,7 +122,7 @@ def run_export(args: argparse.Namespace) -> int:
     from netslim.errors import ConfigError
     from netslim.export import export_onnx, export_program, max_abs_diff, quantize_onnx
     from netslim.io import load
-    from netslim.jobs.evaluation import locate
+    from netslim.jobs.evaluation import job_example_shape, locate
     from netslim.jobs.quantize import quiet_onnxruntime
     from netslim.models.spec import make_example_inputs
 
@@ -131,9 +131,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.hf and not hasattr(model, "save_pretrained"):
         raise ConfigError(f"--hf writes Hugging Face models; {type(model).__name__} is not one")
     out = Path(args.out) if args.out else Path(args.directory) / "export"
-    # as eval does: a prune job's own --example-shape, unless one is given here
-    pruned_at = (report or {}).get("settings", {}).get("example_shape")
-    shape = args.example_shape or pruned_at
+    shape = args.example_shape or job_example_shape(report)  # the shape the job ran at
     inputs = make_example_inputs(model, shape)
     result = {"onnx": export_onnx(model, inputs, out / "model.onnx").as_dict()}
     if args.int8:

@@ -70,6 +70,7 @@ def compact_job(
 ) -> dict[str, Any]:
     from netslim.errors import ConfigError
     from netslim.io import save
+    from netslim.jobs.evaluation import job_example_shape, locate
     from netslim.jobs.pipeline import check_example_fits
     from netslim.models.spec import make_example_inputs
     from netslim.structural.compact import compact_
@@ -81,6 +82,8 @@ def compact_job(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
     model = load_source(source, trust_code=trust_code).eval()
+    if example_shape is None and Path(source).exists():  # a prune job's: the shape it ran at
+        example_shape = job_example_shape(locate(Path(source))[1])
     example = make_example_inputs(model, example_shape)
     check_example_fits(model, example, source)
     report = compact_(model, example, probes=probes, latency=latency, zero_tol=zero_tol)

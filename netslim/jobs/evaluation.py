@@ -25,6 +25,36 @@ def locate(directory: Path) -> tuple[Path, dict[str, Any] | None]:
     )
 
 
+def job_example_shape(report: dict[str, Any] | None) -> list[int] | None:
+    """The input shape a prune job ran at (traced, measured, and what its exports take): the
+    one it resolved, from ``--example-shape`` or one sample of its data; reports written before
+    that was recorded give only ``--example-shape``."""
+    report = report or {}
+    return report.get("example_shape") or report.get("settings", {}).get("example_shape")
+
+
+def _test_loader(
+    data: str, settings: dict[str, Any], limit_test: int | None, model: Any = None
+) -> Any:
+    """The test split of ``data`` read with the prune job's data options (``--val-split`` and
+    the column names), as the job measured it."""
+    from torch.utils.data import DataLoader
+
+    from netslim.data import DataOptions, load_dataset
+
+    options = DataOptions(
+        **{
+            k: settings[k]
+            for k in ("val_split", "image_column", "text_column", "label_column")
+            if k in settings
+        }
+    )
+    test_set = load_dataset(
+        data, "test", limit=limit_test or settings.get("limit_test"), model=model, options=options
+    )
+    return DataLoader(test_set, batch_size=128, shuffle=False)
+
+
 def _data_to_measure(data: str | None, settings: dict[str, Any]) -> str | None:
     """The data set to measure accuracy on: the one given, else the pruning run's; ``none``
     (as ``netslim prune --data none`` takes it) measures without accuracy."""
@@ -62,29 +92,13 @@ def evaluate_saved(
         model = load(model_dir, trust_code=trust_code)
     settings = (report or {}).get("settings", {})
     data = _data_to_measure(data, settings)
-    shape = example_shape or settings.get("example_shape")
+    shape = example_shape or job_example_shape(report)
     loader = None
     if data:
-        from torch.utils.data import DataLoader
-
-        from netslim.data import DataOptions, load_dataset, loader_info
+        from netslim.data import loader_info
         from netslim.data.datasets import data_kind
 
-        options = DataOptions(
-            **{
-                k: settings[k]
-                for k in ("val_split", "image_column", "text_column", "label_column")
-                if k in settings
-            }
-        )
-        test_set = load_dataset(
-            data,
-            "test",
-            limit=limit_test or settings.get("limit_test"),
-            model=model,
-            options=options,
-        )
-        loader = DataLoader(test_set, batch_size=128, shuffle=False)
+        loader = _test_loader(data, settings, limit_test, model)
         if shape is None and data_kind(data) in ("folder", "hf"):
             shape = (1, *loader_info(loader).input_shape)
     measured = measure(
@@ -94,6 +108,26 @@ def evaluate_saved(
     if report is not None:
         result["report"] = report
     return result
+
+
+def _check_onnx_fits(onnx: Path, sess: Any, loader: Any, data: str) -> None:
+    """One line before any work when the export's fixed input sizes are not the data's (an
+    export traced at another shape than the job ran at)."""
+    from netslim.errors import ConfigError
+
+    dims = list(sess.get_inputs()[0].shape)[1:]
+    sample = loader.dataset[0][0]
+    sizes = list(getattr(sample, "shape", ()))
+    fits = len(dims) == len(sizes) and all(
+        not isinstance(d, int) or d == n for d, n in zip(dims, sizes, strict=True)
+    )
+    if not fits:
+        wanted = "x".join(str(d) for d in dims)
+        given = ",".join(str(n) for n in [1, *sizes])
+        raise ConfigError(
+            f"{onnx} takes inputs of Nx{wanted}, {data}'s samples are "
+            f"{'x'.join(map(str, sizes))}: export again with --example-shape {given}"
+        )
 
 
 def _onnx_file(path: Path) -> Path | None:
@@ -137,12 +171,9 @@ def evaluate_onnx(
     data = _data_to_measure(data, settings)
     measured: dict[str, Any] = {"format": "onnx", "path": str(onnx)}
     measured["size_bytes"] = onnx.stat().st_size
-    loader = None
-    if data:
-        from netslim.data import make_loaders
-
-        _, loader = make_loaders(data, limit_test=limit_test or settings.get("limit_test"))
+    loader = _test_loader(data, settings, limit_test) if data else None
     if loader is not None:
+        _check_onnx_fits(onnx, sess, loader, data)
         correct = seen = 0
         for batch in loader:
             inputs, labels = batch[0], batch[1]
@@ -154,7 +185,7 @@ def evaluate_onnx(
             seen += labels.numel()
         measured["accuracy"] = correct / seen if seen else None
     if latency:
-        shape = example_shape or settings.get("example_shape")
+        shape = example_shape or job_example_shape(report)
         if shape is None:
             dims = sess.get_inputs()[0].shape
             shape = [d if isinstance(d, int) else 1 for d in dims]

@@ -507,6 +507,7 @@ def run_job(
     after = snapshot(folded_copy(model)[0] if iter_masks(model) else model)
 
     report = _make_report(settings, before, after, steps, masks)
+    report["example_shape"] = list(example_inputs[0].shape)  # what eval and export run at
     report["budget"] = _budget(settings, baseline)
     report["warnings"] = _warnings(steps)
     report["data"] = _data_summary(settings, train_loader, test_loader)
