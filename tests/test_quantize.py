@@ -52,6 +52,22 @@ def test_static_int8_pruned_cnn_is_close(loaders) -> None:
         assert quantized(torch.randn(7, 1, 28, 28)).shape == (7, 10)
 
 
+def test_static_int8_of_a_module_called_twice_and_a_batch_of_one() -> None:
+    """torchvision's ResNet blocks call one ``relu`` twice: the quantizer once raised "Input
+    partition has more than one output node". An example batch of one once fixed the
+    quantized model's batch size to one (torch.export's 0/1 rule)."""
+    torch.manual_seed(0)
+    model = netslim.build_model("torchvision:resnet18").eval()
+    example = (torch.randn(1, 3, 32, 32),)
+    calibration = [(torch.randn(4, 3, 32, 32),) for _ in range(3)]
+    quantized, report = quantize_int8(model, example_inputs=example, calibration=calibration)
+    assert report.mode == "static" and len(report.quantized) == 21 and not report.kept_float
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        want, got = model(x), quantized(x)
+    assert float((got - want).norm() / want.norm()) < 0.05
+
+
 class _WithEmbedding(nn.Module):
     def __init__(self):
         super().__init__()

@@ -34,3 +34,14 @@ def to_device(value: Any, device: torch.device | str) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(to_device(v, device) for v in value)
     return value
+
+
+def batch_of_two(x: Any) -> Any:
+    """``x`` with a batch of one repeated to two rows, anything else as it is.
+
+    ``torch.export`` specialises a dimension traced at size 1 (its 0/1 rule): a program traced
+    on a batch of one then refuses every other batch size. Traced on two rows, the batch stays
+    dynamic."""
+    if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == 1:
+        return x.expand(2, *x.shape[1:]).clone()
+    return x

@@ -16,11 +16,11 @@ from netslim.errors import UnsupportedModelError
 def export_program(model: nn.Module, example_inputs: Any, path: str | os.PathLike) -> float:
     """Save the exported program to ``path``; returns max |eager − reloaded program| on the
     example inputs (0.0 expected: same kernels)."""
+    from netslim.core.batches import batch_of_two
     from netslim.export.onnx import _first_output, _tuple, reference_output, traceable_copy
 
-    inputs = tuple(_batch_of_two(x) for x in _tuple(example_inputs))
+    inputs = tuple(batch_of_two(x) for x in _tuple(example_inputs))
     work = traceable_copy(model)
-    # a batch of one would be specialised to 1 (torch.export's 0/1 rule): trace with two rows
     dims = tuple({0: torch.export.Dim("batch", min=1)} if x.dim() else None for x in inputs)
     try:
         program = torch.export.export(work, inputs, dynamic_shapes=dims)
@@ -37,9 +37,3 @@ def export_program(model: nn.Module, example_inputs: Any, path: str | os.PathLik
     with torch.no_grad():
         got = _first_output(reloaded(*inputs)).float().cpu()
     return float((expected - got).abs().max())
-
-
-def _batch_of_two(x: Any) -> Any:
-    if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == 1:
-        return x.expand(2, *x.shape[1:]).clone()
-    return x

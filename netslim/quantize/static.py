@@ -32,6 +32,9 @@ def _quantizer(is_qat: bool):
 
 def capture(model: nn.Module, example_inputs: tuple[Any, ...]) -> torch.fx.GraphModule:
     """``torch.export`` with a dynamic batch dimension, as a runnable GraphModule."""
+    from netslim.core.batches import batch_of_two
+
+    example_inputs = tuple(batch_of_two(x) for x in example_inputs)
     dims = tuple(
         {0: torch.export.Dim.AUTO} if isinstance(x, torch.Tensor) and x.dim() else None
         for x in example_inputs
@@ -40,14 +43,34 @@ def capture(model: nn.Module, example_inputs: tuple[Any, ...]) -> torch.fx.Graph
 
     module = torch.export.export(model, example_inputs, dynamic_shapes=dims).module()
     allow_exported_model_train_eval(module)  # so .train()/.eval() (used by netslim.training) work
+    _one_partition_per_call(module)
     return module
+
+
+def _one_partition_per_call(module: torch.fx.GraphModule) -> None:
+    """Tell apart the calls of a module that runs more than once (torchvision's ResNet blocks
+    call one ``relu`` twice).
+
+    The quantizer groups nodes into patterns by the module they came from; for a non-strict
+    export torch names that module by its path, which both calls share, so the pair became one
+    pattern with two outputs and the quantizer raised "Input partition has more than one output
+    node". The export's own key for the second call ends in ``@1``: it goes on the path too (and
+    ``_op_module`` takes it off again)."""
+    for node in module.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            continue
+        key, (path, cls) = list(stack.items())[-1]
+        call = key.rpartition("@")[2] if "@" in key else ""
+        if call.isdigit() and not path.endswith(f"@{call}"):
+            node.meta["nn_module_stack"] = {**stack, key: (f"{path}@{call}", cls)}
 
 
 def _op_module(node: torch.fx.Node) -> str | None:
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
         return None
-    path = list(stack.values())[-1][0]
+    path = list(stack.values())[-1][0].partition("@")[0]  # a call's index: see capture
     return path.removeprefix("L['self'].").removeprefix("L__self__.")
 
 
