@@ -269,3 +269,30 @@ def test_recipe_unstructured_then_channels_shrinks_the_masked_model(tmp_path: Pa
     again = netslim.load(tmp_path / "out" / "model")
     with torch.no_grad():
         assert torch.equal(saved.eval()(x), again.eval()(x))
+
+
+def test_recipe_reads_its_data_as_netslim_prune_does(tmp_path: Path) -> None:
+    """A zoo model on a folder of RGB images with three classes, one tree split by
+    ``val_split``: the model is built for the data's channels and classes, the example is one
+    sample of it (the export takes 3x28x28), as ``netslim prune --data DIR`` does. Before, a
+    recipe built the zoo model for one channel and ten classes and read no data options."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from test_data_sources import _tree
+
+    root = _tree(tmp_path / "tree", splits=(("", 8),), mode="RGB")
+    out = tmp_path / "out"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        f"model: zoo:lenet5\ndata: {root}\nval_split: 0.25\nbatch_size: 8\nout: {out}\n"
+        "steps:\n  - train: {epochs: 1}\n  - prune: {method: channel, ratio: 0.5}\n"
+        "  - export: {onnx: true}\n"
+    )
+    report = run_recipe(parse_recipe(path.read_text(), str(path)))
+    assert report["steps"][-1]["onnx"]["max_abs_diff"] < 1e-4
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    x = torch.randn(2, 3, 28, 28).numpy()
+    assert session.get_inputs()[0].shape[1:] == [3, 28, 28]
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (2, 3)

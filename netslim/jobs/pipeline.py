@@ -442,12 +442,12 @@ def run_job(
         check_out(settings.checkpoint_dir, flag="--checkpoint-dir")
     settings = replace(settings, data=resolve_data(settings.data, settings.model))
     check_training_settings(settings)
-    model, train_loader, test_loader = _model_and_data(settings)
+    model, train_loader, test_loader = model_and_data(settings)
     if settings.weights:
         from netslim.models.weights import load_weights
 
         load_weights(model, settings.weights)
-    example_inputs = make_example_inputs(model, settings.example_shape or _data_shape(train_loader))
+    example_inputs = make_example_inputs(model, settings.example_shape or data_shape(train_loader))
     check_inputs(model, example_inputs, settings, train_loader)
 
     ckpt = _open_checkpoint(settings, on_checkpoint)
@@ -615,7 +615,8 @@ def _compressed(model: nn.Module, settings: JobSettings) -> dict[str, Any]:
     }
 
 
-def data_options(settings: JobSettings) -> Any:
+def data_options(settings: Any) -> Any:
+    """The data source's options of a job's (or a recipe's) settings."""
     from netslim.data import DataOptions
 
     return DataOptions(
@@ -626,8 +627,10 @@ def data_options(settings: JobSettings) -> Any:
     )
 
 
-def _model_and_data(settings: JobSettings) -> tuple[nn.Module, Any, Any]:
-    """The model (a zoo model sized for the data's classes and channels) and its loaders."""
+def model_and_data(settings: Any) -> tuple[nn.Module, Any, Any]:
+    """The model (a zoo model sized for the data's classes and channels) and its loaders, read
+    as the model wants them (its preprocessing, its tokenizer). ``settings``: a job's or a
+    recipe's (the same field names)."""
     from netslim.data import dataset_info, make_loaders
     from netslim.data.datasets import data_kind
     from netslim.models.spec import data_kwargs
@@ -652,7 +655,7 @@ def _model_and_data(settings: JobSettings) -> tuple[nn.Module, Any, Any]:
     return model, train_loader, test_loader
 
 
-def _check_data_flags(settings: JobSettings, kind: str) -> None:
+def _check_data_flags(settings: Any, kind: str) -> None:
     """``--val-split`` reads folders and ``hf:`` sets, the column flags ``hf:`` sets only."""
     if settings.val_split is not None and kind not in ("folder", "hf"):
         raise ConfigError(
@@ -783,7 +786,7 @@ def check_out(out: str, flag: str = "--out") -> None:
             break
 
 
-def _data_shape(loader: Any) -> list[int] | None:
+def data_shape(loader: Any) -> list[int] | None:
     """The example shape the data implies: one sample of the training set."""
     if loader is None:
         return None

@@ -116,23 +116,15 @@ def _preflight(recipe: Recipe, model: nn.Module, example_inputs: Any) -> None:
 
 class _State:
     def __init__(self, recipe: Recipe):
-        from netslim.models.spec import build_model, make_example_inputs
+        from netslim.jobs.pipeline import data_shape, model_and_data
+        from netslim.models.spec import make_example_inputs
 
         s = recipe.settings
         self.settings = s
-        self.model: nn.Module = build_model(s.model)
-        self.example_inputs = make_example_inputs(self.model, s.example_shape)
-        self.train_loader = self.test_loader = None
-        if s.data:
-            from netslim.data import make_loaders
-
-            self.train_loader, self.test_loader = make_loaders(
-                s.data,
-                batch_size=s.batch_size,
-                limit_train=s.limit_train,
-                limit_test=s.limit_test,
-                seed=s.seed,
-            )
+        # as `netslim prune` reads them: a zoo model sized for the data, loaders for the model
+        self.model, self.train_loader, self.test_loader = model_and_data(s)
+        shape = s.example_shape or data_shape(self.train_loader)
+        self.example_inputs = make_example_inputs(self.model, shape)
         self.teacher: nn.Module | None = None
         self.quantized: nn.Module | None = None
         self.quant_mode: str | None = None

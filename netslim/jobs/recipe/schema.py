@@ -16,7 +16,12 @@ class RecipeSettings:
     limit_train: int | None = None
     limit_test: int | None = None
     batch_size: int = 128
-    example_shape: list[int] | None = None
+    example_shape: list[int] | None = None  # default: one sample of data, else the model's
+    # the data source's options, as `netslim prune`'s flags of the same names
+    val_split: float | None = None
+    image_column: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
     seed: int = 0
     out: str = "runs/recipe"
     latency: bool = False
