@@ -241,3 +241,29 @@ def test_cli_prunes_a_text_model_on_an_hf_text_set(tmp_path: Path) -> None:
 
     saved = zero_fraction(weights(netslim.load(out / "model", trust_code=True), (torch.nn.Linear,)))
     assert saved > 0.4, saved  # ratio 0.5 of the prunable weights
+
+
+def test_lottery_and_sensitivity_read_a_folder_as_prune_does(tmp_path: Path, capsys) -> None:
+    """``netslim lottery`` and ``netslim sensitivity`` on a three-class RGB tree split by
+    --val-split: the zoo model is built for its channels and classes, the example is one sample
+    of it. Before, both built zoo:lenet5 for one channel and failed on the first batch, and
+    neither took --val-split."""
+    from netslim.cli.main import main
+
+    root = _tree(tmp_path / "tree", splits=(("", 8),), mode="RGB")
+    data = ["--data", str(root), "--val-split", "0.25", "--batch-size", "8"]
+    lottery = tmp_path / "lottery"
+    args = ["--rounds", "1", "--iterations", "2", "--controls", "--out", str(lottery)]
+    assert main(["lottery", "zoo:lenet5", *data, *args]) == 0
+    import netslim
+
+    ticket = netslim.load(lottery / "ticket")
+    assert ticket(torch.zeros(2, 3, 28, 28)).shape == (2, 3)
+    scan = tmp_path / "scan"
+    args = ["--epochs", "0", "--ratios", "0.5", "--no-progress", "--out", str(scan)]
+    capsys.readouterr()
+    assert main(["sensitivity", "zoo:lenet5", *data, *args]) == 0
+    units = json.loads((scan / "sensitivity.json").read_text())["units"]
+    assert units and all(len(u["accuracy"]) == 1 for u in units), units  # one ratio each
+    # the proposal's prune line carries the data flags
+    assert f"--data {root} --val-split 0.25" in capsys.readouterr().out

@@ -238,14 +238,21 @@ def add_data_source(p: argparse.ArgumentParser) -> None:
         )
 
 
-def loaders(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The (train, test) loaders the :func:`add_data` arguments describe."""
-    from netslim.data import make_loaders
+def data_settings(args: argparse.Namespace, data: str | None) -> Any:
+    """The model and data the :func:`add_model`, :func:`add_data` and :func:`add_data_source`
+    arguments describe (``data``: ``--data`` resolved), as ``netslim.jobs.model_data`` reads
+    them."""
+    from netslim.jobs.model_data import DataSettings
 
-    return make_loaders(
-        args.data,
+    return DataSettings(
+        model=args.model,
+        data=data,
         batch_size=args.batch_size,
         limit_train=args.limit_train,
         limit_test=args.limit_test,
         seed=args.seed,
+        val_split=args.val_split,
+        image_column=args.image_column,
+        text_column=args.text_column,
+        label_column=args.label_column,
     )

@@ -17,8 +17,10 @@ from netslim.cli.args import (
     DEFAULTS,
     Deprecated,
     add_data,
+    add_data_source,
     add_model,
     choice,
+    data_settings,
     fraction,
     nonnegative_int,
     positive_fraction,
@@ -34,6 +36,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     add_model(p)
     add_data(p)
+    add_data_source(p)
     p.add_argument("--rounds", type=positive_int, default=5, help="pruning rounds K")
     p.add_argument(
         "--ratio",
@@ -173,14 +176,9 @@ def run(args: argparse.Namespace) -> int:
     if data is None:
         raise ConfigError("netslim lottery trains in every round: give --data")
     lottery_job(
-        args.model,
+        data_settings(args, data),
         config,
         weights=args.weights,
-        data=data,
-        batch_size=args.batch_size,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        seed=args.seed,
         val_size=args.val_size,
         out=out,
         settings={k: v for k, v in vars(args).items() if k != "func"},

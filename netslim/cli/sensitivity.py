@@ -17,7 +17,9 @@ from netslim.cli.args import (
     DEFAULTS,
     EPOCHS_HELP,
     add_data,
+    add_data_source,
     add_model,
+    data_settings,
     kept_fraction,
     nonnegative_int,
     parse_shape,
@@ -32,6 +34,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     add_model(p)
     add_data(p)
+    add_data_source(p)
     p.add_argument("--epochs", type=nonnegative_int, default=DEFAULTS["epochs"], help=EPOCHS_HELP)
     p.add_argument(
         "--ratios",
@@ -86,15 +89,10 @@ def run(args: argparse.Namespace) -> int:
     if data is None:
         raise ConfigError("netslim sensitivity measures accuracy: give --data")
     scan, proposal = sensitivity_job(
-        args.model,
+        data_settings(args, data),
         weights=args.weights,
         ratios=ratios,
         criterion=args.criterion,
-        data=data,
-        batch_size=args.batch_size,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        seed=args.seed,
         epochs=args.epochs,
         lr=args.lr,
         target_macs=args.target_macs,
@@ -108,9 +106,28 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\nproposed ratios keep {proposal['macs_fraction']:.3f} of MACs "
         f"(predicted accuracy drop {proposal['predicted_drop']:.3f}); wrote {out}/per_module.json"
-        f" - use it with: netslim prune {args.model} --method channel --per-module "
-        f"{out}/per_module.json"
+        f" - use it with: {_prune_command(args, out / 'per_module.json')}"
     )
     if "note" in proposal:
         print(f"note: {proposal['note']}")
     return 0
+
+
+def _prune_command(args: argparse.Namespace, per_module: Path) -> str:
+    """The ``netslim prune`` line that uses the proposal on the same model, weights and data."""
+    import shlex
+
+    words = ["netslim", "prune", args.model, "--method", "channel", "--per-module", per_module]
+    given = {
+        "--weights": args.weights,
+        "--data": None if args.data == "auto" else args.data,
+        "--val-split": args.val_split,
+        "--image-column": args.image_column,
+        "--text-column": args.text_column,
+        "--label-column": args.label_column,
+        "--example-shape": ",".join(map(str, args.example_shape)) if args.example_shape else None,
+    }
+    for flag, value in given.items():
+        if value is not None:
+            words += [flag, value]
+    return shlex.join(str(w) for w in words)

@@ -6,43 +6,39 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netslim.jobs.model_data import DataSettings
 
 
 def lottery_job(
-    model_spec: str,
+    source: DataSettings,
     config: Any,
     *,
-    data: str,
-    batch_size: int,
-    limit_train: int | None,
-    limit_test: int | None,
-    seed: int,
     val_size: int | None,
     out: Path,
     settings: dict[str, Any],
     weights: str | None = None,
 ) -> dict[str, Any]:
-    """Run the search ``config`` (a :class:`netslim.lottery.Lottery`) on ``model_spec``; hold out
-    ``val_size`` training samples for early stopping (default 10 %). ``settings`` is recorded."""
-    from netslim.data import make_loaders
+    """Run the search ``config`` (a :class:`netslim.lottery.Lottery`) on ``source``'s model and
+    data; hold out ``val_size`` training samples for early stopping (default 10 %).
+    ``settings`` is recorded."""
+    from netslim.jobs.model_data import model_and_data
     from netslim.lottery.data import split_validation
     from netslim.lottery.export import export_ticket
     from netslim.lottery.procedure import LotteryRun
     from netslim.lottery.report import progress_line, write_plot
-    from netslim.models.spec import build_model
     from netslim.training import seed_everything
 
     started = time.perf_counter()
-    train, test = make_loaders(
-        data, batch_size=batch_size, limit_train=limit_train, limit_test=limit_test, seed=seed
-    )
+    model_spec, seed = source.model, source.seed
+    seed_everything(seed)
+    model, train, test = model_and_data(source)
     size = len(train.dataset) // 10 if val_size is None else val_size
     val = None
     if size > 0:
         train, val = split_validation(train, size, seed=seed)
-    seed_everything(seed)
-    model = build_model(model_spec)
     if weights:
         from netslim.models.weights import load_weights
 

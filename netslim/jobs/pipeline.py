@@ -24,7 +24,7 @@ from netslim.errors import ConfigError, warn
 from netslim.io import save
 from netslim.measure import measure
 from netslim.methods import JOB_METHODS, config_from_settings
-from netslim.models.spec import build_model, make_example_inputs
+from netslim.models.spec import make_example_inputs
 from netslim.reconstruct.policy import auto_reconstruct
 
 LATENCY_BATCH = 64  # the report times batch 1 and a batch of this size
@@ -442,6 +442,8 @@ def run_job(
         check_out(settings.checkpoint_dir, flag="--checkpoint-dir")
     settings = replace(settings, data=resolve_data(settings.data, settings.model))
     check_training_settings(settings)
+    from netslim.jobs.model_data import data_shape, model_and_data
+
     model, train_loader, test_loader = model_and_data(settings)
     if settings.weights:
         from netslim.models.weights import load_weights
@@ -615,58 +617,6 @@ def _compressed(model: nn.Module, settings: JobSettings) -> dict[str, Any]:
     }
 
 
-def data_options(settings: Any) -> Any:
-    """The data source's options of a job's (or a recipe's) settings."""
-    from netslim.data import DataOptions
-
-    return DataOptions(
-        val_split=settings.val_split,
-        image_column=settings.image_column,
-        text_column=settings.text_column,
-        label_column=settings.label_column,
-    )
-
-
-def model_and_data(settings: Any) -> tuple[nn.Module, Any, Any]:
-    """The model (a zoo model sized for the data's classes and channels) and its loaders, read
-    as the model wants them (its preprocessing, its tokenizer). ``settings``: a job's or a
-    recipe's (the same field names)."""
-    from netslim.data import dataset_info, make_loaders
-    from netslim.data.datasets import data_kind
-    from netslim.models.spec import data_kwargs
-
-    _check_data_flags(settings, data_kind(settings.data) if settings.data else "none")
-    if not settings.data:
-        return build_model(settings.model), None, None
-    options = data_options(settings)
-    kwargs = {}
-    if data_kind(settings.data) in ("folder", "hf"):
-        kwargs = data_kwargs(settings.model, dataset_info(settings.data, options=options))
-    model = build_model(settings.model, **kwargs)
-    train_loader, test_loader = make_loaders(
-        settings.data,
-        batch_size=settings.batch_size,
-        limit_train=settings.limit_train,
-        limit_test=settings.limit_test,
-        seed=settings.seed,
-        model=model,
-        options=options,
-    )
-    return model, train_loader, test_loader
-
-
-def _check_data_flags(settings: Any, kind: str) -> None:
-    """``--val-split`` reads folders and ``hf:`` sets, the column flags ``hf:`` sets only."""
-    if settings.val_split is not None and kind not in ("folder", "hf"):
-        raise ConfigError(
-            f"--val-split applies to image folders and hf: data sets, not {settings.data or 'none'!r}"
-        )
-    for name in ("image_column", "text_column", "label_column"):
-        if getattr(settings, name) is not None and kind != "hf":
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} applies to hf: data sets, not {settings.data or 'none'!r}")
-
-
 def _data_summary(settings: JobSettings, train_loader: Any, test_loader: Any) -> dict[str, Any]:
     """What the model was trained and scored on: sizes, classes, input shape, preprocessing."""
     from netslim.data import loader_info
@@ -784,14 +734,6 @@ def check_out(out: str, flag: str = "--out") -> None:
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {out}: {parent} exists and is not a directory")
             break
-
-
-def data_shape(loader: Any) -> list[int] | None:
-    """The example shape the data implies: one sample of the training set."""
-    if loader is None:
-        return None
-    sample = loader.dataset[0][0]
-    return [1, *sample.shape] if isinstance(sample, torch.Tensor) else None
 
 
 def _forward_error(model: nn.Module, inputs: tuple) -> str | None:

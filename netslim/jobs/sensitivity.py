@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netslim.jobs.model_data import DataSettings
 
 
 def table(scan: dict[str, Any]) -> str:
@@ -41,15 +44,10 @@ def plot(scan: dict[str, Any], path: Path) -> Path | None:
 
 
 def sensitivity_job(
-    model_spec: str,
+    source: DataSettings,
     *,
     ratios: list[float],
     criterion: str,
-    data: str,
-    batch_size: int,
-    limit_train: int | None,
-    limit_test: int | None,
-    seed: int,
     epochs: int,
     lr: float,
     target_macs: float,
@@ -60,12 +58,13 @@ def sensitivity_job(
     out: Path,
     weights: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Returns ``(scan, proposal)`` after writing the four files to ``out``."""
+    """Returns ``(scan, proposal)`` after writing the four files to ``out``; ``example_shape``
+    defaults to one sample of the data."""
     from netslim.core.names import check_module_names
-    from netslim.data import make_loaders
     from netslim.importance import Calibration
+    from netslim.jobs.model_data import data_shape, model_and_data
     from netslim.jobs.pipeline import check_example_fits
-    from netslim.models.spec import build_model, make_example_inputs
+    from netslim.models.spec import make_example_inputs
     from netslim.sensitivity import propose_ratios, scan_sensitivity
     from netslim.sensitivity.scan import check_ratios
     from netslim.structural.importance import get
@@ -73,23 +72,15 @@ def sensitivity_job(
 
     get(criterion)  # unknown names and ratios out of range fail before any training
     check_ratios(ratios)
-    seed_everything(seed)
-    model = build_model(model_spec)
+    seed_everything(source.seed)
+    model, train_loader, test_loader = model_and_data(source)
     if weights:
         from netslim.models.weights import load_weights
 
         load_weights(model, weights)
-    example = make_example_inputs(model, example_shape)
-    check_example_fits(model, example, model_spec)  # before any training, as the scan would
+    example = make_example_inputs(model, example_shape or data_shape(train_loader))
+    check_example_fits(model, example, source.model)  # before any training, as the scan would
     check_module_names(model, ignore, "ignore")
-    train_loader, test_loader = make_loaders(
-        data,
-        batch_size=batch_size,
-        limit_train=limit_train,
-        limit_test=limit_test,
-        seed=seed,
-        model=model,  # image folders and hf: sets get the model's preprocessing
-    )
     if epochs:
         train(model, train_loader, epochs=epochs, lr=lr, progress=progress)
     model.eval()

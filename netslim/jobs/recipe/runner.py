@@ -116,7 +116,7 @@ def _preflight(recipe: Recipe, model: nn.Module, example_inputs: Any) -> None:
 
 class _State:
     def __init__(self, recipe: Recipe):
-        from netslim.jobs.pipeline import data_shape, model_and_data
+        from netslim.jobs.model_data import data_shape, model_and_data
         from netslim.models.spec import make_example_inputs
 
         s = recipe.settings

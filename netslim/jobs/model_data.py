@@ -1,0 +1,89 @@
+"""The model and its data, read the same way by every job that trains or measures one
+(``prune``, ``run``, ``lottery``, ``sensitivity``): a zoo model sized for the data's classes and
+channels, loaders that follow the model's preprocessing (and tokenizer), and the example shape
+one sample of the data implies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from netslim.errors import ConfigError
+
+
+@dataclass
+class DataSettings:
+    """What :func:`model_and_data` reads. A prune job's and a recipe's settings have the same
+    field names and are passed as they are."""
+
+    model: str
+    data: str | None
+    batch_size: int = 128
+    limit_train: int | None = None
+    limit_test: int | None = None
+    seed: int = 0
+    val_split: float | None = None
+    image_column: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+
+
+def data_options(settings: Any) -> Any:
+    """The data source's options (``--val-split``, the ``hf:`` column names) of ``settings``."""
+    from netslim.data import DataOptions
+
+    return DataOptions(
+        val_split=settings.val_split,
+        image_column=settings.image_column,
+        text_column=settings.text_column,
+        label_column=settings.label_column,
+    )
+
+
+def model_and_data(settings: Any) -> tuple[nn.Module, Any, Any]:
+    """``(model, train_loader, test_loader)``; the loaders are None without data."""
+    from netslim.data import dataset_info, make_loaders
+    from netslim.data.datasets import data_kind
+    from netslim.models.spec import build_model, data_kwargs
+
+    check_data_flags(settings, data_kind(settings.data) if settings.data else "none")
+    if not settings.data:
+        return build_model(settings.model), None, None
+    options = data_options(settings)
+    kwargs = {}
+    if data_kind(settings.data) in ("folder", "hf"):
+        kwargs = data_kwargs(settings.model, dataset_info(settings.data, options=options))
+    model = build_model(settings.model, **kwargs)
+    train_loader, test_loader = make_loaders(
+        settings.data,
+        batch_size=settings.batch_size,
+        limit_train=settings.limit_train,
+        limit_test=settings.limit_test,
+        seed=settings.seed,
+        model=model,
+        options=options,
+    )
+    return model, train_loader, test_loader
+
+
+def check_data_flags(settings: Any, kind: str) -> None:
+    """``--val-split`` reads folders and ``hf:`` sets, the column flags ``hf:`` sets only."""
+    if settings.val_split is not None and kind not in ("folder", "hf"):
+        raise ConfigError(
+            f"--val-split applies to image folders and hf: data sets, not {settings.data or 'none'!r}"
+        )
+    for name in ("image_column", "text_column", "label_column"):
+        if getattr(settings, name) is not None and kind != "hf":
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} applies to hf: data sets, not {settings.data or 'none'!r}")
+
+
+def data_shape(loader: Any) -> list[int] | None:
+    """The example shape the data implies: one sample of the training set."""
+    if loader is None:
+        return None
+    sample = loader.dataset[0][0]
+    return [1, *sample.shape] if isinstance(sample, torch.Tensor) else None
