@@ -63,6 +63,22 @@ def test_bad_prune_input(
     assert not out.exists(), "a failed job must not leave files behind"
 
 
+@pytest.mark.parametrize("command", ["prune", "lottery", "sensitivity"])
+def test_a_missing_model_is_named_before_the_data_it_lacks(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in a py: file or an hf: directory is the error, not "no default data set"."""
+    out = tmp_path / "out"
+    for spec, message in (
+        (f"py:{tmp_path / 'nothere.py'}:build", "does not exist"),
+        (f"hf:{tmp_path / 'nothere'}", "no config.json"),
+    ):
+        assert main([command, spec, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+        assert not out.exists()
+
+
 def test_eval_of_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path)]) == 2
     assert "holds no netslim model" in capsys.readouterr().err

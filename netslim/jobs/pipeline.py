@@ -708,7 +708,11 @@ _DEFAULT_DATA = {"zoo": "fashion-mnist"}
 
 
 def resolve_data(data: str | None, model: str) -> str | None:
-    """``auto`` (the default) -> the data set that fits the model family, or a clear error."""
+    """``auto`` (the default) -> the data set that fits the model family, or a clear error
+    (after the model spec's own, which comes first)."""
+    from netslim.models.spec import check_spec
+
+    check_spec(model)
     if data != "auto":
         return None if data in (None, "none") else data
     scheme = model.partition(":")[0]

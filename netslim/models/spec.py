@@ -124,8 +124,7 @@ def _build_hf(path: str, **kwargs: Any) -> nn.Module:
         raise UnsupportedModelError(
             "transformers is not installed: pip install netslim[hf]"
         ) from exc
-    if not Path(path, "config.json").is_file():
-        raise ConfigError(f"hf:{path} is not a local Hugging Face model directory (no config.json)")
+    _check_hf_dir(path)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     kwargs["trust_remote_code"] = False  # code in the model directory never runs (build_model)
     config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
@@ -158,13 +157,35 @@ def _build_ultralytics(name: str, **kwargs: Any) -> nn.Module:
         raise ConfigError(f"ultralytics:{name}: {exc}") from exc
 
 
-def _build_py(target: str, **kwargs: Any) -> nn.Module:
+def _py_target(target: str) -> tuple[Path, str]:
+    """``FILE.py:FACTORY`` -> the file (which must exist) and the factory's name."""
     file, sep, factory = target.rpartition(":")
     if not sep or not file.endswith(".py"):
         raise ConfigError(f"py spec must be py:FILE.py:FACTORY, got py:{target}")
-    path = Path(file)
-    if not path.is_file():
+    if not Path(file).is_file():
         raise ConfigError(f"py spec: file {file!r} does not exist")
+    return Path(file), factory
+
+
+def check_spec(source: str) -> None:
+    """What can be said of a spec without building it (nothing imported, nothing run): its
+    scheme, and that a ``py:`` file or an ``hf:`` directory is there. Jobs call it first, so a
+    typo in the model is the error a user sees, not one about what follows from it."""
+    scheme, rest = parse_spec(source)
+    if scheme == "py":
+        _py_target(rest)
+    elif scheme == "hf":
+        _check_hf_dir(rest)
+
+
+def _check_hf_dir(path: str) -> None:
+    if not Path(path, "config.json").is_file():
+        raise ConfigError(f"hf:{path} is not a local Hugging Face model directory (no config.json)")
+
+
+def _build_py(target: str, **kwargs: Any) -> nn.Module:
+    path, factory = _py_target(target)
+    file = str(path)
     spec = importlib.util.spec_from_file_location(f"netslim_user_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
