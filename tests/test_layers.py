@@ -332,6 +332,36 @@ def test_per_input_gates_skip_and_save(tmp_path) -> None:
         bake_gates(model)
 
 
+def test_per_input_gates_export_to_what_eager_computes(tmp_path) -> None:
+    """An exported graph cannot pick a batch subset: it runs a routed block for every sample
+    and keeps each sample's output by its gate. Before, both exports failed on the gate's
+    data-dependent branch."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from netslim.export import export_onnx, export_program
+
+    model = _resnet20()
+    netslim.prune_(
+        model, Gates(target_open=3, epochs=1, per_input=True), example_inputs=X,
+        train_loader=_synthetic(),
+    )  # fmt: skip
+    routed = list(gate_modules(model).values())[-1]
+    seen = []
+    routed.register_forward_pre_hook(lambda m, args: seen.append(m.logits(args[0])))
+    model.eval()
+    with torch.no_grad():  # a gate that opens for half of X's samples
+        routed.head.weight.normal_(generator=torch.Generator().manual_seed(0))
+        model(X)
+        routed.head.bias -= seen.pop().median() / routed.gate_scale + 1e-3
+        want = model(X)
+    assert 0 < int((seen[0] > 0).sum()) < len(X), seen
+    assert export_onnx(model, X[:1], tmp_path / "m.onnx", check_inputs=X).max_abs_diff < 1e-5
+    assert export_program(model, X[:1], tmp_path / "m.pt2") < 1e-5
+    with torch.no_grad():
+        got = torch.export.load(str(tmp_path / "m.pt2")).module()(X)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
 def test_penalty_needs_gates() -> None:
     with pytest.raises(UnsupportedModelError):
         GatePenalty()(_resnet20())

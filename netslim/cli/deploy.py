@@ -124,6 +124,7 @@ def run_export(args: argparse.Namespace) -> int:
     from netslim.io import load
     from netslim.jobs.evaluation import job_example_shape, locate
     from netslim.jobs.quantize import quiet_onnxruntime
+    from netslim.layers import RoutedBlock
     from netslim.models.spec import make_example_inputs
 
     model_dir, report = locate(Path(args.directory))
@@ -151,5 +152,11 @@ def run_export(args: argparse.Namespace) -> int:
             "path": str(out / "hf"),
             "config": save_pretrained_pruned(model, out / "hf"),
         }
+    if any(isinstance(m, RoutedBlock) for m in model.modules()):
+        result["note"] = (
+            "per-input gates: the exports run every gated block for every sample and keep each "
+            "sample's output by its gate (the same outputs); blocks are skipped per sample only "
+            "in eager PyTorch"
+        )
     print(json.dumps(result, indent=2, default=str))
     return 0

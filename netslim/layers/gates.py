@@ -152,7 +152,13 @@ class RoutedBlock(nn.Module):
             self.last_probability = torch.sigmoid(logit)
             gate = _straight_through(logit).view(-1, *([1] * (x.dim() - 1))).to(y.dtype)
             return x + gate * (y - x)
+        self.last_probability = None  # (a graph held on the module would block deepcopy)
         open_ = logit > 0
+        if torch.compiler.is_exporting():
+            # an exported graph cannot pick a batch subset: every sample runs the block and
+            # keeps its output where its gate is open (what eager computes, without the saving)
+            y = self.block(x)
+            return torch.where(open_.view(-1, *([1] * (x.dim() - 1))), y, x)
         count = int(open_.sum())
         self.executed += count
         self.seen += x.shape[0]
@@ -276,6 +282,7 @@ class GatePenalty:
             if isinstance(gate, RoutedBlock):
                 if gate.last_probability is not None:
                     terms.append(gate.last_probability)
+                    gate.last_probability = None  # consumed: a module must not keep a graph
             else:
                 terms.append(gate.open_probability())
         if not terms:
