@@ -250,6 +250,31 @@ def test_cli_compacts_a_saved_model(tmp_path, capsys):
     assert "removed 112 dead" in capsys.readouterr().out
 
 
+def test_cli_compacts_a_torch_prune_state_dict(tmp_path, capsys):
+    """A state dict saved with torch.nn.utils.prune's masks still attached (weight_orig and
+    weight_mask) is given to a spec with --weights: it loads as orig x mask, and compact
+    removes the masked filters. --weights beside a saved model is refused."""
+    from netslim.cli.main import main
+
+    torch.manual_seed(0)
+    model = build_model("zoo:vgg_small").eval()
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            prune.ln_structured(m, "weight", amount=0.5, n=1, dim=0)
+    torch.save(model.state_dict(), tmp_path / "torch_prune.pt")
+    out = tmp_path / "small"
+    weights = ["--weights", str(tmp_path / "torch_prune.pt")]
+    assert main(["compact", "zoo:vgg_small", *weights, "--no-latency", "--out", str(out)]) == 0
+    assert "removed 112 dead" in capsys.readouterr().out
+    loaded = netslim.load(out / "model")
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-5)
+    assert main(["compact", str(out), *weights, "--out", str(tmp_path / "again")]) == 2
+    assert "--weights goes with a model spec" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
+
+
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     from netslim.cli.main import main
 

@@ -48,12 +48,17 @@ def add_trust_code(p: argparse.ArgumentParser) -> None:
 
 def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
+    add_weights(p)
+
+
+def add_weights(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         default=None,
         metavar="FILE",
         help="trained weights for the model: a .safetensors file or a PyTorch state dict "
-        "(read with weights_only=True, so no pickled code runs)",
+        "(read with weights_only=True, so no pickled code runs; one saved with "
+        "torch.nn.utils.prune masks attached loads as weight_orig x weight_mask)",
     )
 
 

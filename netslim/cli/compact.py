@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from netslim.cli.args import MODEL_HELP, add_trust_code, parse_shape
+from netslim.cli.args import MODEL_HELP, add_trust_code, add_weights, parse_shape
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="physically remove zero filters / masked or dead channels, folding constants",
     )
     p.add_argument("model", help=f"a directory saved by netslim, or {MODEL_HELP}")
+    add_weights(p)
     p.add_argument("--example-shape", type=parse_shape, default=None, help="e.g. 1,3,224,224")
     p.add_argument(
         "--probes", type=int, default=2, help="random inputs that check each constant (>= 0)"
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         zero_tol=args.zero_tol,
         latency=not args.no_latency,
         trust_code=args.trust_code,
+        weights=args.weights,
     )
     print("\n".join(summary_lines(report)))
     print(f"\nwrote {out}/model and {out}/compact.json")

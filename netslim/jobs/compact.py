@@ -67,7 +67,9 @@ def compact_job(
     latency: bool = True,
     zero_tol: float = 0.0,
     trust_code: bool = False,
+    weights: str | None = None,
 ) -> dict[str, Any]:
+    """Compact ``source`` (a saved directory, or a spec with its ``weights``) into ``out``."""
     from netslim.errors import ConfigError
     from netslim.io import save
     from netslim.jobs.evaluation import job_example_shape, locate
@@ -81,7 +83,13 @@ def compact_job(
         raise ConfigError(f"--zero-tol must be a number >= 0, got {zero_tol!r}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
+    if weights is not None and Path(source).exists():
+        raise ConfigError(f"--weights goes with a model spec; {source} is a saved model")
     model = load_source(source, trust_code=trust_code).eval()
+    if weights is not None:
+        from netslim.models.weights import load_weights
+
+        load_weights(model, weights)
     if example_shape is None and Path(source).exists():  # a prune job's: the shape it ran at
         example_shape = job_example_shape(locate(Path(source))[1])
     example = make_example_inputs(model, example_shape)

@@ -62,10 +62,22 @@ def _strip_prefix(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tenso
     return state
 
 
+def _apply_torch_prune_masks(state: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A state dict saved while ``torch.nn.utils.prune`` masks were attached holds
+    ``NAME_orig`` and ``NAME_mask`` for each pruned ``NAME``: it loads as the pruned weights,
+    ``orig × mask`` (its zeros are then ones netslim can remove: ``netslim compact``)."""
+    out = dict(state)
+    for key in own:
+        orig, mask = f"{key}_orig", f"{key}_mask"
+        if key not in out and orig in out and mask in out:
+            out[key] = out.pop(orig) * out.pop(mask)
+    return out
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Copy the weights in ``path`` into ``model`` (strict: every key, every shape)."""
-    state = _strip_prefix(read_state_dict(path), model)
     own = model.state_dict()
+    state = _apply_torch_prune_masks(_strip_prefix(read_state_dict(path), model), own)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [
