@@ -108,6 +108,29 @@ def test_torch_export_program(tmp_path: Path) -> None:
         torch.testing.assert_close(program(x), model(x), rtol=0, atol=1e-6)
 
 
+class _DataDependent(nn.Module):
+    """Branches on its data: no exporter can trace that."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return y if int((y > 0).sum()) else -y
+
+
+def test_an_export_that_fails_says_why_in_one_line(tmp_path: Path) -> None:
+    """The root cause's first line, not torch's ONNX step report with colour codes and the
+    whole graph."""
+    for export, what in ((export_onnx, "ONNX export"), (export_program, "torch.export")):
+        with pytest.raises(UnsupportedModelError) as caught:
+            export(_DataDependent(), torch.randn(2, 4), tmp_path / "m")
+        message = str(caught.value)
+        assert message.startswith(f"{what} failed: ") and "data-dependent" in message, message
+        assert "\n" not in message and "\x1b" not in message and "step 1/3" not in message
+
+
 def test_cli_export_takes_the_prune_jobs_example_shape(tmp_path: Path) -> None:
     """A model pruned at another input size than its default exports at that size."""
     from netslim.cli.main import main

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,7 @@ def traceable_copy(model: nn.Module) -> nn.Module:
     batch included. A copy of a model that has already run compares the traced (symbolic)
     batch with that shape, and the trace fixes the batch size. Ultralytics' own exporter sets
     the heads' ``dynamic`` for a dynamic batch (anchors rebuilt in the graph); so does this."""
-    from netslim.core.masks import folded_copy
-
-    work, _ = folded_copy(model)
-    work.eval()
+    work = _eval_copy(model)
     for module in work.modules():
         is_ultralytics = type(module).__module__.startswith("ultralytics.")
         if is_ultralytics and hasattr(module, "anchors") and hasattr(module, "dynamic"):
@@ -126,11 +124,26 @@ def reference_output(model: nn.Module, inputs: tuple[Any, ...]) -> np.ndarray:
     and the shape they were made for). Run eagerly before the trace, the cache makes the trace
     specialise the batch size; run on the traced copy after it, the cache holds the trace's
     fake tensors."""
+    return eager_output(_eval_copy(model), inputs)
+
+
+def _eval_copy(model: nn.Module) -> nn.Module:
     from netslim.core.masks import folded_copy
 
     copy, _ = folded_copy(model)
-    copy.eval()
-    return eager_output(copy, inputs)
+    return copy.eval()
+
+
+def exporter_error(what: str, exc: Exception) -> UnsupportedModelError:
+    """One readable line for an exporter's failure: the first line of its root cause (torch's
+    ONNX exporter wraps torch.export's error in a report of its own steps, with terminal colour
+    codes and the whole graph)."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(root)).strip()
+    first = text.splitlines()[0] if text else ""
+    return UnsupportedModelError(f"{what} failed: {type(root).__name__}: {first:.300}")
 
 
 def max_abs_diff(model: nn.Module, path: str | os.PathLike, inputs: tuple[Any, ...]) -> float:
@@ -171,9 +184,7 @@ def export_onnx(
         with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             program = torch.onnx.export(work, inputs, **kwargs)
     except Exception as exc:
-        raise UnsupportedModelError(
-            f"ONNX export failed: {type(exc).__name__}: {exc!s:.300}"
-        ) from exc
+        raise exporter_error("ONNX export", exc) from exc
     program.save(str(out))
     del work, program
     diff = _diff_to_onnx(reference_output(model, check), out, check)

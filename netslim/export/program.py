@@ -10,14 +10,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from netslim.errors import UnsupportedModelError
-
 
 def export_program(model: nn.Module, example_inputs: Any, path: str | os.PathLike) -> float:
     """Save the exported program to ``path``; returns max |eager − reloaded program| on the
     example inputs (0.0 expected: same kernels)."""
     from netslim.core.batches import batch_of_two
-    from netslim.export.onnx import _first_output, _tuple, reference_output, traceable_copy
+    from netslim.export.onnx import (
+        _first_output,
+        _tuple,
+        exporter_error,
+        reference_output,
+        traceable_copy,
+    )
 
     inputs = tuple(batch_of_two(x) for x in _tuple(example_inputs))
     work = traceable_copy(model)
@@ -25,9 +29,7 @@ def export_program(model: nn.Module, example_inputs: Any, path: str | os.PathLik
     try:
         program = torch.export.export(work, inputs, dynamic_shapes=dims)
     except Exception as exc:
-        raise UnsupportedModelError(
-            f"torch.export failed: {type(exc).__name__}: {exc!s:.300}"
-        ) from exc
+        raise exporter_error("torch.export", exc) from exc
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(out))
