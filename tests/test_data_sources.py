@@ -136,6 +136,16 @@ def test_an_export_takes_the_shape_the_job_ran_at(tmp_path: Path, capsys) -> Non
     assert main(["eval", str(out / "export"), "--no-latency"]) == 0
     measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
     assert measured["accuracy"] == pytest.approx(report["accuracy_after"], abs=1e-9)
+    # compact carries the job's shape and data on: its result evaluates and exports the same
+    compacted = tmp_path / "compacted"
+    assert main(["compact", str(out), "--no-latency", "--out", str(compacted)]) == 0
+    assert json.loads((compacted / "compact.json").read_text())["example_shape"] == [1, 3, 20, 24]
+    capsys.readouterr()
+    assert main(["eval", str(compacted), "--no-latency"]) == 0
+    measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+    assert measured["accuracy"] == pytest.approx(report["accuracy_after"], abs=1e-9)
+    assert main(["export", str(compacted)]) == 0
+    assert main(["eval", str(compacted / "export"), "--no-latency"]) == 0
     wrong = tmp_path / "wrong"
     assert main(["export", str(out), "--example-shape", "1,3,32,32", "--out", str(wrong)]) == 0
     capsys.readouterr()

@@ -45,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
         trust_code=args.trust_code,
     )
     print(json.dumps(result["measured"], indent=2))
-    if "report" in result:
+    if "params_before" in result.get("report", {}):  # a prune job's (a compact job's has none)
         print(before_after_table(result["report"]))
     return 0

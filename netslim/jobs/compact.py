@@ -90,11 +90,14 @@ def compact_job(
         from netslim.models.weights import load_weights
 
         load_weights(model, weights)
-    if example_shape is None and Path(source).exists():  # a prune job's: the shape it ran at
-        example_shape = job_example_shape(locate(Path(source))[1])
-    example = make_example_inputs(model, example_shape)
+    source_report = locate(Path(source))[1] if Path(source).exists() else None
+    example = make_example_inputs(model, example_shape or job_example_shape(source_report))
     check_example_fits(model, example, source)
     report = compact_(model, example, probes=probes, latency=latency, zero_tol=zero_tol)
+    # what eval and export of the result read: the shape it ran at, the source job's data
+    report["example_shape"] = list(example[0].shape)
+    if source_report is not None and "settings" in source_report:
+        report["settings"] = source_report["settings"]
     out.mkdir(parents=True, exist_ok=True)
     save(model, out / "model")
     (out / "compact.json").write_text(json.dumps(report, indent=2))

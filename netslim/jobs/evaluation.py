@@ -10,16 +10,25 @@ from netslim.errors import ArtifactError
 from netslim.io import load
 from netslim.io.artifact import MANIFEST
 
+# the reports a job leaves beside its model/: a prune job's, a compact job's (which carries its
+# source job's settings and input shape on to eval and export)
+JOB_REPORTS = ("report.json", "compact.json")
+
+
+def read_job_report(folder: Path) -> dict[str, Any] | None:
+    """The report of the job that wrote ``folder``, or None."""
+    for name in JOB_REPORTS:
+        if (folder / name).is_file():
+            return json.loads((folder / name).read_text())
+    return None
+
 
 def locate(directory: Path) -> tuple[Path, dict[str, Any] | None]:
-    """Accept either a job directory (report.json + model/) or a bare saved model directory."""
+    """Accept either a job directory (a report + model/) or a bare saved model directory."""
     if (directory / MANIFEST).is_file():
-        report_path = directory.parent / "report.json"
-        return directory, json.loads(report_path.read_text()) if report_path.is_file() else None
+        return directory, read_job_report(directory.parent)
     if (directory / "model" / MANIFEST).is_file():
-        report_path = directory / "report.json"
-        report = json.loads(report_path.read_text()) if report_path.is_file() else None
-        return directory / "model", report
+        return directory / "model", read_job_report(directory)
     raise ArtifactError(
         f"{directory} holds no netslim model (expected {MANIFEST} or model/{MANIFEST})"
     )
@@ -85,8 +94,7 @@ def evaluate_saved(
         from netslim.compress import decompress
 
         model = decompress(path, trust_code=trust_code)
-        report_path = path.parent / "report.json"
-        report = json.loads(report_path.read_text()) if report_path.is_file() else None
+        report = read_job_report(path.parent)
     else:
         model_dir, report = locate(path)
         model = load(model_dir, trust_code=trust_code)
@@ -139,10 +147,11 @@ def _onnx_file(path: Path) -> Path | None:
 
 
 def _job_report(onnx: Path) -> dict[str, Any] | None:
-    """The report.json of the job the export came from (OUT/ or OUT/export/)."""
+    """The report of the job the export came from (OUT/ or OUT/export/)."""
     for folder in (onnx.parent, onnx.parent.parent):
-        if (folder / "report.json").is_file():
-            return json.loads((folder / "report.json").read_text())
+        report = read_job_report(folder)
+        if report is not None:
+            return report
     return None
 
 
