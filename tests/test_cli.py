@@ -82,6 +82,10 @@ def test_a_missing_model_is_named_before_the_data_it_lacks(
 def test_eval_of_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path)]) == 2
     assert "holds no netslim model" in capsys.readouterr().err
+    (tmp_path / "netslim_llm.json").write_text("{}")  # what netslim llm writes beside its model
+    for command in ("eval", "export", "compress"):
+        assert main([command, str(tmp_path)]) == 2
+        assert "is a netslim llm result" in capsys.readouterr().err
 
 
 @pytest.mark.slow

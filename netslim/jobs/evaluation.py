@@ -29,6 +29,13 @@ def locate(directory: Path) -> tuple[Path, dict[str, Any] | None]:
         return directory, read_job_report(directory.parent)
     if (directory / "model" / MANIFEST).is_file():
         return directory / "model", read_job_report(directory)
+    from netslim.llm.io import MANIFEST as LLM_MANIFEST
+
+    if (directory / LLM_MANIFEST).is_file():
+        raise ArtifactError(
+            f"{directory} is a netslim llm result, a Hugging Face folder: load it with "
+            f"from_pretrained (or netslim.llm.load); its perplexities are in {LLM_MANIFEST}"
+        )
     raise ArtifactError(
         f"{directory} holds no netslim model (expected {MANIFEST} or model/{MANIFEST})"
     )
