@@ -79,6 +79,34 @@ def test_a_missing_model_is_named_before_the_data_it_lacks(
         assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        ("nn.Linear(32, 3)", "has 10 classes, and py:"),
+        ("_AsDict(nn.Linear(32, 10))", "holds no classifier logits"),
+    ],
+)
+def test_data_for_a_model_that_is_no_classifier_for_it_is_refused_before_training(
+    head: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """netslim's training and accuracy read one logit per class: a head too small for the
+    data's classes, or an output with no logits, is one line before any training."""
+    source = tmp_path / "net.py"
+    source.write_text(
+        "from torch import nn\n\n"
+        "class _AsDict(nn.Module):\n"
+        "    def __init__(self, inner):\n        super().__init__()\n        self.inner = inner\n"
+        "    def forward(self, x):\n        return {'scores': self.inner(x)}\n\n"
+        f"def build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), {head})\n"
+    )
+    out = tmp_path / "out"
+    argv = ["prune", f"py:{source}:build", "--data", "synthetic", "--limit-train", "64"]
+    assert main([*argv, "--limit-test", "64", "--no-latency", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert not out.exists()
+
+
 def test_eval_of_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path)]) == 2
     assert "holds no netslim model" in capsys.readouterr().err

@@ -789,6 +789,28 @@ def check_inputs(
                 f"--data {settings.data} gives inputs of shape {shape}, which do not fit "
                 f"{settings.model} ({error}): give --data that fits the model"
             )
+        _check_classifier(model, (sample,), settings, loader)
+
+
+def _check_classifier(model: nn.Module, inputs: tuple, settings: JobSettings, loader: Any) -> None:
+    """With data, netslim trains with cross-entropy and scores accuracy: the model's output must
+    hold logits, one per class of the data (a detection model's dict does not)."""
+    from netslim.data import loader_info
+    from netslim.measure._call import inference
+    from netslim.training import logits_of
+
+    with inference(model):
+        output = model(*inputs)
+    try:
+        logits = logits_of(output)
+    except ConfigError as exc:
+        raise ConfigError(f"--data {settings.data}: {settings.model}: {exc}") from None
+    info = loader_info(loader)
+    if info is not None and logits.shape[-1] < info.num_classes:
+        raise ConfigError(
+            f"--data {settings.data} has {info.num_classes} classes, and {settings.model} gives "
+            f"{logits.shape[-1]} logits: give a model with a head for them"
+        )
 
 
 def _json_default(value: Any) -> Any:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from netslim.core.batches import device_of
 from netslim.errors import ConfigError
 from netslim.lottery.config import Lottery
-from netslim.training import evaluate, seed_everything
+from netslim.training import evaluate, logits_of, seed_everything
 
 
 @dataclass
@@ -125,11 +125,6 @@ def _optimizer(model: nn.Module, config: Lottery) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _logits(output: Any) -> Tensor:
-    output = getattr(output, "logits", output)
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
 def _batches(loader: Iterable[Any]) -> Iterable[Any]:
     """Endless passes over ``loader``; fails clearly on an empty one."""
     while True:
@@ -175,7 +170,7 @@ def train_phase(
             inputs, labels = (t.to(device) for t in next(batches)[:2])
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step, total)
-            loss = F.cross_entropy(_logits(model(inputs)), labels)
+            loss = F.cross_entropy(logits_of(model(inputs)), labels)
             if not torch.isfinite(loss):
                 raise ConfigError(f"training diverged (loss {float(loss)}) in {phase}; lower lr")
             optimizer.zero_grad(set_to_none=True)

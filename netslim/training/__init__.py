@@ -4,7 +4,14 @@ optimizer state that follows structural pruning."""
 from netslim.training.checkpoint import RunCheckpoint
 from netslim.training.optim_state import note_replacements, shrink_optimizer_state
 from netslim.training.seed import seed_everything
-from netslim.training.trainer import OPTIMIZERS, SCHEDULERS, TrainResult, evaluate, train
+from netslim.training.trainer import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    TrainResult,
+    evaluate,
+    logits_of,
+    train,
+)
 
 __all__ = [
     "OPTIMIZERS",
@@ -12,6 +19,7 @@ __all__ = [
     "RunCheckpoint",
     "TrainResult",
     "evaluate",
+    "logits_of",
     "note_replacements",
     "seed_everything",
     "shrink_optimizer_state",

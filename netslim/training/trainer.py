@@ -234,7 +234,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> float:
         model.eval()
         for batch in loader:
             inputs, labels = _unpack(batch, device)
-            predictions = _logits(model(inputs)).argmax(dim=-1)
+            predictions = logits_of(model(inputs)).argmax(dim=-1)
             correct += (predictions == labels).sum()
             seen += labels.numel()
     if seen == 0:
@@ -312,11 +312,11 @@ def _objective(
     kd_alpha: float,
     kd_temperature: float,
 ) -> Tensor:
-    logits = _logits(net(inputs))  # through the DDP wrapper when distributed
+    logits = logits_of(net(inputs))  # through the DDP wrapper when distributed
     loss = F.cross_entropy(logits, labels)
     if teacher is not None:
         with torch.no_grad():
-            target = _logits(teacher(inputs.to(device_of(teacher)))).to(logits.device)
+            target = logits_of(teacher(inputs.to(device_of(teacher)))).to(logits.device)
         t = kd_temperature
         kd = F.kl_div(
             F.log_softmax(logits / t, dim=-1),
@@ -434,15 +434,21 @@ def _after_hook(
     return rewrap(model), now
 
 
-def _logits(output: Any) -> Tensor:
-    """Classifier logits from a plain tensor, an object with ``.logits`` (Hugging Face) or a tuple."""
+def logits_of(output: Any) -> Tensor:
+    """Classifier logits from a plain tensor, an object with ``.logits`` (Hugging Face) or a
+    tuple: what netslim's training (cross-entropy) and accuracy read."""
     if isinstance(output, Tensor):
         return output
     if hasattr(output, "logits"):
         return output.logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         return output[0]
-    raise ConfigError(f"cannot find logits in a model output of type {type(output).__name__}")
+    raise ConfigError(
+        f"a model output of type {type(output).__name__} holds no classifier logits, which "
+        "netslim's training (cross-entropy) and accuracy read: train such a model in its own "
+        "loop (netslim.integrations) or with loss=fn(model, batch) in Python, or prune it "
+        "without data (--data none)"
+    )
 
 
 def _unpack(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
