@@ -128,11 +128,15 @@ def evaluate_saved(
 def _check_onnx_fits(onnx: Path, sess: Any, loader: Any, data: str) -> None:
     """One line before any work when the export's fixed input sizes are not the data's (an
     export traced at another shape than the job ran at)."""
+    import torch
+
     from netslim.errors import ConfigError
 
-    dims = list(sess.get_inputs()[0].shape)[1:]
     sample = loader.dataset[0][0]
-    sizes = list(getattr(sample, "shape", ()))
+    if not isinstance(sample, torch.Tensor):  # keyword inputs: onnxruntime names the mismatch
+        return
+    dims = list(sess.get_inputs()[0].shape)[1:]
+    sizes = list(sample.shape)
     fits = len(dims) == len(sizes) and all(
         not isinstance(d, int) or d == n for d, n in zip(dims, sizes, strict=True)
     )
