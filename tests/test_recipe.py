@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -118,6 +120,12 @@ def test_prune_quantize_int8_cli(tmp_path: Path) -> None:
     assert abs(quant["accuracy_int8"] - report["accuracy_after"]) < 0.05
     assert (tmp_path / "model_int8.onnx").is_file()
     assert quant["onnx"]["max_abs_diff"] < 1e-4
+    # eval of the job measures its saved model, not the model.onnx written beside it
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["eval", str(tmp_path), "--no-latency"]) == 0
+    measured = json.loads(out.getvalue().split("\n}\n")[0] + "\n}")
+    assert "format" not in measured and measured["params"] == report["params_after"]
 
 
 def _run_prune_recipe(tmp_path: Path, prune: str, settings: str = "") -> dict:

@@ -150,9 +150,13 @@ def _check_onnx_fits(onnx: Path, sess: Any, loader: Any, data: str) -> None:
 
 
 def _onnx_file(path: Path) -> Path | None:
+    """The ONNX file to measure: one named, or the ``model.onnx`` of an export folder. A job
+    folder that holds a saved model (``prune --quantize int8`` also writes ``model.onnx``
+    beside ``model/``) is measured as the saved model."""
     if path.is_file() and path.suffix == ".onnx":
         return path
-    if path.is_dir() and not (path / MANIFEST).is_file() and (path / "model.onnx").is_file():
+    saved = (path / MANIFEST).is_file() or (path / "model" / MANIFEST).is_file()
+    if path.is_dir() and not saved and (path / "model.onnx").is_file():
         return path / "model.onnx"
     return None
 
