@@ -277,3 +277,29 @@ def test_lottery_and_sensitivity_read_a_folder_as_prune_does(tmp_path: Path, cap
     assert units and all(len(u["accuracy"]) == 1 for u in units), units  # one ratio each
     # the proposal's prune line carries the data flags
     assert f"--data {root} --val-split 0.25" in capsys.readouterr().out
+
+
+def test_eval_of_an_export_reads_the_data_as_the_job_did(tmp_path: Path, capsys) -> None:
+    """A timm model's job resized the 20x24 images to its data config's 160x160: eval of its
+    ONNX export builds the job's architecture from the saved spec and reads the data the same
+    way. Before, it read them without the model (at 20x24) and the export refused them."""
+    pytest.importorskip("timm")
+    pytest.importorskip("onnxruntime")
+    from netslim.cli.main import main
+
+    root = _tree(tmp_path / "tree", mode="RGB")
+    out = tmp_path / "run"
+    code = main(
+        ["prune", "timm:test_resnet", "--method", "channel", "--ratio", "0.3", "--data", str(root),
+         "--epochs", "1", "--finetune-epochs", "0", "--batch-size", "8", "--no-latency",
+         "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["example_shape"] == [1, 3, 160, 160]
+    assert main(["export", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out / "export"), "--no-latency"]) == 0
+    measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+    assert measured["format"] == "onnx"
+    assert measured["accuracy"] == pytest.approx(report["accuracy_after"], abs=1e-9)

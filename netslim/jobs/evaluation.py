@@ -95,7 +95,12 @@ def evaluate_saved(
     onnx = _onnx_file(path)
     if onnx is not None:  # an export (netslim export DIR, prune --quantize int8)
         return evaluate_onnx(
-            onnx, data=data, limit_test=limit_test, example_shape=example_shape, latency=latency
+            onnx,
+            data=data,
+            limit_test=limit_test,
+            example_shape=example_shape,
+            latency=latency,
+            trust_code=trust_code,
         )
     if path.is_file() and path.suffix == ".nsz":  # a compressed artifact (netslim compress)
         from netslim.compress import decompress
@@ -161,13 +166,29 @@ def _onnx_file(path: Path) -> Path | None:
     return None
 
 
-def _job_report(onnx: Path) -> dict[str, Any] | None:
-    """The report of the job the export came from (OUT/ or OUT/export/)."""
+def _job_of(onnx: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The folder and report of the job the export came from (OUT/ or OUT/export/)."""
     for folder in (onnx.parent, onnx.parent.parent):
         report = read_job_report(folder)
         if report is not None:
-            return report
-    return None
+            return folder, report
+    return None, None
+
+
+def _job_architecture(folder: Path | None, trust_code: bool) -> Any:
+    """The job's model as its spec builds it (its trained weights are not needed): data is then
+    read as the job read it, with the model's preprocessing (timm's data config, torchvision's
+    transforms) and its tokenizer. None without a saved model beside the report, or when the
+    spec would run code and ``trust_code`` is off (data is then read without a model)."""
+    from netslim.io.artifact import read_manifest
+    from netslim.models.spec import build_from_spec, code_to_run
+
+    if folder is None or not (folder / "model" / MANIFEST).is_file():
+        return None
+    spec = read_manifest(folder / "model")["spec"]
+    if not isinstance(spec, dict) or (code_to_run(spec) and not trust_code):
+        return None
+    return build_from_spec(spec, trust_code=trust_code, origin=str(folder / "model" / MANIFEST))
 
 
 def evaluate_onnx(
@@ -177,8 +198,10 @@ def evaluate_onnx(
     limit_test: int | None = None,
     example_shape: list[int] | None = None,
     latency: bool = True,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy (onnxruntime on the test split), median latency and file size of an export."""
+    """Accuracy (onnxruntime on the test split), median latency and file size of an export;
+    ``trust_code``: see :func:`_job_architecture`."""
     import time
 
     import numpy as np
@@ -190,12 +213,14 @@ def evaluate_onnx(
         sess = session(onnx)
     except Exception as exc:  # onnxruntime's own errors for unreadable files
         raise ArtifactError(f"{onnx} is not a readable ONNX model: {exc}") from None
-    report = _job_report(onnx)
+    folder, report = _job_of(onnx)
     settings = (report or {}).get("settings", {})
     data = _data_to_measure(data, settings)
     measured: dict[str, Any] = {"format": "onnx", "path": str(onnx)}
     measured["size_bytes"] = onnx.stat().st_size
-    loader = _test_loader(data, settings, limit_test) if data else None
+    loader = None
+    if data:
+        loader = _test_loader(data, settings, limit_test, _job_architecture(folder, trust_code))
     if loader is not None:
         _check_onnx_fits(onnx, sess, loader, data)
         correct = seen = 0
