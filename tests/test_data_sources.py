@@ -37,6 +37,18 @@ def _tree(root: Path, splits=(("train", 8), ("val", 3)), mode="L") -> Path:
     return root
 
 
+def _prune_on_tree(tmp_path: Path, spec: str, ratio: str, *flags: str) -> tuple[Path, dict]:
+    """``netslim prune SPEC --method channel`` on a three-class RGB tree (20x24 images, train/
+    and val/) into ``tmp_path/run``: the folder and its report."""
+    from netslim.cli.main import main
+
+    root, out = _tree(tmp_path / "tree", mode="RGB"), tmp_path / "run"
+    argv = ["prune", spec, "--method", "channel", "--ratio", ratio, "--data", str(root)]
+    flags = ("--batch-size", "8", "--no-latency", "--no-progress", "--out", str(out), *flags)
+    assert main([*argv, *flags]) == 0
+    return out, json.loads((out / "report.json").read_text())
+
+
 def test_folder_train_val_tree(tmp_path: Path) -> None:
     root = _tree(tmp_path / "tree")
     info = dataset_info(str(root))
@@ -89,15 +101,7 @@ def test_preprocessing_follows_the_model(tmp_path: Path) -> None:
 def test_cli_prunes_on_a_folder_and_scores_its_val_split(tmp_path: Path, capsys) -> None:
     from netslim.cli.main import main
 
-    root = _tree(tmp_path / "tree", mode="RGB")
-    out = tmp_path / "run"
-    code = main(
-        ["prune", "zoo:lenet5", "--method", "channel", "--ratio", "0.5", "--data", str(root),
-         "--epochs", "1", "--finetune-epochs", "1", "--batch-size", "8", "--no-latency",
-         "--no-progress", "--out", str(out)]
-    )  # fmt: skip
-    assert code == 0
-    report = json.loads((out / "report.json").read_text())
+    out, report = _prune_on_tree(tmp_path, "zoo:lenet5", "0.5", "--epochs", "1")
     assert report["data"]["test_samples"] == 9 and report["data"]["num_classes"] == 3
     assert report["data"]["input_shape"] == [3, 28, 28]
     import netslim
@@ -122,14 +126,8 @@ def test_an_export_takes_the_shape_the_job_ran_at(tmp_path: Path, capsys) -> Non
     pytest.importorskip("onnxruntime")
     from netslim.cli.main import main
 
-    root = _tree(tmp_path / "tree", mode="RGB")
-    out = tmp_path / "run"
-    code = main(
-        ["prune", "torchvision:resnet18", "--method", "channel", "--ratio", "0.5", "--data",
-         str(root), "--batch-size", "8", "--no-latency", "--no-progress", "--out", str(out)]
-    )  # fmt: skip
-    assert code == 0
-    report = json.loads((out / "report.json").read_text())
+    out, report = _prune_on_tree(tmp_path, "torchvision:resnet18", "0.5")
+    root = tmp_path / "tree"
     assert report["example_shape"] == [1, 3, 20, 24]
     assert main(["export", str(out)]) == 0
     capsys.readouterr()
@@ -287,15 +285,8 @@ def test_eval_of_an_export_reads_the_data_as_the_job_did(tmp_path: Path, capsys)
     pytest.importorskip("onnxruntime")
     from netslim.cli.main import main
 
-    root = _tree(tmp_path / "tree", mode="RGB")
-    out = tmp_path / "run"
-    code = main(
-        ["prune", "timm:test_resnet", "--method", "channel", "--ratio", "0.3", "--data", str(root),
-         "--epochs", "1", "--finetune-epochs", "0", "--batch-size", "8", "--no-latency",
-         "--no-progress", "--out", str(out)]
-    )  # fmt: skip
-    assert code == 0
-    report = json.loads((out / "report.json").read_text())
+    flags = ("--epochs", "1", "--finetune-epochs", "0")
+    out, report = _prune_on_tree(tmp_path, "timm:test_resnet", "0.3", *flags)
     assert report["example_shape"] == [1, 3, 160, 160]
     assert main(["export", str(out)]) == 0
     capsys.readouterr()
