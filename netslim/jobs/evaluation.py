@@ -56,17 +56,15 @@ def _test_loader(
     the column names), as the job measured it."""
     from torch.utils.data import DataLoader
 
-    from netslim.data import DataOptions, load_dataset
+    from netslim.data import load_dataset
+    from netslim.jobs.model_data import data_options
 
-    options = DataOptions(
-        **{
-            k: settings[k]
-            for k in ("val_split", "image_column", "text_column", "label_column")
-            if k in settings
-        }
-    )
     test_set = load_dataset(
-        data, "test", limit=limit_test or settings.get("limit_test"), model=model, options=options
+        data,
+        "test",
+        limit=limit_test or settings.get("limit_test"),
+        model=model,
+        options=data_options(settings),
     )
     return DataLoader(test_set, batch_size=128, shuffle=False)
 

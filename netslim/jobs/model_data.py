@@ -31,16 +31,17 @@ class DataSettings:
     label_column: str | None = None
 
 
+DATA_OPTIONS = ("val_split", "image_column", "text_column", "label_column")
+
+
 def data_options(settings: Any) -> Any:
-    """The data source's options (``--val-split``, the ``hf:`` column names) of ``settings``."""
+    """The data source's options (``--val-split``, the ``hf:`` column names) of ``settings``:
+    a settings object, or a report's settings dict (older reports may lack some)."""
     from netslim.data import DataOptions
 
-    return DataOptions(
-        val_split=settings.val_split,
-        image_column=settings.image_column,
-        text_column=settings.text_column,
-        label_column=settings.label_column,
-    )
+    if isinstance(settings, dict):
+        return DataOptions(**{k: settings.get(k) for k in DATA_OPTIONS})
+    return DataOptions(**{k: getattr(settings, k) for k in DATA_OPTIONS})
 
 
 def model_and_data(settings: Any) -> tuple[nn.Module, Any, Any]:

@@ -740,17 +740,17 @@ def check_out(out: str, flag: str = "--out") -> None:
             break
 
 
-def _forward_error(model: nn.Module, inputs: tuple) -> str | None:
-    """The first line of what a forward of ``inputs`` raises, or None when it runs."""
+def _forward(model: nn.Module, inputs: tuple) -> tuple[Any, str | None]:
+    """``(output, None)`` of an inference forward of ``inputs``, or ``(None, the first line of
+    what it raised)``."""
     from netslim.measure._call import inference
 
     try:
         with inference(model):
-            model(*inputs)
+            return model(*inputs), None
     except Exception as exc:  # any failure of the user's model on these inputs
         text = str(exc).strip().splitlines()
-        return text[0] if text else type(exc).__name__
-    return None
+        return None, text[0] if text else type(exc).__name__
 
 
 def check_example_fits(
@@ -758,7 +758,7 @@ def check_example_fits(
 ) -> None:
     """One forward of the example inputs: a shape that does not fit is one line naming
     ``flag``, before any training."""
-    error = _forward_error(model, example_inputs)
+    _, error = _forward(model, example_inputs)
     if error is not None:
         shape = ",".join(str(d) for d in example_inputs[0].shape)
         raise ConfigError(
@@ -782,25 +782,22 @@ def check_inputs(
         return
     if loader is not None:
         sample = loader.dataset[0][0].unsqueeze(0)
-        error = _forward_error(model, (sample,))
+        output, error = _forward(model, (sample,))
         if error is not None:
             shape = ",".join(str(d) for d in sample.shape)
             raise ConfigError(
                 f"--data {settings.data} gives inputs of shape {shape}, which do not fit "
                 f"{settings.model} ({error}): give --data that fits the model"
             )
-        _check_classifier(model, (sample,), settings, loader)
+        _check_classifier(output, settings, loader)
 
 
-def _check_classifier(model: nn.Module, inputs: tuple, settings: JobSettings, loader: Any) -> None:
-    """With data, netslim trains with cross-entropy and scores accuracy: the model's output must
-    hold logits, one per class of the data (a detection model's dict does not)."""
+def _check_classifier(output: Any, settings: JobSettings, loader: Any) -> None:
+    """With data, netslim trains with cross-entropy and scores accuracy: the model's output on
+    a sample must hold logits, one per class of the data (a detection model's dict does not)."""
     from netslim.data import loader_info
-    from netslim.measure._call import inference
     from netslim.training import logits_of
 
-    with inference(model):
-        output = model(*inputs)
     try:
         logits = logits_of(output)
     except ConfigError as exc:
