@@ -4,6 +4,7 @@ in a temporary directory; preprocessing follows the model; the CLI runs end to e
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -293,4 +294,14 @@ def test_eval_of_an_export_reads_the_data_as_the_job_did(tmp_path: Path, capsys)
     assert main(["eval", str(out / "export"), "--no-latency"]) == 0
     measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
     assert measured["format"] == "onnx"
+    assert measured["accuracy"] == pytest.approx(report["accuracy_after"], abs=1e-9)
+    # an export written away from its job reads the data the same way, even once the job
+    # folder is gone: the job's report and spec travel in the export's job.json. Before, eval
+    # of it found no job, read the images at 20x24 and the export refused them.
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["export", str(out), "--out", str(elsewhere)]) == 0
+    shutil.rmtree(out)
+    capsys.readouterr()
+    assert main(["eval", str(elsewhere), "--no-latency"]) == 0
+    measured = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
     assert measured["accuracy"] == pytest.approx(report["accuracy_after"], abs=1e-9)

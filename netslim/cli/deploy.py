@@ -122,7 +122,7 @@ def run_export(args: argparse.Namespace) -> int:
     from netslim.errors import ConfigError
     from netslim.export import export_onnx, export_program, max_abs_diff, quantize_onnx
     from netslim.io import load
-    from netslim.jobs.evaluation import job_example_shape, locate
+    from netslim.jobs.evaluation import job_example_shape, locate, write_export_job
     from netslim.jobs.quantize import quiet_onnxruntime
     from netslim.layers import RoutedBlock
     from netslim.models.spec import make_example_inputs
@@ -135,6 +135,7 @@ def run_export(args: argparse.Namespace) -> int:
     shape = args.example_shape or job_example_shape(report)  # the shape the job ran at
     inputs = make_example_inputs(model, shape)
     result = {"onnx": export_onnx(model, inputs, out / "model.onnx").as_dict()}
+    result["job"] = str(write_export_job(out, model_dir, report))  # what eval reads beside it
     if args.int8:
         with quiet_onnxruntime():
             path = quantize_onnx(out / "model.onnx", out / "model_int8.onnx", mode="dynamic")

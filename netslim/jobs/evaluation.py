@@ -13,6 +13,9 @@ from netslim.io.artifact import MANIFEST
 # the reports a job leaves beside its model/: a prune job's, a compact job's (which carries its
 # source job's settings and input shape on to eval and export)
 JOB_REPORTS = ("report.json", "compact.json")
+# beside an export: the report and model spec of the job it came from, so that eval reads the
+# data as that job did wherever the export is written or moved
+EXPORT_JOB = "job.json"
 
 
 def read_job_report(folder: Path) -> dict[str, Any] | None:
@@ -164,29 +167,47 @@ def _onnx_file(path: Path) -> Path | None:
     return None
 
 
-def _job_of(onnx: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    """The folder and report of the job the export came from (OUT/ or OUT/export/)."""
+def write_export_job(out: Path, model_dir: Path, report: dict[str, Any] | None) -> Path:
+    """Write ``EXPORT_JOB`` beside an export: the report of the job that saved ``model_dir``
+    (None for a bare saved model) and the model's spec, which builds its architecture."""
+    from netslim.io.artifact import read_manifest
+
+    path = out / EXPORT_JOB
+    job = {"report": report, "spec": read_manifest(model_dir)["spec"]}
+    path.write_text(json.dumps(job, indent=2, default=str))
+    return path
+
+
+def _job_of(onnx: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
+    """The model spec and report of the job the export came from, and where they were read:
+    the export's ``EXPORT_JOB``, else (exports written before it) the job folder the export
+    lies in (OUT/ or OUT/export/)."""
+    from netslim.io.artifact import read_manifest
+
+    beside = onnx.parent / EXPORT_JOB
+    if beside.is_file():
+        job = json.loads(beside.read_text())
+        return job.get("spec"), job.get("report"), str(beside)
     for folder in (onnx.parent, onnx.parent.parent):
         report = read_job_report(folder)
         if report is not None:
-            return folder, report
-    return None, None
+            saved = folder / "model"
+            if not (saved / MANIFEST).is_file():
+                return None, report, str(folder)
+            return read_manifest(saved)["spec"], report, str(saved / MANIFEST)
+    return None, None, str(onnx)
 
 
-def _job_architecture(folder: Path | None, trust_code: bool) -> Any:
+def _job_architecture(spec: dict[str, Any] | None, origin: str, trust_code: bool) -> Any:
     """The job's model as its spec builds it (its trained weights are not needed): data is then
     read as the job read it, with the model's preprocessing (timm's data config, torchvision's
-    transforms) and its tokenizer. None without a saved model beside the report, or when the
-    spec would run code and ``trust_code`` is off (data is then read without a model)."""
-    from netslim.io.artifact import read_manifest
+    transforms) and its tokenizer. None without a spec, or when the spec would run code and
+    ``trust_code`` is off (data is then read without a model)."""
     from netslim.models.spec import build_from_spec, code_to_run
 
-    if folder is None or not (folder / "model" / MANIFEST).is_file():
-        return None
-    spec = read_manifest(folder / "model")["spec"]
     if not isinstance(spec, dict) or (code_to_run(spec) and not trust_code):
         return None
-    return build_from_spec(spec, trust_code=trust_code, origin=str(folder / "model" / MANIFEST))
+    return build_from_spec(spec, trust_code=trust_code, origin=origin)
 
 
 def evaluate_onnx(
@@ -211,14 +232,16 @@ def evaluate_onnx(
         sess = session(onnx)
     except Exception as exc:  # onnxruntime's own errors for unreadable files
         raise ArtifactError(f"{onnx} is not a readable ONNX model: {exc}") from None
-    folder, report = _job_of(onnx)
+    spec, report, origin = _job_of(onnx)
     settings = (report or {}).get("settings", {})
     data = _data_to_measure(data, settings)
     measured: dict[str, Any] = {"format": "onnx", "path": str(onnx)}
     measured["size_bytes"] = onnx.stat().st_size
     loader = None
     if data:
-        loader = _test_loader(data, settings, limit_test, _job_architecture(folder, trust_code))
+        loader = _test_loader(
+            data, settings, limit_test, _job_architecture(spec, origin, trust_code)
+        )
     if loader is not None:
         _check_onnx_fits(onnx, sess, loader, data)
         correct = seen = 0
