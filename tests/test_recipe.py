@@ -177,9 +177,12 @@ def test_recipe_unstructured_refits_only_without_a_finetune_step_after(tmp_path:
 
 
 def test_recipe_gate_step_trains_on_the_recipe_data(tmp_path: Path) -> None:
-    """`method: gate` trains weights and gates on the recipe's data for the step's epochs and
-    removes the closed blocks (it failed for want of data before); `epochs` on any other
-    method is refused before anything runs, naming the line."""
+    """`method: gate` trains weights and gates on the recipe's data for the step's epochs, at
+    the step's lr (before, always 1e-3), and removes the closed blocks (it failed for want of
+    data before); `epochs` or `lr` on any other method is refused before anything runs, naming
+    the line."""
+    from netslim.jobs.recipe.runner import _prune_config
+
     text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
     text = text.replace("zoo:lenet300", "zoo:resnet20").replace("epochs: 1, lr: 0.003", "epochs: 0")
     gate = text.replace(
@@ -190,8 +193,14 @@ def test_recipe_gate_step_trains_on_the_recipe_data(tmp_path: Path) -> None:
     assert summary["method"] == "gates" and summary["target_open"] == 3
     assert summary["final_loss"] is not None and summary["removed"]
     wrong = text.replace("method: unstructured, ratio: 0.9", "method: channel, epochs: 3")
-    with pytest.raises(ConfigError, match="line 9: prune: epochs in a prune step are gate"):
+    with pytest.raises(ConfigError, match="line 9: prune: epochs in a prune step is gate"):
         run_recipe(parse_recipe(wrong, "wrong.yaml"))
+    wrong = text.replace("method: unstructured, ratio: 0.9", "method: channel, lr: 0.01")
+    with pytest.raises(ConfigError, match="line 9: prune: lr in a prune step is gate"):
+        run_recipe(parse_recipe(wrong, "wrong.yaml"))
+    recipe = parse_recipe(gate.replace("target_open: 3", "target_open: 3, lr: 0.02"), "g.yaml")
+    step = next(step for kind, step, _ in recipe.steps if kind == "prune")
+    assert _prune_config(recipe.settings, step, finetunes_after=False).lr == 0.02
 
 
 def test_recipe_prune_fields_are_the_job_settings_with_their_defaults() -> None:
@@ -210,7 +219,7 @@ def test_recipe_prune_fields_are_the_job_settings_with_their_defaults() -> None:
         )
         assert ours == theirs, f.name
     wanted = ("target_speedup", "runtime", "threads", "batch", "freeze", "per_module", "remove")
-    wanted += ("blocks", "reconstruct", "epochs", "target_open", "per_input")
+    wanted += ("blocks", "reconstruct", "epochs", "lr", "target_open", "per_input")
     assert set(wanted) <= {f.name for f in fields(PruneStep)}  # as on the command line
 
 

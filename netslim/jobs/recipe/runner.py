@@ -24,11 +24,12 @@ def _prune_config(settings: RecipeSettings, step: PruneStep, finetunes_after: bo
     default, whether a finetune step follows."""
     from netslim.jobs.pipeline import JobSettings, build_config
 
-    if step.method != "gate" and step.epochs != PruneStep.epochs:
-        raise ConfigError(
-            "epochs in a prune step are gate training (method: gate); train other methods "
-            "with a train or finetune step"
-        )
+    for name in ("epochs", "lr"):
+        if step.method != "gate" and getattr(step, name) != getattr(PruneStep, name):
+            raise ConfigError(
+                f"{name} in a prune step is gate training's (method: gate); train other methods "
+                "with a train or finetune step"
+            )
     job = JobSettings(
         model=settings.model,
         method=step.method,
@@ -49,6 +50,7 @@ def _prune_config(settings: RecipeSettings, step: PruneStep, finetunes_after: bo
         per_module=step.per_module,
         remove=step.remove,
         epochs=step.epochs,
+        lr=step.lr,
         target_open=step.target_open,
         per_input=step.per_input,
         seed=settings.seed,

@@ -52,9 +52,10 @@ class PruneStep:
     freeze: list[str] = field(default_factory=list)  # channel: modules left whole, inputs too
     per_module: str | None = None  # channel: a per_module.json of `netslim sensitivity`
     remove: int | None = None  # layer: remove N blocks (instead of ratio)
-    # gate: weights and gates trained together on the recipe's data for `epochs`, toward
-    # `target_open` blocks (default half); `per_input`: a per-sample gating head per block
+    # gate: weights and gates trained together on the recipe's data for `epochs` at `lr`,
+    # toward `target_open` blocks (default half); `per_input`: a per-sample gating head per block
     epochs: int = 2
+    lr: float = 1e-3
     target_open: int | None = None
     per_input: bool = False
     # least-squares refit on the recipe's data after pruning; None: the rule `netslim prune`
