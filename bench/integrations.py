@@ -128,11 +128,8 @@ def main() -> None:
 
     def fresh_model() -> torch.nn.Module:
         torch.manual_seed(0)  # the same new head for both runs
-        # eager attention: on the SDPA path the structural engine finds a view whose head count
-        # is fixed in code and keeps the heads (only FFN neurons would be removed)
-        return AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(BOOKS), attn_implementation="eager"
-        )
+        # transformers' default attention (SDPA), as a user loads it
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(BOOKS))
 
     def trainer_for(model: torch.nn.Module, out: Path, callbacks: list) -> Any:
         targs = transformers.TrainingArguments(
@@ -303,11 +300,11 @@ Pruning steps during training: {steps}.
   attributes that differ from the stock build; the stock `from_pretrained` builds BERT, resizes
   those and loads the weights. No remote code runs. A pruned model its config can express
   (uniform FFN widths, Llama-style heads) is saved with a plain stock config instead.
-- **Attention implementation.** MiniLM is loaded with `attn_implementation="eager"`: on
-  transformers' SDPA path the structural engine finds a `view` whose head count is fixed in the
-  code and keeps every head (a boundary in its report), so only FFN neurons would go. The
-  reloaded model uses transformers' default attention; the logit difference above compares it
-  with the pruned model as trained.
+- **Attention implementation.** MiniLM is loaded as a user loads it, with transformers'
+  default attention (SDPA). Whole heads go on that path; the width of each head stays, since
+  SDPA's default scale is 1/sqrt(head_dim) (the report names it). Earlier runs loaded it with
+  `attn_implementation="eager"`: the engine kept every head on the SDPA path when a batch was
+  padded, since the padding mask's head dim (size 1, broadcast) was tied to the heads.
 - Training times ({dense["train_s"]:.0f} s dense, {rows["fine-tune + netslim callback"]["train_s"]:.0f} s
   pruned) were measured on a shared 2-core machine; they are not a speed benchmark.
 

@@ -392,3 +392,42 @@ def test_default_sdpa_scale_keeps_head_dim_on_the_math_path():
     model, _, report = check(model, torch.randn(2, 6, 32))
     assert model.head_dim == 32 and model.mlp[0].out_features == 32
     assert any("1/sqrt(head_dim)" in b["reason"] for b in report["boundaries"])
+
+
+def test_padding_mask_leaves_sdpa_heads_prunable():
+    """A padded batch gives HF's SDPA path a (batch, 1, q, k) mask whose head dim broadcasts:
+    heads are still removed, and the result equals the masked model on the same padded batch.
+    Before, the broadcast head dim was tied to the heads and locked them, so only the FFN of
+    a BERT fine-tuned on padded batches was pruned."""
+    import tiny_hf  # skips this test without transformers
+
+    bert = randomize(tiny_hf.tiny_bert(vocab_size=50))
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    inputs = {"input_ids": torch.randint(1, 50, (2, 6)), "attention_mask": mask}
+    diff, plan, _ = prune_and_compare(bert, inputs, Channels(ratio=0.5))
+    assert diff <= TOL and plan.keep
+    assert all(layer.attention.self.num_attention_heads == 2 for layer in bert.encoder.layer)
+
+
+class HeadBiasAttention(nn.Module):
+    """SDPA with a learned bias per head (as relative-position biases are): the bias's head
+    dim is the heads' and must be sliced with them."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, tokens: int = 5) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.bias = nn.Parameter(torch.randn(1, heads, tokens, tokens))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias, scale=0.5)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_per_head_sdpa_bias_is_pruned_with_its_heads():
+    model, _, _ = check(HeadBiasAttention(), torch.randn(2, 5, 16))
+    assert model.bias.shape[1] == model.qkv.out_features // 3 // 4 < 4  # heads went, bias too

@@ -903,11 +903,15 @@ def sdpa(ctx: OpContext) -> None:
     ctx.unify(dq[-1], dk[-1])
     ctx.unify(dk[-2], dv[-2])
     mask = ctx.bound.get("attn_mask", ctx.bound.get("attn_bias"))
-    full = tuple(q.shape[:-1]) + (k.shape[-2],)
     if isinstance(mask, torch.Tensor) and mask.dim():
-        for a, b in zip(broadcast(ctx, [mask], full), dq[:-1] + [dk[-2]], strict=True):
-            if ctx.g.atoms.size(a) == ctx.g.atoms.size(b):
-                ctx.unify(a, b)
+        # a mask's dim of the scores' size follows that dim (a per-head bias is pruned with its
+        # heads); a size-1 dim broadcasts (a padding mask's head dim) and constrains nothing
+        scores = list(dq[:-1]) + [dk[-2]]
+        sizes = tuple(q.shape[:-1]) + (k.shape[-2],)
+        offset = len(scores) - mask.dim()
+        for i, (size, atom) in enumerate(zip(mask.shape, ctx.dims(mask), strict=True)):
+            if size == sizes[offset + i] and size != 1:
+                ctx.unify(atom, scores[offset + i])
     reason = scale_follows_head_dim(ctx.bound.get("scale"), q.shape[-1])
     if reason is not None:
         ctx.lock([dq[-1]], reason)
