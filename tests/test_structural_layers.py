@@ -431,3 +431,49 @@ class HeadBiasAttention(nn.Module):
 def test_per_head_sdpa_bias_is_pruned_with_its_heads():
     model, _, _ = check(HeadBiasAttention(), torch.randn(2, 5, 16))
     assert model.bias.shape[1] == model.qkv.out_features // 3 // 4 < 4  # heads went, bias too
+
+
+class BaddbmmAttention(nn.Module):
+    """Scores by ``baddbmm`` over (batch x heads) with one positional bias shared by all heads,
+    shape (1, q, k): its first dim broadcasts over batch and heads."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, tokens: int = 5) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.bias = nn.Parameter(torch.randn(1, tokens, tokens))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = (t.reshape(b * self.heads, n, -1) for t in (q, k, v))
+        scores = torch.baddbmm(self.bias, q, k.transpose(1, 2)).softmax(-1)
+        out = torch.bmm(scores, v).reshape(b, self.heads, n, -1).transpose(1, 2)
+        return self.proj(out.reshape(b, n, -1))
+
+
+def test_baddbmm_bias_broadcast_over_heads_leaves_them_prunable():
+    """A bias whose dim of size 1 broadcasts over (batch x heads) constrains nothing there:
+    whole heads (and the width of each, no scale here) can go. Before, the broadcast dim was
+    tied to the heads and locked them."""
+    model, _, report = check(BaddbmmAttention(), torch.randn(2, 5, 16))
+    assert model.qkv.out_features < 48, report["boundaries"]
+    # nn.MultiheadAttention's default call (need_weights=True) with a causal mask takes the
+    # same path: baddbmm with the (1, q, k) mask
+    model, _, report = check(MaskedMHA(), torch.randn(2, 6, 8))
+    assert model.mha.num_heads < 4, report["boundaries"]
+
+
+class MaskedMHA(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        causal = torch.triu(torch.full((h.shape[1], h.shape[1]), float("-inf")), 1)
+        attended, _ = self.mha(h, h, h, attn_mask=causal)
+        return self.out(h + attended).mean(1)

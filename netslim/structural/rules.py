@@ -226,6 +226,18 @@ def broadcast(ctx: OpContext, tensors: list[torch.Tensor], shape: tuple[int, ...
     return [r if r is not None else ctx.new(shape[i], "broadcast") for i, r in enumerate(res)]
 
 
+def follow_broadcast(
+    ctx: OpContext, operand: torch.Tensor, dims: list[int], shape: tuple[int, ...]
+) -> None:
+    """An operand added into a result it broadcasts to (a bias, an attention mask): each of
+    its dims of the result's size follows that dim; a size-1 dim broadcasts and constrains
+    nothing (a padding mask's head dim, a bias shared by every head)."""
+    offset = len(dims) - operand.dim()
+    for i, (size, atom) in enumerate(zip(operand.shape, ctx.dims(operand), strict=True)):
+        if size == shape[offset + i] != 1:
+            ctx.unify(atom, dims[offset + i])
+
+
 _SCALED = ("mul", "div", "mul_", "div_")
 
 
@@ -594,15 +606,11 @@ def addmm(ctx: OpContext) -> None:
     bias, a, b = ctx.args[0], ctx.args[1], ctx.args[2]
     da, db = ctx.dims(a), ctx.dims(b)
     ctx.unify(da[1], db[0])
-    o = ctx.outputs[0]
     res = [da[0], db[1]]
-    db_ = ctx.dims(bias)
-    for k in range(1, bias.dim() + 1):  # bias broadcasts from the right
-        if bias.shape[-k] == o.shape[-k] != 1:
-            ctx.unify(db_[-k], res[-k])
+    follow_broadcast(ctx, bias, res, tuple(ctx.outputs[0].shape))
     ctx.kind = "matmul"
     ctx.info["macs"] = [[da[0], da[1], db[1]]]
-    ctx.out(o, res)
+    ctx.out(ctx.outputs[0], res)
 
 
 @register_rule("bmm", "baddbmm")
@@ -616,10 +624,7 @@ def bmm(ctx: OpContext) -> None:
     ctx.unify(da[2], db[1])
     res = [da[0], da[1], db[2]]
     if bias is not None:
-        for a1, b1 in zip(
-            broadcast(ctx, [bias], (a.shape[0], a.shape[1], b.shape[2])), res, strict=True
-        ):
-            ctx.unify(a1, b1)
+        follow_broadcast(ctx, bias, res, tuple(ctx.outputs[0].shape))
     ctx.kind = "matmul"
     ctx.info["macs"] = [[da[0], da[1], da[2], db[2]]]
     ctx.out(ctx.outputs[0], res)
@@ -903,15 +908,9 @@ def sdpa(ctx: OpContext) -> None:
     ctx.unify(dq[-1], dk[-1])
     ctx.unify(dk[-2], dv[-2])
     mask = ctx.bound.get("attn_mask", ctx.bound.get("attn_bias"))
-    if isinstance(mask, torch.Tensor) and mask.dim():
-        # a mask's dim of the scores' size follows that dim (a per-head bias is pruned with its
-        # heads); a size-1 dim broadcasts (a padding mask's head dim) and constrains nothing
-        scores = list(dq[:-1]) + [dk[-2]]
-        sizes = tuple(q.shape[:-1]) + (k.shape[-2],)
-        offset = len(scores) - mask.dim()
-        for i, (size, atom) in enumerate(zip(mask.shape, ctx.dims(mask), strict=True)):
-            if size == sizes[offset + i] and size != 1:
-                ctx.unify(atom, scores[offset + i])
+    if isinstance(mask, torch.Tensor) and mask.dim():  # a per-head bias goes with its heads
+        scores = tuple(q.shape[:-1]) + (k.shape[-2],)
+        follow_broadcast(ctx, mask, list(dq[:-1]) + [dk[-2]], scores)
     reason = scale_follows_head_dim(ctx.bound.get("scale"), q.shape[-1])
     if reason is not None:
         ctx.lock([dq[-1]], reason)
