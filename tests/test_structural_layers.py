@@ -477,3 +477,78 @@ class MaskedMHA(nn.Module):
         causal = torch.triu(torch.full((h.shape[1], h.shape[1]), float("-inf")), 1)
         attended, _ = self.mha(h, h, h, attn_mask=causal)
         return self.out(h + attended).mean(1)
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell: type) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        self.rnn = cell(32, 24, batch_first=True)
+        self.out = nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.rnn(self.inp(x))[0]).mean(1)
+
+
+def test_gru_with_batch_first_prunes_what_feeds_it():
+    """``nn.GRU(batch_first=True)`` traces into elementwise gates, ``unsafe_split`` and a final
+    in-place ``transpose_``: the Linear feeding it loses channels (the GRU's input features
+    with them) and the result equals the masked model. Before, ``transpose_`` kept its input's
+    layout, the check forward saw (2, 6, 24) where it expected (6, 2, 24) and pruning failed."""
+    model, _, report = check(Recurrent(nn.GRU), torch.randn(2, 6, 8))
+    assert model.inp.out_features == model.rnn.input_size < 32
+    assert model.rnn.weight_ih_l0.shape[1] == model.rnn.input_size
+    assert not report["boundaries"], report["boundaries"]  # unsafe_split has its rule
+
+
+class PaddedEncoder(nn.Module):
+    """``nn.TransformerEncoder`` called with a key padding mask: inside, the mask is expanded
+    to the head count (``expand(-1, num_heads, -1, -1)``) before it meets the scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = torch.zeros(x.shape[0], x.shape[1], dtype=torch.bool)
+        padding[-1, -2:] = True
+        return self.out(self.encoder(self.inp(x), src_key_padding_mask=padding)).mean(1)
+
+
+def test_key_padding_mask_expanded_to_the_heads_leaves_them_prunable():
+    """Every index of an expanded dim holds the same values, so the expanded head dim of a
+    padding mask follows the heads instead of locking them (the module's ``num_heads`` sets
+    the expanded size). Before, the encoder kept all 4 heads of every layer."""
+    model, _, report = check(PaddedEncoder(), torch.randn(2, 6, 8))
+    heads = [layer.self_attn.num_heads for layer in model.encoder.layers]
+    assert all(h < 4 for h in heads), (heads, report["boundaries"])
+
+
+class LiteralExpandAttention(nn.Module):
+    """A mask expanded to a head count written as a literal: no attribute holds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = 4
+        self.qkv = nn.Linear(16, 48)
+        self.proj = nn.Linear(16, 16)
+        self.ffn = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        bias = torch.zeros(b, 1, n, n).expand(-1, 4, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=0.5)
+        return self.ffn(self.proj(out.transpose(1, 2).reshape(b, n, -1)))
+
+
+def test_literal_expand_size_keeps_what_it_touches():
+    """The check forward finds the literal 4 and keeps those heads; the rest is still pruned
+    and equals the masked model."""
+    model, _, report = check(LiteralExpandAttention(), torch.randn(2, 5, 16))
+    assert model.heads == 4 and model.qkv.out_features == 48
+    assert model.ffn[0].out_features < 32
+    assert any("sizes fixed in code" in b["reason"] for b in report["boundaries"])

@@ -95,6 +95,14 @@ class OpContext:
     def out(self, t: torch.Tensor, atoms: list[int]) -> None:
         self.g.set_out(t, atoms)
 
+    def out_view(self, t: torch.Tensor, atoms: list[int]) -> None:
+        """The output of a view op: for the in-place ones (``transpose_``, ``t_``: the output
+        is the input object, its dims reordered) the new layout replaces the input's."""
+        if self.name.endswith("_") and self.g.has(t):
+            self.g.layouts[id(t)] = (t, list(atoms))
+        else:
+            self.g.set_out(t, atoms)
+
     def out_like(self, t: torch.Tensor, lock: str) -> None:
         self.g.set_out(t, [self.new(s, lock) for s in t.shape])
 
@@ -350,19 +358,19 @@ def permute(ctx: OpContext) -> None:
     ctx.out(ctx.outputs[0], [d[k] for k in order])
 
 
-@register_rule("transpose", "swapaxes", "swapdims")
+@register_rule("transpose", "swapaxes", "swapdims", "transpose_", "swapaxes_", "swapdims_")
 def transpose(ctx: OpContext) -> None:
     x = ctx.args[0]
     d = list(ctx.dims(x))
     a, b = _norm_dim(ctx.args[1], x.dim()), _norm_dim(ctx.args[2], x.dim())
     d[a], d[b] = d[b], d[a]
-    ctx.out(ctx.outputs[0], d)
+    ctx.out_view(ctx.outputs[0], d)
 
 
-@register_rule("t", "numpy_T")
+@register_rule("t", "numpy_T", "t_")
 def t(ctx: OpContext) -> None:
     x = ctx.args[0]
-    ctx.out(ctx.outputs[0], list(reversed(ctx.dims(x))))
+    ctx.out_view(ctx.outputs[0], list(reversed(ctx.dims(x))))
 
 
 @register_rule("unsqueeze")
@@ -394,9 +402,13 @@ def expand(ctx: OpContext) -> None:
     lead = o.dim() - x.dim()
     ctx.kind = "reshape"
     ctx.info["ints"] = [int(s) for s in ctx.args[1]]
-    res = [ctx.new(s, "expanded") for s in o.shape[:lead]]
+    # every index of an expanded dim holds the same values, so any of them may go: the dim is
+    # free (a padding mask expanded to the head count follows the heads). The size written in
+    # the code follows an int attribute that holds it (``_reshape_constants``); a literal is
+    # caught by the check forward, which keeps those channels.
+    res = [ctx.new(s) for s in o.shape[:lead]]
     for k, a in enumerate(d):
-        res.append(a if x.shape[k] == o.shape[lead + k] else ctx.new(o.shape[lead + k], "expanded"))
+        res.append(a if x.shape[k] == o.shape[lead + k] else ctx.new(o.shape[lead + k]))
     ctx.out(o, res)
 
 
@@ -464,7 +476,10 @@ def select(ctx: OpContext) -> None:
     ctx.out(ctx.outputs[0], d[:dim] + d[dim + 1 :])
 
 
-@register_rule("split", "split_with_sizes", "unbind", "split_copy", "unbind_copy")
+@register_rule(
+    "split", "split_with_sizes", "unbind", "split_copy", "unbind_copy", "unsafe_split",
+    "unsafe_split_with_sizes",
+)  # fmt: skip
 def split(ctx: OpContext) -> None:
     x = ctx.args[0]
     dim = _norm_dim(ctx.arg("dim", 0), x.dim())
