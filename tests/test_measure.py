@@ -164,3 +164,29 @@ def test_macs_count_multihead_attention_in_eval(fastpath):
         assert torch.backends.mha.get_fastpath_enabled() is fastpath  # the setting is restored
     finally:
         torch.backends.mha.set_fastpath_enabled(before)
+
+
+class _Matmul(torch.nn.Module):
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x @ w
+
+
+class _PassesAWeightView(torch.nn.Module):
+    """Hands a view of its parameter to a submodule, as transformers' Mamba does with its conv
+    weight: under no_grad the view requires grad but has no grad_fn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(4, 6))
+        self.matmul = _Matmul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matmul(x, self.w.view(4, 6))
+
+
+def test_macs_count_a_module_fed_a_parameter_view() -> None:
+    """The flop counter's module tracker refused such an input ("Expected gradient function to
+    be set") and count_macs failed (the coverage bench's Mamba row had no MACs)."""
+    model = _PassesAWeightView()
+    assert count_macs(model, torch.randn(3, 4)) == 3 * 4 * 6
+    assert model.w.grad is None

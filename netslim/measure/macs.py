@@ -28,8 +28,20 @@ def count_macs(model: nn.Module, example_inputs: Any) -> int:
     """MACs of ``model`` on ``example_inputs`` (a tensor, a tuple of positional inputs or a
     dict of keyword inputs), in eval mode. The count is for the whole batch given: pass a batch
     of one for per-sample MACs."""
+    try:
+        return _count(model, example_inputs, grad=False)
+    except AssertionError as exc:
+        if "gradient function" not in str(exc):
+            raise
+        # the counter's module tracker hooks each module's inputs for backward; a view of a
+        # parameter made under no_grad (transformers' Mamba hands its conv weight on so)
+        # requires grad but has no grad_fn, which the hook refuses: count with grad on
+        return _count(model, example_inputs, grad=True)
+
+
+def _count(model: nn.Module, example_inputs: Any, *, grad: bool) -> int:
     counter = FlopCounterMode(display=False, custom_mapping=_MISSING_FORMULAS)
-    with inference(model), _unfused_attention(), counter:
+    with inference(model), torch.set_grad_enabled(grad), _unfused_attention(), counter:
         call(model, example_inputs)
     return counter.get_total_flops() // 2
 
