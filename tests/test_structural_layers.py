@@ -3,6 +3,8 @@ equivalence with the masked original (max abs diff <= 1e-5, eval mode, random BN
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -501,6 +503,58 @@ def test_gru_with_batch_first_prunes_what_feeds_it():
     assert not report["boundaries"], report["boundaries"]  # unsafe_split has its rule
 
 
+class RecurrentStack(nn.Module):
+    """A recurrent layer built from keyword arguments, with or without a literal initial state."""
+
+    def __init__(self, cell: type, literal_h0: bool = False, **kwargs: Any) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        self.rnn = cell(32, 24, batch_first=True, **kwargs)
+        width = kwargs.get("proj_size") or 24
+        self.out = nn.Linear(width * (2 if kwargs.get("bidirectional") else 1), 3)
+        self.literal_h0 = literal_h0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0 = (torch.zeros(1, x.shape[0], 24),) if self.literal_h0 else ()
+        return self.out(self.rnn(self.inp(x), *h0)[0]).mean(1)
+
+
+@pytest.mark.parametrize(
+    "cell, kwargs",
+    [
+        (nn.LSTM, {}),
+        (nn.LSTM, {"num_layers": 2, "bidirectional": True}),
+        (nn.LSTM, {"proj_size": 10}),
+        (nn.GRU, {}),
+        (nn.RNN, {}),
+    ],
+)
+def test_recurrent_hidden_size_is_pruned(cell: type, kwargs: dict) -> None:
+    """The hidden size of nn.RNN/GRU/LSTM is a prunable width: the zero initial state the
+    module makes (``torch.zeros(..., hidden_size)``) is one value everywhere, so its dims are
+    free, and ``hidden_size`` follows the weights. Before, the factory's literal size locked it.
+    The comparison with the masked model runs the real CPU kernel, oneDNN's fused RNN layer,
+    which the trace now sees decomposed (it failed: "plan group ... does not exist")."""
+    model, _, report = check(RecurrentStack(cell, **kwargs), torch.randn(2, 6, 8))
+    rnn = model.rnn
+    assert rnn.hidden_size < 24
+    gates = {"LSTM": 4, "GRU": 3}.get(rnn.mode, 1)
+    assert rnn.weight_ih_l0.shape[0] == gates * rnn.hidden_size
+    assert rnn.weight_hh_l0.shape[1] == (rnn.proj_size or rnn.hidden_size)
+    assert rnn.input_size == model.inp.out_features
+    assert not report["boundaries"], report["boundaries"]
+    model(torch.randn(3, 4, 8)).sum().backward()  # trains and runs other shapes
+
+
+def test_literal_initial_state_keeps_the_hidden_size() -> None:
+    """A zero state written with a literal size (``torch.zeros(1, B, 24)``) cannot follow the
+    hidden size: the check forward finds it and keeps those channels; the rest is pruned."""
+    model, _, report = check(RecurrentStack(nn.GRU, literal_h0=True), torch.randn(2, 6, 8))
+    assert model.rnn.hidden_size == 24
+    assert model.inp.out_features < 32
+    assert any("aten.zeros" in b["reason"] for b in report["boundaries"]), report["boundaries"]
+
+
 class PaddedEncoder(nn.Module):
     """``nn.TransformerEncoder`` called with a key padding mask: inside, the mask is expanded
     to the head count (``expand(-1, num_heads, -1, -1)``) before it meets the scores."""
@@ -525,6 +579,37 @@ def test_key_padding_mask_expanded_to_the_heads_leaves_them_prunable():
     model, _, report = check(PaddedEncoder(), torch.randn(2, 6, 8))
     heads = [layer.self_attn.num_heads for layer in model.encoder.layers]
     assert all(h < 4 for h in heads), (heads, report["boundaries"])
+
+
+class Seq2Seq(nn.Module):
+    """``nn.Transformer`` between embeddings: the decoder's cross-attention splits its packed
+    projection into [E, 2E] (query, then key and value), and ``forward`` checks its inputs'
+    width against ``self.d_model``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.src, self.tgt = nn.Embedding(50, 32), nn.Embedding(50, 32)
+        self.transformer = nn.Transformer(32, 4, 2, 2, 64, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(32, 50)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
+        out = self.transformer(self.src(src), self.tgt(tgt), tgt_mask=causal, tgt_is_causal=True)
+        return self.head(out)
+
+
+def test_transformer_seq2seq_loses_heads_and_width():
+    """A [E, 2E] split is one part and two copies of it, so the proportion holds after pruning
+    (it locked the cross-attention's keys and values: "uneven split"), and ``d_model`` follows
+    the residual width (the check forward failed on it and everything was kept). Every
+    attention layer, cross-attention included, loses heads with the residual stream."""
+    tokens = (torch.randint(0, 50, (2, 5)), torch.randint(0, 50, (2, 6)))
+    model, _, report = check(Seq2Seq(), *tokens)
+    t = model.transformer
+    attention = [m for m in t.modules() if isinstance(m, nn.MultiheadAttention)]
+    assert len(attention) == 6
+    assert all(m.num_heads < 4 and m.embed_dim == t.d_model < 32 for m in attention)
+    assert not any("split" in b["reason"] for b in report["boundaries"]), report["boundaries"]
 
 
 class LiteralExpandAttention(nn.Module):

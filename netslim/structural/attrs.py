@@ -178,6 +178,16 @@ def _prelu(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
     return _set(mod, where, num_parameters=ctx.tensor(where, "weight").numel())
 
 
+@register_updater(nn.RNNBase)
+def _rnn(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    """nn.RNN/GRU/LSTM: sizes from layer 0's weights (all gates stacked on dim 0)."""
+    w_ih = ctx.tensor(where, "weight_ih_l0")
+    hidden = w_ih.shape[0] // {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
+    out = _set(mod, where, input_size=w_ih.shape[1], hidden_size=hidden)
+    w_hr = ctx.tensor(where, "weight_hr_l0")
+    return out + (_set(mod, where, proj_size=w_hr.shape[0]) if w_hr is not None else [])
+
+
 @register_updater(nn.MultiheadAttention)
 def _mha(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
     w = ctx.tensor(where, "out_proj.weight")
@@ -192,6 +202,17 @@ def _mha(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
             heads = ctx.size(d[1][0])
     out = _set(mod, where, embed_dim=embed, num_heads=heads, head_dim=embed // heads)
     return out + _set(mod, where, kdim=embed, vdim=embed)
+
+
+@register_updater(nn.Transformer)
+def _transformer(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
+    """nn.Transformer checks its inputs' width against ``d_model``: the residual width its
+    attention layers now write."""
+    for name, sub in mod.named_modules():
+        if isinstance(sub, nn.MultiheadAttention):
+            w = ctx.tensor(".".join(s for s in (where, name) if s), "out_proj.weight")
+            return _set(mod, where, d_model=w.shape[0], nhead=sub.num_heads)
+    return []
 
 
 def _attention_facts(ctx: Context) -> dict[str, list[Change]]:
@@ -359,7 +380,8 @@ def plan_changes(analysis: Analysis, kept: dict[int, int], new: dict[str, torch.
     for where, mod in model.named_modules():
         upd = next((_UPDATERS[c] for c in type(mod).__mro__ if c in _UPDATERS), None)
         if upd is not None:  # known layers: their updater is the whole truth
-            if where in changed_modules or where in ctx.conv_groups:
+            inside = any(within(m, where) for m in changed_modules)
+            if inside or where in ctx.conv_groups:
                 changes += upd(mod, where, ctx)
             continue
         mine = list(by_module.get(where, []))

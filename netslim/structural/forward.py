@@ -64,15 +64,41 @@ def module_stack(model: nn.Module, graph: Any) -> Iterator[None]:
 
 @contextlib.contextmanager
 def no_fastpaths() -> Iterator[None]:
-    """Fused kernels (nn.MultiheadAttention's fast path) hide the structure: trace the
-    decomposed path instead; the pruned model may use the fast path again."""
+    """Fused kernels hide the structure: trace the decomposed path instead; the pruned model
+    may use the fast path again. nn.MultiheadAttention's fast path is one; oneDNN's RNN layer,
+    what nn.LSTM/nn.GRU call on CPU, is another (one opaque op for every gate's matmul): it is
+    switched off while an RNN module runs, and only then, so convolutions keep their kernels."""
+    from torch.nn.modules.module import (
+        register_module_forward_hook,
+        register_module_forward_pre_hook,
+    )
+
+    saved: list[bool] = []
+
+    def rnn_in(mod: nn.Module, _a: Any) -> None:
+        if isinstance(mod, nn.RNNBase):
+            saved.append(torch.backends.mkldnn.enabled)
+            torch.backends.mkldnn.enabled = False
+
+    def rnn_out(mod: nn.Module, _a: Any, _out: Any) -> None:
+        if isinstance(mod, nn.RNNBase) and saved:
+            torch.backends.mkldnn.enabled = saved.pop()
+
     mha = getattr(torch.backends, "mha", None)
     old = mha.get_fastpath_enabled() if mha is not None else None
     if mha is not None:
         mha.set_fastpath_enabled(False)
+    handles = [
+        register_module_forward_pre_hook(rnn_in),
+        register_module_forward_hook(rnn_out, always_call=True),
+    ]
     try:
         yield
     finally:
+        for h in handles:
+            h.remove()
+        if saved:
+            torch.backends.mkldnn.enabled = saved[0]
         if mha is not None:
             mha.set_fastpath_enabled(old)
 

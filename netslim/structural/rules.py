@@ -200,9 +200,24 @@ def native_dropout(ctx: OpContext) -> None:
         ctx.out(t, ctx.dims(x))
 
 
+@register_rule("zeros", "ones", "full", "new_zeros", "new_ones", "new_full")
+def constant_fill(ctx: OpContext) -> None:
+    """A tensor of one value everywhere (an RNN's zero initial state, an accumulator): as for
+    an expanded dim, any index of any dim may go, so its dims are free. The size written in the
+    code follows the int attribute that holds it (``_reshape_constants``: nn.LSTM's
+    ``hidden_size``); a literal is caught by the check forward, which keeps what it touches."""
+    size = ctx.args[1] if ctx.name.startswith("new_") else ctx.args[0]
+    o = ctx.outputs[0]
+    ints = [int(s) for s in size] if isinstance(size, list | tuple) else []
+    if len(ints) == o.dim():
+        ctx.kind = "reshape"
+        ctx.info["ints"] = ints
+    ctx.out(o, [ctx.new(s) for s in o.shape])
+
+
 @register_rule(
-    "arange", "zeros", "ones", "empty", "full", "scalar_tensor", "randn", "rand", "randint",
-    "new_zeros", "new_ones", "new_empty", "new_full", "linspace", "eye", "tensor",
+    "arange", "empty", "scalar_tensor", "randn", "rand", "randint",
+    "new_empty", "linspace", "eye", "tensor",
     "_local_scalar_dense", "sym_size", "sym_numel", "is_nonzero", "equal", "_assert_async",
     "_assert_tensor_metadata", "randperm", "bernoulli",
 )  # fmt: skip
@@ -491,11 +506,21 @@ def split(ctx: OpContext) -> None:
         size = ctx.pos(1)
         asked = [size] * len(parts) if isinstance(size, int) else list(size or [])
         ctx.info["split"] = [(int(s), p) for s, p in zip(asked, parts, strict=False)]
-    # chunk/split recompute the cut from the size at run time: equal parts stay equal
+    # chunk/split recompute the cut from the size at run time: equal parts stay equal. A part
+    # that is a whole number of the smallest part (nn.MultiheadAttention's cross-attention
+    # splits its packed projection into [E, 2E]) is that many blocks of it, each keeping the
+    # smallest part's indices, so the proportions hold after pruning; other parts are kept.
     sizes = [ctx.g.atoms.size(p) for p in parts]
-    for p, sz in zip(parts[1:], sizes[1:], strict=True):
-        if sz == sizes[0]:
-            ctx.unify(parts[0], p)
+    unit = min((k for k, sz in enumerate(sizes) if sz > 0), key=sizes.__getitem__, default=None)
+    for p, sz in zip(parts, sizes, strict=True):
+        if unit is None or p == parts[unit] or sz == 0:
+            continue
+        if sz == sizes[unit]:
+            ctx.unify(parts[unit], p)
+        elif sz % sizes[unit] == 0:
+            block = ctx.new(sizes[unit])
+            ctx.refine(p, PROD, [ctx.new(sz // sizes[unit], "copies of a split part"), block])
+            ctx.unify(parts[unit], block)
         else:
             ctx.lock([p], "uneven split")
     for o, p in zip(ctx.outputs, parts, strict=True):
