@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netslim.structural import Channels, groups, prune_and_compare
+from netslim.structural import Channels, groups, prune, prune_and_compare
 
 TOL = 1e-5
 
@@ -637,3 +637,154 @@ def test_literal_expand_size_keeps_what_it_touches():
     assert model.heads == 4 and model.qkv.out_features == 48
     assert model.ffn[0].out_features < 32
     assert any("sizes fixed in code" in b["reason"] for b in report["boundaries"])
+
+
+class Normed(nn.Module):
+    """A weight-normed Conv1d pair (as in WaveNet/HiFi-GAN vocoders) and a spectral-normed head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        wn = nn.utils.parametrizations.weight_norm
+        self.a = wn(nn.Conv1d(4, 16, 3, padding=1))
+        self.b = wn(nn.Conv1d(16, 12, 3, padding=1))
+        self.head = nn.utils.parametrizations.spectral_norm(nn.Linear(12, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.b(F.leaky_relu(self.a(x)))
+        return self.head(F.leaky_relu(y).mean(-1))
+
+
+def test_weight_and_spectral_norm_layers_are_pruned():
+    """``_weight_norm_interface`` has a rule (``w`` keeps ``v``'s dims, ``g`` its output dim)
+    and the size updaters read ``v`` for the weight it makes. Before, the op was a boundary and
+    nothing was pruned; with the updaters reached, reading the weight failed."""
+    model, _, report = check(Normed(), torch.randn(2, 4, 10))
+    assert model.a.out_channels == model.b.in_channels < 16
+    assert model.b.out_channels == model.head.in_features < 12
+    assert model.a.weight.shape == (model.a.out_channels, 4, 3)
+    assert not report["boundaries"], report["boundaries"]
+
+
+def test_legacy_weight_norm_hook_is_pruned():
+    """``nn.utils.weight_norm`` (the pre-parametrization hook: ``weight_g``/``weight_v``) is
+    pruned too, and the module's sizes follow ``weight_v``. Its module cannot be deep-copied
+    (a torch limitation), so this checks the shapes and that the pruned model runs."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = nn.Sequential(nn.utils.weight_norm(nn.Linear(8, 32)), nn.ReLU(), nn.Linear(32, 3))
+    x = torch.randn(3, 8)
+    prune(model.eval(), (x,), Channels(ratio=0.5))
+    first = model[0]
+    assert first.weight_v.shape == (first.out_features, 8) and first.out_features < 32
+    assert first.weight_g.shape == (first.out_features, 1)
+    assert model(x).shape == (3, 3)
+
+
+class Bags(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(30, 16, mode="max")
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.bag(x))
+
+
+def test_embedding_bag_dim_is_pruned():
+    """nn.EmbeddingBag's embedding dim passes through to the pooled bags (it was a boundary)."""
+    model, _, report = check(Bags(), torch.randint(0, 30, (4, 5)))
+    assert model.bag.embedding_dim == model.mlp[0].in_features < 16
+    assert not report["boundaries"], report["boundaries"]
+
+
+class Columns(nn.Module):
+    """F.unfold to a Linear over patches, and F.unfold then F.fold back to an image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.patch = nn.Linear(8 * 4, 5)
+        self.b = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        cols = F.unfold(y, 2, stride=2)
+        image = F.fold(cols * 2, x.shape[-2:], 2, stride=2)
+        return self.patch(cols.transpose(1, 2)).mean(1) + self.b(image).mean((2, 3))
+
+
+def test_unfold_and_fold_keep_channels_prunable():
+    """im2col/col2im: each channel is ``kh * kw`` channel-major rows of the column matrix, so a
+    channel goes with its rows (both were boundaries)."""
+    model, _, report = check(Columns(), torch.randn(1, 3, 6, 6))
+    assert model.a.out_channels == model.b.in_channels < 8
+    assert model.patch.in_features == 4 * model.a.out_channels
+    assert not report["boundaries"], report["boundaries"]
+
+
+class Gated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 64)
+        self.b = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.glu(self.a(x), -1)
+        top, _ = h.topk(2, dim=0)  # along the batch: every channel keeps its own top values
+        return self.b(h * torch.sigmoid(top.mean(0)))
+
+
+def test_glu_halves_and_topk_over_another_dim():
+    """GLU's two halves keep the same indices and its output is one half (it was a boundary);
+    topk's dim is its third argument (the rule read ``k`` as the dim and failed)."""
+    model, _, report = check(Gated(), torch.randn(6, 8))
+    assert model.a.out_features == 2 * model.b.in_features < 64
+    assert not report["boundaries"], report["boundaries"]
+
+
+class Decoder(nn.Module):
+    """A generator's head: a Linear unflattened into a small feature map by nn.Unflatten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 64)
+        self.unflatten = nn.Unflatten(1, (16, 2, 2))
+        self.up = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1)
+        self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.up(F.relu(self.unflatten(self.fc(z))))))
+
+
+def test_unflatten_follows_the_channels_and_keeps_the_positions():
+    """nn.Unflatten's ``unflattened_size`` follows the pruned channels (it is the view's sizes
+    from ``dim`` on), and a conv's input positions are geometry: before, the 2x2 positions
+    unflattened from the Linear were pruned like channels and the whole model was kept."""
+    model, _, report = check(Decoder(), torch.randn(3, 8))
+    channels = model.unflatten.unflattened_size[0]
+    assert model.unflatten.unflattened_size == (channels, 2, 2) and channels < 16
+    assert model.fc.out_features == 4 * channels == 4 * model.up.in_channels
+    assert not report["boundaries"], report["boundaries"]
+
+
+class SpatialTransformer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 16, 3, padding=1)
+        self.localise = nn.Linear(3 * 8 * 8, 6)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.localise(x.flatten(1)).view(-1, 2, 3)
+        grid = F.affine_grid(theta, [x.shape[0], 1, 8, 8], align_corners=False)
+        return self.head(F.grid_sample(self.features(x), grid, align_corners=False))
+
+
+def test_grid_sample_passes_channels_through():
+    """grid_sampler samples every channel at the grid's points (it was a boundary); the six
+    entries of each affine map stay."""
+    model, _, _ = check(SpatialTransformer(), torch.randn(2, 3, 8, 8))
+    assert model.features.out_channels == model.head.in_channels < 16
+    assert model.localise.out_features == 6

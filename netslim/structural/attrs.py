@@ -10,6 +10,7 @@ every layer agrees; otherwise they are left alone and the disagreement is report
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +92,22 @@ class Context:
         name = f"{module}.{leaf}" if module else leaf
         if name in self.new:
             return self.new[name]
-        return self.tensors.get(name)
+        if name in self.tensors:
+            return self.tensors[name]
+        return self._split_original(module, leaf)
+
+    def _split_original(self, module: str, leaf: str) -> torch.Tensor | None:
+        """A weight made from several tensors stands for the one shaped like it: weight_norm's
+        ``v`` (``parametrizations.weight.original1``, or ``weight_v`` for the legacy hook)."""
+        weight = getattr(self.graph.model.get_submodule(module), leaf, None) if module else None
+        if not isinstance(weight, torch.Tensor):
+            return None
+        m, w = re.escape(module), re.escape(leaf)
+        parts = re.compile(rf"{m}\.(parametrizations\.{w}\.original\d+|{w}_[a-z]+)")
+        for name, t in self.tensors.items():
+            if parts.fullmatch(name) and t.shape == weight.shape:
+                return self.new.get(name, t)
+        return None
 
 
 def _set(mod: nn.Module, where: str, **values: Any) -> list[Change]:
@@ -320,6 +336,9 @@ def _shape_tuples(
     model = ctx.graph.model
     for where in reversed(rec.stack):
         mod = model.get_submodule(where)
+        if isinstance(mod, nn.Unflatten):  # its sizes are the op's sizes from ``dim`` on
+            _unflatten(mod, where, ints, new, out)
+            return
         hits = [
             a for a, v in vars(mod).items()
             if type(v) in (tuple, list) and not a.startswith("_") and list(v) == list(ints)
@@ -333,6 +352,17 @@ def _shape_tuples(
                 old = getattr(mod, a)
                 out.setdefault(where, []).append(Change(mod, a, old, type(old)(new), where))
         return
+
+
+def _unflatten(
+    mod: nn.Unflatten, where: str, ints: list[int], new: list[int], out: dict[str, list[Change]]
+) -> None:
+    old = tuple(mod.unflattened_size)
+    start = mod.dim if mod.dim >= 0 else mod.dim + len(ints) - len(old) + 1
+    if tuple(ints[start : start + len(old)]) == old:
+        size = tuple(new[start : start + len(old)])
+        if size != old:
+            out.setdefault(where, []).append(Change(mod, "unflattened_size", old, size, where))
 
 
 def _own_tensors(m: nn.Module) -> list[tuple[str, torch.Tensor]]:

@@ -693,6 +693,9 @@ def convolution(ctx: OpContext) -> None:
     ctx.lock(dw[2:], "kernel geometry", report=False)
     unbatched = x.dim() == w.dim() - 1
     cx = 0 if unbatched else 1
+    # the kernel slides over the input's positions: they are geometry, not channels (a map
+    # unflattened from a Linear, as in a decoder, must keep them)
+    ctx.lock(dx[cx + 1 :], "spatial", report=False)
     w_in, w_out = (0, 1) if transposed else (1, 0)
     cout = ctx.new(o.shape[cx])
     if groups == 1:
@@ -834,10 +837,8 @@ def positional_reduction(ctx: OpContext) -> None:
         for o in ctx.outputs:
             ctx.out_like(o, "reduced")
         return
-    if norm:
-        dims = ctx.arg("dim")
-    else:
-        dims = ctx.args[1] if len(ctx.args) > 1 else ctx.arg("dim", ctx.arg("dims"))
+    # by name: topk and kthvalue take ``k`` before ``dim``
+    dims = ctx.arg("dim") if norm else ctx.bound.get("dim", ctx.bound.get("dims"))
     if dims is None or isinstance(dims, torch.Tensor):
         return unknown(ctx)
     dims = [dims] if isinstance(dims, int) else list(dims) or list(range(x.dim()))
@@ -845,7 +846,7 @@ def positional_reduction(ctx: OpContext) -> None:
     ctx.lock([d[k] for k in dims], f"aten.{ctx.name} mixes positions")
     for o in ctx.outputs:
         if o.dim() == x.dim():
-            same = [a if o.shape[k] == x.shape[k] else ctx.new(1) for k, a in enumerate(d)]
+            same = [a if o.shape[k] == x.shape[k] else ctx.new(o.shape[k]) for k, a in enumerate(d)]
             ctx.out(o, same)
         elif o.dim() == x.dim() - len(dims):
             ctx.out(o, [a for k, a in enumerate(d) if k not in dims])
@@ -857,6 +858,101 @@ def embedding(ctx: OpContext) -> None:
     dw = ctx.dims(w)
     ctx.lock([dw[0]], "embedding rows are looked up by index", report=False)
     ctx.out(ctx.outputs[0], list(ctx.dims(idx)) + [dw[1]])
+
+
+@register_rule("_embedding_bag_forward_only", "_embedding_bag")
+def embedding_bag(ctx: OpContext) -> None:
+    """nn.EmbeddingBag: rows looked up by index and pooled per bag; the embedding dim passes
+    through to the bags."""
+    w = ctx.args[0]
+    dw = ctx.dims(w)
+    ctx.lock([dw[0]], "embedding rows are looked up by index", report=False)
+    bags, *rest = ctx.outputs
+    pooled = [ctx.new(bags.shape[0], "bags"), dw[1]]
+    ctx.out(bags, pooled)
+    for t in rest:  # offset2bag and bag_size; max_indices (mode="max") is shaped like the bags
+        if t.shape == bags.shape:
+            ctx.out(t, pooled)
+        else:
+            ctx.out_like(t, "embedding bag bookkeeping")
+
+
+@register_rule("_weight_norm_interface")
+def weight_norm(ctx: OpContext) -> None:
+    """``w = v * g / ||v||`` (nn.utils.parametrizations.weight_norm): ``w`` keeps ``v``'s dims
+    and ``g`` shares the dim the norm keeps. The norm runs over the other dims; the masked
+    original zeroes ``v`` there, so its norm equals the pruned one's."""
+    v, g = ctx.args[0], ctx.args[1]
+    dv = ctx.dims(v)
+    w, norms = ctx.outputs[0], ctx.outputs[1]
+    ctx.out(w, list(dv))
+    if g.dim() != v.dim():
+        return unknown(ctx)
+    kept = []
+    for k, a in enumerate(ctx.dims(g)):
+        if g.shape[k] == v.shape[k] and g.shape[k] > 1:
+            ctx.unify(a, dv[k])
+        kept.append(dv[k] if g.shape[k] == v.shape[k] else ctx.new(g.shape[k]))
+    ctx.out(norms, kept)
+
+
+@register_rule("glu")
+def glu(ctx: OpContext) -> None:
+    """``a * sigmoid(b)`` for the two halves of ``dim``: the halves are cut at run time, so
+    they keep the same indices, and the output is one half."""
+    x = ctx.args[0]
+    dim = _norm_dim(ctx.arg("dim", -1), x.dim())
+    d = list(ctx.dims(x))
+    a, b = ctx.new(x.shape[dim] // 2), ctx.new(x.shape[dim] // 2)
+    ctx.refine(d[dim], CAT, [a, b])
+    ctx.unify(a, b)
+    d[dim] = a
+    ctx.out(ctx.outputs[0], d)
+
+
+@register_rule("im2col", "col2im")
+def im2col(ctx: OpContext) -> None:
+    """F.unfold / F.fold: each channel becomes ``kh * kw`` rows (channel-major) of the column
+    matrix, or back; the positions are new geometry."""
+    x, o = ctx.args[0], ctx.outputs[0]
+    d = ctx.dims(x)
+    kernel = ctx.arg("kernel_size")
+    taps = int(kernel[0]) * int(kernel[1])
+    folding = ctx.name == "col2im"
+    cols, image = (x, o) if folding else (o, x)
+    lead = cols.dim() - 2  # 1 with a batch dim, 0 without
+    channel = ctx.new(image.shape[lead])
+    rows = ctx.new(cols.shape[lead])
+    ctx.refine(rows, PROD, [channel, ctx.new(taps, "kernel taps")])
+    if folding:
+        ctx.unify(rows, d[lead])
+        ctx.lock(d[lead + 1 :], "spatial", report=False)
+        out = [*d[:lead], channel] + [ctx.new(n, "spatial") for n in o.shape[lead + 1 :]]
+    else:
+        ctx.unify(channel, d[lead])
+        ctx.lock(d[lead + 1 :], "spatial", report=False)
+        out = [*d[:lead], rows, ctx.new(o.shape[-1], "spatial")]
+    ctx.out(o, out)
+
+
+@register_rule("grid_sampler_2d", "grid_sampler_3d", "grid_sampler")
+def grid_sampler(ctx: OpContext) -> None:
+    """Each channel is sampled at the grid's points (a spatial transformer): channels pass
+    through, the positions come from the grid."""
+    x, grid, o = ctx.args[0], ctx.args[1], ctx.outputs[0]
+    d, dg = ctx.dims(x), ctx.dims(grid)
+    ctx.lock(d[2:], "spatial", report=False)
+    ctx.out(o, [d[0], d[1]] + [ctx.new(s, "spatial") for s in o.shape[2:]])
+    ctx.unify(d[0], dg[0])
+
+
+@register_rule("affine_grid_generator")
+def affine_grid(ctx: OpContext) -> None:
+    """Sampling points from a batch of affine maps: geometry only (the size argument's
+    channel count is not used)."""
+    theta, o = ctx.args[0], ctx.outputs[0]
+    ctx.lock(ctx.dims(theta)[1:], "the entries of an affine map")
+    ctx.out(o, [ctx.dims(theta)[0]] + [ctx.new(s, "spatial") for s in o.shape[1:]])
 
 
 @register_rule("_prelu_kernel", "prelu")
