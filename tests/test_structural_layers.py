@@ -788,3 +788,25 @@ def test_grid_sample_passes_channels_through():
     model, _, _ = check(SpatialTransformer(), torch.randn(2, 3, 8, 8))
     assert model.features.out_channels == model.head.in_channels < 16
     assert model.localise.out_features == 6
+
+
+class BilinearFusion(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.left, self.right = nn.Linear(4, 16), nn.Linear(4, 12)
+        self.fuse = nn.Bilinear(16, 12, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.fuse(self.left(x), self.right(x))))
+
+
+def test_bilinear_layer_prunes_both_inputs_and_its_output():
+    """F.bilinear is aten._trilinear; its rule ties each input's dims to the weight's at the
+    same position (it was a boundary and nothing around nn.Bilinear was pruned)."""
+    model, _, report = check(BilinearFusion(), torch.randn(3, 4))
+    fuse = model.fuse
+    assert fuse.in1_features == model.left.out_features < 16
+    assert fuse.in2_features == model.right.out_features < 12
+    assert fuse.out_features == model.head.in_features < 8
+    assert not report["boundaries"], report["boundaries"]

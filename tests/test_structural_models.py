@@ -250,3 +250,34 @@ def test_data_dependent_shapes_after_nms_do_not_block_pruning(threshold: bool):
     diff, _, report = prune_and_compare(model, (x,), Channels(ratio=0.5))
     assert diff < 1e-5 and model.backbone[0].out_channels == 8
     assert report["groups"]["pruned"] >= 1
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe"])
+def test_hf_mixture_of_experts(family: str, tmp_path):
+    """transformers' experts keep their weights stacked ``(experts, out, in)`` and run one
+    grouped matmul per projection (``aten._grouped_mm``, which had no rule: every expert was
+    kept). Each expert width now loses the same indices in every expert; the expert count, the
+    router's outputs and ``num_local_experts`` stay (a head count of 4 once renamed the root's
+    ``num_experts``); the config follows, so stock ``from_pretrained`` reloads it exactly."""
+    import tiny_hf
+
+    transformers = pytest.importorskip("transformers")
+    model = getattr(tiny_hf, f"tiny_{family}")()
+    config = model.config
+    experts_before = getattr(config, "num_local_experts", None) or config.num_experts
+    ids = torch.randint(0, 100, (1, 8))
+    diff, _, _ = prune_and_compare(model, (ids,), check_inputs=(torch.randint(0, 100, (2, 6)),))
+    assert diff <= TOL
+    experts = model.model.layers[0].mlp.experts
+    width = config.moe_intermediate_size if family == "qwen2_moe" else config.intermediate_size
+    assert experts.gate_up_proj.shape == (experts_before, 2 * width, config.hidden_size)
+    assert width < (24 if family == "qwen2_moe" else 64) and config.hidden_size < 32
+    assert (getattr(config, "num_local_experts", None) or config.num_experts) == experts_before
+    model.save_pretrained(tmp_path)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, model(ids).logits)
+    assert reloaded.generate(ids, max_new_tokens=2, do_sample=False, pad_token_id=0).shape == (
+        1,
+        10,
+    )

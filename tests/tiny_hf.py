@@ -43,3 +43,20 @@ def tiny_llama(**overrides: Any) -> torch.nn.Module:
 def tiny_gpt2(**overrides: Any) -> torch.nn.Module:
     """``GPT2LMHeadModel``."""
     return _build(transformers.GPT2Config, transformers.GPT2LMHeadModel, _GPT2, overrides)
+
+
+def tiny_mixtral(**overrides: Any) -> torch.nn.Module:
+    """``MixtralForCausalLM``: 4 experts stacked in 3-D weights, 2 per token (grouped matmuls)."""
+    defaults = {**_LLAMA, "num_local_experts": 4, "num_experts_per_tok": 2}
+    return _build(transformers.MixtralConfig, transformers.MixtralForCausalLM, defaults, overrides)
+
+
+def tiny_qwen2_moe(**overrides: Any) -> torch.nn.Module:
+    """``Qwen2MoeForCausalLM``: routed experts plus a gated shared expert."""
+    defaults = {
+        **_LLAMA, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 24,
+        "shared_expert_intermediate_size": 48,
+    }  # fmt: skip
+    return _build(
+        transformers.Qwen2MoeConfig, transformers.Qwen2MoeForCausalLM, defaults, overrides
+    )

@@ -26,7 +26,10 @@ HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "nhea
 KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head", "kv_heads")
 HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "d_head", "dim_head", "d_k")
 INNER = ("all_head_size", "inner_dim", "attn_dim", "proj_dim")
-_SKIP = ("idx", "index", "layer", "vocab", "max_", "position", "seed", "pad", "group", "rep", "eps")
+_SKIP = (
+    "idx", "index", "layer", "vocab", "max_", "position", "seed", "pad", "group", "rep", "eps",
+    "expert",
+)  # fmt: skip
 
 
 @dataclass
@@ -298,7 +301,9 @@ def _follow_int(
     out: dict[str, list[Change]],
 ) -> None:
     """Set the int attributes equal to ``old`` in the innermost module of ``rec``'s stack that
-    has any to ``new``."""
+    has any to ``new``. The search stops at a module with a Hugging Face config: its sizes come
+    from the config (``_attention_facts`` and ``_config_changes`` handle those), and an
+    ancestor's equal int (a causal LM's ``num_experts`` beside 4 heads) is another quantity."""
     model = ctx.graph.model
     for where in reversed(rec.stack):
         mod = model.get_submodule(where)
@@ -308,6 +313,8 @@ def _follow_int(
             and not any(x in a.lower() for x in _SKIP)
         ]  # fmt: skip
         if not hits:
+            if _config_of(mod) is not None:
+                return
             continue
         done = {(id(ch.target), ch.attr) for ch in taken.get(where, []) + out.get(where, [])}
         for a in hits:
@@ -450,7 +457,10 @@ def _config_changes(
         if cfg is None:
             continue
         configs[id(cfg)] = cfg
-        for name in alias.get(c.attr, (c.attr,)) + _cfg_aliases(c.attr):
+        field = next((n for n in _EXPERT_FIELDS.get(c.attr, ()) if hasattr(cfg, n)), None)
+        for name in (
+            alias.get(c.attr, (c.attr,)) + _cfg_aliases(c.attr) + ((field,) if field else ())
+        ):
             if getattr(cfg, name, None) == c.old:
                 proposals.setdefault((id(cfg), name), {}).setdefault(c.new, []).append(c.where)
     out, notes = [], []
@@ -464,6 +474,17 @@ def _config_changes(
                 f"config.{name} left at {getattr(cfg, name)}: layers differ {sorted(news)}"
             )
     return direct, out, notes
+
+
+# Sizes transformers' mixture-of-experts modules hold under other names than their config's
+# (Mixtral's ``MixtralExperts.hidden_dim``; Qwen2-MoE's shared expert, an MLP whose
+# ``intermediate_size`` is the config's ``shared_expert_intermediate_size``): the config field
+# each may stand for, the first the config has (it is changed only if it holds the old value).
+_EXPERT_FIELDS = {
+    "hidden_dim": ("hidden_size",),
+    "intermediate_dim": ("moe_intermediate_size", "intermediate_size"),
+    "intermediate_size": ("shared_expert_intermediate_size",),
+}
 
 
 def _cfg_aliases(attr: str) -> tuple[str, ...]:

@@ -670,6 +670,32 @@ def bmm(ctx: OpContext) -> None:
     ctx.out(ctx.outputs[0], res)
 
 
+@register_rule("_grouped_mm")
+def grouped_mm(ctx: OpContext) -> None:
+    """One matmul per group (a mixture of experts: tokens sorted by expert, ``offs`` ending
+    each expert's rows, weights stacked ``(experts, in, out)``). The experts share each width,
+    so a pruned index leaves every expert; the expert count stays."""
+    a, b = ctx.args[0], ctx.args[1]
+    da, db = ctx.dims(a), ctx.dims(b)
+    o = ctx.outputs[0]
+    if a.dim() == 2 and b.dim() == 3:  # rows of a split among b's groups by offs
+        ctx.lock([db[0]], "experts are chosen by offsets", report=False)
+        ctx.unify(da[1], db[1])
+        res, macs = [da[0], db[2]], [da[0], da[1], db[2]]
+    elif a.dim() == 3 and b.dim() == 3:  # a batch of groups
+        ctx.unify(da[0], db[0])
+        ctx.unify(da[2], db[1])
+        res, macs = [da[0], da[1], db[2]], [da[0], da[1], da[2], db[2]]
+    else:
+        return unknown(ctx)
+    bias = ctx.arg("bias")
+    if isinstance(bias, torch.Tensor):
+        ctx.unify(ctx.dims(bias)[-1], res[-1])
+    ctx.kind = "matmul"
+    ctx.info["macs"] = [macs]
+    ctx.out(o, res)
+
+
 @register_rule("mv")
 def mv(ctx: OpContext) -> None:
     da, dv = ctx.dims(ctx.args[0]), ctx.dims(ctx.args[1])
@@ -953,6 +979,32 @@ def affine_grid(ctx: OpContext) -> None:
     theta, o = ctx.args[0], ctx.outputs[0]
     ctx.lock(ctx.dims(theta)[1:], "the entries of an affine map")
     ctx.out(o, [ctx.dims(theta)[0]] + [ctx.new(s, "spatial") for s in o.shape[1:]])
+
+
+@register_rule("_trilinear")
+def trilinear(ctx: OpContext) -> None:
+    """``sum over sumdim of i1 * i2 * i3``, each input first given size-1 dims at its
+    ``expand`` positions (what F.bilinear calls): the inputs' dims at a common position are
+    one index space, and the output keeps the positions not summed."""
+    inputs = ctx.args[:3]
+    expands, sumdim = ctx.args[3:6], set(ctx.args[6])
+    rank = inputs[0].dim() + len(expands[0])
+    at: list[int | None] = [None] * rank
+    for t, expand in zip(inputs, expands, strict=True):
+        own = iter(ctx.dims(t))
+        for p in range(rank):
+            if p in expand:
+                continue
+            a = next(own)
+            if at[p] is None:
+                at[p] = a
+            else:
+                ctx.unify(at[p], a)
+    o = ctx.outputs[0]
+    kept = [a for p, a in enumerate(at) if p not in sumdim]
+    if len(kept) != o.dim() or any(a is None for a in kept):
+        return unknown(ctx)
+    ctx.out(o, kept)
 
 
 @register_rule("_prelu_kernel", "prelu")
