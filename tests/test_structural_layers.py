@@ -810,3 +810,27 @@ def test_bilinear_layer_prunes_both_inputs_and_its_output():
     assert fuse.in2_features == model.right.out_features < 12
     assert fuse.out_features == model.head.in_features < 8
     assert not report["boundaries"], report["boundaries"]
+
+
+class ScaledEmbedding(nn.Module):
+    """Gemma's embedding: looked-up rows times a stored sqrt(width)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.register_buffer("scale", torch.tensor(4.0), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.embed(ids) * self.scale)
+
+
+def test_stored_scale_derived_from_a_width_keeps_it_on_the_meta_trace():
+    """A scalar buffer equal to sqrt(width) is read from the model when the trace runs on meta
+    twins (reading the twin raised 'Tensor.item() cannot be called on meta tensors' and the op
+    was locked for that error); the width is kept for the stated reason, the rest pruned."""
+    model, _, report = check(ScaledEmbedding(), torch.randint(0, 50, (2, 5)))
+    assert model.embed.embedding_dim == 16 and model.mlp[0].out_features < 32
+    reasons = [b["reason"] for b in report["boundaries"]]
+    assert any("looks derived from size 16" in r for r in reasons), reasons
+    assert not any("RuntimeError" in r for r in reasons), reasons

@@ -170,9 +170,8 @@ class Graph:
         hit = self.layouts.get(id(t))
         if hit is not None and hit[0] is t:
             return hit[1]
-        names = self.tensor_names.get(id(t))
-        if names is not None and self.traced[names[0]] is t:
-            name = names[0]
+        if self.is_state(t):
+            name = self.tensor_names[id(t)][0]
             integral = not (t.is_floating_point() or t.is_complex())
             index_buffer = integral and name not in self.mask_names
             lock = "integer buffer (indices/masks)" if index_buffer else None
@@ -210,7 +209,7 @@ class Graph:
             for a, b in zip(hit[1], atoms, strict=True):
                 self.atoms.unify(a, b)
             return
-        if id(t) in self.tensor_names and self.traced[self.tensor_names[id(t)][0]] is t:
+        if self.is_state(t):
             old = self.dims(t)
             for a, b in zip(old, atoms, strict=True):
                 self.atoms.unify(a, b)
@@ -220,6 +219,11 @@ class Graph:
     def has(self, t: torch.Tensor) -> bool:
         hit = self.layouts.get(id(t))
         return hit is not None and hit[0] is t
+
+    def is_state(self, t: torch.Tensor) -> bool:
+        """``t`` is one of the model's own parameters or buffers (its twin on a meta trace)."""
+        names = self.tensor_names.get(id(t))
+        return names is not None and self.traced[names[0]] is t
 
     def lock_all(self, atoms: list[int], reason: str) -> bool:
         """Lock atoms; True when one of them was still free (worth reporting)."""

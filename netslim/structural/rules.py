@@ -274,11 +274,15 @@ def elementwise(ctx: OpContext) -> None:
 
 def _check_size_scale(ctx: OpContext, tensors: list[torch.Tensor]) -> None:
     """A float like 1/sqrt(head_dim) multiplying a tensor is probably recomputed from a size
-    at run time; pruning that dim would change it, so keep the dim (conservative)."""
+    at run time; pruning that dim would change it, so keep the dim (conservative). A stored
+    scalar counts too: Gemma's ``embed_scale`` buffer is sqrt(hidden_size), recomputed from the
+    config when the model is built again. On a meta trace its value is read from the model."""
     scalars = [v for v in ctx.args[1:] if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    scalars += [
-        float(t) for t in tensors if t.dim() == 0 and t.numel() == 1 and not ctx.g.has(t)
-    ]  # wrapped numbers
+    for t in tensors:  # wrapped numbers and scalar buffers
+        if t.dim() == 0 and t.numel() == 1 and not ctx.g.has(t):
+            value = ctx.g.tensors[ctx.g.tensor_names[id(t)][0]] if ctx.g.is_state(t) else t
+            if not value.is_meta:
+                scalars.append(float(value))
     if not scalars or not tensors:
         return
     x = tensors[0]
