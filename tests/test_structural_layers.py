@@ -834,3 +834,33 @@ def test_stored_scale_derived_from_a_width_keeps_it_on_the_meta_trace():
     reasons = [b["reason"] for b in report["boundaries"]]
     assert any("looks derived from size 16" in r for r in reasons), reasons
     assert not any("RuntimeError" in r for r in reasons), reasons
+
+
+class Correlation(nn.Module):
+    """RAFT's correlation volume: feature dot products divided by sqrt of the channel count,
+    computed from the runtime shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 16, 3, padding=1)
+        self.context = nn.Conv2d(3, 12, 3, padding=1)
+        self.head = nn.Conv2d(16 + 12, 2, 1)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        f1, f2 = self.features(a), self.features(b)
+        n, c, h, w = f1.shape
+        corr = torch.matmul(f1.view(n, c, h * w).transpose(1, 2), f2.view(n, c, h * w))
+        corr = corr / torch.sqrt(torch.tensor(c))
+        volume = corr.view(n, h * w, h, w)
+        return self.head(torch.cat([volume, self.context(a)], 1))
+
+
+def test_scale_from_a_summed_size_keeps_that_size():
+    """A scale computed at run time from the size a product summed over follows the pruned
+    size, which the masked original does not: that size is kept (RAFT's pruned flow was off
+    by 0.7). Scalars made from numbers by ops (``torch.tensor(c).sqrt()``) count as numbers."""
+    model, _, report = check(Correlation(), torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4))
+    assert model.features.out_channels == 16
+    assert model.context.out_channels < 12
+    reasons = [b["reason"] for b in report["boundaries"]]
+    assert any("looks derived from size 16" in r for r in reasons), reasons

@@ -112,6 +112,9 @@ class Graph:
             if isinstance(m, WeightMask)
         }
         self.used: list[str] = []  # canonical names of params/buffers met in the trace
+        # scalars the forward computed from Python numbers alone (``torch.tensor(C).sqrt()``):
+        # id -> tensor, kept alive so ids stay unique
+        self.constants: dict[int, torch.Tensor] = {}
         self.model_outputs: list[list[int]] = []
         # records[:n_eval] are the eval forward, op for op (validation and the oracle replay
         # it); later records come from modules that run only in train mode (attrs need them)

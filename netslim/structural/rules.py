@@ -119,6 +119,7 @@ def apply_rule(graph: Graph, func: Any, args: tuple, kwargs: dict, out: Any) -> 
         rule = elementwise
     if rule is None:
         rule = unknown
+    from_numbers = all(_is_number(graph, t) for t in ctx.tensor_args())
     try:
         rule(ctx)
     except (AlgebraConflict, IndexError, ValueError, TypeError, RuntimeError) as exc:
@@ -129,6 +130,8 @@ def apply_rule(graph: Graph, func: Any, args: tuple, kwargs: dict, out: Any) -> 
             ctx.out_like(t, f"output of {ctx.name}")
     if data_dependent(ctx.name, args):
         ctx.info["data_dependent"] = True
+    if from_numbers and ctx.outputs and all(t.dim() == 0 for t in ctx.outputs):
+        graph.constants.update((id(t), t) for t in ctx.outputs)
     graph.records.append(
         OpRecord(
             index=len(graph.records),
@@ -140,6 +143,13 @@ def apply_rule(graph: Graph, func: Any, args: tuple, kwargs: dict, out: Any) -> 
             info=ctx.info,
         )
     )
+
+
+def _is_number(graph: Graph, t: torch.Tensor) -> bool:
+    """A scalar made from Python numbers: a wrapped number, or computed from such only."""
+    if id(t) in graph.constants:
+        return graph.constants[id(t)] is t
+    return t.dim() == 0 and not graph.has(t) and not graph.is_state(t)
 
 
 def _pointwise_inplace(name: str) -> bool:
@@ -278,8 +288,8 @@ def _check_size_scale(ctx: OpContext, tensors: list[torch.Tensor]) -> None:
     scalar counts too: Gemma's ``embed_scale`` buffer is sqrt(hidden_size), recomputed from the
     config when the model is built again. On a meta trace its value is read from the model."""
     scalars = [v for v in ctx.args[1:] if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    for t in tensors:  # wrapped numbers and scalar buffers
-        if t.dim() == 0 and t.numel() == 1 and not ctx.g.has(t):
+    for t in tensors:  # wrapped numbers, scalars computed from numbers, scalar buffers
+        if t.dim() == 0 and t.numel() == 1 and (_is_number(ctx.g, t) or ctx.g.is_state(t)):
             value = ctx.g.tensors[ctx.g.tensor_names[id(t)][0]] if ctx.g.is_state(t) else t
             if not value.is_meta:
                 scalars.append(float(value))
@@ -288,15 +298,31 @@ def _check_size_scale(ctx: OpContext, tensors: list[torch.Tensor]) -> None:
     x = tensors[0]
     if x.dim() == 0:
         return
-    s, a = x.shape[-1], ctx.dims(x)[-1]  # attention-style scaling acts on the last dim
-    if s < 8 or ctx.g.atoms.is_locked(a):
-        return
-    for v in scalars:
-        if v in (0, 1, -1) or v != v:
+    # attention-style scaling acts on the last dim; a scale after a product (RAFT's
+    # correlation ``corr / torch.sqrt(torch.tensor(C))``) on the dim that product summed over
+    for a in [ctx.dims(x)[-1], *_contracted_here(ctx)]:
+        s = ctx.g.atoms.size(a)
+        if s < 8 or ctx.g.atoms.is_locked(a):
             continue
-        cands = (1 / math.sqrt(s), math.sqrt(s), 1 / s)
-        if any(math.isclose(abs(v), c, rel_tol=1e-6) for c in cands):
-            ctx.lock([a], f"scale {v:g} looks derived from size {s}")
+        for v in scalars:
+            if v in (0, 1, -1) or v != v:
+                continue
+            cands = (1 / math.sqrt(s), math.sqrt(s), 1 / s)
+            if any(math.isclose(abs(v), c, rel_tol=1e-6) for c in cands):
+                ctx.lock([a], f"scale {v:g} looks derived from size {s}")
+                break
+
+
+def _contracted_here(ctx: OpContext) -> list[int]:
+    """The dims the latest matrix product of the running module summed over."""
+    atoms, stack = ctx.g.atoms, tuple(ctx.g.stack)
+    for rec in reversed(ctx.g.records):
+        if rec.stack != stack:
+            break
+        if rec.kind == "matmul":
+            kept = {atoms.find(a) for d in rec.outs for a in d}
+            return [a for m in rec.info["macs"] for a in m if atoms.find(a) not in kept]
+    return []
 
 
 register_rule(
