@@ -190,3 +190,13 @@ def test_macs_count_a_module_fed_a_parameter_view() -> None:
     model = _PassesAWeightView()
     assert count_macs(model, torch.randn(3, 4)) == 3 * 4 * 6
     assert model.w.grad is None
+
+
+def test_macs_count_recurrent_layers() -> None:
+    """On CPU nn.LSTM runs oneDNN's fused RNN layer, for which the flop counter has no formula
+    (an LSTM counted 0 MACs): the count runs the gates' matmuls instead."""
+    lstm = nn.LSTM(8, 12, num_layers=2, batch_first=True, bidirectional=True).eval()
+    steps = 5
+    per_step = 4 * 12 * (8 + 12) + 4 * 12 * (2 * 12 + 12)  # layer 0, layer 1 (both directions in)
+    assert count_macs(lstm, torch.randn(1, steps, 8)) == 2 * steps * per_step
+    assert torch.backends.mkldnn.enabled  # restored

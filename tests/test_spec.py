@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 from netslim.core.history import get_spec
 from netslim.errors import ConfigError
@@ -43,3 +45,14 @@ def test_torchvision_and_timm_specs() -> None:
     assert tuple(x.shape) == (1, 3, 224, 224)
     model = build_model("timm:resnet18", num_classes=5)
     assert get_spec(model)["source"] == "timm:resnet18"
+
+
+def test_example_inputs_are_token_ids_for_a_model_that_starts_with_an_embedding() -> None:
+    """A plain PyTorch text model (no Hugging Face config) gets ids below its vocabulary for a
+    (batch, length) shape, so ``--example-shape 2,7`` fits it; an image model does not."""
+    text = nn.Sequential(nn.Embedding(30, 8), nn.Flatten(), nn.Linear(8 * 7, 2))
+    (ids,) = make_example_inputs(text, (2, 7))
+    assert ids.dtype == torch.int64 and ids.shape == (2, 7) and 0 <= ids.min() <= ids.max() < 30
+    assert text(ids).shape == (2, 2)
+    image = nn.Sequential(nn.Linear(7, 3), nn.Embedding(30, 8))
+    assert make_example_inputs(image, (2, 7))[0].is_floating_point()

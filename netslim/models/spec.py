@@ -231,14 +231,26 @@ def default_example_shape(model: nn.Module) -> tuple[int, ...]:
 
 
 def make_example_inputs(model: nn.Module, shape: tuple[int, ...] | None = None) -> tuple[Any, ...]:
-    """Example inputs as a tuple: token ids for language models, a float image batch otherwise."""
+    """Example inputs as a tuple: token ids (batch, length) for language models and for models
+    whose first layer is an embedding, a float batch otherwise."""
     shape = tuple(shape) if shape else default_example_shape(model)
     generator = torch.Generator().manual_seed(0)
     cfg = getattr(model, "config", None)
     vocab = getattr(cfg, "vocab_size", None) if cfg is not None else None
-    if vocab and len(shape) == 2:
+    if len(shape) == 2 and (vocab or (vocab := _first_layer_vocab(model))):
         return (torch.randint(0, int(vocab), shape, generator=generator),)
     return (torch.randn(shape, generator=generator),)
+
+
+def _first_layer_vocab(model: nn.Module) -> int | None:
+    """Rows of the embedding a model starts with (the first module, in definition order, that
+    holds parameters): a text model's own ``nn.Embedding``/``nn.EmbeddingBag`` reads ids."""
+    for module in model.modules():
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            return module.num_embeddings
+        if next(module.parameters(recurse=False), None) is not None:
+            return None
+    return None
 
 
 def data_kwargs(source: str, info: Any) -> dict[str, int]:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from netslim._runtime import one_thread
+from netslim.core.unfused import unfused_kernels
 from netslim.errors import PruningError
 from netslim.structural.attrs import Change, plan_changes
 from netslim.structural.forward import (
@@ -23,7 +24,6 @@ from netslim.structural.forward import (
     meta_forward,
     meta_state,
     module_stack,
-    no_fastpaths,
     run_model,
     to_meta,
 )
@@ -203,7 +203,7 @@ def _run_shapes(model: nn.Module, example_inputs: Any, on_meta: bool) -> tuple[_
         with (
             meta_forward(model) if on_meta else unchanged(model),
             torch.no_grad(),
-            no_fastpaths(),
+            unfused_kernels(),
             module_stack(model, holder),
             rec,
         ):

@@ -1,7 +1,7 @@
 """Running a model's forward for analysis: plain (``run_model``), with the path of the module
-being run kept up to date (``module_stack``), without fused fast paths that hide structure, and
-on meta twins of its tensors (``meta_state``, ``to_meta``, ``meta_caller``, ``meta_forward``).
-The trace and the check forward after pruning both run through these.
+being run kept up to date (``module_stack``), and on meta twins of its tensors (``meta_state``,
+``to_meta``, ``meta_caller``, ``meta_forward``). The trace and the check forward after pruning
+both run through these, with fused kernels off (``netslim.core.unfused``).
 """
 
 from __future__ import annotations
@@ -60,47 +60,6 @@ def module_stack(model: nn.Module, graph: Any) -> Iterator[None]:
         for h in handles:
             h.remove()
         del alive
-
-
-@contextlib.contextmanager
-def no_fastpaths() -> Iterator[None]:
-    """Fused kernels hide the structure: trace the decomposed path instead; the pruned model
-    may use the fast path again. nn.MultiheadAttention's fast path is one; oneDNN's RNN layer,
-    what nn.LSTM/nn.GRU call on CPU, is another (one opaque op for every gate's matmul): it is
-    switched off while an RNN module runs, and only then, so convolutions keep their kernels."""
-    from torch.nn.modules.module import (
-        register_module_forward_hook,
-        register_module_forward_pre_hook,
-    )
-
-    saved: list[bool] = []
-
-    def rnn_in(mod: nn.Module, _a: Any) -> None:
-        if isinstance(mod, nn.RNNBase):
-            saved.append(torch.backends.mkldnn.enabled)
-            torch.backends.mkldnn.enabled = False
-
-    def rnn_out(mod: nn.Module, _a: Any, _out: Any) -> None:
-        if isinstance(mod, nn.RNNBase) and saved:
-            torch.backends.mkldnn.enabled = saved.pop()
-
-    mha = getattr(torch.backends, "mha", None)
-    old = mha.get_fastpath_enabled() if mha is not None else None
-    if mha is not None:
-        mha.set_fastpath_enabled(False)
-    handles = [
-        register_module_forward_pre_hook(rnn_in),
-        register_module_forward_hook(rnn_out, always_call=True),
-    ]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-        if saved:
-            torch.backends.mkldnn.enabled = saved[0]
-        if mha is not None:
-            mha.set_fastpath_enabled(old)
 
 
 def run_model(model: nn.Module, example_inputs: Any) -> Any:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from netslim.structural.forward import module_stack, no_fastpaths, run_model
+from netslim.core.unfused import unfused_kernels
+from netslim.structural.forward import module_stack, run_model
 from netslim.structural.graph import NOISE_OPS, aligned, flatten_tensors, op_key
 from netslim.structural.groups import analyze
 from netslim.structural.plan import PruningPlan
@@ -143,7 +144,7 @@ class MaskedReference(nn.Module):
         self.model.eval()
         mode = _StatMask(self._ops)
         holder = type("_Stack", (), {"stack": []})()
-        with torch.no_grad(), no_fastpaths(), module_stack(self.model, holder), mode:
+        with torch.no_grad(), unfused_kernels(), module_stack(self.model, holder), mode:
             return run_model(self.model, kwargs or args)
 
 

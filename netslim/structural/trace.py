@@ -17,13 +17,13 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from netslim.core.unfused import unfused_kernels
 from netslim.errors import ConfigError
 from netslim.structural.atoms import AlgebraConflict
 from netslim.structural.forward import (
     meta_caller,
     meta_forward,
     module_stack,
-    no_fastpaths,
     run_model,
     to_meta,
 )
@@ -56,7 +56,7 @@ def _eval_forward(model: nn.Module, inputs: Any, graph: Graph, call: Any) -> Any
     try:
         with (
             torch.no_grad(),
-            no_fastpaths(),
+            unfused_kernels(),
             _attention_scale_facts(graph),
             module_stack(model, graph),
             _Recorder(graph),
@@ -196,7 +196,7 @@ def _trace_train_only(model: nn.Module, example_inputs: Any, graph: Graph) -> An
         with (
             torch.random.fork_rng(devices=[]),
             torch.no_grad(),
-            no_fastpaths(),
+            unfused_kernels(),
             module_stack(model, graph),
             _Recorder(graph),
         ):
