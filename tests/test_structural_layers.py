@@ -864,3 +864,38 @@ def test_scale_from_a_summed_size_keeps_that_size():
     assert model.context.out_channels < 12
     reasons = [b["reason"] for b in report["boundaries"]]
     assert any("looks derived from size 16" in r for r in reasons), reasons
+
+
+class SplitPaths(nn.Module):
+    """timm's SelectiveKernel input split: the part size is an expression of two attributes."""
+
+    def __init__(self, in_channels: int = 16, num_paths: int = 2) -> None:
+        super().__init__()
+        self.in_channels, self.num_paths = in_channels, num_paths
+        part = in_channels // num_paths
+        self.paths = nn.ModuleList(nn.Conv2d(part, 8, 3, padding=1) for _ in range(num_paths))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(x, self.in_channels // self.num_paths, 1)
+        return sum(path(p) for path, p in zip(self.paths, parts, strict=True))
+
+
+class SplitNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.block = SplitPaths()
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.block(F.relu(self.stem(x)))))
+
+
+def test_split_size_computed_from_the_whole_follows_it():
+    """``x.split(self.in_channels // self.num_paths)``: no attribute holds the part size, so
+    ``in_channels`` (the whole, in the module that split) follows. Before, the check forward
+    found the old part size and the repairs kept every channel of skresnet18."""
+    model, _, report = check(SplitNet(), torch.randn(1, 3, 6, 6))
+    assert model.stem.out_channels == model.block.in_channels < 16
+    assert all(p.in_channels == model.block.in_channels // 2 for p in model.block.paths)
+    assert not report["boundaries"], report["boundaries"]

@@ -287,9 +287,23 @@ def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str
             if c < 2 or c != ctx.old_size(atom):
                 continue
             new = ctx.size(atom)
-            if new != c:
-                _follow_int(ctx, rec, c, new, taken, out)
+            if new != c and not _follow_int(ctx, rec, c, new, taken, out) and rec.name == "split":
+                _split_whole(ctx, rec, pairs, taken, out)
     return out
+
+
+def _split_whole(
+    ctx: Context,
+    rec: Any,
+    pairs: list[tuple[int, int]],
+    taken: dict[str, list[Change]],
+    out: dict[str, list[Change]],
+) -> None:
+    """``x.split(self.in_channels // self.num_paths)`` (timm's SelectiveKernel): no attribute
+    holds the part size, so the one that holds the whole, in the module that split, follows."""
+    old = sum(ctx.old_size(p) for _, p in pairs)
+    new = sum(ctx.size(p) for _, p in pairs)
+    _follow_int(ctx, rec, old, new, taken, out, climb=False)
 
 
 def _follow_int(
@@ -299,13 +313,15 @@ def _follow_int(
     new: int,
     taken: dict[str, list[Change]],
     out: dict[str, list[Change]],
-) -> None:
+    climb: bool = True,
+) -> bool:
     """Set the int attributes equal to ``old`` in the innermost module of ``rec``'s stack that
-    has any to ``new``. The search stops at a module with a Hugging Face config: its sizes come
-    from the config (``_attention_facts`` and ``_config_changes`` handle those), and an
-    ancestor's equal int (a causal LM's ``num_experts`` beside 4 heads) is another quantity."""
+    has any to ``new`` (with ``climb=False``, only the module that ran the op); True when one
+    was found. The search stops at a module with a Hugging Face config: its sizes come from the
+    config (``_attention_facts`` and ``_config_changes`` handle those), and an ancestor's equal
+    int (a causal LM's ``num_experts`` beside 4 heads) is another quantity."""
     model = ctx.graph.model
-    for where in reversed(rec.stack):
+    for where in reversed(rec.stack if climb else rec.stack[-1:]):
         mod = model.get_submodule(where)
         hits = [
             a for a, v in vars(mod).items()
@@ -314,13 +330,14 @@ def _follow_int(
         ]  # fmt: skip
         if not hits:
             if _config_of(mod) is not None:
-                return
+                return False
             continue
         done = {(id(ch.target), ch.attr) for ch in taken.get(where, []) + out.get(where, [])}
         for a in hits:
             if (id(mod), a) not in done:
                 out.setdefault(where, []).append(Change(mod, a, old, new, where))
-        return
+        return True
+    return False
 
 
 def _shape_tuples(
