@@ -899,3 +899,39 @@ def test_split_size_computed_from_the_whole_follows_it():
     assert model.stem.out_channels == model.block.in_channels < 16
     assert all(p.in_channels == model.block.in_channels // 2 for p in model.block.paths)
     assert not report["boundaries"], report["boundaries"]
+
+
+class SplitByTuple(nn.Module):
+    """inception_next's token mixer: split sizes kept as a tuple attribute."""
+
+    def __init__(self, channels: int = 32, branch: int = 8) -> None:
+        super().__init__()
+        self.split_indexes = (channels - 2 * branch, branch, branch)
+        self.square = nn.Conv2d(branch, branch, 3, padding=1, groups=branch)
+        self.band = nn.Conv2d(branch, branch, (1, 5), padding=(0, 2), groups=branch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity, square, band = torch.split(x, self.split_indexes, dim=1)
+        return torch.cat((identity, self.square(square), self.band(band)), dim=1)
+
+
+class TupleSplitNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.mixer = SplitByTuple()
+        self.head = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.mixer(F.relu(self.stem(x)))))
+
+
+def test_split_sizes_kept_in_a_tuple_follow_the_parts():
+    """A tuple attribute equal to a split's size list is replaced by the pruned sizes (the
+    identity part is a whole number of the branch size, so every part keeps a share). Before,
+    the check forward failed on the old sizes and the repairs kept the split's channels."""
+    model, _, report = check(TupleSplitNet(), torch.randn(1, 3, 6, 6))
+    identity, square, band = model.mixer.split_indexes
+    assert square == band == model.mixer.square.in_channels < 8
+    assert identity + square + band == model.stem.out_channels < 32
+    assert not report["boundaries"], report["boundaries"]

@@ -275,6 +275,9 @@ def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str
     for rec in ctx.graph.records:
         pairs = rec.info.get("split")
         ints = rec.info.get("ints")
+        if pairs is not None and len(pairs) > 1 and rec.name != "split":  # sizes given as a list
+            sizes, parts = [c for c, _ in pairs], [p for _, p in pairs]
+            _shape_tuples(ctx, rec, sizes, parts, taken, out)  # inception_next's split_indexes
         if pairs is None:
             if rec.kind != "reshape" or not ints or not rec.outs or rec.name == "repeat":
                 continue
@@ -348,9 +351,10 @@ def _shape_tuples(
     taken: dict[str, list[Change]],
     out: dict[str, list[Change]],
 ) -> None:
-    """A whole shape kept as a tuple attribute (timm's ``Scale``: ``x * w.view(self.shape)``):
-    replace the tuple when it equals the op's size list exactly (a weaker match could rewrite
-    an unrelated tuple such as a kernel size)."""
+    """A whole shape kept as a tuple attribute (timm's ``Scale``: ``x * w.view(self.shape)``;
+    the sizes of a split, ``x.split(self.split_indexes)``): replace the tuple when it equals the
+    op's size list exactly (a weaker match could rewrite an unrelated tuple such as a kernel
+    size)."""
     new = [
         ctx.size(a) if c >= 2 and c == ctx.old_size(a) else c
         for c, a in zip(ints, outs, strict=True)
