@@ -935,3 +935,28 @@ def test_split_sizes_kept_in_a_tuple_follow_the_parts():
     assert square == band == model.mixer.square.in_channels < 8
     assert identity + square + band == model.stem.out_channels < 32
     assert not report["boundaries"], report["boundaries"]
+
+
+class AffineFreeNorms(nn.Module):
+    """Norms without parameters (DiT's adaptive LayerNorm, a GroupNorm with affine=False)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 32)
+        self.ln = nn.LayerNorm(32, elementwise_affine=False)
+        self.b = nn.Linear(32, 16)
+        self.gn = nn.GroupNorm(4, 16, affine=False)
+        self.c = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.b(F.gelu(self.ln(self.a(x))))
+        return self.c(self.gn(h.unsqueeze(-1)).squeeze(-1))
+
+
+def test_norms_without_parameters_follow_their_width():
+    """A norm with no weight has no tensor to change, so its size updater never ran: the check
+    forward failed on the old normalized_shape and the repairs kept the width (DiT's blocks)."""
+    model, _, report = check(AffineFreeNorms(), torch.randn(3, 8))
+    assert model.ln.normalized_shape == (model.a.out_features,) and model.a.out_features < 32
+    assert model.gn.num_channels == model.b.out_features < 16
+    assert not report["boundaries"], report["boundaries"]

@@ -73,6 +73,7 @@ class Context:
         self.tensors = analysis.tensors
         self.conv_groups: dict[str, int] = {}
         self.norm_groups: dict[str, int] = {}
+        self.norm_channels: dict[str, int] = {}
         self.norm_shapes: dict[str, list[int]] = {}
         for rec in self.graph.records:
             weight = rec.info.get("weight") if rec.kind == "conv" else None
@@ -82,6 +83,7 @@ class Context:
                 self.conv_groups[where] = rec.info["groups"]
             if rec.info.get("stat") == "group_norm":
                 self.norm_groups[rec.module] = rec.info["groups"]
+                self.norm_channels[rec.module] = rec.ins[0][1]
             if rec.info.get("stat") == "layer_norm" and rec.ins:
                 self.norm_shapes[rec.module] = [rec.ins[0][d] for d in rec.info["dims"]]
 
@@ -179,11 +181,7 @@ def _group_norm(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
     g = ctx.norm_groups.get(where)
     if g is None:
         return []
-    ratio = mod.num_channels // mod.num_groups
-    per = ctx.size(g)
-    w = ctx.tensor(where, "weight")
-    channels = w.shape[0] if w is not None else per * ratio
-    return _set(mod, where, num_groups=per, num_channels=channels)
+    return _set(mod, where, num_groups=ctx.size(g), num_channels=ctx.size(ctx.norm_channels[where]))
 
 
 @register_updater(nn.Embedding)
@@ -439,7 +437,9 @@ def plan_changes(analysis: Analysis, kept: dict[int, int], new: dict[str, torch.
         upd = next((_UPDATERS[c] for c in type(mod).__mro__ if c in _UPDATERS), None)
         if upd is not None:  # known layers: their updater is the whole truth
             inside = any(within(m, where) for m in changed_modules)
-            if inside or where in ctx.conv_groups:
+            if inside or any(
+                where in facts for facts in (ctx.conv_groups, ctx.norm_shapes, ctx.norm_groups)
+            ):
                 changes += upd(mod, where, ctx)
             continue
         mine = list(by_module.get(where, []))
