@@ -960,3 +960,56 @@ def test_norms_without_parameters_follow_their_width():
     assert model.ln.normalized_shape == (model.a.out_features,) and model.a.out_features < 32
     assert model.gn.num_channels == model.b.out_features < 16
     assert not report["boundaries"], report["boundaries"]
+
+
+class CrossModal(nn.Module):
+    """nn.MultiheadAttention whose keys and values have their own width (kdim, vdim)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Linear(8, 32)
+        self.memory = nn.Linear(6, 24)
+        self.attention = nn.MultiheadAttention(32, 4, kdim=24, vdim=24, batch_first=True)
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        memory = self.memory(b)
+        return self.out(self.attention(self.query(a), memory, memory)[0]).mean(1)
+
+
+def test_attention_with_own_key_and_value_widths_is_pruned():
+    """Only the query's width is tied to the attention's inner and output widths; the keys' and
+    values' widths shrink on their own (kdim/vdim follow). Before, all were tied to one space,
+    which failed ('size 24 != 32') and kept every channel around the attention."""
+    model, _, report = check(CrossModal(), torch.randn(2, 5, 8), torch.randn(2, 7, 6))
+    attention = model.attention
+    assert attention.kdim == attention.vdim == model.memory.out_features < 24
+    assert attention.k_proj_weight.shape[1] == attention.kdim
+    assert model.query.out_features < 32 or attention.num_heads < 4
+    assert not any("!=" in b["reason"] for b in report["boundaries"]), report["boundaries"]
+
+
+class VectorQuantizer(nn.Module):
+    """A VQ bottleneck: each feature vector replaced by its nearest codebook row (torch.cdist)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encode = nn.Conv2d(3, 16, 3, padding=1)
+        self.codebook = nn.Parameter(torch.randn(10, 16))
+        self.decode = nn.Conv2d(16, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.encode(x)
+        n, c, h, w = z.shape
+        distances = torch.cdist(z.permute(0, 2, 3, 1).reshape(-1, c), self.codebook)
+        codes = self.codebook[distances.argmin(1)].view(n, h, w, c).permute(0, 3, 1, 2)
+        return self.decode(z + (codes - z))
+
+
+def test_codebook_distances_keep_the_latent_prunable():
+    """cdist sums over the dim its two inputs share; a pruned index is zero in both in the
+    masked original. The latent and the codebook lose it together (cdist was a boundary)."""
+    model, _, report = check(VectorQuantizer(), torch.randn(1, 3, 4, 4))
+    assert model.codebook.shape == (10, model.encode.out_channels)
+    assert model.encode.out_channels == model.decode.in_channels < 16
+    assert not any("cdist" in b["reason"] for b in report["boundaries"]), report["boundaries"]

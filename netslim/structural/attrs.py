@@ -218,7 +218,10 @@ def _mha(mod: nn.Module, where: str, ctx: Context) -> list[Change]:
         if d and d[0] == "prod" and len(d[1]) == 2 and ctx.old_size(d[1][0]) == mod.num_heads:
             heads = ctx.size(d[1][0])
     out = _set(mod, where, embed_dim=embed, num_heads=heads, head_dim=embed // heads)
-    return out + _set(mod, where, kdim=embed, vdim=embed)
+    if mod._qkv_same_embed_dim:
+        return out + _set(mod, where, kdim=embed, vdim=embed)
+    k, v = ctx.tensor(where, "k_proj_weight"), ctx.tensor(where, "v_proj_weight")
+    return out + _set(mod, where, kdim=k.shape[1], vdim=v.shape[1])
 
 
 @register_updater(nn.Transformer)

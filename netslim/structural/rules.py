@@ -726,6 +726,21 @@ def grouped_mm(ctx: OpContext) -> None:
     ctx.out(o, res)
 
 
+@register_rule("_cdist_forward", "_euclidean_dist")
+def pairwise_distance(ctx: OpContext) -> None:
+    """torch.cdist (a vector quantizer's codebook distances): rows of ``x1`` against rows of
+    ``x2`` over their shared last dim. A pruned index is zero in both in the masked original,
+    so it adds nothing to any p-norm distance."""
+    a, b = ctx.args[0], ctx.args[1]
+    da, db = ctx.dims(a), ctx.dims(b)
+    if a.dim() != b.dim() or a.shape[:-2] != b.shape[:-2]:
+        return unknown(ctx)
+    ctx.unify(da[-1], db[-1])
+    for x, y in zip(da[:-2], db[:-2], strict=True):
+        ctx.unify(x, y)
+    ctx.out(ctx.outputs[0], [*da[:-1], db[-2]])
+
+
 @register_rule("mv")
 def mv(ctx: OpContext) -> None:
     da, dv = ctx.dims(ctx.args[0]), ctx.dims(ctx.args[1])
@@ -1178,15 +1193,16 @@ def _layout_of(graph: Graph, t: torch.Tensor) -> list[int]:
 
 @register_module_rule(torch.nn.MultiheadAttention)
 def _mha(graph: Graph, where: str, mod: torch.nn.Module) -> None:
-    """``F.multi_head_attention_forward`` derives head_dim from the *input* width, so the input,
-    inner and output widths must shrink together: tie them to one index space."""
+    """``F.multi_head_attention_forward`` derives head_dim from the *query's* width, so the
+    query's, inner and output widths must shrink together: tie them to one index space. Keys
+    and values of their own widths (``kdim``/``vdim``) only feed their projections."""
     out_w = _layout_of(graph, mod.out_proj.weight)
     if not out_w:
         return
     if mod._qkv_same_embed_dim:
         ins = [_layout_of(graph, mod.in_proj_weight)]
     else:
-        ins = [_layout_of(graph, getattr(mod, f"{c}_proj_weight")) for c in "qkv"]
+        ins = [_layout_of(graph, mod.q_proj_weight)]
     for lay in ins:
         if not lay:
             raise ValueError("projection weights not traced")
