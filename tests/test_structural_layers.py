@@ -1013,3 +1013,35 @@ def test_codebook_distances_keep_the_latent_prunable():
     assert model.codebook.shape == (10, model.encode.out_channels)
     assert model.encode.out_channels == model.decode.in_channels < 16
     assert not any("cdist" in b["reason"] for b in report["boundaries"]), report["boundaries"]
+
+
+class BlurPool(nn.Module):
+    """timm's BlurPool2d: a fixed depthwise blur filter held as a buffer, groups from an int."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("filt", torch.full((channels, 1, 3, 3), 1 / 9), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, [1, 1, 1, 1]), self.filt, stride=2, groups=self.channels)
+
+
+class BlurNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.blur = BlurPool(16)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blur(F.relu(self.conv(x))))
+
+
+def test_int_attribute_follows_a_buffer_dim():
+    """An int equal to the old size of a module's own *buffer* dim follows it, as one equal to
+    a parameter dim does: the blur's ``channels`` (its conv groups) shrinks with its filter.
+    Before, the check forward failed on the old groups and the repairs kept the channels."""
+    model, _, report = check(BlurNet(), torch.randn(1, 3, 8, 8))
+    assert model.blur.channels == model.blur.filt.shape[0] == model.conv.out_channels < 16
+    assert not report["boundaries"], report["boundaries"]

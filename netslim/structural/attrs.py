@@ -395,9 +395,12 @@ def _unflatten(
 
 
 def _own_tensors(m: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """``m``'s own parameters under the names that survive masking: a masked ``weight`` lives
-    in ``m.parametrizations.weight.original``, not among ``m``'s direct parameters."""
+    """``m``'s own parameters and buffers (timm's BlurPool2d filters with a buffer and keeps
+    ``self.channels`` for the conv's groups) under the names that survive masking: a masked
+    ``weight`` lives in ``m.parametrizations.weight.original``, not among ``m``'s direct
+    parameters."""
     out = list(m.named_parameters(recurse=False))
+    out += [(n, b) for n, b in m.named_buffers(recurse=False) if b is not None]
     for leaf, plist in getattr(m, "parametrizations", {}).items():
         original = getattr(plist, "original", None)
         if isinstance(original, torch.Tensor):
@@ -406,7 +409,7 @@ def _own_tensors(m: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 
 def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[Change]:
-    """Int attributes equal to the old size of this module's own parameter dims."""
+    """Int attributes equal to the old size of this module's own parameter or buffer dims."""
     dims: list[tuple[int, int]] = []  # (old, new) per param dim of the module and its children
     for prefix, m in [("", mod), *mod.named_children()]:  # one level down: cheap on a big root
         for leaf, p in _own_tensors(m):
