@@ -1045,3 +1045,37 @@ def test_int_attribute_follows_a_buffer_dim():
     model, _, report = check(BlurNet(), torch.randn(1, 3, 8, 8))
     assert model.blur.channels == model.blur.filt.shape[0] == model.conv.out_channels < 16
     assert not report["boundaries"], report["boundaries"]
+
+
+class MaskedFrames(nn.Module):
+    """wav2vec2-style training: a learned embedding written into masked frames and a dropout
+    mask drawn with ``bernoulli_``, both only in train mode (so the engine also traces a
+    train-mode forward for the embedding the eval forward never uses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        self.mask_embed = nn.Parameter(torch.randn(32))
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        if self.training:
+            frames = torch.zeros(h.shape[:2], dtype=torch.bool)
+            frames[:, 0] = True
+            h = h.clone()
+            h[frames] = self.mask_embed.to(h.dtype)
+            h = h * torch.empty_like(h).bernoulli_(0.9) / 0.9
+        return self.out(h).mean(1)
+
+
+def test_train_only_index_put_and_dropout_mask_keep_channels_prunable():
+    """``index_put_`` fills whole rows (the values' dims are the rows' dims) and ``bernoulli_``
+    keeps its tensor's dims; both were boundaries that, met in the train-mode trace, locked
+    the channels they touched (wav2vec2 kept every attention head)."""
+    model, _, report = check(MaskedFrames(), torch.randn(2, 5, 8))
+    assert model.inp.out_features == model.mask_embed.shape[0] == model.out.in_features < 32
+    ops = {b["op"] for b in report["boundaries"]}  # the frame mask's own select may stay
+    assert not ops & {"bernoulli_", "index_put_"}, report["boundaries"]
+    model.train()
+    assert model(torch.randn(2, 5, 8)).shape == (2, 3)

@@ -203,6 +203,16 @@ def restride(ctx: OpContext) -> None:
         ctx.out(t, ctx.dims(x))
 
 
+@register_rule(
+    "bernoulli_", "uniform_", "normal_", "exponential_", "geometric_", "log_normal_", "cauchy_",
+    "random_", "zero_", "fill_",
+)  # fmt: skip
+def refill(ctx: OpContext) -> None:
+    """In-place fills and random draws (a dropout mask drawn into ``empty_like(x)``): every
+    element is set on its own, so the tensor keeps its dims (a value tensor broadcasts)."""
+    elementwise(ctx)
+
+
 @register_rule("native_dropout")
 def native_dropout(ctx: OpContext) -> None:
     x = ctx.arg("input")
@@ -643,6 +653,28 @@ def index(ctx: OpContext) -> None:
     else:
         res = idims + [d[k] for k in range(len(d)) if k not in used]
     ctx.out(o, res)
+
+
+@register_rule("index_put_", "index_put", "_index_put_impl_")
+def index_put(ctx: OpContext) -> None:
+    """``x[idx] = values`` with the indices on x's leading dims (wav2vec2 writes a learned
+    embedding into masked time steps): those dims are addressed by index and kept; the values
+    fill whole rows, so their trailing dims are x's remaining dims."""
+    x, values = ctx.args[0], ctx.args[2]
+    idx = list(ctx.args[1])
+    d = ctx.dims(x)
+    if not idx or any(t is None for t in idx):
+        return unknown(ctx)
+    covered = sum(t.dim() if t.dtype == torch.bool else 1 for t in idx)
+    ctx.lock(list(d[:covered]), "indexed by a tensor")
+    rest, dv = d[covered:], ctx.dims(values)
+    for a, b, sa, sb in zip(
+        reversed(rest), reversed(dv), reversed(x.shape), reversed(values.shape), strict=False
+    ):
+        if sa == sb and sb != 1:
+            ctx.unify(a, b)
+    for o in ctx.outputs:
+        ctx.out(o, list(d))
 
 
 @register_rule("index_select", "gather", "take_along_dim")
