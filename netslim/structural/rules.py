@@ -986,11 +986,11 @@ def weight_norm(ctx: OpContext) -> None:
     and ``g`` shares the dim the norm keeps. The norm runs over the other dims; the masked
     original zeroes ``v`` there, so its norm equals the pruned one's."""
     v, g = ctx.args[0], ctx.args[1]
+    if g.dim() != v.dim():
+        return unknown(ctx)
     dv = ctx.dims(v)
     w, norms = ctx.outputs[0], ctx.outputs[1]
     ctx.out(w, list(dv))
-    if g.dim() != v.dim():
-        return unknown(ctx)
     kept = []
     for k, a in enumerate(ctx.dims(g)):
         if g.shape[k] == v.shape[k] and g.shape[k] > 1:
