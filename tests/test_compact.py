@@ -10,11 +10,12 @@ from torch import nn
 from torch.nn.utils import prune
 
 import netslim
+from netslim.core.copying import copy_model
 from netslim.core.masks import attach_mask
 from netslim.errors import PruningError
 from netslim.models.spec import build_model
 from netslim.structural import constants
-from netslim.structural.compact import compact_, copy_model
+from netslim.structural.compact import compact_
 
 
 def _bn_stats(bn: nn.Module, seed: int = 0) -> None:

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netslim.structural import Channels, groups, prune, prune_and_compare
+from netslim.core.copying import copy_model
+from netslim.structural import Channels, groups, prune_and_compare
 
 TOL = 1e-5
 
@@ -667,19 +668,21 @@ def test_weight_and_spectral_norm_layers_are_pruned():
 
 def test_legacy_weight_norm_hook_is_pruned():
     """``nn.utils.weight_norm`` (the pre-parametrization hook: ``weight_g``/``weight_v``) is
-    pruned too, and the module's sizes follow ``weight_v``. Its module cannot be deep-copied
-    (a torch limitation), so this checks the shapes and that the pruned model runs."""
+    pruned too, and the module's sizes follow ``weight_v``. Its ``weight`` attribute is a
+    non-leaf product, which ``copy.deepcopy`` refuses; netslim's copies (the masked reference
+    here, teachers and trial copies elsewhere) go through ``copy_model``, which copies it."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = nn.Sequential(nn.utils.weight_norm(nn.Linear(8, 32)), nn.ReLU(), nn.Linear(32, 3))
-    x = torch.randn(3, 8)
-    prune(model.eval(), (x,), Channels(ratio=0.5))
+    model, _, _ = check(model, torch.randn(3, 8))
     first = model[0]
     assert first.weight_v.shape == (first.out_features, 8) and first.out_features < 32
     assert first.weight_g.shape == (first.out_features, 1)
-    assert model(x).shape == (3, 3)
+    copied = copy_model(model)
+    assert copied[0].weight_v is not first.weight_v
+    assert torch.equal(copied(torch.ones(2, 8)), model(torch.ones(2, 8)))
 
 
 class Bags(nn.Module):

@@ -10,7 +10,6 @@ model rebuilt with empty masks (``attach_mask`` with ones) loads a pruned checkp
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from netslim.core.copying import copy_model
 from netslim.errors import ConfigError, UnsupportedModelError
 
 
@@ -166,7 +166,7 @@ def folded_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
     itself is not changed. ``copy.deepcopy`` keeps parametrized modules on the *same*
     dynamically created class, and removing a parametrization deletes the weight property from
     that class, so each parametrized module of the copy gets its own class first."""
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     for module in work.modules():
         if parametrize.is_parametrized(module):
             cls = type(module)

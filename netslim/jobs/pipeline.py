@@ -8,7 +8,6 @@ the interrupted one. Under ``torchrun`` every rank runs the job; rank 0 writes e
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim.core.copying import copy_model
 from netslim.core.masks import folded_copy, iter_masks
 from netslim.errors import ConfigError, warn
 from netslim.io import save
@@ -490,7 +490,7 @@ def run_job(
     if settings.distill:
         if ckpt.skipped("teacher"):
             trainer.teacher = ckpt.load_model("teacher").eval()
-        ckpt.stage("teacher", lambda: setattr(trainer, "teacher", copy.deepcopy(model).eval()))
+        ckpt.stage("teacher", lambda: setattr(trainer, "teacher", copy_model(model).eval()))
     baseline = None
     if settings.dense_baseline and is_main():
         baseline = _dense_baseline(model, settings, train_loader, test_loader)
@@ -557,7 +557,7 @@ def _dense_baseline(
 
     if train_loader is None or test_loader is None:
         raise ConfigError("--dense-baseline trains and measures: give --data")
-    dense = copy.deepcopy(model)
+    dense = copy_model(model)
     extra = _extra_epochs(settings)
     _Trainer(settings, train_loader).fit(dense, extra)
     return {"accuracy": evaluate(dense, test_loader), "extra_epochs": extra}

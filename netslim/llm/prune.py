@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from netslim.core.copying import copy_model
 from netslim.errors import ConfigError, DataError
 from netslim.llm.arch import Family, block_linears, family, layers, weight_oi
 from netslim.llm.calibration import BlockInputs, capture_inputs
@@ -188,7 +188,7 @@ def prune_model(
     config = config.resolved(streaming=False)
     if recovery is not None:
         check_calibration(recovery, config)
-    teacher = copy.deepcopy(model) if config.recover else None
+    teacher = copy_model(model) if config.recover else None
     model.eval()
     start = time.perf_counter()
     before = {"params": count_params(model), "blocks": len(layers(model, fam))}

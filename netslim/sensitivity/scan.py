@@ -7,13 +7,13 @@ unit never reaches its neighbours through shared consumer columns.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
+from netslim.core.copying import copy_model
 from netslim.errors import ConfigError
 from netslim.importance import Calibration
 from netslim.structural.config import Channels
@@ -68,7 +68,7 @@ def scan_sensitivity(
         accs, macs = [], []
         for r in ratios:
             per = dict.fromkeys(found, 0.0) | {key: r}
-            trial = copy.deepcopy(model)
+            trial = copy_model(model)
             config = Channels(ratio=0.0, criterion=criterion, ignore=tuple(ignore), per_module=per)
             _, report = prune(trial, example_inputs, config, calibration)
             base_macs = report["macs"]["before"]

@@ -12,7 +12,6 @@ make a cut channel's constant (in train mode batch statistics would give another
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from torch.utils._pytree import tree_map
 
 from netslim._runtime import paused_gc
 from netslim.core import history
+from netslim.core.copying import copy_model
 from netslim.core.masks import canonical_name, make_permanent
 from netslim.errors import ConfigError, PruningError
 from netslim.measure import count_macs, count_params, latency_ms
@@ -49,18 +49,6 @@ def adopt_masks(model: nn.Module) -> list[str]:
         torch_prune.remove(module, name)
     keys = [f"{path}.{name}" if path else name for path, _, name in found]
     return keys + make_permanent(model)
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy`` that also copies modules under ``torch.nn.utils.prune``: their plain
-    ``weight`` attribute is a non-leaf product, which deepcopy refuses (a detached copy is
-    what the next forward recomputes anyway)."""
-    memo: dict[int, Any] = {}
-    for mod in model.modules():
-        for value in vars(mod).values():
-            if isinstance(value, Tensor) and not value.is_leaf:
-                memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(model, memo)
 
 
 def probe_inputs(example_inputs: Any, n: int, seed: int) -> list[Any]:

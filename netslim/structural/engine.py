@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from netslim._runtime import one_thread, paused_gc
+from netslim.core.copying import copy_model
 from netslim.core.names import check_config_names, first_within, within
 from netslim.errors import PruningError, UnsupportedModelError
 from netslim.structural.allocation import global_counts, keep_mask, local_counts
@@ -399,7 +399,7 @@ def pruned_copies(model: nn.Module, example_inputs: Any) -> Callable[..., nn.Mod
     ``make`` runs: once ``model`` is pruned, ``make`` copies the pruned model."""
 
     def make(kept: dict[str, int], bypassed: tuple[str, ...] = ()) -> nn.Module:
-        trial = copy.deepcopy(model)
+        trial = copy_model(model)
         analysis = analyze(trial, example_inputs)
         plan = PruningPlan(example_inputs=example_inputs, traced_on=analysis)
         for g in analysis.groups:

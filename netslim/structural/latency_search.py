@@ -5,12 +5,12 @@ so it lives beside it."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from typing import Any
 
 from torch import nn
 
+from netslim.core.copying import copy_model
 from netslim.errors import ConfigError
 from netslim.measure.latency import latency_ms
 from netslim.structural.config import Channels
@@ -59,7 +59,7 @@ def search_latency(
     lo, hi, best = 0.02, 1.0, None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        trial = copy.deepcopy(model)
+        trial = copy_model(model)
         prune(trial, example_inputs, replace(config, target_macs=mid), calibration)
         ms = measure(trial)
         trace.append({"macs_fraction": mid, "latency_ms": ms})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch import nn
 
 from netslim.core import history
+from netslim.core.copying import copy_model
 from netslim.core.names import check_config_names
 from netslim.core.registry import MethodSpec, PruneContext
 from netslim.errors import ArtifactError, ConfigError
@@ -65,7 +65,7 @@ def _prune_reconstructed(model: nn.Module, inputs: Any, config: Channels, calibr
     from netslim.training.optim_state import take_replacements
 
     batches = calibration_batches(model, calibration)
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     take_replacements(work)  # start from no pending swaps on the copy
     before = list(work.parameters())  # alive, so the swap notes can be read back
     plan, report = prune(work, inputs, config, calibration)

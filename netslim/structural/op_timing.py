@@ -13,7 +13,6 @@ with synchronisation; a clear error when no GPU is visible).
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from torch import nn
 
 from netslim._runtime import allocator
 from netslim.core.batches import to_device
+from netslim.core.copying import copy_model
 from netslim.errors import ConfigError, UnsupportedModelError
 from netslim.export.onnx import require_onnxruntime, session
 
@@ -508,7 +508,7 @@ def _prepared(model: nn.Module, inputs: Any, target: Target, prepare: Callable) 
 
 def _device_copy(model: nn.Module, inputs: Any, target: Target) -> tuple[nn.Module, Any]:
     """A copy of ``model`` and ``inputs`` on ``target``'s GPU."""
-    return copy.deepcopy(model).to("cuda"), to_device(inputs, "cuda")
+    return copy_model(model).to("cuda"), to_device(inputs, "cuda")
 
 
 def _onnx_runner(model: nn.Module, inputs: Any, target: Target) -> Callable[[], Any]:

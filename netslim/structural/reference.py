@@ -8,13 +8,13 @@ over kept channels only, matched by position in the op sequence of the trace.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from netslim.core.copying import copy_model
 from netslim.core.unfused import unfused_kernels
 from netslim.structural.forward import module_stack, run_model
 from netslim.structural.graph import NOISE_OPS, aligned, flatten_tensors, op_key
@@ -153,7 +153,7 @@ def masked_reference(
 ) -> MaskedReference:
     """A deep copy of the *unpruned* ``model`` that computes what ``plan`` promises."""
     inputs = example_inputs if example_inputs is not None else plan.example_inputs
-    ref = copy.deepcopy(model).eval()
+    ref = copy_model(model).eval()
     # a real trace: the oracle replays masks by op position in a real run, so its op
     # sequence must be the real one
     analysis = analyze(ref, inputs, meta=False)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch import nn
 
+from netslim.core.copying import copy_model
 from netslim.structural.config import Channels
 from netslim.structural.engine import prune
 from netslim.structural.forward import run_model
@@ -34,7 +34,7 @@ def prune_and_compare(
     model: nn.Module, example_inputs: Any, config: Channels | None = None, check_inputs: Any = None
 ) -> tuple[float, Any, dict[str, Any]]:
     """Prune ``model`` in place; returns (max abs diff vs the masked original, plan, report)."""
-    original = copy.deepcopy(model)
+    original = copy_model(model)
     plan, report = prune(model, example_inputs, config or Channels())
     reference = masked_reference(original, plan, example_inputs)
     inputs = check_inputs if check_inputs is not None else example_inputs

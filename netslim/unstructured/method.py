@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from netslim.core.copying import copy_model
 from netslim.core.history import record
 from netslim.core.masks import attach_mask, detach_mask, get_mask, sparsity_report
 from netslim.core.registry import MethodSpec, PruneContext
@@ -138,12 +139,11 @@ def _reconstructed(
     as it was before this step; a schedule passes ``prune_(..., reference=dense)`` so that
     every step aims at the original outputs); the copy's state and the report. The model itself
     is untouched, so a failure here leaves it as it was."""
-    import copy
 
     from netslim.reconstruct import calibration_batches, reconstruct, supported
 
     batches = calibration_batches(model, calibration)
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     apply_masks(work, masks)
     targets = {}
     for key in masks:

@@ -6,13 +6,13 @@ fails in a second rather than after an hour of training.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from netslim.core.copying import copy_model
 from netslim.errors import ConfigError, NetslimError
 from netslim.jobs.recipe.loader import Recipe
 from netslim.jobs.recipe.schema import CompressStep, PruneStep, QuantizeStep, RecipeSettings
@@ -166,7 +166,7 @@ def _run_step(
         from netslim.api import prune_
 
         if state.teacher is None:
-            state.teacher = copy.deepcopy(model).eval()
+            state.teacher = copy_model(model).eval()
         summary = prune_(
             model,
             _prune_config(state.settings, step, finetunes_after),
