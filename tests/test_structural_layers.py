@@ -727,6 +727,34 @@ def test_unfold_and_fold_keep_channels_prunable():
     assert not report["boundaries"], report["boundaries"]
 
 
+class Windows(nn.Module):
+    """Tensor.unfold: overlapping spatial windows (HaloNet's halo), and windows that tile the
+    channel dim exactly (a reshape into groups of 4)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Linear(8, 5)
+        self.c = nn.Conv2d(3, 16, 1)
+        self.d = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        halo = self.a(x).unfold(2, 3, 1).unfold(3, 3, 1)  # (B, C, H-2, W-2, 3, 3)
+        pooled = self.b(halo.mean((-1, -2)).permute(0, 2, 3, 1))  # (B, H-2, W-2, 5)
+        groups = self.c(x).permute(0, 2, 3, 1).unfold(-1, 4, 4)  # (B, H, W, 4 groups, 4)
+        return pooled.mean((1, 2)) + self.d(groups).mean((1, 2, 3))
+
+
+def test_tensor_unfold_windows_keep_channels_prunable():
+    """aten.unfold had no rule: it locked every dim of its input, so no channel before a halo
+    was prunable. Overlapping windows lock only the positions; windows that tile a channel dim
+    are a reshape of it, so that dim prunes as (groups x taps)."""
+    model, _, report = check(Windows(), torch.randn(2, 3, 6, 6))
+    assert model.a.out_channels == model.b.in_features < 8
+    assert model.c.out_channels < 16 and model.c.out_channels % model.d.in_features == 0
+    assert not report["boundaries"], report["boundaries"]
+
+
 class Gated(nn.Module):
     def __init__(self) -> None:
         super().__init__()

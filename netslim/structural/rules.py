@@ -1038,6 +1038,29 @@ def im2col(ctx: OpContext) -> None:
     ctx.out(o, out)
 
 
+@register_rule("unfold")
+def sliding_windows(ctx: OpContext) -> None:
+    """``Tensor.unfold(dim, size, step)``: windows along ``dim`` (now ``n_windows``) with their
+    taps as a new last dim; every other dim passes through. ``size`` and ``step`` are constants
+    in the code, so the taps are locked. Windows that tile ``dim`` exactly (``step == size``)
+    are a reshape of it, so whole windows can go; overlapping or partial windows mix
+    positions, so ``dim`` is locked."""
+    x, o = ctx.args[0], ctx.outputs[0]
+    d = list(ctx.dims(x))
+    size, step = int(ctx.arg("size")), int(ctx.arg("step"))
+    taps = ctx.new(size, "the window size is a constant in the code")
+    if x.dim():
+        dim = _norm_dim(ctx.arg("dimension", 0), x.dim())
+        if step == size and o.shape[dim] * size == x.shape[dim]:
+            windows = ctx.new(o.shape[dim])
+            ctx.refine(d[dim], PROD, [windows, taps])
+        else:
+            ctx.lock([d[dim]], "overlapping windows mix positions", report=False)
+            windows = ctx.new(o.shape[dim], "overlapping windows")
+        d[dim] = windows
+    ctx.out(o, d + [taps])
+
+
 @register_rule("grid_sampler_2d", "grid_sampler_3d", "grid_sampler")
 def grid_sampler(ctx: OpContext) -> None:
     """Each channel is sampled at the grid's points (a spatial transformer): channels pass
