@@ -755,6 +755,57 @@ def test_tensor_unfold_windows_keep_channels_prunable():
     assert not report["boundaries"], report["boundaries"]
 
 
+class HandRmsNorm(nn.Module):
+    """Like timm's RmsNorm: its own ``normalized_shape`` tuple, checked by ``F.rms_norm``."""
+
+    def __init__(self, n: int, affine: bool = True) -> None:
+        super().__init__()
+        self.normalized_shape = (n,)
+        self.weight = nn.Parameter(torch.rand(n) + 0.5) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight, 1e-6)
+
+
+class QkNormed(nn.Module):
+    """A residual stream under hand-written RMS norms, and per-head q/k/v norms (Gemma's ViT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.norm = HandRmsNorm(16)
+        self.q, self.k, self.v = nn.Linear(16, 8), nn.Linear(16, 8), nn.Linear(16, 8)
+        self.q_norm, self.v_norm = HandRmsNorm(4), HandRmsNorm(4, affine=False)
+        self.out = nn.Linear(8, 16)
+        self.head = nn.Linear(16, 3)
+        self.num_heads, self.head_dim = 2, 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        y = self.norm(h)
+        heads = (self.num_heads, self.head_dim)
+        q = self.q_norm(self.q(y).unflatten(-1, heads)).transpose(0, 1)
+        k = self.q_norm(self.k(y).unflatten(-1, heads)).transpose(0, 1)
+        v = self.v_norm(self.v(y).unflatten(-1, heads)).transpose(0, 1)
+        a = torch.softmax(q @ k.transpose(1, 2), -1) @ v
+        return self.head(h + self.out(a.transpose(0, 1).flatten(-2)))
+
+
+def test_hand_written_norm_shapes_follow_the_pruned_dims():
+    """A norm module's ``normalized_shape`` tuple follows its weight, or (no weight) the dims
+    its statistics reduce over. Before, only nn.LayerNorm/nn.RMSNorm had it updated: the check
+    forward failed and the residual width and head dims were locked."""
+    model, _, report = check(QkNormed(), torch.randn(5, 6))
+    assert (
+        model.norm.normalized_shape == tuple(model.norm.weight.shape) == (model.head.in_features,)
+    )
+    assert model.head.in_features < 16
+    assert model.v_norm.normalized_shape == model.q_norm.normalized_shape
+    assert model.q_norm.normalized_shape == (model.head_dim,)
+    assert model.num_heads * model.head_dim == model.q.out_features < 8
+    assert not report["boundaries"], report["boundaries"]
+
+
 class Gated(nn.Module):
     def __init__(self) -> None:
         super().__init__()

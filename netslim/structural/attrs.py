@@ -75,6 +75,8 @@ class Context:
         self.norm_groups: dict[str, int] = {}
         self.norm_channels: dict[str, int] = {}
         self.norm_shapes: dict[str, list[int]] = {}
+        # the atoms each module's statistics (mean, var, norms) reduce over, one list per op
+        self.stat_atoms: dict[str, list[list[int]]] = {}
         for rec in self.graph.records:
             weight = rec.info.get("weight") if rec.kind == "conv" else None
             if rec.kind == "conv" and rec.info.get("groups") is not None:
@@ -86,6 +88,9 @@ class Context:
                 self.norm_channels[rec.module] = rec.ins[0][1]
             if rec.info.get("stat") == "layer_norm" and rec.ins:
                 self.norm_shapes[rec.module] = [rec.ins[0][d] for d in rec.info["dims"]]
+            if rec.kind == "stat" and rec.ins and rec.info.get("dims") is not None:
+                reduced = [rec.ins[0][d] for d in rec.info["dims"]]
+                self.stat_atoms.setdefault(rec.module, []).append(reduced)
 
     def size(self, atom: int) -> int:
         return self.graph.atoms.new_size(atom, self.kept)
@@ -430,6 +435,29 @@ def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[
     return out
 
 
+def _shape_attrs(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[Change]:
+    """Tuple attributes equal to the old shape of one of the module's own tensors or of the
+    dims its statistics reduce over: a hand-written norm's ``normalized_shape`` (timm's
+    ``RmsNorm``, with or without a weight), which ``F.rms_norm`` checks against the weight."""
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    for leaf, p in _own_tensors(mod):
+        new = ctx.new.get(f"{where}.{leaf}" if where else leaf)
+        if new is not None:
+            shapes.append((tuple(p.shape), tuple(new.shape)))
+    for atoms in ctx.stat_atoms.get(where, []):
+        shapes.append((tuple(map(ctx.old_size, atoms)), tuple(map(ctx.size, atoms))))
+    out = []
+    for attr, v in vars(mod).items():
+        if attr.startswith("_") or attr in taken or type(v) not in (tuple, list) or not v:
+            continue
+        if not all(type(i) is int for i in v) or any(s in attr.lower() for s in _SKIP):
+            continue
+        news = {n for o, n in shapes if o == tuple(v) and n != o}
+        if len(news) == 1:
+            out.append(Change(mod, attr, v, type(v)(news.pop()), where))
+    return out
+
+
 def plan_changes(analysis: Analysis, kept: dict[int, int], new: dict[str, torch.Tensor]):
     """All attribute changes, plus notes on config values that could not be updated."""
     ctx = Context(analysis, kept, new)
@@ -451,6 +479,8 @@ def plan_changes(analysis: Analysis, kept: dict[int, int], new: dict[str, torch.
         mine = list(by_module.get(where, []))
         if any(within(m, where) for m in changed_modules):
             mine += _generic(mod, where, ctx, {c.attr for c in mine})
+        if where in ctx.stat_atoms or where in changed_modules:
+            mine += _shape_attrs(mod, where, ctx, {c.attr for c in mine})
         changes += mine
     changes, cfg_changes, notes = _config_changes(model, changes)
     return changes + cfg_changes, notes
