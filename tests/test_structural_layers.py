@@ -806,6 +806,50 @@ def test_hand_written_norm_shapes_follow_the_pruned_dims():
     assert not report["boundaries"], report["boundaries"]
 
 
+class ScaledAttention(nn.Module):
+    """Attention with the scale kept as ``self.scale = head_dim ** -0.5`` (timm's manual path,
+    most hand-written attention); ``how`` picks the product, or a scale recomputed at run time
+    from the size (with the stored attribute still there, unused)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.num_heads, self.head_dim = 1, 32  # one head: only head_dim can shrink
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(12, 3 * 32)
+        self.proj = nn.Linear(32, 12)
+        self.mlp = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 12))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.how == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            scale = q.shape[-1] ** -0.5 if self.how == "runtime" else self.scale
+            out = torch.softmax((q @ k.transpose(-2, -1)) * scale, -1) @ v
+        return self.mlp(self.proj(out.transpose(1, 2).flatten(2)))
+
+
+@pytest.mark.parametrize("how", ["stored", "sdpa"])
+def test_a_stored_attention_scale_leaves_head_dim_prunable(how):
+    """A scale the module stores is a constant the pruned model keeps, so head_dim may shrink
+    (the pruned model equals the masked one). Before, 1/sqrt(head_dim) locked head_dim."""
+    model, _, report = check(ScaledAttention(how), torch.randn(2, 5, 12))
+    assert model.head_dim < 32 and model.scale == 32**-0.5
+    assert model.qkv.out_features == 3 * model.head_dim
+    assert not report["boundaries"], report["boundaries"]
+
+
+def test_a_scale_recomputed_at_run_time_keeps_head_dim():
+    """The same value computed from ``q.shape[-1]`` changes with the pruned size: the check
+    forward sees the op get another scale, head_dim is locked and the plan remade, and the
+    pruned model still equals the masked one."""
+    model, _, report = check(ScaledAttention("runtime"), torch.randn(2, 5, 12))
+    assert model.head_dim == 32 and model.mlp[0].out_features < 24
+    assert any("scale changed" in b["reason"] for b in report["boundaries"]), report
+
+
 class Gated(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ back, so the model is bit-identical) and surfaces as a ``PruningError`` naming t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -133,6 +134,7 @@ class _Shapes(TorchDispatchMode):
         self.stack = stack
         self.on_meta = on_meta
         self.ops: list[tuple[str, list[tuple[int, ...]], str]] = []
+        self.floats: list[list[float]] = []  # each op's float arguments (scales)
         self.current = ""
         self.failed: list | None = None
 
@@ -152,6 +154,7 @@ class _Shapes(TorchDispatchMode):
         self.ops.append(
             (str(func.overloadpacket.__name__), shapes, self.stack[-1] if self.stack else "")
         )
+        self.floats.append([v for v in (*args, *kwargs.values()) if type(v) is float])
         return out
 
 
@@ -228,10 +231,11 @@ def _check_shapes(
             sizes[r] = g.atoms.new_size(r, kept)
         return sizes[r]
 
-    ops = [rec.ops[i] for i in aligned([o[0] for o in rec.ops])]
+    positions = aligned([o[0] for o in rec.ops])
+    ops = [rec.ops[i] for i in positions]
     ev = g.eval_records
     records = [ev[i] for i in aligned([r.name for r in ev])]
-    for r, (name, shapes, where) in zip(records, ops, strict=False):
+    for k, (r, (name, shapes, where)) in enumerate(zip(records, ops, strict=False)):
         if op_key(name) == op_key(r.name) and r.info.get("data_dependent"):
             # The rest of the forward runs on data-dependent lengths: it only has to finish.
             if failure is not None:
@@ -251,6 +255,20 @@ def _check_shapes(
                 r.index,
                 shapes,
             )
+        recomputed = [
+            a
+            for a, value in r.info.get("fixed_scales", ())
+            if size(a) != g.atoms.size(a)
+            and not any(math.isclose(f, value, rel_tol=1e-9) for f in rec.floats[positions[k]])
+        ]
+        if recomputed:
+            raise _Invalid(
+                f"aten.{name}'s scale changed with the pruned sizes: it is computed from a size "
+                "at run time, not the constant the module stores",
+                where or r.module,
+                r.index,
+                atoms=recomputed,
+            )
     if failure is not None:
         culprit = records[len(ops)].index if len(ops) < len(records) else None
         raise _Invalid(
@@ -265,24 +283,39 @@ def _check_shapes(
 
 class _Invalid(Exception):
     def __init__(
-        self, message: str, module: str, record: int | None = None, got: list | None = None
+        self,
+        message: str,
+        module: str,
+        record: int | None = None,
+        got: list | None = None,
+        atoms: list[int] | None = None,
     ) -> None:
         super().__init__(message)
         self.module = module
         self.record = record
         self.got = got
+        self.atoms = atoms
 
 
 class CheckFailed(PruningError):
     """The check forward after pruning disagreed with the plan (the model is restored, as for
     any :class:`PruningError`). ``record``: the traced op that did not follow the new sizes
     (None when unknown), ``got``: the shapes it produced instead; the engine locks those dims
-    and retries."""
+    and retries. ``atoms``: the dims to lock when they are known exactly (a scale the op
+    recomputed from them)."""
 
-    def __init__(self, message: str, module: str, record: int | None, got: list | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        module: str,
+        record: int | None,
+        got: list | None,
+        atoms: list[int] | None = None,
+    ) -> None:
         super().__init__(message, module)
         self.record = record
         self.got = got
+        self.atoms = atoms
 
 
 def apply_masks(
@@ -308,7 +341,7 @@ def apply_masks(
     except _Invalid as exc:
         log.rollback()
         module = exc.module or f"<{type(model).__name__}>"
-        raise CheckFailed(str(exc), module, exc.record, exc.got) from exc
+        raise CheckFailed(str(exc), module, exc.record, exc.got, exc.atoms) from exc
     except Exception as exc:
         log.rollback()
         raise PruningError(f"{type(exc).__name__}: {exc}", current or None) from exc

@@ -20,6 +20,7 @@ from torch import nn
 
 from netslim.core.masks import canonical_name
 from netslim.core.names import within
+from netslim.structural.graph import hf_config
 from netslim.structural.groups import Analysis
 
 HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "nheads")
@@ -257,7 +258,7 @@ def _attention_facts(ctx: Context) -> dict[str, list[Change]]:
         }
         for where in reversed(rec.stack):
             mod = model.get_submodule(where)
-            cfg = _config_of(mod)
+            cfg = hf_config(mod)
             names = [n for names in facts for n in names if isinstance(getattr(mod, n, None), int)]
             if not names and cfg is None:
                 continue
@@ -338,7 +339,7 @@ def _follow_int(
             and not any(x in a.lower() for x in _SKIP)
         ]  # fmt: skip
         if not hits:
-            if _config_of(mod) is not None:
+            if hf_config(mod) is not None:
                 return False
             continue
         done = {(id(ch.target), ch.attr) for ch in taken.get(where, []) + out.get(where, [])}
@@ -486,13 +487,6 @@ def plan_changes(analysis: Analysis, kept: dict[int, int], new: dict[str, torch.
     return changes + cfg_changes, notes
 
 
-def _config_of(mod: Any) -> Any:
-    cfg = getattr(mod, "config", None)
-    if cfg is None or isinstance(cfg, nn.Module) or not hasattr(cfg, "to_dict"):
-        return None
-    return cfg
-
-
 def _config_changes(
     model: nn.Module, changes: list[Change]
 ) -> tuple[list[Change], list[Change], list[str]]:
@@ -510,7 +504,7 @@ def _config_changes(
             configs[id(c.target)] = c.target
             proposals.setdefault((id(c.target), c.attr), {}).setdefault(c.new, []).append(c.where)
             continue
-        cfg = _config_of(c.target)
+        cfg = hf_config(c.target)
         if cfg is None:
             continue
         configs[id(cfg)] = cfg

@@ -301,6 +301,27 @@ def _lock_with_twins(
     return changed
 
 
+def _lock_scales_with_twins(
+    analysis: Analysis, rec: Any, atoms: list[int], reason: str, repaired: list
+) -> bool:
+    """Lock the dims ``rec``'s scale was recomputed from, and the same scale's dims in every
+    twin block; True when anything new was locked."""
+    graph = analysis.graph
+    changed = graph.lock_all(atoms, reason)
+    if changed:
+        repaired.append(Boundary(rec.name, rec.module, reason).to_dict())
+    mine = rec.info.get("fixed_scales", [])
+    which = [j for j, (a, _) in enumerate(mine) if a in atoms]
+    for twin in _twins(graph, rec):
+        theirs = twin.info.get("fixed_scales", [])
+        if len(theirs) != len(mine):
+            continue
+        if graph.lock_all([theirs[j][0] for j in which], f"as {rec.module}: {reason}"):
+            repaired.append(Boundary(twin.name, twin.module, f"as {rec.module}").to_dict())
+            changed = True
+    return changed
+
+
 def _twins(graph: Any, rec: Any) -> list[Any]:
     """The op at the same position in every other module of ``rec``'s module class.
 
@@ -367,6 +388,11 @@ def prune(
                 raise
             r = analysis.graph.records[rec]
             reason = f"sizes fixed in code: {exc}"
+            if exc.atoms:  # the dims are known: no escalation
+                if not _lock_scales_with_twins(analysis, r, exc.atoms, reason, repaired):
+                    raise
+                analysis = Analysis(analysis.graph, build_groups(analysis.graph))
+                continue
             level = levels.get(rec, 0)
             got = exc.got
             while level < len(_REPAIR_LEVELS):

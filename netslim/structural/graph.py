@@ -280,6 +280,15 @@ def op_key(name: str) -> str:
     return SAME_OP.get(name, name)
 
 
+def hf_config(mod: Any) -> Any:
+    """The Hugging Face config ``mod`` holds, or None: what ``from_pretrained`` rebuilds the
+    model's sizes (and anything derived from them) from."""
+    cfg = getattr(mod, "config", None)
+    if cfg is None or isinstance(cfg, nn.Module) or not hasattr(cfg, "to_dict"):
+        return None
+    return cfg
+
+
 def aligned(names: list[str]) -> list[int]:
     """Positions of the ops that take part in op-by-op comparisons between two runs."""
     return [i for i, n in enumerate(names) if n not in NOISE_OPS]

@@ -23,6 +23,7 @@ from netslim.structural.graph import (
     OpRecord,
     data_dependent,
     flatten_tensors,
+    hf_config,
     scale_follows_head_dim,
 )
 
@@ -293,11 +294,17 @@ def elementwise(ctx: OpContext) -> None:
 
 
 def _check_size_scale(ctx: OpContext, tensors: list[torch.Tensor]) -> None:
-    """A float like 1/sqrt(head_dim) multiplying a tensor is probably recomputed from a size
-    at run time; pruning that dim would change it, so keep the dim (conservative). A stored
-    scalar counts too: Gemma's ``embed_scale`` buffer is sqrt(hidden_size), recomputed from the
-    config when the model is built again. On a meta trace its value is read from the model."""
-    scalars = [v for v in ctx.args[1:] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    """A float like 1/sqrt(head_dim) multiplying a tensor may be recomputed from a size at run
+    time; pruning that dim would change it, so keep the dim (conservative). A stored scalar
+    counts too: Gemma's ``embed_scale`` buffer is sqrt(hidden_size), recomputed from the config
+    when the model is built again. On a meta trace its value is read from the model. A Python
+    float that a module keeps as an attribute (``self.scale = head_dim ** -0.5``) is a
+    constant the pruned model keeps: the dim stays prunable, and the check forward confirms
+    the op still receives that value (``fixed_scales``)."""
+    python = [
+        float(v) for v in ctx.args[1:] if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    scalars = list(python)
     for t in tensors:  # wrapped numbers, scalars computed from numbers, scalar buffers
         if t.dim() == 0 and t.numel() == 1 and (_is_number(ctx.g, t) or ctx.g.is_state(t)):
             value = ctx.g.tensors[ctx.g.tensor_names[id(t)][0]] if ctx.g.is_state(t) else t
@@ -319,8 +326,26 @@ def _check_size_scale(ctx: OpContext, tensors: list[torch.Tensor]) -> None:
                 continue
             cands = (1 / math.sqrt(s), math.sqrt(s), 1 / s)
             if any(math.isclose(abs(v), c, rel_tol=1e-6) for c in cands):
-                ctx.lock([a], f"scale {v:g} looks derived from size {s}")
-                break
+                if v in python and _stored_constant(ctx, v):
+                    ctx.info.setdefault("fixed_scales", []).append((a, v))
+                else:
+                    ctx.lock([a], f"scale {v:g} looks derived from size {s}")
+
+
+def _stored_constant(ctx: OpContext, value: float) -> bool:
+    """``value`` is a float attribute of a module running this op, set when it was built, and
+    no module on the way holds a Hugging Face config (``from_pretrained`` would recompute it
+    from the new sizes). Pruning keeps such a constant, so the pruned op computes what the
+    masked one does."""
+    model = ctx.g.model
+    mods = [model, *(model.get_submodule(w) for w in ctx.g.stack if w)]
+    if any(hf_config(m) is not None for m in mods):
+        return False
+    return any(
+        type(v) is float and math.isclose(v, value, rel_tol=1e-9)
+        for m in mods
+        for v in vars(m).values()
+    )
 
 
 def _contracted_here(ctx: OpContext) -> list[int]:
@@ -1199,8 +1224,11 @@ def sdpa(ctx: OpContext) -> None:
     if isinstance(mask, torch.Tensor) and mask.dim():  # a per-head bias goes with its heads
         scores = tuple(q.shape[:-1]) + (k.shape[-2],)
         follow_broadcast(ctx, mask, list(dq[:-1]) + [dk[-2]], scores)
-    reason = scale_follows_head_dim(ctx.bound.get("scale"), q.shape[-1])
-    if reason is not None:
+    scale = ctx.bound.get("scale")
+    reason = scale_follows_head_dim(scale, q.shape[-1])
+    if reason is not None and scale is not None and _stored_constant(ctx, float(scale)):
+        ctx.info.setdefault("fixed_scales", []).append((dq[-1], float(scale)))
+    elif reason is not None:
         ctx.lock([dq[-1]], reason)
     ctx.kind = "sdpa"
     ctx.info.update(q_heads=hq, kv_heads=hk, head_dim=dq[-1], v_head_dim=dv[-1])

@@ -80,12 +80,16 @@ def _attention_scale_facts(graph: Graph) -> Iterator[None]:
     """``F.scaled_dot_product_attention`` divides by sqrt(head_dim) unless given a scale. The
     fused kernels' rule sees that, but the math path (CPU with some masks, meta) folds the
     factor into a constant ``mul`` the op-level trace cannot tie to head_dim: record it at the
-    call instead, by keeping head_dim whole (whole heads stay prunable)."""
+    call instead, by keeping head_dim whole (whole heads stay prunable). A scale the fused
+    rule found stored on a module is the check forward's to confirm."""
     functional = torch.nn.functional
     inner = functional.scaled_dot_product_attention
 
     def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        first = len(graph.records)
         out = inner(q, k, v, *args, **kwargs)
+        if any(r.info.get("fixed_scales") for r in graph.records[first:]):
+            return out  # a fused kernel's rule found the scale stored on a module (checked later)
         scale = kwargs.get("scale", args[3] if len(args) > 3 else None)
         reason = scale_follows_head_dim(scale, q.shape[-1]) if q.dim() else None
         if reason is not None and graph.has(q) and graph.lock_all(graph.dims(q)[-1:], reason):
