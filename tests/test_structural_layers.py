@@ -850,6 +850,32 @@ def test_a_scale_recomputed_at_run_time_keeps_head_dim():
     assert any("scale changed" in b["reason"] for b in report["boundaries"]), report
 
 
+class CosineAttention(nn.Module):
+    """Swin-V2's cosine attention: q and k L2-normalised over head_dim (F.normalize)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = 1, 16
+        self.qkv = nn.Linear(12, 3 * 16)
+        self.proj = nn.Linear(16, 12)
+        self.logit_scale = nn.Parameter(torch.tensor(3.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.head_dim)).unbind(-2)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = torch.softmax(q @ k.transpose(-2, -1) * self.logit_scale, -1)
+        return self.proj(attn @ v) + torch.linalg.vector_norm(x, ord=1, dim=-1, keepdim=True)
+
+
+def test_vector_norms_over_channels_are_width_statistics():
+    """A p-norm over a dim (p > 0) equals the norm of the kept entries once the pruned ones
+    are zero, so q/k under F.normalize keep head_dim prunable (it was locked as a reduction
+    that mixes positions)."""
+    model, _, report = check(CosineAttention(), torch.randn(2, 5, 12))
+    assert model.head_dim < 16 and model.qkv.out_features == 3 * model.head_dim
+    assert not report["boundaries"], report["boundaries"]
+
+
 class Gated(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -124,9 +124,17 @@ def _group_norm(rec, masks, args, kwargs, func):  # noqa: ANN001
     return y.to(x.dtype), mean.reshape(n_, groups).to(x.dtype), rstd.reshape(n_, groups).to(x.dtype)
 
 
+def _vector_norm(rec, masks, args, kwargs, func):  # noqa: ANN001
+    x, dims = args[0], rec.info["dims"]
+    m = _dim_mask(x, masks, dims)
+    out = torch.linalg.vector_norm(x.double() * m, rec.info["ord"], dims, rec.info["keepdim"])
+    return out.to(func(*args, **kwargs).dtype)
+
+
 _MASKED = {
     "mean": _mean_like, "var": _mean_like, "std": _mean_like, "var_mean": _mean_like,
     "std_mean": _mean_like, "layer_norm": _layer_norm, "group_norm": _group_norm,
+    "vector_norm": _vector_norm,
 }  # fmt: skip
 
 

@@ -949,10 +949,33 @@ def _correction(ctx: OpContext) -> float:
     return 0.0 if unbiased is False else 1.0
 
 
+@register_rule("linalg_vector_norm", "norm")
+def vector_norm(ctx: OpContext) -> None:
+    """A p-norm over chosen dims (F.normalize: cosine attention, QK-norm) is a width
+    statistic for p > 0: the norm of the kept entries is the norm with the pruned ones zeroed,
+    which the masked reference computes. Over all dims, or p <= 0, it stays a boundary."""
+    x = ctx.args[0]
+    dims = ctx.arg("dim")
+    p = ctx.arg("ord", ctx.arg("p", 2))
+    if isinstance(dims, int):
+        dims = [dims]
+    if not dims or isinstance(p, torch.Tensor) or not float(p) > 0 or not x.dim():
+        return positional_reduction(ctx)
+    d = ctx.dims(x)
+    dims = sorted({_norm_dim(k, x.dim()) for k in dims})
+    keep = bool(ctx.arg("keepdim", False))
+    for k in dims:
+        ctx.g.atoms.mark_stat(d[k])
+    ctx.kind = "stat"
+    ctx.info.update(stat="vector_norm", dims=dims, ord=float(p), keepdim=keep)
+    res = [ctx.new(1) if k in dims else a for k, a in enumerate(d) if keep or k not in dims]
+    ctx.out(ctx.outputs[0], res)
+
+
 @register_rule(
-    "amax", "amin", "max", "min", "argmax", "argmin", "logsumexp", "prod", "linalg_vector_norm",
-    "norm", "any", "all", "cumsum", "cumprod", "_softmax", "_log_softmax", "softmax",
-    "log_softmax", "sort", "topk", "kthvalue", "median", "mode", "_safe_softmax",
+    "amax", "amin", "max", "min", "argmax", "argmin", "logsumexp", "prod", "any", "all",
+    "cumsum", "cumprod", "_softmax", "_log_softmax", "softmax", "log_softmax", "sort", "topk",
+    "kthvalue", "median", "mode", "_safe_softmax",
 )  # fmt: skip
 def positional_reduction(ctx: OpContext) -> None:
     """Reductions whose value depends on every position (and softmax over a dim)."""
