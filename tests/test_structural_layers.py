@@ -876,6 +876,27 @@ def test_vector_norms_over_channels_are_width_statistics():
     assert not report["boundaries"], report["boundaries"]
 
 
+class SummedGate(nn.Module):
+    """A gate from the sum over channels (ResNeSt/SKNet sum their splits the same way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 16)
+        self.b = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x))
+        return self.b(h * torch.sigmoid(h.sum(-1, keepdim=True))) + h.nansum(-1, keepdim=True)
+
+
+def test_sums_over_channels_are_width_statistics():
+    """The sum over kept channels is the sum with the pruned ones zeroed (the masked
+    reference computes that), so a summed dim stays prunable: it was locked."""
+    model, _, report = check(SummedGate(), torch.randn(4, 8))
+    assert model.a.out_features == model.b.in_features < 16
+    assert not report["boundaries"], report["boundaries"]
+
+
 class Gated(nn.Module):
     def __init__(self) -> None:
         super().__init__()

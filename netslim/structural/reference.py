@@ -69,9 +69,12 @@ def _mean_like(rec, masks, args, kwargs, func):  # noqa: ANN001
     )
     m = _dim_mask(x, masks, dims)
     xd = x.double()
+    name = rec.name
+    if name in ("sum", "nansum"):
+        total = getattr(torch, name)(xd * m, dims, keepdim=keep)
+        return total.to(func(*args, **kwargs).dtype)
     n = m.expand(x.shape).sum(dims, keepdim=True) if dims else m
     mean = (xd * m).sum(dims, keepdim=True) / n
-    name = rec.name
     if name == "mean":
         res = mean if keep else mean.squeeze(dims)
         return res.to(func(*args, **kwargs).dtype)
@@ -133,7 +136,7 @@ def _vector_norm(rec, masks, args, kwargs, func):  # noqa: ANN001
 
 _MASKED = {
     "mean": _mean_like, "var": _mean_like, "std": _mean_like, "var_mean": _mean_like,
-    "std_mean": _mean_like, "layer_norm": _layer_norm, "group_norm": _group_norm,
+    "std_mean": _mean_like, "sum": _mean_like, "nansum": _mean_like, "layer_norm": _layer_norm, "group_norm": _group_norm,
     "vector_norm": _vector_norm,
 }  # fmt: skip
 

@@ -918,7 +918,9 @@ def group_norm(ctx: OpContext) -> None:
 @register_rule("mean", "sum", "nansum", "var", "std", "var_mean", "std_mean")
 def stat_reduction(ctx: OpContext) -> None:
     """Width statistics over free channels stay exact when computed over kept channels only
-    (the masked reference does the same), so they refine nothing; other reductions lock."""
+    (the masked reference does the same), so they refine nothing. A sum over kept channels is
+    the sum with the pruned ones zeroed: one of them too (ResNeSt's and SKNet's sum over
+    splits)."""
     x = ctx.args[0]
     d = ctx.dims(x)
     dims = ctx.arg("dim")
@@ -927,13 +929,10 @@ def stat_reduction(ctx: OpContext) -> None:
     dims = [dims] if isinstance(dims, int) else list(dims)
     dims = sorted({_norm_dim(k, x.dim()) for k in dims})
     keep = bool(ctx.arg("keepdim", False))
-    if ctx.name in ("sum", "nansum"):
-        ctx.lock([d[k] for k in dims], "sum over channels")
-    else:
-        for k in dims:
-            ctx.g.atoms.mark_stat(d[k])
-        ctx.kind = "stat"
-        ctx.info.update(stat=ctx.name, dims=dims, correction=_correction(ctx))
+    for k in dims:
+        ctx.g.atoms.mark_stat(d[k])
+    ctx.kind = "stat"
+    ctx.info.update(stat=ctx.name, dims=dims, correction=_correction(ctx))
     res = [ctx.new(1) if k in dims else a for k, a in enumerate(d) if keep or k not in dims]
     for o in ctx.outputs:
         ctx.out(o, list(res))
