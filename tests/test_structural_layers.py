@@ -897,6 +897,36 @@ def test_sums_over_channels_are_width_statistics():
     assert not report["boundaries"], report["boundaries"]
 
 
+class HandRms(nn.Module):
+    """RMS norms written out: a sum over channels divided by their count, and an L2 norm
+    times count ** -0.5, the count read from the tensor at run time."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a = nn.Linear(8, 16)
+        self.b = nn.Linear(16, 3)
+        self.c = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        if self.how == "sum":
+            rms = (h.pow(2).sum(-1, keepdim=True) / h.shape[-1]).sqrt()
+        else:
+            rms = h.norm(dim=-1, keepdim=True) * h.shape[-1] ** -0.5
+        return self.b(h / (rms + 1e-6)) + self.c(x)
+
+
+@pytest.mark.parametrize("how", ["sum", "norm"])
+def test_a_hand_written_mean_keeps_the_channels_it_counts(how):
+    """Dividing a sum (or scaling a norm) by the count of the channels it reduced is a mean
+    whose count the pruned code would recompute; those channels stay, and the rest of the
+    model still prunes, equal to the masked model."""
+    model, _, report = check(HandRms(how), torch.randn(4, 8))
+    assert model.a.out_features == 16 and model.c[0].out_features < 12
+    assert any("looks derived from size 16" in b["reason"] for b in report["boundaries"])
+
+
 class Gated(nn.Module):
     def __init__(self) -> None:
         super().__init__()

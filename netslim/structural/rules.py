@@ -316,15 +316,18 @@ def _check_size_scale(ctx: OpContext, tensors: list[torch.Tensor]) -> None:
     if x.dim() == 0:
         return
     # attention-style scaling acts on the last dim; a scale after a product (RAFT's
-    # correlation ``corr / torch.sqrt(torch.tensor(C))``) on the dim that product summed over
-    for a in [ctx.dims(x)[-1], *_contracted_here(ctx)]:
+    # correlation ``corr / torch.sqrt(torch.tensor(C))``) on the dim that product summed over;
+    # a mean or RMS written by hand (``x.pow(2).sum(-1) / d``, ``x.norm(dim=-1) * d ** -0.5``)
+    # on the dim the sum or norm reduced: the masked reference keeps the old ``d``
+    summed = _reduced_into(ctx, x)
+    for a in [ctx.dims(x)[-1], *_contracted_here(ctx), *summed]:
         s = ctx.g.atoms.size(a)
         if s < 8 or ctx.g.atoms.is_locked(a):
             continue
         for v in scalars:
             if v in (0, 1, -1) or v != v:
                 continue
-            cands = (1 / math.sqrt(s), math.sqrt(s), 1 / s)
+            cands = (1 / math.sqrt(s), math.sqrt(s), 1 / s) + ((s,) if a in summed else ())
             if any(math.isclose(abs(v), c, rel_tol=1e-6) for c in cands):
                 if v in python and _stored_constant(ctx, v):
                     ctx.info.setdefault("fixed_scales", []).append((a, v))
@@ -346,6 +349,18 @@ def _stored_constant(ctx: OpContext, value: float) -> bool:
         for m in mods
         for v in vars(m).values()
     )
+
+
+def _reduced_into(ctx: OpContext, x: torch.Tensor) -> list[int]:
+    """The dims a recent sum or norm of this module reduced to make ``x``."""
+    atoms = ctx.g.atoms
+    mine = [atoms.find(a) for a in ctx.dims(x)]
+    for rec in reversed(ctx.g.records[-8:]):
+        if rec.kind == "stat" and rec.outs and [atoms.find(a) for a in rec.outs[0]] == mine:
+            if rec.info.get("stat") in ("sum", "nansum", "vector_norm"):
+                return [rec.ins[0][k] for k in rec.info["dims"]]
+            return []
+    return []
 
 
 def _contracted_here(ctx: OpContext) -> list[int]:
