@@ -825,16 +825,20 @@ class ScaledAttention(nn.Module):
         q, k, v = qkv.unbind(0)
         if self.how == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        elif self.how == "sdpa_by_name":  # diffusers' Flux names every argument
+            out = F.scaled_dot_product_attention(query=q, key=k, value=v, scale=self.scale)
         else:
             scale = q.shape[-1] ** -0.5 if self.how == "runtime" else self.scale
             out = torch.softmax((q @ k.transpose(-2, -1)) * scale, -1) @ v
         return self.mlp(self.proj(out.transpose(1, 2).flatten(2)))
 
 
-@pytest.mark.parametrize("how", ["stored", "sdpa"])
+@pytest.mark.parametrize("how", ["stored", "sdpa", "sdpa_by_name"])
 def test_a_stored_attention_scale_leaves_head_dim_prunable(how):
     """A scale the module stores is a constant the pruned model keeps, so head_dim may shrink
-    (the pruned model equals the masked one). Before, 1/sqrt(head_dim) locked head_dim."""
+    (the pruned model equals the masked one). Before, 1/sqrt(head_dim) locked head_dim. SDPA
+    called with its arguments by name traces too (it failed: the trace's wrapper took them
+    by position only)."""
     model, _, report = check(ScaledAttention(how), torch.randn(2, 5, 12))
     assert model.head_dim < 32 and model.scale == 32**-0.5
     assert model.qkv.out_features == 3 * model.head_dim

@@ -75,6 +75,9 @@ def _eval_forward(model: nn.Module, inputs: Any, graph: Graph, call: Any) -> Any
             m.training = flag
 
 
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+
+
 @contextlib.contextmanager
 def _attention_scale_facts(graph: Graph) -> Iterator[None]:
     """``F.scaled_dot_product_attention`` divides by sqrt(head_dim) unless given a scale. The
@@ -85,12 +88,16 @@ def _attention_scale_facts(graph: Graph) -> Iterator[None]:
     functional = torch.nn.functional
     inner = functional.scaled_dot_product_attention
 
-    def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    def sdpa(*args: Any, **kwargs: Any) -> Any:
         first = len(graph.records)
-        out = inner(q, k, v, *args, **kwargs)
+        out = inner(*args, **kwargs)
         if any(r.info.get("fixed_scales") for r in graph.records[first:]):
             return out  # a fused kernel's rule found the scale stored on a module (checked later)
-        scale = kwargs.get("scale", args[3] if len(args) > 3 else None)
+        # by position or by name (diffusers' Flux passes query=, key=, value=)
+        bound = dict(zip(_SDPA_ARGS, args, strict=False)) | kwargs
+        q, scale = bound.get("query"), bound.get("scale")
+        if not isinstance(q, torch.Tensor):
+            return out
         reason = scale_follows_head_dim(scale, q.shape[-1]) if q.dim() else None
         if reason is not None and graph.has(q) and graph.lock_all(graph.dims(q)[-1:], reason):
             graph.boundaries.append(Boundary("scaled_dot_product_attention", graph.module, reason))
