@@ -931,6 +931,43 @@ def test_a_hand_written_mean_keeps_the_channels_it_counts(how):
     assert any("looks derived from size 16" in b["reason"] for b in report["boundaries"])
 
 
+class Upsampler(nn.Module):
+    """Like diffusers' Upsample2D: asserts its input width against ``self.channels``, and its
+    conv maps ``channels`` to ``out_channels`` of the same old size."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels, self.out_channels = channels, channels
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1] == self.channels
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UpNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 1)
+        self.up = Upsampler(16)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.up(self.a(x)))
+
+
+def test_an_int_matching_both_widths_follows_the_modules_input_or_output():
+    """``channels`` equals both the conv's old input and output width; when they are pruned
+    differently, the module's input decides it (its output for ``out_*``). Before, the
+    ambiguous int kept its old size, the assertion failed in the check forward and the
+    repair kept the input width whole."""
+    config = Channels(ratio=0.5, per_module={"a": 0.5, "up.conv": 0.25})
+    model, _, report = check(UpNet(), torch.randn(1, 3, 4, 4), config=config)
+    assert model.up.channels == model.a.out_channels == model.up.conv.in_channels < 16
+    assert model.up.out_channels == model.up.conv.out_channels != model.up.channels
+    assert not report["boundaries"], report["boundaries"]
+
+
 class Gated(nn.Module):
     def __init__(self) -> None:
         super().__init__()

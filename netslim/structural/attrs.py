@@ -76,6 +76,7 @@ class Context:
         self.norm_groups: dict[str, int] = {}
         self.norm_channels: dict[str, int] = {}
         self.norm_shapes: dict[str, list[int]] = {}
+        self._io: dict[str, tuple[list[int], list[int]]] | None = None
         # the atoms each module's statistics (mean, var, norms) reduce over, one list per op
         self.stat_atoms: dict[str, list[list[int]]] = {}
         for rec in self.graph.records:
@@ -95,6 +96,17 @@ class Context:
 
     def size(self, atom: int) -> int:
         return self.graph.atoms.new_size(atom, self.kept)
+
+    def module_io(self, where: str) -> tuple[list[int], list[int]]:
+        """The dims of what ``where``'s first op read and what its last op wrote: the
+        module's input and output widths."""
+        if self._io is None:
+            self._io = {}
+            for rec in self.graph.eval_records:
+                for w in rec.stack:
+                    first = self._io[w][0] if w in self._io else (rec.ins[0] if rec.ins else [])
+                    self._io[w] = (first, rec.outs[0] if rec.outs else [])
+        return self._io.get(where, ([], []))
 
     def old_size(self, atom: int) -> int:
         return self.graph.atoms.size(atom)
@@ -431,6 +443,12 @@ def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[
         if any(s in attr.lower() for s in _SKIP):
             continue
         news = {n for o, n in dims if o == v}
+        if len(news) > 1:  # an input and an output width of the same old size (diffusers'
+            # Upsample2D asserts its input has ``self.channels``): the module's input tells,
+            # or its output for an ``out_*`` attribute
+            ins, outs = ctx.module_io(where)
+            side = outs if attr.lower().startswith("out") else ins
+            news &= {ctx.size(a) for a in side if ctx.old_size(a) == v}
         if len(news) == 1 and v not in news:
             out.append(Change(mod, attr, v, news.pop(), where))
     return out
