@@ -968,6 +968,43 @@ def test_an_int_matching_both_widths_follows_the_modules_input_or_output():
     assert not report["boundaries"], report["boundaries"]
 
 
+class LinearAttention(nn.Module):
+    """MobileViT-v2's separable attention: ``embed_dim`` is the input width too, but the code
+    uses it to split the qkv output."""
+
+    def __init__(self, embed_dim: int) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.qkv = nn.Conv2d(embed_dim, 1 + 2 * embed_dim, 1)
+        self.out = nn.Conv2d(embed_dim, embed_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).split([1, self.embed_dim, self.embed_dim], dim=1)
+        context = (k * torch.softmax(q, dim=-1)).sum(-1, keepdim=True)
+        return self.out(torch.relu(v) * context)
+
+
+class LinearAttentionNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 1)
+        self.attn = LinearAttention(16)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attn(self.a(x)))
+
+
+def test_an_int_an_op_takes_as_a_size_is_not_read_as_the_input_width():
+    """``embed_dim`` equals the input width, but the module's split takes it as the size of
+    the key and value parts: when those keep their width it must stay, whatever the input
+    does (taking the input's width broke the split and locked the parts)."""
+    config = Channels(ratio=0.5, per_module={"a": 0.5, "attn.qkv": 0.0})
+    model, _, report = check(LinearAttentionNet(), torch.randn(1, 3, 4, 4), config=config)
+    assert model.a.out_channels < 16 and model.attn.embed_dim == 16
+    assert not report["boundaries"], report["boundaries"]
+
+
 class Gated(nn.Module):
     def __init__(self) -> None:
         super().__init__()

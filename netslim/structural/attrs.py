@@ -77,6 +77,7 @@ class Context:
         self.norm_channels: dict[str, int] = {}
         self.norm_shapes: dict[str, list[int]] = {}
         self._io: dict[str, tuple[list[int], list[int]]] | None = None
+        self._sizes: dict[str, set[int]] = {}
         # the atoms each module's statistics (mean, var, norms) reduce over, one list per op
         self.stat_atoms: dict[str, list[list[int]]] = {}
         for rec in self.graph.records:
@@ -97,16 +98,22 @@ class Context:
     def size(self, atom: int) -> int:
         return self.graph.atoms.new_size(atom, self.kept)
 
-    def module_io(self, where: str) -> tuple[list[int], list[int]]:
-        """The dims of what ``where``'s first op read and what its last op wrote: the
-        module's input and output widths."""
+    def module_io(self, where: str) -> tuple[list[int], list[int], set[int]]:
+        """The dims of what ``where``'s first op read and what its last op wrote (the
+        module's input and output widths), and the sizes its own ops were given (view,
+        split): an int among those means what that op does with it, not a width."""
         if self._io is None:
             self._io = {}
             for rec in self.graph.eval_records:
                 for w in rec.stack:
                     first = self._io[w][0] if w in self._io else (rec.ins[0] if rec.ins else [])
                     self._io[w] = (first, rec.outs[0] if rec.outs else [])
-        return self._io.get(where, ([], []))
+                sizes = [c for c, _ in rec.info.get("split") or ()] + list(
+                    rec.info.get("ints") or ()
+                )
+                self._sizes.setdefault(rec.module, set()).update(sizes)
+        ins, outs = self._io.get(where, ([], []))
+        return ins, outs, self._sizes.get(where, set())
 
     def old_size(self, atom: int) -> int:
         return self.graph.atoms.size(atom)
@@ -445,10 +452,11 @@ def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[
         news = {n for o, n in dims if o == v}
         if len(news) > 1:  # an input and an output width of the same old size (diffusers'
             # Upsample2D asserts its input has ``self.channels``): the module's input tells,
-            # or its output for an ``out_*`` attribute
-            ins, outs = ctx.module_io(where)
+            # or its output for an ``out_*`` attribute, unless one of its ops takes the int
+            # as a size (MobileViT's qkv.split([1, embed_dim, embed_dim]))
+            ins, outs, sizes = ctx.module_io(where)
             side = outs if attr.lower().startswith("out") else ins
-            news &= {ctx.size(a) for a in side if ctx.old_size(a) == v}
+            news &= {ctx.size(a) for a in side if ctx.old_size(a) == v} if v not in sizes else set()
         if len(news) == 1 and v not in news:
             out.append(Change(mod, attr, v, news.pop(), where))
     return out
