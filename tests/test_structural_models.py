@@ -7,6 +7,9 @@ import torch
 from torch import nn
 
 from netslim.structural import Channels, prune_and_compare
+from netslim.structural.atoms import Atoms
+from netslim.structural.groups import Group
+from netslim.structural.ties import CountTie, tied_counts
 
 TOL = 1e-5
 
@@ -177,24 +180,27 @@ def test_batch_statistics_over_fan_in_are_never_pruned_silently():
 
 
 class _HeadDimFromWidth(nn.Module):
-    """torchvision Swin's pattern: head_dim is read off the *input* width, not off qkv."""
+    """Sizes read off the *input* width, not off qkv: torchvision Swin's and the classic
+    ViT's ``c // num_heads`` (``split=True``), or EVA's ``reshape(b, n, c)`` of the heads."""
 
-    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+    def __init__(self, dim: int = 32, heads: int = 4, split: bool = True) -> None:
         super().__init__()
         self.qkv, self.proj, self.num_heads = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim), heads
+        self.split = split
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        head_dim = c // self.num_heads if self.split else -1
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         attn = (q @ k.transpose(-2, -1)).softmax(-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1 if self.split else c))
 
 
 class _Block(nn.Module):
-    def __init__(self, dim: int = 16) -> None:
+    def __init__(self, dim: int = 32, split: bool = True) -> None:
         super().__init__()
-        self.norm, self.attn = nn.LayerNorm(dim), _HeadDimFromWidth(dim)
+        self.norm, self.attn = nn.LayerNorm(dim), _HeadDimFromWidth(dim, split=split)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,17 +208,40 @@ class _Block(nn.Module):
         return x + self.mlp(x)
 
 
-def test_size_derived_from_another_tensor_is_repaired_by_escalation():
-    """The failing reshape's own dims do not reveal the culprit (the hidden width feeding
-    ``c // num_heads``): the engine escalates to the module's dims, still prunes the MLPs, and
-    the result matches the masked model."""
-    model = nn.Sequential(nn.Linear(8, 16), _Block(), _Block(), nn.Linear(16, 4)).eval()
-    x = torch.randn(2, 5, 8)
-    # 0.3: the width (16 -> 11) and the heads (2 -> 1) no longer keep c // num_heads == head_dim
-    diff, _, report = prune_and_compare(model, (x,), Channels(ratio=0.3))
+@pytest.mark.parametrize("split", [True, False])
+@pytest.mark.parametrize("ratio", [0.3, 0.4])
+def test_width_the_code_reads_is_tied_to_the_head_count(split, ratio):
+    """The failing reshape asks for ``c // num_heads`` (or ``c``) where the weights give
+    head_dim (or heads x head_dim): the engine ties the counts (8 channels of the width per
+    kept head; the indices stay free) instead of keeping width and heads whole. At these ratios
+    the width (32 -> 22 or 19) and the heads (4 -> 3 or 2) would not keep the two equal."""
+    model = nn.Sequential(
+        nn.Linear(8, 32), _Block(split=split), _Block(split=split), nn.Linear(32, 4)
+    ).eval()
+    diff, _, report = prune_and_compare(model, (torch.randn(2, 5, 8),), Channels(ratio=ratio))
     assert diff < 1e-5
-    assert all(b.mlp[0].out_features < 32 for b in (model[1], model[2]))
-    assert any("sizes fixed in code" in b["reason"] for b in report["boundaries"])
+    width = model[0].out_features
+    assert width < 32
+    for block in (model[1], model[2]):
+        assert block.mlp[0].out_features < 64
+        assert block.attn.num_heads < 4 and width == 8 * block.attn.num_heads
+    assert any("count tied" in b["reason"] for b in report["boundaries"])
+
+
+def test_tied_counts_keep_whole_heads_and_whole_sides():
+    atoms = Atoms()
+    wide, heads, other = atoms.new(64), atoms.new(4), atoms.new(4)
+    groups = [Group("w", wide, 64), Group("h", heads, 4), Group("o", other, 4)]
+    tie = [CountTie(wide, heads, 16)]
+    # 40 channels: 2.5 heads -> the nearest whole number (up), the width follows
+    assert tied_counts({"w": 40, "h": 1, "o": 2}, tie, groups, atoms) == {"w": 48, "h": 3, "o": 2}
+    assert tied_counts({"w": 3, "h": 4}, tie, groups, atoms) == {"w": 16, "h": 1}  # >= 1 head
+    # a side that may not shrink keeps the other whole
+    assert tied_counts({"w": 40}, tie, groups[:1], atoms) == {"w": 64}
+    assert tied_counts({"h": 2}, tie, groups[1:], atoms) == {"h": 4}
+    # two heads tied to one width at different widths per head: nothing consistent, all whole
+    ties = tie + [CountTie(wide, other, 8)]
+    assert tied_counts({"w": 32, "h": 2, "o": 4}, ties, groups, atoms) == {"w": 64, "h": 4, "o": 4}
 
 
 class _TinyDetector(nn.Module):

@@ -10,6 +10,7 @@ back, so the model is bit-identical) and surfaces as a ``PruningError`` naming t
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -275,10 +276,20 @@ def _check_shapes(
             f"forward failed after pruning: {type(failure).__name__}: {failure}",
             rec.current,
             culprit,
-            rec.failed,
+            rec.failed or _asked_shape(failure),
         ) from failure
     if len(ops) != len(records):
         raise _Invalid(f"the pruned forward ran {len(ops)} ops, the original {len(records)}", "")
+
+
+_INVALID_SHAPE = re.compile(r"shape '\[(-?\d+(?:, -?\d+)*)\]' is invalid for input of size")
+
+
+def _asked_shape(failure: Exception) -> list[tuple[int, ...]] | None:
+    """The sizes a reshape asked for, from its error: ``reshape`` checks them before it
+    dispatches any op, so no op saw them."""
+    hit = _INVALID_SHAPE.search(str(failure))
+    return [tuple(int(v) for v in hit.group(1).split(", "))] if hit else None
 
 
 class _Invalid(Exception):

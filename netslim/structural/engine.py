@@ -23,6 +23,7 @@ from netslim.structural.groups import Analysis, Group, analyze, build_groups
 from netslim.structural.importance import group_scores, normalized, prepared
 from netslim.structural.latency_blocks import bypass, check_bypass
 from netslim.structural.plan import PruningPlan
+from netslim.structural.ties import find_ties, in_twins, tied_counts
 
 
 def candidates(analysis: Analysis, config: Channels) -> list[Group]:
@@ -144,12 +145,14 @@ def make_plan(
     rest = {g.id: g.size for g in groups if g.id in norm}
     notes: dict[str, Any] = {}
 
+    A, ties = analysis.graph.atoms, analysis.graph.count_ties
+
     def counts_at(r: float, scope: str) -> dict[str, int]:
         if scope == "global":
             c = global_counts(rest, norm, r, config.round_to)
         else:
             c = local_counts(rest, dict.fromkeys(rest, r), config.round_to)
-        return {**c, **fixed}
+        return tied_counts({**c, **fixed}, ties, groups, A)
 
     target = config.target_macs if config.target_macs is not None else config.target_params
     if config.time_target:
@@ -190,6 +193,7 @@ def make_plan(
         notes["ratio"] = round(lo, 4)
     else:
         counts = counts_at(config.ratio, config.scope or "local")
+    counts = tied_counts(counts, ties, groups, A)  # the time target's counts too
     plan = PruningPlan(example_inputs=example_inputs)
     for g in groups:
         n = counts[g.id]
@@ -322,6 +326,30 @@ def _lock_scales_with_twins(
     return changed
 
 
+def _tie_counts(
+    analysis: Analysis, plan: PruningPlan, rec: Any, exc: CheckFailed, repaired: list
+) -> bool:
+    """When ``rec`` failed because the code derives a size from a pruned width (``C //
+    num_heads``), tie the two counts (in every twin block too) instead of locking either;
+    True when a new tie was made (the plan is then remade under it)."""
+    graph = analysis.graph
+    by_id = {g.id: g for g in analysis.groups}
+    kept = {by_id[gid].leaf: len(k) for gid, k in plan.keep.items() if gid in by_id}
+    found, whole = find_ties(graph, rec, exc.got, kept)
+    if not found:
+        return False
+    twins = sorted({t.module for t in _twins(graph, rec)})
+    found, whole = in_twins(graph, rec.module, twins, found, whole)
+    new = [t for t in dict.fromkeys(found) if t not in graph.count_ties]
+    if not new:
+        return False
+    graph.count_ties += new
+    graph.lock_all(whole, f"{rec.module}: the code counts channels per head of this width")
+    note = f"count tied to a width the code reads (x{new[0].per} per head): {exc}"
+    repaired.append(Boundary(rec.name, rec.module, note).to_dict())
+    return True
+
+
 def _twins(graph: Any, rec: Any) -> list[Any]:
     """The op at the same position in every other module of ``rec``'s module class.
 
@@ -387,6 +415,9 @@ def prune(
             if rec is None or attempt == MAX_REPAIRS:
                 raise
             r = analysis.graph.records[rec]
+            if _tie_counts(analysis, plan, r, exc, repaired):
+                analysis = Analysis(analysis.graph, build_groups(analysis.graph))
+                continue
             reason = f"sizes fixed in code: {exc}"
             if exc.atoms:  # the dims are known: no escalation
                 if not _lock_scales_with_twins(analysis, r, exc.atoms, reason, repaired):

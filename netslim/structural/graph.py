@@ -121,6 +121,8 @@ class Graph:
         self.n_eval: int | None = None
         # module path -> atoms of every tensor it returned (``Channels.ignore`` keeps them)
         self.module_outputs: dict[str, list[int]] = {}
+        # counts the code ties without tying indices (``ties.CountTie``; found by the repair)
+        self.count_ties: list[Any] = []
 
     def trace_on(self, twins: dict[str, torch.Tensor]) -> None:
         """The forward will see ``twins[name]`` (meta tensors) in place of the parameters."""
