@@ -360,6 +360,27 @@ def test_norm_over_positions_and_plain_restride_keep_channels_prunable():
     assert not any(b["op"] in ("linalg_vector_norm", "as_strided") for b in report["boundaries"])
 
 
+class ConflictingSplits(nn.Module):
+    """One spatial dim split as 2 x 3 by one reshape and as 3 x 2 by another (Swin's window
+    partition and patch merging): the channels beside it are untouched by either."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        y = self.c1(x)
+        b = y.shape[0]
+        y = y.reshape(b, -1, 2, 3, 6).flip(2).reshape(b, -1, 6, 6)
+        y = y.reshape(b, -1, 3, 2, 6).flip(2).reshape(b, -1, 6, 6)
+        return self.c2(y)
+
+
+def test_reshape_conflict_keeps_only_its_own_dims():
+    model, _, _ = check(ConflictingSplits(), torch.randn(2, 3, 6, 6))
+    assert model.c1.out_channels == 8
+
+
 def test_memory_reinterpreting_restride_is_a_boundary():
     model, _, report = check(NormAndRestride(False), torch.randn(1, 3, 6, 6))
     assert model.b.out_channels == 8

@@ -417,19 +417,31 @@ def reshape_atoms(
                 po *= oshape[oo[j]]
                 j += 1
         in_atoms = [ins[k] for k in bi]
-        if len(in_atoms) == 1:
-            block = in_atoms[0]
-        else:
-            block = ctx.new(pi)
-            ctx.refine(block, PROD, in_atoms)
-        if len(bo) == 1:
-            out[bo[0]] = block
-        else:
-            parts = [ctx.new(oshape[k]) for k in bo]
-            ctx.refine(block, PROD, parts)
-            for k, p in zip(bo, parts, strict=True):
-                out[k] = p
+        try:
+            parts = _reshape_block(ctx, in_atoms, pi, [oshape[k] for k in bo])
+            for k, a in zip(bo, parts, strict=True):
+                out[k] = a
+        except AlgebraConflict as exc:
+            # blocks are independent index spaces: a conflict in one (Swin's windows split
+            # the same spatial dim as 8 x 7, its patch merging as 28 x 2) keeps that block
+            # whole and leaves the others (the channels beside it) free
+            ctx.lock(in_atoms, f"AlgebraConflict: {exc}")
+            for k in bo:
+                out[k] = ctx.new(oshape[k], f"reshaped from a locked block of {ctx.name}")
     return [a for a in out if a is not None]
+
+
+def _reshape_block(ctx: OpContext, ins: list[int], size: int, shape: list[int]) -> list[int]:
+    """The output atoms of one block of a reshape: input dims whose product is ``size``
+    becoming output dims ``shape`` of the same product."""
+    block = ins[0] if len(ins) == 1 else ctx.new(size)
+    if len(ins) > 1:
+        ctx.refine(block, PROD, ins)
+    if len(shape) == 1:
+        return [block]
+    parts = [ctx.new(s) for s in shape]
+    ctx.refine(block, PROD, parts)
+    return parts
 
 
 @register_rule("view", "_unsafe_view", "reshape", "_reshape_alias", "view_copy", "unflatten")
