@@ -54,21 +54,21 @@ def find_ties(
             continue
         # ``C // H``: the head width the code computed from a pruned width C and the heads
         for i, (gi, wi) in enumerate(zip(asked, want, strict=True)):
-            if i == j or gi != wi or wi == 0 or w != old[j] or A.is_locked(dims[i]):
-                continue  # a locked dim (the batch) is no head count
+            if i == j or gi != wi or w != old[j] or old[i] < 2 or A.is_locked(dims[i]):
+                continue  # a locked or single dim (the batch) is no head count
             for x in widths:
                 if A.size(x) == old[i] * old[j] and A.new_size(x, kept) // wi == g:
                     tie = _tie(A, x, dims[i], old[j])
                     if tie:
                         return tie, [dims[j]]
-        # ``C``: the inner width the code took from a pruned width C
-        for x in widths:
-            if A.size(x) == old[j] and A.new_size(x, kept) == g:
-                parts = A.leaves(dims[j])
-                if len(parts) == 1 and (tie := _tie(A, x, parts[0], 1)):
-                    return tie, []
-                if len(parts) == 2 and (tie := _tie(A, x, parts[0], A.size(parts[1]))):
-                    return tie, [parts[1]]  # heads x head_dim: head_dim stays whole
+        # ``C``: the heads x head_dim width the code took from a pruned width C
+        parts = A.leaves(dims[j])
+        if len(parts) == 2:
+            for x in widths:
+                if A.size(x) != old[j] or A.new_size(x, kept) != g:
+                    continue
+                if tie := _tie(A, x, parts[0], A.size(parts[1])):
+                    return tie, [parts[1]]  # head_dim stays whole
     return [], []
 
 
