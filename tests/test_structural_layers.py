@@ -360,24 +360,53 @@ def test_norm_over_positions_and_plain_restride_keep_channels_prunable():
     assert not any(b["op"] in ("linalg_vector_norm", "as_strided") for b in report["boundaries"])
 
 
-class ConflictingSplits(nn.Module):
-    """One spatial dim split as 2 x 3 by one reshape and as 3 x 2 by another (Swin's window
-    partition and patch merging): the channels beside it are untouched by either."""
+class KeyBiasDropped(nn.Module):
+    """Swin V2's attention: the packed q/k/v bias with its key third zeroed,
+    ``bias[n : 2 * n]`` where ``n = numel // 3`` is recomputed at run time."""
 
-    def __init__(self) -> None:
+    def __init__(self, dim: int = 16, heads: int = 4) -> None:
         super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        bias = self.qkv.bias.clone()
+        n = bias.numel() // 3
+        bias[n : 2 * n].zero_()
+        qkv = F.linear(x, self.qkv.weight, bias).reshape(b, t, 3, self.heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, -1)
+        return self.proj(y)
+
+
+def test_one_of_equal_parts_sliced_at_run_time_keeps_heads_prunable():
+    model, _, _ = check(KeyBiasDropped(), torch.randn(2, 5, 16))
+    assert model.heads == 2 and model.qkv.out_features == 24
+
+
+class ConflictingSplits(nn.Module):
+    """One spatial dim split as 2 x 3 by a reshape, then split as 3 x 2 (Swin's window
+    partition and patch merging) or cropped to 4 (Swin's unpadding): the channels beside it
+    are untouched by either."""
+
+    def __init__(self, then: str) -> None:
+        super().__init__()
+        self.then = then
         self.c1, self.c2 = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 8, 1)
 
     def forward(self, x):
         y = self.c1(x)
         b = y.shape[0]
         y = y.reshape(b, -1, 2, 3, 6).flip(2).reshape(b, -1, 6, 6)
-        y = y.reshape(b, -1, 3, 2, 6).flip(2).reshape(b, -1, 6, 6)
-        return self.c2(y)
+        if self.then == "crop":
+            return self.c2(y[:, :, :4])
+        return self.c2(y.reshape(b, -1, 3, 2, 6).flip(2).reshape(b, -1, 6, 6))
 
 
-def test_reshape_conflict_keeps_only_its_own_dims():
-    model, _, _ = check(ConflictingSplits(), torch.randn(2, 3, 6, 6))
+@pytest.mark.parametrize("then", ["reshape", "crop"])
+def test_conflicting_split_keeps_only_its_own_dim(then):
+    model, _, _ = check(ConflictingSplits(then), torch.randn(2, 3, 6, 6))
     assert model.c1.out_channels == 8
 
 

@@ -540,6 +540,9 @@ def repeat(ctx: OpContext) -> None:
 
 
 # --- slicing and joining ---------------------------------------------------------------------
+_MAX_EQUAL_PARTS = 8  # halves, q/k/v thirds, LSTM gate quarters; not one token of many
+
+
 @register_rule("slice", "slice_copy")
 def slice_(ctx: OpContext) -> None:
     x = ctx.args[0]
@@ -558,17 +561,39 @@ def slice_(ctx: OpContext) -> None:
         d[dim] = ctx.new(ctx.outputs[0].shape[dim], "strided slice")
         ctx.out(ctx.outputs[0], d)
         return
-    mid = ctx.new(end - start)
-    pre, post = ctx.new(start), ctx.new(size - end)
-    ctx.refine(d[dim], CAT, [pre, mid, post])
-    if 2 * (end - start) == size and (start == 0 or end == size):
-        # x[..., :n//2] / x[..., n//2:]: the cut is recomputed from the size at run time,
-        # so both halves must keep the same count; same indices is the exact way to do it
-        ctx.unify(mid, post if start == 0 else pre)
-    else:
-        ctx.lock([d[dim]], "slice at a fixed position")
-    d[dim] = mid
+    try:
+        d[dim] = _slice_dim(ctx, d[dim], size, start, end)
+    except AlgebraConflict as exc:
+        _lock_conflicting_dim(ctx, d, dim, ctx.outputs[0].shape[dim], exc)
     ctx.out(ctx.outputs[0], d)
+
+
+def _slice_dim(ctx: OpContext, a: int, size: int, start: int, end: int) -> int:
+    """The atom of ``x[start:end]`` along a dim whose atom is ``a``."""
+    part = end - start
+    if size % part == 0 and start % part == 0 and size // part <= _MAX_EQUAL_PARTS:
+        # x[..., :n//2], qkv[n//3 : 2*n//3]: one of k equal parts, the cut recomputed from the
+        # size at run time, so every part must keep the same count; the same indices is the
+        # exact way to do it (a cut fixed in code shows in the check forward)
+        parts = [ctx.new(part) for _ in range(size // part)]
+        ctx.refine(a, CAT, parts)
+        for p in parts[1:]:
+            ctx.unify(parts[0], p)
+        return parts[start // part]
+    mid = ctx.new(part)
+    ctx.refine(a, CAT, [ctx.new(start), mid, ctx.new(size - end)])
+    ctx.lock([a], "slice at a fixed position")
+    return mid
+
+
+def _lock_conflicting_dim(
+    ctx: OpContext, d: list[int], dim: int, size: int, exc: AlgebraConflict
+) -> None:
+    """A cut that contradicts an earlier split of the same dim (Swin crops its padded windows
+    along a dim the windows split as 6 x 7): keep that dim whole, the op's other dims (the
+    channels) stay free; ``d[dim]`` becomes the output's own, locked, atom."""
+    ctx.lock([d[dim]], f"AlgebraConflict: {exc}")
+    d[dim] = ctx.new(size, f"cut from a locked dim by {ctx.name}")
 
 
 @register_rule("select", "select_copy")
@@ -578,8 +603,11 @@ def select(ctx: OpContext) -> None:
     size = x.shape[dim]
     idx = ctx.args[2] + size if ctx.args[2] < 0 else ctx.args[2]
     d = list(ctx.dims(x))
-    ctx.refine(d[dim], CAT, [ctx.new(idx), ctx.new(1), ctx.new(size - idx - 1)])
-    ctx.lock([d[dim]], "select at a fixed index")
+    try:
+        ctx.refine(d[dim], CAT, [ctx.new(idx), ctx.new(1), ctx.new(size - idx - 1)])
+        ctx.lock([d[dim]], "select at a fixed index")
+    except AlgebraConflict as exc:
+        _lock_conflicting_dim(ctx, d, dim, 1, exc)
     ctx.out(ctx.outputs[0], d[:dim] + d[dim + 1 :])
 
 
