@@ -385,6 +385,45 @@ def test_one_of_equal_parts_sliced_at_run_time_keeps_heads_prunable():
     assert model.heads == 2 and model.qkv.out_features == 24
 
 
+class BiasTable(nn.Module):
+    """Reached through a method, never through ``forward`` (timm's ``RelPosMlp.get_bias``):
+    its ops run as its parent's, with its own ``num_heads`` and shape tuple."""
+
+    def __init__(self, heads: int, n: int) -> None:
+        super().__init__()
+        self.num_heads, self.bias_shape = heads, (n, n, heads)
+        self.mlp = nn.Linear(2, heads)
+        self.register_buffer("coords", torch.randn(n * n, 2))
+
+    def get_bias(self):
+        bias = self.mlp(self.coords).reshape(-1, self.num_heads)
+        return bias.view(self.bias_shape).permute(2, 0, 1)
+
+
+class HelperAttention(nn.Module):
+    def __init__(self, dim: int = 16, heads: int = 4, n: int = 5) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.qkv, self.proj, self.rel = (
+            nn.Linear(dim, 3 * dim),
+            nn.Linear(dim, dim),
+            BiasTable(heads, n),
+        )
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        a = (q @ k.transpose(-2, -1) * 0.5 + self.rel.get_bias()).softmax(-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(b, t, -1))
+
+
+def test_sizes_of_a_submodule_reached_through_a_method_follow():
+    model, _, report = check(HelperAttention(), torch.randn(2, 5, 16))
+    assert model.num_heads == model.rel.num_heads == 2 and model.rel.bias_shape == (5, 5, 2)
+    assert not report["boundaries"]
+
+
 class ConflictingSplits(nn.Module):
     """One spatial dim split as 2 x 3 by a reshape, then split as 3 x 2 (Swin's window
     partition and patch merging) or cropped to 4 (Swin's unpadding): the channels beside it

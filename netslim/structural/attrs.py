@@ -78,6 +78,7 @@ class Context:
         self.norm_shapes: dict[str, list[int]] = {}
         self._io: dict[str, tuple[list[int], list[int]]] | None = None
         self._sizes: dict[str, set[int]] = {}
+        self._entered: set[str] | None = None
         # the atoms each module's statistics (mean, var, norms) reduce over, one list per op
         self.stat_atoms: dict[str, list[list[int]]] = {}
         for rec in self.graph.records:
@@ -114,6 +115,20 @@ class Context:
                 self._sizes.setdefault(rec.module, set()).update(sizes)
         ins, outs = self._io.get(where, ([], []))
         return ins, outs, self._sizes.get(where, set())
+
+    def helpers(self, where: str) -> list[tuple[str, nn.Module]]:
+        """Submodules of ``where`` the forward never entered: the module calls their methods
+        (timm's ``self.rel_pos.get_bias()``), so their ops ran as ``where``'s own and their
+        ints (``num_heads``) are sizes those ops were given."""
+        if self._entered is None:
+            self._entered = {w for rec in self.graph.records for w in rec.stack}
+        mod = self.graph.model.get_submodule(where)
+        prefix = f"{where}." if where else ""
+        return [
+            (prefix + name, sub)
+            for name, sub in mod.named_modules()
+            if name and prefix + name not in self._entered
+        ]
 
     def old_size(self, atom: int) -> int:
         return self.graph.atoms.size(atom)
@@ -361,10 +376,11 @@ def _follow_int(
             if hf_config(mod) is not None:
                 return False
             continue
-        done = {(id(ch.target), ch.attr) for ch in taken.get(where, []) + out.get(where, [])}
-        for a in hits:
-            if (id(mod), a) not in done:
-                out.setdefault(where, []).append(Change(mod, a, old, new, where))
+        for at, m in [(where, mod), *ctx.helpers(where)]:  # the same names in its helpers
+            done = {(id(ch.target), ch.attr) for ch in taken.get(at, []) + out.get(at, [])}
+            for a in hits:
+                if getattr(m, a, None) == old and (id(m), a) not in done:
+                    out.setdefault(at, []).append(Change(m, a, old, new, at))
         return True
     return False
 
@@ -393,19 +409,21 @@ def _shape_tuples(
         if isinstance(mod, nn.Unflatten):  # its sizes are the op's sizes from ``dim`` on
             _unflatten(mod, where, ints, new, out)
             return
-        hits = [
-            a for a, v in vars(mod).items()
-            if type(v) in (tuple, list) and not a.startswith("_") and list(v) == list(ints)
-            and all(type(x) is int for x in v)
-        ]  # fmt: skip
-        if not hits:
-            continue
-        done = {(id(ch.target), ch.attr) for ch in taken.get(where, []) + out.get(where, [])}
-        for a in hits:
-            if (id(mod), a) not in done:
-                old = getattr(mod, a)
-                out.setdefault(where, []).append(Change(mod, a, old, type(old)(new), where))
-        return
+        found = False
+        for at, m in [(where, mod), *ctx.helpers(where)]:
+            hits = [
+                a for a, v in vars(m).items()
+                if type(v) in (tuple, list) and not a.startswith("_") and list(v) == list(ints)
+                and all(type(x) is int for x in v)
+            ]  # fmt: skip
+            done = {(id(ch.target), ch.attr) for ch in taken.get(at, []) + out.get(at, [])}
+            for a in hits:
+                found = True
+                if (id(m), a) not in done:
+                    old = getattr(m, a)
+                    out.setdefault(at, []).append(Change(m, a, old, type(old)(new), at))
+        if found:
+            return
 
 
 def _unflatten(
