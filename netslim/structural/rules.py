@@ -266,7 +266,12 @@ def broadcast(ctx: OpContext, tensors: list[torch.Tensor], shape: tuple[int, ...
             if cur is None:
                 res[off + k] = a
             elif s != 1:
-                ctx.unify(cur, a)
+                try:
+                    ctx.unify(cur, a)
+                except AlgebraConflict as exc:
+                    # the operands split this dim differently (MaxViT's grid and block
+                    # partitions of one spatial dim): keep it whole, the others still unify
+                    ctx.lock([cur, a], f"AlgebraConflict: {exc}")
     return [r if r is not None else ctx.new(shape[i], "broadcast") for i, r in enumerate(res)]
 
 
