@@ -392,7 +392,7 @@ class BiasTable(nn.Module):
     def __init__(self, heads: int, n: int) -> None:
         super().__init__()
         self.num_heads, self.bias_shape = heads, (n, n, heads)
-        self.mlp = nn.Linear(2, heads)
+        self.mlp = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, heads))
         self.register_buffer("coords", torch.randn(n * n, 2))
 
     def get_bias(self):
@@ -418,16 +418,49 @@ class HelperAttention(nn.Module):
         return self.proj((a @ v).transpose(1, 2).reshape(b, t, -1))
 
 
+class SharedBiasNet(nn.Module):
+    """timm's ``vit_srelpos``: one bias table shared by every block, its method called from
+    the model's own forward (no module around the op)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rel = BiasTable(4, 5)
+        self.blocks = nn.ModuleList(SharedBiasAttention() for _ in range(2))
+
+    def forward(self, x):
+        bias = self.rel.get_bias()
+        for block in self.blocks:
+            x = x + block(x, bias)
+        return x
+
+
+class SharedBiasAttention(nn.Module):
+    def __init__(self, dim: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x, bias):
+        b, t, _ = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        a = (q @ k.transpose(-2, -1) * 0.5 + bias).softmax(-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(b, t, -1))
+
+
 def test_sizes_of_a_submodule_reached_through_a_method_follow():
     model, _, report = check(HelperAttention(), torch.randn(2, 5, 16))
     assert model.num_heads == model.rel.num_heads == 2 and model.rel.bias_shape == (5, 5, 2)
     assert not report["boundaries"]
+    model, _, report = check(SharedBiasNet(), torch.randn(2, 5, 16))
+    assert model.rel.num_heads == 2 and model.rel.bias_shape == (5, 5, 2)
+    assert all(block.num_heads == 2 for block in model.blocks)
 
 
 class ConflictingSplits(nn.Module):
     """One spatial dim split as 2 x 3 by a reshape, then split as 3 x 2 (Swin's window
-    partition and patch merging) or cropped to 4 (Swin's unpadding): the channels beside it
-    are untouched by either."""
+    partition and patch merging), cropped to 4 (Swin's unpadding) or added to a copy split
+    as 3 x 2 (MaxViT's block and grid partitions): the channels beside it are untouched."""
 
     def __init__(self, then: str) -> None:
         super().__init__()
@@ -440,10 +473,12 @@ class ConflictingSplits(nn.Module):
         y = y.reshape(b, -1, 2, 3, 6).flip(2).reshape(b, -1, 6, 6)
         if self.then == "crop":
             return self.c2(y[:, :, :4])
-        return self.c2(y.reshape(b, -1, 3, 2, 6).flip(2).reshape(b, -1, 6, 6))
+        z = self.c1(x) if self.then == "add" else y
+        z = z.reshape(b, -1, 3, 2, 6).flip(2).reshape(b, -1, 6, 6)
+        return self.c2(y + z if self.then == "add" else z)
 
 
-@pytest.mark.parametrize("then", ["reshape", "crop"])
+@pytest.mark.parametrize("then", ["reshape", "crop", "add"])
 def test_conflicting_split_keeps_only_its_own_dim(then):
     model, _, _ = check(ConflictingSplits(then), torch.randn(2, 3, 6, 6))
     assert model.c1.out_channels == 8

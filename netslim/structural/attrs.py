@@ -78,7 +78,7 @@ class Context:
         self.norm_shapes: dict[str, list[int]] = {}
         self._io: dict[str, tuple[list[int], list[int]]] | None = None
         self._sizes: dict[str, set[int]] = {}
-        self._entered: set[str] | None = None
+        self._helpers: dict[str, list[tuple[str, nn.Module]]] = {}
         # the atoms each module's statistics (mean, var, norms) reduce over, one list per op
         self.stat_atoms: dict[str, list[list[int]]] = {}
         for rec in self.graph.records:
@@ -117,18 +117,21 @@ class Context:
         return ins, outs, self._sizes.get(where, set())
 
     def helpers(self, where: str) -> list[tuple[str, nn.Module]]:
-        """Submodules of ``where`` the forward never entered: the module calls their methods
-        (timm's ``self.rel_pos.get_bias()``), so their ops ran as ``where``'s own and their
-        ints (``num_heads``) are sizes those ops were given."""
-        if self._entered is None:
-            self._entered = {w for rec in self.graph.records for w in rec.stack}
-        mod = self.graph.model.get_submodule(where)
-        prefix = f"{where}." if where else ""
-        return [
-            (prefix + name, sub)
-            for name, sub in mod.named_modules()
-            if name and prefix + name not in self._entered
-        ]
+        """Submodules of ``where`` whose parameters the forward used without entering them:
+        the module calls their methods (timm's ``self.rel_pos.get_bias()``), so their ops ran
+        as ``where``'s own and their ints (``num_heads``) are sizes those ops were given."""
+        if where not in self._helpers:
+            entered = {w for rec in self.graph.records for w in rec.stack}
+            used = set(self.graph.used)
+            prefix = f"{where}." if where else ""
+            self._helpers[where] = [
+                (prefix + name, sub)
+                for name, sub in self.graph.model.get_submodule(where).named_modules()
+                if name
+                and prefix + name not in entered
+                and any(f"{prefix}{name}.{t}" in used for t, _ in sub.named_parameters())
+            ]
+        return self._helpers[where]
 
     def old_size(self, atom: int) -> int:
         return self.graph.atoms.size(atom)
@@ -367,22 +370,33 @@ def _follow_int(
     model = ctx.graph.model
     for where in reversed(rec.stack if climb else rec.stack[-1:]):
         mod = model.get_submodule(where)
-        hits = [
-            a for a, v in vars(mod).items()
-            if type(v) is int and v == old and not a.startswith("_")
-            and not any(x in a.lower() for x in _SKIP)
-        ]  # fmt: skip
-        if not hits:
+        own = _int_attrs(mod, old)
+        # the same names in the helpers it calls (or, when it holds none, theirs alone: the
+        # shared table a model's own forward reads)
+        theirs = [
+            (at, m, [n for n in _int_attrs(m, old) if not own or n in own])
+            for at, m in ctx.helpers(where)
+        ]
+        if not own and not any(names for _, _, names in theirs):
             if hf_config(mod) is not None:
                 return False
             continue
-        for at, m in [(where, mod), *ctx.helpers(where)]:  # the same names in its helpers
+        for at, m, names in [(where, mod, own), *theirs]:
             done = {(id(ch.target), ch.attr) for ch in taken.get(at, []) + out.get(at, [])}
-            for a in hits:
-                if getattr(m, a, None) == old and (id(m), a) not in done:
-                    out.setdefault(at, []).append(Change(m, a, old, new, at))
+            for name in names:
+                if (id(m), name) not in done:
+                    out.setdefault(at, []).append(Change(m, name, old, new, at))
         return True
     return False
+
+
+def _int_attrs(mod: nn.Module, value: int) -> list[str]:
+    """Names of ``mod``'s public int attributes equal to ``value`` (sizes, not flags/ids)."""
+    return [
+        a for a, v in vars(mod).items()
+        if type(v) is int and v == value and not a.startswith("_")
+        and not any(x in a.lower() for x in _SKIP)
+    ]  # fmt: skip
 
 
 def _shape_tuples(
