@@ -385,6 +385,13 @@ def test_one_of_equal_parts_sliced_at_run_time_keeps_heads_prunable():
     assert model.heads == 2 and model.qkv.out_features == 24
 
 
+def test_empty_slice_traces():
+    """Mamba's cache code slices zero elements (``x[..., n:n]``)."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 6))
+    model.register_forward_hook(lambda m, i, out: torch.cat([out, out[:, 3:3]], 1))
+    check(model, torch.randn(2, 4))
+
+
 class BiasTable(nn.Module):
     """Reached through a method, never through ``forward`` (timm's ``RelPosMlp.get_bias``):
     its ops run as its parent's, with its own ``num_heads`` and shape tuple."""

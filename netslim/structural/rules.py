@@ -576,7 +576,7 @@ def slice_(ctx: OpContext) -> None:
 def _slice_dim(ctx: OpContext, a: int, size: int, start: int, end: int) -> int:
     """The atom of ``x[start:end]`` along a dim whose atom is ``a``."""
     part = end - start
-    if size % part == 0 and start % part == 0 and size // part <= _MAX_EQUAL_PARTS:
+    if part and size % part == 0 and start % part == 0 and size // part <= _MAX_EQUAL_PARTS:
         # x[..., :n//2], qkv[n//3 : 2*n//3]: one of k equal parts, the cut recomputed from the
         # size at run time, so every part must keep the same count; the same indices is the
         # exact way to do it (a cut fixed in code shows in the check forward)
