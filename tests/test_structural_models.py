@@ -228,6 +228,31 @@ def test_width_the_code_reads_is_tied_to_the_head_count(split, ratio):
     assert any("count tied" in b["reason"] for b in report["boundaries"])
 
 
+class _HeadDimIsWidth(nn.Module):
+    """Hiera's blocks: ``head_dim`` happens to equal the block's input width (the inner width
+    is heads x head_dim), and the reshape takes ``self.head_dim``."""
+
+    def __init__(self, dim: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim
+        self.qkv, self.proj = nn.Linear(dim, 3 * heads * dim), nn.Linear(heads * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # keeps head_dim
+        return x + self.proj(y.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_int_a_reshape_takes_is_not_read_as_an_equal_weight_width():
+    model = nn.Sequential(nn.Linear(4, 8), _HeadDimIsWidth(), nn.Linear(8, 3)).eval()
+    diff, _, report = prune_and_compare(model, (torch.randn(2, 5, 4),))
+    assert diff < 1e-5
+    assert model[0].out_features == 4 and model[1].head_dim == 8  # the width went, head_dim not
+    assert not any("fixed in code" in b["reason"] for b in report["boundaries"])
+
+
 def test_tied_counts_keep_whole_heads_and_whole_sides():
     atoms = Atoms()
     wide, heads, other = atoms.new(64), atoms.new(4), atoms.new(4)

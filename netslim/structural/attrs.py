@@ -489,6 +489,11 @@ def _generic(mod: nn.Module, where: str, ctx: Context, taken: set[str]) -> list[
             ins, outs, sizes = ctx.module_io(where)
             side = outs if attr.lower().startswith("out") else ins
             news &= {ctx.size(a) for a in side if ctx.old_size(a) == v} if v not in sizes else set()
+        elif news and v in ctx.module_io(where)[2] and v not in news:
+            # a size one of its ops takes (Hiera's ``reshape(..., self.heads, self.head_dim)``)
+            # that merely equals a weight's width (head_dim == dim with one head): the op's
+            # own dim decides (``_reshape_constants``), not the coincidence
+            continue
         if len(news) == 1 and v not in news:
             out.append(Change(mod, attr, v, news.pop(), where))
     return out
