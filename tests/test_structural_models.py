@@ -225,7 +225,8 @@ def test_width_the_code_reads_is_tied_to_the_head_count(split, ratio):
     for block in (model[1], model[2]):
         assert block.mlp[0].out_features < 64
         assert block.attn.num_heads < 4 and width == 8 * block.attn.num_heads
-    assert any("count tied" in b["reason"] for b in report["boundaries"])
+    assert any("counts tied" in n for n in report["notes"])
+    assert not any("fixed in code" in b["reason"] for b in report["boundaries"])
 
 
 class _HeadDimIsWidth(nn.Module):

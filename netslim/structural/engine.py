@@ -327,11 +327,12 @@ def _lock_scales_with_twins(
 
 
 def _tie_counts(
-    analysis: Analysis, plan: PruningPlan, rec: Any, exc: CheckFailed, repaired: list
+    analysis: Analysis, plan: PruningPlan, rec: Any, exc: CheckFailed, tied: list[str]
 ) -> bool:
     """When ``rec`` failed because the code derives a size from a pruned width (``C //
     num_heads``), tie the two counts (in every twin block too) instead of locking either;
-    True when a new tie was made (the plan is then remade under it)."""
+    True when a new tie was made (the plan is then remade under it). A tie keeps no channel
+    whole, so it is a note (``tied``), not a boundary."""
     graph = analysis.graph
     by_id = {g.id: g for g in analysis.groups}
     kept = {by_id[gid].leaf: len(k) for gid, k in plan.keep.items() if gid in by_id}
@@ -345,8 +346,10 @@ def _tie_counts(
         return False
     graph.count_ties += new
     graph.lock_all(whole, f"{rec.module}: the code counts channels per head of this width")
-    note = f"count tied to a width the code reads (x{new[0].per} per head): {exc}"
-    repaired.append(Boundary(rec.name, rec.module, note).to_dict())
+    tied.append(
+        f"{rec.module or type(graph.model).__name__}: counts tied to a width the code reads "
+        f"({new[0].per} channels per head) after: {exc}"
+    )
     return True
 
 
@@ -400,6 +403,7 @@ def prune(
     analysis = analyze(model, example_inputs)
     before = (count_params(analysis), count_macs(analysis))
     repaired: list[dict[str, str]] = []
+    tied: list[str] = []  # notes of count ties made on the way
     levels: dict[int, int] = {}  # record index -> repair escalation reached
     for attempt in range(MAX_REPAIRS + 1):
         plan, notes = make_plan(model, example_inputs, config, analysis, calibration)
@@ -415,7 +419,7 @@ def prune(
             if rec is None or attempt == MAX_REPAIRS:
                 raise
             r = analysis.graph.records[rec]
-            if _tie_counts(analysis, plan, r, exc, repaired):
+            if _tie_counts(analysis, plan, r, exc, tied):
                 analysis = Analysis(analysis.graph, build_groups(analysis.graph))
                 continue
             reason = f"sizes fixed in code: {exc}"
@@ -437,7 +441,7 @@ def prune(
     report["boundaries"] = repaired + report["boundaries"]
     if "latency" in notes:
         report["latency"] = notes.pop("latency")
-    report["notes"] = report.get("notes", []) + [f"{k}: {v}" for k, v in notes.items()]
+    report["notes"] = report.get("notes", []) + tied + [f"{k}: {v}" for k, v in notes.items()]
     kept = {}
     by_id = {g.id: g for g in analysis.groups}
     for gid, k in plan.keep.items():
