@@ -405,6 +405,7 @@ def prune(
     repaired: list[dict[str, str]] = []
     tied: list[str] = []  # notes of count ties made on the way
     levels: dict[int, int] = {}  # record index -> repair escalation reached
+    tie_of: dict[int, list] = {}  # record index -> the count ties its failure made
     for attempt in range(MAX_REPAIRS + 1):
         plan, notes = make_plan(model, example_inputs, config, analysis, calibration)
         try:
@@ -419,9 +420,18 @@ def prune(
             if rec is None or attempt == MAX_REPAIRS:
                 raise
             r = analysis.graph.records[rec]
-            if _tie_counts(analysis, plan, r, exc, tied):
-                analysis = Analysis(analysis.graph, build_groups(analysis.graph))
-                continue
+            graph = analysis.graph
+            if rec in tie_of:  # the tie did not explain this op's sizes: undo it, then repair
+                if tie_of[rec]:
+                    graph.count_ties = [t for t in graph.count_ties if t not in tie_of[rec]]
+                    tied.append(f"{r.module}: its count tie was released (the op failed again)")
+                    tie_of[rec] = []  # and never tied again
+            else:
+                known = len(graph.count_ties)
+                if _tie_counts(analysis, plan, r, exc, tied):
+                    tie_of[rec] = graph.count_ties[known:]
+                    analysis = Analysis(graph, build_groups(graph))
+                    continue
             reason = f"sizes fixed in code: {exc}"
             if exc.atoms:  # the dims are known: no escalation
                 if not _lock_scales_with_twins(analysis, r, exc.atoms, reason, repaired):
