@@ -79,6 +79,8 @@ class Context:
         self._io: dict[str, tuple[list[int], list[int]]] | None = None
         self._sizes: dict[str, set[int]] = {}
         self._helpers: dict[str, list[tuple[str, nn.Module]]] = {}
+        self._entered: set[str] = set()
+        self._used: set[str] = set()
         # the atoms each module's statistics (mean, var, norms) reduce over, one list per op
         self.stat_atoms: dict[str, list[list[int]]] = {}
         for rec in self.graph.records:
@@ -120,16 +122,17 @@ class Context:
         """Submodules of ``where`` whose parameters the forward used without entering them:
         the module calls their methods (timm's ``self.rel_pos.get_bias()``), so their ops ran
         as ``where``'s own and their ints (``num_heads``) are sizes those ops were given."""
+        if not self._helpers:  # what every module's list is made from, once
+            self._entered = {w for rec in self.graph.records for w in rec.stack}
+            self._used = set(self.graph.used)
         if where not in self._helpers:
-            entered = {w for rec in self.graph.records for w in rec.stack}
-            used = set(self.graph.used)
             prefix = f"{where}." if where else ""
             self._helpers[where] = [
                 (prefix + name, sub)
                 for name, sub in self.graph.model.get_submodule(where).named_modules()
                 if name
-                and prefix + name not in entered
-                and any(f"{prefix}{name}.{t}" in used for t, _ in sub.named_parameters())
+                and prefix + name not in self._entered
+                and any(f"{prefix}{name}.{t}" in self._used for t, _ in sub.named_parameters())
             ]
         return self._helpers[where]
 
