@@ -1,0 +1,335 @@
+"""The CUDA code paths on a real GPU, for sessions that are lent one.
+
+CI and the development machine have no GPU, so the CUDA paths are otherwise exercised only by
+their clean skips. Three checks, each recorded even when it fails (a failure is a finding):
+
+1. ``exact``: structural pruning (``Channels(ratio=0.5)``) of models living on the GPU, each
+   compared with its masked original on the same device (TF32 off), and with the same pruning
+   done on CPU: the same parameters must be kept.
+2. ``latency``: latency-aware allocation timed with ``runtime="cuda"``, the rows of
+   ``bench/latency.py --part speed`` (ResNet-50 and MobileNetV2, batch 1 and 16, 2x and 3x
+   targets, beside Torch-Pruning and netslim's MACs allocation at the same MACs).
+3. ``llm``: SparseGPT and Wanda (50% and 2:4) on a small random Llama, on the GPU and on CPU
+   from the same weights and calibration ids: agreement of the masks, output error, seconds.
+
+``python bench/gpu.py --part run --out DIR`` (on the GPU machine) writes DIR/gpu.json;
+``python bench/gpu.py --part report --results FILE`` writes docs/gpu.md and docs/results/gpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DOCS, machine_line, markdown_table, write_results  # noqa: E402
+
+EXACT_MODELS = (
+    "resnet50", "mobilenet_v2", "efficientnet_b0", "regnet_y_400mf", "convnext_tiny",
+    "vit_b_16", "swin_t",
+)  # fmt: skip
+LATENCY_MODELS = ("resnet50", "mobilenet_v2")
+LLM_CASES = (("sparsegpt", None), ("sparsegpt", (2, 4)), ("wanda", None), ("wanda", (2, 4)))
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def exact_row(name: str, device: str) -> dict[str, Any]:
+    """One model pruned on ``device`` and on CPU from the same weights."""
+    import torchvision
+
+    from netslim.structural import Channels
+    from netslim.structural.verify import prune_and_compare
+
+    torch.manual_seed(0)
+    dense = torchvision.models.get_model(name, weights=None).eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    on_cpu = copy.deepcopy(dense)
+    prune_and_compare(on_cpu, (x,), Channels(ratio=0.5))
+    model = copy.deepcopy(dense).to(device)
+    start = time.perf_counter()
+    diff, _, _ = prune_and_compare(model, (x.to(device),), Channels(ratio=0.5))
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        scale = model(x.to(device)).abs().max().item()
+    devices = {p.device.type for p in (*model.parameters(), *model.buffers())}
+    return {
+        "model": name, "params_before": _params(dense), "params_after": _params(model),
+        "params_after_cpu": _params(on_cpu), "max_abs_diff": diff, "output_scale": scale,
+        "rel_diff": diff / scale if scale else diff,
+        "seconds": seconds, "devices_after": sorted(devices),
+    }  # fmt: skip
+
+
+def _tiny_llama() -> torch.nn.Module:
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=512, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=256,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def _masks(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        n: (p != 0).cpu() for n, p in model.named_parameters() if p.dim() == 2 and "layers." in n
+    }
+
+
+def llm_row(method: str, nm: tuple[int, int] | None, device: str) -> dict[str, Any]:
+    """``method`` on the GPU and on CPU from the same weights and ids."""
+    from netslim.llm.config import LLMPrune
+    from netslim.llm.prune import prune_model
+
+    dense = _tiny_llama()
+    ids = torch.randint(0, 512, (16, 128), generator=torch.Generator().manual_seed(2))
+    held = torch.randint(0, 512, (4, 128), generator=torch.Generator().manual_seed(3))
+    config = LLMPrune(method=method, sparsity=0.5, nm=nm)
+    out: dict[str, Any] = {"method": method, "nm": list(nm) if nm else None}
+    masks, errors = {}, {}
+    with torch.no_grad():
+        want = dense(held).logits
+    for where in ("cpu", device):
+        model = copy.deepcopy(dense).to(where)
+        if where != "cpu":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        prune_model(model, config, ids.to(where))
+        if where != "cpu":
+            torch.cuda.synchronize()
+        out[f"seconds_{where}"] = time.perf_counter() - start
+        with torch.no_grad():
+            got = model(held.to(where)).logits.cpu()
+        errors[where] = ((got - want).norm() / want.norm()).item()
+        masks[where] = _masks(model)
+    same = sum((masks["cpu"][n] == masks[device][n]).sum().item() for n in masks["cpu"])
+    total = sum(m.numel() for m in masks["cpu"].values())
+    kept = sum(m.sum().item() for m in masks[device].values())
+    out.update(
+        mask_agreement=same / total,
+        density=kept / total,
+        rel_error_cpu=errors["cpu"],
+        rel_error_gpu=errors[device],
+    )
+    return out
+
+
+def _guarded(part: str, what: str, fn, *args) -> dict[str, Any]:
+    print(f"{part}: {what}", flush=True)
+    try:
+        row = fn(*args)
+        print(f"  {row}", flush=True)
+        return row
+    except Exception as exc:  # recorded: a failure on the GPU is the finding this bench is for
+        traceback.print_exc()
+        return {"what": what, "error": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def run(args: argparse.Namespace) -> None:
+    if not torch.cuda.is_available():
+        raise SystemExit("bench/gpu.py --part run needs a CUDA GPU")
+    torch.backends.cudnn.allow_tf32 = False  # exactness is checked to float32 rounding
+    torch.backends.cuda.matmul.allow_tf32 = False
+    device = "cuda"
+    result: dict[str, Any] = {
+        "machine": f"{machine_line()}, GPU {torch.cuda.get_device_name(0)}",
+        "commit": args.commit,
+        "parts": args.parts,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        (out / "gpu.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+
+    if "exact" in args.parts:
+        result["exact"] = [_guarded("exact", m, exact_row, m, device) for m in EXACT_MODELS]
+        save()
+    if "llm" in args.parts:
+        result["llm"] = [
+            _guarded("llm", f"{m} {nm}", llm_row, m, nm, device) for m, nm in LLM_CASES
+        ]
+        save()
+    if "latency" in args.parts:
+        from latency import speed_rows
+
+        result["latency"] = []
+        for name in LATENCY_MODELS:
+            for batch in args.batch:
+                start = time.perf_counter()
+                rows = _guarded(
+                    "latency", f"{name} b{batch}", speed_rows, name, "cuda", 1, batch, args.rounds
+                )
+                result["latency"] += rows if isinstance(rows, list) else [rows]
+                print(f"  {name} b{batch}: {time.perf_counter() - start:.0f} s", flush=True)
+                save()
+    save()
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else "-"
+
+
+def report(args: argparse.Namespace) -> None:
+    data = json.loads(Path(args.results).read_text())
+    write_results("gpu", data)
+    lines = [
+        "# netslim on a GPU",
+        "",
+        "Generated by `bench/gpu.py` (`--part run` on a lent GPU machine, `--part report` here)."
+        " CI and the development machine have no GPU; this run is where the CUDA code paths"
+        " meet real hardware.",
+        "",
+        f"Machine: {data['machine']}; commit {data['commit']}. The GPU machine runs its own"
+        " image's torch, not the project's pin.",
+        "",
+    ]
+    errors = [r for part in ("exact", "llm", "latency") for r in data.get(part, []) if "error" in r]
+    if data.get("exact"):
+        lines += [
+            "## Structural pruning of models on the GPU",
+            "",
+            "`Channels(ratio=0.5)` with the model and inputs on CUDA (TF32 off), output compared"
+            " with the masked original on the same device; the same pruning on CPU from the same"
+            " weights must keep the same parameters.",
+            "",
+            markdown_table(
+                (
+                    "model",
+                    "params",
+                    "kept on GPU",
+                    "kept on CPU",
+                    "max abs diff",
+                    "output scale",
+                    "diff / scale",
+                    "seconds (GPU)",
+                    "devices after",
+                ),  # fmt: skip
+                [
+                    (
+                        r["model"],
+                        r["params_before"],
+                        r["params_after"],
+                        r["params_after_cpu"],
+                        _fmt(r["max_abs_diff"], ".1e"),
+                        _fmt(r["output_scale"], ".2e"),
+                        _fmt(r["rel_diff"], ".1e"),
+                        _fmt(r["seconds"], ".1f"),
+                        " ".join(r["devices_after"]),
+                    )  # fmt: skip
+                    for r in data["exact"]
+                    if "error" not in r
+                ],
+            ),
+            "",
+        ]
+    if data.get("llm"):
+        lines += [
+            "## LLM calibration pruning on the GPU",
+            "",
+            "A random Llama (4 blocks, hidden 256, 8 heads / 4 KV heads, FFN 688), 16 x 128"
+            " calibration ids, pruned on CPU and on the GPU from the same weights; relative error"
+            " of the logits on 4 held-out sequences against the dense model.",
+            "",
+            markdown_table(
+                (
+                    "method",
+                    "pattern",
+                    "mask agreement GPU/CPU",
+                    "density",
+                    "rel. error CPU",
+                    "rel. error GPU",
+                    "seconds CPU",
+                    "seconds GPU",
+                ),  # fmt: skip
+                [
+                    (
+                        r["method"],
+                        "2:4" if r["nm"] else "50%",
+                        _fmt(r["mask_agreement"], ".4f"),
+                        _fmt(r["density"], ".3f"),
+                        _fmt(r["rel_error_cpu"], ".4f"),
+                        _fmt(r["rel_error_gpu"], ".4f"),
+                        _fmt(r["seconds_cpu"], ".2f"),
+                        _fmt(r["seconds_cuda"], ".2f"),
+                    )  # fmt: skip
+                    for r in data["llm"]
+                    if "error" not in r
+                ],
+            ),
+            "",
+        ]
+    if data.get("latency"):
+        lines += [
+            '## Latency-aware allocation timed on the GPU (`runtime="cuda"`)',
+            "",
+            "The rows of `bench/latency.py --part speed` with the cuda runtime: each variant's"
+            " time paired with the dense model's (median of the rounds), speed-up, MACs"
+            " reduction and their ratio; for netslim's latency plans the planning seconds (the"
+            " table built from scratch) and the predicted and measured ms.",
+            "",
+            markdown_table(
+                (
+                    "model",
+                    "batch",
+                    "variant",
+                    "ms",
+                    "speed-up",
+                    "MACs reduction",
+                    "speed-up / MACs red.",
+                    "plan s",
+                    "predicted ms",
+                    "measured ms",
+                ),  # fmt: skip
+                [
+                    (
+                        r["model"],
+                        r["batch"],
+                        r["variant"],
+                        _fmt(r["latency_ms"], ".3f"),
+                        _fmt(r["speedup"], ".2f"),
+                        _fmt(r["macs_reduction"], ".2f"),
+                        _fmt(r["efficiency"], ".2f"),
+                        _fmt(r.get("plan_s"), ".1f"),
+                        _fmt(r.get("predicted_ms"), ".3f"),
+                        _fmt(r.get("measured_ms"), ".3f"),
+                    )
+                    for r in data["latency"]
+                    if "error" not in r
+                ],  # fmt: skip
+            ),
+            "",
+        ]
+    if errors:
+        lines += ["## Failures", ""] + [f"- {r['what']}: `{r['error']}`" for r in errors] + [""]
+    (DOCS / "gpu.md").write_text("\n".join(lines))
+    print(f"wrote {DOCS / 'gpu.md'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=("run", "report"), required=True)
+    p.add_argument("--parts", nargs="*", default=["exact", "llm", "latency"])
+    p.add_argument("--out", default="gpu-results")
+    p.add_argument("--results", default="gpu-results/gpu.json")
+    p.add_argument("--commit", default="?", help="the commit run (the GPU copy has no .git)")
+    p.add_argument("--batch", nargs="*", type=int, default=[1, 16])
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    run(args) if args.part == "run" else report(args)
+
+
+if __name__ == "__main__":
+    main()
