@@ -37,7 +37,16 @@ EXACT_MODELS = (
     "vit_b_16", "swin_t",
 )  # fmt: skip
 LATENCY_MODELS = ("resnet50", "mobilenet_v2")
-LLM_CASES = (("sparsegpt", None), ("sparsegpt", (2, 4)), ("wanda", None), ("wanda", (2, 4)))
+LLM_CASES = {  # label: LLMPrune keywords
+    "sparsegpt 50%": dict(method="sparsegpt", sparsity=0.5),
+    "sparsegpt 2:4": dict(method="sparsegpt", sparsity=0.5, nm=(2, 4)),
+    "wanda 50%": dict(method="wanda", sparsity=0.5),
+    "wanda 2:4": dict(method="wanda", sparsity=0.5, nm=(2, 4)),
+    "sparsegpt 50% + 20 reconstruction steps": dict(
+        method="sparsegpt", sparsity=0.5, reconstruct=20
+    ),
+    "width -25% FFN and KV groups": dict(method="width", sparsity=0.25, head_sparsity=0.5),
+}
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -88,17 +97,17 @@ def _masks(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def llm_row(method: str, nm: tuple[int, int] | None, device: str) -> dict[str, Any]:
-    """``method`` on the GPU and on CPU from the same weights and ids."""
+def llm_row(label: str, device: str) -> dict[str, Any]:
+    """One ``LLM_CASES`` entry on the GPU and on CPU from the same weights and ids."""
     from netslim.llm.config import LLMPrune
     from netslim.llm.prune import prune_model
 
     dense = _tiny_llama()
     ids = torch.randint(0, 512, (16, 128), generator=torch.Generator().manual_seed(2))
     held = torch.randint(0, 512, (4, 128), generator=torch.Generator().manual_seed(3))
-    config = LLMPrune(method=method, sparsity=0.5, nm=nm)
-    out: dict[str, Any] = {"method": method, "nm": list(nm) if nm else None}
-    masks, errors = {}, {}
+    config = LLMPrune(**LLM_CASES[label])
+    out: dict[str, Any] = {"case": label}
+    masks, errors, params = {}, {}, {}
     with torch.no_grad():
         want = dense(held).logits
     for where in ("cpu", device):
@@ -114,12 +123,17 @@ def llm_row(method: str, nm: tuple[int, int] | None, device: str) -> dict[str, A
             got = model(held.to(where)).logits.cpu()
         errors[where] = ((got - want).norm() / want.norm()).item()
         masks[where] = _masks(model)
+        params[where] = _params(model)
+    if params["cpu"] != params[device]:  # width: other shapes, no masks to compare
+        masks = {where: {} for where in masks}
     same = sum((masks["cpu"][n] == masks[device][n]).sum().item() for n in masks["cpu"])
     total = sum(m.numel() for m in masks["cpu"].values())
     kept = sum(m.sum().item() for m in masks[device].values())
     out.update(
-        mask_agreement=same / total,
-        density=kept / total,
+        params_cpu=params["cpu"],
+        params_gpu=params[device],
+        mask_agreement=same / total if total else None,
+        density=kept / total if total else None,
         rel_error_cpu=errors["cpu"],
         rel_error_gpu=errors[device],
     )
@@ -158,9 +172,7 @@ def run(args: argparse.Namespace) -> None:
         result["exact"] = [_guarded("exact", m, exact_row, m, device) for m in EXACT_MODELS]
         save()
     if "llm" in args.parts:
-        result["llm"] = [
-            _guarded("llm", f"{m} {nm}", llm_row, m, nm, device) for m, nm in LLM_CASES
-        ]
+        result["llm"] = [_guarded("llm", c, llm_row, c, device) for c in LLM_CASES]
         save()
     if "latency" in args.parts:
         from latency import speed_rows
@@ -245,8 +257,9 @@ def report(args: argparse.Namespace) -> None:
             "",
             markdown_table(
                 (
-                    "method",
-                    "pattern",
+                    "case",
+                    "params CPU",
+                    "params GPU",
                     "mask agreement GPU/CPU",
                     "density",
                     "rel. error CPU",
@@ -256,8 +269,9 @@ def report(args: argparse.Namespace) -> None:
                 ),  # fmt: skip
                 [
                     (
-                        r["method"],
-                        "2:4" if r["nm"] else "50%",
+                        r["case"],
+                        r["params_cpu"],
+                        r["params_gpu"],
                         _fmt(r["mask_agreement"], ".4f"),
                         _fmt(r["density"], ".3f"),
                         _fmt(r["rel_error_cpu"], ".4f"),

@@ -156,12 +156,15 @@ class LayerStats:
 
     def add(self, x: Tensor) -> None:
         x = x.detach().reshape(-1, x.shape[-1]).float()
+        if not self.tokens:  # the sums live where the activations are (a GPU's, say)
+            self.sq = None if self.sq is None else self.sq.to(x.device)
+            self._gram = None if self._gram is None else self._gram.to(x.device)
         self.tokens += x.shape[0]
         if self.sq is not None:
             self.sq += (x * x).sum(0).double()
         if self._gram is not None:
             if self._partial is None:
-                self._partial = torch.zeros(self._gram.shape, dtype=torch.float32)
+                self._partial = torch.zeros(self._gram.shape, device=x.device)
             self._partial.addmm_(x.t(), x)
             self._partial_tokens += x.shape[0]
             if self._partial_tokens >= self.FLUSH_TOKENS:

@@ -113,7 +113,9 @@ class WidthStep:
         group_scores = per_channel.view(kv, (heads // kv) * hd).sum(dim=1)
         groups = torch.topk(group_scores, keep_count(kv, cfg.heads)).indices.sort().values
         width = (heads // kv) * hd
-        channels = (groups[:, None] * width + torch.arange(width)[None, :]).flatten()
+        channels = (
+            groups[:, None] * width + torch.arange(width, device=groups.device)[None, :]
+        ).flatten()
         _prune_out_proj(o, stats[ATTN_OUT], channels, cfg.correct, cfg.damp)
 
         self.ffn_keep.append(ffn.tolist())

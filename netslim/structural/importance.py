@@ -130,7 +130,7 @@ def _power_sums(t: torch.Tensor, others: list[int], p: int) -> torch.Tensor:
         norm = torch.linalg.vector_norm(t, p, dim=others)
         return norm if p == 1 else norm.square()
     flat = t.reshape(-1, t.shape[-1])  # the kept dim is the last one
-    out = torch.zeros(t.shape[-1], dtype=t.dtype)
+    out = torch.zeros(t.shape[-1], dtype=t.dtype, device=t.device)
     step = max(1, _CHUNK_ELEMENTS // t.shape[-1])  # bounded temporaries on big embeddings
     for start in range(0, flat.shape[0], step):
         rows = flat[start : start + step]
