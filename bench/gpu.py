@@ -190,12 +190,59 @@ def run(args: argparse.Namespace) -> None:
     save()
 
 
+def _latency_reading(data: dict[str, Any]) -> list[str]:
+    """What the GPU latency rows say, in numbers taken from them."""
+    plans = [r for r in data.get("latency", []) if r.get("variant", "").startswith("netslim lat")]
+    lines = []
+    if plans:
+        unreachable = [r for r in plans if "unreachable" in r.get("note", "")]
+        speedups = [r["speedup"] for r in plans]
+        fixed = [r["fit"]["fixed_ms"] / r["dense_ms"] for r in plans if r.get("fit")]
+        peers = [r["speedup"] for r in data["latency"] if r.get("variant", "").startswith("TP ")]
+        lines += [
+            "### Read from the rows",
+            "",
+            f"- {len(unreachable)} of {len(plans)} latency plans found their target out of reach"
+            " (their notes say so): at these batch sizes eager PyTorch on this GPU spends much"
+            " of a forward outside the arithmetic (the time fit puts"
+            f" {min(fixed):.0%}-{max(fixed):.0%} of the dense model's time in its fixed part),"
+            " so no choice of widths halves it. The plans then keep the floor of 1/4 of every"
+            f" group; speed-ups measured {min(speedups):.2f}x-{max(speedups):.2f}x, and"
+            f" Torch-Pruning's models at the same MACs {min(peers):.2f}x-{max(peers):.2f}x:"
+            " below 1x the narrower model is slower than the dense one.",
+        ]
+    for log in data.get("plan_logs", []):
+        if log:
+            lines += [
+                "- A run at batch 128 (ResNet-50), stopped at its time limit after its two"
+                " plans (log in docs/results/gpu_latency_b128.log), printed the lines below: the"
+                " plans' MACs reductions follow their targets, the first plan's seconds are"
+                " mostly the table built from scratch at that batch, and each prediction is within"
+                " a few percent of its plan check's measurement; the timed comparison (and the"
+                " speed-up against the dense model) did not run.",
+                *[f"  - `{line}`" for line in log],
+            ]
+    return lines + [""] if lines else []
+
+
+def _plan_lines(log: str) -> list[str]:
+    """The plan lines a ``--part run`` log printed (what is left of a run stopped early)."""
+    return [line.strip() for line in log.splitlines() if " plan " in line and " pred " in line]
+
+
 def _fmt(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, int | float) else "-"
 
 
 def report(args: argparse.Namespace) -> None:
-    data = json.loads(Path(args.results).read_text())
+    data: dict[str, Any] = {"runs": {}}
+    for path in args.results:  # a later run's parts replace an earlier one's
+        run_data = json.loads(Path(path).read_text())
+        for part in ("exact", "llm", "latency"):
+            if run_data.get(part):
+                data[part] = run_data[part]
+                data["runs"][part] = {k: run_data[k] for k in ("machine", "commit")}
+    data["plan_logs"] = [_plan_lines(Path(p).read_text()) for p in args.logs]
     write_results("gpu", data)
     lines = [
         "# netslim on a GPU",
@@ -204,8 +251,9 @@ def report(args: argparse.Namespace) -> None:
         " CI and the development machine have no GPU; this run is where the CUDA code paths"
         " meet real hardware.",
         "",
-        f"Machine: {data['machine']}; commit {data['commit']}. The GPU machine runs its own"
-        " image's torch, not the project's pin.",
+        "The GPU machine runs its own image's torch, not the project's pin. Runs:",
+        "",
+        *[f"- {part}: {r['machine']}; commit {r['commit']}" for part, r in data["runs"].items()],
         "",
     ]
     errors = [r for part in ("exact", "llm", "latency") for r in data.get(part, []) if "error" in r]
@@ -247,6 +295,14 @@ def report(args: argparse.Namespace) -> None:
             ),
             "",
         ]
+        zero = [r["model"] for r in data["exact"] if r.get("output_scale") == 0]
+        if zero:
+            lines += [
+                f"Output identically zero for {', '.join(zero)} (torchvision initialises its"
+                " classifier head to zeros), so that row shows only that the pruning ran on the"
+                " GPU and kept what the CPU kept, not that the outputs agree.",
+                "",
+            ]
     if data.get("llm"):
         lines += [
             "## LLM calibration pruning on the GPU",
@@ -326,6 +382,7 @@ def report(args: argparse.Namespace) -> None:
             ),
             "",
         ]
+    lines += _latency_reading(data)
     if errors:
         lines += ["## Failures", ""] + [f"- {r['what']}: `{r['error']}`" for r in errors] + [""]
     (DOCS / "gpu.md").write_text("\n".join(lines))
@@ -337,7 +394,8 @@ def main() -> None:
     p.add_argument("--part", choices=("run", "report"), required=True)
     p.add_argument("--parts", nargs="*", default=["exact", "llm", "latency"])
     p.add_argument("--out", default="gpu-results")
-    p.add_argument("--results", default="gpu-results/gpu.json")
+    p.add_argument("--results", nargs="+", default=["gpu-results/gpu.json"])
+    p.add_argument("--logs", nargs="*", default=[], help="logs of runs stopped before writing")
     p.add_argument("--commit", default="?", help="the commit run (the GPU copy has no .git)")
     p.add_argument("--batch", nargs="*", type=int, default=[1, 16])
     p.add_argument("--rounds", type=int, default=3)
