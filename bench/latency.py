@@ -1606,7 +1606,9 @@ miss over the target weighed twice), and on torch eager the dense model's page f
 forward (named in a note above 1,000, with the allocator setting that removes them). A plan
 that runs more than 5% under its target because no group's next wider step fits in the time
 left (a coarse group: ViT-B/16's residual stream moves a head, 64 channels, at a time) says so
-in a note and a warning, with that step's cost and the time to spare.
+in a note and a warning, with that step's cost and the time to spare. A plan whose check times
+the pruned model no faster than the unpruned one (a GPU at batch 1 or 16, docs/gpu.md: kernel
+launches, not widths, set the time) says so in a note and a warning.
 The MACs-driven allocation (`target_macs`) is unchanged.
 """
 

@@ -719,6 +719,26 @@ def test_a_check_that_reached_the_target_is_kept_off_its_prediction(
     assert info["measured_ms"] == pytest.approx(1.04 * budget)
 
 
+def test_a_pruned_model_timed_no_faster_than_the_dense_one_is_reported(
+    fake_clock, monkeypatch
+) -> None:
+    """Every pruned model measures 10% slower than the unpruned one (a GPU at batch 1: kernel
+    launches, not widths, set the time): the report and a warning say pruning bought no speed,
+    and a plan that is faster says nothing of the kind."""
+    torch.manual_seed(0)
+    model, x = netslim.build_model("zoo:lenet300").eval(), (torch.randn(4, 1, 28, 28),)
+    dense = fake_model_ms(model, x, Target(batch=4))
+    fast = netslim.prune_(copy.deepcopy(model), Channels(target_speedup=2.0), example_inputs=x)
+    assert "no faster" not in fast["latency"].get("note", "")
+    _checks_scaled(monkeypatch, lambda measure, kept: 1.1 * dense)
+    with pytest.warns(UserWarning, match="no faster"):
+        report = netslim.prune_(model, Channels(target_speedup=2.0), example_inputs=x)
+    info = report["latency"]
+    assert info["measured_speedup"] == pytest.approx(1 / 1.1)
+    assert "0.91x the unpruned model's speed, no faster" in info["note"]
+    assert "torch at batch 4" in info["note"]
+
+
 def test_the_best_checked_plan_is_returned_not_the_last(fake_clock, monkeypatch) -> None:
     """Checks 30% over, then 3% under, then 60% over what the table says: none agrees with its
     prediction, so all three are made; the second plan (under the target, its miss the
@@ -1444,6 +1464,15 @@ def test_stale_table_warning() -> None:
     ]
     message = stale_table_warning(checks)
     assert message and "-50%" in message and "--refresh" in message
+
+
+def test_the_printed_table_says_slower_not_a_speed_up_below_one() -> None:
+    from netslim.report.table import _time_target_lines
+
+    plan = {"runtime": "cuda", "threads": 1, "batch": 1, "dense_ms": 4.0, "budget_ms": 2.0}
+    plan.update(predicted_ms=4.2, measured_ms=5.0, measured_speedup=0.8)
+    (_, line) = _time_target_lines({"steps": [{"latency": plan}]})
+    assert line.endswith("5.000 ms, 1.25x slower")
 
 
 def test_cli_prune_to_speedup_and_latency_command(fake_clock, tmp_path, capsys) -> None:

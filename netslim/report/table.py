@@ -87,9 +87,11 @@ def _time_target_lines(report: dict[str, Any]) -> list[str]:
     if plan.get("predicted_ms") is not None:
         line = f"  plan predicted {plan['predicted_ms']:.3f} ms"
         if plan.get("measured_ms") and plan.get("measured_speedup"):
+            speedup = plan["measured_speedup"]
+            how = f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
             line += (
                 f"; its check, timed paired with the unpruned model: {plan['measured_ms']:.3f} ms, "
-                f"{plan['measured_speedup']:.2f}x faster"
+                f"{how}"
             )
         lines.append(line)
     return lines

@@ -60,6 +60,20 @@ def allocator_note(faults: int | None) -> str | None:
     )
 
 
+def not_faster_note(measured_speedup: float | None, target: Target) -> str | None:
+    """What the report says when the plan's check timed the pruned model no faster than the
+    unpruned one: there time does not follow width (a GPU at small batch: kernel launches and
+    framework overhead), and pruning costs accuracy for nothing."""
+    if measured_speedup is None or measured_speedup > 1.0:
+        return None
+    return (
+        f"the pruned model timed {measured_speedup:.2f}x the unpruned model's speed, no faster: "
+        f"on {target.runtime} at batch {target.batch} time barely follows the widths (fixed "
+        "costs such as kernel launches dominate); prune for a larger batch or another runtime, "
+        "or keep the unpruned model"
+    )
+
+
 def floor_note(alloc: Allocation) -> str | None:
     """What the report says when the plan needed a floor below ``MIN_KEEP_FRACTION``."""
     if alloc.min_fraction >= MIN_KEEP_FRACTION:
@@ -226,13 +240,17 @@ def plan_counts(
     lowered = floor_note(alloc)
     if lowered:
         warnings.warn(lowered, stacklevel=2)
+    futile = not_faster_note(info.get("measured_speedup"), target)
+    if futile:
+        warnings.warn(futile, stacklevel=2)
     blocks = options.get("blocks", ())
     spare = slack_note(
         table, alloc, budget, sizes, fixed, round_to, correction, info.get("measured_ms"), blocks
     )
     if spare:  # the user asked for one speed and gets more, keeping less than asked for
         warnings.warn(spare, stacklevel=2)
-    notes = [n for n in (lowered, alloc.note, spare, allocator_note(table.page_faults)) if n]
+    notes = [lowered, alloc.note, futile, spare, allocator_note(table.page_faults)]
+    notes = [n for n in notes if n]
     if notes:
         info["note"] = "; ".join(notes)
     if blocks:
