@@ -336,3 +336,54 @@ def test_hf_mixture_of_experts(family: str, tmp_path):
         1,
         10,
     )
+
+
+class _AroundAttention(nn.Module):
+    """A conv, one of timm's convolutional attention layers, a conv: the attention's widths are
+    pruned between two prunable layers."""
+
+    def __init__(self, attn: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.attn = attn
+        self.head = nn.Conv2d(dim, 10, 1)
+
+    def forward(self, x):
+        return self.head(self.attn(torch.relu(self.stem(x)))).mean((2, 3))
+
+
+@pytest.mark.parametrize(
+    ("kind", "size"),
+    [
+        ("halo", (4, 4)),  # one block of 4 and 4 heads: the heads' 4 is not the block's
+        ("halo", (8, 4)),  # also batch x heads x blocks == 8 == each head's value width
+        ("bottleneck", (8, 8)),  # 8 x 8 positions, 8 channels per query/key head
+    ],
+)
+def test_timm_local_attention_sizes_equal_to_head_counts(kind, size):
+    """HaloAttn / BottleneckAttn hold spatial sizes (``block_size``, the position table's
+    ``height``) equal to head counts or head widths: the pruned heads must not drag them along,
+    and a value the code derives from shapes (B x heads x blocks) must not rewrite an int that
+    merely equals it; the attention is pruned, not kept whole."""
+    pytest.importorskip("timm")
+    from timm.layers.bottleneck_attn import BottleneckAttn
+    from timm.layers.halo_attn import HaloAttn
+
+    torch.manual_seed(0)
+    if kind == "halo":
+        attn = HaloAttn(32, num_heads=4, block_size=4, halo_size=1)
+    else:
+        attn = BottleneckAttn(32, feat_size=size, num_heads=2, qk_ratio=0.5)
+    model = _AroundAttention(attn, 32).eval()
+    widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    diff, _, report = prune_and_compare(model, (torch.randn(1, 3, *size),))
+    assert diff <= TOL
+    # the relative-position trick (pad, flatten, slice) stays whole; no size is left stale
+    assert not [b for b in report["boundaries"] if "sizes fixed in code" in b["reason"]]
+    pruned = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)
+              and m.out_channels < widths[n]}  # fmt: skip
+    assert {n for n in widths if n.startswith("attn.")} <= pruned
+    if kind == "halo":
+        assert (attn.block_size, attn.pos_embed.block_size) == (4, 4)
+    else:
+        assert (attn.pos_embed.height, attn.pos_embed.width) == size

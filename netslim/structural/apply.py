@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from netslim._runtime import one_thread
+from netslim.core.names import within
 from netslim.core.unfused import unfused_kernels
 from netslim.errors import PruningError
 from netslim.structural.attrs import Change, plan_changes
@@ -329,14 +330,16 @@ class CheckFailed(PruningError):
         self.atoms = atoms
 
 
-def apply_masks(
-    model: nn.Module, analysis: Analysis, masks: dict[int, torch.Tensor], example_inputs: Any
-) -> dict[str, Any]:
-    """Remove the unmasked indices from ``model`` in place; returns what changed."""
-    kept = {leaf: int(m.sum()) for leaf, m in masks.items()}
-    with torch.no_grad(), one_thread():
-        new, selections = new_tensors(analysis, masks)
-    changes, notes = plan_changes(analysis, kept, new)
+def _apply(
+    model: nn.Module,
+    analysis: Analysis,
+    new: dict[str, torch.Tensor],
+    changes: list[Change],
+    kept: dict[int, int],
+    example_inputs: Any,
+) -> dict[str, torch.Tensor]:
+    """Swap in the new tensors, make the attribute changes and check the forward; on any
+    failure everything is rolled back. Returns the objects now in the model, by name."""
     log = _Log()
     current = ""
     swapped: dict[str, torch.Tensor] = {}
@@ -356,6 +359,58 @@ def apply_masks(
     except Exception as exc:
         log.rollback()
         raise PruningError(f"{type(exc).__name__}: {exc}", current or None) from exc
+    return swapped
+
+
+MAX_DOUBTFUL_KINDS = 6
+"""Up to this many kinds of doubtful change, leaving out all but one of them is tried too."""
+
+
+def _subsets(kinds: list[Any]) -> list[set[Any]]:
+    """What to leave out, in order: each kind alone, then (for a few kinds) all but one, then
+    all: two attributes equal to one derived size (``dim_head_qk == dim_head_v``) are both
+    wrong, the head count beside them right."""
+    out = [{k} for k in kinds]
+    if 2 < len(kinds) <= MAX_DOUBTFUL_KINDS:
+        out += [set(kinds) - {k} for k in kinds]
+    if len(kinds) > 1:
+        out.append(set(kinds))
+    return out
+
+
+def apply_masks(
+    model: nn.Module, analysis: Analysis, masks: dict[int, torch.Tensor], example_inputs: Any
+) -> dict[str, Any]:
+    """Remove the unmasked indices from ``model`` in place; returns what changed.
+
+    When the check forward fails and some attribute changes around the failing module were
+    doubtful (an int whose value also sizes a dim that stays: HaloAttn's ``dim_head_v`` equal
+    to batch x heads x blocks), kinds of them (module type, attribute) are left out, everywhere
+    (:func:`_subsets`), before the first failure is raised for the engine to repair."""
+    kept = {leaf: int(m.sum()) for leaf, m in masks.items()}
+    with torch.no_grad(), one_thread():
+        new, selections = new_tensors(analysis, masks)
+    changes, notes = plan_changes(analysis, kept, new)
+    try:
+        swapped = _apply(model, analysis, new, changes, kept, example_inputs)
+    except CheckFailed as first:
+        near = [  # doubtful changes in the failing module, inside it, or around it
+            c for c in changes
+            if c.doubtful and (within(c.where, first.module) or within(first.module, c.where))
+        ]  # fmt: skip
+        kinds = list(dict.fromkeys((type(c.target), c.attr) for c in near))
+        for left_out in _subsets(kinds):
+            trial = [
+                c for c in changes if not (c.doubtful and (type(c.target), c.attr) in left_out)
+            ]
+            try:
+                swapped = _apply(model, analysis, new, trial, kept, example_inputs)
+            except CheckFailed:
+                continue
+            changes = trial
+            break
+        else:
+            raise first
     g = analysis.graph
     _note_for_optimizers(model, analysis, selections, swapped)
     shapes = {

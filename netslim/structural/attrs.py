@@ -31,6 +31,11 @@ _SKIP = (
     "idx", "index", "layer", "vocab", "max_", "position", "seed", "pad", "group", "rep", "eps",
     "expert",
 )  # fmt: skip
+# words of names of sizes that place things in space rather than count channels or heads
+_PLACE = {
+    "block", "window", "win", "patch", "kernel", "stride", "grid", "halo", "pool", "height",
+    "width",
+}  # fmt: skip
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Change:
     old: Any
     new: Any
     where: str
+    doubtful: bool = False  # the old value also sizes a dim that stays: maybe not this one
 
     def describe(self) -> str:
         return f"{self.where or '<model>'}.{self.attr}: {self.old} -> {self.new}"
@@ -81,6 +87,7 @@ class Context:
         self._helpers: dict[str, list[tuple[str, nn.Module]]] = {}
         self._entered: set[str] = set()
         self._used: set[str] = set()
+        self._staying: dict[str, set[int]] | None = None
         # the atoms each module's statistics (mean, var, norms) reduce over, one list per op
         self.stat_atoms: dict[str, list[list[int]]] = {}
         for rec in self.graph.records:
@@ -135,6 +142,19 @@ class Context:
                 and any(f"{prefix}{name}.{t}" in self._used for t, _ in sub.named_parameters())
             ]
         return self._helpers[where]
+
+    def staying(self, where: str) -> set[int]:
+        """Sizes the ops run inside ``where`` pass for dims that keep their size (HaloAttn's
+        ``block_size`` of 8 in the reshape that also takes 8 heads): an int attribute of that
+        value may be either, so its name decides (:func:`_follow_int`)."""
+        if self._staying is None:
+            self._staying = {}
+            for rec in self.graph.records:
+                for c, atom in _size_pairs(rec):
+                    if c >= 2 and c == self.old_size(atom) == self.size(atom):
+                        for w in rec.stack:
+                            self._staying.setdefault(w, set()).add(c)
+        return self._staying.get(where, set())
 
     def old_size(self, atom: int) -> int:
         return self.graph.atoms.size(atom)
@@ -313,6 +333,11 @@ def _attention_facts(ctx: Context) -> dict[str, list[Change]]:
     return out
 
 
+_NOT_CODE = ("repeat", "_unsafe_view")
+"""Reshape-kind ops whose sizes no attribute holds: ``repeat`` takes multiples, and
+``_unsafe_view`` is torch's own (matmul folding its batch dims), never called from model code."""
+
+
 def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str, list[Change]]:
     """Sizes passed to view/reshape/expand/split that change: the module that issued the op
     holds them as int attributes (``self.num_heads``, a CSP block's ``self.c`` in
@@ -326,7 +351,7 @@ def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str
             sizes, parts = [c for c, _ in pairs], [p for _, p in pairs]
             _shape_tuples(ctx, rec, sizes, parts, taken, out)  # inception_next's split_indexes
         if pairs is None:
-            if rec.kind != "reshape" or not ints or not rec.outs or rec.name == "repeat":
+            if rec.kind != "reshape" or not ints or not rec.outs or rec.name in _NOT_CODE:
                 continue
             outs = rec.outs[0]
             if len(ints) != len(outs):
@@ -340,6 +365,17 @@ def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str
             if new != c and not _follow_int(ctx, rec, c, new, taken, out) and rec.name == "split":
                 _split_whole(ctx, rec, pairs, taken, out)
     return out
+
+
+def _size_pairs(rec: Any) -> list[tuple[int, int]]:
+    """``(size, atom)`` for each size a view/reshape/expand or split was given."""
+    pairs = rec.info.get("split")
+    if pairs is not None:
+        return list(pairs)
+    ints = rec.info.get("ints")
+    if rec.kind != "reshape" or not ints or not rec.outs or len(ints) != len(rec.outs[0]):
+        return []
+    return list(zip(ints, rec.outs[0], strict=True))
 
 
 def _split_whole(
@@ -374,6 +410,9 @@ def _follow_int(
     for where in reversed(rec.stack if climb else rec.stack[-1:]):
         mod = model.get_submodule(where)
         own = _int_attrs(mod, old)
+        doubtful = old in ctx.staying(where)  # the value also sizes a dim that stays
+        if doubtful:
+            own = [a for a in own if not _PLACE & set(a.lower().split("_"))]
         # the same names in the helpers it calls (or, when it holds none, theirs alone: the
         # shared table a model's own forward reads)
         theirs = [
@@ -388,7 +427,7 @@ def _follow_int(
             done = {(id(ch.target), ch.attr) for ch in taken.get(at, []) + out.get(at, [])}
             for name in names:
                 if (id(m), name) not in done:
-                    out.setdefault(at, []).append(Change(m, name, old, new, at))
+                    out.setdefault(at, []).append(Change(m, name, old, new, at, doubtful))
         return True
     return False
 
