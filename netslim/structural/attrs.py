@@ -333,11 +333,6 @@ def _attention_facts(ctx: Context) -> dict[str, list[Change]]:
     return out
 
 
-_NOT_CODE = ("repeat", "_unsafe_view")
-"""Reshape-kind ops whose sizes no attribute holds: ``repeat`` takes multiples, and
-``_unsafe_view`` is torch's own (matmul folding its batch dims), never called from model code."""
-
-
 def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str, list[Change]]:
     """Sizes passed to view/reshape/expand/split that change: the module that issued the op
     holds them as int attributes (``self.num_heads``, a CSP block's ``self.c`` in
@@ -351,7 +346,7 @@ def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str
             sizes, parts = [c for c, _ in pairs], [p for _, p in pairs]
             _shape_tuples(ctx, rec, sizes, parts, taken, out)  # inception_next's split_indexes
         if pairs is None:
-            if rec.kind != "reshape" or not ints or not rec.outs or rec.name in _NOT_CODE:
+            if rec.kind != "reshape" or not ints or not rec.outs or rec.name == "repeat":
                 continue
             outs = rec.outs[0]
             if len(ints) != len(outs):
