@@ -146,7 +146,8 @@ class Context:
     def staying(self, where: str) -> set[int]:
         """Sizes the ops run inside ``where`` pass for dims that keep their size (HaloAttn's
         ``block_size`` of 8 in the reshape that also takes 8 heads): an int attribute of that
-        value may be either, so its name decides (:func:`_follow_int`)."""
+        value may be either, so a spatial name keeps it (:func:`_follow_int`) and its change is
+        doubtful (``apply_masks`` retries without it when the check fails)."""
         if self._staying is None:
             self._staying = {}
             for rec in self.graph.records:
