@@ -234,6 +234,45 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, int | float) else "-"
 
 
+Column = tuple[str, str, str | None]  # header, key, format (None: the value as it is)
+EXACT_COLUMNS: list[Column] = [
+    ("model", "model", None), ("params", "params_before", None),
+    ("kept on GPU", "params_after", None), ("kept on CPU", "params_after_cpu", None),
+    ("max abs diff", "max_abs_diff", ".1e"), ("output scale", "output_scale", ".2e"),
+    ("diff / scale", "rel_diff", ".1e"), ("seconds (GPU)", "seconds", ".1f"),
+    ("devices after", "devices_after", None),
+]  # fmt: skip
+LLM_COLUMNS: list[Column] = [
+    ("case", "case", None), ("params CPU", "params_cpu", None),
+    ("params GPU", "params_gpu", None), ("mask agreement GPU/CPU", "mask_agreement", ".4f"),
+    ("density", "density", ".3f"), ("rel. error CPU", "rel_error_cpu", ".4f"),
+    ("rel. error GPU", "rel_error_gpu", ".4f"), ("seconds CPU", "seconds_cpu", ".2f"),
+    ("seconds GPU", "seconds_cuda", ".2f"),
+]  # fmt: skip
+LATENCY_COLUMNS: list[Column] = [
+    ("model", "model", None), ("batch", "batch", None), ("variant", "variant", None),
+    ("ms", "latency_ms", ".3f"), ("speed-up", "speedup", ".2f"),
+    ("MACs reduction", "macs_reduction", ".2f"), ("speed-up / MACs red.", "efficiency", ".2f"),
+    ("plan s", "plan_s", ".1f"), ("predicted ms", "predicted_ms", ".3f"),
+    ("measured ms", "measured_ms", ".3f"),
+]  # fmt: skip
+
+
+def _table(rows: list[dict[str, Any]], columns: list[Column]) -> str:
+    """The rows that did not fail, one column per ``columns`` entry."""
+
+    def cell(row: dict[str, Any], key: str, spec: str | None) -> Any:
+        value = row.get(key)
+        if spec is not None:
+            return _fmt(value, spec)
+        return " ".join(value) if isinstance(value, list) else value
+
+    return markdown_table(
+        [header for header, _, _ in columns],
+        [[cell(r, key, spec) for _, key, spec in columns] for r in rows if "error" not in r],
+    )
+
+
 def report(args: argparse.Namespace) -> None:
     data: dict[str, Any] = {"runs": {}}
     for path in args.results:  # a later run's parts replace an earlier one's
@@ -265,34 +304,7 @@ def report(args: argparse.Namespace) -> None:
             " with the masked original on the same device; the same pruning on CPU from the same"
             " weights must keep the same parameters.",
             "",
-            markdown_table(
-                (
-                    "model",
-                    "params",
-                    "kept on GPU",
-                    "kept on CPU",
-                    "max abs diff",
-                    "output scale",
-                    "diff / scale",
-                    "seconds (GPU)",
-                    "devices after",
-                ),  # fmt: skip
-                [
-                    (
-                        r["model"],
-                        r["params_before"],
-                        r["params_after"],
-                        r["params_after_cpu"],
-                        _fmt(r["max_abs_diff"], ".1e"),
-                        _fmt(r["output_scale"], ".2e"),
-                        _fmt(r["rel_diff"], ".1e"),
-                        _fmt(r["seconds"], ".1f"),
-                        " ".join(r["devices_after"]),
-                    )  # fmt: skip
-                    for r in data["exact"]
-                    if "error" not in r
-                ],
-            ),
+            _table(data["exact"], EXACT_COLUMNS),
             "",
         ]
         zero = [r["model"] for r in data["exact"] if r.get("output_scale") == 0]
@@ -311,34 +323,7 @@ def report(args: argparse.Namespace) -> None:
             " calibration ids, pruned on CPU and on the GPU from the same weights; relative error"
             " of the logits on 4 held-out sequences against the dense model.",
             "",
-            markdown_table(
-                (
-                    "case",
-                    "params CPU",
-                    "params GPU",
-                    "mask agreement GPU/CPU",
-                    "density",
-                    "rel. error CPU",
-                    "rel. error GPU",
-                    "seconds CPU",
-                    "seconds GPU",
-                ),  # fmt: skip
-                [
-                    (
-                        r["case"],
-                        r["params_cpu"],
-                        r["params_gpu"],
-                        _fmt(r["mask_agreement"], ".4f"),
-                        _fmt(r["density"], ".3f"),
-                        _fmt(r["rel_error_cpu"], ".4f"),
-                        _fmt(r["rel_error_gpu"], ".4f"),
-                        _fmt(r["seconds_cpu"], ".2f"),
-                        _fmt(r["seconds_cuda"], ".2f"),
-                    )  # fmt: skip
-                    for r in data["llm"]
-                    if "error" not in r
-                ],
-            ),
+            _table(data["llm"], LLM_COLUMNS),
             "",
         ]
     if data.get("latency"):
@@ -350,36 +335,7 @@ def report(args: argparse.Namespace) -> None:
             " reduction and their ratio; for netslim's latency plans the planning seconds (the"
             " table built from scratch) and the predicted and measured ms.",
             "",
-            markdown_table(
-                (
-                    "model",
-                    "batch",
-                    "variant",
-                    "ms",
-                    "speed-up",
-                    "MACs reduction",
-                    "speed-up / MACs red.",
-                    "plan s",
-                    "predicted ms",
-                    "measured ms",
-                ),  # fmt: skip
-                [
-                    (
-                        r["model"],
-                        r["batch"],
-                        r["variant"],
-                        _fmt(r["latency_ms"], ".3f"),
-                        _fmt(r["speedup"], ".2f"),
-                        _fmt(r["macs_reduction"], ".2f"),
-                        _fmt(r["efficiency"], ".2f"),
-                        _fmt(r.get("plan_s"), ".1f"),
-                        _fmt(r.get("predicted_ms"), ".3f"),
-                        _fmt(r.get("measured_ms"), ".3f"),
-                    )
-                    for r in data["latency"]
-                    if "error" not in r
-                ],  # fmt: skip
-            ),
+            _table(data["latency"], LATENCY_COLUMNS),
             "",
         ]
     lines += _latency_reading(data)
