@@ -341,19 +341,11 @@ def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str
     whose value is the old size."""
     out: dict[str, list[Change]] = {}
     for rec in ctx.graph.records:
-        pairs = rec.info.get("split")
-        ints = rec.info.get("ints")
-        if pairs is not None and len(pairs) > 1 and rec.name != "split":  # sizes given as a list
-            sizes, parts = [c for c, _ in pairs], [p for _, p in pairs]
-            _shape_tuples(ctx, rec, sizes, parts, taken, out)  # inception_next's split_indexes
-        if pairs is None:
-            if rec.kind != "reshape" or not ints or not rec.outs or rec.name == "repeat":
-                continue
-            outs = rec.outs[0]
-            if len(ints) != len(outs):
-                continue
-            _shape_tuples(ctx, rec, ints, outs, taken, out)
-            pairs = list(zip(ints, outs, strict=True))
+        pairs = _size_pairs(rec)
+        listed = rec.info.get("split") is not None  # sizes of parts, not a shape
+        if pairs and (not listed or (len(pairs) > 1 and rec.name != "split")):
+            sizes, atoms = [c for c, _ in pairs], [a for _, a in pairs]
+            _shape_tuples(ctx, rec, sizes, atoms, taken, out)  # inception_next's split_indexes
         for c, atom in pairs:
             if c < 2 or c != ctx.old_size(atom):
                 continue
@@ -364,12 +356,15 @@ def _reshape_constants(ctx: Context, taken: dict[str, list[Change]]) -> dict[str
 
 
 def _size_pairs(rec: Any) -> list[tuple[int, int]]:
-    """``(size, atom)`` for each size a view/reshape/expand or split was given."""
+    """``(size, atom)`` for each size a view/reshape/expand or split was given (``repeat``
+    takes multiples, not sizes)."""
     pairs = rec.info.get("split")
     if pairs is not None:
         return list(pairs)
     ints = rec.info.get("ints")
-    if rec.kind != "reshape" or not ints or not rec.outs or len(ints) != len(rec.outs[0]):
+    if rec.kind != "reshape" or not ints or not rec.outs or rec.name == "repeat":
+        return []
+    if len(ints) != len(rec.outs[0]):
         return []
     return list(zip(ints, rec.outs[0], strict=True))
 
