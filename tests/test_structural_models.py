@@ -254,6 +254,49 @@ def test_int_a_reshape_takes_is_not_read_as_an_equal_weight_width():
     assert not any("fixed in code" in b["reason"] for b in report["boundaries"])
 
 
+class _FixedOutputWidth(nn.Module):
+    """Attention whose output reshape takes a literal width: sizes fixed in code, which no
+    count tie explains."""
+
+    def __init__(self, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.num_heads, self.head_dim = heads, dim // heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1)).softmax(-1)
+        return x + self.proj((attn @ v).transpose(1, 2).reshape(b, n, 32))
+
+
+def test_a_count_tie_that_does_not_explain_a_failure_is_released(monkeypatch):
+    """A tie is read off one failing op; when the op fails again under it, the tie explained
+    nothing: it is released (and never made again for that op) so that it stops constraining
+    the plan, and the usual repair keeps what the code fixes. Here a wrong reading ties the
+    residual width to the heads (8 channels per head); kept, it would hold the width whole once
+    the repair locks the heads."""
+    from netslim.structural import engine, ties
+
+    def misread(graph, rec, got, kept):  # the real reading finds nothing for a literal size
+        found, whole = ties.find_ties(graph, rec, got, kept)
+        if found or rec.module != "1":
+            return found, whole
+        A = graph.atoms
+        heads = next(a for a in kept if A.size(a) == 4)
+        width = next(a for a in kept if A.size(a) == 32)  # the residual (first leaf of 32)
+        return ties._tie(A, width, heads, 8), []
+
+    monkeypatch.setattr(engine, "find_ties", misread)
+    model = nn.Sequential(nn.Linear(8, 32), _FixedOutputWidth(), nn.Linear(32, 4)).eval()
+    diff, _, report = prune_and_compare(model, (torch.randn(2, 5, 8),), Channels(ratio=0.5))
+    assert diff < 1e-5
+    assert any("count tie was released" in n for n in report["notes"])
+    assert model[1].num_heads == 4  # the literal 32 keeps heads x head_dim whole
+    assert model[0].out_features < 32  # and the residual width is free again
+
+
 def test_tied_counts_keep_whole_heads_and_whole_sides():
     atoms = Atoms()
     wide, heads, other = atoms.new(64), atoms.new(4), atoms.new(4)
