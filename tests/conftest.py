@@ -77,7 +77,7 @@ class FastJob:
     }
 
     def settings(self, model: str, **overrides):
-        from netslim.jobs.pipeline import JobSettings
+        from netslim.jobs.settings import JobSettings
 
         return JobSettings(model=model, **{**self.BASE, **overrides})
 

@@ -55,7 +55,8 @@ def _errors(fn) -> str | None:
 def scenarios(out_dir: Path) -> None:
     import netslim.distributed as nd
     from netslim.data import make_loaders
-    from netslim.jobs.pipeline import JobSettings, run_job
+    from netslim.jobs.pipeline import run_job
+    from netslim.jobs.settings import JobSettings
     from netslim.models import get_zoo_model
     from netslim.training import seed_everything, train
     from netslim.unstructured import Unstructured, compute_masks
@@ -112,7 +113,8 @@ def scenarios(out_dir: Path) -> None:
 
 
 def killjob(kill_after: int, settings_json: str) -> None:
-    from netslim.jobs.pipeline import JobSettings, run_job
+    from netslim.jobs.pipeline import run_job
+    from netslim.jobs.settings import JobSettings
 
     torch.set_num_threads(1)
     saved: list[Path] = []

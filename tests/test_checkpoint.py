@@ -17,7 +17,8 @@ from torch import nn
 
 from netslim.cli.main import main
 from netslim.errors import ConfigError, PruningError
-from netslim.jobs.pipeline import JobSettings, run_job
+from netslim.jobs.pipeline import run_job
+from netslim.jobs.settings import JobSettings
 from netslim.training import seed_everything, train
 from netslim.training.checkpoint import RunCheckpoint, load_optimizer_state, optimizer_state
 from netslim.training.optim_state import note_replacements, select, shrink_optimizer_state

@@ -1507,7 +1507,8 @@ def test_cli_prune_to_speedup_and_latency_command(fake_clock, tmp_path, capsys) 
 
 
 def test_iterative_schedule_splits_a_speedup_per_round(fake_clock) -> None:
-    from netslim.jobs.pipeline import JobSettings, _time_targets
+    from netslim.jobs.pipeline import _time_targets
+    from netslim.jobs.settings import JobSettings
 
     model, x = netslim.build_model("zoo:lenet300").eval(), (torch.randn(2, 1, 28, 28),)
     settings = JobSettings(

@@ -207,8 +207,8 @@ def test_recipe_prune_fields_are_the_job_settings_with_their_defaults() -> None:
     """A prune step is `netslim prune` written down: each field is a job setting, default too."""
     from dataclasses import MISSING, fields
 
-    from netslim.jobs.pipeline import JobSettings
     from netslim.jobs.recipe.schema import PruneStep
+    from netslim.jobs.settings import JobSettings
 
     job = {f.name: f for f in fields(JobSettings)}
     for f in fields(PruneStep):

@@ -441,7 +441,7 @@ def test_reconstruction_aims_at_the_reference_model_when_given():
 
 
 def test_job_default_reconstructs_where_the_bench_shows_it_wins():
-    from netslim.jobs.pipeline import JobSettings
+    from netslim.jobs.settings import JobSettings
 
     def resolved(**kw):
         return JobSettings(model="zoo:lenet5", **kw).reconstruct

@@ -223,7 +223,7 @@ def test_prune_job_agp_start_masks_before_the_first_step(
     ],
 )
 def test_agp_start_is_checked_before_any_work(changes: dict, message: str) -> None:
-    from netslim.jobs.pipeline import JobSettings
+    from netslim.jobs.settings import JobSettings
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         JobSettings(model="zoo:lenet300", ratio=0.8, **changes)

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     check_target(args.runtime, args.threads, 1 if args.batch is None else args.batch)
     require_runtime(args.runtime)
     apply_time_target_args(args)
-    from netslim.jobs.pipeline import default_run_dir
+    from netslim.jobs.settings import default_run_dir
     from netslim.models.spec import build_model, make_example_inputs
     from netslim.structural.config import Channels
     from netslim.structural.engine import candidates, pruned_copies

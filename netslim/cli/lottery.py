@@ -167,7 +167,8 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from netslim.jobs.lottery import lottery_job
-    from netslim.jobs.pipeline import check_out, default_run_dir, resolve_data
+    from netslim.jobs.preflight import check_out
+    from netslim.jobs.settings import default_run_dir, resolve_data
 
     config = _config(args)  # bad settings fail here, before any data is read
     out = Path(args.out) if args.out else default_run_dir(args.model, "lottery")

@@ -62,7 +62,7 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
     """Every ``netslim prune`` argument (also used by ``netslim demo``). Which method reads
     which flag is the method packages' business (``MethodSpec.flags``): a flag the chosen
     method does not read is an error naming it."""
-    from netslim.jobs.pipeline import SCHEDULES
+    from netslim.jobs.settings import SCHEDULES
     from netslim.methods import JOB_METHODS
 
     add_model(prune)
@@ -240,7 +240,7 @@ def add_arguments(prune: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from netslim.jobs.pipeline import JobSettings, default_run_dir
+    from netslim.jobs.settings import JobSettings, default_run_dir
 
     data = args.data
     method = args.method

@@ -79,8 +79,9 @@ def _ratios(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     from netslim.errors import ConfigError
-    from netslim.jobs.pipeline import check_out, default_run_dir, resolve_data
+    from netslim.jobs.preflight import check_out
     from netslim.jobs.sensitivity import sensitivity_job, table
+    from netslim.jobs.settings import default_run_dir, resolve_data
 
     ratios = _ratios(args.ratios)
     out = Path(args.out) if args.out else default_run_dir(args.model, "sensitivity")

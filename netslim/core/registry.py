@@ -30,7 +30,7 @@ class PruneContext:
 
 Handler = Callable[[nn.Module, Any, PruneContext], dict[str, Any]]
 Replayer = Callable[[nn.Module, dict[str, Any]], None]
-# job settings (``netslim.jobs.pipeline.JobSettings``) and the ratio of this step -> a config
+# job settings (``netslim.jobs.settings.JobSettings``) and the ratio of this step -> a config
 FromSettings = Callable[[Any, float], Any]
 # (model, config, example inputs) -> None, or a ConfigError: the model-dependent checks of the
 # handler that are cheap (module names, block counts, N:M fit), run before any training

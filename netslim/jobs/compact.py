@@ -26,7 +26,7 @@ def load_source(source: str, *, trust_code: bool = False) -> nn.Module:
 
 def default_out(source: str) -> Path:
     """``DIR-compact`` beside a saved directory, ``runs/<spec>-compact`` for a spec."""
-    from netslim.jobs.pipeline import default_run_dir
+    from netslim.jobs.settings import default_run_dir
 
     if Path(source).exists():
         return Path(f"{source.rstrip('/')}-compact")
@@ -73,7 +73,7 @@ def compact_job(
     from netslim.errors import ConfigError
     from netslim.io import save
     from netslim.jobs.evaluation import job_example_shape, locate
-    from netslim.jobs.pipeline import check_example_fits
+    from netslim.jobs.preflight import check_example_fits
     from netslim.models.spec import make_example_inputs
     from netslim.structural.compact import compact_
 

@@ -11,206 +11,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from netslim.core.copying import copy_model
 from netslim.core.masks import folded_copy, iter_masks
-from netslim.errors import ConfigError, warn
+from netslim.errors import ConfigError
 from netslim.io import save
+from netslim.jobs.preflight import check_inputs, check_out, check_training_settings
+from netslim.jobs.prune_report import (
+    data_summary,
+    json_default,
+    make_report,
+    masks_summary,
+    result_warnings,
+    training_budget,
+)
+from netslim.jobs.settings import JobSettings, build_config, extra_epochs, fingerprint, resolve_data
 from netslim.measure import measure
-from netslim.methods import JOB_METHODS, config_from_settings
 from netslim.models.spec import make_example_inputs
-from netslim.reconstruct.policy import auto_reconstruct
 
 LATENCY_BATCH = 64  # the report times batch 1 and a batch of this size
-SCHEDULES = ("oneshot", "iterative", "agp")
-
-
-@dataclass
-class JobSettings:
-    """Every setting of a prune job; stored verbatim in report.json."""
-
-    model: str
-    method: str = "unstructured"
-    ratio: float = 0.5
-    scope: str = "global"
-    criterion: str | None = None
-    nm: str | None = None
-    schedule: str = "oneshot"
-    rounds: int = 3
-    agp_start: float = 0.0  # --schedule agp: the sparsity masked before the first step
-    l1_reg: float = 0.0
-    l1_warmup: int = 0  # slimming: steps over which the BN-scale penalty ramps up
-    per_module: str | None = None  # channel/slimming: JSON {module: ratio} (netslim sensitivity)
-    remove: int | None = None  # layer: remove N blocks (instead of --ratio)
-    target_open: int | None = None  # gate: blocks left open (default: half)
-    per_input: bool = False  # gate: a per-sample gating head per block (conditional compute)
-    data: str | None = "auto"  # auto: the data set that fits the model family (zoo: Fashion-MNIST)
-    val_split: float | None = None  # folders / hf: sets without a validation split
-    image_column: str | None = None  # hf: sets (detected when None)
-    text_column: str | None = None
-    label_column: str | None = None
-    epochs: int = 2
-    finetune_epochs: int = 1
-    lr: float = 1e-3
-    batch_size: int = 128
-    limit_train: int | None = None
-    limit_test: int | None = None
-    distill: bool = False
-    target_macs: float | None = None
-    target_latency_ms: float | None = None  # channel: whole-model ms on --runtime to prune down to
-    target_speedup: float | None = None  # channel: times faster than the dense model on --runtime
-    runtime: str = "torch"  # channel time targets: torch | onnxruntime | cuda
-    threads: int = 1  # channel time targets: intra-op threads timed
-    batch: int | None = None  # channel time targets: batch timed (default: the example's)
-    round_to: int = 1
-    blocks: bool = False  # channel, with a time target: residual blocks may go whole
-    ignore: list[str] = field(default_factory=list)  # outputs keep their width (see Channels)
-    freeze: list[str] = field(default_factory=list)  # channel: modules left whole, inputs too
-    # least-squares refit after pruning (docs/recovery.md); None: auto, the API's default rule
-    reconstruct: bool | None = None
-    example_shape: list[int] | None = None
-    latency: bool = True
-    progress: bool = True
-    out: str = "runs/prune"
-    seed: int = 0
-    quantize: str | None = None  # "int8": quantize after fine-tuning (netslim.jobs.quantize)
-    checkpoint_every: int = 0
-    checkpoint_dir: str | None = None
-    resume: str | None = None
-    weights: str | None = None  # trained weights for the spec (safetensors or a state dict)
-    keep_masks: bool = False  # unstructured: save masks attached instead of folded weights
-    dense_baseline: bool = False  # also fine-tune a dense copy with the pruned model's budget
-
-    def __post_init__(self) -> None:
-        if self.method not in JOB_METHODS:
-            raise ConfigError(
-                f"unknown method {self.method!r}: choose one of {', '.join(JOB_METHODS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"
-            )
-        if not 0.0 <= self.ratio < 1.0:
-            raise ConfigError(f"ratio must be in [0, 1), got {self.ratio}")
-        for name in ("epochs", "finetune_epochs", "rounds"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 0")
-        if self.l1_reg < 0:
-            raise ConfigError(f"l1-reg must be >= 0, got {self.l1_reg}")
-        if self.quantize not in (None, "int8"):
-            raise ConfigError(f"unknown --quantize {self.quantize!r}: the only choice is int8")
-        if self.reconstruct and self.method not in RECONSTRUCTING:
-            raise ConfigError(
-                f"--reconstruct refits pruned layers of unstructured/channel/slimming pruning, "
-                f"not --method {self.method}"
-            )
-        if self.method in RECONSTRUCTING:
-            self.reconstruct = resolve_reconstruct(self)
-        if self.checkpoint_every < 0:
-            raise ConfigError(f"checkpoint-every must be >= 0, got {self.checkpoint_every}")
-        self._check_method_settings()
-        if self.blocks and self.target_latency_ms is None and self.target_speedup is None:
-            raise ConfigError(
-                "--blocks needs --target-latency or --target-speedup: whole blocks are chosen "
-                "against widths by the time they save"
-            )
-
-    def _check_method_settings(self) -> None:
-        """A setting the chosen method does not read is an error naming the method (each
-        method package lists what it reads: ``netslim.methods``), as is a schedule it lacks."""
-        from netslim.methods import methods_reading, settings_read_by
-
-        read = settings_read_by(self.method)
-        for f in fields(self):
-            if f.name in JOB_LEVEL or f.name in read or getattr(self, f.name) == _default(f):
-                continue
-            users = ", ".join(methods_reading(f.name)) or "no method"
-            raise ConfigError(
-                f"{flag_name(f.name)} does not apply to --method {self.method} "
-                f"(it applies to: {users})"
-            )
-        if self.rounds != _DEFAULTS["rounds"] and self.schedule != "iterative":
-            raise ConfigError("--rounds applies to --schedule iterative")
-        if self.agp_start != _DEFAULTS["agp_start"] and self.schedule != "agp":
-            raise ConfigError("--agp-start applies to --schedule agp")
-        if not 0.0 <= self.agp_start < max(self.ratio, 1e-12):
-            raise ConfigError(
-                f"--agp-start must be in [0, --ratio {self.ratio:g}), got {self.agp_start}"
-            )
-        if self.schedule == "agp" and self.method != "unstructured":
-            raise ConfigError("the agp schedule is available for --method unstructured")
-        if self.method in ("layer", "gate") and self.schedule != "oneshot":
-            raise ConfigError(f"--method {self.method} runs one-shot (no --schedule)")
-        if self.method == "slimming" and self.l1_reg == 0:
-            warn(
-                "--method slimming without --l1-reg trains no sparsity penalty: channels are "
-                "ranked by the BN scales as trained (network slimming uses e.g. --l1-reg 1e-4)"
-            )
-
-
-# Settings every method reads: the rest belong to methods (``MethodSpec.flags``).
-JOB_LEVEL = frozenset(
-    {"model", "method", "schedule", "data", "epochs", "finetune_epochs", "lr", "batch_size"}
-    | {"limit_train", "limit_test", "distill", "example_shape", "latency", "progress", "out"}
-    | {"seed", "quantize", "checkpoint_every", "checkpoint_dir", "resume", "weights"}
-    | {"dense_baseline"}
-    | {"val_split", "image_column", "text_column", "label_column"}  # read by the data source
-)
-_FLAG_NAMES = {"target_latency_ms": "--target-latency", "latency": "--no-latency"}
-
-
-def flag_name(setting: str) -> str:
-    """The ``netslim prune`` flag of a job setting (report names are CLI names)."""
-    return _FLAG_NAMES.get(setting, "--" + setting.replace("_", "-"))
-
-
-def _default(f: Any) -> Any:
-    return f.default_factory() if f.default_factory is not MISSING else f.default
-
-
-_DEFAULTS = {f.name: _default(f) for f in fields(JobSettings)}
-
-
-RECONSTRUCTING = ("unstructured", "channel", "slimming")  # methods that read --reconstruct
-
-
-def resolve_reconstruct(settings: JobSettings) -> bool:
-    """``--reconstruct`` as given, else the API's auto default (``auto_reconstruct``, the one
-    rule for both): the job has calibration batches with ``--data`` and fine-tunes after
-    pruning when ``--finetune-epochs`` > 0. ``--reconstruct`` without data is one line."""
-    has_data = settings.data not in (None, "none")
-    if settings.reconstruct and not has_data:
-        raise ConfigError("--reconstruct needs calibration batches: give --data")
-    return auto_reconstruct(
-        settings.reconstruct,
-        method_kind=settings.method,
-        has_calibration=has_data,
-        finetunes_after=settings.finetune_epochs > 0,
-    )
-
-
-# Settings that change where files go or what is shown, never the result.
-_NOT_FINGERPRINTED = ("out", "progress", "latency", "checkpoint_every", "checkpoint_dir", "resume")
-
-
-def fingerprint(settings: JobSettings) -> dict[str, Any]:
-    """What a resumed run must share with the run that wrote the checkpoint."""
-    from netslim.distributed import world_size
-
-    values = {k: v for k, v in asdict(settings).items() if k not in _NOT_FINGERPRINTED}
-    return {**values, "world_size": world_size()}
-
-
-def build_config(settings: JobSettings, ratio: float | None = None) -> Any:
-    """The method's config object for one pruning step (``ratio`` overrides for schedules);
-    each method package maps the settings to its config (``netslim.methods``)."""
-    return config_from_settings(settings, settings.ratio if ratio is None else ratio)
 
 
 def _regularizer(settings: JobSettings, model: nn.Module, example_inputs: tuple) -> Any:
@@ -499,7 +323,7 @@ def run_job(
     if world_size() > 1:
         final = verify_consistent(model, what="job", include_weights=True)
         log(f"final model fingerprint {final[:16]}")
-    masks = _masks_summary(settings, model)
+    masks = masks_summary(settings, model)
     # what is deployed: unstructured masks folded into the weights (measured and saved so;
     # --keep-masks saves them attached, and the numbers still describe the folded model)
     if settings.method == "unstructured" and not settings.keep_masks:
@@ -508,11 +332,11 @@ def run_job(
         fold_masks(model)
     after = snapshot(folded_copy(model)[0] if iter_masks(model) else model)
 
-    report = _make_report(settings, before, after, steps, masks)
+    report = make_report(settings, before, after, steps, masks)
     report["example_shape"] = list(example_inputs[0].shape)  # what eval and export run at
-    report["budget"] = _budget(settings, baseline)
-    report["warnings"] = _warnings(steps)
-    report["data"] = _data_summary(settings, train_loader, test_loader)
+    report["budget"] = training_budget(settings, baseline)
+    report["warnings"] = result_warnings(steps)
+    report["data"] = data_summary(settings, train_loader, test_loader)
     if settings.quantize and is_main():
         report["quantize"] = _quantize(model, settings, example_inputs, train_loader, test_loader)
         report.update(_compressed(model, settings))
@@ -520,32 +344,12 @@ def run_job(
     if is_main():
         out = Path(settings.out)
         save(model, out / "model")
-        (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=json_default))
         from netslim.report import write_plot
 
         write_plot(report, out / "report.png")
     barrier()
     return report
-
-
-def check_training_settings(settings: JobSettings) -> None:
-    """Settings that only act through training need data (``settings.data`` resolved: None is
-    no data); without it they would be silently ignored."""
-    if settings.data is not None:
-        return
-    for flag, given in (("--distill", settings.distill), ("--l1-reg", settings.l1_reg > 0)):
-        if given:
-            raise ConfigError(f"{flag} acts during training, and without --data nothing trains")
-
-
-def _extra_epochs(settings: JobSettings) -> int:
-    """Training the pruned model gets after the 'before' measurement (none without data)."""
-    if settings.data is None:
-        return 0
-    if settings.method == "gate":
-        return settings.epochs  # gates and weights train together inside the pruning step
-    rounds = settings.rounds if settings.schedule == "iterative" else 1
-    return settings.finetune_epochs * rounds
 
 
 def _dense_baseline(
@@ -558,50 +362,9 @@ def _dense_baseline(
     if train_loader is None or test_loader is None:
         raise ConfigError("--dense-baseline trains and measures: give --data")
     dense = copy_model(model)
-    extra = _extra_epochs(settings)
+    extra = extra_epochs(settings)
     _Trainer(settings, train_loader).fit(dense, extra)
     return {"accuracy": evaluate(dense, test_loader), "extra_epochs": extra}
-
-
-def _budget(settings: JobSettings, baseline: dict[str, Any] | None) -> dict[str, Any]:
-    """What 'before' and 'after' were trained with, said plainly in the report."""
-    extra = _extra_epochs(settings)
-    if settings.data is None:
-        before = "the model as built or loaded (no data: nothing trained)"
-    elif settings.method == "gate":
-        before = "the model as built or loaded (gate training happens in the pruning step)"
-    else:
-        before = f"the dense model after {settings.epochs} training epoch(s)"
-    budget: dict[str, Any] = {
-        "before": before,
-        "after": f"pruned, with {extra} more training epoch(s) than 'before'",
-        "dense_baseline": baseline,
-    }
-    if baseline is None and extra:
-        budget["note"] = (
-            f"the dense model did not get those {extra} extra epoch(s), so part of any accuracy "
-            "change is training, not pruning: pass --dense-baseline to train a dense copy with "
-            "the same budget"
-        )
-    return budget
-
-
-def _warnings(steps: list[dict[str, Any]]) -> list[str]:
-    """Results the user should not read as success without a second look."""
-    from netslim.errors import warn
-
-    found = []
-    for step in steps:
-        opened, target = step.get("open_after_training"), step.get("target_open")
-        if opened is not None and target is not None and opened != target:
-            found.append(
-                f"gate training left {opened} gates open, not the target {target}: the {target} "
-                "blocks with the highest gate logits were kept anyway (train longer with "
-                "--epochs, or check the result)"
-            )
-    for message in found:
-        warn(message)
-    return found
 
 
 def _compressed(model: nn.Module, settings: JobSettings) -> dict[str, Any]:
@@ -617,23 +380,6 @@ def _compressed(model: nn.Module, settings: JobSettings) -> dict[str, Any]:
     }
 
 
-def _data_summary(settings: JobSettings, train_loader: Any, test_loader: Any) -> dict[str, Any]:
-    """What the model was trained and scored on: sizes, classes, input shape, preprocessing."""
-    from netslim.data import loader_info
-
-    info = loader_info(test_loader)
-    if info is None:
-        return {"source": settings.data}
-    return {
-        "source": settings.data,
-        "train_samples": len(train_loader.dataset),
-        "test_samples": len(test_loader.dataset),
-        "num_classes": info.num_classes,
-        "input_shape": list(info.input_shape),
-        "preprocessing": info.preprocessing,
-    }
-
-
 def _quantize(model, settings, example_inputs, train_loader, test_loader) -> dict[str, Any]:
     """``--quantize int8``: see ``netslim.jobs.quantize`` (writes model_int8.onnx to ``out``)."""
     from netslim.jobs.quantize import quantize_job
@@ -646,173 +392,3 @@ def _quantize(model, settings, example_inputs, train_loader, test_loader) -> dic
         out=Path(settings.out),
         latency=settings.latency,
     )
-
-
-def _make_report(
-    settings: JobSettings,
-    before: dict[str, Any],
-    after: dict[str, Any],
-    steps: list[dict[str, Any]],
-    masks: dict[str, Any],
-) -> dict[str, Any]:
-    report: dict[str, Any] = {"settings": asdict(settings)}
-    for key in (
-        "params",
-        "nonzero_params",
-        "macs",
-        "latency_ms",
-        "latency_batch_ms",
-        "size_bytes",
-        "accuracy",
-    ):
-        report[f"{key}_before"] = before.get(key)
-        report[f"{key}_after"] = after.get(key)
-    report.update(masks)
-    widths_before, widths_after = before.get("widths", {}), after.get("widths", {})
-    report["widths"] = {
-        name: [widths_before[name], widths_after[name]]
-        for name in widths_before
-        if name in widths_after
-    }
-    # report names are CLI names (the method packages say "gates"/"layers")
-    report["steps"] = [
-        {**s, "method": _CLI_NAMES.get(s["method"], s["method"])} if "method" in s else s
-        for s in steps
-    ]
-    pruned = [s["accuracy_after_prune"] for s in steps if "accuracy_after_prune" in s]
-    report["accuracy_after_prune"] = pruned[-1] if pruned else None
-    return report
-
-
-_CLI_NAMES = {"gates": "gate", "layers": "layer", "structural": "channel"}
-
-
-def _masks_summary(settings: JobSettings, model: nn.Module) -> dict[str, Any]:
-    """Per-tensor sparsity (and whether the N:M pattern holds), read from the masks."""
-    from netslim.core.masks import sparsity_report
-    from netslim.unstructured.settings import parse_nm
-
-    summary: dict[str, Any] = {"sparsity": sparsity_report(model)}
-    nm = parse_nm(settings.nm)
-    if nm is not None:
-        from netslim.unstructured.nm import check_nm
-
-        summary["nm_pattern_holds"] = all(
-            check_nm(mask.float(), *nm) for mask in iter_masks(model).values()
-        )
-    return summary
-
-
-# zoo models take 1x28x28 images and 10 classes: every built-in data set fits them
-_DEFAULT_DATA = {"zoo": "fashion-mnist"}
-
-
-def resolve_data(data: str | None, model: str) -> str | None:
-    """``auto`` (the default) -> the data set that fits the model family, or a clear error
-    (after the model spec's own, which comes first)."""
-    from netslim.models.spec import check_spec
-
-    check_spec(model)
-    if data != "auto":
-        return None if data in (None, "none") else data
-    scheme = model.partition(":")[0]
-    if scheme in _DEFAULT_DATA:
-        return _DEFAULT_DATA[scheme]
-    raise ConfigError(
-        f"{model} has no default data set: give --data (an image folder DIR, hf:PATH, "
-        "fashion-mnist, digits, synthetic) or --data none to prune without training or accuracy"
-    )
-
-
-def default_run_dir(model: str, job: str) -> Path:
-    """``runs/<model>-<job>``, the spec made a folder name: where a command writes without
-    ``--out``."""
-    return Path("runs") / f"{model.replace(':', '-').replace('/', '_')}-{job}"
-
-
-def check_out(out: str, flag: str = "--out") -> None:
-    """The output directory must be creatable: checked before any work."""
-    path = Path(out)
-    for parent in (path, *path.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{flag} {out}: {parent} exists and is not a directory")
-            break
-
-
-def _forward(model: nn.Module, inputs: tuple) -> tuple[Any, str | None]:
-    """``(output, None)`` of an inference forward of ``inputs``, or ``(None, the first line of
-    what it raised)``."""
-    from netslim.measure._call import inference
-
-    try:
-        with inference(model):
-            return model(*inputs), None
-    except Exception as exc:  # any failure of the user's model on these inputs
-        text = str(exc).strip().splitlines()
-        return None, text[0] if text else type(exc).__name__
-
-
-def check_example_fits(
-    model: nn.Module, example_inputs: tuple, spec: str, flag: str = "--example-shape"
-) -> None:
-    """One forward of the example inputs: a shape that does not fit is one line naming
-    ``flag``, before any training."""
-    _, error = _forward(model, example_inputs)
-    if error is not None:
-        shape = ",".join(str(d) for d in example_inputs[0].shape)
-        raise ConfigError(
-            f"the example input {shape} does not fit {spec} ({error}): "
-            f"give {flag} matching the model's input"
-        )
-
-
-def check_inputs(
-    model: nn.Module, example_inputs: tuple, settings: JobSettings, loader: Any
-) -> None:
-    """One forward on the example inputs (and on one sample of the data): a shape that does not
-    fit is one line naming the flag, before any training; then the method's own checks of its
-    settings against the model (``netslim.methods.preflight``: module names, block counts,
-    N:M fit)."""
-    from netslim.methods import preflight
-
-    check_example_fits(model, example_inputs, settings.model)
-    preflight(settings.method, model, build_config(settings), example_inputs)
-    if loader is not None and not isinstance(loader.dataset[0][0], torch.Tensor):
-        return
-    if loader is not None:
-        sample = loader.dataset[0][0].unsqueeze(0)
-        output, error = _forward(model, (sample,))
-        if error is not None:
-            shape = ",".join(str(d) for d in sample.shape)
-            raise ConfigError(
-                f"--data {settings.data} gives inputs of shape {shape}, which do not fit "
-                f"{settings.model} ({error}): give --data that fits the model"
-            )
-        _check_classifier(output, settings, loader)
-
-
-def _check_classifier(output: Any, settings: JobSettings, loader: Any) -> None:
-    """With data, netslim trains with cross-entropy and scores accuracy: the model's output on
-    a sample must hold logits, one per class of the data (a detection model's dict does not)."""
-    from netslim.data import loader_info
-    from netslim.training import logits_of
-
-    try:
-        logits = logits_of(output)
-    except ConfigError as exc:
-        raise ConfigError(f"--data {settings.data}: {settings.model}: {exc}") from None
-    info = loader_info(loader)
-    if info is not None and logits.shape[-1] < info.num_classes:
-        raise ConfigError(
-            f"--data {settings.data} has {info.num_classes} classes, and {settings.model} gives "
-            f"{logits.shape[-1]} logits: give a model with a head for them"
-        )
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "__dict__"):
-        return vars(value)
-    return str(value)

@@ -63,7 +63,7 @@ def sensitivity_job(
     from netslim.core.names import check_module_names
     from netslim.importance import Calibration
     from netslim.jobs.model_data import data_shape, model_and_data
-    from netslim.jobs.pipeline import check_example_fits
+    from netslim.jobs.preflight import check_example_fits
     from netslim.models.spec import make_example_inputs
     from netslim.sensitivity import propose_ratios, scan_sensitivity
     from netslim.sensitivity.scan import check_ratios

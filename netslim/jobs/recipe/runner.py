@@ -22,7 +22,7 @@ def _prune_config(settings: RecipeSettings, step: PruneStep, finetunes_after: bo
     """The step's method config, as `netslim prune` would build it with the recipe's data
     (the prune step reads it: data-driven criteria, reconstruction) and, for the reconstruct
     default, whether a finetune step follows."""
-    from netslim.jobs.pipeline import JobSettings, build_config
+    from netslim.jobs.settings import JobSettings, build_config
 
     for name in ("epochs", "lr"):
         if step.method != "gate" and getattr(step, name) != getattr(PruneStep, name):
@@ -99,7 +99,7 @@ def _preflight(recipe: Recipe, model: nn.Module, example_inputs: Any) -> None:
     against it (``netslim.methods.preflight``), before the first step runs (against the model
     as built: an earlier step may remove blocks, so a later step's block count is checked again
     when it prunes)."""
-    from netslim.jobs.pipeline import check_example_fits
+    from netslim.jobs.preflight import check_example_fits
     from netslim.methods import preflight
 
     try:
