@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from netslim.compress import varint
+from netslim.core.config import choice
 from netslim.errors import ConfigError
 
 VALUE_MODES = ("exact", "float16", "int8", "int8-channel", "shared4", "shared5", "shared6")
@@ -130,12 +131,8 @@ def encode_tensor(
     """``(entry, blobs)`` for one tensor. ``mask`` (kept = True) forces the sparse layout and is
     restored exactly by the decoder; lossy ``values`` apply to floating tensors of at least
     ``lossy_min_ndim`` dimensions (weights), everything else is stored exactly."""
-    if values not in VALUE_MODES:
-        raise ConfigError(f"unknown values mode {values!r}: choose one of {', '.join(VALUE_MODES)}")
-    if positions not in POSITION_MODES:
-        raise ConfigError(
-            f"unknown positions mode {positions!r}: choose one of {', '.join(POSITION_MODES)}"
-        )
+    choice("values mode", values, VALUE_MODES)
+    choice("positions mode", positions, POSITION_MODES)
     tensor = tensor.detach().cpu()
     shape = list(tensor.shape)
     flat = tensor.reshape(-1)

@@ -8,6 +8,7 @@ import difflib
 import json
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from typing import Any, ClassVar, TypeVar
 
@@ -63,8 +64,8 @@ def integer(name: str, value: Any, low: int, *, optional: bool = False) -> int |
     return int(value)
 
 
-def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
-    """One of ``options``."""
+def choice(name: str, value: Any, options: Sequence[str]) -> str:
+    """One of ``options``: the one check (and message) for every named choice netslim takes."""
     if value not in options:
         raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(options)}")
     return value

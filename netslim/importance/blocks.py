@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from netslim.core.batches import Loss
 from netslim.core.blocks import Block, block_input, block_output, call_model
+from netslim.core.config import choice
 from netslim.errors import ConfigError
 
 
@@ -192,12 +193,7 @@ CRITERIA: dict[str, type[Criterion]] = {
 
 
 def make_criterion(name: str, loss: Loss | None = None) -> Criterion:
-    try:
-        return CRITERIA[name](loss)
-    except KeyError:
-        raise ConfigError(
-            f"unknown layer criterion {name!r}: choose one of {', '.join(CRITERIA)}"
-        ) from None
+    return CRITERIA[choice("layer criterion", name, tuple(CRITERIA))](loss)
 
 
 def score_blocks(

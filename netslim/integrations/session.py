@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netslim.core.config import choice
 from netslim.errors import ConfigError
 from netslim.training.optim_state import shrink_optimizer_state, take_replacements
 
@@ -111,10 +112,7 @@ class PruningSession:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"
-            )
+        choice("schedule", self.schedule, SCHEDULES)
         ratio = getattr(self.config, "ratio", None)
         if self.schedule != "oneshot":
             from netslim.unstructured.config import Unstructured

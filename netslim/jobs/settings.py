@@ -9,6 +9,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from netslim.core.config import choice
 from netslim.errors import ConfigError, warn
 from netslim.methods import JOB_METHODS, config_from_settings
 from netslim.reconstruct.policy import auto_reconstruct
@@ -73,14 +74,8 @@ class JobSettings:
     dense_baseline: bool = False  # also fine-tune a dense copy with the pruned model's budget
 
     def __post_init__(self) -> None:
-        if self.method not in JOB_METHODS:
-            raise ConfigError(
-                f"unknown method {self.method!r}: choose one of {', '.join(JOB_METHODS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"
-            )
+        choice("method", self.method, JOB_METHODS)
+        choice("schedule", self.schedule, SCHEDULES)
         if not 0.0 <= self.ratio < 1.0:
             raise ConfigError(f"ratio must be in [0, 1), got {self.ratio}")
         for name in ("epochs", "finetune_epochs", "rounds"):

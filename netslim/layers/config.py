@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netslim.core.config import ConfigBase
+from netslim.core.config import ConfigBase, choice
 from netslim.core.select import fraction_count
 from netslim.errors import ConfigError
 
@@ -91,10 +91,7 @@ class Gates(ConfigBase):
             raise ConfigError("gate epochs must be >= 0")
         if self.penalty < 0:
             raise ConfigError(f"gate penalty must be >= 0, got {self.penalty}")
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(
-                f"unknown gate estimator {self.estimator!r}: choose one of {', '.join(ESTIMATORS)}"
-            )
+        choice("gate estimator", self.estimator, ESTIMATORS)
         if self.gate_scale <= 0:
             raise ConfigError("gate_scale must be > 0")
         if self.blocks is not None:

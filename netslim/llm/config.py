@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from netslim.core.config import ConfigBase
+from netslim.core.config import ConfigBase, choice
 from netslim.errors import ConfigError
 from netslim.llm.optim import TRAIN_DTYPES
 from netslim.llm.reconstruct import DEFAULT_LR, OPTIMIZERS
@@ -141,10 +141,7 @@ class LLMPrune(ConfigBase):
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(
-                f"unknown LLM method {self.method!r}: choose one of {', '.join(METHODS)}"
-            )
+        choice("LLM method", self.method, METHODS)
         self.sparsity = _fraction(self.sparsity, "sparsity")
         self.nm = parse_nm(self.nm)
         if self.nm is not None:
@@ -200,15 +197,9 @@ class LLMPrune(ConfigBase):
                     "sparsity_offsets applies to unstructured wanda/sparsegpt/magnitude: N:M "
                     "fixes every group's count, width/depth remove whole units"
                 )
-        if self.reconstruct_optimizer is not None and self.reconstruct_optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"reconstruct_optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                f"got {self.reconstruct_optimizer!r}"
-            )
-        if self.train_dtype not in TRAIN_DTYPES:
-            raise ConfigError(
-                f"train_dtype must be one of {', '.join(TRAIN_DTYPES)}, got {self.train_dtype!r}"
-            )
+        if self.reconstruct_optimizer is not None:
+            choice("reconstruct_optimizer", self.reconstruct_optimizer, OPTIMIZERS)
+        choice("train_dtype", self.train_dtype, TRAIN_DTYPES)
         if self.reconstruct and self.method not in WEIGHT_METHODS:
             raise ConfigError("reconstruct applies to wanda/sparsegpt/magnitude (per-weight)")
 
@@ -296,10 +287,9 @@ class LLMDepth(LLMPrune):
 
 def config_for(method: str, **knobs: Any) -> LLMPrune:
     """The family config of ``method`` (``netslim llm --method``)."""
+    choice("LLM method", method, METHODS)
     if method == "width":
         return LLMWidth(method=method, **knobs)
     if method == "depth":
         return LLMDepth(method=method, **knobs)
-    if method in WEIGHT_METHODS:
-        return LLMWeights(method=method, **knobs)
-    raise ConfigError(f"unknown LLM method {method!r}: choose one of {', '.join(METHODS)}")
+    return LLMWeights(method=method, **knobs)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from netslim.core.config import choice
 from netslim.core.history import record
 from netslim.errors import ArtifactError, ConfigError
 from netslim.io import save
@@ -41,8 +42,7 @@ def export_ticket(
     """Write round ``round`` (default: the last saved) of the search to ``out``.
 
     A ``py:`` model spec in the checkpoints runs its file only with ``trust_code=True``."""
-    if weights not in WEIGHTS:
-        raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    choice("weights", weights, WEIGHTS)
     count = saved_rounds(checkpoint_dir)
     if count == 0:
         raise ArtifactError(f"{checkpoint_dir} holds no saved lottery round")

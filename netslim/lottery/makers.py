@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from netslim.errors import ConfigError
+from netslim.core.config import choice
 from netslim.unstructured.allocation import lowest_k
 
 Masks = dict[str, Tensor]
@@ -166,8 +166,5 @@ def available_makers() -> list[str]:
 
 
 def get_maker(name: str) -> MaskMaker:
-    if name not in _MAKERS:
-        raise ConfigError(
-            f"unknown mask maker {name!r}: choose one of {', '.join(available_makers())}"
-        )
+    choice("mask maker", name, available_makers())
     return _MAKERS[name]()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from netslim.core import history
+from netslim.core.config import choice
 from netslim.errors import ConfigError, UnsupportedModelError
 from netslim.quantize import dynamic, static
 from netslim.quantize.report import QuantizeReport
@@ -28,8 +29,7 @@ def _torchao() -> None:
 
 def resolve_mode(model: nn.Module, mode: str) -> str:
     """``auto``: static (calibrated) for models with convolutions, dynamic for Linear-only ones."""
-    if mode not in MODES:
-        raise ConfigError(f"unknown quantization mode {mode!r}: choose one of {', '.join(MODES)}")
+    choice("quantization mode", mode, MODES)
     if mode != "auto":
         return mode
     return "static" if any(isinstance(m, _CONVS) for m in model.modules()) else "dynamic"

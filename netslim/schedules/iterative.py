@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from netslim.errors import ConfigError
+from netslim.core.config import choice
 from netslim.schedules._checks import check_int, check_sparsity
 
 MODES = ("geometric", "linear")
@@ -21,10 +21,9 @@ def iterative_ratios(
     """Cumulative sparsity after each of ``steps`` rounds; the last one is exactly ``final``."""
     final = check_sparsity("final sparsity", final)
     steps = check_int("steps", steps, 1)
+    choice("iterative mode", mode, MODES)
     if mode == "geometric":
         ratios = [1.0 - (1.0 - final) ** (i / steps) for i in range(1, steps)]
-    elif mode == "linear":
-        ratios = [final * i / steps for i in range(1, steps)]
     else:
-        raise ConfigError(f"unknown iterative mode {mode!r}: choose one of {', '.join(MODES)}")
+        ratios = [final * i / steps for i in range(1, steps)]
     return [*ratios, final]

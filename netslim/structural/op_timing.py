@@ -31,6 +31,7 @@ from torch import nn
 
 from netslim._runtime import allocator
 from netslim.core.batches import to_device
+from netslim.core.config import choice
 from netslim.core.copying import copy_model
 from netslim.errors import ConfigError, UnsupportedModelError
 from netslim.export.onnx import require_onnxruntime, session
@@ -100,8 +101,7 @@ class Target:
 
 def check_target(runtime: Any, threads: Any, batch: Any) -> None:
     """ConfigError for an unknown runtime or a non-positive thread count or batch."""
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    choice("runtime", runtime, RUNTIMES)
     for name, v in (("threads", threads), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name} must be a positive int, got {v!r}")

@@ -7,7 +7,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Literal
 
-from netslim.core.config import ConfigBase
+from netslim.core.config import ConfigBase, choice
 from netslim.errors import ConfigError
 from netslim.reconstruct.policy import check_requested
 from netslim.unstructured.criteria import get_criterion
@@ -58,8 +58,7 @@ class Unstructured(ConfigBase):
         b = self.calibration_batches
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise ConfigError(f"calibration_batches must be a positive int, got {b!r}")
-        if self.scope not in SCOPES:
-            raise ConfigError(f"unknown scope {self.scope!r}: choose one of {', '.join(SCOPES)}")
+        choice("scope", self.scope, SCOPES)
         if not isinstance(self.criterion, str):
             raise ConfigError(f"criterion must be a name, got {self.criterion!r}")
         get_criterion(self.criterion)  # unknown names fail here, listing the valid ones

@@ -12,7 +12,7 @@ import zlib
 import torch
 from torch import Tensor, nn
 
-from netslim.errors import ConfigError
+from netslim.core.config import choice
 from netslim.unstructured.criterion import _CRITERIA, Criterion, register_criterion
 
 
@@ -24,10 +24,7 @@ def available_criteria() -> list[str]:
 def get_criterion(name: str, *, seed: int = 0) -> Criterion:
     """The criterion registered as ``name``; unknown names raise ConfigError listing valid ones."""
     _load_builtin()
-    if name not in _CRITERIA:
-        raise ConfigError(
-            f"unknown criterion {name!r}: choose one of {', '.join(available_criteria())}"
-        )
+    choice("criterion", name, available_criteria())
     return _CRITERIA[name](seed=seed)
 
 

@@ -7,7 +7,7 @@ statistics of its calibration inputs, and returns the pruned (and possibly updat
 
 from __future__ import annotations
 
-from netslim.errors import ConfigError
+from netslim.core.config import choice
 from netslim.llm.methods import magnitude, sparsegpt, wanda  # noqa: F401  (built-ins register)
 from netslim.llm.methods.registry import _METHODS, WeightMethod, register_llm_method
 
@@ -15,8 +15,5 @@ __all__ = ["WeightMethod", "get_method", "register_llm_method"]
 
 
 def get_method(name: str) -> tuple[WeightMethod, frozenset[str]]:
-    if name not in _METHODS:
-        raise ConfigError(
-            f"unknown LLM weight method {name!r}: choose one of {', '.join(sorted(_METHODS))}"
-        )
+    choice("LLM weight method", name, sorted(_METHODS))
     return _METHODS[name]
