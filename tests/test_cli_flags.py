@@ -121,6 +121,29 @@ def test_same_fraction_flag_and_defaults_in_every_command() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["prune", "--model", "zoo:lenet300"], "(MODEL is positional: netslim prune MODEL ...)"),
+        (["prune", "zoo:lenet300", "--ration", "0.3"], "--ration 0.3 (did you mean --ratio?)"),
+        (["llm", "model-dir", "--sparsty=0.5"], "(did you mean --sparsity?)"),
+        (["prune", "zoo:lenet300", "stray"], "unrecognized arguments: stray"),
+    ],
+)
+def test_an_unknown_argument_is_one_line_naming_its_command(
+    argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse leaves a subcommand's unknown flags to the top parser, which printed
+    ``netslim: error: netslim: unrecognized arguments``: now the command is named, with the flag
+    that was likely meant, and nothing runs."""
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"netslim: error: {argv[0]}: unrecognized"), err
+    assert says in err[0]
+    assert not out.exists()
+
+
 def test_deprecated_spelling_warns_and_works(capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args(["prune", "zoo:lenet300", "--rate", "0.3"])
     assert args.ratio == 0.3 and "--rate is deprecated" in capsys.readouterr().err

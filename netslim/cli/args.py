@@ -4,6 +4,7 @@ once so ``prune``, ``lottery`` and ``sensitivity`` spell and validate them the s
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 from typing import Any, NoReturn
 
@@ -205,7 +206,42 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         first = message.splitlines()[0] if message else "invalid arguments"
-        self.exit(2, f"netslim: error: {self.prog.partition(' ')[2] or self.prog}: {first}\n")
+        command = self.prog.partition(" ")[2]  # "netslim prune" -> "prune"; "netslim" -> ""
+        self.exit(2, f"netslim: error: {command + ': ' if command else ''}{first}\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+        """argparse leaves a subcommand's unknown flags to the top parser, which cannot say
+        whose they were: the subcommand's own parser reports them, with the nearest flag."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            owner = _subcommand_parser(self, getattr(parsed, "command", None)) or self
+            owner.error(unrecognized(owner, extra))
+        return parsed
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, name: str | None) -> Any:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    return None
+
+
+def unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """``unrecognized arguments: ...`` and, for the first unknown flag, what was likely meant:
+    a positional argument given as a flag (``--model``), or the closest flag by spelling."""
+    text = f"unrecognized arguments: {' '.join(extra)}"
+    flag = next((e.split("=")[0] for e in extra if e.startswith("--")), None)
+    if flag is None:
+        return text
+    positional = {
+        a.dest: a.metavar or a.dest.upper() for a in parser._actions if not a.option_strings
+    }
+    name = flag[2:].replace("-", "_")
+    if name in positional:
+        return f"{text} ({positional[name]} is positional: {parser.prog} {positional[name]} ...)"
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    near = difflib.get_close_matches(flag, flags, n=1, cutoff=0.75)
+    return f"{text} (did you mean {near[0]}?)" if near else text
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
