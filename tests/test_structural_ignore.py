@@ -97,3 +97,16 @@ def test_bad_names(field):
     with pytest.raises(ConfigError, match=field):
         Channels(**{field: 3})
     assert getattr(Channels(**{field: "head"}), field) == ("head",)
+
+
+def test_a_mistyped_name_gets_the_closest_real_ones():
+    """One hint (``netslim.core.names.did_you_mean``) for every name a user types: module names
+    and a config's settings, here; recipe fields and command-line flags in their own tests."""
+    with pytest.raises(
+        ConfigError, match=r"no module named 'unit.branc.5' .*did you mean 'unit.branch.5'"
+    ):
+        prune(built(), X, Channels(ignore=("unit.branc.5",)))
+    with pytest.raises(ConfigError, match=r"no setting 'raito' \(did you mean 'ratio'\?\)"):
+        Channels.from_dict({"raito": 0.5})
+    with pytest.raises(ConfigError, match=r"no setting 'zzz'$"):  # nothing close: no hint
+        Channels.from_dict({"zzz": 0.5})

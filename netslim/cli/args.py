@@ -4,9 +4,10 @@ once so ``prune``, ``lottery`` and ``sensitivity`` spell and validate them the s
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 from typing import Any, NoReturn
+
+from netslim.core.names import did_you_mean
 
 MODEL_HELP = (
     "zoo:NAME | torchvision:NAME | timm:NAME | hf:PATH | ultralytics:NAME.yaml | py:FILE.py:FACTORY"
@@ -215,7 +216,7 @@ class Parser(argparse.ArgumentParser):
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
             owner = _subcommand_parser(self, getattr(parsed, "command", None)) or self
-            owner.error(unrecognized(owner, extra))
+            owner.error(_unrecognized(owner, extra))
         return parsed
 
 
@@ -226,7 +227,7 @@ def _subcommand_parser(parser: argparse.ArgumentParser, name: str | None) -> Any
     return None
 
 
-def unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+def _unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
     """``unrecognized arguments: ...`` and, for the first unknown flag, what was likely meant:
     a positional argument given as a flag (``--model``), or the closest flag by spelling."""
     text = f"unrecognized arguments: {' '.join(extra)}"
@@ -240,8 +241,7 @@ def unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
     if name in positional:
         return f"{text} ({positional[name]} is positional: {parser.prog} {positional[name]} ...)"
     flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
-    near = difflib.get_close_matches(flag, flags, n=1, cutoff=0.75)
-    return f"{text} (did you mean {near[0]}?)" if near else text
+    return text + did_you_mean(flag, flags, cutoff=0.75, quote=str)
 
 
 class DefaultsFormatter(argparse.HelpFormatter):

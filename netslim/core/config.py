@@ -4,7 +4,6 @@ gets the same message everywhere."""
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import numbers
@@ -12,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, fields
 from typing import Any, ClassVar, TypeVar
 
+from netslim.core.names import did_you_mean
 from netslim.errors import ConfigError
 
 T = TypeVar("T", bound="ConfigBase")
@@ -38,8 +38,7 @@ class ConfigBase:
         names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
         for key in data:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(key, names)
                 raise ConfigError(f"{cls.__name__} has no setting {key!r}{hint}")
         return cls(**data)
 

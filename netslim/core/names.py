@@ -21,14 +21,23 @@ def first_within(path: str, names: Iterable[str]) -> str | None:
     return next((n for n in names if within(path, n)), None)
 
 
+def did_you_mean(
+    word: str, options: Iterable[str], *, n: int = 1, cutoff: float = 0.6, quote=repr
+) -> str:
+    """`` (did you mean 'x'?)`` with the closest of ``options`` to a name the user mistyped
+    (up to ``n``, each through ``quote``), or ``""`` when none is close: the one hint every
+    unknown name gets (settings, module names, recipe fields and steps, command-line flags)."""
+    close = difflib.get_close_matches(word, sorted(options), n=n, cutoff=cutoff)
+    return f" (did you mean {', '.join(map(quote, close))}?)" if close else ""
+
+
 def check_module_names(model: nn.Module, names: Iterable[str], what: str) -> None:
     """ConfigError naming the first of ``names`` that is not a module of ``model`` (with the
     closest real names as a hint)."""
     known = {n for n, _ in model.named_modules()}
     for n in names:
         if n not in known:
-            close = difflib.get_close_matches(n, sorted(known), n=3)
-            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            hint = did_you_mean(n, known, n=3)
             raise ConfigError(f"{what}: no module named {n!r} in the model{hint}")
 
 

@@ -7,7 +7,6 @@ three steps down is reported at its own line, not at the top of the file.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import types
 import typing
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netslim.core.names import did_you_mean
 from netslim.errors import ConfigError
 from netslim.jobs.recipe.schema import STEPS, RecipeSettings
 
@@ -80,8 +80,7 @@ def _build(cls: type, node: Any, where: _Where, what: str) -> Any:
     for key_node, value_node in node.value:
         key = key_node.value
         if key not in fields:
-            close = difflib.get_close_matches(str(key), sorted(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(str(key), fields)
             raise where.error(
                 key_node,
                 f"unknown field {key!r} in {what}{hint}; known: {', '.join(sorted(fields))}",
@@ -144,8 +143,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         key_node, body = item.value[0]
         kind = key_node.value
         if kind not in STEPS:
-            close = difflib.get_close_matches(str(kind), sorted(STEPS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(str(kind), STEPS)
             raise where.error(key_node, f"unknown step {kind!r}{hint}; known: {', '.join(STEPS)}")
         steps.append((kind, _build(STEPS[kind], body, where, kind), key_node.start_mark.line + 1))
     return Recipe(settings=settings, steps=steps, source=source)
