@@ -77,3 +77,14 @@ def test_llm_pruning_on_the_gpu(case: str, exact_float32) -> None:
     assert {n: p.shape for n, p in cpu.items()} == {n: p.shape for n, p in gpu.items()}
     agree = sum(((cpu[n] != 0) == (gpu[n] != 0)).sum().item() for n in cpu)
     assert agree >= 0.99 * sum(p.numel() for p in cpu.values())
+
+
+def test_a_latency_table_point_is_made_on_the_gpu() -> None:
+    """A table point's module and input are drawn on the device, not on the CPU and copied
+    (at batch 128 the input of a ResNet-50 layer is hundreds of MB)."""
+    from netslim.structural import op_timing
+
+    op = op_timing.OpShape("conv", 64, 32, 8, (28, 28), (3, 3), (1, 1), (1, 1), (1, 1))
+    module, x = op_timing._torch_module(op, "cuda")
+    assert x.is_cuda and _on(module, "cuda")
+    assert op_timing.time_torch(op, threads=1, device="cuda") > 0

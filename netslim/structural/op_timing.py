@@ -253,23 +253,27 @@ def robust_ms(times: list[float]) -> float:
     return statistics.quantiles(times, n=4, method="inclusive")[0]
 
 
-def _torch_module(op: OpShape) -> tuple[nn.Module, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
+def _torch_module(op: OpShape, device: str = "cpu") -> tuple[nn.Module, torch.Tensor]:
+    """The op as a module with a random input, both made on ``device``: at a large batch the
+    input is hundreds of MB, and drawing it on the CPU and copying it to a GPU cost far more
+    than the few calls timed there (the suspected cause of a 245 s ResNet-50 table at batch 128
+    on an H200, docs/gpu.md)."""
+    gen = torch.Generator(device).manual_seed(0)
     if op.kind == "linear":
-        module: nn.Module = nn.Linear(op.cin, op.cout, bias=op.bias)
-        x = torch.randn(op.batch, *op.spatial, op.cin, generator=gen)
+        module: nn.Module = nn.Linear(op.cin, op.cout, bias=op.bias, device=device)
+        x = torch.randn(op.batch, *op.spatial, op.cin, generator=gen, device=device)
     else:
         conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(op.spatial)]
         module = conv(
-            op.cin, op.cout, op.kernel, op.stride, op.padding, op.dilation, op.groups, op.bias
-        )
-        x = torch.randn(op.batch, op.cin, *op.spatial, generator=gen)
+            op.cin, op.cout, op.kernel, op.stride, op.padding, op.dilation, op.groups, op.bias,
+            device=device,
+        )  # fmt: skip
+        x = torch.randn(op.batch, op.cin, *op.spatial, generator=gen, device=device)
     return module.eval(), x
 
 
 def time_torch(op: OpShape, threads: int, device: str = "cpu") -> float:
-    module, x = _torch_module(op)
-    module, x = module.to(device), x.to(device)
+    module, x = _torch_module(op, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
