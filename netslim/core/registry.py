@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -50,17 +50,28 @@ class MethodSpec:
     preflight: Mapping[type, Preflight] = field(default_factory=dict)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def filed_under(table: dict[Any, Any], *keys: Any) -> Callable[[F], F]:
+    """A decorator that files the function in ``table`` under each of ``keys`` and returns it
+    unchanged: the one shape of netslim's extension points (methods, op rules, module rules,
+    attribute updaters)."""
+
+    def wrap(fn: F) -> F:
+        for key in keys:
+            table[key] = fn
+        return fn
+
+    return wrap
+
+
 _EXTENSIONS: dict[type, Handler] = {}
 
 
 def register_method(config_type: type) -> Callable[[Handler], Handler]:
     """Decorator for methods outside netslim: ``@register_method(MyConfig) def _prune(...)``."""
-
-    def wrap(fn: Handler) -> Handler:
-        _EXTENSIONS[config_type] = fn
-        return fn
-
-    return wrap
+    return filed_under(_EXTENSIONS, config_type)
 
 
 def extension_for(config: Any) -> Handler | None:

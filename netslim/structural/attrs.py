@@ -20,6 +20,7 @@ from torch import nn
 
 from netslim.core.masks import canonical_name
 from netslim.core.names import within
+from netslim.core.registry import filed_under
 from netslim.structural.graph import hf_config
 from netslim.structural.groups import Analysis
 
@@ -59,13 +60,7 @@ _UPDATERS: dict[type, Updater] = {}
 
 def register_updater(*types: type) -> Callable[[Updater], Updater]:
     """Extension point: compute attribute changes for a module type from its new tensors."""
-
-    def wrap(fn: Updater) -> Updater:
-        for t in types:
-            _UPDATERS[t] = fn
-        return fn
-
-    return wrap
+    return filed_under(_UPDATERS, *types)
 
 
 class Context:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from netslim.core.registry import filed_under
 from netslim.structural.graph import Boundary, Graph, flatten_tensors
 
 Rule = Callable[["OpContext"], None]
@@ -18,13 +19,7 @@ RULES: dict[str, Rule] = {}
 
 def register_rule(*names: str) -> Callable[[Rule], Rule]:
     """Decorator: ``@register_rule("my_ns::my_op") def rule(ctx): ...`` (see module doc)."""
-
-    def wrap(fn: Rule) -> Rule:
-        for n in names:
-            RULES[n] = fn
-        return fn
-
-    return wrap
+    return filed_under(RULES, *names)
 
 
 class OpContext:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from netslim.core.registry import filed_under
 from netslim.structural.atoms import AlgebraConflict
 from netslim.structural.graph import Boundary, Graph
 
@@ -18,13 +19,7 @@ _MODULE_RULES: dict[type, ModuleRule] = {}
 
 def register_module_rule(*types: type) -> Callable[[ModuleRule], ModuleRule]:
     """Extension point: extra constraints a module's own code imposes (run after the trace)."""
-
-    def wrap(fn: ModuleRule) -> ModuleRule:
-        for t in types:
-            _MODULE_RULES[t] = fn
-        return fn
-
-    return wrap
+    return filed_under(_MODULE_RULES, *types)
 
 
 def apply_module_rules(graph: Graph) -> None:
