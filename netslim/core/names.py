@@ -4,7 +4,7 @@ so every method reads ``"features.3"`` the same way (the module and everything i
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from torch import nn
 
@@ -22,7 +22,12 @@ def first_within(path: str, names: Iterable[str]) -> str | None:
 
 
 def did_you_mean(
-    word: str, options: Iterable[str], *, n: int = 1, cutoff: float = 0.6, quote=repr
+    word: str,
+    options: Iterable[str],
+    *,
+    n: int = 1,
+    cutoff: float = 0.6,
+    quote: Callable[[str], str] = repr,
 ) -> str:
     """`` (did you mean 'x'?)`` with the closest of ``options`` to a name the user mistyped
     (up to ``n``, each through ``quote``), or ``""`` when none is close: the one hint every

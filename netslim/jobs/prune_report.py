@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netslim.core.masks import iter_masks
+from netslim.core.masks import iter_masks, sparsity_report
 from netslim.errors import warn
 from netslim.jobs.settings import JobSettings, extra_epochs
 
@@ -113,7 +113,6 @@ _CLI_NAMES = {"gates": "gate", "layers": "layer", "structural": "channel"}
 
 def masks_summary(settings: JobSettings, model: nn.Module) -> dict[str, Any]:
     """Per-tensor sparsity (and whether the N:M pattern holds), read from the masks."""
-    from netslim.core.masks import sparsity_report
     from netslim.unstructured.settings import parse_nm
 
     summary: dict[str, Any] = {"sparsity": sparsity_report(model)}

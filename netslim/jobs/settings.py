@@ -11,7 +11,7 @@ from typing import Any
 
 from netslim.core.config import choice
 from netslim.errors import ConfigError, warn
-from netslim.methods import JOB_METHODS, config_from_settings
+from netslim.methods import JOB_METHODS, config_from_settings, methods_reading, settings_read_by
 from netslim.reconstruct.policy import auto_reconstruct
 
 SCHEDULES = ("oneshot", "iterative", "agp")
@@ -104,7 +104,6 @@ class JobSettings:
     def _check_method_settings(self) -> None:
         """A setting the chosen method does not read is an error naming the method (each
         method package lists what it reads: ``netslim.methods``), as is a schedule it lacks."""
-        from netslim.methods import methods_reading, settings_read_by
 
         read = settings_read_by(self.method)
         for f in fields(self):
