@@ -20,6 +20,8 @@ glibc's default. ``--part allocator`` times each dense model under both, in fres
 they carry instead of their importance: how much speed-up per MACs reduction any allocation gets.
 ``--part drift`` (timing: run it alone) samples the dense model's time and a 2x plan's paired
 ratio to it for a minute and a half: how far a time in ms and a plan check move on this host.
+``--part firstplan`` (timing: run it alone) plans on fresh tables: how far each first plan lands
+from its prediction, and every layer's time inside the model against its isolated time.
 
 Accuracy part (Fashion-MNIST, resnet56 and vgg_small): train dense, then at 2x and 3x measured
 speed-up (batch 16, 1 thread, eager) prune with netslim's latency knapsack, and with each
@@ -335,6 +337,156 @@ def _drift_section(data: dict) -> list[str]:
             f"| {r['model']} | {len(ms)} | {ms[0]:.2f} / {statistics.median(ms):.2f} / "
             f"{ms[-1]:.2f} | {ms[-1] / ms[0] - 1:+.0%} | {ra[0]:.3f} / {statistics.median(ra):.3f}"
             f" / {ra[-1]:.3f} | {ra[-1] / ra[0] - 1:+.0%} |"
+        )
+    return out + [""]
+
+
+# --- where a fresh table's first plan lands ------------------------------------------------------
+
+FIRST_PLAN_BUILDS = 6  # fresh tables per model
+FIRST_PLAN_MODELS = ("resnet50", "mobilenet_v2")
+IN_MODEL_CALLS = 11  # hooked forwards per model (after 3 warm-up calls): each layer's median
+
+
+def _in_model_layer_ms(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Each conv / linear module's time *inside* ``model`` (forward hooks around it, median of
+    ``IN_MODEL_CALLS`` forwards, 1 thread): what the table's isolated timings stand for."""
+    starts: list[float] = []
+    times: dict[str, list[float]] = {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            hooks.append(
+                mod.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter()))
+            )
+            hooks.append(mod.register_forward_hook(
+                lambda *_, n=name: times.setdefault(n, []).append(time.perf_counter() - starts.pop())
+            ))  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for _ in range(3):
+                model(x)
+            times.clear()
+            for _ in range(IN_MODEL_CALLS):
+                model(x)
+    finally:
+        torch.set_num_threads(threads)
+        for h in hooks:
+            h.remove()
+    return {n: 1e3 * statistics.median(t) for n, t in times.items()}
+
+
+def _isolated_layer_ms(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Each conv / linear of ``model`` timed in isolation at its widths, as the table times
+    its points (``op_timing.time_torch``, 1 thread)."""
+    from netslim.structural import Channels
+    from netslim.structural.engine import candidates
+    from netslim.structural.groups import analyze
+    from netslim.structural.latency_table import find_layers
+    from netslim.structural.op_timing import time_torch
+
+    analysis = analyze(model, (x,))
+    groups = candidates(analysis, Channels())
+    return {la.name: time_torch(la.op, 1) for la in find_layers(model, (x,), analysis, groups, 1)}
+
+
+def run_first_plan(args: argparse.Namespace) -> None:
+    """``--part firstplan`` (timing: run it alone): per model (1 thread, batch 1, eager, freed
+    memory kept), ``FIRST_PLAN_BUILDS`` fresh tables, each followed by a 2x plan: how far the
+    first plan's check lands from its prediction (the table's own error before any check
+    corrects it). Then, back to back in one process, every conv / linear's time inside the
+    dense model, the two calibration copies (every group at about half and about an eighth)
+    and the plan returned, against the same ops timed in isolation: where the table's layer
+    times part from the model's."""
+    import netslim
+    from netslim.structural import Channels
+    from netslim.structural.engine import candidates, pruned_copies
+    from netslim.structural.groups import analyze
+    from netslim.structural.latency_table import half_widths, small_widths
+
+    if not netslim.retain_freed_memory():
+        raise SystemExit("--part firstplan needs glibc's malloc")
+    rows, ratios, before = [], [], _uptime()
+    for name in [m for m in args.models if m in FIRST_PLAN_MODELS] or list(FIRST_PLAN_MODELS):
+        dense, x1, _ = build(name)
+        dense.eval()
+        plan = None
+        for build_no in range(FIRST_PLAN_BUILDS):
+            os.environ["NETSLIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="netslim-first-plan-")
+            plan = copy.deepcopy(dense)
+            cfg = Channels(target_speedup=2.0, threads=1, batch=1)
+            info = netslim.prune_(plan, cfg, example_inputs=(x1,))["latency"]
+            first = info["checks"][0]
+            rows.append({
+                "model": name, "build": build_no, "checks": len(info["checks"]),
+                "first_check_miss": first["measured_ms"] / first["predicted_ms"] - 1,
+                "returned_miss": info["measured_ms"] / info["budget_ms"] - 1,
+                "fit": info.get("fit"),
+            })  # fmt: skip
+            print(f"  {name} #{build_no}: first check {rows[-1]['first_check_miss']:+.3f}, "
+                  f"{len(info['checks'])} check(s)", flush=True)  # fmt: skip
+        groups = candidates(analyze(dense, (x1,)), Channels())
+        make = pruned_copies(dense, (x1,))
+        models = {
+            "dense": dense, "half": make(half_widths(groups)).eval(),
+            "small": make(small_widths(groups)).eval(), "plan returned": plan.eval(),
+        }  # fmt: skip
+        for label, model in models.items():
+            inside, alone = _in_model_layer_ms(model, x1), _isolated_layer_ms(model, x1)
+            both = [n for n in alone if n in inside]
+            ratios.append({
+                "model": name, "point": label, "layers": len(both),
+                "in_model_ms": sum(inside[n] for n in both),
+                "isolated_ms": sum(alone[n] for n in both),
+            })  # fmt: skip
+    write_results("latency_first_plan", {
+        "rows": rows, "layers": ratios, "machine": machine_line(), "commit": git_commit(),
+        "uptime": {"before": before, "after": _uptime()},
+    })  # fmt: skip
+
+
+def _first_plan_section(data: dict) -> list[str]:
+    """``--part firstplan``: the first plan's miss on fresh tables, and the layers' in-model
+    time against their isolated time at each calibration point."""
+    out = ["## Where a fresh table's first plan lands\n"]
+    out.append(
+        f"`--part firstplan` ({data['machine'].split(', run ')[0]}; commit {data['commit']}; "
+        f"load before `{data['uptime']['before']}`, after `{data['uptime']['after']}`; torch "
+        "eager, 1 thread, batch 1, freed memory kept, nothing else running). "
+        f"{FIRST_PLAN_BUILDS} fresh tables per model, each followed by a 2x plan. *First "
+        "check*: the first plan's measured / predicted time - 1, the table's own error before a "
+        "check corrects it (a miss beyond 5% costs a re-solve and another check; the plan "
+        "returned is then the one whose check landed: *returned*, against the budget).\n"
+    )
+    out.append("| model | first check: each build | mean | checks per plan | returned: mean abs |")
+    out.append("|---|---|---|---|---|")
+    for model in dict.fromkeys(r["model"] for r in data["rows"]):
+        rs = [r for r in data["rows"] if r["model"] == model]
+        misses = [r["first_check_miss"] for r in rs]
+        out.append(
+            f"| {model} | " + " ".join(f"{m:+.1%}" for m in misses)
+            + f" | {statistics.mean(misses):+.1%} | {statistics.mean(r['checks'] for r in rs):.2f}"
+            f" | {statistics.mean(abs(r['returned_miss']) for r in rs):.1%} |"
+        )  # fmt: skip
+    out.append(
+        "\nThe same layers inside the model and alone: every conv / linear timed inside the model "
+        f"(forward hooks, median of {IN_MODEL_CALLS} forwards) and in isolation at its widths "
+        "(as the table times its points), back to back, after the builds above. *fitted "
+        "scale*: what the last build's remainder fit made of the layers' isolated time (one "
+        "number for every point; the fit's other two terms take a fixed time and one "
+        "proportional to the activations).\n"
+    )
+    out.append("| model | point | layers | inside the model ms | alone ms | inside / alone | "
+               "fitted scale |")  # fmt: skip
+    out.append("|---|---|---|---|---|---|---|")
+    for r in data["layers"]:
+        fit = next(x["fit"] for x in reversed(data["rows"]) if x["model"] == r["model"])
+        out.append(
+            f"| {r['model']} | {r['point']} | {r['layers']} | {r['in_model_ms']:.2f} | "
+            f"{r['isolated_ms']:.2f} | {r['in_model_ms'] / r['isolated_ms']:.2f} | "
+            f"{fit['scale']:.2f} |"
         )
     return out + [""]
 
@@ -702,6 +854,9 @@ def write_docs() -> None:
     drift = RESULTS / "latency_drift.json"
     if drift.exists():
         text += _drift_section(json.loads(drift.read_text()))
+    first_plan = RESULTS / "latency_first_plan.json"
+    if first_plan.exists():
+        text += _first_plan_section(json.loads(first_plan.read_text()))
     if acc.exists():
         text += _accuracy_section(json.loads(acc.read_text()))
     text.append(RUN_NOTES)
@@ -1617,7 +1772,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument(
         "--part",
-        choices=("speed", "accuracy", "allocator", "bound", "drift", "report"),
+        choices=("speed", "accuracy", "allocator", "bound", "drift", "firstplan", "report"),
         default="report",
     )
     p.add_argument("--allocator", choices=("retain", "system"), default="retain",
@@ -1652,6 +1807,8 @@ def main() -> None:
         run_bound(args)
     elif args.part == "drift":
         run_drift(args)
+    elif args.part == "firstplan":
+        run_first_plan(args)
     elif args.part == "accuracy":
         run_accuracy(args)
     write_docs()
