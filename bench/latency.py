@@ -441,16 +441,30 @@ def run_first_plan(args: argparse.Namespace) -> None:
                 "in_model_ms": sum(inside[n] for n in both),
                 "isolated_ms": sum(alone[n] for n in both),
             })  # fmt: skip
-    write_results("latency_first_plan", {
+    run = {
         "rows": rows, "layers": ratios, "machine": machine_line(), "commit": git_commit(),
         "uptime": {"before": before, "after": _uptime()},
-    })  # fmt: skip
+    }  # fmt: skip
+    out = RESULTS / "latency_first_plan.json"
+    runs = json.loads(out.read_text())["runs"] if out.exists() else []
+    # one run per commit: the table's prediction before and after a change, side by side
+    write_results(
+        "latency_first_plan", {"runs": [r for r in runs if r["commit"] != run["commit"]] + [run]}
+    )
 
 
 def _first_plan_section(data: dict) -> list[str]:
-    """``--part firstplan``: the first plan's miss on fresh tables, and the layers' in-model
-    time against their isolated time at each calibration point."""
+    """``--part firstplan``: every run's section, oldest first."""
     out = ["## Where a fresh table's first plan lands\n"]
+    for run in data["runs"]:
+        out += _first_plan_run(run)
+    return out
+
+
+def _first_plan_run(data: dict) -> list[str]:
+    """One ``--part firstplan`` run: the first plan's miss on fresh tables, and the layers'
+    in-model time against their isolated time at each calibration point."""
+    out = [f"### At commit {data['commit']}\n"]
     out.append(
         f"`--part firstplan` ({data['machine'].split(', run ')[0]}; commit {data['commit']}; "
         f"load before `{data['uptime']['before']}`, after `{data['uptime']['after']}`; torch "
