@@ -1723,8 +1723,12 @@ batch, CPU model, core count, torch / onnxruntime versions and the allocator whe
 the system's (`netslim.retain_freed_memory()`, a preloaded jemalloc or tcmalloc); models that
 share layer shapes share points. A layer whose two widths both shrink is predicted as `o + (x-o)(y-o)/(T-o)` (the
 time above a fixed overhead `o` is the product of the two lines' relative times, `o` solved from
-the corner). Everything else (norms, activations, adds, pooling, attention softmax) is the
-remainder, fitted with a scale on the layer sum on the whole-model measurements (dense, all
+the corner). On torch eager each layer is also timed inside the model (forward hooks) in the
+dense model and the two calibration copies below, and its in-model / isolated factor (cold
+weights and inputs: 1.1-1.9x) is read between those points by its isolated time. Everything
+else (norms, activations, adds, pooling, attention softmax) is the remainder, fitted with a
+scale on the layer sum (1 when every layer was timed inside the model) on the whole-model
+measurements (dense, all
 groups at about 1/2 and about 1/8 of their width, and every plan checked earlier on the same
 model and target, weighted 3 to 1: plans keep non-uniform widths, and their checks are the best
 evidence of how such widths run): `measured = scale * layers + fixed + var * output size`. The
