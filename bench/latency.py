@@ -1348,6 +1348,24 @@ RUN_NOTES = """## What this run covers, and what it does not
 Earlier runs, and what was learnt from them, are in the git history of this page and of
 `bench/latency.py`; these notes describe the rows shown.
 
+- *Layers timed inside the model* (a938942). The rows the bars read (ResNet-50 and MobileNetV2,
+  eager, 1 thread, batch 1 and 16, widths and blocks) are run 20:31 of 2026-12-04 (at
+  f3cc4af), made after each layer's in-model time entered the table (`op_timing.
+  layer_ms_inside`; *Where a fresh table's first plan lands*: ResNet-50's first 2x plan
+  had run +8.8% over its prediction on average over six fresh tables, -2.5% after). In that
+  run the first check of all 16 plans landed within 7.4% of its prediction, 13 within 5% (run
+  12:26 before: ResNet-50's widths plans at batch 1 +12.0% and +6.7%). Its host was an AMD
+  EPYC like the earlier runs' but faster (dense ResNet-50 at batch 1 about 112-121 ms against
+  139-146 ms in run 12:26), so its speed-ups per MACs reduction are not those of the earlier
+  host; the bound run's ceilings quoted beside the bars, the allocator table and the accuracy
+  part were measured before a938942 on that earlier host. Bars read from it: every plan
+  reached within 5% of its target but MobileNetV2's widths-only 3x plan at batch 1 (0.935);
+  every ms prediction landed within 10% of the rounds' time but ResNet-50's 2x widths plan at
+  batch 1 (-10.5%: the dense model ran 8% slower in the rounds than at planning; against the
+  dense model paired, -3.5%); speed-up per MACs reduction, best variant, met at batch 16 on
+  both models and missed at batch 1 (ResNet-50 0.92 at 2x and 3x, bar 0.95; MobileNetV2 0.85
+  and 0.61, bar 0.90). The item below, *Whole blocks*, describes run 12:26, which these rows
+  replaced.
 - *Whole blocks* (`Channels(blocks=True)`, `--blocks`; from 8c57992). Under a time target the
   knapsack may also remove a residual block whole (it becomes a `BypassedBlock`, which returns
   its input): the block saves its layers' time at their present widths and the time of its
@@ -1424,9 +1442,10 @@ Earlier runs, and what was learnt from them, are in the git history of this page
   directory. Two hosts: an AMD EPYC (AVX2) and an Intel Xeon (AVX-512 and AMX; `Intel(R)
   Xeon(R) Processor` in the machine line); every table and row on this page now comes from the
   AMD host. The rows the bars read, ResNet-50 and MobileNetV2 eager with 1 thread, batch 1
-  and 16, are run 12:26 of 2026-12-03 (at 1583468, `--blocks`: each target planned with widths
-  only and with `Channels(blocks=True)`; item *Whole blocks*), ResNet-50 at batch 16 run
-  13:13 (at 174fe15). They replaced run 10:07 (at 6f6335f) and run 11:56 (at 3a56ec2, item
+  and 16, are run 20:31 of 2026-12-04 (at f3cc4af, `--blocks`; item *Layers timed inside the
+  model*), which replaced run 12:26 of 2026-12-03 (at 1583468, `--blocks`: each target planned
+  with widths only and with `Channels(blocks=True)`; item *Whole blocks*) and ResNet-50 at
+  batch 16 run 13:13 (at 174fe15). Those replaced run 10:07 (at 6f6335f) and run 11:56 (at 3a56ec2, item
   *Whole blocks*); the widths plans come from the solver of a22b55d (cde955e restored it). The
   accuracy table's widths rows (20:02-21:52) ran at 32bc5d5, the allocation's present solver
   (three starts; see *How it works*); its blocks rows were planned 15:26-15:42 of 2026-12-03 at
