@@ -426,8 +426,10 @@ def layer_ms_inside(model: nn.Module, inputs: Any, target: Target) -> dict[str, 
     left out. In the model a layer runs with its weights and input cold, evicted by the layers
     before it; alone it runs warm: ResNet-50's layers at batch 1 take 1.11x their isolated time
     inside the dense model and 1.31x with every group at an eighth, MobileNetV2's 1.24x-1.91x
-    (docs/latency.md, *Where a fresh table's first plan lands*). Empty where hooks cannot time
-    a layer: ONNX Runtime runs the graph whole, a GPU runs asynchronously."""
+    (docs/latency.md, *Where a fresh table's first plan lands*, run at cfd4a3b; the run at
+    a938942 found 1.05-1.36x and 1.34-1.67x: the factors move between runs, so each table
+    measures its own). Empty where hooks cannot time a layer: ONNX Runtime runs the graph
+    whole, a GPU runs asynchronously."""
     if target.runtime != "torch":
         return {}
     starts: list[float] = []
