@@ -42,6 +42,7 @@ from netslim.structural.latency_table import (
     Layer,
     build_table,
     fit_block_fixed,
+    fit_inside,
     grid,
     inside_factor,
     lookup,
@@ -392,6 +393,29 @@ def test_layers_are_timed_inside_the_model_once_a_forward_each() -> None:
     assert set(times) == {"conv", "fc"} and all(ms > 0 for ms in times.values())
     assert not model._forward_hooks and not model.conv._forward_hooks  # hooks removed
     assert op_timing.layer_ms_inside(model, x, Target("onnxruntime")) == {}
+
+
+def test_a_layer_no_point_narrows_takes_the_mean_of_its_factors() -> None:
+    """A layer whose widths no calibration point changes has one isolated time and three
+    in-model timings of it: its factor is their mean, not the last one read."""
+    fixed = Layer("head", None, Dim(8, 8), Dim(10, 10), False, 1, full_ms=2.0)
+    narrowed = Layer(
+        "body", None, Dim(3, 3), Dim(64, 0, {"g": 1.0}), False, 1,
+        out_line={w: 4.0 * w / 64 for w in grid(64)}, full_ms=4.0,
+    )  # fmt: skip
+    table = LatencyTable(Target(), [fixed, narrowed], {"g": 64})
+    points = {"dense": {}, "half": {"g": 32}, "small": {"g": 8}}
+    inside = {
+        "dense": {"head": 2.2, "body": 4.4},
+        "half": {"head": 2.4, "body": 2.4},
+        "small": {"head": 3.2, "body": 0.75},
+    }
+    fit_inside(table, inside, points)
+    assert fixed.inside == (pytest.approx((2.0, 1.3)),)
+    assert fixed.time(8, 10) == pytest.approx(2.6)
+    assert [x for x, _ in narrowed.inside] == [0.5, 2.0, 4.0]
+    assert [f for _, f in narrowed.inside] == pytest.approx([1.5, 1.2, 1.1])
+    assert narrowed.time(3, 48) == pytest.approx(3.0 * 1.15)  # between half and dense
 
 
 def cold_weights_ms(op: OpShape) -> float:

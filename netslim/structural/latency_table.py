@@ -588,12 +588,12 @@ def fit_inside(
     for layer in table.layers:
         if seen[layer.name] > 1 or any(layer.name not in inside[n] for n in CALIBRATION):
             continue
-        pairs = {}
+        factors: dict[float, list[float]] = {}  # a width no point changes: one time, 3 factors
         for n in CALIBRATION:
             alone = layer.time_at(points[n], table.sizes)
             if alone > 0:
-                pairs[alone] = inside[n][layer.name] / alone
-        layer.inside = tuple(sorted(pairs.items()))
+                factors.setdefault(alone, []).append(inside[n][layer.name] / alone)
+        layer.inside = tuple((x, statistics.mean(f)) for x, f in sorted(factors.items()))
         layer._memo.clear()
 
 
