@@ -345,37 +345,6 @@ def _drift_section(data: dict) -> list[str]:
 
 FIRST_PLAN_BUILDS = 6  # fresh tables per model
 FIRST_PLAN_MODELS = ("resnet50", "mobilenet_v2")
-IN_MODEL_CALLS = 11  # hooked forwards per model (after 3 warm-up calls): each layer's median
-
-
-def _in_model_layer_ms(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Each conv / linear module's time *inside* ``model`` (forward hooks around it, median of
-    ``IN_MODEL_CALLS`` forwards, 1 thread): what the table's isolated timings stand for."""
-    starts: list[float] = []
-    times: dict[str, list[float]] = {}
-    hooks = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
-            hooks.append(
-                mod.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter()))
-            )
-            hooks.append(mod.register_forward_hook(
-                lambda *_, n=name: times.setdefault(n, []).append(time.perf_counter() - starts.pop())
-            ))  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            for _ in range(3):
-                model(x)
-            times.clear()
-            for _ in range(IN_MODEL_CALLS):
-                model(x)
-    finally:
-        torch.set_num_threads(threads)
-        for h in hooks:
-            h.remove()
-    return {n: 1e3 * statistics.median(t) for n, t in times.items()}
 
 
 def _isolated_layer_ms(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
@@ -405,6 +374,7 @@ def run_first_plan(args: argparse.Namespace) -> None:
     from netslim.structural.engine import candidates, pruned_copies
     from netslim.structural.groups import analyze
     from netslim.structural.latency_table import half_widths, small_widths
+    from netslim.structural.op_timing import Target, layer_ms_inside
 
     if not netslim.retain_freed_memory():
         raise SystemExit("--part firstplan needs glibc's malloc")
@@ -434,7 +404,8 @@ def run_first_plan(args: argparse.Namespace) -> None:
             "small": make(small_widths(groups)).eval(), "plan returned": plan.eval(),
         }  # fmt: skip
         for label, model in models.items():
-            inside, alone = _in_model_layer_ms(model, x1), _isolated_layer_ms(model, x1)
+            inside = layer_ms_inside(model, (x1,), Target("torch", 1, 1))
+            alone = _isolated_layer_ms(model, x1)
             both = [n for n in alone if n in inside]
             ratios.append({
                 "model": name, "point": label, "layers": len(both),
@@ -486,7 +457,10 @@ def _first_plan_run(data: dict) -> list[str]:
         )  # fmt: skip
     out.append(
         "\nThe same layers inside the model and alone: every conv / linear timed inside the model "
-        f"(forward hooks, median of {IN_MODEL_CALLS} forwards) and in isolation at its widths "
+        "(forward hooks, median of 11 forwards; runs after acc16fb time them with "
+        "`op_timing.layer_ms_inside`, which also takes off the hooks' own cost; the runs at "
+        "cfd4a3b and a938942 used the bench's own hooks and did not) and in "
+        "isolation at its widths "
         "(as the table times its points), back to back, after the builds above. *fitted "
         "scale*: what the last build's remainder fit made of the layers' isolated time (one "
         "number for every point; the fit's other two terms take a fixed time and one "

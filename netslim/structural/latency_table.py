@@ -32,6 +32,7 @@ kernel can take half a model's time (``netslim.retain_freed_memory``).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import math
@@ -499,16 +500,25 @@ def build_table(
         dense model times ``dense_ms``."""
         return dense_ms * ratio(make(kept, bypassed), model, inputs)
 
+    copies: dict[str, nn.Module] = {"dense": model}
+
+    def point_copy(name: str) -> nn.Module:
+        """The model at calibration point ``name``, made once for its two timings."""
+        if name not in copies:
+            copies[name] = make(points[name])
+        return copies[name]
+
     measured = {"dense": dense_ms}
     for name in ("half", "small"):
         measured[name] = _cached_whole(
-            cached, f"{key}|paired|{name}", lambda k=points[name]: paired(k)
+            cached,
+            f"{key}|paired|{name}",
+            lambda n=name: dense_ms * ratio(point_copy(n), model, inputs),
         )
     fit_inside(
-        table,
-        {n: _cached_inside(cached, key, n, points[n], make, model, inputs) for n in CALIBRATION},
-        points,
+        table, {n: _cached_inside(cached, key, n, point_copy, inputs) for n in CALIBRATION}, points
     )
+    copies.clear()
     checked = f"{key}|paired|plan|"
     for point, widths in cached.cache.widths.items():  # earlier plans' checks on this target
         ms = cached.cache.get(point)
@@ -555,18 +565,20 @@ def _cached_inside(
     cached: CachedTimer,
     key: str,
     name: str,
-    kept: dict[str, int],
-    make: Callable[..., nn.Module],
-    model: nn.Module,
+    point_copy: Callable[[str], nn.Module],
     inputs: Any,
 ) -> dict[str, float]:
     """The layers' in-model times at calibration point ``name`` (``op_timing.layer_ms_inside``
-    on a copy keeping ``kept``; the model itself for the dense point), cached with the table."""
+    on ``point_copy(name)``), cached with the table; none, and no copy made, on a target
+    whose layers hooks cannot time."""
+    target = cached.cache.target
+    if not op_timing.times_layers_inside(target):
+        return {}
     prefix = f"{key}|inside|{name}|"
     hit = {k[len(prefix) :]: v for k, v in cached.cache.points.items() if k.startswith(prefix)}
     if hit or cached.cache.get(f"{key}|inside|{name}") is not None:
         return hit
-    times = op_timing.layer_ms_inside(make(kept) if kept else model, inputs, cached.cache.target)
+    times = op_timing.layer_ms_inside(point_copy(name), inputs, target)
     for layer, ms in times.items():
         cached.cache.put(prefix + layer, ms)
     cached.cache.put(f"{key}|inside|{name}", float(len(times)))  # measured, even if empty
@@ -651,12 +663,10 @@ def fit_remainder(
     a = np.stack([layer, np.ones_like(layer), act], 1)
     weight = np.array([1.0 if n in CALIBRATION else CHECK_WEIGHT for n in names])
     w = weight / np.maximum(y, 1e-9)  # relative errors: every point counts alike whatever its time
-    try:
-        scale, fixed, var = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)[0]
-    except np.linalg.LinAlgError:
-        scale, fixed, var = math.nan, math.nan, math.nan
-    if table.layers and all(la.inside for la in table.layers):
-        scale = math.nan  # the layers' in-model times are measured: no scale to fit
+    scale, fixed, var = math.nan, math.nan, math.nan
+    if not (table.layers and all(la.inside for la in table.layers)):  # else nothing to scale
+        with contextlib.suppress(np.linalg.LinAlgError):
+            scale, fixed, var = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)[0]
     if not (0.7 <= scale <= 1.6 and fixed >= 0 and var >= 0):  # scale 1, remainder only
         scale, r = 1.0, (y - layer) * w
         fixed, var = np.linalg.lstsq(a[:, 1:] * w[:, None], r, rcond=None)[0]

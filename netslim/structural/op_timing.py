@@ -419,6 +419,11 @@ INSIDE_CALLS = 11
 warm-up forwards)."""
 
 
+def times_layers_inside(target: Target) -> bool:
+    """Whether :func:`layer_ms_inside` can time layers on ``target`` (torch eager on the CPU)."""
+    return target.runtime == "torch"
+
+
 def layer_ms_inside(model: nn.Module, inputs: Any, target: Target) -> dict[str, float]:
     """Each conv / linear module's time *inside* ``model``'s forward on ``target``, by module
     name: forward hooks around it, the median of ``INSIDE_CALLS`` forwards, less what the
@@ -430,7 +435,7 @@ def layer_ms_inside(model: nn.Module, inputs: Any, target: Target) -> dict[str, 
     a938942 found 1.05-1.36x and 1.34-1.67x: the factors move between runs, so each table
     measures its own). Empty where hooks cannot time a layer: ONNX Runtime runs the graph
     whole, a GPU runs asynchronously."""
-    if target.runtime != "torch":
+    if not times_layers_inside(target):
         return {}
     starts: list[float] = []
     times: dict[str, list[float]] = {}
