@@ -397,13 +397,16 @@ def test_layers_are_timed_inside_the_model_once_a_forward_each() -> None:
 
 def test_a_layer_no_point_narrows_takes_the_mean_of_its_factors() -> None:
     """A layer whose widths no calibration point changes has one isolated time and three
-    in-model timings of it: its factor is their mean, not the last one read."""
+    in-model timings of it: its factor is their mean, not the last one read. A layer with no
+    in-model timing (a module called twice a forward: two table layers) keeps its isolated
+    time."""
     fixed = Layer("head", None, Dim(8, 8), Dim(10, 10), False, 1, full_ms=2.0)
     narrowed = Layer(
         "body", None, Dim(3, 3), Dim(64, 0, {"g": 1.0}), False, 1,
         out_line={w: 4.0 * w / 64 for w in grid(64)}, full_ms=4.0,
     )  # fmt: skip
-    table = LatencyTable(Target(), [fixed, narrowed], {"g": 64})
+    untimed = Layer("shared", None, Dim(8, 8), Dim(8, 8), False, 1, full_ms=1.0)
+    table = LatencyTable(Target(), [fixed, narrowed, untimed, untimed], {"g": 64})
     points = {"dense": {}, "half": {"g": 32}, "small": {"g": 8}}
     inside = {
         "dense": {"head": 2.2, "body": 4.4},
@@ -411,6 +414,7 @@ def test_a_layer_no_point_narrows_takes_the_mean_of_its_factors() -> None:
         "small": {"head": 3.2, "body": 0.75},
     }
     fit_inside(table, inside, points)
+    assert untimed.inside == () and untimed.time(8, 8) == 1.0  # no in-model time: alone
     assert fixed.inside == (pytest.approx((2.0, 1.3)),)
     assert fixed.time(8, 10) == pytest.approx(2.6)
     assert [x for x, _ in narrowed.inside] == [0.5, 2.0, 4.0]

@@ -591,14 +591,12 @@ def fit_inside(
 ) -> None:
     """Give each layer timed inside the model at every calibration point its in-model /
     isolated factor at those points (:func:`inside_factor` reads it at any width), so the table
-    predicts the time a layer takes in the model, not alone. A layer the hooks did not time
-    once a forward (a shared module, an attention module's projections) keeps its isolated
-    time, and the remainder fit's scale takes it."""
-    seen: dict[str, int] = {}
+    predicts the time a layer takes in the model, not alone. A layer missing from a point's
+    timings keeps its isolated time, and the remainder fit's scale takes it: ``op_timing.
+    layer_ms_inside`` gives none for a module called more than once a forward (a shared
+    module, whose calls are one table layer each; an attention module's projections)."""
     for layer in table.layers:
-        seen[layer.name] = seen.get(layer.name, 0) + 1
-    for layer in table.layers:
-        if seen[layer.name] > 1 or any(layer.name not in inside[n] for n in CALIBRATION):
+        if any(layer.name not in inside[n] for n in CALIBRATION):
             continue
         factors: dict[float, list[float]] = {}  # a width no point changes: one time, 3 factors
         for n in CALIBRATION:
@@ -650,8 +648,9 @@ def fit_remainder(
     at 0.93 on ResNet-50, whose layers run 1.11-1.31x their isolated time in the model, and
     its first plans ran 9% over their prediction. ``fixed`` is the per-op overhead of
     everything that is not a conv or linear, ``var`` their size-proportional work. Three
-    points fit it exactly, more by relative least squares, plan checks weighted ``CHECK_WEIGHT``: where plans disagree with the
-    calibration points, the fit follows the plans (the dense model's own prediction may then
+    points fit it exactly, more by relative least squares, plan checks weighted
+    ``CHECK_WEIGHT``: where plans disagree with the calibration points, the fit follows the
+    plans (the dense model's own prediction may then
     move; its measured time stays the reference of speed-up targets). A fit outside sane bounds
     falls back to scale 1 (remainder fitted alone), then to a constant offset."""
     import numpy as np
