@@ -10,10 +10,11 @@ same = netslim.load("out/")
 from netslim._runtime import retain_freed_memory
 from netslim._version import __version__
 from netslim.api import build_model, load, prune_, save
-from netslim.errors import NetslimError
+from netslim.errors import NetslimError, NetslimWarning
 
 __all__ = [
     "NetslimError",
+    "NetslimWarning",
     "__version__",
     "build_model",
     "load",

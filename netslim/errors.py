@@ -39,6 +39,12 @@ class UntrustedCodeError(ArtifactError):
     """Rebuilding a model would run Python code from a file; the caller has not consented."""
 
 
+class NetslimWarning(UserWarning):
+    """A result to look at twice, not an error: a time plan that needed a lower floor than the
+    default, a pruned model timed no faster, layers left in float. The library warns with it;
+    the CLI prints it as one ``netslim: warning:`` line and a prune job's report lists it."""
+
+
 def warn(message: str) -> None:
     """One line on stderr for something the user should know but that is not an error."""
     import sys

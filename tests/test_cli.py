@@ -107,6 +107,23 @@ def test_data_for_a_model_that_is_no_classifier_for_it_is_refused_before_trainin
     assert not out.exists()
 
 
+def test_a_result_to_look_at_twice_is_one_warning_line_and_in_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A MACs target out of reach still prunes (as far as the groups allow) and says so: one
+    ``netslim: warning:`` line, not Python's file-and-source form, listed in report.json."""
+    out = tmp_path / "out"
+    argv = ["prune", "zoo:lenet300", "--method", "channel", "--target-macs", "0.001"]
+    assert main([*argv, "--data", "none", "--no-latency", "--no-progress", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "unreachable" in line]
+    prefix = "netslim: warning: the target of 0.001 of the MACs is unreachable"
+    assert len(lines) == 1 and lines[0].startswith(prefix), err
+    assert "UserWarning" not in err and "engine.py" not in err
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert warnings == [lines[0].removeprefix("netslim: warning: ")]
+
+
 def test_eval_of_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path)]) == 2
     assert "holds no netslim model" in capsys.readouterr().err

@@ -236,6 +236,15 @@ def test_recipe_prunes_channels_to_a_time_target(tmp_path: Path) -> None:
     assert summary["params"]["after"] < summary["params"]["before"]
 
 
+def test_recipe_step_warnings_are_in_its_report(tmp_path: Path) -> None:
+    """What a step warns of (here a MACs target out of reach) is listed on that step in
+    recipe_report.json, as netslim prune lists it in report.json."""
+    report = _run_prune_recipe(tmp_path, "method: channel, target_macs: 0.001")
+    prune = next(s for s in report["steps"] if s["step"] == "prune")
+    assert len(prune["warnings"]) == 1 and "is unreachable" in prune["warnings"][0]
+    assert all("warnings" not in s for s in report["steps"] if s["step"] != "prune")
+
+
 def test_recipe_channel_step_freezes_and_reads_per_module(tmp_path: Path) -> None:
     """`freeze` keeps a module whole and `per_module` (sensitivity's proposal) sets a group's
     ratio, as `netslim prune --freeze / --per-module` do."""

@@ -2,7 +2,9 @@
 ``netslim.cli.<command>``; the work lives in ``netslim.jobs``.
 
 Every user-fixable error (:class:`netslim.errors.NetslimError`) becomes one line on stderr and
-exit code 2, with no traceback; under ``torchrun`` the line says which rank speaks.
+exit code 2, with no traceback; under ``torchrun`` the line says which rank speaks. A library
+warning about a result (:class:`netslim.errors.NetslimWarning`) becomes one ``netslim: warning:``
+line, not Python's file-and-source-line form.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from netslim.cli import (
     compact,
@@ -26,7 +29,7 @@ from netslim.cli import (
     sensitivity,
 )
 from netslim.cli.args import Parser
-from netslim.errors import NetslimError
+from netslim.errors import NetslimError, NetslimWarning
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code) if isinstance(exc.code, int) else 2
         raise
     runner = {command.name: command.run for command in COMMANDS}[args.command]
-    try:
-        return runner(args)
-    except NetslimError as exc:
-        print(f"netslim: error: {_rank_prefix()}{exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # restores Python's own display when the command returns
+        warnings.showwarning = _one_line(warnings.showwarning)
+        try:
+            return runner(args)
+        except NetslimError as exc:
+            print(f"netslim: error: {_rank_prefix()}{exc}", file=sys.stderr)
+            return 2
+
+
+def _one_line(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` printing a :class:`NetslimWarning` as one line; ``show`` prints
+    the others (PyTorch's, the model libraries') as it did."""
+
+    def display(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if not issubclass(category, NetslimWarning):
+            show(message, category, filename, lineno, file, line)
+            return
+        print(f"netslim: warning: {_rank_prefix()}{message}", file=file or sys.stderr, flush=True)
+
+    return display
 
 
 def _rank_prefix() -> str:

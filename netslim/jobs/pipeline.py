@@ -27,6 +27,7 @@ from netslim.jobs.prune_report import (
     json_default,
     make_report,
     masks_summary,
+    noted_warnings,
     result_warnings,
     training_budget,
 )
@@ -133,13 +134,17 @@ def _apply_schedule(
         step = settings
         if time_steps:  # a time target per iterative round
             step = replace(settings, target_latency_ms=None, target_speedup=time_steps[index])
-        summary = prune_step_(
-            model,
-            step,
-            settings.ratio if ratio is None else ratio,
-            example_inputs=example_inputs,
-            train_loader=trainer.train_loader,
-        )
+        notes: list[str] = []
+        with noted_warnings(notes):
+            summary = prune_step_(
+                model,
+                step,
+                settings.ratio if ratio is None else ratio,
+                example_inputs=example_inputs,
+                train_loader=trainer.train_loader,
+            )
+        if notes:  # the report lists them with the other results to look at twice
+            summary["warnings"] = notes
         if trainer.test_loader is not None:  # shown beside the fine-tuned accuracy
             from netslim.training import evaluate
 

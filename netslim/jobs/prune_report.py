@@ -4,6 +4,9 @@ budget, warnings, the data and the masks.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -11,7 +14,7 @@ import torch
 from torch import nn
 
 from netslim.core.masks import iter_masks, sparsity_report
-from netslim.errors import warn
+from netslim.errors import NetslimWarning, warn
 from netslim.jobs.settings import JobSettings, extra_epochs
 
 
@@ -38,10 +41,27 @@ def training_budget(settings: JobSettings, baseline: dict[str, Any] | None) -> d
     return budget
 
 
-def result_warnings(steps: list[dict[str, Any]]) -> list[str]:
-    """Results the user should not read as success without a second look."""
+@contextmanager
+def noted_warnings(notes: list[str]) -> Iterator[None]:
+    """Inside, the messages of the :class:`NetslimWarning` warnings raised (a time plan's lowered
+    floor, a pruned model no faster) are appended to ``notes`` for the report; every warning is
+    still shown, as it would have been, when the block ends."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        for w in caught:
+            if issubclass(w.category, NetslimWarning):
+                notes.append(str(w.message))
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
-    found = []
+
+def result_warnings(steps: list[dict[str, Any]]) -> list[str]:
+    """Results the user should not read as success without a second look: what the pruning
+    steps warned of (shown when it happened) and a gate training that missed its target."""
+
+    found = [note for step in steps for note in step.get("warnings", [])]
     for step in steps:
         opened, target = step.get("open_after_training"), step.get("target_open")
         if opened is not None and target is not None and opened != target:
@@ -50,8 +70,7 @@ def result_warnings(steps: list[dict[str, Any]]) -> list[str]:
                 "blocks with the highest gate logits were kept anyway (train longer with "
                 "--epochs, or check the result)"
             )
-    for message in found:
-        warn(message)
+            warn(found[-1])
     return found
 
 

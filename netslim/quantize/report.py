@@ -8,11 +8,13 @@ from typing import Any
 
 from torch import nn
 
+from netslim.errors import NetslimWarning
+
 # Modules that carry a weight an int8 kernel could use; norms are folded or stay float by design.
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Embedding)
 
 
-class QuantizationWarning(UserWarning):
+class QuantizationWarning(NetslimWarning):
     """Some layers were left in float; the report says which and why."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from torch.nn.utils import prune as torch_prune
 from netslim._runtime import one_thread, paused_gc
 from netslim.core.copying import copy_model
 from netslim.core.names import check_config_names, first_within, within
-from netslim.errors import PruningError, UnsupportedModelError
+from netslim.errors import NetslimWarning, PruningError, UnsupportedModelError
 from netslim.structural.allocation import global_counts, keep_mask, local_counts
 from netslim.structural.apply import CheckFailed, apply_masks
 from netslim.structural.config import Channels
@@ -182,7 +183,12 @@ def make_plan(
 
         lo, hi = 0.0, 0.999
         if frac(hi) > target:
-            notes["target"] = f"unreachable: best {frac(hi):.3f} of the original"
+            what = "MACs" if config.target_macs is not None else "parameters"
+            notes["target"] = (
+                f"the target of {target:g} of the {what} is unreachable: the plan keeps "
+                f"{frac(hi):.3f} of them, the fewest its groups allow"
+            )
+            warnings.warn(notes["target"], NetslimWarning, stacklevel=2)
             lo = hi
         else:
             for _ in range(40):

@@ -16,6 +16,7 @@ from torch import nn
 
 from netslim._runtime import allocator
 from netslim.core.blocks import find_blocks
+from netslim.errors import NetslimWarning
 from netslim.importance import batch_samples
 from netslim.structural.groups import Analysis, Group
 from netslim.structural.latency_blocks import (
@@ -74,14 +75,21 @@ def not_faster_note(measured_speedup: float | None, target: Target) -> str | Non
     )
 
 
-def floor_note(alloc: Allocation) -> str | None:
-    """What the report says when the plan needed a floor below ``MIN_KEEP_FRACTION``."""
+def floor_note(alloc: Allocation, blocks: bool = False) -> str | None:
+    """What the report says when the plan needed a floor below ``MIN_KEEP_FRACTION``;
+    ``blocks``: whether the plan could already remove whole blocks. If not, the note names that
+    option: widths alone can reach such a target only by thinning every layer (MobileNetV2 at
+    batch 1, 3x, docs/latency.md: widths alone kept 6% of the MACs, with blocks out 20%)."""
     if alloc.min_fraction >= MIN_KEEP_FRACTION:
         return None
+    hint = ""
+    if not blocks:
+        hint = "; a plan that may also remove whole residual blocks (blocks=True, --blocks)"
+        hint += " may keep more of every layer"
     return (
         f"every group at 1/{round(1 / MIN_KEEP_FRACTION)} of its channels is slower than the "
         f"target: the floor was lowered to 1/{round(1 / alloc.min_fraction)} of its channels "
-        "per group to reach it (expect a larger accuracy loss)"
+        f"per group to reach it (expect a larger accuracy loss{hint})"
     )
 
 
@@ -231,24 +239,26 @@ def plan_counts(
     info["check_tolerance"] = CHECK_TOLERANCE
     warning = stale_table_warning(info["checks"], pick)
     if warning:
-        warnings.warn(warning, stacklevel=2)
+        warnings.warn(warning, NetslimWarning, stacklevel=2)
         info["warning"] = warning
     info["fit"] = table.calibration.get("fit")
     info["predicted_ms"] = alloc.predicted_ms * correction
     info["starts"] = alloc.starts
     info["min_keep_fraction"] = alloc.min_fraction
-    lowered = floor_note(alloc)
+    lowered = floor_note(alloc, blocks=bool(config.blocks))
     if lowered:
-        warnings.warn(lowered, stacklevel=2)
+        warnings.warn(lowered, NetslimWarning, stacklevel=2)
+    if alloc.note:  # the target is out of reach: the plan is the fastest the floor allows
+        warnings.warn(alloc.note, NetslimWarning, stacklevel=2)
     futile = not_faster_note(info.get("measured_speedup"), target)
     if futile:
-        warnings.warn(futile, stacklevel=2)
+        warnings.warn(futile, NetslimWarning, stacklevel=2)
     blocks = options.get("blocks", ())
     spare = slack_note(
         table, alloc, budget, sizes, fixed, round_to, correction, info.get("measured_ms"), blocks
     )
     if spare:  # the user asked for one speed and gets more, keeping less than asked for
-        warnings.warn(spare, stacklevel=2)
+        warnings.warn(spare, NetslimWarning, stacklevel=2)
     notes = [lowered, alloc.note, futile, spare, allocator_note(table.page_faults)]
     notes = [n for n in notes if n]
     if notes:

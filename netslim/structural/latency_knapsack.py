@@ -355,8 +355,8 @@ def _lagrangian_start(p: _Problem) -> tuple[dict[str, int], frozenset[str]]:
 
 def _unreachable(predicted_ms: float, budget_ms: float) -> str:
     return (
-        f"unreachable: smallest widths predict {predicted_ms:.3f} ms for a {budget_ms:.3f} ms "
-        "budget"
+        f"the time target is unreachable: the smallest widths predict {predicted_ms:.3f} ms for "
+        f"a {budget_ms:.3f} ms budget"
     )
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from netslim.core.copying import copy_model
 from netslim.errors import ConfigError, NetslimError
+from netslim.jobs.prune_report import noted_warnings
 from netslim.jobs.recipe.loader import Recipe
 from netslim.jobs.recipe.schema import CompressStep, PruneStep, QuantizeStep, RecipeSettings
 
@@ -246,11 +247,15 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     report: dict[str, Any] = {"recipe": recipe.source, "model": recipe.settings.model, "steps": []}
     report["accuracy_start"] = state.accuracy(state.model)
     for index, (kind, step, line) in enumerate(recipe.steps):
+        notes: list[str] = []  # what the step warned of (a time plan's lowered floor, ...)
         try:
-            result = _run_step(state, kind, step, line, _finetunes_after(recipe, index))
+            with noted_warnings(notes):
+                result = _run_step(state, kind, step, line, _finetunes_after(recipe, index))
         except NetslimError as exc:
             raise type(exc)(f"{recipe.source} line {line}: {kind}: {exc}") from exc
         report["steps"].append({"step": kind, "line": line, **result})
+        if notes:
+            report["steps"][-1]["warnings"] = notes
     state.out.mkdir(parents=True, exist_ok=True)
     save(state.model, state.out / "model")
     (state.out / "recipe_report.json").write_text(json.dumps(report, indent=2, default=str))
