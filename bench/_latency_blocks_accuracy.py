@@ -52,7 +52,7 @@ def main() -> None:
     from netslim.structural.engine import apply_plan, planning_inputs, pruned_copies
     from netslim.structural.latency_blocks import BLOCK_WEIGHT, block_options
     from netslim.structural.latency_knapsack import allocate_reaching, value_curve
-    from netslim.structural.latency_table import build_table
+    from netslim.structural.latency_measure import build_table
     from netslim.structural.op_timing import time_ratio
     from netslim.structural.plan import PruningPlan
 

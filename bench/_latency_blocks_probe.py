@@ -43,7 +43,7 @@ def main() -> None:
     from netslim.structural.engine import planning_inputs, pruned_copies
     from netslim.structural.latency_blocks import block_options
     from netslim.structural.latency_knapsack import allocate_reaching, value_curve
-    from netslim.structural.latency_table import build_table
+    from netslim.structural.latency_measure import build_table
     from netslim.structural.op_timing import Target, time_ratio
 
     os.environ["NETSLIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="netslim-blocks-probe-")

@@ -49,7 +49,7 @@ def bound_rows(name: str, dense: nn.Module, x1: torch.Tensor, batch: int, macs) 
     from netslim.structural.engine import planning_inputs, pruned_copies
     from netslim.structural.latency_alloc import target_of
     from netslim.structural.latency_knapsack import allocate_reaching, value_curve
-    from netslim.structural.latency_table import build_table
+    from netslim.structural.latency_measure import build_table
     from netslim.structural.op_timing import time_ratio
 
     # the planner's own inputs and calibration copies, all from the dense model (copies of it,

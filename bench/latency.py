@@ -353,7 +353,7 @@ def _isolated_layer_ms(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     from netslim.structural import Channels
     from netslim.structural.engine import candidates
     from netslim.structural.groups import analyze
-    from netslim.structural.latency_table import find_layers
+    from netslim.structural.latency_measure import find_layers
     from netslim.structural.op_timing import time_torch
 
     analysis = analyze(model, (x,))
@@ -373,7 +373,7 @@ def run_first_plan(args: argparse.Namespace) -> None:
     from netslim.structural import Channels
     from netslim.structural.engine import candidates, pruned_copies
     from netslim.structural.groups import analyze
-    from netslim.structural.latency_table import half_widths, small_widths
+    from netslim.structural.latency_measure import half_widths, small_widths
     from netslim.structural.op_timing import Target, layer_ms_inside
 
     if not netslim.retain_freed_memory():
@@ -1717,7 +1717,7 @@ Earlier runs, and what was learnt from them, are in the git history of this page
 
 METHOD = """## How the latency table and the allocation work
 
-**Table.** `netslim.structural.latency_table.build_table`: every conv/linear *call* of the model
+**Table.** `netslim.structural.latency_measure.build_table`: every conv/linear *call* of the model
 (forward hooks on the real example input) is timed in isolation with its own geometry (kernel,
 stride, padding, groups, input spatial size or tokens, batch) on the target runtime: torch eager
 on CPU with N intra-op threads, onnxruntime CPU (the op as a one-node ONNX graph; sessions

@@ -35,14 +35,13 @@ from netslim.structural.latency_blocks import (
     bypass,
     removable_blocks,
 )
+from netslim.structural.latency_fit import fit_block_fixed, fit_inside
 from netslim.structural.latency_knapsack import allocate, allocate_reaching, value_curve
+from netslim.structural.latency_measure import build_table
 from netslim.structural.latency_table import (
     Dim,
     LatencyTable,
     Layer,
-    build_table,
-    fit_block_fixed,
-    fit_inside,
     grid,
     inside_factor,
     lookup,
@@ -269,7 +268,7 @@ def fake_op_ms(op: OpShape) -> float:
 
 def fake_layer_ops(model: nn.Module, inputs, target: Target) -> list[tuple[str, OpShape]]:
     """The model's conv / linear calls as they are, each with its op shape."""
-    from netslim.structural.latency_table import _record_calls
+    from netslim.structural.latency_measure import _record_calls
 
     ops = []
     for c in _record_calls(model, inputs):

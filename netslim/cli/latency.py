@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from netslim.structural.engine import candidates, pruned_copies
     from netslim.structural.groups import analyze
     from netslim.structural.latency_alloc import allocator_note, target_of
-    from netslim.structural.latency_table import build_table
+    from netslim.structural.latency_measure import build_table
 
     model = build_model(args.model).eval()
     inputs = make_example_inputs(model, args.example_shape)

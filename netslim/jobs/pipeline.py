@@ -182,7 +182,7 @@ def _time_targets(model: nn.Module, settings: JobSettings, example_inputs: tuple
     speedup = settings.target_speedup
     if speedup is None:  # a latency: the dense model's time on the same target first
         from netslim.structural.latency_alloc import target_of
-        from netslim.structural.latency_table import rebatch
+        from netslim.structural.latency_measure import rebatch
         from netslim.structural.op_timing import model_ms
 
         target = target_of(build_config(settings), example_inputs)

@@ -41,7 +41,8 @@ from netslim.structural.latency_knapsack import (
     candidate_widths,
     value_curve,
 )
-from netslim.structural.latency_table import LatencyTable, build_table
+from netslim.structural.latency_measure import build_table
+from netslim.structural.latency_table import LatencyTable
 from netslim.structural.op_timing import Target, width_multiple
 
 MANY_FAULTS = 1000
@@ -166,7 +167,7 @@ def plan_counts(
     target, budget, dense and predicted ms, table build time, and the measured ms and speed-up
     of the plan (its check, the ``best_check`` of those made: a copy with the plan's widths,
     timed paired with ``model`` before it is pruned; widths, not values, set the time).
-    ``pruned_copy``: see :func:`~netslim.structural.latency_table.build_table`;
+    ``pruned_copy``: see :func:`~netslim.structural.latency_measure.build_table`;
     ``calibration`` (:class:`netslim.importance.Calibration`): with ``config.blocks``, each
     block's weight is measured on it (:func:`~netslim.structural.latency_blocks.block_weights`)."""
     target = target_of(config, example_inputs)

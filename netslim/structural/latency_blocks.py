@@ -118,7 +118,7 @@ def block_options(
         groups = tuple(g for g, layers in touch.items() if layers <= inside)
         if inside and groups:
             per_layer = table.block_fixed_ms
-            if per_layer is None:  # never below 0: see ``fit_block_fixed``
+            if per_layer is None:  # never below 0: see ``latency_fit.fit_block_fixed``
                 per_layer = max(table.remainder_fixed, 0.0) / len(table.layers)
             share = per_layer * len(inside)
             w = weight[name] if isinstance(weight, Mapping) else weight
