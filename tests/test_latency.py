@@ -1599,6 +1599,22 @@ def test_the_printed_table_says_slower_not_a_speed_up_below_one() -> None:
     assert line.endswith("5.000 ms, 1.25x slower")
 
 
+def test_the_printed_table_reads_an_iterative_target_against_the_unpruned_model() -> None:
+    """Each round plans against the model it starts from: the target line compares the last
+    round's budget with the first round's unpruned model, and each round's check says what it
+    was timed against (before, the line read 1.41x for a 2x target met in two rounds)."""
+    from netslim.report.table import _time_target_lines
+
+    where = {"runtime": "torch", "threads": 1, "batch": 1}
+    one = {**where, "dense_ms": 10.0, "budget_ms": 7.07, "predicted_ms": 7.0, "measured_ms": 7.0}
+    two = {**where, "dense_ms": 7.0, "budget_ms": 5.0, "predicted_ms": 5.0, "measured_ms": 5.0}
+    one["measured_speedup"], two["measured_speedup"] = 10 / 7, 7 / 5
+    head, first, second = _time_target_lines({"steps": [{"latency": one}, {"latency": two}]})
+    assert head.startswith("time target (torch, 1 thread(s), batch 1, 2 rounds): 5.000 ms, 2.00x")
+    assert first.startswith("  round 1:") and "paired with the unpruned model: 7.000" in first
+    assert "paired with the model before the round: 5.000 ms, 1.40x faster" in second
+
+
 def test_cli_prune_to_speedup_and_latency_command(fake_clock, tmp_path, capsys) -> None:
     import json
 

@@ -73,25 +73,30 @@ def _time_target_lines(report: dict[str, Any]) -> list[str]:
     """What a time target asked for and what its plan was checked at. The plan's check times
     the pruned and the unpruned model alternately on the target runtime; the latency rows above
     time each model on its own, minutes apart, so on a busy machine they can differ from it by
-    several percent: both are shown so the target is read against the right one."""
+    several percent: both are shown so the target is read against the right one. An iterative
+    schedule plans once a round against the model the round starts from: the target is read
+    against the first round's unpruned model, and each round's check against its own start."""
     plans = [s["latency"] for s in report.get("steps") or [] if isinstance(s.get("latency"), dict)]
-    plan = plans[-1] if plans else {}
-    dense, budget = plan.get("dense_ms"), plan.get("budget_ms")
-    if not dense or not budget:
+    plans = [p for p in plans if p.get("dense_ms") and p.get("budget_ms")]
+    if not plans:
         return []
-    where = f"{plan.get('runtime')}, {plan.get('threads')} thread(s), batch {plan.get('batch')}"
+    first, last = plans[0], plans[-1]
+    dense, budget = first["dense_ms"], last["budget_ms"]
+    where = f"{last.get('runtime')}, {last.get('threads')} thread(s), batch {last.get('batch')}"
+    rounds = f", {len(plans)} rounds" if len(plans) > 1 else ""
     lines = [
-        f"time target ({where}): {budget:.3f} ms, {dense / budget:.2f}x faster than the "
+        f"time target ({where}{rounds}): {budget:.3f} ms, {dense / budget:.2f}x faster than the "
         f"unpruned model's {dense:.3f} ms at planning"
     ]
-    if plan.get("predicted_ms") is not None:
-        line = f"  plan predicted {plan['predicted_ms']:.3f} ms"
+    for index, plan in enumerate(plans):
+        if plan.get("predicted_ms") is None:
+            continue
+        head = f"  round {index + 1}: plan" if len(plans) > 1 else "  plan"
+        start = "the model before the round" if index else "the unpruned model"
+        line = f"{head} predicted {plan['predicted_ms']:.3f} ms"
         if plan.get("measured_ms") and plan.get("measured_speedup"):
             speedup = plan["measured_speedup"]
             how = f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
-            line += (
-                f"; its check, timed paired with the unpruned model: {plan['measured_ms']:.3f} ms, "
-                f"{how}"
-            )
+            line += f"; its check, timed paired with {start}: {plan['measured_ms']:.3f} ms, {how}"
         lines.append(line)
     return lines
