@@ -10,6 +10,7 @@ import itertools
 import math
 import random
 import sys
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -914,18 +915,31 @@ def test_a_speedup_past_the_floor_is_reached_with_a_note(fake_clock) -> None:
     torch.manual_seed(0)
     model, x = netslim.build_model("zoo:lenet300").eval(), (torch.randn(4, 1, 28, 28),)
     dense = fake_model_ms(model, x, Target(batch=4))
-    with pytest.warns(NetslimWarning, match="floor was lowered") as warned:
+    with pytest.warns(NetslimWarning, match="floor was lowered"):
         report = netslim.prune_(model, Channels(target_speedup=6.0), example_inputs=x)
     info = report["latency"]
     assert info["min_keep_fraction"] < 0.25 and "floor was lowered" in info["note"]
     assert info["predicted_ms"] <= dense / 6 + 1e-9
     assert fake_model_ms(model, x, Target(batch=4)) <= dense / 6 * 1.05  # the bench's 5%
-    # lenet300 has no residual block to remove: the note points at --blocks all the same, since
-    # the allocator cannot tell a model that has none from one that has; with blocks on, not
-    assert "blocks=True, --blocks" in str(warned[0].message)
-    model = netslim.build_model("zoo:lenet300").eval()
+    assert "--blocks" not in info["note"]  # lenet300 has no residual block to remove
+
+
+def test_a_lowered_floor_names_blocks_where_the_model_has_them(fake_clock) -> None:
+    """The note names blocks=True / --blocks when the plan could not remove blocks and the model
+    has some (resnet20: 7x needs the floor at 1/8 on the fake clock); not when blocks were
+    already an option."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 1, 28, 28),)
+    model = netslim.build_model("zoo:resnet20").eval()
     with pytest.warns(NetslimWarning, match="floor was lowered") as warned:
-        netslim.prune_(model, Channels(target_speedup=6.0, blocks=True), example_inputs=x)
+        report = netslim.prune_(model, Channels(target_speedup=7.0), example_inputs=x)
+    assert "blocks=True, --blocks" in report["latency"]["note"]
+    assert any("blocks=True, --blocks" in str(w.message) for w in warned)
+    model = netslim.build_model("zoo:resnet20").eval()
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        report = netslim.prune_(model, Channels(target_speedup=7.0, blocks=True), example_inputs=x)
+    assert "--blocks" not in (report["latency"].get("note") or "")
     assert all("--blocks" not in str(w.message) for w in warned)
 
 

@@ -76,15 +76,16 @@ def not_faster_note(measured_speedup: float | None, target: Target) -> str | Non
     )
 
 
-def floor_note(alloc: Allocation, blocks: bool = False) -> str | None:
+def floor_note(alloc: Allocation, suggest_blocks: bool = False) -> str | None:
     """What the report says when the plan needed a floor below ``MIN_KEEP_FRACTION``;
-    ``blocks``: whether the plan could already remove whole blocks. If not, the note names that
-    option: widths alone can reach such a target only by thinning every layer (MobileNetV2 at
-    batch 1, 3x, docs/latency.md: widths alone kept 6% of the MACs, with blocks out 20%)."""
+    ``suggest_blocks``: the plan could not remove blocks and the model has blocks it could
+    remove, so the note names that option. Widths alone reach such a target only by thinning
+    every layer (MobileNetV2 at batch 1, 3x, docs/latency.md: widths alone kept 6% of the MACs,
+    with blocks out 20%)."""
     if alloc.min_fraction >= MIN_KEEP_FRACTION:
         return None
     hint = ""
-    if not blocks:
+    if suggest_blocks:
         hint = "; a plan that may also remove whole residual blocks (blocks=True, --blocks)"
         hint += " may keep more of every layer"
     return (
@@ -246,7 +247,12 @@ def plan_counts(
     info["predicted_ms"] = alloc.predicted_ms * correction
     info["starts"] = alloc.starts
     info["min_keep_fraction"] = alloc.min_fraction
-    lowered = floor_note(alloc, blocks=bool(config.blocks))
+    suggest = (  # traced only for this note, and only when blocks were not already an option
+        alloc.min_fraction < MIN_KEEP_FRACTION
+        and not config.blocks
+        and any(b.returns_tensor for b in find_blocks(model, example_inputs))
+    )
+    lowered = floor_note(alloc, suggest_blocks=suggest)
     if lowered:
         warnings.warn(lowered, NetslimWarning, stacklevel=2)
     if alloc.note:  # the target is out of reach: the plan is the fastest the floor allows
