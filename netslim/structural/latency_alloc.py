@@ -253,19 +253,16 @@ def plan_counts(
         and any(b.returns_tensor for b in find_blocks(model, example_inputs))
     )
     lowered = floor_note(alloc, suggest_blocks=suggest)
-    if lowered:
-        warnings.warn(lowered, NetslimWarning, stacklevel=2)
-    if alloc.note:  # the target is out of reach: the plan is the fastest the floor allows
-        warnings.warn(alloc.note, NetslimWarning, stacklevel=2)
     futile = not_faster_note(info.get("measured_speedup"), target)
-    if futile:
-        warnings.warn(futile, NetslimWarning, stacklevel=2)
     blocks = options.get("blocks", ())
+    # the user asked for one speed and gets more, keeping less than asked for
     spare = slack_note(
         table, alloc, budget, sizes, fixed, round_to, correction, info.get("measured_ms"), blocks
     )
-    if spare:  # the user asked for one speed and gets more, keeping less than asked for
-        warnings.warn(spare, NetslimWarning, stacklevel=2)
+    # alloc.note: the target is out of reach, the plan is the fastest the floor allows
+    for message in (lowered, alloc.note, futile, spare):  # results to look at twice
+        if message:
+            warnings.warn(message, NetslimWarning, stacklevel=2)
     notes = [lowered, alloc.note, futile, spare, allocator_note(table.page_faults)]
     notes = [n for n in notes if n]
     if notes:
