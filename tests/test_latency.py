@@ -1602,6 +1602,16 @@ def test_stale_table_warning() -> None:
     ]
     message = stale_table_warning(checks)
     assert message and "-50%" in message and "--refresh" in message
+    fresh = stale_table_warning(checks, lines_cached=False)  # measured now: refreshing won't help
+    assert fresh and "-50%" in fresh and "--refresh" not in fresh and "just now" in fresh
+
+
+def test_a_table_knows_whether_its_lines_came_from_the_cache(fake_clock) -> None:
+    """The first build measures the lines, the second reads them all from the cache."""
+    torch.manual_seed(0)
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    assert not _table(model, x)[2].lines_cached
+    assert _table(model, x)[2].lines_cached
 
 
 def test_the_printed_table_says_slower_not_a_speed_up_below_one() -> None:

@@ -239,7 +239,7 @@ def plan_counts(
         info["measured_speedup"] = table.dense_ms / checks[pick].measured_ms
     info["checks"] = [c.report() for c in checks]
     info["check_tolerance"] = CHECK_TOLERANCE
-    warning = stale_table_warning(info["checks"], pick)
+    warning = stale_table_warning(info["checks"], pick, table.lines_cached)
     if warning:
         warnings.warn(warning, NetslimWarning, stacklevel=2)
         info["warning"] = warning

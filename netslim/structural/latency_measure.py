@@ -292,7 +292,7 @@ def build_table(
     layers = find_layers(model, example_inputs, analysis, groups, target.batch)
     sizes = {g.id: g.size for g in groups}
     measure_layers(layers, cached)
-    table = LatencyTable(target, layers, sizes)
+    table = LatencyTable(target, layers, sizes, lines_cached=cached.measured == 0)
     table.act_total = sum(la.cout.full * la.out_numel for la in layers)
     inputs = rebatch(example_inputs, target.batch)
     key = model_key(model, layers, target)

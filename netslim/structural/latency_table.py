@@ -146,6 +146,7 @@ class LatencyTable:
     act_total: float = 1.0
     build_s: float = 0.0
     measured_points: int = 0
+    lines_cached: bool = False  # every layer's lines came from the cache, none measured now
     calibration: dict[str, Any] = field(default_factory=dict)
     page_faults: int | None = None  # of one dense forward (None: not counted)
     block_fixed_ms: float | None = None  # non-layer ms a bypassed block's layer takes with it
