@@ -103,7 +103,7 @@ def stale_table_warning(
     if not lines_cached:
         return (
             f"{head}: the table, measured just now, does not predict this model well on this "
-            "runtime; the plan returned is the one its checks timed closest to the target"
+            "runtime; the plan returned is the best of those its checks timed against the target"
         )
     return (
         f"{head}: the latency table may have been measured under another load; rebuild it on a "

@@ -65,9 +65,9 @@ def fit_remainder(
     everything that is not a conv or linear, ``var`` their size-proportional work. Three
     points fit it exactly, more by relative least squares, plan checks weighted
     ``CHECK_WEIGHT``: where plans disagree with the calibration points, the fit follows the
-    plans (the dense model's own prediction may then
-    move; its measured time stays the reference of speed-up targets). A fit outside sane bounds
-    falls back to scale 1 (remainder fitted alone), then to a constant offset."""
+    plans (the dense model's own prediction may then move; its measured time stays the
+    reference of speed-up targets). A fit outside sane bounds falls back to scale 1 (remainder
+    fitted alone), then to a constant offset."""
     import numpy as np
 
     names = list(points)
