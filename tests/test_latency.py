@@ -1392,6 +1392,28 @@ def test_cuda_runtime_without_gpu_is_a_clear_error(monkeypatch) -> None:
         op_timing.op_timer(Target("cuda"))
 
 
+def test_more_threads_than_cores_is_a_clear_error_before_any_work(monkeypatch, tmp_path) -> None:
+    """Threads beyond this process's cores would time their contention: refused by the
+    planner's early check (the model untouched), by a table build and by ``netslim latency``."""
+    from netslim.cli.main import main
+
+    monkeypatch.setattr(op_timing, "usable_cores", lambda: 2)
+    monkeypatch.setattr(op_timing, "time_torch", lambda *a, **k: pytest.fail("timed a layer"))
+    model, x = Net().eval(), (torch.randn(1, 3, 12, 12),)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match="threads 3 exceeds the 2 CPU core"):
+        netslim.prune_(model, Channels(target_speedup=2.0, threads=3), example_inputs=x)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before)
+    netslim.prune_(copy.deepcopy(model), Channels(ratio=0.3, threads=3), example_inputs=x)
+    with pytest.raises(ConfigError, match="exceeds"):
+        op_timing.require_target(Target("torch", 3))
+    op_timing.require_target(Target("torch", 2))
+    out = tmp_path / "lat"
+    assert main(["latency", "zoo:lenet300", "--threads", "3", "--out", str(out)]) == 2
+    assert not out.exists()
+
+
 def test_onnxruntime_missing_is_one_clear_error(monkeypatch) -> None:
     """The table's early check and the session helper give the same message, before any work."""
     from netslim.errors import UnsupportedModelError
@@ -1475,10 +1497,16 @@ FAST += ["--finetune-epochs", "0", "--no-progress", "--no-latency", "--method", 
         (["--target-speedup", "2", "--target-macs", "0.5"], "not target_macs and target_speedup"),
         (["--target-latency", "0"], "--target-latency"),  # report names = CLI names
         (["--blocks"], "--blocks needs --target-latency or --target-speedup"),
+        (["--runtime", "onnxruntime"], "--runtime needs --target-latency or --target-speedup"),
+        (["--threads", "2"], "--threads needs --target-latency or --target-speedup"),
+        (["--batch", "4"], "--batch needs --target-latency or --target-speedup"),
+        (["--target-speedup", "2", "--threads", "3"], "threads 3 exceeds the 2 CPU core(s)"),
     ],
 )
-def test_cli_time_target_bad_values(args, message, tmp_path, capsys) -> None:
+def test_cli_time_target_bad_values(args, message, tmp_path, capsys, monkeypatch) -> None:
     from netslim.cli.main import main
+
+    monkeypatch.setattr(op_timing, "usable_cores", lambda: 2)
 
     out = tmp_path / "out"
     code = main(["prune", "zoo:lenet300", *FAST, *args, "--out", str(out)])

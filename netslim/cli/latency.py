@@ -64,10 +64,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netslim.structural.op_timing import check_target, require_runtime
+    from netslim.structural.op_timing import Target, require_target
 
-    check_target(args.runtime, args.threads, 1 if args.batch is None else args.batch)
-    require_runtime(args.runtime)
+    require_target(Target(args.runtime, args.threads, 1 if args.batch is None else args.batch))
     apply_time_target_args(args)
     from netslim.jobs.settings import default_run_dir
     from netslim.models.spec import build_model, make_example_inputs

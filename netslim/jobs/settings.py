@@ -95,11 +95,19 @@ class JobSettings:
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint-every must be >= 0, got {self.checkpoint_every}")
         self._check_method_settings()
-        if self.blocks and self.target_latency_ms is None and self.target_speedup is None:
-            raise ConfigError(
-                "--blocks needs --target-latency or --target-speedup: whole blocks are chosen "
-                "against widths by the time they save"
-            )
+        self._check_time_target_settings()
+
+    def _check_time_target_settings(self) -> None:
+        """A setting only a time target reads, given without one, is an error: otherwise
+        ``--runtime onnxruntime`` alone would prune by the ratio and say nothing."""
+        if self.target_latency_ms is not None or self.target_speedup is not None:
+            return
+        for f in fields(self):
+            if f.name in TIME_TARGET_ONLY and getattr(self, f.name) != _default(f):
+                raise ConfigError(
+                    f"{flag_name(f.name)} needs --target-latency or --target-speedup: "
+                    f"{TIME_TARGET_ONLY[f.name]}"
+                )
 
     def _check_method_settings(self) -> None:
         """A setting the chosen method does not read is an error naming the method (each
@@ -132,6 +140,14 @@ class JobSettings:
                 "ranked by the BN scales as trained (network slimming uses e.g. --l1-reg 1e-4)"
             )
 
+
+# Settings that only a time target reads, and what each says about it.
+TIME_TARGET_ONLY = {
+    "runtime": "it names the runtime the time target is measured on",
+    "threads": "it sets the threads the time target is measured with",
+    "batch": "it sets the batch size the time target is measured at",
+    "blocks": "whole blocks are chosen against widths by the time they save",
+}
 
 # Settings every method reads: the rest belong to methods (``MethodSpec.flags``).
 JOB_LEVEL = frozenset(

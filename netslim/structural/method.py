@@ -17,7 +17,7 @@ from netslim.reconstruct.policy import auto_reconstruct
 from netslim.structural.config import Channels
 from netslim.structural.engine import apply_plan, prune
 from netslim.structural.graph import flatten_tensors
-from netslim.structural.op_timing import require_runtime
+from netslim.structural.op_timing import Target, require_target
 from netslim.structural.plan import PruningPlan
 from netslim.structural.settings import FLAGS, channels_config
 
@@ -110,8 +110,8 @@ def replay_plan(model: nn.Module, record: dict[str, Any]) -> None:
 def _preflight(model: nn.Module, config: Channels, example_inputs: Any) -> None:
     """Module names, and a time target's runtime available here."""
     check_config_names(model, config)
-    if config.target_latency_ms is not None or config.target_speedup is not None:
-        require_runtime(config.runtime)
+    if config.time_target:
+        require_target(Target(config.runtime, config.threads, config.batch or 1))
 
 
 METHOD = MethodSpec(

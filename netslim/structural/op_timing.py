@@ -354,9 +354,32 @@ def require_runtime(runtime: str) -> None:
         require_onnxruntime()
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the OS has one."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def require_target(target: Target) -> None:
+    """ConfigError when ``target`` cannot be timed here: its runtime is missing, or it asks
+    for more CPU threads than this process has cores (the threads would take turns, and the
+    table would time their contention, not the model: a 2x target on 3 threads of 2 cores
+    read an unpruned model 3.6x slower than on 1 and declared itself unreachable)."""
+    require_runtime(target.runtime)
+    cores = usable_cores()
+    if target.runtime != "cuda" and target.threads > cores:
+        raise ConfigError(
+            f"threads {target.threads} exceeds the {cores} CPU core(s) this process may use: "
+            f"timing {target.threads} threads on them measures their contention, not the model; "
+            f"time with threads <= {cores}, or plan on the machine the model will run on"
+        )
+
+
 def op_timer(target: Target) -> Callable[[OpShape], float]:
     """The measuring function of ``target``'s runtime (no cache)."""
-    require_runtime(target.runtime)
+    require_target(target)
     if target.runtime == "cuda":
         return lambda op: time_torch(op, target.threads, "cuda")
     if target.runtime == "onnxruntime":
