@@ -147,3 +147,14 @@ def test_static_int8_graph_save_says_how_to_deploy(tmp_path) -> None:
     with pytest.raises(ConfigError, match="ONNX"):
         netslim.save(quantized, tmp_path / "q")
     assert not (tmp_path / "q").exists()
+
+
+def test_importing_torchao_prints_nothing() -> None:
+    """torch logs a deprecation when torchao registers its enums on import: quantizing must
+    not put that line in a job's output (a fresh process: the import happens once)."""
+    import subprocess
+    import sys
+
+    code = "from netslim.quantize.api import _torchao; _torchao(); import torchao.quantization"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr == "" and done.stdout == ""

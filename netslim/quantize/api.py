@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,12 +20,20 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _torchao() -> None:
+    """Import torchao, with torch's pytree logger quiet meanwhile: on import torchao 0.18
+    registers an enum that torch 2.14 logs a deprecation for, a log line in the middle of a
+    job's output that no user can act on."""
+    pytree_log = logging.getLogger("torch.utils._pytree")
+    level = pytree_log.level
+    pytree_log.setLevel(logging.ERROR)
     try:
         import torchao  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise UnsupportedModelError(
             "int8 quantization needs torchao: pip install netslim[export]"
         ) from exc
+    finally:
+        pytree_log.setLevel(level)
 
 
 def resolve_mode(model: nn.Module, mode: str) -> str:
