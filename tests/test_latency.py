@@ -321,6 +321,7 @@ def fake_clock(monkeypatch, tmp_path):
         return t
 
     monkeypatch.setenv("NETSLIM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(op_timing, "usable_cores", lambda: 64)  # a fake clock has any threads
     monkeypatch.setattr(op_timing, "op_timer", timer)
     monkeypatch.setattr(op_timing, "model_ms", fake_model_ms)
     monkeypatch.setattr(op_timing, "time_ratio", fake_time_ratio)
@@ -1643,11 +1644,11 @@ def test_a_table_knows_whether_its_lines_came_from_the_cache(fake_clock) -> None
 
 
 def test_the_printed_table_says_slower_not_a_speed_up_below_one() -> None:
-    from netslim.report.table import _time_target_lines
+    from netslim.report import time_target_lines
 
     plan = {"runtime": "cuda", "threads": 1, "batch": 1, "dense_ms": 4.0, "budget_ms": 2.0}
     plan.update(predicted_ms=4.2, measured_ms=5.0, measured_speedup=0.8)
-    (_, line) = _time_target_lines({"steps": [{"latency": plan}]})
+    (_, line) = time_target_lines([{"latency": plan}])
     assert line.endswith("5.000 ms, 1.25x slower")
 
 
@@ -1655,13 +1656,13 @@ def test_the_printed_table_reads_an_iterative_target_against_the_unpruned_model(
     """Each round plans against the model it starts from: the target line compares the last
     round's budget with the first round's unpruned model, and each round's check says what it
     was timed against (before, the line read 1.41x for a 2x target met in two rounds)."""
-    from netslim.report.table import _time_target_lines
+    from netslim.report import time_target_lines
 
     where = {"runtime": "torch", "threads": 1, "batch": 1}
     one = {**where, "dense_ms": 10.0, "budget_ms": 7.07, "predicted_ms": 7.0, "measured_ms": 7.0}
     two = {**where, "dense_ms": 7.0, "budget_ms": 5.0, "predicted_ms": 5.0, "measured_ms": 5.0}
     one["measured_speedup"], two["measured_speedup"] = 10 / 7, 7 / 5
-    head, first, second = _time_target_lines({"steps": [{"latency": one}, {"latency": two}]})
+    head, first, second = time_target_lines([{"latency": one}, {"latency": two}])
     assert head.startswith("time target (torch, 1 thread(s), batch 1, 2 rounds): 5.000 ms, 2.00x")
     assert first.startswith("  round 1:") and "paired with the unpruned model: 7.000" in first
     assert "paired with the model before the round: 5.000 ms, 1.40x faster" in second

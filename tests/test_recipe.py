@@ -236,6 +236,23 @@ def test_recipe_prunes_channels_to_a_time_target(tmp_path: Path) -> None:
     assert summary["params"]["after"] < summary["params"]["before"]
 
 
+@pytest.mark.usefixtures("fake_clock")
+def test_netslim_run_prints_a_time_targets_plan(tmp_path: Path, capsys) -> None:
+    """`netslim run` prints under a prune step with a time target what it asked for and what
+    its check measured, as `netslim prune` does under its table."""
+    path = tmp_path / "recipe.yaml"
+    text = GOOD.format(out=tmp_path / "out").split("  - finetune:")[0]
+    step = "method: channel, target_speedup: 1.5, threads: 2"
+    path.write_text(text.replace("method: unstructured, ratio: 0.9", step))
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(out) if ": prune accuracy" in line)
+    assert out[at + 1].startswith("  time target (torch, 2 thread(s), batch ")
+    assert "1.50x faster than the unpruned model" in out[at + 1]
+    assert out[at + 2].startswith("    plan predicted ") and "its check" in out[at + 2]
+    assert not any("time target" in line for line in out[:at])
+
+
 def test_recipe_step_warnings_are_in_its_report(tmp_path: Path) -> None:
     """What a step warns of (here a MACs target out of reach) is listed on that step in
     recipe_report.json, as netslim prune lists it in report.json."""

@@ -107,6 +107,8 @@ def run_recipe(args: argparse.Namespace) -> int:
     spec = {"source": recipe.settings.model}
     if code_to_run(spec) and not args.trust_code:  # a recipe is a file someone may have sent
         build_from_spec(spec, origin=f"recipe {args.recipe}")  # raises, naming the file
+    from netslim.report import time_target_lines
+
     report = run_recipe(recipe)
     for step in report["steps"]:
         acc = step.get("accuracy")
@@ -114,6 +116,8 @@ def run_recipe(args: argparse.Namespace) -> int:
         if "ratio" in step:
             extra += f" {step['bytes']} bytes ({step['ratio']:.1f}x)"
         print(f"line {step['line']}: {step['step']}{extra}")
+        for line in time_target_lines([step.get("summary") or {}]):  # a time target's plan
+            print(f"  {line}")
     print("wrote the model and recipe_report.json to the recipe's out folder")
     return 0
 

@@ -56,7 +56,7 @@ def before_after_table(report: dict[str, Any]) -> str:
             f"{'compressed model.nsz (bytes)':28} {dense:>16,} {packed:>16,}  "
             f"{dense / packed:.2f}x smaller than dense float32 ({report['compressed']['values']})"
         )
-    lines += _time_target_lines(report)
+    lines += time_target_lines(report.get("steps") or [])
     budget = report.get("budget") or {}
     if budget.get("dense_baseline"):
         base = budget["dense_baseline"]
@@ -69,14 +69,14 @@ def before_after_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _time_target_lines(report: dict[str, Any]) -> list[str]:
+def time_target_lines(steps: list[dict[str, Any]]) -> list[str]:
     """What a time target asked for and what its plan was checked at. The plan's check times
     the pruned and the unpruned model alternately on the target runtime; the latency rows above
     time each model on its own, minutes apart, so on a busy machine they can differ from it by
     several percent: both are shown so the target is read against the right one. An iterative
     schedule plans once a round against the model the round starts from: the target is read
     against the first round's unpruned model, and each round's check against its own start."""
-    plans = [s["latency"] for s in report.get("steps") or [] if isinstance(s.get("latency"), dict)]
+    plans = [s["latency"] for s in steps if isinstance(s.get("latency"), dict)]
     plans = [p for p in plans if p.get("dense_ms") and p.get("budget_ms")]
     if not plans:
         return []
