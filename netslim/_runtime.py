@@ -10,6 +10,8 @@
   same reason ``timeit`` runs with the collector off).
 - ``retain_freed_memory``: the process-wide allocator setting that eager CPU inference is timed
   and deployed under (opt-in; ``allocator`` names the one in effect).
+- ``quiet_pytree_log``: torch's pytree logger held at ERROR (a library's import-time
+  deprecation lines, which no user of netslim can act on).
 """
 
 from __future__ import annotations
@@ -18,11 +20,27 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import logging
 import os
 import sys
 from collections.abc import Iterator
 
 import torch
+
+
+@contextlib.contextmanager
+def quiet_pytree_log() -> Iterator[None]:
+    """Hold torch's pytree logger at ERROR for the block. torchao 0.18, imported by netslim's
+    int8 path and by every transformers model module, registers enums on import that torch
+    2.14 logs a deprecation for: ``W... _pytree.py:630] <enum ...> is an Enum subclass``
+    lines in the middle of a job's output. The previous level is always restored."""
+    log = logging.getLogger("torch.utils._pytree")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,21 @@ def test_prune_with_quantize_int8_writes_torch_and_onnx_int8(tmp_path: Path) -> 
         assert reloaded(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert (out / "model_int8.onnx").stat().st_size > 0
     assert "accuracy_int8" in json.dumps(report)
+
+
+def test_a_hugging_face_job_prints_only_netslims_own_lines(tmp_path: Path) -> None:
+    """A Hugging Face model imports torchao through transformers, whose enums torch logs a
+    deprecation for, and loads under transformers' "Loading weights" bar: with --no-progress
+    the job's output is netslim's table and nothing else (a fresh process: both happen once)."""
+    from tiny_hf import tiny_bert
+
+    tiny_bert(max_position_embeddings=32).save_pretrained(tmp_path / "bert")
+    argv = ["prune", f"hf:{tmp_path / 'bert'}", "--method", "channel", "--data", "none"]
+    argv += ["--no-latency", "--no-progress", "--out", str(tmp_path / "job")]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    code = "import sys; from netslim.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout.lstrip().startswith("before")

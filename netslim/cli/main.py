@@ -10,13 +10,15 @@ line, not Python's file-and-source-line form.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from netslim._runtime import quiet_pytree_log
 from netslim.cli import (
     compact,
     demo,
@@ -73,13 +75,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code) if isinstance(exc.code, int) else 2
         raise
     runner = {command.name: command.run for command in COMMANDS}[args.command]
-    with warnings.catch_warnings():  # restores Python's own display when the command returns
+    # restores Python's own warning display and torch's log level when the command returns
+    hide = getattr(args, "no_progress", False)
+    with warnings.catch_warnings(), quiet_pytree_log(), _hub_progress_bars_hidden(hide):
         warnings.showwarning = _one_line(warnings.showwarning)
         try:
             return runner(args)
         except NetslimError as exc:
             print(f"netslim: error: {_rank_prefix()}{exc}", file=sys.stderr)
             return 2
+
+
+@contextlib.contextmanager
+def _hub_progress_bars_hidden(hide: bool) -> Iterator[None]:
+    """``--no-progress`` hides Hugging Face's bars too (transformers' "Loading weights"): its
+    hub library reads this variable when first imported, which a command does after this."""
+    name = "HF_HUB_DISABLE_PROGRESS_BARS"
+    before = os.environ.get(name)
+    if hide:
+        os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if hide and before is None:
+            del os.environ[name]
+        elif hide:
+            os.environ[name] = before
 
 
 def _one_line(show: Callable[..., None]) -> Callable[..., None]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
+from netslim._runtime import quiet_pytree_log
 from netslim.core import history
 from netslim.core.config import choice
 from netslim.errors import ConfigError, UnsupportedModelError
@@ -20,20 +20,13 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _torchao() -> None:
-    """Import torchao, with torch's pytree logger quiet meanwhile: on import torchao 0.18
-    registers an enum that torch 2.14 logs a deprecation for, a log line in the middle of a
-    job's output that no user can act on."""
-    pytree_log = logging.getLogger("torch.utils._pytree")
-    level = pytree_log.level
-    pytree_log.setLevel(logging.ERROR)
     try:
-        import torchao  # noqa: F401
+        with quiet_pytree_log():  # torchao's import logs a deprecation through torch's logger
+            import torchao  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise UnsupportedModelError(
             "int8 quantization needs torchao: pip install netslim[export]"
         ) from exc
-    finally:
-        pytree_log.setLevel(level)
 
 
 def resolve_mode(model: nn.Module, mode: str) -> str:
