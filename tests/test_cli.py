@@ -199,3 +199,39 @@ def test_a_hugging_face_job_prints_only_netslims_own_lines(tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == "" and done.stdout.lstrip().startswith("before")
+
+
+@pytest.mark.parametrize("command", ["prune", "sensitivity", "lottery", "run"])
+def test_data_the_model_cannot_take_is_one_line_before_any_work(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every job that reads data puts one sample through the model first: one-channel images
+    for a three-channel model are one line naming the data, exit 2, nothing written (before,
+    only prune checked: sensitivity, lottery and run raised a traceback once training began)."""
+    source = tmp_path / "rgb.py"
+    source.write_text(
+        "from torch import nn\n\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(4, 10))\n"
+    )
+    out = tmp_path / "out"
+    spec = f"py:{source}:build"
+    data = ["--data", "synthetic", "--limit-train", "64", "--limit-test", "64"]
+    argv = {
+        "prune": ["prune", spec, *data, "--no-latency", "--out", str(out)],
+        "sensitivity": ["sensitivity", spec, *data, "--out", str(out)],
+        "lottery": ["lottery", spec, *data, "--rounds", "1", "--out", str(out)],
+    }
+    if command == "run":
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text(
+            f"model: {spec}\ndata: synthetic\nlimit_train: 64\nlimit_test: 64\nout: {out}\n"
+            "steps:\n  - train: {epochs: 1}\n"
+        )
+        argv["run"] = ["run", str(recipe), "--trust-code"]
+    assert main(argv[command]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("netslim: error:") and "\n" not in err, err
+    assert "--data synthetic gives inputs of shape 1,1,28,28, which do not fit" in err
+    assert not out.exists()

@@ -67,7 +67,54 @@ def model_and_data(settings: Any) -> tuple[nn.Module, Any, Any]:
         model=model,
         options=options,
     )
+    check_data_fits(model, train_loader, settings)
     return model, train_loader, test_loader
+
+
+def forward_or_error(model: nn.Module, inputs: tuple) -> tuple[Any, str | None]:
+    """``(output, None)`` of an inference forward of ``inputs``, or ``(None, the first line of
+    what it raised)``."""
+    from netslim.measure._call import inference
+
+    try:
+        with inference(model):
+            return model(*inputs), None
+    except Exception as exc:  # any failure of the user's model on these inputs
+        text = str(exc).strip().splitlines()
+        return None, text[0] if text else type(exc).__name__
+
+
+def check_data_fits(model: nn.Module, loader: Any, settings: Any) -> None:
+    """One sample of the data through the model, before any training: inputs it cannot take
+    (Fashion-MNIST's one channel for a three-channel torchvision model), or an output without
+    a logit for each of the data's classes, are one line naming the data. Every job that reads
+    data checks it here (before, only ``netslim prune`` did: ``sensitivity`` and ``run``
+    failed with a traceback once training started, ``lottery`` too)."""
+    from netslim.data import loader_info
+    from netslim.training import logits_of
+
+    sample = loader.dataset[0][0]
+    if not isinstance(sample, torch.Tensor):  # tokenized text: the tokenizer is the model's
+        return
+    sample = sample.unsqueeze(0)
+    output, error = forward_or_error(model, (sample,))
+    if error is not None:
+        shape = ",".join(str(d) for d in sample.shape)
+        raise ConfigError(
+            f"--data {settings.data} gives inputs of shape {shape}, which do not fit "
+            f"{settings.model} ({error}): give --data that fits the model (image folders and "
+            "hf: image sets are read at the model's channels and size)"
+        )
+    try:
+        logits = logits_of(output)  # training uses cross-entropy, evaluation accuracy
+    except ConfigError as exc:
+        raise ConfigError(f"--data {settings.data}: {settings.model}: {exc}") from None
+    info = loader_info(loader)
+    if info is not None and logits.shape[-1] < info.num_classes:
+        raise ConfigError(
+            f"--data {settings.data} has {info.num_classes} classes, and {settings.model} gives "
+            f"{logits.shape[-1]} logits: give a model with a head for them"
+        )
 
 
 def check_data_flags(settings: Any, kind: str) -> None:

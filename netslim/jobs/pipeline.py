@@ -279,7 +279,7 @@ def run_job(
 
         load_weights(model, settings.weights)
     example_inputs = make_example_inputs(model, settings.example_shape or data_shape(train_loader))
-    check_inputs(model, example_inputs, settings, train_loader)
+    check_inputs(model, example_inputs, settings)
 
     ckpt = _open_checkpoint(settings, on_checkpoint)
     if ckpt.resuming:
