@@ -201,13 +201,13 @@ def test_a_hugging_face_job_prints_only_netslims_own_lines(tmp_path: Path) -> No
     assert done.stderr == "" and done.stdout.lstrip().startswith("before")
 
 
-@pytest.mark.parametrize("command", ["prune", "sensitivity", "lottery", "run"])
+@pytest.mark.parametrize("command", ["prune", "sensitivity", "lottery", "run", "eval"])
 def test_data_the_model_cannot_take_is_one_line_before_any_work(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every job that reads data puts one sample through the model first: one-channel images
     for a three-channel model are one line naming the data, exit 2, nothing written (before,
-    only prune checked: sensitivity, lottery and run raised a traceback once training began)."""
+    only prune checked: sensitivity, lottery, run and eval --data raised a traceback)."""
     source = tmp_path / "rgb.py"
     source.write_text(
         "from torch import nn\n\n"
@@ -222,7 +222,12 @@ def test_data_the_model_cannot_take_is_one_line_before_any_work(
         "prune": ["prune", spec, *data, "--no-latency", "--out", str(out)],
         "sensitivity": ["sensitivity", spec, *data, "--out", str(out)],
         "lottery": ["lottery", spec, *data, "--rounds", "1", "--out", str(out)],
+        "eval": ["eval", str(tmp_path / "job"), *data[:2], "--trust-code", "--no-latency"],
     }
+    if command == "eval":  # a saved job of the model, measured on data it cannot take
+        job = ["prune", spec, "--data", "none", "--example-shape", "1,3,8,8", "--no-latency"]
+        assert main([*job, "--out", str(tmp_path / "job")]) == 0
+        capsys.readouterr()
     if command == "run":
         recipe = tmp_path / "recipe.yaml"
         recipe.write_text(

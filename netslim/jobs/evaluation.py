@@ -88,6 +88,7 @@ def evaluate_saved(
     latency: bool = True,
     trust_code: bool = False,
 ) -> dict[str, Any]:
+    from netslim.jobs.model_data import check_data_fits
     from netslim.measure import measure
     from netslim.models.spec import make_example_inputs
     from netslim.training import evaluate
@@ -120,6 +121,7 @@ def evaluate_saved(
         from netslim.data.datasets import data_kind
 
         loader = _test_loader(data, settings, limit_test, model)
+        check_data_fits(model, loader, data, settings.get("model") or str(path))
         if shape is None and data_kind(data) in ("folder", "hf"):
             shape = (1, *loader_info(loader).input_shape)
     measured = measure(

@@ -67,7 +67,7 @@ def model_and_data(settings: Any) -> tuple[nn.Module, Any, Any]:
         model=model,
         options=options,
     )
-    check_data_fits(model, train_loader, settings)
+    check_data_fits(model, train_loader, settings.data, settings.model)
     return model, train_loader, test_loader
 
 
@@ -84,12 +84,12 @@ def forward_or_error(model: nn.Module, inputs: tuple) -> tuple[Any, str | None]:
         return None, text[0] if text else type(exc).__name__
 
 
-def check_data_fits(model: nn.Module, loader: Any, settings: Any) -> None:
+def check_data_fits(model: nn.Module, loader: Any, data: str, spec: str) -> None:
     """One sample of the data through the model, before any training: inputs it cannot take
     (Fashion-MNIST's one channel for a three-channel torchvision model), or an output without
     a logit for each of the data's classes, are one line naming the data. Every job that reads
     data checks it here (before, only ``netslim prune`` did: ``sensitivity`` and ``run``
-    failed with a traceback once training started, ``lottery`` too)."""
+    failed with a traceback once training started, ``lottery`` too, and ``eval --data``)."""
     from netslim.data import loader_info
     from netslim.training import logits_of
 
@@ -101,18 +101,18 @@ def check_data_fits(model: nn.Module, loader: Any, settings: Any) -> None:
     if error is not None:
         shape = ",".join(str(d) for d in sample.shape)
         raise ConfigError(
-            f"--data {settings.data} gives inputs of shape {shape}, which do not fit "
-            f"{settings.model} ({error}): give --data that fits the model (image folders and "
+            f"--data {data} gives inputs of shape {shape}, which do not fit "
+            f"{spec} ({error}): give --data that fits the model (image folders and "
             "hf: image sets are read at the model's channels and size)"
         )
     try:
         logits = logits_of(output)  # training uses cross-entropy, evaluation accuracy
     except ConfigError as exc:
-        raise ConfigError(f"--data {settings.data}: {settings.model}: {exc}") from None
+        raise ConfigError(f"--data {data}: {spec}: {exc}") from None
     info = loader_info(loader)
     if info is not None and logits.shape[-1] < info.num_classes:
         raise ConfigError(
-            f"--data {settings.data} has {info.num_classes} classes, and {settings.model} gives "
+            f"--data {data} has {info.num_classes} classes, and {spec} gives "
             f"{logits.shape[-1]} logits: give a model with a head for them"
         )
 
