@@ -10,8 +10,8 @@
   same reason ``timeit`` runs with the collector off).
 - ``retain_freed_memory``: the process-wide allocator setting that eager CPU inference is timed
   and deployed under (opt-in; ``allocator`` names the one in effect).
-- ``quiet_pytree_log``: torch's pytree logger held at ERROR (a library's import-time
-  deprecation lines, which no user of netslim can act on).
+- ``quiet_log``: a library's logger held at ERROR (advice and deprecation lines in the middle
+  of a job's output that no user of netslim can act on).
 """
 
 from __future__ import annotations
@@ -27,14 +27,18 @@ from collections.abc import Iterator
 
 import torch
 
+# torch's pytree logger: torchao 0.18, imported by netslim's int8 path and by every transformers
+# model module, registers enums on import that torch 2.14 logs a deprecation for
+# (``W... _pytree.py:630] <enum ...> is an Enum subclass``)
+PYTREE_LOG = "torch.utils._pytree"
+# the root logger: onnxruntime's quantizer logs its advice there at WARNING
+ROOT_LOG = ""
+
 
 @contextlib.contextmanager
-def quiet_pytree_log() -> Iterator[None]:
-    """Hold torch's pytree logger at ERROR for the block. torchao 0.18, imported by netslim's
-    int8 path and by every transformers model module, registers enums on import that torch
-    2.14 logs a deprecation for: ``W... _pytree.py:630] <enum ...> is an Enum subclass``
-    lines in the middle of a job's output. The previous level is always restored."""
-    log = logging.getLogger("torch.utils._pytree")
+def quiet_log(name: str) -> Iterator[None]:
+    """Hold the logger ``name`` at ERROR for the block; its level is always restored."""
+    log = logging.getLogger(name)
     level = log.level
     log.setLevel(logging.ERROR)
     try:

@@ -123,11 +123,11 @@ def run_recipe(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from netslim._runtime import ROOT_LOG, quiet_log
     from netslim.errors import ConfigError
     from netslim.export import export_onnx, export_program, max_abs_diff, quantize_onnx
     from netslim.io import load
     from netslim.jobs.evaluation import job_example_shape, locate, write_export_job
-    from netslim.jobs.quantize import quiet_onnxruntime
     from netslim.layers import RoutedBlock
     from netslim.models.spec import make_example_inputs
 
@@ -141,7 +141,7 @@ def run_export(args: argparse.Namespace) -> int:
     result = {"onnx": export_onnx(model, inputs, out / "model.onnx").as_dict()}
     result["job"] = str(write_export_job(out, model_dir, report))  # what eval reads beside it
     if args.int8:
-        with quiet_onnxruntime():
+        with quiet_log(ROOT_LOG):
             path = quantize_onnx(out / "model.onnx", out / "model_int8.onnx", mode="dynamic")
         result["onnx_int8"] = {
             "path": str(path),

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from netslim._runtime import quiet_pytree_log
+from netslim._runtime import PYTREE_LOG, quiet_log
 from netslim.cli import (
     compact,
     demo,
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = {command.name: command.run for command in COMMANDS}[args.command]
     # restores Python's own warning display and torch's log level when the command returns
     hide = getattr(args, "no_progress", False)
-    with warnings.catch_warnings(), quiet_pytree_log(), _hub_progress_bars_hidden(hide):
+    with warnings.catch_warnings(), quiet_log(PYTREE_LOG), _hub_progress_bars_hidden(hide):
         warnings.showwarning = _one_line(warnings.showwarning)
         try:
             return runner(args)

@@ -8,12 +8,12 @@ is a captured graph that only ONNX or ``torch.export`` can carry.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from netslim._runtime import ROOT_LOG, quiet_log
 from netslim.errors import NetslimError
 
 QUANTIZE_CHOICES = ("int8",)
@@ -49,7 +49,7 @@ def quantize_job(
 
         onnx = export_onnx(model, example_inputs, out / "model.onnx")
         mode = "static" if report.mode in ("static", "qat") else "dynamic"
-        with quiet_onnxruntime():
+        with quiet_log(ROOT_LOG):  # onnxruntime's quantizer advises on the root logger
             path = quantize_onnx(
                 onnx.path, out / "model_int8.onnx", mode=mode, calibration=train_loader
             )
@@ -62,14 +62,3 @@ def quantize_job(
     except (NetslimError, ImportError) as exc:
         result["onnx_int8"] = {"skipped": str(exc)}
     return result
-
-
-class quiet_onnxruntime:  # noqa: N801 - used as a context manager
-    """onnxruntime's quantizer logs advice on the root logger at WARNING; keep job output clean."""
-
-    def __enter__(self) -> None:
-        self.level = logging.getLogger().level
-        logging.getLogger().setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        logging.getLogger().setLevel(self.level)

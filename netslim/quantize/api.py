@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netslim._runtime import quiet_pytree_log
+from netslim._runtime import PYTREE_LOG, quiet_log
 from netslim.core import history
 from netslim.core.config import choice
 from netslim.errors import ConfigError, UnsupportedModelError
@@ -21,7 +21,7 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def _torchao() -> None:
     try:
-        with quiet_pytree_log():  # torchao's import logs a deprecation through torch's logger
+        with quiet_log(PYTREE_LOG):  # its import logs a deprecation (PYTREE_LOG)
             import torchao  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise UnsupportedModelError(

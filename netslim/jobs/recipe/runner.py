@@ -214,9 +214,9 @@ def _export(state: _State, step: Any) -> dict[str, Any]:
         result["onnx"] = onnx.as_dict()
         if step.int8:
             mode = "static" if state.quant_mode in ("static", "qat") else "dynamic"
-            from netslim.jobs.quantize import quiet_onnxruntime
+            from netslim._runtime import ROOT_LOG, quiet_log
 
-            with quiet_onnxruntime():
+            with quiet_log(ROOT_LOG):
                 path = quantize_onnx(
                     onnx.path,
                     state.out / "model_int8.onnx",
