@@ -162,9 +162,12 @@ def test_prune_job_end_to_end_then_eval_in_fresh_process(
 
 
 @pytest.mark.slow
-def test_prune_with_quantize_int8_writes_torch_and_onnx_int8(tmp_path: Path) -> None:
+def test_prune_with_quantize_int8_writes_torch_and_onnx_int8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``--quantize int8`` on a Linear-only model: dynamic int8, saved as a reloadable netslim
-    directory beside the ONNX int8 file; the reloaded model scores what the job reported."""
+    directory beside the ONNX int8 file; the reloaded model scores what the job reported, the
+    printed table shows that accuracy and the last line names the files written."""
     import torch
 
     import netslim
@@ -172,6 +175,10 @@ def test_prune_with_quantize_int8_writes_torch_and_onnx_int8(tmp_path: Path) -> 
     out = tmp_path / "job"
     assert main(["prune", "zoo:lenet300", *FAST, "--quantize", "int8", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
+    printed = capsys.readouterr().out.splitlines()
+    int8 = 100 * report["quantize"]["accuracy_int8"]
+    assert any(line.startswith("  int8 (dynamic)") and f"{int8:.2f}" in line for line in printed)
+    assert printed[-1].endswith("/model, model_int8, model.onnx, model_int8.onnx, model.nsz")
     reloaded = netslim.load(out / "model_int8")
     assert type(reloaded[1].weight).__name__ != "Parameter"
     int8 = [m.weight.qdata for m in reloaded.modules() if hasattr(m, "weight")]

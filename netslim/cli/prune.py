@@ -4,6 +4,7 @@ itself is ``netslim.jobs.pipeline.run_job``."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from netslim.cli.args import (
@@ -316,5 +317,16 @@ def run(args: argparse.Namespace) -> int:
     print(before_after_table(report))
     print(
         f"\nwrote {settings.out}/report.json, report.png and the pruned model in {settings.out}/model"
+        + "".join(f", {Path(path).name}" for path in _artifacts(report))
     )
     return 0
+
+
+def _artifacts(report: dict) -> list[str]:
+    """The files a job wrote beside its model: ``--quantize int8``'s exports, the compressed
+    model."""
+    quantize = report.get("quantize") or {}
+    found = [quantize.get("torch_int8")]
+    found += [(quantize.get(k) or {}).get("path") for k in ("onnx", "onnx_int8")]
+    found.append((report.get("compressed") or {}).get("path"))
+    return [path for path in found if path]

@@ -50,6 +50,13 @@ def before_after_table(report: dict[str, Any]) -> str:
             f"{label:28} {_fmt(before, pattern, key):>16} {_fmt(after, pattern, key):>16}  "
             f"{_ratio(before, after, key)}"
         )
+        int8 = (report.get("quantize") or {}).get("accuracy_int8")
+        if key == "accuracy" and int8 is not None:  # --quantize int8, after fine-tuning
+            mode = report["quantize"].get("int8", {}).get("mode", "")
+            lines.append(
+                f"{f'  int8 ({mode})':28} {_fmt(before, pattern, key):>16} "
+                f"{_fmt(int8, pattern, key):>16}  {_ratio(before, int8, key)}"
+            )
     if report.get("compressed_bytes"):
         dense, packed = report["dense_fp32_bytes"], report["compressed_bytes"]
         lines.append(
