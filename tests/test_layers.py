@@ -4,6 +4,7 @@ history replay, Hugging Face round trips and bad input."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -126,6 +127,19 @@ def test_prune_removes_zero_branch_first_and_replays(criterion: str, tmp_path) -
     assert len(loaded.layer2) == 2
     with torch.no_grad():
         assert torch.allclose(loaded(X), expected, atol=1e-6)
+
+
+def test_blocks_scored_without_data_say_so() -> None:
+    """Without calibration data the blocks are scored on the example input alone: the same
+    choice, and a NetslimWarning naming the blocks it removed (with data, none)."""
+    from netslim.errors import NetslimWarning
+
+    with pytest.warns(NetslimWarning, match=r"example input alone \(no data\): layer2\.1 were"):
+        summary = netslim.prune_(_zeroed(), Layers(remove=1), example_inputs=X)
+    assert summary["removed"] == ["layer2.1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NetslimWarning)
+        netslim.prune_(_zeroed(), Layers(remove=1), example_inputs=X, calibration=[X])
 
 
 def _logit_energy(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ the original weights and modules back.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 from torch import nn
@@ -16,7 +17,7 @@ from netslim.core import history
 from netslim.core.blocks import Block, _probe, resolve_blocks
 from netslim.core.registry import MethodSpec, PruneContext
 from netslim.core.removal import remove_blocks
-from netslim.errors import ConfigError
+from netslim.errors import ConfigError, NetslimWarning
 from netslim.importance.blocks import choose, score_blocks
 from netslim.importance.calibration import calibration_from, iter_batches
 from netslim.layers.config import Gates, Layers
@@ -75,6 +76,14 @@ def prune_layers(model: nn.Module, config: Layers, ctx: PruneContext) -> dict[st
     loss = calibration.loss if calibration is not None else None
     scores = score_blocks(model, blocks, batches, config.criterion, loss) if count else []
     chosen = [blocks[i].name for i in choose(scores, count)] if count else []
+    if chosen and calibration is None:
+        warnings.warn(
+            f"{config.criterion} scored the blocks on the example input alone (no data): "
+            f"{', '.join(chosen)} were chosen by how the model treats that one input; pass data "
+            "(train_loader= in Python, --data on the command line) to score them on real samples",
+            NetslimWarning,
+            stacklevel=2,
+        )
     removed = remove_blocks(model, chosen)
     if removed:
         history.record(model, LAYERS_KIND, {"blocks": removed, "criterion": config.criterion})
