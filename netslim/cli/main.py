@@ -91,15 +91,17 @@ def _hub_progress_bars_hidden(hide: bool) -> Iterator[None]:
     """``--no-progress`` hides Hugging Face's bars too (transformers' "Loading weights"): its
     hub library reads this variable when first imported, which a command does after this."""
     name = "HF_HUB_DISABLE_PROGRESS_BARS"
+    if not hide:
+        yield
+        return
     before = os.environ.get(name)
-    if hide:
-        os.environ[name] = "1"
+    os.environ[name] = "1"
     try:
         yield
     finally:
-        if hide and before is None:
+        if before is None:
             del os.environ[name]
-        elif hide:
+        else:
             os.environ[name] = before
 
 

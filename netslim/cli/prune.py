@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _artifacts(report: dict) -> list[str]:
+def _artifacts(report: dict[str, Any]) -> list[str]:
     """The files a job wrote beside its model: ``--quantize int8``'s exports, the compressed
     model."""
     quantize = report.get("quantize") or {}
