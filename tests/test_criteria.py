@@ -155,6 +155,31 @@ def test_structured_taylor_ranks_by_loss_change() -> None:
     assert kept(model, "l2") == [0, 2]
 
 
+def test_gradient_criteria_read_the_logits_of_a_model_output() -> None:
+    """Taylor and Fisher's default loss (cross-entropy on labelled batches) reads the logits of
+    an output object as training does (a Hugging Face classifier returns one; before, the loss
+    got the object and raised a TypeError)."""
+
+    class Classifier(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> SimpleNamespace:
+            return SimpleNamespace(logits=self.inner(x))
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(8, 2), torch.randint(0, 2, (8,))) for _ in range(2)]
+    rows = [[1.0, 0.5], [0.2, 0.1], [2.0, -1.0]]
+    for crit in ("taylor", "fisher"):
+        bare, wrapped = mlp(rows, w2=0.5), Classifier(mlp(rows, w2=0.5))
+        plan, _ = make_plan(bare, X, Channels(ratio=1 / 3, criterion=crit), None,
+                            Calibration(batches))  # fmt: skip
+        theirs, _ = make_plan(wrapped, X, Channels(ratio=1 / 3, criterion=crit), None,
+                              Calibration(batches))  # fmt: skip
+        assert list(theirs.keep.values()) == list(plan.keep.values()), crit
+
+
 @pytest.mark.noop_ok("a data criterion without data is refused before anything is pruned")
 def test_data_criteria_need_data_and_batches() -> None:
     model = mlp([[1.0, 0.0]] * 3)

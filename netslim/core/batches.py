@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from netslim.errors import ConfigError
+
 Loss = Callable[[nn.Module, Any], Tensor]
 """A user's loss, ``fn(model, batch) -> scalar``: ``prune_(..., loss=fn)``, ``Calibration``,
 ``train(loss=fn)``."""
@@ -45,3 +47,20 @@ def batch_of_two(x: Any) -> Any:
     if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == 1:
         return x.expand(2, *x.shape[1:]).clone()
     return x
+
+
+def logits_of(output: Any) -> Tensor:
+    """Classifier logits from a plain tensor, an object with ``.logits`` (Hugging Face) or a
+    tuple: what netslim's training (cross-entropy) and accuracy read."""
+    if isinstance(output, Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise ConfigError(
+        f"a model output of type {type(output).__name__} holds no classifier logits, which "
+        "netslim's training (cross-entropy) and accuracy read: train such a model in its own "
+        "loop (netslim.integrations) or with loss=fn(model, batch) in Python, or prune it "
+        "without data (--data none)"
+    )

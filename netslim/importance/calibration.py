@@ -14,7 +14,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from netslim.core.batches import Loss, device_of, to_device
+from netslim.core.batches import Loss, device_of, logits_of, to_device
 from netslim.errors import ConfigError, DataError
 
 
@@ -96,7 +96,7 @@ def loss_of(model: nn.Module, batch: Any, calibration: Calibration, criterion: s
     if calibration.loss is not None:
         return calibration.loss(model, batch)
     if isinstance(batch, (list, tuple)) and len(batch) >= 2:
-        return F.cross_entropy(forward(model, batch), batch[1])
+        return F.cross_entropy(logits_of(forward(model, batch)), batch[1])
     raise ConfigError(
         f"criterion {criterion!r} needs a loss: batches are not (inputs, labels) pairs, so pass "
         "loss=fn(model, batch) -> scalar"

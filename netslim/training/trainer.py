@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from netslim.core.batches import Loss, device_of, to_device
+from netslim.core.batches import Loss, device_of, logits_of, to_device
 from netslim.distributed.ddp import rewrap, wrap
 from netslim.distributed.env import is_main, log, world_size
 from netslim.distributed.sync import verify_consistent
@@ -432,23 +432,6 @@ def _after_hook(
         return net, now
     del net  # the old wrapper's buckets and hooks describe the old parameters
     return rewrap(model), now
-
-
-def logits_of(output: Any) -> Tensor:
-    """Classifier logits from a plain tensor, an object with ``.logits`` (Hugging Face) or a
-    tuple: what netslim's training (cross-entropy) and accuracy read."""
-    if isinstance(output, Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise ConfigError(
-        f"a model output of type {type(output).__name__} holds no classifier logits, which "
-        "netslim's training (cross-entropy) and accuracy read: train such a model in its own "
-        "loop (netslim.integrations) or with loss=fn(model, batch) in Python, or prune it "
-        "without data (--data none)"
-    )
 
 
 def _unpack(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
