@@ -176,7 +176,8 @@ def test_hf_image_dataset_without_validation_split(tmp_path: Path) -> None:
         dataset_info(spec, options=DataOptions(label_column="nope"))
 
 
-def _tiny_text_model(directory: Path) -> str:
+def _tiny_text_model(directory: Path, head: bool = True) -> str:
+    """A tiny BERT with its tokenizer: a sequence classifier, or the base model (``head``)."""
     transformers = pytest.importorskip("transformers")
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "very", "a"]
     directory.mkdir(parents=True)
@@ -186,9 +187,10 @@ def _tiny_text_model(directory: Path) -> str:
     config = transformers.BertConfig(
         vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=32, num_labels=2,
-        architectures=["BertForSequenceClassification"],
+        architectures=["BertForSequenceClassification" if head else "BertModel"],
     )  # fmt: skip
-    transformers.BertForSequenceClassification(config).save_pretrained(directory)
+    kind = transformers.BertForSequenceClassification if head else transformers.BertModel
+    kind(config).save_pretrained(directory)
     return f"hf:{directory}"
 
 
@@ -250,6 +252,25 @@ def test_cli_prunes_a_text_model_on_an_hf_text_set(tmp_path: Path) -> None:
 
     saved = zero_fraction(weights(netslim.load(out / "model", trust_code=True), (torch.nn.Linear,)))
     assert saved > 0.4, saved  # ratio 0.5 of the prunable weights
+
+
+def test_a_base_text_model_with_labelled_data_is_told_to_take_a_head(tmp_path, capsys) -> None:
+    """A Hugging Face base model gives hidden states, not logits: with labelled data the job
+    stops before any work and says how to give it a classification head."""
+    from netslim.cli.main import main
+
+    texts = ["a good film", "a very bad film", "good", "bad bad"]
+    split = datasets.Dataset.from_dict({"text": texts, "label": [1, 0, 1, 0]})
+    datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "t"))
+    model = _tiny_text_model(tmp_path / "model", head=False)
+    capsys.readouterr()  # the data set's saving bars
+    out = tmp_path / "run"
+    argv = ["prune", model, "--data", f"hf:{tmp_path / 't'}", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' loading bar
+    assert err.startswith("netslim: error:") and "holds no classifier logits" in err
+    assert "AutoModelForSequenceClassification.from_pretrained(DIR, num_labels=N)" in err
+    assert not out.exists()
 
 
 def test_lottery_and_sensitivity_read_a_folder_as_prune_does(tmp_path: Path, capsys) -> None:

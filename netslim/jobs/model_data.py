@@ -108,7 +108,13 @@ def check_data_fits(model: nn.Module, loader: Any, data: str, spec: str) -> None
     try:
         logits = logits_of(output)  # training uses cross-entropy, evaluation accuracy
     except ConfigError as exc:
-        raise ConfigError(f"--data {data}: {spec}: {exc}") from None
+        head = ""
+        if hasattr(getattr(model, "config", None), "to_dict"):  # a Hugging Face base model
+            head = (
+                "; or give it a task head first, e.g. AutoModelForSequenceClassification"
+                ".from_pretrained(DIR, num_labels=N).save_pretrained(OUT), and prune hf:OUT"
+            )
+        raise ConfigError(f"--data {data}: {spec}: {exc}{head}") from None
     info = loader_info(loader)
     if info is not None and logits.shape[-1] < info.num_classes:
         raise ConfigError(
