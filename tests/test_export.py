@@ -212,6 +212,7 @@ def test_hf_save_with_per_layer_widths_records_the_deleted_layers(tmp_path: Path
     bypass(model, ["encoder.layer.1"])
     record = save_pretrained_pruned(model, tmp_path / "hf")
     assert record["num_hidden_layers"] == [3, 2] and "netslim_shapes" in record
+    assert record["load"].startswith("model type netslim_bert: import netslim.export.hf_shapes")
     loaded = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
     ids = torch.randint(0, 100, (2, 9))
     with torch.no_grad():

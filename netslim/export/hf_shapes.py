@@ -213,7 +213,12 @@ def save_pretrained_shaped(model: nn.Module, directory: str | os.PathLike) -> di
         model.save_pretrained(Path(directory))
     finally:
         model.config = original
-    return {"netslim_shapes": config.netslim_shapes, "netslim_attrs": config.netslim_attrs}
+    return {
+        "load": f"model type {config.model_type}: import netslim.export.hf_shapes, then "
+        "AutoModelFor*.from_pretrained(directory) as usual (no remote code runs)",
+        "netslim_shapes": config.netslim_shapes,
+        "netslim_attrs": config.netslim_attrs,
+    }
 
 
 def _register_known() -> None:
