@@ -33,6 +33,9 @@ import torch
 PYTREE_LOG = "torch.utils._pytree"
 # the root logger: onnxruntime's quantizer logs its advice there at WARNING
 ROOT_LOG = ""
+# onnxscript's: the ONNX exporter's constant folding logs each node it could not fold
+# (``Evaluation failed: cannot reshape array of size 1 into shape (1,7)``), the export unharmed
+ONNXSCRIPT_LOG = "onnxscript"
 
 
 @contextlib.contextmanager

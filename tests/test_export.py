@@ -254,3 +254,26 @@ def test_hf_non_uniform_widths_are_refused(tmp_path: Path) -> None:
     assert model.config.intermediate_size == 64  # untouched on failure
     with pytest.raises(UnsupportedModelError, match="not a Hugging Face model"):
         sync_config(nn.Linear(2, 2))
+
+
+def test_onnx_export_keeps_onnxscripts_folding_log_out_of_the_output(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """The exporter's constant folding logs each node it could not fold at WARNING ("Evaluation
+    failed: cannot reshape ...", seen exporting a pruned MiniLM), the export unharmed: held back
+    while netslim exports, and the logger's level restored after."""
+    import logging
+
+    real = torch.onnx.export
+    folding = logging.getLogger("onnxscript.optimizer._constant_folding")
+
+    def export(*args, **kwargs):
+        folding.warning("Evaluation failed: %s", "cannot reshape array of size 1 into shape (1,7)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    with caplog.at_level(logging.WARNING):
+        export_onnx(model, (torch.randn(2, 4),), tmp_path / "m.onnx")
+    assert not [r for r in caplog.records if r.name.startswith("onnxscript")]
+    assert logging.getLogger("onnxscript").level == logging.NOTSET

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from netslim._runtime import ONNXSCRIPT_LOG, quiet_log
 from netslim.errors import UnsupportedModelError
 
 
@@ -181,7 +182,7 @@ def export_onnx(
     if opset is not None:
         kwargs["opset_version"] = opset
     try:
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        with contextlib.redirect_stdout(io.StringIO()), quiet_log(ONNXSCRIPT_LOG), torch.no_grad():
             program = torch.onnx.export(work, inputs, **kwargs)
     except Exception as exc:
         raise exporter_error("ONNX export", exc) from exc
