@@ -104,3 +104,20 @@ def test_torchrun_prune_job_agp_with_distillation(tmp_path: Path) -> None:
     assert single.returncode == 0, single.stderr[-3000:]
     single_report = json.loads((single_out / "report.json").read_text())
     assert abs(single_report["accuracy_after"] - report["accuracy_after"]) <= 0.1
+
+
+@pytest.mark.slow
+def test_torchrun_channel_job_on_a_batchnorm_model_ends_with_equal_ranks(tmp_path: Path) -> None:
+    """DDP gives every rank rank 0's buffers at the start of each forward, so the last training
+    step leaves each rank BatchNorm statistics of its own batch: training ends by taking rank
+    0's (before, any fine-tuning of a BN model ended in "ranks disagree ... running_mean")."""
+    out = tmp_path / "job"
+    args = [
+        "-m", "netslim", "prune", "zoo:vgg_small", "--method", "channel", "--data", "synthetic",
+        "--limit-train", "128", "--limit-test", "64", "--epochs", "1", "--finetune-epochs", "1",
+        "--batch-size", "32", "--no-latency", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    run = _torchrun(args, ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    prints = dict(re.findall(r"\[rank (\d)/2\] final model fingerprint (\w+)", run.stderr))
+    assert set(prints) == {"0", "1"} and prints["0"] == prints["1"], run.stderr[-2000:]

@@ -117,26 +117,31 @@ def broadcast_masks_(model: nn.Module, src: int = 0) -> None:
         return
     from netslim.core.masks import iter_masks
 
-    masks = iter_masks(model)
-    verify_same(sorted(masks), "sets of masked tensors")
-    for key in sorted(masks):
-        mask = masks[key]
-        buffer = mask.to(device())
-        dist.broadcast(buffer, src)
-        if buffer is not mask:
-            mask.copy_(buffer)
+    _broadcast_(iter_masks(model), src, "sets of masked tensors")
 
 
 def broadcast_state_(model: nn.Module, src: int = 0) -> None:
     """Overwrite every parameter and buffer with rank ``src``'s values: weights refitted on each
     rank's own calibration batches (reconstruction) would otherwise differ between ranks."""
-    if not is_initialized():
-        return
-    state = model.state_dict()
-    verify_same(sorted((k, list(v.shape)) for k, v in state.items()), "model state layout")
+    if is_initialized():
+        _broadcast_(model.state_dict(), src, "model state layout")
+
+
+def broadcast_buffers_(model: nn.Module, src: int = 0) -> None:
+    """Overwrite every buffer with rank ``src``'s values, after training: DDP hands rank 0's
+    buffers to every rank at the start of each forward, so each rank's last training step
+    leaves BatchNorm statistics of its own batch (ranks then disagreed after any fine-tuning)."""
+    if is_initialized():
+        _broadcast_(dict(model.named_buffers()), src, "model buffers")
+
+
+def _broadcast_(tensors: Mapping[str, Tensor], src: int, what: str) -> None:
+    """Each tensor overwritten in place with rank ``src``'s, in name order, once every rank is
+    known to hold the same names and shapes (``what`` names them in the error)."""
+    verify_same(sorted((k, list(v.shape)) for k, v in tensors.items()), what)
     with torch.no_grad():
-        for key in sorted(state):
-            tensor = state[key]
+        for key in sorted(tensors):
+            tensor = tensors[key]
             buffer = tensor.to(device())
             dist.broadcast(buffer, src)
             if buffer is not tensor:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from netslim.core.batches import Loss, device_of, logits_of, to_device
 from netslim.distributed.ddp import rewrap, wrap
 from netslim.distributed.env import is_main, log, world_size
-from netslim.distributed.sync import verify_consistent
+from netslim.distributed.sync import broadcast_buffers_, verify_consistent
 from netslim.errors import ConfigError, PruningError
 from netslim.training.optim_state import shrink_optimizer_state, take_replacements
 
@@ -218,6 +218,7 @@ def train(
             if epoch_log is not None:
                 epoch_log.line(epoch, epochs, mean)
     del net
+    broadcast_buffers_(model)  # each rank's last step left BN statistics of its own batch
     result.seconds = time.perf_counter() - started
     return result
 
