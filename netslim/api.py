@@ -8,6 +8,7 @@ for its config class, so adding a method never touches this file.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from netslim.core.registry import Handler, PruneContext
-from netslim.errors import ConfigError
+from netslim.errors import ConfigError, NetslimError
 from netslim.io import load, save
 from netslim.methods import config_and_handler, handler_for
 from netslim.models.spec import build_model
@@ -102,13 +103,44 @@ def _consistently(handler: Handler, model: nn.Module, config: Any, **kwargs: Any
     example_inputs = kwargs.pop("example_inputs", None)
     train_loader = kwargs.pop("train_loader", None)
     test_loader = kwargs.pop("test_loader", None)
-    summary = _run(handler, model, config, example_inputs, train_loader, test_loader, kwargs)
+    args = (handler, model, config, example_inputs, train_loader, test_loader, kwargs)
+    if getattr(config, "time_target", False):  # timed, not derived: rank 0 plans for all
+        summary = _planned_on_rank_0(model, lambda: _run(*args))
+        verify_consistent(model, what=f"{type(config).__name__} pruning step")
+        return summary
+    summary = _run(*args)
     broadcast_masks_(model)
     # refitted on each rank's own batches; an auto (None) config resolves inside the handler,
     # whose summary then carries the reconstruction report
     if getattr(config, "reconstruct", False) or "reconstruction" in summary:
         broadcast_state_(model)
     verify_consistent(model, what=f"{type(config).__name__} pruning step")
+    return summary
+
+
+def _planned_on_rank_0(model: nn.Module, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``step`` on rank 0 alone and replay the history it recorded on the other ranks,
+    then give them rank 0's weights: a time target's widths come from timings, which differ
+    between ranks (each rank planned its own widths, and the job stopped with "ranks were
+    started with different model state layout"). An error on rank 0 is raised on every rank."""
+    from netslim.core.history import get_history, set_history
+    from netslim.distributed import broadcast_object, broadcast_state_, is_main
+    from netslim.io.replay import replay
+
+    before = get_history(model)
+    outcome = None
+    if is_main():
+        try:
+            outcome = (step(), get_history(model)[len(before) :], None)
+        except NetslimError as exc:
+            outcome = (None, None, exc)
+    summary, steps, error = broadcast_object(outcome)
+    if error is not None:
+        raise error
+    if not is_main():
+        replay(model, steps)
+        set_history(model, before + steps)
+    broadcast_state_(model)  # rank 0's refitted weights and statistics
     return summary
 
 

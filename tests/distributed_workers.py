@@ -1,11 +1,13 @@
 """Programs the distributed and resume tests launch in other processes (not collected by pytest).
 
     torchrun --nproc-per-node 2 tests/distributed_workers.py scenarios OUT_DIR
+    torchrun --nproc-per-node 2 tests/distributed_workers.py timeplan OUT_DIR
     python tests/distributed_workers.py killjob KILL_AFTER SETTINGS_JSON
 
 ``scenarios`` runs, in one process group: mismatched settings, a mask that differs on one rank,
 a batch size the world size does not divide, and structural shrinking in the middle of DDP
 training. Each rank writes what it saw to ``OUT_DIR/rank<R>.json``.
+``timeplan`` plans a time target with timings faked differently on each rank.
 ``killjob`` runs a prune job and SIGKILLs itself right after checkpoint number KILL_AFTER.
 """
 
@@ -112,6 +114,43 @@ def scenarios(out_dir: Path) -> None:
     nd.shutdown()
 
 
+def timeplan(out_dir: Path) -> None:
+    """A time target under torchrun with timings faked per rank, so that each rank alone would
+    plan other widths (rank 1 finds the first conv six times dearer): rank 0 plans for all."""
+    import tempfile
+
+    import test_latency as tl
+
+    import netslim.distributed as nd
+    from netslim.api import prune_consistently_
+    from netslim.structural import Channels, op_timing
+
+    nd.init_from_env()
+    rank = nd.rank()
+
+    def op_ms(op: op_timing.OpShape) -> float:
+        return tl.fake_op_ms(op) * (6.0 if rank == 1 and op.cin == 3 else 1.0)
+
+    def model_ms(model: nn.Module, inputs, target) -> float:
+        return tl.fake_model_ms(model, inputs, target, op_ms)
+
+    os.environ["NETSLIM_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"rank{rank}-")
+    op_timing.usable_cores = lambda: 64
+    op_timing.op_timer = lambda target: op_ms
+    op_timing.model_ms = model_ms
+    op_timing.time_ratio = lambda m, ref, x, t: model_ms(m, x, t) / model_ms(ref, x, t)
+    op_timing.model_faults = lambda model, inputs, target: 0
+    op_timing.layer_ms_inside = lambda model, inputs, target: {}
+    torch.manual_seed(0)
+    model = tl.Net().eval()
+    seen = {"error": _errors(lambda: prune_consistently_(
+        model, Channels(target_speedup=1.6), example_inputs=(torch.randn(1, 3, 12, 12),)
+    ))}  # fmt: skip
+    seen["c1"] = model.c1.out_channels
+    (out_dir / f"rank{rank}.json").write_text(json.dumps(seen))
+    nd.shutdown()
+
+
 def killjob(kill_after: int, settings_json: str) -> None:
     from netslim.jobs.pipeline import run_job
     from netslim.jobs.settings import JobSettings
@@ -130,6 +169,8 @@ def killjob(kill_after: int, settings_json: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "scenarios":
         scenarios(Path(sys.argv[2]))
+    elif sys.argv[1] == "timeplan":
+        timeplan(Path(sys.argv[2]))
     elif sys.argv[1] == "killjob":
         killjob(int(sys.argv[2]), sys.argv[3])
     else:

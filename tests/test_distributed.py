@@ -121,3 +121,17 @@ def test_torchrun_channel_job_on_a_batchnorm_model_ends_with_equal_ranks(tmp_pat
     assert run.returncode == 0, run.stderr[-3000:]
     prints = dict(re.findall(r"\[rank (\d)/2\] final model fingerprint (\w+)", run.stderr))
     assert set(prints) == {"0", "1"} and prints["0"] == prints["1"], run.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_time_target_is_planned_on_rank_0_for_every_rank(tmp_path: Path) -> None:
+    """A time target's widths come from timings, which differ between ranks: rank 0 plans and
+    the others replay its plan (before, each rank planned its own widths from its own timings,
+    and the step stopped with "ranks were started with different model state layout")."""
+    run = _torchrun(
+        [str(ROOT / "tests" / "distributed_workers.py"), "timeplan", str(tmp_path)], ROOT
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["error"] is None and ranks[1]["error"] is None, ranks
+    assert ranks[0]["c1"] == ranks[1]["c1"] < 32
