@@ -1714,6 +1714,23 @@ def test_iterative_schedule_splits_a_speedup_per_round(fake_clock) -> None:
     assert _time_targets(model, replace(settings, schedule="oneshot"), x) == []
 
 
+def test_each_round_makes_up_what_the_earlier_rounds_missed() -> None:
+    """Round k aims at the target's share up to round k over what the earlier rounds' checks
+    measured (paired with the model each started from): an overshoot is taken back by the next
+    round instead of compounding, a round already past its share prunes nothing (1.0)."""
+    from netslim.jobs.pipeline import _round_speedup
+
+    per_round = [1.5**0.5, 1.5**0.5]
+    assert _round_speedup(per_round, 0, []) == pytest.approx(1.5**0.5)
+    measured = [{"latency": {"measured_speedup": 1.27}}]
+    assert _round_speedup(per_round, 1, measured) == pytest.approx(1.5 / 1.27)
+    assert _round_speedup(per_round, 1, [{"latency": {"measured_speedup": 2.0}}]) == 1.0
+    assert _round_speedup(per_round, 1, [{"notes": []}]) == pytest.approx(1.5**0.5)  # unmeasured
+    three = [2.0, 2.0, 2.0]
+    done = [{"latency": {"measured_speedup": 1.9}}, {"latency": {"measured_speedup": 2.2}}]
+    assert _round_speedup(three, 2, done) == pytest.approx(8 / (1.9 * 2.2))
+
+
 def test_page_faults_are_counted_per_call() -> None:
     import mmap
 
