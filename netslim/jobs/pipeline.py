@@ -196,8 +196,8 @@ def _time_targets(model: nn.Module, settings: JobSettings, example_inputs: tuple
 def _round_speedup(per_round: list[float], index: int, done: list[dict[str, Any]]) -> float:
     """Round ``index``'s speed-up over the model it starts from: the target's share up to this
     round (the product of ``per_round`` so far) over what the earlier rounds' checks measured,
-    so a round that overshot or fell short is made up by the next instead of compounding (2
-    rounds of 1.22x for a 1.5x target measured 1.27x, then 1.22x again: 1.61x in all)."""
+    so a round that overshot or fell short is made up by the next instead of carried into the
+    total (a 1.5x target in 2 rounds of 1.22x each measured 1.27x and 1.20x: 1.52x)."""
     reached = math.prod(
         (summary.get("latency") or {}).get("measured_speedup") or planned
         for summary, planned in zip(done, per_round, strict=False)
