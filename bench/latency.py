@@ -1777,7 +1777,8 @@ batch=)`; `netslim prune --method channel --target-latency MS | --target-speedup
 torch|onnxruntime|cuda] [--threads N] [--batch B] [--retain-freed-memory]`; `netslim latency MODEL` writes the table
 (json) and a plot of the slowest layers' staircases (`--refresh` measures it again, replacing the
 cached points: run it on a quiet machine); `--schedule iterative` with a time target
-prunes by the same speed-up factor each round. Every report carries `latency`: budget, dense,
+aims each round at the target's share up to that round over what the earlier rounds' checks
+measured (the same factor each round when every check lands on its own). Every report carries `latency`: budget, dense,
 predicted and measured ms of the pruned model, and its measured speed-up: the plan's check, a
 copy with the plan's widths timed paired with the model before pruning (at most 3 checks; a
 check further than 5% from both its prediction and the target re-solves for the target divided
