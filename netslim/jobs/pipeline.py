@@ -174,8 +174,9 @@ def _apply_schedule(
 
 
 def _time_targets(model: nn.Module, settings: JobSettings, example_inputs: tuple) -> list[float]:
-    """Per-round speed-ups of an iterative schedule with a time target: the same factor each
-    round (geometric), so the last round lands on the target; [] when there is none."""
+    """Per-round shares of an iterative schedule's time target: the same factor each round
+    (geometric), whose product is the target (``_round_speedup`` turns them into each round's
+    aim from what the earlier rounds measured); [] when there is none."""
     if settings.schedule != "iterative" or settings.method not in ("channel", "slimming"):
         return []
     if settings.target_speedup is None and settings.target_latency_ms is None:
