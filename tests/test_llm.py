@@ -384,6 +384,38 @@ def test_cli_refuses_what_the_model_cannot_take_before_any_pass(tmp_path, capsys
     assert passes == [] and not bad.exists()
 
 
+def test_cli_refuses_windows_the_job_cannot_use_before_pruning(tmp_path, capsys, monkeypatch):
+    """A perplexity stride longer than the window failed only at the evaluation: with --stream
+    after the whole model was pruned and written; a window longer than the model's context
+    (max_position_embeddings) ran far beyond what the model was trained on (SmolLM2 with
+    --seq-len 100000 calibrated on two 100,000-token sequences). Both are one line, exit 2,
+    before the model is pruned."""
+    import netslim.llm.streaming as streaming
+    from netslim.api import prune_ as real_prune
+    from netslim.cli.main import main
+
+    pruned: list[str] = []
+    monkeypatch.setattr(streaming, "prune_streaming", lambda *a, **k: pruned.append("stream"))
+    monkeypatch.setattr("netslim.api.prune_", lambda *a, **k: pruned.append("memory"))
+    src = _write_model_dir(tmp_path / "m")  # max_position_embeddings 128
+    text = tmp_path / "calib.txt"
+    text.write_text("In the beginning God created the heaven and the earth. " * 40)
+    bad = tmp_path / "bad"
+    common = ["--calib", str(text), "--eval", str(text), "--out", str(bad)]
+    for extra, words in (
+        (["--stream", "--seq-len", "32", "--stride", "64"], "--stride 64 is longer than"),
+        (["--seq-len", "32", "--stride", "64"], "--stride 64 is longer than"),
+        (["--seq-len", "256"], "--seq-len 256 is longer than the model's context (128"),
+        (["--stream", "--seq-len", "256"], "--seq-len 256 is longer than the model's context"),
+    ):
+        assert main(["llm", str(src), "--method", "wanda", *common, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("netslim: error:")]
+        assert len(errors) == 1 and words in errors[0], (extra, err)
+        assert pruned == [] and not bad.exists()
+    assert real_prune is not None
+
+
 def test_shared_inputs_share_stats_only_when_identical(calib):
     """q/k/v read one tensor, gate/up another; a freed tensor's reused address must not alias."""
     from netslim.llm.calibration import capture_inputs, collecting, run_block

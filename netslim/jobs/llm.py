@@ -19,12 +19,37 @@ def _tokenizer(model_dir: str) -> Any:
         raise UnsupportedModelError(f"{model_dir} has no usable tokenizer: {exc}") from exc
 
 
-def _check_vocab(model_dir: str, *ids: Any) -> None:
-    """The tokenizer's ids fit the model's embedding: a tokenizer from another model would
-    otherwise end in an index error inside the first forward."""
+def _model_config(model_dir: str) -> Any:
     from transformers import AutoConfig
 
-    vocab = getattr(AutoConfig.from_pretrained(model_dir), "vocab_size", None)
+    try:
+        return AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UnsupportedModelError(f"{model_dir}/config.json cannot be read: {exc}") from exc
+
+
+def _check_windows(hf_config: Any, seq_len: int, stride: int | None) -> None:
+    """The calibration and evaluation windows fit the model and each other, before any work:
+    a stride past the window leaves tokens unscored (with --stream that error came after the
+    whole model was pruned and written), and a window past the model's context calibrates and
+    scores positions it never saw (GPT-2's learned positions end in an index error)."""
+    context = getattr(hf_config, "max_position_embeddings", None)
+    if isinstance(context, int) and seq_len > context:
+        raise ConfigError(
+            f"--seq-len {seq_len} is longer than the model's context ({context} positions, "
+            "max_position_embeddings in its config.json)"
+        )
+    if stride is not None and stride > seq_len:
+        raise ConfigError(
+            f"--stride {stride} is longer than the window (--seq-len {seq_len}): the tokens "
+            "between windows would not be scored"
+        )
+
+
+def _check_vocab(hf_config: Any, model_dir: str, *ids: Any) -> None:
+    """The tokenizer's ids fit the model's embedding: a tokenizer from another model would
+    otherwise end in an index error inside the first forward."""
+    vocab = getattr(hf_config, "vocab_size", None)
     tops = [int(t.max()) for t in ids if t is not None and t.numel()]
     if vocab is not None and tops and max(tops) >= vocab:
         raise ConfigError(
@@ -61,6 +86,8 @@ def llm_job(
 
     io.check_model_dir(model_dir)
     io.check_writable(out)
+    hf_config = _model_config(model_dir)
+    _check_windows(hf_config, seq_len, stride)
     tokenizer = _tokenizer(model_dir)
     calib_ids = None
     if needs_calibration(config):
@@ -78,7 +105,7 @@ def llm_job(
         eval_ids = eval_ids[:eval_tokens]
         if eval_ids.numel() < 2:
             raise DataError(f"{eval_text} has fewer than 2 tokens")
-    _check_vocab(model_dir, calib_ids, recovery_ids, eval_ids)
+    _check_vocab(hf_config, model_dir, calib_ids, recovery_ids, eval_ids)
 
     def ppl(model: Any) -> dict[str, Any]:
         return perplexity(model, eval_ids, seq_len=seq_len, stride=stride)
