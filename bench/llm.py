@@ -862,15 +862,18 @@ def _bound_section(data: dict[str, Any], timed: list[dict[str, Any]]) -> str:
         [[r["pattern"], r["label"], r["calib_tokens"], r["passes_per_block"], r["ppl"],
           f"x{r['ppl'] / dense:.2f}", f"<= {ONE_SHOT_LIMITS[r['pattern']]:.1f}x "
           + ("met" if r["ppl"] / dense <= ONE_SHOT_LIMITS[r["pattern"]] else "MISSED"),
-          r["seconds"]] for r in rows if r["label"] != "dense"],
+          f"{r['seconds']:.0f}"] for r in rows if r["label"] != "dense"],
     )  # fmt: skip
     allowed = f"{2 * timed[0]['seconds']:.0f} s" if timed else "twice llm-compressor's time"
 
     def best(pattern: str, tokens: int) -> str:
-        pick = [r for r in rows if r["pattern"] == pattern and r.get("calib_tokens") == tokens]
+        pick = [r for r in rows if r["label"] != "dense" and r["pattern"] == pattern
+                and r["calib_tokens"] == tokens]  # fmt: skip
         top = min(pick, key=lambda r: r["ppl"], default=None)
         return f"x{top['ppl'] / dense:.2f} ({top['label']})" if top else "-"
 
+    load = [x for r in rows for x in r.get("load", [])]
+    loads = f"{min(load):.1f}-{max(load):.1f}" if load else "not recorded"
     base = next((r["calib_tokens"] for r in rows if r["label"] == "dense"), 0)
     more = max((r["calib_tokens"] for r in rows), default=base)
     return f"""### How far the one-shot steps go when their time is not counted (`--part bound`)
@@ -878,10 +881,12 @@ def _bound_section(data: dict[str, Any], timed: list[dict[str, Any]]) -> str:
 The same one-shot pipeline (SparseGPT, with OWL and the offsets at 50%; 2:4 without) with only the
 block reconstruction changed: more passes over the issue's {base} calibration tokens, or the same
 passes per sequence over {more} tokens from the same range (more text than the protocol allows).
-A probe of what limits the one-shot rows, not a setting: every row here takes longer than the
-{allowed} the time bar allows the whole one-shot run. Run of commit {data["commit"]}
-({data["machine"]}; two rows at a time, one thread each, so the seconds are not comparable with
-the timed rows; {data["seconds"] / 60:.0f} min). Dense {dense:.2f} in this run.
+A probe of what limits the one-shot rows, not a setting: the first row of each pattern is the
+bench's one-shot row (timed alone above: within the time bar), the longer ones take more than twice
+the {allowed} the time bar allows the whole one-shot run. Run of commit {data["commit"]}
+({data["machine"]}; two rows at a time, one thread each, 1-minute load {loads} around the rows,
+so the seconds are not comparable with the timed rows; {data["seconds"] / 60:.0f} min). Dense
+{dense:.2f} in this run.
 
 {table}
 
