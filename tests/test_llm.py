@@ -384,6 +384,39 @@ def test_cli_refuses_what_the_model_cannot_take_before_any_pass(tmp_path, capsys
     assert passes == [] and not bad.exists()
 
 
+def test_cli_reports_what_each_new_step_did_and_cost(tmp_path, capsys):
+    """OWL, block reconstruction and recovery each print what they did (the block sparsities,
+    the fit's error ratio, the distillation loss) and the time line splits the run by step; the
+    command printed only the total before, so a user could not tell which step moved the
+    perplexity or what it cost."""
+    from netslim.cli.main import main
+
+    src = _write_model_dir(tmp_path / "m")
+    text = tmp_path / "calib.txt"
+    text.write_text("In the beginning God created the heaven and the earth. " * 40)
+    out = tmp_path / "out"
+    args = ["llm", str(src), "--method", "sparsegpt", "--owl", "0.08", "--reconstruct", "3",
+            "--recover", "2", "--calib", str(text), "--seq-len", "32", "--calib-samples", "8",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / MANIFEST).read_text())["report"]
+    owl = report["owl"]["block_sparsity"]
+    assert f"OWL (lambda 0.08, M 5): block sparsity {min(owl):.2f}-{max(owl):.2f}" in printed
+    fit = report["reconstruction"]
+    pairs = zip(fit["first_loss"], fit["last_loss"], strict=True)
+    ratio = sum(b / a for a, b in pairs) / len(owl)
+    assert (
+        "block reconstruction: 3 steps per block of 4 sequences; block-output error at the last "
+        f"step / the first: {ratio:.2f} (mean over blocks)"
+    ) in printed
+    rec = report["recovery"]
+    assert f"recovery: 2 steps, {rec['tokens']:,} tokens; KL(dense || pruned) " in printed
+    time_line = next(line for line in printed.splitlines() if line.startswith("time: "))
+    assert [part.split()[0] for part in time_line[6:].split(", ")] == list(report["costs"])
+    assert {"prune", "reconstruct", "owl", "recover"} <= set(report["costs"])
+
+
 def test_cli_refuses_windows_the_job_cannot_use_before_pruning(tmp_path, capsys, monkeypatch):
     """A perplexity stride longer than the window failed only at the evaluation: with --stream
     after the whole model was pruned and written; a window longer than the model's context

@@ -132,6 +132,8 @@ def _print(args: argparse.Namespace, report: dict[str, Any]) -> None:
         print(f"params: {report['params']['before']:,} -> {report['params']['after']:,}")
     if "sparsity" in report:
         print(f"zeros in block linear weights: {100 * report['sparsity']:.1f}%")
+    for line in _new_step_lines(report):
+        print(line)
     if report.get("removed_blocks") is not None:
         print(f"removed blocks (lowest Block Influence): {report['removed_blocks']}")
     if "perplexity" in report:
@@ -148,4 +150,34 @@ def _print(args: argparse.Namespace, report: dict[str, Any]) -> None:
         else f"netslim.llm.load({args.out!r}) (blocks differ in width; config.json cannot say so)"
     )
     print(f"saved to {args.out}; reload with {how}")
+    costs = report.get("costs") or {}
+    if len(costs) > 1:  # the new steps report their own cost
+        print("time: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in costs.items()))
     print(json.dumps({"seconds": round(report["seconds"], 1)}))
+
+
+def _new_step_lines(report: dict[str, Any]) -> list[str]:
+    """What OWL, block reconstruction and recovery did: without these lines a user sees the
+    perplexity move but not which step moved it, nor whether a step's loss went down."""
+    cfg, lines = report["config"], []
+    if "owl" in report:
+        sparsity = report["owl"]["block_sparsity"]
+        lines.append(
+            f"OWL (lambda {cfg['owl']:g}, M {cfg['owl_m']:g}): block sparsity "
+            f"{min(sparsity):.2f}-{max(sparsity):.2f}, first block {sparsity[0]:.2f}"
+        )
+    if "reconstruction" in report:
+        fit = report["reconstruction"]
+        ratios = [b / a for a, b in zip(fit["first_loss"], fit["last_loss"], strict=True) if a > 0]
+        lines.append(
+            f"block reconstruction: {cfg['reconstruct']} steps per block of "
+            f"{cfg['reconstruct_batch']} sequences; block-output error at the last step / the "
+            f"first: {sum(ratios) / max(len(ratios), 1):.2f} (mean over blocks)"
+        )
+    if "recovery" in report:
+        r = report["recovery"]
+        lines.append(
+            f"recovery: {r['steps']} steps, {r['tokens']:,} tokens; "
+            f"KL(dense || pruned) {r['loss_first']:.3f} -> {r['loss_last']:.3f}"
+        )
+    return lines
