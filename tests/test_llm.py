@@ -325,7 +325,9 @@ def test_cli(tmp_path, capsys):
         )
         == 0
     )
-    assert "streamed from disk" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "streamed from disk" in printed
+    assert "zeros in block linear weights" not in printed  # removed blocks: no zeros to count
     assert load(out).config.num_hidden_layers == len(layers(load(out))) == 1  # of 2
 
     short = tmp_path / "short.txt"
@@ -413,7 +415,9 @@ def test_cli_reports_what_each_new_step_did_and_cost(tmp_path, capsys):
     rec = report["recovery"]
     assert f"recovery: 2 steps, {rec['tokens']:,} tokens; KL(dense || pruned) " in printed
     time_line = next(line for line in printed.splitlines() if line.startswith("time: "))
-    assert [part.split()[0] for part in time_line[6:].split(", ")] == list(report["costs"])
+    total, _, parts = time_line.removeprefix("time: ").partition(" s, of which ")
+    assert float(total) == round(report["seconds"], 1)
+    assert [part.split()[0] for part in parts.split(", ")] == list(report["costs"])
     assert {"prune", "reconstruct", "owl", "recover"} <= set(report["costs"])
 
 

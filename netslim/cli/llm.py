@@ -19,6 +19,7 @@ from netslim.cli.args import (
     positive_float,
     positive_int,
 )
+from netslim.llm.config import WEIGHT_METHODS
 from netslim.llm.optim import TRAIN_DTYPES
 from netslim.llm.reconstruct import OPTIMIZERS
 
@@ -130,7 +131,7 @@ def _print(args: argparse.Namespace, report: dict[str, Any]) -> None:
         )
     if "params" in report:
         print(f"params: {report['params']['before']:,} -> {report['params']['after']:,}")
-    if "sparsity" in report:
+    if "sparsity" in report and report["config"]["method"] in WEIGHT_METHODS:
         print(f"zeros in block linear weights: {100 * report['sparsity']:.1f}%")
     for line in _new_step_lines(report):
         print(line)
@@ -151,8 +152,11 @@ def _print(args: argparse.Namespace, report: dict[str, Any]) -> None:
     )
     print(f"saved to {args.out}; reload with {how}")
     costs = report.get("costs") or {}
-    if len(costs) > 1:  # the new steps report their own cost
-        print("time: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in costs.items()))
+    if costs:  # the new steps report their own cost
+        print(
+            f"time: {report['seconds']:.1f} s, of which "
+            + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in costs.items())
+        )
     print(json.dumps({"seconds": round(report["seconds"], 1)}))
 
 
