@@ -26,7 +26,11 @@ from netslim.llm.reconstruct import OPTIMIZERS
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("llm", help="one-shot pruning of a decoder-only LM, measured by perplexity")
-    p.add_argument("model", help="Hugging Face model directory (LLaMA/Mistral/Qwen2/GPT-2 family)")
+    p.add_argument(
+        "model",
+        help="Hugging Face model directory (LLaMA/Mistral/Qwen2/GPT-2 family), or a GGUF file "
+        "(dequantized to a float32 copy beside --out first, removed afterwards)",
+    )
     p.add_argument(
         "--method", default="wanda", help="wanda | sparsegpt | magnitude | width | depth"
     )
@@ -124,6 +128,8 @@ def _print(args: argparse.Namespace, report: dict[str, Any]) -> None:
     print(f"netslim llm: {report['method']} ({what}) on {report['family']}, "
           f"blocks {report['blocks']['before']} -> {report['blocks']['after']}"
           + (" [streamed from disk]" if report.get("streamed") else ""))  # fmt: skip
+    if "source" in report:
+        print(f"read {report['source']['gguf']} (GGUF), dequantized to float32")
     if "calibration" in report:
         c = report["calibration"]
         print(

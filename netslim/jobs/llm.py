@@ -4,6 +4,7 @@ appears once complete."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,6 @@ def _tokenizer(model_dir: str) -> Any:
         return AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError) as exc:
         raise UnsupportedModelError(f"{model_dir} has no usable tokenizer: {exc}") from exc
-
-
-def _model_config(model_dir: str) -> Any:
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(model_dir)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UnsupportedModelError(f"{model_dir}/config.json cannot be read: {exc}") from exc
 
 
 def _check_windows(hf_config: Any, seq_len: int, stride: int | None) -> None:
@@ -58,7 +50,30 @@ def _check_vocab(hf_config: Any, model_dir: str, *ids: Any) -> None:
         )
 
 
-def llm_job(
+def llm_job(model_dir: str, config: Any, *, out: str, **inputs: Any) -> dict[str, Any]:
+    """Prune the Hugging Face model in ``model_dir`` as ``config`` (``LLMWeights``, ``LLMWidth`` or
+    ``LLMDepth``) says, through ``netslim.prune_`` (streamed: block by block from the shards),
+    measure perplexity on ``eval_text`` and write the result to ``out``; returns the report.
+    ``model_dir`` may also be a GGUF file (or a folder holding one): it is first dequantized to a
+    float32 Hugging Face folder beside ``out``, removed afterwards. ``inputs``: the keywords of
+    :func:`_job` (calib, eval_text, seq_len, stride, calib_samples, eval_tokens, stream)."""
+    from netslim.llm import io
+    from netslim.llm.gguf import from_gguf, gguf_source
+
+    io.check_writable(out)
+    gguf = gguf_source(model_dir)
+    if gguf is None:
+        return _job(model_dir, config, out=out, **inputs)
+    parent = Path(out).resolve().parent  # the float32 copy beside the output, not in /tmp
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".netslim-gguf-", dir=parent) as tmp:
+        report = _job(str(from_gguf(gguf, Path(tmp) / "model")), config, out=out, **inputs)
+    report["source"] = {"gguf": str(gguf), "dtype": "float32"}
+    io.write_manifest(Path(out), report)
+    return report
+
+
+def _job(
     model_dir: str,
     config: Any,
     *,
@@ -71,9 +86,6 @@ def llm_job(
     eval_tokens: int,
     stream: bool,
 ) -> dict[str, Any]:
-    """Prune the Hugging Face model in ``model_dir`` as ``config`` (``LLMWeights``, ``LLMWidth`` or
-    ``LLMDepth``) says, through ``netslim.prune_`` (streamed: block by block from the shards),
-    measure perplexity on ``eval_text`` and write the result to ``out``; returns the report."""
     import torch
 
     from netslim.api import prune_
@@ -84,9 +96,7 @@ def llm_job(
     from netslim.llm.streaming import prune_streaming
     from netslim.methods import preflight
 
-    io.check_model_dir(model_dir)
-    io.check_writable(out)
-    hf_config = _model_config(model_dir)
+    hf_config = io.check_model_dir(model_dir)
     _check_windows(hf_config, seq_len, stride)
     tokenizer = _tokenizer(model_dir)
     calib_ids = None

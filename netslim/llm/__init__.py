@@ -10,6 +10,7 @@ Public API::
     token_sequences(tokenizer, text, seq_len, n)            # calibration ids (N, seq_len)
     perplexity(model, ids, seq_len=, stride=, max_tokens=)  # with its protocol in the result
     save(model, out, report, tokenizer) / load(out)         # HF layout; see io.py for loaders
+    from_gguf(file, out_dir)                                # a GGUF file as a float32 HF folder
     register_llm_method("name", needs={"sq"|"gram"})        # add a per-weight method
 
 Importing this package registers ``LLMPrune`` with ``netslim.prune_``.
@@ -20,13 +21,14 @@ from netslim.llm.calibration import capture_inputs, read_text, token_sequences
 from netslim.llm.config import METHODS, LLMDepth, LLMPrune, LLMWeights, LLMWidth
 from netslim.llm.depth import block_influence, remove_blocks
 from netslim.llm.eval import generate_check, perplexity, throughput
+from netslim.llm.gguf import from_gguf
 from netslim.llm.io import load, save
 from netslim.llm.methods import register_llm_method
 from netslim.llm.prune import prune_model
 from netslim.llm.streaming import prune_streaming
 
 __all__ = [
-    "METHODS", "LLMDepth", "LLMPrune", "LLMWeights", "LLMWidth", "block_influence", "capture_inputs", "generate_check", "load",
+    "METHODS", "LLMDepth", "LLMPrune", "LLMWeights", "LLMWidth", "block_influence", "capture_inputs", "from_gguf", "generate_check", "load",
     "perplexity", "prune_model", "prune_streaming", "read_text", "register_llm_method",
     "remove_blocks", "save", "throughput", "token_sequences",
 ]  # fmt: skip

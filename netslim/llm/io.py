@@ -75,6 +75,20 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
     return data
 
 
+def _gguf_hint(path: Path) -> str:
+    """How to turn a GGUF download (a file, or a folder holding one) into the folder this reads:
+    llama.cpp's format is a common way to get a model, and transformers converts it once."""
+    gguf = (
+        [path] if path.suffix == ".gguf" else sorted(path.glob("*.gguf")) if path.is_dir() else []
+    )
+    if not gguf:
+        return ""
+    return (
+        f" ({gguf[0].name} is a GGUF file: `netslim llm` takes it as it is; in Python convert it "
+        f"once with netslim.llm.from_gguf('{gguf[0]}', DIR) and give DIR)"
+    )
+
+
 def check_model_dir(directory: str | os.PathLike) -> Any:
     """The config of a supported causal LM directory, or a clear error (nothing loaded yet)."""
     from transformers import AutoConfig
@@ -82,7 +96,7 @@ def check_model_dir(directory: str | os.PathLike) -> Any:
     path = Path(directory)
     if not (path / "config.json").is_file():
         raise UnsupportedModelError(
-            f"{path} has no config.json: not a Hugging Face model directory"
+            f"{path} has no config.json: not a Hugging Face model directory{_gguf_hint(path)}"
         )
     try:
         config = AutoConfig.from_pretrained(path)
