@@ -129,7 +129,8 @@ def _print(args: argparse.Namespace, report: dict[str, Any]) -> None:
           f"blocks {report['blocks']['before']} -> {report['blocks']['after']}"
           + (" [streamed from disk]" if report.get("streamed") else ""))  # fmt: skip
     if "source" in report:
-        print(f"read {report['source']['gguf']} (GGUF), dequantized to float32")
+        source = report["source"]
+        print(f"read {source['gguf']} (GGUF), dequantized to float32 in {source['seconds']:.1f} s")
     if "calibration" in report:
         c = report["calibration"]
         print(

@@ -5,6 +5,7 @@ appears once complete."""
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,11 @@ def llm_job(model_dir: str, config: Any, *, out: str, **inputs: Any) -> dict[str
     parent = Path(out).resolve().parent  # the float32 copy beside the output, not in /tmp
     parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".netslim-gguf-", dir=parent) as tmp:
-        report = _job(str(from_gguf(gguf, Path(tmp) / "model")), config, out=out, **inputs)
-    report["source"] = {"gguf": str(gguf), "dtype": "float32"}
+        start = time.perf_counter()
+        model_dir = str(from_gguf(gguf, Path(tmp) / "model"))
+        seconds = time.perf_counter() - start
+        report = _job(model_dir, config, out=out, **inputs)
+    report["source"] = {"gguf": str(gguf), "dtype": "float32", "seconds": seconds}
     io.write_manifest(Path(out), report)
     return report
 

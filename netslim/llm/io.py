@@ -23,6 +23,7 @@ from torch import nn
 from netslim.core.files import atomic_directory
 from netslim.errors import ArtifactError, ConfigError, UnsupportedModelError
 from netslim.llm.arch import family_of
+from netslim.llm.gguf import gguf_source
 
 MANIFEST = "netslim_llm.json"
 FORMAT = "netslim-llm"
@@ -76,16 +77,14 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def _gguf_hint(path: Path) -> str:
-    """How to turn a GGUF download (a file, or a folder holding one) into the folder this reads:
-    llama.cpp's format is a common way to get a model, and transformers converts it once."""
-    gguf = (
-        [path] if path.suffix == ".gguf" else sorted(path.glob("*.gguf")) if path.is_dir() else []
-    )
-    if not gguf:
+    """How to read a GGUF download (a file, or a folder holding one): llama.cpp's format is a
+    common way to get a model, and :func:`netslim.llm.gguf.from_gguf` converts it once."""
+    gguf = gguf_source(path)
+    if gguf is None:
         return ""
     return (
-        f" ({gguf[0].name} is a GGUF file: `netslim llm` takes it as it is; in Python convert it "
-        f"once with netslim.llm.from_gguf('{gguf[0]}', DIR) and give DIR)"
+        f" ({gguf.name} is a GGUF file: `netslim llm` takes it as it is; in Python convert it "
+        f"once with netslim.llm.from_gguf('{gguf}', DIR) and give DIR)"
     )
 
 
