@@ -22,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -50,11 +51,10 @@ def _settings(nm: str | None, steps: int, batch: int, lr: float | None) -> dict[
 
     from netslim.llm.reconstruct import DEFAULT_LR
 
-    kw: dict[str, Any] = dict(reconstruct=steps, reconstruct_batch=batch,
-                              reconstruct_lr=lr or DEFAULT_LR["adam"])  # fmt: skip
-    if nm is None:
-        kw.update(owl=bench.OWL_LAMBDA, owl_m=bench.OWL_M, sparsity_offsets=bench.SPARSITY_OFFSETS)
-    return kw
+    return bench.improved(nm, SimpleNamespace(
+        reconstruct=steps, reconstruct_batch=batch, reconstruct_lr=lr or DEFAULT_LR["adam"],
+        owl=bench.OWL_LAMBDA, owl_m=bench.OWL_M, sparsity_offsets=bench.SPARSITY_OFFSETS,
+    ))  # fmt: skip
 
 
 def _row(spec: tuple, seq_len: int, eval_tokens: int) -> dict[str, Any]:
