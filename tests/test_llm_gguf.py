@@ -79,3 +79,26 @@ def test_the_api_names_the_converter_for_a_gguf_folder(sources, tmp_path):
     gguf, _, _ = sources
     with pytest.raises(UnsupportedModelError, match=r"netslim.llm.from_gguf\("):
         prune_streaming(gguf.parent, tmp_path / "out", LLMPrune("magnitude", 0.5))
+
+
+def test_windows_the_gguf_cannot_take_fail_before_the_conversion(
+    sources, tmp_path, capsys, monkeypatch
+):
+    """The context comes from the GGUF header: a too-long --seq-len (or a stride past it) is one
+    line before the file is dequantized (about 20 s for SmolLM2-135M)."""
+    import netslim.llm.gguf as gguf_module
+    from netslim.cli.main import main
+
+    gguf, _, text = sources
+    assert gguf_module.gguf_context(gguf) == 128  # tiny_llama's max_position_embeddings
+    converted: list[Path] = []
+    monkeypatch.setattr(gguf_module, "from_gguf", lambda *a: converted.append(a[0]))
+    out = tmp_path / "out"
+    for extra, words in (
+        (["--seq-len", "256"], "--seq-len 256 is longer than the model's context (128 "
+         "positions, context_length in the GGUF header)"),
+        (["--seq-len", "32", "--stride", "64"], "--stride 64 is longer than the window"),
+    ):  # fmt: skip
+        assert main(["llm", str(gguf), "--calib", str(text), "--out", str(out), *extra]) == 2
+        assert words in capsys.readouterr().err
+    assert converted == [] and not out.exists()

@@ -21,16 +21,15 @@ def _tokenizer(model_dir: str) -> Any:
         raise UnsupportedModelError(f"{model_dir} has no usable tokenizer: {exc}") from exc
 
 
-def _check_windows(hf_config: Any, seq_len: int, stride: int | None) -> None:
+def _check_windows(context: int | None, seq_len: int, stride: int | None, where: str) -> None:
     """The calibration and evaluation windows fit the model and each other, before any work:
     a stride past the window leaves tokens unscored (with --stream that error came after the
-    whole model was pruned and written), and a window past the model's context calibrates and
-    scores positions it never saw (GPT-2's learned positions end in an index error)."""
-    context = getattr(hf_config, "max_position_embeddings", None)
+    whole model was pruned and written), and a window past the model's ``context`` (as ``where``
+    declares it) calibrates and scores positions it never saw (GPT-2's learned positions end in
+    an index error)."""
     if isinstance(context, int) and seq_len > context:
         raise ConfigError(
-            f"--seq-len {seq_len} is longer than the model's context ({context} positions, "
-            "max_position_embeddings in its config.json)"
+            f"--seq-len {seq_len} is longer than the model's context ({context} positions, {where})"
         )
     if stride is not None and stride > seq_len:
         raise ConfigError(
@@ -59,12 +58,14 @@ def llm_job(model_dir: str, config: Any, *, out: str, **inputs: Any) -> dict[str
     float32 Hugging Face folder beside ``out``, removed afterwards. ``inputs``: the keywords of
     :func:`_job` (calib, eval_text, seq_len, stride, calib_samples, eval_tokens, stream)."""
     from netslim.llm import io
-    from netslim.llm.gguf import from_gguf, gguf_source
+    from netslim.llm.gguf import from_gguf, gguf_context, gguf_source
 
     io.check_writable(out)
     gguf = gguf_source(model_dir)
     if gguf is None:
         return _job(model_dir, config, out=out, **inputs)
+    where = "context_length in the GGUF header"
+    _check_windows(gguf_context(gguf), inputs["seq_len"], inputs["stride"], where)
     parent = Path(out).resolve().parent  # the float32 copy beside the output, not in /tmp
     parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".netslim-gguf-", dir=parent) as tmp:
@@ -101,7 +102,8 @@ def _job(
     from netslim.methods import preflight
 
     hf_config = io.check_model_dir(model_dir)
-    _check_windows(hf_config, seq_len, stride)
+    context = getattr(hf_config, "max_position_embeddings", None)
+    _check_windows(context, seq_len, stride, "max_position_embeddings in its config.json")
     tokenizer = _tokenizer(model_dir)
     calib_ids = None
     if needs_calibration(config):

@@ -30,6 +30,20 @@ def gguf_source(path: str | os.PathLike) -> Path | None:
     return found[0] if found else None
 
 
+def gguf_context(file: str | os.PathLike) -> int | None:
+    """The context length a GGUF file declares (``<architecture>.context_length``), read from
+    its header without loading the weights; None where it declares none."""
+    import gguf
+
+    try:
+        fields = gguf.GGUFReader(str(file)).fields
+        arch = fields["general.architecture"].contents()
+        field = fields.get(f"{arch}.context_length")
+    except (OSError, ValueError, KeyError) as exc:
+        raise UnsupportedModelError(f"{file}: not a readable GGUF file: {exc}") from exc
+    return int(field.contents()) if field is not None else None
+
+
 def from_gguf(file: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write ``file`` (GGUF) to ``out`` as a float32 Hugging Face folder: config, safetensors
     weights (dequantized) and tokenizer. ``out`` appears only once complete."""
