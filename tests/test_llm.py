@@ -421,6 +421,24 @@ def test_cli_reports_what_each_new_step_did_and_cost(tmp_path, capsys):
     assert {"prune", "reconstruct", "owl", "recover"} <= set(report["costs"])
 
 
+def test_cli_warns_when_the_text_gives_fewer_windows_than_asked(tmp_path, capsys):
+    """--calib-samples 64 on a text of 34 windows calibrated on 34 and said nothing: the printed
+    count was the only hint that the text was short."""
+    from netslim.cli.main import main
+
+    src = _write_model_dir(tmp_path / "m")
+    text = tmp_path / "calib.txt"
+    text.write_text("In the beginning God created the heaven and the earth. " * 20)  # 1100 bytes
+    args = ["llm", str(src), "--method", "wanda", "--calib", str(text), "--seq-len", "32"]
+    assert main([*args, "--calib-samples", "64", "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert "calibration: 34 sequences x 32 tokens" in captured.out
+    warning = f"{text} gives 34 windows of 32 tokens, fewer than --calib-samples 64"
+    assert [line for line in captured.err.splitlines() if warning in line]
+    assert main([*args, "--calib-samples", "34", "--out", str(tmp_path / "b")]) == 0
+    assert "fewer than --calib-samples" not in capsys.readouterr().err
+
+
 def test_cli_refuses_windows_the_job_cannot_use_before_pruning(tmp_path, capsys, monkeypatch):
     """A perplexity stride longer than the window failed only at the evaluation: with --stream
     after the whole model was pruned and written; a window longer than the model's context

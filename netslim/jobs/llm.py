@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from netslim.errors import ConfigError, DataError, UnsupportedModelError
+from netslim.errors import ConfigError, DataError, NetslimWarning, UnsupportedModelError
 
 
 def _tokenizer(model_dir: str) -> Any:
@@ -110,6 +111,13 @@ def _job(
         if not calib:
             raise ConfigError(f"{calibration_user(config)} needs --calib FILE (calibration text)")
         calib_ids = token_sequences(tokenizer, read_text(calib), seq_len, calib_samples)
+        if calib_ids.shape[0] < calib_samples:  # all the text has: calibrate, but say so
+            warnings.warn(
+                f"{calib} gives {calib_ids.shape[0]} windows of {seq_len} tokens, fewer than "
+                f"--calib-samples {calib_samples}: calibrating on all of them",
+                NetslimWarning,
+                stacklevel=2,
+            )
     recovery_ids = None
     if getattr(config, "recover", 0) and calib:  # distillation reads every window of the text
         recovery_ids = token_sequences(tokenizer, read_text(calib), seq_len)
