@@ -65,6 +65,15 @@ def token_sequences(
     return windows.contiguous()
 
 
+def calibration_summary(ids: Tensor) -> dict[str, int]:
+    """What a report says of the calibration ids ``(N, seq_len)``: sequences, length, tokens."""
+    return {
+        "sequences": int(ids.shape[0]),
+        "seq_len": int(ids.shape[1]),
+        "tokens": int(ids.numel()),
+    }
+
+
 class _Caught(Exception):
     """Raised by the block-0 pre-hook to stop the forward pass once the inputs are caught."""
 

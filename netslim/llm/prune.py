@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from netslim.core.copying import copy_model
 from netslim.errors import ConfigError, DataError
 from netslim.llm.arch import Family, block_linears, family, layers, weight_oi
-from netslim.llm.calibration import BlockInputs, capture_inputs
+from netslim.llm.calibration import BlockInputs, calibration_summary, capture_inputs
 from netslim.llm.config import WEIGHT_METHODS, LLMPrune
 from netslim.llm.depth import (
     InfluenceStep,
@@ -199,11 +199,7 @@ def prune_model(
         "family": fam.name,
     }
     if calibration is not None and needs_calibration(config):
-        report["calibration"] = {
-            "sequences": int(calibration.shape[0]),
-            "seq_len": int(calibration.shape[1]),
-            "tokens": int(calibration.numel()),
-        }
+        report["calibration"] = calibration_summary(calibration)
     try:
         inputs = capture_inputs(model, calibration) if "calibration" in report else None
         if config.method in WEIGHT_METHODS:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from netslim.core.files import atomic_directory
 from netslim.errors import ArtifactError, ConfigError, UnsupportedModelError
 from netslim.llm.arch import Family, block_linears, family_of, layers
-from netslim.llm.calibration import capture_inputs
+from netslim.llm.calibration import calibration_summary, capture_inputs
 from netslim.llm.config import WEIGHT_METHODS, LLMPrune
 from netslim.llm.depth import InfluenceStep, choose, new_layer_types, removal_count
 from netslim.llm.heap import large_buffers_mapped, return_freed_memory
@@ -270,11 +270,7 @@ def prune_streaming(
         inputs = None
         if calibration is not None and needs_calibration(config):
             inputs = _capture(reader, skeleton.config, fam, calibration)
-            report["calibration"] = {
-                "sequences": int(calibration.shape[0]),
-                "seq_len": int(calibration.shape[1]),
-                "tokens": int(calibration.numel()),
-            }
+            report["calibration"] = calibration_summary(calibration)
         writer = ShardWriter(tmp)
         block_prefix = f"{fam.prefix}."
         if config.method in WEIGHT_METHODS:
