@@ -1174,7 +1174,8 @@ def main() -> None:
     args.recover_batch, args.recover_lr, args.recover_seq_len = RECOVER_BATCH, RECOVER_LR, 256
     args.width = 0.25
     if args.part == "report":
-        return write_docs(json.loads((RESULTS / "llm.json").read_text())) and None
+        write_docs(json.loads((RESULTS / "llm.json").read_text()))
+        return
     if args.part == "bound":
         return run_bound(args)
     from transformers import AutoTokenizer
